@@ -1,0 +1,131 @@
+#include "allocator/caching_allocator.h"
+
+#include "allocator/heap.h"
+
+namespace ebb {
+
+Result<std::unique_ptr<CachingAllocator>> CachingAllocator::create(
+    Device& device, CachingAllocatorOptions options) {
+  const std::size_t capacity = device.capacity_bytes();
+  const std::size_t budget = options.budget_bytes == 0 ? capacity : options.budget_bytes;
+  if (budget > capacity) {
+    return invalid_argument("allocator budget of " + std::to_string(budget) +
+                            " bytes exceeds the capacity of " + device.name() + ", " +
+                            std::to_string(capacity) + " bytes");
+  }
+  // The smallest allocation: one block, or with expandable segments one mapped page.
+  const std::size_t smallest = options.expandable_segments ? device.page_bytes() : kMinBlockBytes;
+  if (budget < smallest) {
+    return invalid_argument("allocator budget of " + std::to_string(budget) +
+                            " bytes is below the smallest allocation it can make, " +
+                            std::to_string(smallest) + " bytes" +
+                            (options.expandable_segments ? " (one page of expandable segments)"
+                                                         : ""));
+  }
+  return std::unique_ptr<CachingAllocator>(new CachingAllocator(device, options, budget));
+}
+
+CachingAllocator::CachingAllocator(Device& device, CachingAllocatorOptions options,
+                                   std::size_t budget_bytes)
+    : device_(device),
+      options_(options),
+      budget_bytes_(budget_bytes),
+      heap_(std::make_unique<Heap>(device, options, budget_bytes)) {}
+
+CachingAllocator::~CachingAllocator() = default;
+
+Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std::string_view tag) {
+  if (bytes == 0) {
+    return invalid_argument("zero-byte allocation request on stream " +
+                            std::to_string(stream.id()) +
+                            (tag.empty() ? std::string() : " for '" + std::string(tag) + "'"));
+  }
+  if (bytes > budget_bytes_ || round_block_bytes(bytes) > budget_bytes_) {
+    return invalid_argument("allocation request of " + std::to_string(bytes) +
+                            " bytes" +
+                            (tag.empty() ? std::string() : " for '" + std::string(tag) + "'") +
+                            " is larger than the whole budget of " +
+                            std::to_string(budget_bytes_) + " bytes");
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  using Effort = Heap::Effort;
+  for (Effort effort : {Effort::kCache, Effort::kRelease, Effort::kWait}) {
+    EBB_ASSIGN_OR_RETURN(Block * block, heap_->allocate(bytes, stream, effort));
+    if (block != nullptr) {
+      if (effort != Effort::kCache) heap_->stats_.num_alloc_retries += 1;
+      heap_->trace_alloc(*block, stream, tag);
+      return reinterpret_cast<void*>(block->address);
+    }
+  }
+  // The engine frees or swaps tensors; it calls free(), so the mutex is not held meanwhile.
+  while (eviction_) {
+    EvictionCallback evict = eviction_;
+    heap_->stats_.num_evictions += 1;
+    lock.unlock();
+    const std::size_t released = evict(round_block_bytes(bytes), stream);
+    lock.lock();
+    if (released == 0) break;
+    EBB_ASSIGN_OR_RETURN(Block * block, heap_->allocate(bytes, stream, Effort::kWait));
+    if (block != nullptr) {
+      heap_->stats_.num_alloc_retries += 1;
+      heap_->trace_alloc(*block, stream, tag);
+      return reinterpret_cast<void*>(block->address);
+    }
+  }
+  heap_->stats_.num_ooms += 1;
+  return out_of_memory(heap_->out_of_memory_report(bytes, stream, tag));
+}
+
+Status CachingAllocator::free(void* ptr) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return heap_->free(ptr, nullptr);
+}
+
+Status CachingAllocator::free(void* ptr, Stream& last_use) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return heap_->free(ptr, &last_use);
+}
+
+Status CachingAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return heap_->empty_cache();
+}
+
+AllocatorStats CachingAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return heap_->stats_;
+}
+
+void CachingAllocator::reset_peak_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  AllocatorStats& s = heap_->stats_;
+  for (PoolStats* p : {&s.all, &s.pool[0], &s.pool[1]}) {
+    for (StatCounter* c : {&p->allocated_bytes, &p->requested_bytes, &p->reserved_bytes,
+                           &p->active_bytes, &p->inactive_split_bytes, &p->allocation,
+                           &p->segment}) {
+      c->peak = c->current;
+    }
+  }
+}
+
+Result<std::size_t> CachingAllocator::block_bytes(const void* ptr) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return heap_->block_bytes(ptr);
+}
+
+void CachingAllocator::set_eviction_callback(EvictionCallback callback) {
+  std::lock_guard<std::mutex> lock(mu_);
+  eviction_ = std::move(callback);
+}
+
+void CachingAllocator::set_trace_sink(AllocTraceSink* sink) {
+  std::lock_guard<std::mutex> lock(mu_);
+  heap_->set_trace_sink(sink);
+}
+
+std::vector<BlockSnapshot> CachingAllocator::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return heap_->snapshot();
+}
+
+}  // namespace ebb

@@ -1,0 +1,13 @@
+# Every dependency comes from the distribution (tools/install_deps.sh installs them).
+find_package(Threads REQUIRED)
+find_package(TBB REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
+if(EBB_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+if(EBB_BUILD_BENCHMARKS)
+  find_package(benchmark REQUIRED)
+endif()

@@ -1,0 +1,210 @@
+#include "kernels/cpu/cpu_stream.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "kernels/cpu/cpu_event.h"
+
+namespace ebb {
+
+std::chrono::steady_clock::time_point CpuLink::book(std::size_t bytes) {
+  const double transfer_ns =
+      model_.bytes_per_second > 0 ? static_cast<double>(bytes) * 1e9 / model_.bytes_per_second : 0;
+  const auto busy = model_.latency + std::chrono::nanoseconds(std::llround(transfer_ns));
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(mu_);
+  free_at_ = std::max(free_at_, now) + busy;
+  return free_at_;
+}
+
+void StreamSet::add(CpuStream* stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  streams_.insert(stream);
+}
+
+void StreamSet::remove(CpuStream* stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  streams_.erase(stream);
+}
+
+std::size_t StreamSet::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return streams_.size();
+}
+
+Status StreamSet::synchronize_all() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Status first;
+  for (CpuStream* stream : streams_) {
+    Status status = stream->synchronize();
+    if (first.ok() && !status.ok()) first = std::move(status);
+  }
+  return first;
+}
+
+CpuStream::CpuStream(std::uint32_t id, const void* device, const CpuMemory& memory,
+                     CpuLink& host_to_device, CpuLink& device_to_host, StreamSet& streams)
+    : id_(id),
+      device_(device),
+      memory_(memory),
+      host_to_device_(host_to_device),
+      device_to_host_(device_to_host),
+      streams_(streams) {
+  worker_ = std::thread([this] { run_worker(); });
+  streams_.add(this);
+}
+
+CpuStream::~CpuStream() {
+  // Leave the set first: Device::synchronize may be draining this stream right now, and it
+  // holds the set while it does.
+  streams_.remove(this);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_one();
+  worker_.join();
+}
+
+void CpuStream::enqueue(std::function<Status()> run, std::shared_ptr<RecordPoint> record_point) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    EBB_CHECK(!stopping_, "work enqueued on cpu stream " + std::to_string(id_) +
+                              " while it is being destroyed");
+    queue_.push_back(Op{std::move(run), std::move(record_point)});
+    ++enqueued_;
+  }
+  work_cv_.notify_one();
+}
+
+void CpuStream::run_worker() {
+  for (;;) {
+    Op op;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and the queue is drained
+      op = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    Status status = op.run ? op.run() : ok_status();
+    op.run = nullptr;  // release what the op captured before reporting it done
+    bool idle = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!status.ok() && error_.ok()) error_ = std::move(status);
+      ++completed_;
+      idle = completed_ == enqueued_;
+      // Under mu_, so that no one sees the stream drained before its events complete, nor an
+      // event complete before the stream counts the record done. Lock order: stream, then point.
+      if (op.record_point != nullptr) op.record_point->complete();
+    }
+    if (idle) idle_cv_.notify_all();
+  }
+}
+
+Status CpuStream::copy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
+  if (bytes == 0) return ok_status();
+  auto what = [&] {  // built only on failure: copies are frequent
+    return "copy_async (" + std::string(copy_kind_name(kind)) + ", " + std::to_string(bytes) +
+           " bytes) on cpu stream " + std::to_string(id_);
+  };
+  if (dst == nullptr || src == nullptr) {
+    return invalid_argument(what() + ": " + (dst == nullptr ? "dst" : "src") + " is null");
+  }
+  const bool dst_on_device = kind == CopyKind::kHostToDevice || kind == CopyKind::kDeviceToDevice;
+  const bool src_on_device = kind == CopyKind::kDeviceToHost || kind == CopyKind::kDeviceToDevice;
+  if (dst_on_device) {
+    if (Status s = memory_.check_device_range(dst, bytes); !s.ok()) {
+      return invalid_argument(what() + ": dst " + s.message());
+    }
+  }
+  if (src_on_device) {
+    if (Status s = memory_.check_device_range(src, bytes); !s.ok()) {
+      return invalid_argument(what() + ": src " + s.message());
+    }
+  }
+  CpuLink* link = kind == CopyKind::kHostToDevice   ? &host_to_device_
+                  : kind == CopyKind::kDeviceToHost ? &device_to_host_
+                                                    : nullptr;
+  if (link != nullptr && !link->throttled()) link = nullptr;
+  enqueue([dst, src, bytes, link]() -> Status {
+    // Book the link before copying: the copy is done no earlier than the model says, and the
+    // memcpy's own time counts towards it.
+    const auto done_at = link != nullptr ? link->book(bytes) : std::chrono::steady_clock::now();
+    std::memmove(dst, src, bytes);
+    if (link != nullptr) std::this_thread::sleep_until(done_at);
+    return ok_status();
+  });
+  return ok_status();
+}
+
+Status CpuStream::memset_async(void* dst, std::uint8_t value, std::size_t bytes) {
+  if (bytes == 0) return ok_status();
+  auto what = [&] {
+    return "memset_async (" + std::to_string(bytes) + " bytes) on cpu stream " +
+           std::to_string(id_);
+  };
+  if (dst == nullptr) return invalid_argument(what() + ": dst is null");
+  if (Status s = memory_.check_device_range(dst, bytes); !s.ok()) {
+    return invalid_argument(what() + ": dst " + s.message());
+  }
+  enqueue([dst, value, bytes]() -> Status {
+    std::memset(dst, value, bytes);
+    return ok_status();
+  });
+  return ok_status();
+}
+
+Status CpuStream::launch(Kernel kernel) {
+  if (!kernel) return invalid_argument("launch of an empty kernel on cpu stream " +
+                                       std::to_string(id_));
+  enqueue([kernel = std::move(kernel), id = id_]() -> Status {
+    const auto where = [id] { return "kernel on cpu stream " + std::to_string(id) + " threw"; };
+    try {
+      kernel(LaunchContext{DeviceKind::kCpu, nullptr});
+    } catch (const std::exception& e) {
+      return internal_error(where() + ": " + e.what());
+    } catch (...) {
+      return internal_error(where() + " an exception not derived from std::exception");
+    }
+    return ok_status();
+  });
+  return ok_status();
+}
+
+Status CpuStream::record(Event& event) {
+  EBB_ASSIGN_OR_RETURN(CpuEvent * cpu_event, as_cpu_event(event, device_, "record"));
+  enqueue(nullptr, cpu_event->begin_record());
+  return ok_status();
+}
+
+Status CpuStream::wait(Event& event) {
+  EBB_ASSIGN_OR_RETURN(CpuEvent * cpu_event, as_cpu_event(event, device_, "wait"));
+  // The record is captured now, so a later record() of the same event does not move this wait.
+  std::shared_ptr<RecordPoint> point = cpu_event->latest_record();
+  if (point == nullptr) return ok_status();  // never recorded: no wait, as in CUDA
+  enqueue([point = std::move(point)]() -> Status {
+    point->wait();
+    return ok_status();
+  });
+  return ok_status();
+}
+
+Status CpuStream::synchronize() {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_cv_.wait(lock, [this] { return completed_ == enqueued_; });
+  return std::exchange(error_, ok_status());
+}
+
+Result<bool> CpuStream::query() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return completed_ == enqueued_;
+}
+
+}  // namespace ebb

@@ -1,0 +1,120 @@
+// CpuStream: the cpu backend's Stream, a worker thread that runs a FIFO queue of device work in
+// order. Also CpuLink, the modelled copy link its copies are throttled by, and StreamSet, the
+// live streams of one device.
+//
+// Work (copies, memsets, kernels, event records and waits) is checked when it is enqueued and
+// runs later on the worker. A kernel that throws leaves a sticky error that the next
+// synchronize() returns; work enqueued after it still runs.
+//
+// Thread safety: all three classes are thread-safe.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "kernels/cpu/cpu_event.h"
+#include "kernels/cpu/cpu_memory.h"
+#include "kernels/device.h"
+
+namespace ebb {
+
+// One direction of a modelled copy link (host-to-device or device-to-host), shared by every
+// stream of a device: like a GPU's copy engine, it carries one copy at a time, so copies on two
+// streams in the same direction take turns instead of each getting the full bandwidth.
+class CpuLink {
+ public:
+  explicit CpuLink(LinkModel model) : model_(model) {}
+
+  bool throttled() const {
+    return model_.bytes_per_second > 0 || model_.latency > std::chrono::nanoseconds::zero();
+  }
+  // Books the link for a copy of `bytes` starting no earlier than now; returns when that copy
+  // completes: latency + bytes / bandwidth after the link is free.
+  std::chrono::steady_clock::time_point book(std::size_t bytes);
+
+ private:
+  const LinkModel model_;
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point free_at_;  // GUARDED_BY(mu_)
+};
+
+class CpuStream;
+
+// The live streams of one device, so that Device::synchronize can drain them all.
+class StreamSet {
+ public:
+  void add(CpuStream* stream);
+  void remove(CpuStream* stream);
+  std::size_t size() const;
+  // Drains every live stream; returns the first sticky error among them (clearing each).
+  // REQUIRES: not called from a kernel (it would wait for itself).
+  Status synchronize_all();
+
+ private:
+  // Held while draining, so that a stream cannot be destroyed under synchronize_all.
+  mutable std::mutex mu_;
+  std::set<CpuStream*> streams_;  // GUARDED_BY(mu_)
+};
+
+// Owned by the device (the default stream) or by the caller of create_stream; must be destroyed
+// before its device. Destruction drains the queue, then joins the worker.
+class CpuStream final : public Stream {
+ public:
+  // `device` identifies the owning device (for event checks); `memory`, the links and `streams`
+  // belong to it and outlive this stream. Registers itself in `streams`.
+  CpuStream(std::uint32_t id, const void* device, const CpuMemory& memory, CpuLink& host_to_device,
+            CpuLink& device_to_host, StreamSet& streams);
+  ~CpuStream() override;
+  CpuStream(const CpuStream&) = delete;
+  CpuStream& operator=(const CpuStream&) = delete;
+
+  std::uint32_t id() const override { return id_; }
+  Status copy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind) override;
+  Status memset_async(void* dst, std::uint8_t value, std::size_t bytes) override;
+  Status launch(Kernel kernel) override;
+  Status record(Event& event) override;
+  Status wait(Event& event) override;
+  // Returns, and clears, the first error raised on this stream since the last synchronize().
+  Status synchronize() override;
+  Result<bool> query() override;
+
+ private:
+  // One unit of queued work, run by the worker.
+  struct Op {
+    std::function<Status()> run;  // a non-OK result becomes the sticky error; may be empty
+    // Completed together with the op's count, so that event and stream state agree (an event
+    // complete, with nothing enqueued after it, means the stream is drained, as in CUDA).
+    std::shared_ptr<RecordPoint> record_point;
+  };
+
+  void enqueue(std::function<Status()> run, std::shared_ptr<RecordPoint> record_point = nullptr);
+  void run_worker();
+
+  const std::uint32_t id_;
+  const void* const device_;
+  const CpuMemory& memory_;
+  CpuLink& host_to_device_;
+  CpuLink& device_to_host_;
+  StreamSet& streams_;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;  // the worker waits here for work or stopping_
+  std::condition_variable idle_cv_;  // synchronize() waits here for completed_ == enqueued_
+  std::deque<Op> queue_;             // GUARDED_BY(mu_)
+  std::uint64_t enqueued_ = 0;       // GUARDED_BY(mu_); ops ever enqueued
+  std::uint64_t completed_ = 0;      // GUARDED_BY(mu_); ops the worker has finished
+  Status error_;                     // GUARDED_BY(mu_); first error since last synchronize()
+  bool stopping_ = false;            // GUARDED_BY(mu_); set by the destructor
+
+  std::thread worker_;  // last: started once everything above is initialised
+};
+
+}  // namespace ebb

@@ -1,0 +1,154 @@
+// Runs the built `ebb` binary (EBB_CLI_PATH) as a user would and checks what it prints and
+// how it exits.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+const std::string kWorkloads = EBB_SOURCE_DIR "/profiles/workloads/";
+
+struct Run {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `ebb <args>` through the shell; args are passed as written.
+Run ebb(const std::string& args) {
+  std::string err_path = testing::TempDir() + "ebb_cli_test_stderr.txt";
+  std::string command = std::string(EBB_CLI_PATH) + " " + args + " 2>" + err_path;
+  Run run;
+  FILE* pipe = popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr) << command;
+  if (pipe == nullptr) return run;
+  char buffer[4096];
+  std::size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) run.out.append(buffer, n);
+  int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  std::ifstream err(err_path);
+  std::stringstream text;
+  text << err.rdbuf();
+  run.err = text.str();
+  return run;
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  std::string path = testing::TempDir() + "ebb_cli_test_" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(EbbCli, HelpListsTheSubcommands) {
+  Run run = ebb("--help");
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_NE(run.out.find("replay"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("bench"), std::string::npos) << run.out;
+}
+
+TEST(EbbCli, Version) {
+  Run run = ebb("--version");
+  EXPECT_EQ(run.exit_code, 0);
+  EXPECT_NE(run.out.find("ebb "), std::string::npos) << run.out;
+}
+
+TEST(EbbCli, ReplayJsonHasTheKeys) {
+  for (const char* file : {"mlp4_train.dtr.log", "gpt_block_train.trace.jsonl"}) {
+    Run run = ebb("replay --json " + kWorkloads + file);
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    nlohmann::json out = nlohmann::json::parse(run.out, nullptr, false);
+    ASSERT_FALSE(out.is_discarded()) << run.out;
+    for (const char* key : {"peak_live_bytes", "peak_reserved_bytes", "reserved_over_live",
+                            "allocs", "frees", "seconds", "budget_bytes", "expandable_segments",
+                            "file"}) {
+      EXPECT_TRUE(out.contains(key)) << key << " missing from " << run.out;
+    }
+    EXPECT_GT(out["peak_live_bytes"].get<std::size_t>(), 0u);
+    EXPECT_GE(out["peak_reserved_bytes"].get<std::size_t>(),
+              out["peak_live_bytes"].get<std::size_t>());
+    EXPECT_TRUE(out["expandable_segments"].get<bool>());
+  }
+  Run classic = ebb("replay --json --classic " + kWorkloads + "mlp4_train.dtr.log");
+  ASSERT_EQ(classic.exit_code, 0) << classic.err;
+  EXPECT_FALSE(nlohmann::json::parse(classic.out)["expandable_segments"].get<bool>());
+}
+
+TEST(EbbCli, ReplayPrintsASummary) {
+  Run run = ebb("replay " + kWorkloads + "mlp4_train.dtr.log");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("peak live"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("peak reserved"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("720043656"), std::string::npos) << run.out;
+}
+
+TEST(EbbCli, ReplayUnderASmallBudgetFailsWithOutOfMemory) {
+  Run run = ebb("replay --budget 256MiB " + kWorkloads + "mlp4_train.dtr.log");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("OutOfMemory"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("event "), std::string::npos) << run.err;
+}
+
+TEST(EbbCli, MalformedTraceExitsOneNamingFileAndLine) {
+  std::string path = write_temp("bad.jsonl",
+                                "{\"op\":\"alloc\",\"id\":0,\"bytes\":64}\n"
+                                "{\"op\":\"free\",\"id\":5}\n");
+  Run run = ebb("replay " + path);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find(path + ":2:"), std::string::npos) << run.err;
+
+  std::string dtr = write_temp("bad.log",
+                               "{\"ANNOTATION\":\"START\",\"INSTRUCTION\":\"ANNOTATE\"}\n"
+                               "{\"INSTRUCTION\":\"CONSTANT\",\"NAME\":\"w\"}\n"
+                               "{\"INSTRUCTION\":\"RELEASE\",\"NAME\":\"w\"}\n");
+  run = ebb("replay " + dtr);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find(dtr + ":3:"), std::string::npos) << run.err;
+}
+
+TEST(EbbCli, MissingFileIsAClearError) {
+  Run run = ebb("replay /nonexistent/ebb/no_such_trace.jsonl");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("cannot open /nonexistent/ebb/no_such_trace.jsonl"), std::string::npos)
+      << run.err;
+}
+
+TEST(EbbCli, BadBudgetIsRejected) {
+  for (const char* budget : {"lots", "4XB", "0", "-5GiB", "99999999999TiB"}) {
+    Run run = ebb(std::string("replay --budget ") + budget + " " + kWorkloads +
+                  "mlp4_train.dtr.log");
+    EXPECT_NE(run.exit_code, 0) << budget;
+    EXPECT_NE(run.err.find("--budget"), std::string::npos) << budget << ": " << run.err;
+    EXPECT_TRUE(run.out.empty()) << run.out;
+  }
+  Run ok = ebb("replay --json --budget 1.5GiB " + kWorkloads + "mlp4_train.dtr.log");
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(nlohmann::json::parse(ok.out)["budget_bytes"].get<std::size_t>(), 1610612736u);
+}
+
+TEST(EbbCli, BenchAllocJson) {
+  Run run = ebb("bench alloc --json --iterations 1000 --repetitions 3");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json out = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_FALSE(out.is_discarded()) << run.out;
+  EXPECT_GT(out["pair_ns_median"].get<double>(), 0);
+  EXPECT_LE(out["pair_ns_min"].get<double>(), out["pair_ns_median"].get<double>());
+  EXPECT_GE(out["pair_ns_max"].get<double>(), out["pair_ns_median"].get<double>());
+  EXPECT_EQ(out["bytes"].get<std::size_t>(), 4096u);
+  EXPECT_EQ(out["repetitions"].get<int>(), 3);
+  EXPECT_EQ(out.size(), 5u);
+}
+
+TEST(EbbCli, BenchAllocLargePool) {
+  Run run = ebb("bench alloc --json --bytes 8MiB --iterations 100 --repetitions 1");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(nlohmann::json::parse(run.out)["bytes"].get<std::size_t>(), 8 * 1024 * 1024u);
+}
+
+}  // namespace

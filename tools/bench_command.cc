@@ -1,0 +1,123 @@
+// `ebb bench alloc`: the cost of an alloc+free pair that the caching allocator serves from its
+// cache, on one stream, from one thread.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "allocator/caching_allocator.h"
+#include "tools/commands.h"
+
+namespace ebb::cli {
+namespace {
+
+struct BenchAllocArgs {
+  bool json = false;
+  std::string bytes = "4096";
+  std::size_t iterations = 100'000;  // pairs per repetition
+  std::size_t repetitions = 5;
+  bool classic = false;
+  std::string device = "cpu";
+};
+
+// Times `repetitions` runs of `iterations` alloc+free pairs; returns ns per pair per run.
+Result<std::vector<double>> time_pairs(CachingAllocator& allocator, Stream& stream,
+                                       std::size_t bytes, std::size_t iterations,
+                                       std::size_t repetitions) {
+  // Warm-up: the first allocation takes memory from the device; later ones hit the cache.
+  EBB_ASSIGN_OR_RETURN(void* warm, allocator.allocate(bytes, stream));
+  EBB_RETURN_IF_ERROR(allocator.free(warm));
+  std::vector<double> pair_ns;
+  for (std::size_t r = 0; r < repetitions; ++r) {
+    auto start = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < iterations; ++i) {
+      Result<void*> p = allocator.allocate(bytes, stream);
+      if (!p.ok()) return p.status();
+      EBB_RETURN_IF_ERROR(allocator.free(*p));
+    }
+    std::chrono::duration<double, std::nano> elapsed = std::chrono::steady_clock::now() - start;
+    pair_ns.push_back(elapsed.count() / static_cast<double>(iterations));
+  }
+  return pair_ns;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  std::size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+int run_bench_alloc(const BenchAllocArgs& args) {
+  Result<std::size_t> bytes = parse_byte_size(args.bytes, "--bytes");
+  if (!bytes.ok()) return report_error(bytes.status());
+  if (args.iterations == 0 || args.repetitions == 0) {
+    return report_error(invalid_argument("--iterations and --repetitions must be positive"));
+  }
+  Result<DeviceKind> kind = parse_device_kind(args.device);
+  if (!kind.ok()) return report_error(kind.status());
+
+  DeviceOptions device_options;
+  device_options.kind = *kind;
+  device_options.capacity_bytes =
+      *kind == DeviceKind::kCuda ? 0 : std::max(kGiB, 2 * round_block_bytes(*bytes) + 64 * kMiB);
+  Result<std::unique_ptr<Device>> device = create_device(device_options);
+  if (!device.ok()) return report_error(device.status());
+  CachingAllocatorOptions options;
+  options.expandable_segments = !args.classic;
+  Result<std::unique_ptr<CachingAllocator>> allocator =
+      CachingAllocator::create(**device, options);
+  if (!allocator.ok()) return report_error(allocator.status());
+
+  Result<std::vector<double>> pair_ns = time_pairs(**allocator, (*device)->default_stream(),
+                                                   *bytes, args.iterations, args.repetitions);
+  if (!pair_ns.ok()) return report_error(pair_ns.status());
+  double med = median(*pair_ns);
+  double lo = *std::min_element(pair_ns->begin(), pair_ns->end());
+  double hi = *std::max_element(pair_ns->begin(), pair_ns->end());
+
+  if (args.json) {
+    nlohmann::ordered_json out;
+    out["pair_ns_median"] = med;
+    out["pair_ns_min"] = lo;
+    out["pair_ns_max"] = hi;
+    out["bytes"] = *bytes;
+    out["repetitions"] = args.repetitions;
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  std::printf("alloc+free of %zu B (%s) from the cache, %s segments, %s, one stream\n", *bytes,
+              format_bytes(*bytes).c_str(), options.expandable_segments ? "expandable" : "classic",
+              (*device)->name().c_str());
+  std::printf("  %zu repetitions of %zu pairs: median %.1f ns per pair (min %.1f, max %.1f)\n",
+              args.repetitions, args.iterations, med, lo, hi);
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& parent) {
+  CLI::App* bench = parent.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto args = std::make_shared<BenchAllocArgs>();
+  CLI::App* alloc = bench->add_subcommand(
+      "alloc", "Time an alloc+free pair served from the caching allocator's cache");
+  alloc->add_flag("--json", args->json,
+                  "print {\"pair_ns_median\", \"pair_ns_min\", \"pair_ns_max\", \"bytes\", "
+                  "\"repetitions\"}");
+  alloc->add_option("--bytes", args->bytes,
+                    "request size, e.g. 4096 (small pool) or 8MiB (large pool); default 4096");
+  alloc->add_option("--iterations", args->iterations, "pairs per repetition (default 100000)");
+  alloc->add_option("--repetitions", args->repetitions, "timed repetitions (default 5)");
+  alloc->add_flag("--classic", args->classic, "classic segments instead of expandable");
+  alloc->add_option("--device", args->device, "cpu or cuda (default cpu)");
+  return Command{bench, [args, alloc] {
+                   if (alloc->parsed()) return run_bench_alloc(*args);
+                   return 2;
+                 }};
+}
+
+}  // namespace ebb::cli

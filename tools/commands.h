@@ -1,0 +1,44 @@
+// The ebb command-line subcommands. Each lives in its own tools/<name>_command.cc and registers
+// itself on the top-level CLI11 app; ebb_main.cc runs the one the user chose.
+//
+// Thread safety: used from main's thread only.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include <CLI/CLI.hpp>
+
+#include "kernels/device.h"
+#include "kernels/status.h"
+
+namespace ebb::cli {
+
+// A registered subcommand: its CLI11 app (set when the user chose it) and what runs it. run
+// returns the process exit code; it prints its own errors.
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command add_replay_command(CLI::App& parent);
+Command add_bench_command(CLI::App& parent);
+
+// Parses a byte count: a number with an optional unit, e.g. "4096", "512MiB", "1.5GiB", "4G".
+// Units (case-insensitive): B; K, KiB, M, MiB, G, GiB, T, TiB (powers of 1024); KB, MB, GB, TB
+// (powers of 1000). Zero, negative, unparsable and overflowing values are kInvalidArgument
+// naming `what` (e.g. "--budget") and the text.
+Result<std::size_t> parse_byte_size(std::string_view text, std::string_view what);
+
+// "1.50 GiB": a byte count for people.
+std::string format_bytes(std::size_t bytes);
+
+// Parses --device: "cpu" or "cuda".
+Result<DeviceKind> parse_device_kind(std::string_view text);
+
+// Prints "ebb: <status>" to stderr and returns exit code 1.
+int report_error(const Status& status);
+
+}  // namespace ebb::cli

@@ -1,0 +1,121 @@
+// The ebb binary: one CLI11 app with a subcommand per tool (see tools/commands.h).
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <limits>
+#include <vector>
+
+#include "tools/commands.h"
+
+#ifndef EBB_VERSION
+#define EBB_VERSION "0.1.0"
+#endif
+
+namespace ebb::cli {
+
+Result<std::size_t> parse_byte_size(std::string_view text, std::string_view what) {
+  auto bad = [&](const std::string& why) {
+    return invalid_argument(std::string(what) + " \"" + std::string(text) + "\" " + why +
+                            " (expected bytes with an optional unit, e.g. 4096, 512MiB, 4GiB)");
+  };
+  std::size_t number_end = 0;
+  while (number_end < text.size() &&
+         (std::isdigit(static_cast<unsigned char>(text[number_end])) || text[number_end] == '.')) {
+    ++number_end;
+  }
+  std::string_view number = text.substr(0, number_end);
+  std::string unit(text.substr(number_end));
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (number.empty() || number == ".") return bad("is not a byte size");
+
+  struct Unit {
+    const char* name;
+    std::size_t bytes;
+  };
+  static const Unit kUnits[] = {
+      {"", 1},           {"b", 1},
+      {"k", kKiB},       {"kib", kKiB},          {"kb", 1000},
+      {"m", kMiB},       {"mib", kMiB},          {"mb", 1000 * 1000},
+      {"g", kGiB},       {"gib", kGiB},          {"gb", 1000 * 1000 * 1000},
+      {"t", kGiB * 1024}, {"tib", kGiB * 1024}, {"tb", std::size_t{1000} * 1000 * 1000 * 1000},
+  };
+  const Unit* match = nullptr;
+  for (const Unit& u : kUnits) {
+    if (unit == u.name) match = &u;
+  }
+  if (match == nullptr) return bad("has an unknown unit");
+
+  std::size_t bytes = 0;
+  if (number.find('.') == std::string_view::npos) {
+    std::size_t value = 0;
+    auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+    if (ec != std::errc() || end != number.data() + number.size() ||
+        __builtin_mul_overflow(value, match->bytes, &bytes)) {
+      return bad("is too large");
+    }
+  } else {
+    char* end = nullptr;
+    std::string copy(number);
+    long double value = std::strtold(copy.c_str(), &end);
+    if (end != copy.c_str() + copy.size()) return bad("is not a byte size");
+    long double scaled = std::floor(value * static_cast<long double>(match->bytes));
+    if (scaled >= static_cast<long double>(std::numeric_limits<std::size_t>::max())) {
+      return bad("is too large");
+    }
+    bytes = static_cast<std::size_t>(scaled);
+  }
+  if (bytes == 0) return bad("is zero");
+  return bytes;
+}
+
+std::string format_bytes(std::size_t bytes) {
+  static const char* const kNames[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.2f %s", value, kNames[unit]);
+  return text;
+}
+
+Result<DeviceKind> parse_device_kind(std::string_view text) {
+  if (text == "cpu") return DeviceKind::kCpu;
+  if (text == "cuda") return DeviceKind::kCuda;
+  return invalid_argument("--device \"" + std::string(text) + "\" is not cpu or cuda");
+}
+
+int report_error(const Status& status) {
+  std::fprintf(stderr, "ebb: %s\n", status.to_string().c_str());
+  return 1;
+}
+
+}  // namespace ebb::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"ebb: train networks larger than device memory (keep, swap or recompute)"};
+  app.set_version_flag("--version", "ebb " EBB_VERSION);
+  app.require_subcommand(1);
+  std::vector<ebb::cli::Command> commands = {
+      ebb::cli::add_replay_command(app),
+      ebb::cli::add_bench_command(app),
+  };
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;  // --help and --version exit 0; usage errors exit 2
+  }
+  try {
+    for (const ebb::cli::Command& command : commands) {
+      if (command.app->parsed()) return command.run();
+    }
+  } catch (const std::exception& e) {
+    return ebb::cli::report_error(ebb::internal_error(e.what()));
+  }
+  return 2;
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The test command of ebb, run by CI (.ci/run) and by hand:
+#   1. format   tools/check_format.sh: every source as .clang-format says
+#   2. layers   tools/check_layers.sh: no lower layer includes a higher one
+#   3. build    build/ (Release; the CUDA backend too when nvcc is found) and its ctest
+#   4. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks) and its ctest
+# Stops at the first failing stage, exits non-zero, and says which stage failed.
+#   tools/test.sh               every stage
+#   tools/test.sh build asan    only the named stages
+# JOBS sets the build and test parallelism (default 2: the reference machine has 2 cores).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+jobs=${JOBS:-2}
+all_stages=(format layers build asan)
+stages=("$@")
+((${#stages[@]})) || stages=("${all_stages[@]}")
+for s in "${stages[@]}"; do
+  [[ " ${all_stages[*]} " == *" $s "* ]] || {
+    echo "test.sh: unknown stage '$s' (stages: ${all_stages[*]})" >&2
+    exit 2
+  }
+done
+
+total_start=$SECONDS
+stage=""
+stage_start=$SECONDS
+timings=()
+
+banner() {
+  echo
+  echo "================================================================================"
+  echo "== $*"
+  echo "================================================================================"
+}
+begin() {
+  stage=$1
+  stage_start=$SECONDS
+  banner "$1: $2"
+}
+end() {
+  local took=$((SECONDS - stage_start))
+  timings+=("$(printf '%-8s %4d s' "$stage" "$took")")
+  echo "-- $stage passed in ${took} s"
+  stage=""
+}
+on_exit() {
+  local rc=$?
+  if ((rc != 0)) && [[ -n "$stage" ]]; then
+    banner "FAILED: stage '$stage' after $((SECONDS - stage_start)) s (total $((SECONDS - total_start)) s)"
+  fi
+}
+trap on_exit EXIT
+
+run_format() {
+  begin format "clang-format check"
+  tools/check_format.sh
+  end
+}
+
+run_layers() {
+  begin layers "layer include check"
+  tools/check_layers.sh
+  end
+}
+
+run_build() {
+  begin build "Release build (EBB_CUDA=AUTO) and tests, in build/"
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DEBB_CUDA=AUTO
+  cmake --build build -j"$jobs"
+  ctest --test-dir build --output-on-failure -j"$jobs"
+  end
+}
+
+run_asan() {
+  begin asan "Debug build with ASan + UBSan and tests (no gpu label), in build-asan/"
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEBB_SANITIZE=ON -DEBB_CUDA=OFF \
+    -DEBB_BUILD_BENCHMARKS=OFF
+  cmake --build build-asan -j"$jobs"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE gpu
+  end
+}
+
+for s in "${stages[@]}"; do "run_$s"; done
+
+banner "all stages passed in $((SECONDS - total_start)) s"
+printf '   %s\n' "${timings[@]}"
