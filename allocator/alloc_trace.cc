@@ -1,11 +1,10 @@
 #include "allocator/alloc_trace.h"
 
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_set>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 namespace ebb {
 namespace {
@@ -110,26 +109,28 @@ Result<std::vector<AllocEvent>> parse_alloc_trace(std::string_view text,
       return fail("unknown op " + op->dump() + " (expected \"alloc\" or \"free\")");
     }
 
-    Result<std::uint64_t> id = unsigned_field(object, "id", true, 0,
-                                              std::numeric_limits<std::uint64_t>::max());
+    Result<std::uint64_t> id =
+        unsigned_field(object, "id", true, 0, std::numeric_limits<std::uint64_t>::max());
     if (!id.ok()) return fail(id.status().message());
     event.id = *id;
-    Result<std::uint64_t> stream = unsigned_field(object, "stream", false, 0,
-                                                  std::numeric_limits<std::uint32_t>::max());
+    Result<std::uint64_t> stream =
+        unsigned_field(object, "stream", false, 0, std::numeric_limits<std::uint32_t>::max());
     if (!stream.ok()) return fail(stream.status().message());
     event.stream = static_cast<std::uint32_t>(*stream);
     auto t = object.find("t_ns");
     if (t != object.end()) {
-      if (!t->is_number_integer()) return fail("field \"t_ns\" = " + t->dump() + " is not an integer");
+      if (!t->is_number_integer())
+        return fail("field \"t_ns\" = " + t->dump() + " is not an integer");
       event.t_ns = t->get<std::int64_t>();
     }
 
     if (event.op == AllocEvent::Op::kAlloc) {
       auto bytes = object.find("bytes");
-      if (bytes == object.end()) return fail("missing field \"bytes\" of alloc " + std::to_string(event.id));
+      if (bytes == object.end())
+        return fail("missing field \"bytes\" of alloc " + std::to_string(event.id));
       if (!bytes->is_number_unsigned() || bytes->get<std::uint64_t>() == 0) {
-        return fail("field \"bytes\" = " + bytes->dump() + " of alloc " +
-                    std::to_string(event.id) + " is not a positive integer");
+        return fail("field \"bytes\" = " + bytes->dump() + " of alloc " + std::to_string(event.id) +
+                    " is not a positive integer");
       }
       event.bytes = static_cast<std::size_t>(bytes->get<std::uint64_t>());
       auto tag = object.find("tag");

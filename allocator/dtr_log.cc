@@ -2,12 +2,11 @@
 
 #include <charconv>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
-
-#include <nlohmann/json.hpp>
 
 namespace ebb {
 namespace {
@@ -150,8 +149,8 @@ Status fold_memory_or_alias(const Json& object, const std::string& kind, DtrInst
   }
   EBB_ASSIGN_OR_RETURN(int alias, alias_field(object));
   if (alias >= static_cast<int>(ins.args.size())) {
-    return invalid_argument("ALIAS " + std::to_string(alias) + " for " + name + " but " +
-                            ins.name + " has " + std::to_string(ins.args.size()) + " arguments");
+    return invalid_argument("ALIAS " + std::to_string(alias) + " for " + name + " but " + ins.name +
+                            " has " + std::to_string(ins.args.size()) + " arguments");
   }
   ins.results[pending.result].alias = alias;
   pending.want_alias = false;
@@ -226,8 +225,7 @@ class StorageWalk {
           EBB_RETURN_IF_ERROR(define(r.name));
           if (r.alias >= static_cast<int>(args.size())) {
             return invalid_argument("result " + r.name + " aliases argument " +
-                                    std::to_string(r.alias) + " of " +
-                                    std::to_string(args.size()));
+                                    std::to_string(r.alias) + " of " + std::to_string(args.size()));
           }
           std::size_t s = r.alias < 0 ? create(r.memory_bytes, ins.name + ":" + r.name, visit)
                                       : args[static_cast<std::size_t>(r.alias)];
@@ -320,13 +318,20 @@ struct EventVisit {
 
 std::string_view dtr_op_name(DtrOp op) {
   switch (op) {
-    case DtrOp::kConstant: return "CONSTANT";
-    case DtrOp::kCall: return "CALL";
-    case DtrOp::kMutate: return "MUTATE";
-    case DtrOp::kCopy: return "COPY";
-    case DtrOp::kCopyFrom: return "COPY_FROM";
-    case DtrOp::kRelease: return "RELEASE";
-    case DtrOp::kAnnotate: return "ANNOTATE";
+    case DtrOp::kConstant:
+      return "CONSTANT";
+    case DtrOp::kCall:
+      return "CALL";
+    case DtrOp::kMutate:
+      return "MUTATE";
+    case DtrOp::kCopy:
+      return "COPY";
+    case DtrOp::kCopyFrom:
+      return "COPY_FROM";
+    case DtrOp::kRelease:
+      return "RELEASE";
+    case DtrOp::kAnnotate:
+      return "ANNOTATE";
   }
   return "UNKNOWN";
 }

@@ -61,14 +61,14 @@ struct DtrInstruction {
   std::size_t line = 0;  // 1-based line number of the instruction in its file
   // CONSTANT, RELEASE: the handle. CALL, MUTATE: the operator's name.
   std::string name;
-  std::size_t memory_bytes = 0;     // CONSTANT: the MEMORY line's bytes
-  std::vector<std::string> args;    // CALL, MUTATE: handles read
-  std::vector<DtrResult> results;   // CALL: handles produced, in order
-  std::vector<int> mutated;         // MUTATE: indices into args of the handles modified
-  std::int64_t time_ns = 0;         // CALL, MUTATE: measured duration
-  std::string dst;                  // COPY, COPY_FROM
-  std::string src;                  // COPY, COPY_FROM
-  std::string annotation;           // ANNOTATE: "START", "BACKWARD", ...
+  std::size_t memory_bytes = 0;    // CONSTANT: the MEMORY line's bytes
+  std::vector<std::string> args;   // CALL, MUTATE: handles read
+  std::vector<DtrResult> results;  // CALL: handles produced, in order
+  std::vector<int> mutated;        // MUTATE: indices into args of the handles modified
+  std::int64_t time_ns = 0;        // CALL, MUTATE: measured duration
+  std::string dst;                 // COPY, COPY_FROM
+  std::string src;                 // COPY, COPY_FROM
+  std::string annotation;          // ANNOTATE: "START", "BACKWARD", ...
 };
 
 // A whole log, in file order. Ownership: owns its instructions.

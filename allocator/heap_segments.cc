@@ -100,7 +100,7 @@ Result<Segment*> CachingAllocator::Heap::grow_classic(Pool& pool, std::size_t ro
 }
 
 Status CachingAllocator::Heap::release_classic_cache() {
-  EBB_RETURN_IF_ERROR(observe_streams(/*record_new=*/false));
+  EBB_RETURN_IF_ERROR(observe_streams(/*record_new=*/true));
   for (std::size_t i = 0; i < segments_.size();) {
     Segment* seg = segments_[i].get();
     Block* b = seg->first;

@@ -124,8 +124,7 @@ Result<ReplayResult> replay(const std::vector<AllocEvent>& events, Device& devic
       ++result.frees;
     }
   }
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   result.stats = allocator->stats();
   result.peak_reserved_bytes = static_cast<std::size_t>(result.stats.all.reserved_bytes.peak);

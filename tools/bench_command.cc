@@ -4,10 +4,9 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "allocator/caching_allocator.h"
 #include "tools/commands.h"
@@ -68,12 +67,11 @@ int run_bench_alloc(const BenchAllocArgs& args) {
   if (!device.ok()) return report_error(device.status());
   CachingAllocatorOptions options;
   options.expandable_segments = !args.classic;
-  Result<std::unique_ptr<CachingAllocator>> allocator =
-      CachingAllocator::create(**device, options);
+  Result<std::unique_ptr<CachingAllocator>> allocator = CachingAllocator::create(**device, options);
   if (!allocator.ok()) return report_error(allocator.status());
 
-  Result<std::vector<double>> pair_ns = time_pairs(**allocator, (*device)->default_stream(),
-                                                   *bytes, args.iterations, args.repetitions);
+  Result<std::vector<double>> pair_ns = time_pairs(**allocator, (*device)->default_stream(), *bytes,
+                                                   args.iterations, args.repetitions);
   if (!pair_ns.ok()) return report_error(pair_ns.status());
   double med = median(*pair_ns);
   double lo = *std::min_element(pair_ns->begin(), pair_ns->end());
@@ -110,8 +108,10 @@ Command add_bench_command(CLI::App& parent) {
                   "\"repetitions\"}");
   alloc->add_option("--bytes", args->bytes,
                     "request size, e.g. 4096 (small pool) or 8MiB (large pool); default 4096");
-  alloc->add_option("--iterations", args->iterations, "pairs per repetition (default 100000)");
-  alloc->add_option("--repetitions", args->repetitions, "timed repetitions (default 5)");
+  alloc->add_option("--iterations", args->iterations, "pairs per repetition (default 100000)")
+      ->check(CLI::PositiveNumber);
+  alloc->add_option("--repetitions", args->repetitions, "timed repetitions (default 5)")
+      ->check(CLI::PositiveNumber);
   alloc->add_flag("--classic", args->classic, "classic segments instead of expandable");
   alloc->add_option("--device", args->device, "cpu or cuda (default cpu)");
   return Command{bench, [args, alloc] {

@@ -4,12 +4,11 @@
 // Thread safety: used from main's thread only.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstddef>
 #include <functional>
 #include <string>
 #include <string_view>
-
-#include <CLI/CLI.hpp>
 
 #include "kernels/device.h"
 #include "kernels/status.h"

@@ -35,11 +35,20 @@ Result<std::size_t> parse_byte_size(std::string_view text, std::string_view what
     std::size_t bytes;
   };
   static const Unit kUnits[] = {
-      {"", 1},           {"b", 1},
-      {"k", kKiB},       {"kib", kKiB},          {"kb", 1000},
-      {"m", kMiB},       {"mib", kMiB},          {"mb", 1000 * 1000},
-      {"g", kGiB},       {"gib", kGiB},          {"gb", 1000 * 1000 * 1000},
-      {"t", kGiB * 1024}, {"tib", kGiB * 1024}, {"tb", std::size_t{1000} * 1000 * 1000 * 1000},
+      {"", 1},
+      {"b", 1},
+      {"k", kKiB},
+      {"kib", kKiB},
+      {"kb", 1000},
+      {"m", kMiB},
+      {"mib", kMiB},
+      {"mb", 1000 * 1000},
+      {"g", kGiB},
+      {"gib", kGiB},
+      {"gb", 1000 * 1000 * 1000},
+      {"t", kGiB * 1024},
+      {"tib", kGiB * 1024},
+      {"tb", std::size_t{1000} * 1000 * 1000 * 1000},
   };
   const Unit* match = nullptr;
   for (const Unit& u : kUnits) {

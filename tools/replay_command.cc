@@ -1,11 +1,11 @@
 // `ebb replay FILE`: replays an alloc trace or a DTR log through the caching allocator and
 // reports how much memory it reserved for the workload's live bytes.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "allocator/alloc_trace.h"
 #include "allocator/caching_allocator.h"
@@ -28,6 +28,10 @@ enum class TraceFormat { kAllocTrace, kDtrLog };
 
 // Reads the first non-blank line to tell an ebb alloc trace from a DTR log.
 Result<TraceFormat> detect_format(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    return invalid_argument(path + " is a directory, not an alloc trace or DTR log");
+  }
   std::ifstream in(path);
   if (!in) return not_found("cannot open " + path);
   std::string line;
@@ -82,8 +86,8 @@ int run_replay(const ReplayArgs& args) {
   options.expandable_segments = !args.classic;
   Result<ReplayResult> result = replay(*events, **device, options);
   if (!result.ok()) {
-    return report_error(Status(result.status().code(),
-                               args.file + ": " + result.status().message()));
+    return report_error(
+        Status(result.status().code(), args.file + ": " + result.status().message()));
   }
 
   const ReplayResult& r = *result;
@@ -134,7 +138,8 @@ int run_replay(const ReplayArgs& args) {
 Command add_replay_command(CLI::App& parent) {
   auto args = std::make_shared<ReplayArgs>();
   CLI::App* app = parent.add_subcommand(
-      "replay", "Replay an ebb alloc trace (JSON lines) or a DTR log through the caching allocator");
+      "replay",
+      "Replay an ebb alloc trace (JSON lines) or a DTR log through the caching allocator");
   app->add_option("FILE", args->file, "alloc trace or DTR log (detected from the first line)")
       ->required();
   app->add_flag("--json", args->json, "print one JSON object instead of the summary");

@@ -29,8 +29,8 @@ Status cuda_failure(cudaError_t error, const CudaCall& call) {
   // Clears the per-thread last error (a sticky error, one that broke the context, stays and is
   // reported by every later call, which is what the caller needs to see).
   (void)cudaGetLastError();
-  std::string message = describe(call) + " failed: " + cudaGetErrorName(error) + ": " +
-                        cudaGetErrorString(error);
+  std::string message =
+      describe(call) + " failed: " + cudaGetErrorName(error) + ": " + cudaGetErrorString(error);
   if (error == cudaErrorMemoryAllocation) return out_of_memory(std::move(message));
   return internal_error(std::move(message));
 }

@@ -33,12 +33,14 @@ Status cuda_failure(cudaError_t error, const CudaCall& call);
 Status cuda_failure(CUresult result, const CudaCall& call);
 
 inline Status cuda_status(cudaError_t error, const CudaCall& call) {
-  if (error == cudaSuccess) [[likely]] return Status();
+  if (error == cudaSuccess) [[likely]]
+    return Status();
   return cuda_failure(error, call);
 }
 
 inline Status cuda_status(CUresult result, const CudaCall& call) {
-  if (result == CUDA_SUCCESS) [[likely]] return Status();
+  if (result == CUDA_SUCCESS) [[likely]]
+    return Status();
   return cuda_failure(result, call);
 }
 

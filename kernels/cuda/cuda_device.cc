@@ -4,6 +4,8 @@
 // Capacity is accounted here, before CUDA is asked: committed bytes (cudaMalloc'ed plus mapped)
 // never pass capacity_bytes(), which is DeviceOptions::capacity_bytes or, when that is 0, the
 // GPU's free memory at creation. Every call first makes this GPU current on the calling thread.
+// free() waits for the device (cudaFree does); unmap_pages() does not (cuMemUnmap does not): its
+// caller must know that no queued work still uses the pages.
 //
 // Ownership: owns the default stream, the allocations and mappings it hands out (it releases
 // what is left at destruction, and says so on stderr), and the pinned host buffers.
@@ -16,7 +18,6 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "kernels/cuda/cuda_call.h"
 #include "kernels/cuda/cuda_driver.h"
@@ -108,8 +109,8 @@ Result<std::unique_ptr<Device>> CudaDevice::create(const DeviceOptions& options)
   EBB_RETURN_IF_ERROR(cuda_status(cudaFree(nullptr), {"cudaFree(nullptr) (context creation)"}));
 
   cudaDeviceProp prop = {};
-  EBB_RETURN_IF_ERROR(cuda_status(cudaGetDeviceProperties(&prop, ordinal),
-                                  {"cudaGetDeviceProperties"}));
+  EBB_RETURN_IF_ERROR(
+      cuda_status(cudaGetDeviceProperties(&prop, ordinal), {"cudaGetDeviceProperties"}));
   std::string name = "cuda:" + std::to_string(ordinal) + " " + prop.name + " (sm_" +
                      std::to_string(prop.major) + std::to_string(prop.minor) + ")";
 
@@ -117,8 +118,7 @@ Result<std::unique_ptr<Device>> CudaDevice::create(const DeviceOptions& options)
   if (capacity_bytes == 0) {
     std::size_t free_bytes = 0;
     std::size_t total_bytes = 0;
-    EBB_RETURN_IF_ERROR(
-        cuda_status(cudaMemGetInfo(&free_bytes, &total_bytes), {"cudaMemGetInfo"}));
+    EBB_RETURN_IF_ERROR(cuda_status(cudaMemGetInfo(&free_bytes, &total_bytes), {"cudaMemGetInfo"}));
     capacity_bytes = free_bytes;
   }
 
@@ -141,8 +141,8 @@ CudaDevice::~CudaDevice() {
                  "ebb: %s destroyed while holding %zu allocations, %zu mapped pages in %zu "
                  "reserved ranges and %zu pinned host buffers (%zu bytes committed); releasing "
                  "them\n",
-                 name_.c_str(), allocations_.size(), held.mapped_pages, held.ranges,
-                 pinned_.size(), committed_bytes());
+                 name_.c_str(), allocations_.size(), held.mapped_pages, held.ranges, pinned_.size(),
+                 committed_bytes());
   }
   for (const auto& [ptr, bytes] : allocations_) {
     Status status = cuda_status(cudaFree(ptr), {"cudaFree", bytes, ptr});
@@ -160,8 +160,8 @@ Status CudaDevice::commit(const char* call, std::size_t bytes) {
   std::size_t committed = committed_bytes_.load(std::memory_order_relaxed);
   do {
     if (bytes > capacity_bytes_ - committed) {
-      return out_of_memory(std::string(call) + "(" + std::to_string(bytes) + " bytes) on " +
-                           name_ + ": " + std::to_string(committed) + " bytes are committed of " +
+      return out_of_memory(std::string(call) + "(" + std::to_string(bytes) + " bytes) on " + name_ +
+                           ": " + std::to_string(committed) + " bytes are committed of " +
                            std::to_string(capacity_bytes_) + " bytes of capacity");
     }
   } while (!committed_bytes_.compare_exchange_weak(committed, committed + bytes,
@@ -218,11 +218,10 @@ Status CudaDevice::map_pages(void* addr, std::size_t bytes) {
 }
 
 Status CudaDevice::unmap_pages(void* addr, std::size_t bytes) {
-  EBB_RETURN_IF_ERROR(use_device(ordinal_));
-  // cudaFree waits for the device; cuMemUnmap does not. Queued work may still read these pages,
-  // so wait for it, as PyTorch's expandable segments do before unmapping.
-  EBB_RETURN_IF_ERROR(
-      cuda_status(cudaDeviceSynchronize(), {"cudaDeviceSynchronize (before unmap)", bytes, addr}));
+  // No device-wide wait here, unlike cudaFree and unlike PyTorch, which synchronizes before each
+  // unmap: the caching allocator unmaps only pages of frees that an event shows the device has
+  // passed, and unmaps page by page under memory pressure, where a wait would drain every stream
+  // each time. The caller guarantees that no queued work still uses the pages.
   std::size_t unmapped_bytes = 0;
   Status status = vm_->unmap(addr, bytes, &unmapped_bytes);
   uncommit(unmapped_bytes);

@@ -10,10 +10,14 @@ namespace {
 
 cudaMemcpyKind native_copy_kind(CopyKind kind) {
   switch (kind) {
-    case CopyKind::kHostToDevice: return cudaMemcpyHostToDevice;
-    case CopyKind::kDeviceToHost: return cudaMemcpyDeviceToHost;
-    case CopyKind::kDeviceToDevice: return cudaMemcpyDeviceToDevice;
-    case CopyKind::kHostToHost: return cudaMemcpyHostToHost;
+    case CopyKind::kHostToDevice:
+      return cudaMemcpyHostToDevice;
+    case CopyKind::kDeviceToHost:
+      return cudaMemcpyDeviceToHost;
+    case CopyKind::kDeviceToDevice:
+      return cudaMemcpyDeviceToDevice;
+    case CopyKind::kHostToHost:
+      return cudaMemcpyHostToHost;
   }
   return cudaMemcpyDefault;
 }
@@ -70,8 +74,7 @@ Result<double> CudaEvent::elapsed_ms_since(Event& start) {
   EBB_ASSIGN_OR_RETURN(CudaEvent * begin, as_own_event(start, owner_, "elapsed_ms_since"));
   if (!begin->recorded() || !recorded()) {
     return failed_precondition(std::string("elapsed_ms_since: the ") +
-                               (begin->recorded() ? "end" : "start") +
-                               " event was never recorded");
+                               (begin->recorded() ? "end" : "start") + " event was never recorded");
   }
   float ms = 0;
   cudaError_t error = cudaEventElapsedTime(&ms, begin->event_, event_);

@@ -37,10 +37,10 @@ Result<std::unique_ptr<CudaVirtualMemory>> CudaVirtualMemory::create(int ordinal
   CUdevice device = 0;
   EBB_RETURN_IF_ERROR(cuda_status(driver.cuDeviceGet(&device, ordinal), {"cuDeviceGet"}));
   int supported = 0;
-  EBB_RETURN_IF_ERROR(cuda_status(
-      driver.cuDeviceGetAttribute(&supported,
-                                  CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, device),
-      {"cuDeviceGetAttribute(VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED)"}));
+  EBB_RETURN_IF_ERROR(
+      cuda_status(driver.cuDeviceGetAttribute(
+                      &supported, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, device),
+                  {"cuDeviceGetAttribute(VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED)"}));
 
   CUmemAllocationProp prop = {};
   prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
@@ -48,9 +48,9 @@ Result<std::unique_ptr<CudaVirtualMemory>> CudaVirtualMemory::create(int ordinal
   prop.location.id = device;
   std::size_t page_bytes = kFallbackPageBytes;
   if (supported != 0) {
-    EBB_RETURN_IF_ERROR(cuda_status(driver.cuMemGetAllocationGranularity(
-                                        &page_bytes, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM),
-                                    {"cuMemGetAllocationGranularity"}));
+    EBB_RETURN_IF_ERROR(cuda_status(
+        driver.cuMemGetAllocationGranularity(&page_bytes, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM),
+        {"cuMemGetAllocationGranularity"}));
   }
   return std::unique_ptr<CudaVirtualMemory>(
       new CudaVirtualMemory(ordinal, driver, supported != 0, page_bytes, prop));
@@ -114,8 +114,7 @@ Status CudaVirtualMemory::release(void* base, std::size_t bytes) {
   }
   if (it->second.mapped_pages != 0) {
     return failed_precondition(describe("release_range", base, bytes) + ": " +
-                               std::to_string(it->second.mapped_pages) +
-                               " pages are still mapped");
+                               std::to_string(it->second.mapped_pages) + " pages are still mapped");
   }
   EBB_RETURN_IF_ERROR(use_device(ordinal_));
   EBB_RETURN_IF_ERROR(
@@ -201,7 +200,8 @@ Status CudaVirtualMemory::map(void* addr, std::size_t bytes) {
   }
   for (std::size_t i = 0; i < done; ++i) {
     Status undo = unmap_page(address + i * page_bytes_, range, first + i);
-    if (!undo.ok()) std::fprintf(stderr, "ebb: undoing a failed map: %s\n", undo.to_string().c_str());
+    if (!undo.ok())
+      std::fprintf(stderr, "ebb: undoing a failed map: %s\n", undo.to_string().c_str());
   }
   return failure;
 }

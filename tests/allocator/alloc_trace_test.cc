@@ -123,7 +123,9 @@ TEST_P(MalformedAllocTraceTest, IsInvalidArgumentNamingFileAndLine) {
   EXPECT_NE(message.find(GetParam().words), std::string::npos) << message;
 }
 
-#define ALLOC0 R"({"op":"alloc","id":0,"bytes":512,"stream":0,"t_ns":0})" "\n"
+#define ALLOC0                                               \
+  R"({"op":"alloc","id":0,"bytes":512,"stream":0,"t_ns":0})" \
+  "\n"
 
 INSTANTIATE_TEST_SUITE_P(
     AllocTrace, MalformedAllocTraceTest,
@@ -136,19 +138,24 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"missing_bytes", ALLOC0 R"({"op":"alloc","id":1})", 2, "\"bytes\""},
         Malformed{"zero_bytes", ALLOC0 R"({"op":"alloc","id":1,"bytes":0})", 2, "positive"},
         Malformed{"negative_bytes", ALLOC0 R"({"op":"alloc","id":1,"bytes":-8})", 2, "positive"},
-        Malformed{"fractional_bytes", ALLOC0 R"({"op":"alloc","id":1,"bytes":8.5})", 2,
-                  "positive"},
+        Malformed{"fractional_bytes", ALLOC0 R"({"op":"alloc","id":1,"bytes":8.5})", 2, "positive"},
         Malformed{"string_bytes", ALLOC0 R"({"op":"alloc","id":1,"bytes":"8"})", 2, "positive"},
         Malformed{"negative_id", ALLOC0 R"({"op":"free","id":-1})", 2, "\"id\""},
         Malformed{"bad_stream", ALLOC0 R"({"op":"alloc","id":1,"bytes":8,"stream":-2})", 2,
                   "\"stream\""},
         Malformed{"bad_t_ns", ALLOC0 R"({"op":"alloc","id":1,"bytes":8,"t_ns":"soon"})", 2,
                   "\"t_ns\""},
-        Malformed{"duplicate_alloc_id", ALLOC0 R"({"op":"free","id":0})" "\n" ALLOC0, 3,
-                  "earlier alloc"},
+        Malformed{"duplicate_alloc_id",
+                  ALLOC0 R"({"op":"free","id":0})"
+                         "\n" ALLOC0,
+                  3, "earlier alloc"},
         Malformed{"free_never_allocated", ALLOC0 R"({"op":"free","id":9})", 2, "not live"},
-        Malformed{"double_free", ALLOC0 "\n" R"({"op":"free","id":0})" "\n"
-                  R"({"op":"free","id":0})", 4, "not live"}),
+        Malformed{"double_free",
+                  ALLOC0 "\n"
+                         R"({"op":"free","id":0})"
+                         "\n"
+                         R"({"op":"free","id":0})",
+                  4, "not live"}),
     [](const testing::TestParamInfo<Malformed>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -22,9 +22,9 @@
 namespace ebb {
 namespace {
 
-#define ASSERT_OK(expr)                                                 \
-  do {                                                                  \
-    const ::ebb::Status assert_status_ = (expr);                        \
+#define ASSERT_OK(expr)                                                              \
+  do {                                                                               \
+    const ::ebb::Status assert_status_ = (expr);                                     \
     ASSERT_TRUE(assert_status_.ok()) << #expr << ": " << assert_status_.to_string(); \
   } while (false)
 #define ASSERT_OK_AND_ASSIGN(lhs, expr) \
@@ -106,8 +106,8 @@ TEST_P(CachingAllocatorCudaTest, FreedBlockIsReusedOnItsStreamWithoutDeviceCalls
 TEST_P(CachingAllocatorCudaTest, CopiesIntoBlocksRoundTrip) {
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<CachingAllocator> allocator, make_allocator(256 * kMiB));
   Stream& stream = device_->default_stream();
-  const std::vector<std::size_t> sizes = {1,       511,          4 * kKiB + 3, kMiB,
-                                          kMiB + 1, 3 * kMiB + 5, 12 * kMiB,   25 * kMiB + 17};
+  const std::vector<std::size_t> sizes = {1,        511,          4 * kKiB + 3, kMiB,
+                                          kMiB + 1, 3 * kMiB + 5, 12 * kMiB,    25 * kMiB + 17};
   std::size_t staging_bytes = 0;
   for (std::size_t bytes : sizes) staging_bytes += bytes;
   ASSERT_OK_AND_ASSIGN(void* staging, device_->allocate_pinned_host(staging_bytes));

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -313,6 +314,47 @@ TEST_P(CachingAllocatorTest, SnapshotTilesSegmentsWithoutOverlap) {
   }
   EXPECT_EQ(live, 3u);
   for (void* p : {ps[0], ps[2], ps[3]}) ASSERT_TRUE(a->free(p).ok());
+}
+
+TEST_P(CachingAllocatorTest, ThreadsAllocatingAtOnceNeverShareABlock) {
+  auto a = make(128 * kMiB);
+  constexpr int kThreads = 4;
+  std::vector<std::unique_ptr<Stream>> streams;
+  for (int t = 0; t < kThreads; ++t) streams.push_back(std::move(device_->create_stream()).value());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Stream& s = *streams[t];
+      std::vector<std::pair<void*, std::uint8_t>> held;
+      for (int i = 0; i < 400; ++i) {
+        const std::size_t bytes = 512 * (1 + (i * 7 + t * 13) % 200);
+        auto p = a->allocate(bytes, s);
+        if (!p.ok()) {
+          failures++;
+          continue;
+        }
+        const auto tag = static_cast<std::uint8_t>(t * 50 + i % 50);
+        (void)s.memset_async(*p, tag, 512);
+        held.emplace_back(*p, tag);
+        if (held.size() > 8) {
+          std::uint8_t first = 0;
+          (void)s.copy_async(&first, held.front().first, 1, CopyKind::kDeviceToHost);
+          (void)s.synchronize();
+          if (first != held.front().second) failures++;
+          if (!a->free(held.front().first).ok()) failures++;
+          held.erase(held.begin());
+        }
+      }
+      for (auto& [p, tag] : held) {
+        if (!a->free(p).ok()) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(a->stats().all.allocation.current, 0);
+  EXPECT_EQ(a->stats().all.allocated_bytes.current, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Segments, CachingAllocatorTest, ::testing::Values(true, false),

@@ -86,7 +86,8 @@ TEST(DtrLog, KeepsEveryInstructionsInformation) {
   EXPECT_EQ(ins[1].memory_bytes, 6912u);
   EXPECT_EQ(ins[1].line, 2u);
 
-  auto call = std::find_if(ins.begin(), ins.end(), [](const DtrInstruction& i) { return i.line == 412; });
+  auto call =
+      std::find_if(ins.begin(), ins.end(), [](const DtrInstruction& i) { return i.line == 412; });
   ASSERT_NE(call, ins.end());
   EXPECT_EQ(call->op, DtrOp::kCall);
   EXPECT_EQ(call->name, "cudnn_convolution");
@@ -99,7 +100,8 @@ TEST(DtrLog, KeepsEveryInstructionsInformation) {
   // The view at line 415 shares argument 0's storage.
   EXPECT_EQ((call + 1)->results.at(0).alias, 0);
   // Line 420: add_ mutates its first argument in place.
-  auto mutate = std::find_if(ins.begin(), ins.end(), [](const DtrInstruction& i) { return i.line == 420; });
+  auto mutate =
+      std::find_if(ins.begin(), ins.end(), [](const DtrInstruction& i) { return i.line == 420; });
   ASSERT_NE(mutate, ins.end());
   EXPECT_EQ(mutate->op, DtrOp::kMutate);
   EXPECT_EQ(mutate->name, "add_");
@@ -189,56 +191,98 @@ TEST_P(MalformedDtrLogTest, IsInvalidArgumentNamingFileAndLine) {
   EXPECT_NE(message.find(GetParam().words), std::string::npos) << message;
 }
 
-#define START_LINE R"({"ANNOTATION":"START","INSTRUCTION":"ANNOTATE"})" "\n"
-#define CONST_W R"({"INSTRUCTION":"CONSTANT","NAME":"w"})" "\n" \
-                R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"w"})" "\n"
+#define START_LINE                                     \
+  R"({"ANNOTATION":"START","INSTRUCTION":"ANNOTATE"})" \
+  "\n"
+#define CONST_W                                          \
+  R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"             \
+  "\n"                                                   \
+  R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"w"})" \
+  "\n"
 
 INSTANTIATE_TEST_SUITE_P(
     DtrLog, MalformedDtrLogTest,
     testing::Values(
         Malformed{"bad_json", START_LINE "{\"INSTRUCTION\":\"CONSTANT\",\n", 2, "JSON"},
         Malformed{"unknown_instruction", START_LINE R"({"INSTRUCTION":"FROB"})", 2, "FROB"},
-        Malformed{"missing_field", START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"]})", 4, "TIME"},
-        Malformed{"bad_number", START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})" "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"12x","NAME":"w"})", 3, "12x"},
-        Malformed{"negative_number", START_LINE CONST_W
+        Malformed{"missing_field",
+                  START_LINE CONST_W
+                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"]})",
+                  4, "TIME"},
+        Malformed{"bad_number",
+                  START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
+                             "\n"
+                             R"({"INSTRUCTION":"MEMORY","MEMORY":"12x","NAME":"w"})",
+                  3, "12x"},
+        Malformed{"negative_number",
+                  START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[0],"NAME":"f","TIME":"-3"})",
                   4, "-3"},
-        Malformed{"number_not_string", START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})" "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":64,"NAME":"w"})", 3, "not a string"},
-        Malformed{"memory_unknown_name", START_LINE CONST_W
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})", 4, "q"},
-        Malformed{"memory_wrong_name", START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})" "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})", 3, "MEMORY line for w"},
-        Malformed{"call_without_memory", START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})" "\n"
-                  R"({"INSTRUCTION":"RELEASE","NAME":"w"})", 5, "MEMORY line for y"},
-        Malformed{"call_without_alias", START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})" "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})" "\n"
-                  R"({"INSTRUCTION":"RELEASE","NAME":"w"})", 6, "ALIAS line for y"},
-        Malformed{"call_at_end_of_file", START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})" "\n",
+        Malformed{"number_not_string",
+                  START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
+                             "\n"
+                             R"({"INSTRUCTION":"MEMORY","MEMORY":64,"NAME":"w"})",
+                  3, "not a string"},
+        Malformed{"memory_unknown_name",
+                  START_LINE CONST_W R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})", 4,
+                  "q"},
+        Malformed{"memory_wrong_name",
+                  START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
+                             "\n"
+                             R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})",
+                  3, "MEMORY line for w"},
+        Malformed{"call_without_memory",
+                  START_LINE CONST_W
+                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                  "\n"
+                  R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
+                  5, "MEMORY line for y"},
+        Malformed{"call_without_alias",
+                  START_LINE CONST_W
+                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                  "\n"
+                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
+                  "\n"
+                  R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
+                  6, "ALIAS line for y"},
+        Malformed{"call_at_end_of_file",
+                  START_LINE CONST_W
+                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                  "\n",
                   5, "end of file"},
-        Malformed{"alias_out_of_range", START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})" "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})" "\n"
-                  R"({"ALIAS":"1","INSTRUCTION":"ALIAS","NAME":"y"})", 6, "ALIAS 1"},
-        Malformed{"reused_name", START_LINE CONST_W
-                  R"({"INSTRUCTION":"RELEASE","NAME":"w"})" "\n" CONST_W, 5, "reused"},
-        Malformed{"copy_onto_existing", START_LINE CONST_W
-                  R"({"DST":"w","INSTRUCTION":"COPY","SRC":"w"})", 4, "reused"},
-        Malformed{"arg_not_live", START_LINE CONST_W
-                  R"({"ARGS":["nope"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})" "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})" "\n"
-                  R"({"ALIAS":"-1","INSTRUCTION":"ALIAS","NAME":"y"})", 4, "nope"},
-        Malformed{"release_twice", START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})" "\n"
-                  R"({"INSTRUCTION":"RELEASE","NAME":"w"})", 5, "not a live handle"},
-        Malformed{"mutate_index_out_of_range", START_LINE CONST_W
+        Malformed{"alias_out_of_range",
+                  START_LINE CONST_W
+                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                  "\n"
+                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
+                  "\n"
+                  R"({"ALIAS":"1","INSTRUCTION":"ALIAS","NAME":"y"})",
+                  6, "ALIAS 1"},
+        Malformed{"reused_name",
+                  START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})"
+                                     "\n" CONST_W,
+                  5, "reused"},
+        Malformed{"copy_onto_existing",
+                  START_LINE CONST_W R"({"DST":"w","INSTRUCTION":"COPY","SRC":"w"})", 4, "reused"},
+        Malformed{"arg_not_live",
+                  START_LINE CONST_W
+                  R"({"ARGS":["nope"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                  "\n"
+                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
+                  "\n"
+                  R"({"ALIAS":"-1","INSTRUCTION":"ALIAS","NAME":"y"})",
+                  4, "nope"},
+        Malformed{"release_twice",
+                  START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})"
+                                     "\n"
+                                     R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
+                  5, "not a live handle"},
+        Malformed{"mutate_index_out_of_range",
+                  START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[2],"NAME":"f","TIME":"1"})",
                   4, "MUTATE index 2"},
-        Malformed{"mutate_strings", START_LINE CONST_W
+        Malformed{"mutate_strings",
+                  START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":["0"],"NAME":"f","TIME":"1"})",
                   4, "MUTATE"}),
     [](const testing::TestParamInfo<Malformed>& info) { return std::string(info.param.name); });

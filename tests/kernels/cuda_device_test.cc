@@ -2,6 +2,8 @@
 // particular to cuda (error messages that name the CUDA call and size, the driver's page
 // granularity, the native stream handed to kernels, page-granular unmapping of mapped runs).
 // Every test skips itself where no GPU is visible, so the binary runs everywhere.
+#include "kernels/cuda/cuda_device.h"
+
 #include <cuda_runtime_api.h>
 
 #include <chrono>
@@ -10,7 +12,6 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/cuda/cuda_device.h"
 #include "kernels/device.h"
 #include "tests/kernels/device_conformance.h"
 
@@ -45,7 +46,9 @@ Status delay_stream(Stream& stream, int ms) {
 class CudaDeviceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA GPU is visible on this machine";
+    if (cuda_device_count() == 0) {
+      GTEST_SKIP() << "no CUDA GPU is visible: " << create_test_device().status().message();
+    }
     EBB_ASSERT_OK_AND_ASSIGN(device_, create_test_device());
   }
 
@@ -125,8 +128,7 @@ TEST_F(CudaDeviceTest, MapPagesOfUnreservedAddressNamesCallAndSize) {
   Status status = device_->map_pages(nowhere, page);
   EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("map_pages"), std::string::npos) << status.to_string();
-  EXPECT_NE(status.message().find(std::to_string(page)), std::string::npos)
-      << status.to_string();
+  EXPECT_NE(status.message().find(std::to_string(page)), std::string::npos) << status.to_string();
   EXPECT_EQ(device_->committed_bytes(), 0u);
 }
 
@@ -139,8 +141,7 @@ TEST_F(CudaDeviceTest, MapChecksAlignmentDoubleMapAndRelease) {
   EXPECT_EQ(device_->map_pages(base, 5 * page).code(), StatusCode::kInvalidArgument);
   EBB_ASSERT_OK(device_->map_pages(base, 2 * page));
   EXPECT_EQ(device_->map_pages(bytes + page, 2 * page).code(), StatusCode::kFailedPrecondition);
-  EXPECT_EQ(device_->unmap_pages(bytes + page, 2 * page).code(),
-            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(device_->unmap_pages(bytes + page, 2 * page).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(device_->release_range(base, 4 * page).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(device_->committed_bytes(), 2 * page);
   EBB_EXPECT_OK(device_->unmap_pages(base, 2 * page));
@@ -192,24 +193,31 @@ TEST_F(CudaDeviceTest, QueryIsFalseWhileWorkIsPendingAndWaitOrdersStreams) {
   EBB_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Stream> producer, device_->create_stream());
   EBB_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Event> done, device_->create_event());
   EBB_ASSERT_OK_AND_ASSIGN(void* buffer, device_->allocate(kMiB));
+  // Pinned, so that the copy into it is asynchronous: a copy into pageable memory returns only
+  // once it has completed, which would hide whether the stream waited.
+  EBB_ASSERT_OK_AND_ASSIGN(void* back, device_->allocate_pinned_host(kMiB));
+  std::memset(back, 0, kMiB);
   Stream& consumer = device_->default_stream();
 
   EBB_ASSERT_OK(delay_stream(*producer, 200));
   EBB_ASSERT_OK(producer->memset_async(buffer, 0x5a, kMiB));
   EBB_ASSERT_OK(producer->record(*done));
-  EBB_ASSERT_OK(consumer.wait(*done));
-  std::vector<std::uint8_t> back(kMiB);
-  EBB_ASSERT_OK(consumer.copy_async(back.data(), buffer, kMiB, CopyKind::kDeviceToHost));
-
   EBB_ASSERT_OK_AND_ASSIGN(bool producer_idle, producer->query());
   EBB_ASSERT_OK_AND_ASSIGN(bool event_done, done->query());
   EXPECT_FALSE(producer_idle);
   EXPECT_FALSE(event_done);
+
+  EBB_ASSERT_OK(consumer.wait(*done));
+  EBB_ASSERT_OK(consumer.copy_async(back, buffer, kMiB, CopyKind::kDeviceToHost));
+  EBB_ASSERT_OK_AND_ASSIGN(bool consumer_idle, consumer.query());
+  EXPECT_FALSE(consumer_idle) << "the consumer should still be waiting for the producer";
   EBB_ASSERT_OK(consumer.synchronize());
-  EXPECT_EQ(back, std::vector<std::uint8_t>(kMiB, 0x5a));
+  const auto* bytes = static_cast<const std::uint8_t*>(back);
+  EXPECT_EQ(std::vector<std::uint8_t>(bytes, bytes + kMiB), std::vector<std::uint8_t>(kMiB, 0x5a));
   EBB_ASSERT_OK_AND_ASSIGN(event_done, done->query());
   EXPECT_TRUE(event_done);
   EBB_EXPECT_OK(device_->free(buffer));
+  EBB_EXPECT_OK(device_->free_pinned_host(back));
 }
 
 TEST_F(CudaDeviceTest, ElapsedTimeCoversADelay) {

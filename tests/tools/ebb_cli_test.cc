@@ -5,26 +5,26 @@
 
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace {
 
 const std::string kWorkloads = EBB_SOURCE_DIR "/profiles/workloads/";
 
-struct Run {
+struct CliRun {
   int exit_code = -1;
   std::string out;
   std::string err;
 };
 
 // Runs `ebb <args>` through the shell; args are passed as written.
-Run ebb(const std::string& args) {
+CliRun ebb(const std::string& args) {
   std::string err_path = testing::TempDir() + "ebb_cli_test_stderr.txt";
-  std::string command = std::string(EBB_CLI_PATH) + " " + args + " 2>" + err_path;
-  Run run;
+  // timeout(1): a hang is a failure (exit 124), not a stuck test run.
+  std::string command = "timeout 120 " + std::string(EBB_CLI_PATH) + " " + args + " 2>" + err_path;
+  CliRun run;
   FILE* pipe = popen(command.c_str(), "r");
   EXPECT_NE(pipe, nullptr) << command;
   if (pipe == nullptr) return run;
@@ -47,27 +47,27 @@ std::string write_temp(const std::string& name, const std::string& text) {
 }
 
 TEST(EbbCli, HelpListsTheSubcommands) {
-  Run run = ebb("--help");
+  CliRun run = ebb("--help");
   EXPECT_EQ(run.exit_code, 0);
   EXPECT_NE(run.out.find("replay"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("bench"), std::string::npos) << run.out;
 }
 
 TEST(EbbCli, Version) {
-  Run run = ebb("--version");
+  CliRun run = ebb("--version");
   EXPECT_EQ(run.exit_code, 0);
   EXPECT_NE(run.out.find("ebb "), std::string::npos) << run.out;
 }
 
 TEST(EbbCli, ReplayJsonHasTheKeys) {
   for (const char* file : {"mlp4_train.dtr.log", "gpt_block_train.trace.jsonl"}) {
-    Run run = ebb("replay --json " + kWorkloads + file);
+    CliRun run = ebb("replay --json " + kWorkloads + file);
     ASSERT_EQ(run.exit_code, 0) << run.err;
     nlohmann::json out = nlohmann::json::parse(run.out, nullptr, false);
     ASSERT_FALSE(out.is_discarded()) << run.out;
-    for (const char* key : {"peak_live_bytes", "peak_reserved_bytes", "reserved_over_live",
-                            "allocs", "frees", "seconds", "budget_bytes", "expandable_segments",
-                            "file"}) {
+    for (const char* key :
+         {"peak_live_bytes", "peak_reserved_bytes", "reserved_over_live", "allocs", "frees",
+          "seconds", "budget_bytes", "expandable_segments", "file"}) {
       EXPECT_TRUE(out.contains(key)) << key << " missing from " << run.out;
     }
     EXPECT_GT(out["peak_live_bytes"].get<std::size_t>(), 0u);
@@ -75,13 +75,13 @@ TEST(EbbCli, ReplayJsonHasTheKeys) {
               out["peak_live_bytes"].get<std::size_t>());
     EXPECT_TRUE(out["expandable_segments"].get<bool>());
   }
-  Run classic = ebb("replay --json --classic " + kWorkloads + "mlp4_train.dtr.log");
+  CliRun classic = ebb("replay --json --classic " + kWorkloads + "mlp4_train.dtr.log");
   ASSERT_EQ(classic.exit_code, 0) << classic.err;
   EXPECT_FALSE(nlohmann::json::parse(classic.out)["expandable_segments"].get<bool>());
 }
 
 TEST(EbbCli, ReplayPrintsASummary) {
-  Run run = ebb("replay " + kWorkloads + "mlp4_train.dtr.log");
+  CliRun run = ebb("replay " + kWorkloads + "mlp4_train.dtr.log");
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_NE(run.out.find("peak live"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("peak reserved"), std::string::npos) << run.out;
@@ -89,7 +89,7 @@ TEST(EbbCli, ReplayPrintsASummary) {
 }
 
 TEST(EbbCli, ReplayUnderASmallBudgetFailsWithOutOfMemory) {
-  Run run = ebb("replay --budget 256MiB " + kWorkloads + "mlp4_train.dtr.log");
+  CliRun run = ebb("replay --budget 256MiB " + kWorkloads + "mlp4_train.dtr.log");
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_NE(run.err.find("OutOfMemory"), std::string::npos) << run.err;
   EXPECT_NE(run.err.find("event "), std::string::npos) << run.err;
@@ -99,7 +99,7 @@ TEST(EbbCli, MalformedTraceExitsOneNamingFileAndLine) {
   std::string path = write_temp("bad.jsonl",
                                 "{\"op\":\"alloc\",\"id\":0,\"bytes\":64}\n"
                                 "{\"op\":\"free\",\"id\":5}\n");
-  Run run = ebb("replay " + path);
+  CliRun run = ebb("replay " + path);
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_NE(run.err.find(path + ":2:"), std::string::npos) << run.err;
 
@@ -113,27 +113,30 @@ TEST(EbbCli, MalformedTraceExitsOneNamingFileAndLine) {
 }
 
 TEST(EbbCli, MissingFileIsAClearError) {
-  Run run = ebb("replay /nonexistent/ebb/no_such_trace.jsonl");
+  CliRun run = ebb("replay /nonexistent/ebb/no_such_trace.jsonl");
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_NE(run.err.find("cannot open /nonexistent/ebb/no_such_trace.jsonl"), std::string::npos)
       << run.err;
+  run = ebb("replay " + testing::TempDir());
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("is a directory"), std::string::npos) << run.err;
 }
 
 TEST(EbbCli, BadBudgetIsRejected) {
   for (const char* budget : {"lots", "4XB", "0", "-5GiB", "99999999999TiB"}) {
-    Run run = ebb(std::string("replay --budget ") + budget + " " + kWorkloads +
-                  "mlp4_train.dtr.log");
+    CliRun run =
+        ebb(std::string("replay --budget ") + budget + " " + kWorkloads + "mlp4_train.dtr.log");
     EXPECT_NE(run.exit_code, 0) << budget;
     EXPECT_NE(run.err.find("--budget"), std::string::npos) << budget << ": " << run.err;
     EXPECT_TRUE(run.out.empty()) << run.out;
   }
-  Run ok = ebb("replay --json --budget 1.5GiB " + kWorkloads + "mlp4_train.dtr.log");
+  CliRun ok = ebb("replay --json --budget 1.5GiB " + kWorkloads + "mlp4_train.dtr.log");
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(nlohmann::json::parse(ok.out)["budget_bytes"].get<std::size_t>(), 1610612736u);
 }
 
 TEST(EbbCli, BenchAllocJson) {
-  Run run = ebb("bench alloc --json --iterations 1000 --repetitions 3");
+  CliRun run = ebb("bench alloc --json --iterations 1000 --repetitions 3");
   ASSERT_EQ(run.exit_code, 0) << run.err;
   nlohmann::json out = nlohmann::json::parse(run.out, nullptr, false);
   ASSERT_FALSE(out.is_discarded()) << run.out;
@@ -145,8 +148,19 @@ TEST(EbbCli, BenchAllocJson) {
   EXPECT_EQ(out.size(), 5u);
 }
 
+TEST(EbbCli, BenchAllocRejectsBadCounts) {
+  for (const char* args :
+       {"--iterations 0", "--iterations -1", "--repetitions 0", "--bytes lots", "--bytes 0"}) {
+    CliRun run = ebb(std::string("bench alloc --json ") + args);
+    EXPECT_NE(run.exit_code, 0) << args;
+    EXPECT_NE(run.exit_code, 124) << args << " hung";
+    EXPECT_FALSE(run.err.empty()) << args;
+    EXPECT_TRUE(run.out.empty()) << args << ": " << run.out;
+  }
+}
+
 TEST(EbbCli, BenchAllocLargePool) {
-  Run run = ebb("bench alloc --json --bytes 8MiB --iterations 100 --repetitions 1");
+  CliRun run = ebb("bench alloc --json --bytes 8MiB --iterations 100 --repetitions 1");
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(nlohmann::json::parse(run.out)["bytes"].get<std::size_t>(), 8 * 1024 * 1024u);
 }
