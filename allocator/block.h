@@ -6,7 +6,7 @@
 // free. A free block remembers the stream of its last use and that stream's free sequence
 // number, so it is reused on another stream only once an event shows the stream is past it.
 //
-// Thread safety: not thread-safe; the CachingAllocator's mutex guards every Block and Segment.
+// Thread safety: not thread-safe; the CachingAllocator's lock guards every Block and Segment.
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,7 @@
 #include "allocator/caching_allocator.h"
 
+#include <mutex>
+
 #include "allocator/heap.h"
 
 namespace ebb {
@@ -47,7 +49,7 @@ Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std:
                             " is larger than the whole budget of " +
                             std::to_string(budget_bytes_) + " bytes");
   }
-  std::unique_lock<std::mutex> lock(mu_);
+  std::unique_lock<SpinLock> lock(mu_);
   using Effort = Heap::Effort;
   for (Effort effort : {Effort::kCache, Effort::kRelease, Effort::kWait}) {
     EBB_ASSIGN_OR_RETURN(Block * block, heap_->allocate(bytes, stream, effort));
@@ -57,7 +59,7 @@ Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std:
       return reinterpret_cast<void*>(block->address);
     }
   }
-  // The engine frees or swaps tensors; it calls free(), so the mutex is not held meanwhile.
+  // The engine frees or swaps tensors; it calls free(), so the lock is not held meanwhile.
   while (eviction_) {
     EvictionCallback evict = eviction_;
     heap_->stats_.num_evictions += 1;
@@ -77,27 +79,27 @@ Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std:
 }
 
 Status CachingAllocator::free(void* ptr) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   return heap_->free(ptr, nullptr);
 }
 
 Status CachingAllocator::free(void* ptr, Stream& last_use) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   return heap_->free(ptr, &last_use);
 }
 
 Status CachingAllocator::empty_cache() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   return heap_->empty_cache();
 }
 
 AllocatorStats CachingAllocator::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   return heap_->stats_;
 }
 
 void CachingAllocator::reset_peak_stats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   AllocatorStats& s = heap_->stats_;
   for (PoolStats* p : {&s.all, &s.pool[0], &s.pool[1]}) {
     for (StatCounter* c : {&p->allocated_bytes, &p->requested_bytes, &p->reserved_bytes,
@@ -109,22 +111,22 @@ void CachingAllocator::reset_peak_stats() {
 }
 
 Result<std::size_t> CachingAllocator::block_bytes(const void* ptr) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   return heap_->block_bytes(ptr);
 }
 
 void CachingAllocator::set_eviction_callback(EvictionCallback callback) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   eviction_ = std::move(callback);
 }
 
 void CachingAllocator::set_trace_sink(AllocTraceSink* sink) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   heap_->set_trace_sink(sink);
 }
 
 std::vector<BlockSnapshot> CachingAllocator::snapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<SpinLock> lock(mu_);
   return heap_->snapshot();
 }
 

@@ -5,7 +5,7 @@
 // next larger bin in a few word scans. Each bin is an intrusive doubly linked list (LIFO, so a
 // block freed and asked for again is found first).
 //
-// Thread safety: not thread-safe; guarded by the CachingAllocator's mutex.
+// Thread safety: not thread-safe; guarded by the CachingAllocator's lock.
 #pragma once
 
 #include <array>

@@ -1,10 +1,10 @@
 // CachingAllocator::Heap: the allocator's state and algorithms, behind the public class.
 //
-// The public CachingAllocator validates arguments, takes the mutex, and runs the miss path
+// The public CachingAllocator validates arguments, takes the lock, and runs the miss path
 // (eviction callback) outside it; Heap does the rest: pools, segments, blocks, page mapping,
 // stream progress and statistics.
 //
-// Thread safety: not thread-safe; every call is made with CachingAllocator's mutex held.
+// Thread safety: not thread-safe; every call is made with CachingAllocator's lock held.
 #pragma once
 
 #include <chrono>

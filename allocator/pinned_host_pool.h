@@ -2,9 +2,10 @@
 // host (and, later, NVMe), with a capacity limit.
 //
 // Memory comes from Device::allocate_pinned_host (cudaHostAlloc on cuda, mlock'ed aligned
-// memory on cpu) in chunks; requests are served best-fit from cached free ranges, split and
-// coalesced. Sizes are rounded to 4 KiB only: a 3 MiB + 4 KiB staging buffer costs that, not
-// 4 MiB, unlike allocators that round large requests to a power of two.
+// memory on cpu) in chunks of kPinnedMinChunkBytes, or of the rounded request when it is
+// larger, never past the capacity; requests are served best-fit from cached free ranges,
+// split and coalesced. Sizes are rounded to 4 KiB only: a 3 MiB + 4 KiB staging buffer costs
+// that, not 4 MiB, unlike allocators that round large requests to a power of two.
 //
 // Ownership: holds a reference to the Device, which must outlive it; returns every chunk to
 // the device on destruction.
@@ -27,13 +28,13 @@ inline constexpr std::size_t kPinnedRoundBytes = 4 * kKiB;
 inline constexpr std::size_t kPinnedMinChunkBytes = 2 * kMiB;
 
 struct PinnedHostPoolStats {
-  std::size_t capacity_bytes = 0;   // ceiling on reserved_bytes
-  std::size_t reserved_bytes = 0;   // pinned memory held from the device
-  std::size_t allocated_bytes = 0;  // bytes of live buffers, as rounded
-  std::size_t peak_allocated_bytes = 0;
-  std::size_t peak_reserved_bytes = 0;
-  std::int64_t chunks = 0;       // pinned allocations held
-  std::int64_t allocations = 0;  // live buffers
+  std::size_t capacity_bytes = 0;        // ceiling on reserved_bytes
+  std::size_t reserved_bytes = 0;        // pinned memory held from the device
+  std::size_t allocated_bytes = 0;       // bytes of live buffers, as rounded
+  std::size_t peak_allocated_bytes = 0;  // highest allocated_bytes since creation
+  std::size_t peak_reserved_bytes = 0;   // highest reserved_bytes since creation
+  std::int64_t chunks = 0;               // pinned allocations held
+  std::int64_t allocations = 0;          // live buffers
 };
 
 class PinnedHostPool {

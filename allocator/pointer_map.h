@@ -4,7 +4,7 @@
 // per insert and a pointer chase per lookup. Linear probing over a power-of-two table with
 // backward-shift deletion (no tombstones) keeps both to a cache line or two.
 //
-// Thread safety: not thread-safe; guarded by the CachingAllocator's mutex.
+// Thread safety: not thread-safe; guarded by the CachingAllocator's lock.
 #pragma once
 
 #include <cstddef>

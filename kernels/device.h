@@ -114,7 +114,9 @@ class Device {
   // Backs [addr, addr+bytes) of a reserved range with memory, readable and writable by
   // kernels and copies. addr and bytes page-aligned. Counts against capacity.
   virtual Status map_pages(void* addr, std::size_t bytes) = 0;
-  // Returns the memory behind [addr, addr+bytes); REQUIRES: those pages are mapped.
+  // Returns the memory behind [addr, addr+bytes). Does not wait for the device: REQUIRES those
+  // pages are mapped and no queued work still uses them (cuMemUnmap, like munmap, does not
+  // order itself after running kernels).
   virtual Status unmap_pages(void* addr, std::size_t bytes) = 0;
 
   // Page-locked host memory usable by async copies (cudaHostAlloc; mlock on cpu).

@@ -9,10 +9,6 @@
 
 #include "tools/commands.h"
 
-#ifndef EBB_VERSION
-#define EBB_VERSION "0.1.0"
-#endif
-
 namespace ebb::cli {
 
 Result<std::size_t> parse_byte_size(std::string_view text, std::string_view what) {

@@ -4,7 +4,8 @@
 #   tools/tidy.sh --tests         the test sources too
 #   tools/tidy.sh FILE...         the named files
 # Configure build/ first (tools/test.sh or the README's quick start does). CLANG_TIDY overrides
-# the binary; JOBS the parallelism (default: the number of cores). Exits 1 on any warning.
+# the binary; JOBS the parallelism (default: the number of cores); VERBOSE=1 prints clang-tidy's
+# full output (with code excerpts) instead of one line per warning. Exits 1 on any warning.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,7 +43,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 printf '%s\n' "${files[@]}" |
   xargs -P "$jobs" -I{} "$clang_tidy" -p build --quiet {} >"$log" 2>/dev/null || true
-warnings=$(grep -cE ': (warning|error):' "$log" || true)
-cat "$log"
-echo "tidy: ${#files[@]} files, $warnings warnings/errors, $((SECONDS - start)) s"
-((warnings == 0))
+# A header's warning repeats for every file that includes it: report each one once.
+mapfile -t warnings < <(grep -E ': (warning|error):' "$log" | sort -u)
+if [[ -n "${VERBOSE:-}" ]]; then
+  cat "$log"
+elif ((${#warnings[@]})); then
+  printf '%s\n' "${warnings[@]}"
+fi
+echo "tidy: ${#files[@]} files, ${#warnings[@]} distinct warnings/errors, $((SECONDS - start)) s"
+((${#warnings[@]} == 0))

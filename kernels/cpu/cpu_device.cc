@@ -53,8 +53,7 @@ class CpuDevice final : public Device {
 
   ~CpuDevice() override {
     default_stream_.reset();
-    EBB_CHECK(streams_.size() == 0, std::to_string(streams_.size()) +
-                                        " streams of " + name() +
+    EBB_CHECK(streams_.size() == 0, std::to_string(streams_.size()) + " streams of " + name() +
                                         " outlive it; destroy them before the device");
   }
 

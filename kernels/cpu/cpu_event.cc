@@ -65,7 +65,8 @@ Result<double> CpuEvent::elapsed_ms_since(Event& start) {
                                (!to->done() ? "end" : "start") +
                                " event's recorded work has not completed");
   }
-  const std::chrono::duration<double, std::milli> elapsed = to->completed_at() - from->completed_at();
+  const std::chrono::duration<double, std::milli> elapsed =
+      to->completed_at() - from->completed_at();
   return elapsed.count();
 }
 

@@ -33,7 +33,7 @@ class RecordPoint {
  private:
   mutable std::mutex mu_;
   mutable std::condition_variable done_cv_;
-  bool done_ = false;                                // GUARDED_BY(mu_)
+  bool done_ = false;                                   // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point completed_at_;  // GUARDED_BY(mu_); set with done_
 };
 

@@ -82,14 +82,14 @@ Result<void*> CpuMemory::allocate(std::size_t bytes) {
   if (bytes == 0) return invalid_argument("allocate of 0 bytes");
   std::lock_guard<std::mutex> lock(mu_);
   if (bytes > capacity_bytes_ - committed_bytes_) {
-    return out_of_memory("allocate of " + std::to_string(bytes) + " bytes: " +
-                         std::to_string(committed_bytes_) + " of " +
+    return out_of_memory("allocate of " + std::to_string(bytes) +
+                         " bytes: " + std::to_string(committed_bytes_) + " of " +
                          std::to_string(capacity_bytes_) + " bytes of device capacity committed");
   }
   // Rounding to whole OS pages gives 4 KiB alignment, past the 512 bytes kernels rely on.
   const std::size_t mapped_bytes = round_up(bytes, os_page_bytes());
-  void* ptr = mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+  void* ptr =
+      mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ptr == MAP_FAILED) return syscall_error("mmap", mapped_bytes, errno);
   allocations_.emplace(as_int(ptr), Allocation{bytes, mapped_bytes});
   committed_bytes_ += bytes;
@@ -119,8 +119,8 @@ Result<void*> CpuMemory::reserve_range(std::size_t bytes) {
   }
   // mmap aligns to OS pages only: over-reserve by one page and trim both ends to page_bytes_.
   const std::size_t over_bytes = bytes + page_bytes_;
-  void* raw = mmap(nullptr, over_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+  void* raw =
+      mmap(nullptr, over_bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (raw == MAP_FAILED) return syscall_error("mmap (reserve)", over_bytes, errno);
   const std::uintptr_t raw_base = as_int(raw);
   const std::uintptr_t base = round_up(raw_base, page_bytes_);
@@ -153,8 +153,7 @@ Status CpuMemory::release_range(void* base, std::size_t bytes) {
   return ok_status();
 }
 
-Result<CpuMemory::PageSpan> CpuMemory::find_pages(const char* call, void* addr,
-                                                   std::size_t bytes) {
+Result<CpuMemory::PageSpan> CpuMemory::find_pages(const char* call, void* addr, std::size_t bytes) {
   const std::uintptr_t a = as_int(addr);
   if (bytes == 0 || a % page_bytes_ != 0 || bytes % page_bytes_ != 0) {
     return invalid_argument(std::string(call) + " of " + region_string(addr, bytes) +
@@ -176,10 +175,10 @@ Status CpuMemory::map_pages(void* addr, std::size_t bytes) {
   EBB_ASSIGN_OR_RETURN(PageSpan span, find_pages("map_pages", addr, bytes));
   for (std::size_t p = span.first_page; p < span.first_page + span.page_count; ++p) {
     if (span.range->mapped[p]) {
-      return failed_precondition("map_pages of " + region_string(addr, bytes) + ": page at " +
-                                 address_string(static_cast<char*>(addr) +
-                                                (p - span.first_page) * page_bytes_) +
-                                 " is already mapped");
+      return failed_precondition(
+          "map_pages of " + region_string(addr, bytes) + ": page at " +
+          address_string(static_cast<char*>(addr) + (p - span.first_page) * page_bytes_) +
+          " is already mapped");
     }
   }
   if (bytes > capacity_bytes_ - committed_bytes_) {
@@ -203,10 +202,10 @@ Status CpuMemory::unmap_pages(void* addr, std::size_t bytes) {
   EBB_ASSIGN_OR_RETURN(PageSpan span, find_pages("unmap_pages", addr, bytes));
   for (std::size_t p = span.first_page; p < span.first_page + span.page_count; ++p) {
     if (!span.range->mapped[p]) {
-      return failed_precondition("unmap_pages of " + region_string(addr, bytes) + ": page at " +
-                                 address_string(static_cast<char*>(addr) +
-                                                (p - span.first_page) * page_bytes_) +
-                                 " is not mapped");
+      return failed_precondition(
+          "unmap_pages of " + region_string(addr, bytes) + ": page at " +
+          address_string(static_cast<char*>(addr) + (p - span.first_page) * page_bytes_) +
+          " is not mapped");
     }
   }
   // MADV_DONTNEED drops the backing pages now, so the memory really goes back to the OS.
@@ -227,8 +226,8 @@ Status CpuMemory::unmap_pages(void* addr, std::size_t bytes) {
 Result<void*> CpuMemory::allocate_pinned_host(std::size_t bytes) {
   if (bytes == 0) return invalid_argument("allocate_pinned_host of 0 bytes");
   const std::size_t mapped_bytes = round_up(bytes, os_page_bytes());
-  void* ptr = mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+  void* ptr =
+      mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ptr == MAP_FAILED) return syscall_error("mmap (pinned host)", mapped_bytes, errno);
   if (mlock(ptr, mapped_bytes) != 0) {
     const int err = errno;

@@ -162,8 +162,8 @@ Status CpuStream::memset_async(void* dst, std::uint8_t value, std::size_t bytes)
 }
 
 Status CpuStream::launch(Kernel kernel) {
-  if (!kernel) return invalid_argument("launch of an empty kernel on cpu stream " +
-                                       std::to_string(id_));
+  if (!kernel)
+    return invalid_argument("launch of an empty kernel on cpu stream " + std::to_string(id_));
   enqueue([kernel = std::move(kernel), id = id_]() -> Status {
     const auto where = [id] { return "kernel on cpu stream " + std::to_string(id) + " threw"; };
     try {

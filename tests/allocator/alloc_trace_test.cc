@@ -1,6 +1,7 @@
 #include "allocator/alloc_trace.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -11,7 +12,7 @@ namespace ebb {
 namespace {
 
 std::string temp_path(const std::string& name) {
-  return testing::TempDir() + "ebb_alloc_trace_test_" + name;
+  return testing::TempDir() + "ebb_alloc_trace_test_" + std::to_string(getpid()) + "_" + name;
 }
 
 std::string write_temp(const std::string& name, const std::string& text) {

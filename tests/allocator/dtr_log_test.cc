@@ -1,6 +1,7 @@
 #include "allocator/dtr_log.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -16,7 +17,8 @@ const char* const kBundledLog = EBB_SOURCE_DIR "/profiles/workloads/mlp4_train.d
 
 // Writes `text` to a fresh file under the test temp dir and returns its path.
 std::string write_temp(const std::string& name, const std::string& text) {
-  std::string path = testing::TempDir() + "ebb_dtr_log_test_" + name;
+  std::string path =
+      testing::TempDir() + "ebb_dtr_log_test_" + std::to_string(getpid()) + "_" + name;
   std::ofstream(path) << text;
   return path;
 }

@@ -416,9 +416,11 @@ TEST(PinnedHostPoolThreadsTest, ConcurrentAllocFreeFromSeveralThreads) {
   ASSERT_TRUE(device.ok()) << device.status().to_string();
   Result<std::unique_ptr<PinnedHostPool>> pool = PinnedHostPool::create(**device, 256 * kMiB);
   ASSERT_TRUE(pool.ok());
+  constexpr int kThreads = 4;
   std::vector<std::thread> threads;
-  std::vector<int> failures(4, 0);
-  for (int t = 0; t < 4; ++t) {
+  threads.reserve(kThreads);
+  std::vector<int> failures(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(static_cast<unsigned>(t));
       std::vector<std::pair<std::uint8_t*, std::size_t>> mine;
@@ -445,7 +447,7 @@ TEST(PinnedHostPoolThreadsTest, ConcurrentAllocFreeFromSeveralThreads) {
     });
   }
   for (std::thread& th : threads) th.join();
-  for (int t = 0; t < 4; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
   EXPECT_EQ((*pool)->stats().allocations, 0);
   EXPECT_EQ((*pool)->stats().allocated_bytes, 0u);
 }

@@ -1,5 +1,7 @@
 // The cpu backend: the shared conformance suite, then what only the cpu backend promises (kernels
 // run in stream order on a worker thread, modelled link timing, messages, option checks).
+#include "kernels/cpu/cpu_device.h"
+
 #include <sys/resource.h>
 
 #include <atomic>
@@ -11,7 +13,6 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/cpu/cpu_device.h"
 #include "tests/kernels/device_conformance.h"
 
 namespace ebb {
@@ -88,8 +89,8 @@ class Gate {
 // --- Creation and identity ----------------------------------------------------------------
 
 TEST(CpuDeviceCreate, InvalidOptionsFail) {
-  for (std::size_t page_bytes : {std::size_t{0}, std::size_t{1000}, std::size_t{2048},
-                                 3 * kMiB, 2 * kMiB + 4096}) {
+  for (std::size_t page_bytes :
+       {std::size_t{0}, std::size_t{1000}, std::size_t{2048}, 3 * kMiB, 2 * kMiB + 4096}) {
     DeviceOptions options = cpu_options();
     options.page_bytes = page_bytes;
     Result<std::unique_ptr<Device>> device = create_cpu_device(options);
@@ -435,9 +436,8 @@ TEST_F(CpuDeviceTest, KernelOnAnotherStreamRunsDuringAThrottledCopy) {
   EBB_ASSERT_OK(a->copy_async(d, source.data(), kBytes, CopyKind::kHostToDevice));
   EBB_ASSERT_OK(a->record(*copied));
   bool copy_done_when_kernel_ran = true;
-  EBB_ASSERT_OK(b->launch([&](const LaunchContext&) {
-    copy_done_when_kernel_ran = copied->query().value();
-  }));
+  EBB_ASSERT_OK(b->launch(
+      [&](const LaunchContext&) { copy_done_when_kernel_ran = copied->query().value(); }));
   EBB_ASSERT_OK(b->synchronize());
   EXPECT_FALSE(copy_done_when_kernel_ran) << "stream b waited for stream a's copy";
   EBB_ASSERT_OK(a->synchronize());

@@ -90,8 +90,8 @@ TEST_P(DeviceConformance, AllocateUpToCapacityThenOutOfMemory) {
   const std::size_t half = device_->capacity_bytes() / 2;
   EBB_ASSERT_OK_AND_ASSIGN(void* first, device_->allocate(half));
   EXPECT_EQ(device_->committed_bytes(), half);
-  EBB_ASSERT_OK_AND_ASSIGN(void* rest,
-                           device_->allocate(device_->capacity_bytes() - device_->committed_bytes()));
+  EBB_ASSERT_OK_AND_ASSIGN(
+      void* rest, device_->allocate(device_->capacity_bytes() - device_->committed_bytes()));
   EXPECT_EQ(device_->committed_bytes(), device_->capacity_bytes());
   Result<void*> more = device_->allocate(1);
   ASSERT_FALSE(more.ok());
@@ -322,20 +322,23 @@ TEST_P(DeviceConformance, WaitOrdersWriteAfterReadAcrossStreams) {
 
 TEST_P(DeviceConformance, DeviceSynchronizeDrainsEveryStream) {
   constexpr std::size_t kBytes = 4 * kMiB;
-  EBB_ASSERT_OK_AND_ASSIGN(void* buf, device_->allocate(kBytes));
-  EBB_ASSERT_OK_AND_ASSIGN(void* scratch, device_->allocate(kBytes));
+  // Unordered streams must not touch the same bytes: each gets its own buffers.
+  std::vector<void*> buffers;
+  for (int i = 0; i < 5; ++i) {
+    EBB_ASSERT_OK_AND_ASSIGN(void* buffer, device_->allocate(kBytes));
+    buffers.push_back(buffer);
+  }
   EBB_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Stream> a, device_->create_stream());
   EBB_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Stream> b, device_->create_stream());
-  enqueue_busy_work(*a, buf, scratch, kBytes);
-  EBB_ASSERT_OK(b->memset_async(scratch, 1, kBytes));
-  enqueue_busy_work(device_->default_stream(), buf, scratch, kBytes);
+  enqueue_busy_work(*a, buffers[0], buffers[1], kBytes);
+  EBB_ASSERT_OK(b->memset_async(buffers[2], 1, kBytes));
+  enqueue_busy_work(device_->default_stream(), buffers[3], buffers[4], kBytes);
   EBB_ASSERT_OK(device_->synchronize());
   for (Stream* stream : {a.get(), b.get(), &device_->default_stream()}) {
     EBB_ASSERT_OK_AND_ASSIGN(bool drained, stream->query());
     EXPECT_TRUE(drained) << "stream " << stream->id();
   }
-  EBB_EXPECT_OK(device_->free(buf));
-  EBB_EXPECT_OK(device_->free(scratch));
+  for (void* buffer : buffers) EBB_EXPECT_OK(device_->free(buffer));
 }
 
 // --- Events -------------------------------------------------------------------------------
@@ -420,8 +423,7 @@ TEST_P(DeviceConformance, ReserveMapCopyUnmapRelease) {
   write_device(stream, spanning, source);
   EXPECT_TRUE(read_device(stream, spanning, source.size()) == source);
 
-  EXPECT_EQ(device_->map_pages(bytes_at(base, page), page).code(),
-            StatusCode::kFailedPrecondition)
+  EXPECT_EQ(device_->map_pages(bytes_at(base, page), page).code(), StatusCode::kFailedPrecondition)
       << "a page cannot be mapped twice";
   EXPECT_EQ(device_->map_pages(base, 2 * page).code(), StatusCode::kFailedPrecondition)
       << "a span that overlaps a mapped page cannot be mapped";
@@ -443,8 +445,7 @@ TEST_P(DeviceConformance, MapOutsideRangeOrUnalignedIsInvalid) {
   EBB_ASSERT_OK_AND_ASSIGN(void* base, device_->reserve_range(2 * page));
   EXPECT_EQ(device_->map_pages(bytes_at(base, 2 * page), page).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(device_->map_pages(bytes_at(base, page), 2 * page).code(),
-            StatusCode::kInvalidArgument)
+  EXPECT_EQ(device_->map_pages(bytes_at(base, page), 2 * page).code(), StatusCode::kInvalidArgument)
       << "a span that runs past the end of the range";
   EXPECT_EQ(device_->map_pages(bytes_at(base, 4096), page).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(device_->map_pages(base, page / 2).code(), StatusCode::kInvalidArgument);

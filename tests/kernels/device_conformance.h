@@ -34,24 +34,22 @@
 
 // Assertions on Status and Result, for tests of code that returns them.
 #ifndef EBB_ASSERT_OK
-#define EBB_ASSERT_OK(expr)                                   \
-  do {                                                        \
-    const ::ebb::Status ebb_assert_status_ = (expr);          \
-    ASSERT_TRUE(ebb_assert_status_.ok()) << #expr << ": "     \
-                                         << ebb_assert_status_.to_string(); \
+#define EBB_ASSERT_OK(expr)                                                                  \
+  do {                                                                                       \
+    const ::ebb::Status ebb_assert_status_ = (expr);                                         \
+    ASSERT_TRUE(ebb_assert_status_.ok()) << #expr << ": " << ebb_assert_status_.to_string(); \
   } while (false)
-#define EBB_EXPECT_OK(expr)                                   \
-  do {                                                        \
-    const ::ebb::Status ebb_expect_status_ = (expr);          \
-    EXPECT_TRUE(ebb_expect_status_.ok()) << #expr << ": "     \
-                                         << ebb_expect_status_.to_string(); \
+#define EBB_EXPECT_OK(expr)                                                                  \
+  do {                                                                                       \
+    const ::ebb::Status ebb_expect_status_ = (expr);                                         \
+    EXPECT_TRUE(ebb_expect_status_.ok()) << #expr << ": " << ebb_expect_status_.to_string(); \
   } while (false)
 // Declares or assigns `lhs` from the value of a Result, failing the test if there is none.
 #define EBB_ASSERT_OK_AND_ASSIGN(lhs, expr) \
   EBB_ASSERT_OK_AND_ASSIGN_IMPL(EBB_CONCAT(ebb_assert_result_, __LINE__), lhs, expr)
-#define EBB_ASSERT_OK_AND_ASSIGN_IMPL(tmp, lhs, expr)                              \
-  auto tmp = (expr);                                                               \
-  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().to_string();              \
+#define EBB_ASSERT_OK_AND_ASSIGN_IMPL(tmp, lhs, expr)                 \
+  auto tmp = (expr);                                                  \
+  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().to_string(); \
   lhs = std::move(tmp).value()
 #endif
 

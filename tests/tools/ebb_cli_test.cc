@@ -2,6 +2,7 @@
 // how it exits.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -21,7 +22,10 @@ struct CliRun {
 
 // Runs `ebb <args>` through the shell; args are passed as written.
 CliRun ebb(const std::string& args) {
-  std::string err_path = testing::TempDir() + "ebb_cli_test_stderr.txt";
+  // One stderr file per call and process: ctest runs the cases of this binary in parallel.
+  static int calls = 0;
+  std::string err_path = testing::TempDir() + "ebb_cli_test_stderr_" + std::to_string(getpid()) +
+                         "_" + std::to_string(calls++) + ".txt";
   // timeout(1): a hang is a failure (exit 124), not a stuck test run.
   std::string command = "timeout 120 " + std::string(EBB_CLI_PATH) + " " + args + " 2>" + err_path;
   CliRun run;
@@ -37,11 +41,12 @@ CliRun ebb(const std::string& args) {
   std::stringstream text;
   text << err.rdbuf();
   run.err = text.str();
+  std::remove(err_path.c_str());
   return run;
 }
 
 std::string write_temp(const std::string& name, const std::string& text) {
-  std::string path = testing::TempDir() + "ebb_cli_test_" + name;
+  std::string path = testing::TempDir() + "ebb_cli_test_" + std::to_string(getpid()) + "_" + name;
   std::ofstream(path) << text;
   return path;
 }
