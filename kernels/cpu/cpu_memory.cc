@@ -37,8 +37,8 @@ bool fits_address_space(std::uintptr_t addr, std::size_t bytes) {
 }  // namespace
 
 std::size_t os_page_bytes() {
-  static const std::size_t bytes = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  return bytes;
+  static const std::size_t kBytes = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return kBytes;
 }
 
 std::string address_string(const void* ptr) {

@@ -4,8 +4,10 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <future>
 #include <mutex>
 #include <stdexcept>
@@ -425,7 +427,7 @@ TEST_F(CpuDeviceTest, CopiesInOneDirectionShareTheLink) {
 
 TEST_F(CpuDeviceTest, KernelOnAnotherStreamRunsDuringAThrottledCopy) {
   DeviceOptions options = cpu_options();
-  options.host_to_device = LinkModel{20e6, std::chrono::nanoseconds(0)};  // 8 MiB: ~420 ms
+  options.host_to_device = LinkModel{10e6, std::chrono::nanoseconds(0)};  // 8 MiB: ~840 ms
   make(options);
   constexpr std::size_t kBytes = 8 * kMiB;
   const std::vector<std::uint8_t> source = test_pattern(kBytes, 1);
@@ -456,6 +458,7 @@ TEST_F(CpuDeviceTest, ConcurrentUseFromManyThreads) {
     while (!stop) ASSERT_TRUE(device_->synchronize().ok());
   });
   std::vector<std::thread> workers;
+  workers.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     workers.emplace_back([&, t] {
       Result<std::unique_ptr<Stream>> stream = device_->create_stream();

@@ -65,8 +65,9 @@ struct DeviceFactory {
 
 // The test-name generator for INSTANTIATE_TEST_SUITE_P: the factory's name.
 std::string device_factory_name(const ::testing::TestParamInfo<DeviceFactory>& info);
-// So that GoogleTest prints a factory by name rather than as bytes.
-void PrintTo(const DeviceFactory& factory, std::ostream* os);
+// So that GoogleTest prints a factory by name rather than as bytes (GoogleTest's name for it).
+void PrintTo(  // NOLINT(readability-identifier-naming)
+    const DeviceFactory& factory, std::ostream* os);
 
 // Deterministic bytes for `bytes` bytes of test data, different for each seed.
 std::vector<std::uint8_t> test_pattern(std::size_t bytes, std::uint32_t seed);
