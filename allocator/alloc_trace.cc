@@ -93,7 +93,12 @@ Result<std::vector<AllocEvent>> parse_alloc_trace(std::string_view text,
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     auto fail = [&](const std::string& message) -> Status {
-      return invalid_argument(source_name + ":" + std::to_string(line_number) + ": " + message);
+      std::string where(source_name);
+      where += ':';
+      where += std::to_string(line_number);
+      where += ": ";
+      where += message;
+      return invalid_argument(std::move(where));
     };
 
     Json object = Json::parse(line, nullptr, /*allow_exceptions=*/false);

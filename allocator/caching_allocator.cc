@@ -18,11 +18,10 @@ Result<std::unique_ptr<CachingAllocator>> CachingAllocator::create(
   // The smallest allocation: one block, or with expandable segments one mapped page.
   const std::size_t smallest = options.expandable_segments ? device.page_bytes() : kMinBlockBytes;
   if (budget < smallest) {
-    return invalid_argument("allocator budget of " + std::to_string(budget) +
-                            " bytes is below the smallest allocation it can make, " +
-                            std::to_string(smallest) + " bytes" +
-                            (options.expandable_segments ? " (one page of expandable segments)"
-                                                         : ""));
+    return invalid_argument(
+        "allocator budget of " + std::to_string(budget) +
+        " bytes is below the smallest allocation it can make, " + std::to_string(smallest) +
+        " bytes" + (options.expandable_segments ? " (one page of expandable segments)" : ""));
   }
   return std::unique_ptr<CachingAllocator>(new CachingAllocator(device, options, budget));
 }
@@ -43,18 +42,17 @@ Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std:
                             (tag.empty() ? std::string() : " for '" + std::string(tag) + "'"));
   }
   if (bytes > budget_bytes_ || round_block_bytes(bytes) > budget_bytes_) {
-    return invalid_argument("allocation request of " + std::to_string(bytes) +
-                            " bytes" +
+    return invalid_argument("allocation request of " + std::to_string(bytes) + " bytes" +
                             (tag.empty() ? std::string() : " for '" + std::string(tag) + "'") +
-                            " is larger than the whole budget of " +
-                            std::to_string(budget_bytes_) + " bytes");
+                            " is larger than the whole budget of " + std::to_string(budget_bytes_) +
+                            " bytes");
   }
   std::unique_lock<SpinLock> lock(mu_);
   using Effort = Heap::Effort;
   for (Effort effort : {Effort::kCache, Effort::kRelease, Effort::kWait}) {
     EBB_ASSIGN_OR_RETURN(Block * block, heap_->allocate(bytes, stream, effort));
     if (block != nullptr) {
-      if (effort != Effort::kCache) heap_->stats_.num_alloc_retries += 1;
+      if (effort != Effort::kCache) heap_->stats().num_alloc_retries += 1;
       heap_->trace_alloc(*block, stream, tag);
       return reinterpret_cast<void*>(block->address);
     }
@@ -62,19 +60,19 @@ Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std:
   // The engine frees or swaps tensors; it calls free(), so the lock is not held meanwhile.
   while (eviction_) {
     EvictionCallback evict = eviction_;
-    heap_->stats_.num_evictions += 1;
+    heap_->stats().num_evictions += 1;
     lock.unlock();
     const std::size_t released = evict(round_block_bytes(bytes), stream);
     lock.lock();
     if (released == 0) break;
     EBB_ASSIGN_OR_RETURN(Block * block, heap_->allocate(bytes, stream, Effort::kWait));
     if (block != nullptr) {
-      heap_->stats_.num_alloc_retries += 1;
+      heap_->stats().num_alloc_retries += 1;
       heap_->trace_alloc(*block, stream, tag);
       return reinterpret_cast<void*>(block->address);
     }
   }
-  heap_->stats_.num_ooms += 1;
+  heap_->stats().num_ooms += 1;
   return out_of_memory(heap_->out_of_memory_report(bytes, stream, tag));
 }
 
@@ -95,16 +93,16 @@ Status CachingAllocator::empty_cache() {
 
 AllocatorStats CachingAllocator::stats() const {
   std::lock_guard<SpinLock> lock(mu_);
-  return heap_->stats_;
+  return heap_->stats();
 }
 
 void CachingAllocator::reset_peak_stats() {
   std::lock_guard<SpinLock> lock(mu_);
-  AllocatorStats& s = heap_->stats_;
+  AllocatorStats& s = heap_->stats();
   for (PoolStats* p : {&s.all, &s.pool[0], &s.pool[1]}) {
-    for (StatCounter* c : {&p->allocated_bytes, &p->requested_bytes, &p->reserved_bytes,
-                           &p->active_bytes, &p->inactive_split_bytes, &p->allocation,
-                           &p->segment}) {
+    for (StatCounter* c :
+         {&p->allocated_bytes, &p->requested_bytes, &p->reserved_bytes, &p->active_bytes,
+          &p->inactive_split_bytes, &p->allocation, &p->segment}) {
       c->peak = c->current;
     }
   }

@@ -43,12 +43,12 @@
 
 namespace ebb {
 
-inline constexpr std::size_t kMinBlockBytes = 512;               // rounding unit
-inline constexpr std::size_t kSmallRequestLimitBytes = kMiB;     // small pool: <= 1 MiB
-inline constexpr std::size_t kSmallSegmentBytes = 2 * kMiB;      // classic small segment
-inline constexpr std::size_t kLargeSharedLimitBytes = 10 * kMiB;  // classic: below, share...
+inline constexpr std::size_t kMinBlockBytes = 512;                  // rounding unit
+inline constexpr std::size_t kSmallRequestLimitBytes = kMiB;        // small pool: <= 1 MiB
+inline constexpr std::size_t kSmallSegmentBytes = 2 * kMiB;         // classic small segment
+inline constexpr std::size_t kLargeSharedLimitBytes = 10 * kMiB;    // classic: below, share...
 inline constexpr std::size_t kLargeSharedSegmentBytes = 20 * kMiB;  // ...a 20 MiB segment
-inline constexpr std::size_t kLargeRoundBytes = 2 * kMiB;        // classic: own segment rounding
+inline constexpr std::size_t kLargeRoundBytes = 2 * kMiB;           // classic: own segment rounding
 
 struct CachingAllocatorOptions {
   // Ceiling on reserved bytes; 0 means the device's capacity.
@@ -120,7 +120,7 @@ class CachingAllocator {
   const CachingAllocatorOptions options_;
   const std::size_t budget_bytes_;
   mutable SpinLock mu_;
-  EvictionCallback eviction_;  // guarded by mu_
+  EvictionCallback eviction_;   // guarded by mu_
   std::unique_ptr<Heap> heap_;  // guarded by mu_
 };
 

@@ -284,7 +284,7 @@ class StorageWalk {
 
 // Visitors for StorageWalk.
 struct NoVisit {
-  void created(std::size_t, std::size_t, std::string, std::int64_t) {}
+  void created(std::size_t, std::size_t, const std::string&, std::int64_t) {}
   void freed(std::size_t, std::int64_t) {}
 };
 
@@ -292,7 +292,7 @@ struct FigureVisit {
   DtrFigures figures;
   std::vector<std::size_t> bytes;  // per storage
   std::size_t live_bytes = 0;
-  void created(std::size_t storage, std::size_t b, std::string, std::int64_t) {
+  void created(std::size_t storage, std::size_t b, const std::string&, std::int64_t) {
     bytes.push_back(b);
     live_bytes += b;
     if (live_bytes > figures.peak_live_bytes) figures.peak_live_bytes = live_bytes;

@@ -7,14 +7,11 @@
 namespace ebb {
 namespace {
 
-
-
 std::string hex(std::uintptr_t address) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "0x%" PRIxPTR, address);
   return buf;
 }
-
 
 }  // namespace
 
@@ -79,8 +76,7 @@ std::pair<std::size_t, std::size_t> CachingAllocator::Heap::page_span(const Segm
   return {first, last};
 }
 
-Result<Block*> CachingAllocator::Heap::allocate(std::size_t bytes, Stream& stream,
-                                                Effort effort) {
+Result<Block*> CachingAllocator::Heap::allocate(std::size_t bytes, Stream& stream, Effort effort) {
   const std::size_t rounded = round_block_bytes(bytes);
   Pool& pool = pool_for(rounded);
   StreamProgress* sp = progress_of(stream);
@@ -212,8 +208,8 @@ Status CachingAllocator::Heap::free(void* ptr, Stream* last_use) {
     e.op = AllocEvent::Op::kFree;
     e.id = b->alloc_id;
     e.stream = sp->id;
-    e.t_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                 std::chrono::steady_clock::now() - trace_start_)
+    e.t_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                  trace_start_)
                  .count();
     trace_->record(e);
   }

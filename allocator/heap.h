@@ -49,9 +49,12 @@ class CachingAllocator::Heap {
                                    std::string_view tag) const;
   Result<std::size_t> block_bytes(const void* ptr) const;
   std::vector<BlockSnapshot> snapshot() const;
-  std::size_t reserved_bytes() const { return static_cast<std::size_t>(stats_.all.reserved_bytes.current); }
+  std::size_t reserved_bytes() const {
+    return static_cast<std::size_t>(stats_.all.reserved_bytes.current);
+  }
 
-  AllocatorStats stats_;
+  // The figures the public class reports; it updates the retry, eviction and OOM counts.
+  AllocatorStats& stats() { return stats_; }
 
  private:
   struct Pool {
@@ -121,6 +124,7 @@ class CachingAllocator::Heap {
   std::vector<std::unique_ptr<Event>> spare_events_;
   std::int64_t cached_mapped_pages_ = 0;  // mapped pages no live block touches
   std::uint64_t next_alloc_id_ = 1;
+  AllocatorStats stats_;
   AllocTraceSink* trace_ = nullptr;
   std::chrono::steady_clock::time_point trace_start_;
 };

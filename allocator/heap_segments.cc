@@ -9,7 +9,9 @@
 namespace ebb {
 namespace {
 
-std::size_t round_up(std::size_t bytes, std::size_t unit) { return (bytes + unit - 1) / unit * unit; }
+std::size_t round_up(std::size_t bytes, std::size_t unit) {
+  return (bytes + unit - 1) / unit * unit;
+}
 
 constexpr std::size_t kRangeBudgetMultiple = 2;  // address space per range, in budgets
 constexpr std::size_t kMaxRangesPerPool = 16;
@@ -58,10 +60,9 @@ Result<Segment*> CachingAllocator::Heap::grow_classic(Pool& pool, std::size_t ro
                                                       Effort effort) {
   // PyTorch's sizes: small requests share 2 MiB segments, requests under 10 MiB share 20 MiB
   // ones, larger ones get their own; where the budget forbids the shared size, an exact one.
-  std::size_t preferred = pool.kind == PoolKind::kSmall ? kSmallSegmentBytes
-                          : rounded < kLargeSharedLimitBytes
-                              ? kLargeSharedSegmentBytes
-                              : round_up(rounded, kLargeRoundBytes);
+  std::size_t preferred = pool.kind == PoolKind::kSmall      ? kSmallSegmentBytes
+                          : rounded < kLargeSharedLimitBytes ? kLargeSharedSegmentBytes
+                                                             : round_up(rounded, kLargeRoundBytes);
   bool released = false;
   for (;;) {
     const std::size_t reserved = reserved_bytes();
@@ -189,8 +190,8 @@ Result<bool> CachingAllocator::Heap::ensure_mapped(Segment* seg, std::uintptr_t 
     }
     std::size_t run = 1;
     while (p + run < last && !seg->page_mapped[p + run]) ++run;
-    Status s = device_.map_pages(reinterpret_cast<void*>(seg->base + p * page_bytes_),
-                                 run * page_bytes_);
+    Status s =
+        device_.map_pages(reinterpret_cast<void*>(seg->base + p * page_bytes_), run * page_bytes_);
     if (!s.ok()) {
       unpin_pages(seg, address, bytes);
       if (s.code() == StatusCode::kOutOfMemory) return false;  // the device is shared
@@ -208,8 +209,7 @@ Result<bool> CachingAllocator::Heap::ensure_mapped(Segment* seg, std::uintptr_t 
   return true;
 }
 
-void CachingAllocator::Heap::unpin_pages(Segment* seg, std::uintptr_t address,
-                                         std::size_t bytes) {
+void CachingAllocator::Heap::unpin_pages(Segment* seg, std::uintptr_t address, std::size_t bytes) {
   const std::size_t first = (address - seg->base) / page_bytes_;
   const std::size_t last = (address + bytes - seg->base + page_bytes_ - 1) / page_bytes_;
   for (std::size_t p = first; p < last; ++p) {
@@ -315,9 +315,9 @@ std::string CachingAllocator::Heap::out_of_memory_report(std::size_t bytes, cons
   if (!tag.empty()) report += " for '" + std::string(tag) + "'";
   report += " on stream " + std::to_string(stream.id()) + " cannot be met within the budget of " +
             mib(budget_bytes_) + ". Live: " + mib(live) + " in " +
-            std::to_string(stats_.all.allocation.current) + " blocks; cached (reserved, not live): " +
-            mib(reserved - std::min(reserved, live)) + "; reserved: " + mib(reserved) +
-            "; largest free block: " + mib(largest_free) + " of " +
+            std::to_string(stats_.all.allocation.current) +
+            " blocks; cached (reserved, not live): " + mib(reserved - std::min(reserved, live)) +
+            "; reserved: " + mib(reserved) + "; largest free block: " + mib(largest_free) + " of " +
             std::to_string(free_blocks) + " free blocks; " +
             (options_.expandable_segments ? "expandable segments" : "classic segments") + ".";
   return report;

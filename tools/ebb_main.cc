@@ -101,7 +101,9 @@ int report_error(const Status& status) {
 
 }  // namespace ebb::cli
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_cli(int argc, char** argv) {
   CLI::App app{"ebb: train networks larger than device memory (keep, swap or recompute)"};
   app.set_version_flag("--version", "ebb " EBB_VERSION);
   app.require_subcommand(1);
@@ -115,12 +117,22 @@ int main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;  // --help and --version exit 0; usage errors exit 2
   }
-  try {
-    for (const ebb::cli::Command& command : commands) {
-      if (command.app->parsed()) return command.run();
-    }
-  } catch (const std::exception& e) {
-    return ebb::cli::report_error(ebb::internal_error(e.what()));
+  for (const ebb::cli::Command& command : commands) {
+    if (command.app->parsed()) return command.run();
   }
   return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Anything thrown (a failed allocation in the CLI's own bookkeeping, say) is reported, not
+  // left to std::terminate.
+  try {
+    return run_cli(argc, argv);
+  } catch (const std::exception& e) {
+    return ebb::cli::report_error(ebb::internal_error(e.what()));
+  } catch (...) {
+    return ebb::cli::report_error(ebb::internal_error("an exception of unknown type"));
+  }
 }

@@ -3,7 +3,8 @@
 #   1. format   tools/check_format.sh: every source as .clang-format says
 #   2. layers   tools/check_layers.sh: no lower layer includes a higher one
 #   3. build    build/ (Release; the CUDA backend too when nvcc is found) and its ctest
-#   4. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks) and its ctest
+#   4. tidy     tools/tidy.sh: clang-tidy over the library and tool sources, with build/'s flags
+#   5. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks) and its ctest
 # Stops at the first failing stage, exits non-zero, and says which stage failed.
 #   tools/test.sh               every stage
 #   tools/test.sh build asan    only the named stages
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 jobs=${JOBS:-2}
-all_stages=(format layers build asan)
+all_stages=(format layers build tidy asan)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
 for s in "${stages[@]}"; do
@@ -69,6 +70,13 @@ run_build() {
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DEBB_CUDA=AUTO
   cmake --build build -j"$jobs"
   ctest --test-dir build --output-on-failure -j"$jobs"
+  end
+}
+
+run_tidy() {
+  begin tidy "clang-tidy over the library and tool sources"
+  [[ -f build/compile_commands.json ]] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+  JOBS="$jobs" tools/tidy.sh
   end
 }
 

@@ -57,13 +57,13 @@ struct LoadedTable {
 std::atomic<const DriverApi*> loaded_table{nullptr};
 
 const LoadedTable& table() {
-  static const LoadedTable* const loaded = [] {
+  static const LoadedTable* const kLoaded = [] {
     auto* t = new LoadedTable;  // never freed: error messages may need it during exit
     t->status = load_all(t->api);
     if (t->status.ok()) loaded_table.store(&t->api, std::memory_order_release);
     return t;
   }();
-  return *loaded;
+  return *kLoaded;
 }
 
 }  // namespace

@@ -95,7 +95,9 @@ TEST_P(RandomAllocatorTest, MatchesTheModelUnderABudget) {
       ASSERT_GE(b.rounded_bytes, b.requested_bytes);
       // No overlap with any live block.
       auto next = live.lower_bound(address);
-      if (next != live.end()) ASSERT_LE(address + b.rounded_bytes, next->first);
+      if (next != live.end()) {
+        ASSERT_LE(address + b.rounded_bytes, next->first);
+      }
       if (next != live.begin()) {
         auto prev = std::prev(next);
         ASSERT_LE(prev->first + prev->second.rounded_bytes, address);
@@ -121,18 +123,19 @@ TEST_P(RandomAllocatorTest, MatchesTheModelUnderABudget) {
       Status freed;
       if (how == 1) {
         // Last use on another stream: order it after the owner's work, then free there.
-        Stream* other = streams[(std::find(streams.begin(), streams.end(), b.stream) -
-                                 streams.begin() + 1) %
-                                3];
+        Stream* other =
+            streams[(std::find(streams.begin(), streams.end(), b.stream) - streams.begin() + 1) %
+                    3];
         auto event = std::move(device->create_event()).value();
         ASSERT_TRUE(b.stream->record(*event).ok());
         ASSERT_TRUE(other->wait(*event).ok());
-        ASSERT_TRUE(other->launch([](const LaunchContext&) {
-                             std::this_thread::sleep_for(std::chrono::microseconds(300));
-                           })
+        ASSERT_TRUE(other
+                        ->launch([](const LaunchContext&) {
+                          std::this_thread::sleep_for(std::chrono::microseconds(300));
+                        })
                         .ok());
-        ASSERT_TRUE(other->memset_async(p, b.pattern, std::min(b.requested_bytes, kPatternBytes))
-                        .ok());
+        ASSERT_TRUE(
+            other->memset_async(p, b.pattern, std::min(b.requested_bytes, kPatternBytes)).ok());
         freed = allocator->free(p, *other);
         ASSERT_TRUE(other->synchronize().ok());  // the event must outlive its use
       } else {
@@ -151,8 +154,8 @@ TEST_P(RandomAllocatorTest, MatchesTheModelUnderABudget) {
     ASSERT_EQ(s.all.allocated_bytes.current, rounded) << "op " << op;
     ASSERT_EQ(s.all.requested_bytes.current, requested) << "op " << op;
     ASSERT_EQ(s.all.allocation.current, static_cast<std::int64_t>(live.size()));
-    ASSERT_EQ(s.all.allocated_bytes.current, s.pool[0].allocated_bytes.current +
-                                                 s.pool[1].allocated_bytes.current);
+    ASSERT_EQ(s.all.allocated_bytes.current,
+              s.pool[0].allocated_bytes.current + s.pool[1].allocated_bytes.current);
     ASSERT_LE(s.all.reserved_bytes.peak, static_cast<std::int64_t>(kBudget));
     ASSERT_GE(s.all.reserved_bytes.current, s.all.allocated_bytes.current);
     ASSERT_EQ(static_cast<std::int64_t>(device->committed_bytes()), s.all.reserved_bytes.current);

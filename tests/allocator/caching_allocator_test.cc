@@ -181,7 +181,8 @@ TEST_P(CachingAllocatorTest, BudgetMustFitTheDeviceAndTheSmallestAllocation) {
 TEST_P(CachingAllocatorTest, EmptyCacheReturnsEveryCachedByte) {
   auto a = make(64 * kMiB);
   std::vector<void*> ps;
-  for (std::size_t bytes : {512 * kKiB, 3 * kMiB, 12 * kMiB, 4 * kKiB}) ps.push_back(alloc(*a, bytes));
+  for (std::size_t bytes : {512 * kKiB, 3 * kMiB, 12 * kMiB, 4 * kKiB})
+    ps.push_back(alloc(*a, bytes));
   for (void* p : ps) ASSERT_TRUE(a->free(p).ok());
   EXPECT_GT(a->stats().all.reserved_bytes.current, 0);
   ASSERT_TRUE(a->empty_cache().ok());
@@ -238,9 +239,12 @@ TEST_P(CachingAllocatorTest, FreeOnTheLastUseStreamDefersReuseElsewhere) {
   auto copy = device_->create_stream();
   ASSERT_TRUE(copy.ok());
   std::atomic<bool> release{false};
-  ASSERT_TRUE((*copy)->launch([&](const LaunchContext&) {
-                 while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-               }).ok());
+  ASSERT_TRUE((*copy)
+                  ->launch([&](const LaunchContext&) {
+                    while (!release.load())
+                      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                  })
+                  .ok());
   void* p = alloc(*a, 64 * kKiB);
   ASSERT_TRUE(a->free(p, **copy).ok());  // last used by a copy still queued on `copy`
   void* q = alloc(*a, 64 * kKiB);        // on the default stream
@@ -309,7 +313,9 @@ TEST_P(CachingAllocatorTest, SnapshotTilesSegmentsWithoutOverlap) {
   std::vector<BlockSnapshot> blocks = a->snapshot();
   std::size_t live = 0;
   for (std::size_t i = 0; i < blocks.size(); ++i) {
-    if (i > 0) EXPECT_LE(blocks[i - 1].address + blocks[i - 1].bytes, blocks[i].address);
+    if (i > 0) {
+      EXPECT_LE(blocks[i - 1].address + blocks[i - 1].bytes, blocks[i].address);
+    }
     live += blocks[i].allocated ? 1 : 0;
   }
   EXPECT_EQ(live, 3u);

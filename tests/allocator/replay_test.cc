@@ -105,7 +105,9 @@ TEST_P(WorkloadReplayTest, ReservesCloseToLiveWithExpandableSegments) {
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_EQ(r->peak_live_bytes, workload.peak_live_bytes);
   EXPECT_GE(r->peak_reserved_bytes, r->peak_live_bytes);
-  if (expandable) EXPECT_LE(r->reserved_over_live, 1.10);
+  if (expandable) {
+    EXPECT_LE(r->reserved_over_live, 1.10);
+  }
   EXPECT_GT(r->allocs, 0u);
   EXPECT_EQ(r->stats.num_ooms, 0);
   std::printf("  %s %s: peak live %zu, peak reserved %zu, ratio %.4f, %.4f s\n", workload.name,
