@@ -6,6 +6,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "allocator/json_lines.h"
+
 namespace ebb {
 namespace {
 
@@ -85,24 +87,12 @@ Result<std::vector<AllocEvent>> parse_alloc_trace(std::string_view text,
   std::vector<AllocEvent> events;
   std::unordered_set<std::uint64_t> used_ids;
   std::unordered_set<std::uint64_t> live_ids;
-  std::size_t line_number = 0;
-  while (!text.empty()) {
-    std::size_t eol = text.find('\n');
-    std::string_view line = text.substr(0, eol);
-    text = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);
-    ++line_number;
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    auto fail = [&](const std::string& message) -> Status {
-      std::string where(source_name);
-      where += ':';
-      where += std::to_string(line_number);
-      where += ": ";
-      where += message;
-      return invalid_argument(std::move(where));
-    };
-
-    Json object = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (object.is_discarded() || !object.is_object()) return fail("not a JSON object");
+  JsonLines lines(text, source_name);
+  Json object;
+  for (;;) {
+    EBB_ASSIGN_OR_RETURN(bool more, lines.next(object));
+    if (!more) break;
+    auto fail = [&](std::string_view message) { return lines.error(message); };
     auto op = object.find("op");
     if (op == object.end()) return fail("missing field \"op\"");
     AllocEvent event;

@@ -8,6 +8,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "allocator/json_lines.h"
+
 namespace ebb {
 namespace {
 
@@ -344,19 +346,12 @@ Result<DtrLog> parse_dtr_log(std::string_view text, const std::string& source_na
   DtrLog log;
   log.path = source_name;
   Pending pending;
-  std::size_t line_number = 0;
-  while (!text.empty()) {
-    std::size_t eol = text.find('\n');
-    std::string_view line = text.substr(0, eol);
-    text = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);
-    ++line_number;
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    auto fail = [&](const std::string& message) -> Status {
-      return invalid_argument(at(source_name, line_number) + ": " + message);
-    };
-
-    Json object = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (object.is_discarded() || !object.is_object()) return fail("not a JSON object");
+  JsonLines lines(text, source_name);
+  Json object;
+  for (;;) {
+    EBB_ASSIGN_OR_RETURN(bool more, lines.next(object));
+    if (!more) break;
+    auto fail = [&](const std::string& message) { return lines.error(message); };
     Result<std::string> kind = string_field(object, "INSTRUCTION");
     if (!kind.ok()) return fail(kind.status().message());
 
@@ -376,14 +371,15 @@ Result<DtrLog> parse_dtr_log(std::string_view text, const std::string& source_na
     }
     Result<DtrInstruction> ins = parse_instruction(object, *kind);
     if (!ins.ok()) return fail(ins.status().message());
-    ins->line = line_number;
+    ins->line = lines.line_number();
     pending = Pending{};
     pending.active = ins->op == DtrOp::kConstant || !ins->results.empty();
     log.instructions.push_back(std::move(ins).value());
   }
   if (pending.active) {
-    return invalid_argument(at(source_name, line_number + 1) + ": end of file where the " +
-                            expected_line(log.instructions.back(), pending) + " was expected");
+    return lines.error_at(lines.line_number() + 1,
+                          "end of file where the " +
+                              expected_line(log.instructions.back(), pending) + " was expected");
   }
 
   StorageWalk walk;

@@ -82,6 +82,9 @@ class CachingAllocator::Heap {
   Result<Segment*> grow_classic(Pool& pool, std::size_t rounded, Effort effort);
   Result<Segment*> grow_expandable(Pool& pool, std::size_t rounded);
   Status release_classic_cache();
+  // Returns every segment no block uses (a single free, settled block) to the device; with
+  // classic_only, expandable ranges stay reserved.
+  Status release_idle_segments(bool classic_only);
   Status free_segment(Segment* segment);
 
   // Expandable pages. ensure_mapped returns false (nothing changed) when the budget forbids.

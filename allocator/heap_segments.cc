@@ -102,10 +102,16 @@ Result<Segment*> CachingAllocator::Heap::grow_classic(Pool& pool, std::size_t ro
 
 Status CachingAllocator::Heap::release_classic_cache() {
   EBB_RETURN_IF_ERROR(observe_streams(/*record_new=*/true));
+  return release_idle_segments(/*classic_only=*/true);
+}
+
+Status CachingAllocator::Heap::release_idle_segments(bool classic_only) {
   for (std::size_t i = 0; i < segments_.size();) {
     Segment* seg = segments_[i].get();
-    Block* b = seg->first;
-    if (!seg->expandable && seg->allocated_count == 0 && b == seg->last && b->settled()) {
+    // A whole free segment goes back; an expandable range only once none of it is mapped.
+    const bool idle = seg->allocated_count == 0 && seg->first == seg->last && seg->first->settled();
+    const bool releasable = seg->expandable ? !classic_only && seg->mapped_bytes == 0 : true;
+    if (idle && releasable) {
       EBB_RETURN_IF_ERROR(free_segment(seg));
       segments_.erase(segments_.begin() + static_cast<std::ptrdiff_t>(i));
       continue;
@@ -251,22 +257,10 @@ Status CachingAllocator::Heap::empty_cache() {
   EBB_RETURN_IF_ERROR(wait_streams());
   settle_and_coalesce();
   if (cached_mapped_pages_ > 0) {
-    EBB_ASSIGN_OR_RETURN(std::size_t unmapped,
-                         unmap_cached_pages(static_cast<std::size_t>(cached_mapped_pages_)));
-    (void)unmapped;
+    EBB_RETURN_IF_ERROR(
+        unmap_cached_pages(static_cast<std::size_t>(cached_mapped_pages_)).status());
   }
-  for (std::size_t i = 0; i < segments_.size();) {
-    Segment* seg = segments_[i].get();
-    // A whole free segment goes back; an expandable range only once none of it is mapped.
-    const bool idle = seg->allocated_count == 0 && seg->first == seg->last;
-    if (idle && (!seg->expandable || seg->mapped_bytes == 0)) {
-      EBB_RETURN_IF_ERROR(free_segment(seg));
-      segments_.erase(segments_.begin() + static_cast<std::ptrdiff_t>(i));
-      continue;
-    }
-    ++i;
-  }
-  return ok_status();
+  return release_idle_segments(/*classic_only=*/false);
 }
 
 void CachingAllocator::Heap::set_trace_sink(AllocTraceSink* sink) {
