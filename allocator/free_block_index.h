@@ -1,9 +1,10 @@
 // FreeBlockIndex: the free blocks of one pool, for best-fit lookup in near-constant time.
 //
 // Segregated fit: sizes below 32 KiB have one bin per 512-byte size; above, each power of two
-// is split into 32 bins (sizes within 3% of each other). A bitmap of non-empty bins finds the
-// next larger bin in a few word scans. Each bin is an intrusive doubly linked list (LIFO, so a
-// block freed and asked for again is found first).
+// is split into 32 bins (sizes within 3% of each other). A bitmap of non-empty bins, and a
+// summary word of non-empty bitmap words, find the next larger non-empty bin in two lookups. Each
+// bin is an intrusive doubly linked list (LIFO, so a block freed and asked for again is found
+// first).
 //
 // Thread safety: not thread-safe; guarded by the CachingAllocator's lock.
 #pragma once
@@ -43,6 +44,7 @@ class FreeBlockIndex {
     if (heads_[bin] != nullptr) heads_[bin]->bin_prev = block;
     heads_[bin] = block;
     bitmap_[bin / 64] |= std::uint64_t{1} << (bin % 64);
+    summary_ |= std::uint64_t{1} << (bin / 64);
     block->indexed = true;
     ++count_;
   }
@@ -53,7 +55,10 @@ class FreeBlockIndex {
       block->bin_prev->bin_next = block->bin_next;
     } else {
       heads_[bin] = block->bin_next;
-      if (heads_[bin] == nullptr) bitmap_[bin / 64] &= ~(std::uint64_t{1} << (bin % 64));
+      if (heads_[bin] == nullptr) {
+        bitmap_[bin / 64] &= ~(std::uint64_t{1} << (bin % 64));
+        if (bitmap_[bin / 64] == 0) summary_ &= ~(std::uint64_t{1} << (bin / 64));
+      }
     }
     if (block->bin_next != nullptr) block->bin_next->bin_prev = block->bin_prev;
     block->bin_prev = block->bin_next = nullptr;
@@ -94,16 +99,19 @@ class FreeBlockIndex {
   int next_nonempty(int bin) const {
     if (bin >= kBins) return kBins;
     int word = bin / 64;
-    std::uint64_t bits = bitmap_[word] & (~std::uint64_t{0} << (bin % 64));
-    while (bits == 0) {
-      if (++word == kWords) return kBins;
-      bits = bitmap_[word];
-    }
-    return word * 64 + std::countr_zero(bits);
+    const std::uint64_t bits = bitmap_[word] & (~std::uint64_t{0} << (bin % 64));
+    if (bits != 0) return word * 64 + std::countr_zero(bits);
+    // The summary has one bit per non-empty word: one more lookup finds the next bin.
+    const std::uint64_t words = summary_ & (~std::uint64_t{0} << (word + 1));
+    if (words == 0) return kBins;
+    word = std::countr_zero(words);
+    return word * 64 + std::countr_zero(bitmap_[word]);
   }
 
   std::array<Block*, kBins> heads_{};
   std::array<std::uint64_t, kWords> bitmap_{};
+  std::uint64_t summary_ = 0;  // bit w: bitmap_[w] != 0
+  static_assert(kWords < 64, "the summary word has one bit per bitmap word");
   std::size_t count_ = 0;
 };
 

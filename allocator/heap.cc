@@ -169,7 +169,6 @@ Result<Block*> CachingAllocator::Heap::take(Pool& pool, Block* block, std::size_
   const auto pool_index = static_cast<int>(pool.kind);
   for (PoolStats* s : {&stats_.all, &stats_.pool[pool_index]}) {
     s->allocated_bytes.increase(static_cast<std::int64_t>(block->bytes));
-    s->active_bytes.increase(static_cast<std::int64_t>(block->bytes));
     s->requested_bytes.increase(static_cast<std::int64_t>(requested));
     s->allocation.increase(1);
   }
@@ -199,7 +198,6 @@ Status CachingAllocator::Heap::free(void* ptr, Stream* last_use) {
   const auto pool_index = static_cast<int>(seg->pool);
   for (PoolStats* s : {&stats_.all, &stats_.pool[pool_index]}) {
     s->allocated_bytes.decrease(static_cast<std::int64_t>(b->bytes));
-    s->active_bytes.decrease(static_cast<std::int64_t>(b->bytes));
     s->requested_bytes.decrease(static_cast<std::int64_t>(b->requested_bytes));
     s->allocation.decrease(1);
   }

@@ -26,9 +26,14 @@ const char* status_code_name(StatusCode code) {
   return "Unknown";
 }
 
+const std::string& Status::message() const {
+  static const std::string* const kEmpty = new std::string();
+  return rep_ ? rep_->message : *kEmpty;
+}
+
 std::string Status::to_string() const {
   if (ok()) return "OK";
-  return std::string(status_code_name(code_)) + ": " + message_;
+  return std::string(status_code_name(rep_->code)) + ": " + rep_->message;
 }
 
 void check_failed(const char* file, int line, const char* condition, const std::string& message) {
