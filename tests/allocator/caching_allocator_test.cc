@@ -99,6 +99,28 @@ TEST_P(CachingAllocatorTest, NeighboursCoalesceOnFree) {
   ASSERT_TRUE(a->free(guard).ok());
 }
 
+TEST_P(CachingAllocatorTest, StatsFollowPyTorchsVocabulary) {
+  auto a = make(64 * kMiB);
+  void* p = alloc(*a, 4096);
+  AllocatorStats s = a->stats();
+  // Either way one 2 MiB unit of memory backs the block (a small segment, or one page).
+  EXPECT_EQ(s.all.reserved_bytes.current, static_cast<std::int64_t>(2 * kMiB));
+  EXPECT_EQ(s.all.allocated_bytes.current, 4096);
+  EXPECT_EQ(s.all.active_bytes.current, 4096);
+  EXPECT_EQ(s.all.inactive_split_bytes.current, static_cast<std::int64_t>(2 * kMiB - 4096));
+  EXPECT_EQ(s.all.allocation.current, 1);
+  EXPECT_EQ(s.all.segment.current, 1);
+  ASSERT_TRUE(a->free(p).ok());
+  s = a->stats();
+  EXPECT_EQ(s.all.allocated_bytes.current, 0);
+  EXPECT_EQ(s.all.allocated_bytes.peak, 4096);
+  EXPECT_EQ(s.all.allocated_bytes.allocated, 4096);
+  EXPECT_EQ(s.all.allocated_bytes.freed, 4096);
+  EXPECT_EQ(s.all.inactive_split_bytes.current, 0);  // no live block: cached, not split
+  a->reset_peak_stats();
+  EXPECT_EQ(a->stats().all.allocated_bytes.peak, 0);
+}
+
 TEST_P(CachingAllocatorTest, BestFitPicksTheSmallestBlockThatFits) {
   auto a = make(64 * kMiB);
   void* big = alloc(*a, 96 * kKiB);
