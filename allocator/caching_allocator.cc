@@ -61,10 +61,12 @@ Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std:
   while (eviction_) {
     EvictionCallback evict = eviction_;
     heap_->stats().num_evictions += 1;
+    const std::int64_t freed_before = heap_->stats().all.allocated_bytes.freed;
     lock.unlock();
     const std::size_t released = evict(round_block_bytes(bytes), stream);
     lock.lock();
-    if (released == 0) break;
+    // A callback that claims progress but freed nothing would otherwise be called forever.
+    if (released == 0 || heap_->stats().all.allocated_bytes.freed == freed_before) break;
     EBB_ASSIGN_OR_RETURN(Block * block, heap_->allocate(bytes, stream, Effort::kWait));
     if (block != nullptr) {
       heap_->stats().num_alloc_retries += 1;

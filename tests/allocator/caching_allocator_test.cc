@@ -308,6 +308,20 @@ TEST_P(CachingAllocatorTest, EvictionThatFreesNothingEndsInOutOfMemory) {
   ASSERT_TRUE(a->free(p).ok());
 }
 
+TEST_P(CachingAllocatorTest, EvictionThatClaimsProgressButFreesNothingEnds) {
+  auto a = make(4 * kMiB);
+  void* p = alloc(*a, 3 * kMiB);
+  int calls = 0;
+  a->set_eviction_callback([&](std::size_t, Stream&) -> std::size_t {
+    ++calls;
+    return 1 * kMiB;  // a lie: nothing was freed
+  });
+  auto q = a->allocate(3 * kMiB, stream());
+  EXPECT_EQ(q.status().code(), StatusCode::kOutOfMemory);
+  EXPECT_EQ(calls, 1);
+  ASSERT_TRUE(a->free(p).ok());
+}
+
 TEST_P(CachingAllocatorTest, TraceRecordsEveryAllocAndFree) {
   auto a = make(64 * kMiB);
   AllocTraceBuffer trace;
