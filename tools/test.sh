@@ -5,6 +5,7 @@
 #   3. build    build/ (Release; the CUDA backend too when nvcc is found) and its ctest
 #   4. tidy     tools/tidy.sh: clang-tidy over the library and tool sources, with build/'s flags
 #   5. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks) and its ctest
+#   6. tsan     build-tsan/ (RelWithDebInfo, ThreadSanitizer, no CUDA, no benchmarks) and its ctest
 # Stops at the first failing stage, exits non-zero, and says which stage failed.
 #   tools/test.sh               every stage
 #   tools/test.sh build asan    only the named stages
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 jobs=${JOBS:-2}
-all_stages=(format layers build tidy asan)
+all_stages=(format layers build tidy asan tsan)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
 for s in "${stages[@]}"; do
@@ -87,6 +88,16 @@ run_asan() {
   cmake --build build-asan -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE gpu
+  end
+}
+
+run_tsan() {
+  begin tsan "RelWithDebInfo build with ThreadSanitizer and tests (no gpu label), in build-tsan/"
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEBB_TSAN=ON \
+    -DEBB_CUDA=OFF -DEBB_BUILD_BENCHMARKS=OFF
+  cmake --build build-tsan -j"$jobs"
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    ctest --test-dir build-tsan --output-on-failure -j"$jobs" -LE gpu
   end
 }
 
