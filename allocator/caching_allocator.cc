@@ -15,6 +15,18 @@ Result<std::unique_ptr<CachingAllocator>> CachingAllocator::create(
                             " bytes exceeds the capacity of " + device.name() + ", " +
                             std::to_string(capacity) + " bytes");
   }
+  // Expandable segments need virtual memory management; a GPU or driver without it answers
+  // kUnavailable, and classic segments serve instead (options() says which is in use).
+  if (options.expandable_segments) {
+    Result<void*> probe = device.reserve_range(device.page_bytes());
+    if (probe.ok()) {
+      EBB_RETURN_IF_ERROR(device.release_range(*probe, device.page_bytes()));
+    } else if (probe.status().code() == StatusCode::kUnavailable) {
+      options.expandable_segments = false;
+    } else {
+      return probe.status();
+    }
+  }
   // The smallest allocation: one block, or with expandable segments one mapped page.
   const std::size_t smallest = options.expandable_segments ? device.page_bytes() : kMinBlockBytes;
   if (budget < smallest) {

@@ -53,7 +53,9 @@ inline constexpr std::size_t kLargeRoundBytes = 2 * kMiB;           // classic: 
 struct CachingAllocatorOptions {
   // Ceiling on reserved bytes; 0 means the device's capacity.
   std::size_t budget_bytes = 0;
-  // Expandable segments (virtual range + pages on demand) or classic segments.
+  // Expandable segments (virtual range + pages on demand) or classic segments. Where the device
+  // has no virtual memory management (reserve_range answers kUnavailable) the allocator uses
+  // classic segments instead; CachingAllocator::options() tells which is in use.
   bool expandable_segments = true;
 };
 

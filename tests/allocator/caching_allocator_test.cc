@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/forwarding_device.h"
+
 namespace ebb {
 namespace {
 
@@ -445,6 +447,25 @@ TEST_F(ExpandableSegmentsTest, PagesMoveToWhereTheyAreNeeded) {
   ASSERT_NE(big, nullptr);
   EXPECT_LE(a->stats().all.reserved_bytes.peak, static_cast<std::int64_t>(8 * kMiB));
   for (void* p : {ps[1], ps[3], big}) ASSERT_TRUE(a->free(p).ok());
+}
+
+// A device without virtual memory management, as some GPUs and drivers are.
+class NoVirtualMemoryDevice final : public test_support::ForwardingDevice {
+ public:
+  using ForwardingDevice::ForwardingDevice;
+  Result<void*> reserve_range(std::size_t) override {
+    return unavailable("virtual memory management is not supported (injected)");
+  }
+};
+
+TEST(CachingAllocatorFallbackTest, WithoutVirtualMemoryClassicSegmentsServe) {
+  NoVirtualMemoryDevice device(std::move(create_device(DeviceOptions{})).value());
+  auto a = std::move(CachingAllocator::create(device, CachingAllocatorOptions{})).value();
+  EXPECT_FALSE(a->options().expandable_segments);
+  auto p = a->allocate(3 * kMiB, device.default_stream());
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  EXPECT_EQ(a->stats().num_device_alloc, 1);
+  ASSERT_TRUE(a->free(*p).ok());
 }
 
 }  // namespace

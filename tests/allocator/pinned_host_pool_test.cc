@@ -16,6 +16,7 @@
 
 #include "kernels/device.h"
 #include "kernels/status.h"
+#include "tests/support/forwarding_device.h"
 
 namespace ebb {
 namespace {
@@ -23,30 +24,13 @@ namespace {
 // Forwards everything to a real cpu device and records the pinned chunks the pool takes, so
 // that a test can see what the pool asked the device for and that it gave everything back.
 // Pinned allocations can be made to fail.
-class PinnedCountingDevice final : public Device {
+class PinnedCountingDevice final : public test_support::ForwardingDevice {
  public:
-  explicit PinnedCountingDevice(std::unique_ptr<Device> inner) : inner_(std::move(inner)) {}
+  using ForwardingDevice::ForwardingDevice;
 
-  DeviceKind kind() const override { return inner_->kind(); }
-  std::string name() const override { return inner_->name(); }
-  std::size_t capacity_bytes() const override { return inner_->capacity_bytes(); }
-  std::size_t committed_bytes() const override { return inner_->committed_bytes(); }
-  Result<void*> allocate(std::size_t bytes) override { return inner_->allocate(bytes); }
-  Status free(void* ptr) override { return inner_->free(ptr); }
-  std::size_t page_bytes() const override { return inner_->page_bytes(); }
-  Result<void*> reserve_range(std::size_t bytes) override { return inner_->reserve_range(bytes); }
-  Status release_range(void* base, std::size_t bytes) override {
-    return inner_->release_range(base, bytes);
-  }
-  Status map_pages(void* addr, std::size_t bytes) override {
-    return inner_->map_pages(addr, bytes);
-  }
-  Status unmap_pages(void* addr, std::size_t bytes) override {
-    return inner_->unmap_pages(addr, bytes);
-  }
   Result<void*> allocate_pinned_host(std::size_t bytes) override {
     if (fail_pinned) return out_of_memory("injected pinned allocation failure");
-    Result<void*> ptr = inner_->allocate_pinned_host(bytes);
+    Result<void*> ptr = inner().allocate_pinned_host(bytes);
     if (ptr.ok()) {
       live_chunks[*ptr] = bytes;
       requests.push_back(bytes);
@@ -55,19 +39,12 @@ class PinnedCountingDevice final : public Device {
   }
   Status free_pinned_host(void* ptr) override {
     live_chunks.erase(ptr);
-    return inner_->free_pinned_host(ptr);
+    return inner().free_pinned_host(ptr);
   }
-  Stream& default_stream() override { return inner_->default_stream(); }
-  Result<std::unique_ptr<Stream>> create_stream() override { return inner_->create_stream(); }
-  Result<std::unique_ptr<Event>> create_event() override { return inner_->create_event(); }
-  Status synchronize() override { return inner_->synchronize(); }
 
   std::map<void*, std::size_t> live_chunks;  // chunks the pool holds now
   std::vector<std::size_t> requests;         // sizes of every successful pinned allocation
   bool fail_pinned = false;
-
- private:
-  std::unique_ptr<Device> inner_;
 };
 
 class PinnedHostPoolTest : public ::testing::Test {
