@@ -1,6 +1,7 @@
 #include "kernels/device.h"
 
 #include "kernels/cpu/cpu_device.h"
+#include "kernels/sim/sim_device.h"
 #if EBB_HAVE_CUDA
 #include "kernels/cuda/cuda_device.h"
 #endif
@@ -13,6 +14,8 @@ std::string_view device_kind_name(DeviceKind kind) {
       return "cpu";
     case DeviceKind::kCuda:
       return "cuda";
+    case DeviceKind::kSim:
+      return "sim";
   }
   return "unknown";
 }
@@ -41,6 +44,8 @@ Result<std::unique_ptr<Device>> create_device(const DeviceOptions& options) {
 #else
       return unavailable("the CUDA backend was not compiled in (configure with EBB_CUDA=ON)");
 #endif
+    case DeviceKind::kSim:
+      return create_sim_device(options);
   }
   return invalid_argument("unknown device kind");
 }

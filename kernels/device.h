@@ -3,7 +3,10 @@
 // A Device has a fixed memory capacity, hands out raw memory (whole allocations, like
 // cudaMalloc, and page-granular virtual memory for expandable segments), pinned host memory,
 // in-order Streams and Events. Two real backends implement it: cpu (kernels/cpu: device memory
-// is host memory of a fixed capacity, each stream a worker thread) and cuda (kernels/cuda).
+// is host memory of a fixed capacity, each stream a worker thread) and cuda (kernels/cuda). A
+// third, sim (kernels/sim), simulates one: its memory is address space only, closures are
+// accounted rather than run, and its clock is virtual, advanced by each launch's cost and by
+// modelled copy links.
 // The CUDA semantics are the reference: every backend behaves as CUDA does for ordering
 // within a stream, cross-stream waits through events, and event timing.
 //
@@ -21,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "kernels/status.h"
 
@@ -30,14 +34,14 @@ inline constexpr std::size_t kKiB = std::size_t{1} << 10;
 inline constexpr std::size_t kMiB = std::size_t{1} << 20;
 inline constexpr std::size_t kGiB = std::size_t{1} << 30;
 
-enum class DeviceKind : std::uint8_t { kCpu, kCuda };
+enum class DeviceKind : std::uint8_t { kCpu, kCuda, kSim };
 std::string_view device_kind_name(DeviceKind kind);
 
 enum class CopyKind : std::uint8_t { kHostToDevice, kDeviceToHost, kDeviceToDevice, kHostToHost };
 std::string_view copy_kind_name(CopyKind kind);
 
-// A modelled copy link (cpu backend): a copy of n bytes takes latency + n / bytes_per_second.
-// bytes_per_second == 0 means unthrottled.
+// A modelled copy link (cpu and sim backends): a copy of n bytes takes latency +
+// n / bytes_per_second. bytes_per_second == 0 means unthrottled (on sim: no transfer time).
 struct LinkModel {
   double bytes_per_second = 0;          // sustained bandwidth; 0 = as fast as memcpy
   std::chrono::nanoseconds latency{0};  // fixed cost per copy
@@ -47,7 +51,7 @@ class Event;
 
 // What a kernel closure receives when it runs. On cpu the closure runs on the stream's worker
 // thread in stream order and does the work itself; on cuda it runs on the calling thread and
-// launches device work onto native_stream (a cudaStream_t).
+// launches device work onto native_stream (a cudaStream_t). On sim it never runs.
 struct LaunchContext {
   DeviceKind kind;
   void* native_stream;  // cudaStream_t on cuda; nullptr on cpu
@@ -65,6 +69,13 @@ class Stream {
   virtual Status copy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind) = 0;
   virtual Status memset_async(void* dst, std::uint8_t value, std::size_t bytes) = 0;
   virtual Status launch(Kernel kernel) = 0;
+  // launch(kernel) with the time the kernel is modelled to take. The sim backend does not run
+  // the closure: it advances the stream's virtual timeline by `cost` (launch(kernel) there costs
+  // nothing). cpu and cuda ignore `cost` and run the kernel as launch(kernel) does.
+  // kInvalidArgument for a negative cost on sim.
+  virtual Status launch(Kernel kernel, std::chrono::nanoseconds cost) {
+    return launch(std::move(kernel));
+  }
   // Captures the work enqueued so far; the event completes when that work has completed.
   virtual Status record(Event& event) = 0;
   // Work enqueued after this call starts only after `event`'s captured work has completed. A
@@ -132,12 +143,12 @@ class Device {
 
 struct DeviceOptions {
   DeviceKind kind = DeviceKind::kCpu;
-  // cpu: the simulated device memory size. cuda: 0 means the free memory at creation; a
+  // cpu, sim: the simulated device memory size. cuda: 0 means the free memory at creation; a
   // non-zero value caps what this Device hands out.
   std::size_t capacity_bytes = std::size_t{1} << 30;  // 1 GiB
-  // cpu: mapping granularity for map_pages (cuda reports the driver's, usually 2 MiB).
+  // cpu, sim: mapping granularity for map_pages (cuda reports the driver's, usually 2 MiB).
   std::size_t page_bytes = std::size_t{2} << 20;  // 2 MiB
-  // cpu: the modelled links; unthrottled by default.
+  // cpu, sim: the modelled links; unthrottled by default.
   LinkModel host_to_device;
   LinkModel device_to_host;
   // cuda: which GPU.

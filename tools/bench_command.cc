@@ -113,7 +113,7 @@ Command add_bench_command(CLI::App& parent) {
   alloc->add_option("--repetitions", args->repetitions, "timed repetitions (default 5)")
       ->check(CLI::PositiveNumber);
   alloc->add_flag("--classic", args->classic, "classic segments instead of expandable");
-  alloc->add_option("--device", args->device, "cpu or cuda (default cpu)");
+  alloc->add_option("--device", args->device, "cpu, cuda or sim (default cpu)");
   return Command{bench, [args, alloc] {
                    if (alloc->parsed()) return run_bench_alloc(*args);
                    return 2;

@@ -34,7 +34,7 @@ Result<std::size_t> parse_byte_size(std::string_view text, std::string_view what
 // "1.50 GiB": a byte count for people.
 std::string format_bytes(std::size_t bytes);
 
-// Parses --device: "cpu" or "cuda".
+// Parses --device: "cpu", "cuda" or "sim".
 Result<DeviceKind> parse_device_kind(std::string_view text);
 
 // Prints "ebb: <status>" to stderr and returns exit code 1.

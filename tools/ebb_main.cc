@@ -91,7 +91,8 @@ std::string format_bytes(std::size_t bytes) {
 Result<DeviceKind> parse_device_kind(std::string_view text) {
   if (text == "cpu") return DeviceKind::kCpu;
   if (text == "cuda") return DeviceKind::kCuda;
-  return invalid_argument("--device \"" + std::string(text) + "\" is not cpu or cuda");
+  if (text == "sim") return DeviceKind::kSim;
+  return invalid_argument("--device \"" + std::string(text) + "\" is not cpu, cuda or sim");
 }
 
 int report_error(const Status& status) {

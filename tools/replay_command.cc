@@ -49,7 +49,7 @@ Result<std::vector<AllocEvent>> load_events(const std::string& path, TraceFormat
 }
 
 // A device large enough for the replay. The cpu device maps pages on demand and the replay
-// never touches them, so a generous capacity costs address space only.
+// never touches them, so a generous capacity costs address space only (on sim, always).
 Result<std::unique_ptr<Device>> make_device(DeviceKind kind, std::size_t budget_bytes,
                                             std::size_t peak_live_bytes) {
   DeviceOptions options;
@@ -147,7 +147,7 @@ Command add_replay_command(CLI::App& parent) {
                   "ceiling on reserved bytes, e.g. 4GiB, 512MiB or plain bytes (default: none)");
   app->add_flag("--classic", args->classic,
                 "classic (cudaMalloc-style) segments instead of expandable segments");
-  app->add_option("--device", args->device, "cpu or cuda (default cpu)");
+  app->add_option("--device", args->device, "cpu, cuda or sim (default cpu)");
   return Command{app, [args] { return run_replay(*args); }};
 }
 

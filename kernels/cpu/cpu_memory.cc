@@ -57,8 +57,8 @@ Status CpuMemory::check_page_bytes(std::size_t page_bytes) {
   return ok_status();
 }
 
-CpuMemory::CpuMemory(std::size_t capacity_bytes, std::size_t page_bytes)
-    : capacity_bytes_(capacity_bytes), page_bytes_(page_bytes) {
+CpuMemory::CpuMemory(std::size_t capacity_bytes, std::size_t page_bytes, MemoryBacking backing)
+    : capacity_bytes_(capacity_bytes), page_bytes_(page_bytes), backing_(backing) {
   EBB_CHECK(check_page_bytes(page_bytes).ok(), "page_bytes " + std::to_string(page_bytes));
 }
 
@@ -68,7 +68,7 @@ CpuMemory::~CpuMemory() {
   for (const auto& [base, a] : allocations_) munmap(as_ptr(base), a.mapped_bytes);
   for (const auto& [base, r] : ranges_) munmap(as_ptr(base), r.bytes);
   for (const auto& [base, bytes] : pinned_) {
-    munlock(as_ptr(base), bytes);
+    if (backed()) munlock(as_ptr(base), bytes);
     munmap(as_ptr(base), bytes);
   }
 }
@@ -88,8 +88,10 @@ Result<void*> CpuMemory::allocate(std::size_t bytes) {
   }
   // Rounding to whole OS pages gives 4 KiB alignment, past the 512 bytes kernels rely on.
   const std::size_t mapped_bytes = round_up(bytes, os_page_bytes());
-  void* ptr =
-      mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* ptr = backed() ? mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                       : mmap(nullptr, mapped_bytes, PROT_NONE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (ptr == MAP_FAILED) return syscall_error("mmap", mapped_bytes, errno);
   allocations_.emplace(as_int(ptr), Allocation{bytes, mapped_bytes});
   committed_bytes_ += bytes;
@@ -186,7 +188,7 @@ Status CpuMemory::map_pages(void* addr, std::size_t bytes) {
                          std::to_string(committed_bytes_) + " of " +
                          std::to_string(capacity_bytes_) + " bytes of device capacity committed");
   }
-  if (mprotect(addr, bytes, PROT_READ | PROT_WRITE) != 0) {
+  if (backed() && mprotect(addr, bytes, PROT_READ | PROT_WRITE) != 0) {
     return syscall_error("mprotect (map_pages)", bytes, errno);
   }
   for (std::size_t p = span.first_page; p < span.first_page + span.page_count; ++p) {
@@ -209,10 +211,10 @@ Status CpuMemory::unmap_pages(void* addr, std::size_t bytes) {
     }
   }
   // MADV_DONTNEED drops the backing pages now, so the memory really goes back to the OS.
-  if (madvise(addr, bytes, MADV_DONTNEED) != 0) {
+  if (backed() && madvise(addr, bytes, MADV_DONTNEED) != 0) {
     return syscall_error("madvise (unmap_pages)", bytes, errno);
   }
-  if (mprotect(addr, bytes, PROT_NONE) != 0) {
+  if (backed() && mprotect(addr, bytes, PROT_NONE) != 0) {
     return syscall_error("mprotect (unmap_pages)", bytes, errno);
   }
   for (std::size_t p = span.first_page; p < span.first_page + span.page_count; ++p) {
@@ -229,7 +231,7 @@ Result<void*> CpuMemory::allocate_pinned_host(std::size_t bytes) {
   void* ptr =
       mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ptr == MAP_FAILED) return syscall_error("mmap (pinned host)", mapped_bytes, errno);
-  if (mlock(ptr, mapped_bytes) != 0) {
+  if (backed() && mlock(ptr, mapped_bytes) != 0) {
     const int err = errno;
     munmap(ptr, mapped_bytes);
     return internal_error("mlock of " + std::to_string(mapped_bytes) +
@@ -248,7 +250,9 @@ Status CpuMemory::free_pinned_host(void* ptr) {
     return invalid_argument("free_pinned_host of " + address_string(ptr) +
                             ": not live pinned host memory of this device");
   }
-  if (munlock(ptr, it->second) != 0) return syscall_error("munlock", it->second, errno);
+  if (backed() && munlock(ptr, it->second) != 0) {
+    return syscall_error("munlock", it->second, errno);
+  }
   if (munmap(ptr, it->second) != 0) return syscall_error("munmap (pinned host)", it->second, errno);
   pinned_.erase(it);
   return ok_status();

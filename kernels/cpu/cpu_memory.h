@@ -6,6 +6,11 @@
 // straight from mmap, so a use after free or an access to an unmapped page faults instead of
 // silently reading stale bytes.
 //
+// The sim backend (kernels/sim) uses the same bookkeeping with MemoryBacking::kAddressSpaceOnly:
+// device memory is then inaccessible address space (PROT_NONE, MAP_NORESERVE), so a capacity far
+// past the machine's RAM works and any host access to device memory faults; pinned host memory
+// is ordinary host memory, not locked.
+//
 // Ownership: CpuMemory owns every region it hands out; its destructor unmaps what the caller did
 // not return (the Device contract asks callers to return everything first).
 //
@@ -30,13 +35,20 @@ std::size_t os_page_bytes();
 // "0x7f12345000": how error messages name an address.
 std::string address_string(const void* ptr);
 
+// What stands behind device memory.
+enum class MemoryBacking : std::uint8_t {
+  kHostMemory,        // readable, writable host pages (cpu backend)
+  kAddressSpaceOnly,  // no bytes: PROT_NONE address space (sim backend)
+};
+
 class CpuMemory {
  public:
   // OK when page_bytes is a power-of-two multiple of os_page_bytes().
   static Status check_page_bytes(std::size_t page_bytes);
 
   // REQUIRES: check_page_bytes(page_bytes).ok().
-  CpuMemory(std::size_t capacity_bytes, std::size_t page_bytes);
+  CpuMemory(std::size_t capacity_bytes, std::size_t page_bytes,
+            MemoryBacking backing = MemoryBacking::kHostMemory);
   ~CpuMemory();
   CpuMemory(const CpuMemory&) = delete;
   CpuMemory& operator=(const CpuMemory&) = delete;
@@ -83,8 +95,12 @@ class CpuMemory {
   // non-empty and inside one reserved range. `call` names the caller in messages.
   Result<PageSpan> find_pages(const char* call, void* addr, std::size_t bytes);
 
+  // True when device memory has host pages behind it (MemoryBacking::kHostMemory).
+  bool backed() const { return backing_ == MemoryBacking::kHostMemory; }
+
   const std::size_t capacity_bytes_;
   const std::size_t page_bytes_;
+  const MemoryBacking backing_;
 
   mutable std::mutex mu_;
   std::size_t committed_bytes_ = 0;                   // GUARDED_BY(mu_)

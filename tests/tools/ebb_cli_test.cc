@@ -93,6 +93,29 @@ TEST(EbbCli, ReplayPrintsASummary) {
   EXPECT_NE(run.out.find("720043656"), std::string::npos) << run.out;
 }
 
+TEST(EbbCli, ReplayOnTheSimDeviceGivesTheCpuFigures) {
+  const std::string file = kWorkloads + "mlp4_train.dtr.log";
+  CliRun cpu = ebb("replay --json " + file);
+  CliRun sim = ebb("replay --json --device sim " + file);
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
+  ASSERT_EQ(sim.exit_code, 0) << sim.err;
+  nlohmann::json cpu_out = nlohmann::json::parse(cpu.out);
+  nlohmann::json sim_out = nlohmann::json::parse(sim.out);
+  EXPECT_EQ(sim_out["device"].get<std::string>().rfind("sim (", 0), 0u) << sim.out;
+  for (const char* key : {"peak_live_bytes", "peak_reserved_bytes", "reserved_over_live", "allocs",
+                          "frees", "streams", "budget_bytes", "segments_peak", "num_device_alloc",
+                          "num_device_free", "num_alloc_retries"}) {
+    EXPECT_EQ(sim_out[key], cpu_out[key]) << key;
+  }
+  CliRun text = ebb("replay --device sim " + file);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("720043656"), std::string::npos) << text.out;
+
+  CliRun bad = ebb("replay --device tpu " + file);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("not cpu, cuda or sim"), std::string::npos) << bad.err;
+}
+
 TEST(EbbCli, ReplayUnderASmallBudgetFailsWithOutOfMemory) {
   CliRun run = ebb("replay --budget 256MiB " + kWorkloads + "mlp4_train.dtr.log");
   EXPECT_EQ(run.exit_code, 1);
