@@ -165,11 +165,15 @@ Status fold_memory_or_alias(const Json& object, const std::string& kind, DtrInst
 // once to validate. Not thread-safe; one walk per object.
 class StorageWalk {
  public:
-  // Visitor: void created(std::size_t storage, std::size_t bytes, std::string tag, int64 t_ns)
-  //          void freed(std::size_t storage, int64 t_ns)
+  // Visitor (each call names the instruction, an index into log.instructions):
+  //   void created(size_t instruction, size_t storage, size_t bytes, const string& handle,
+  //                int64 t_ns)
+  //   void read(size_t instruction, size_t storage)     a CALL/MUTATE argument's storage
+  //   void freed(size_t instruction, size_t storage, int64 t_ns)
   template <typename Visitor>
   Status run(const DtrLog& log, Visitor& visit) {
-    for (const DtrInstruction& ins : log.instructions) {
+    for (index_ = 0; index_ < log.instructions.size(); ++index_) {
+      const DtrInstruction& ins = log.instructions[index_];
       Status s = step(ins, visit);
       if (!s.ok()) return invalid_argument(at(log.path, ins.line) + ": " + s.message());
     }
@@ -194,9 +198,9 @@ class StorageWalk {
     return ok_status();
   }
   template <typename Visitor>
-  std::size_t create(std::size_t bytes, std::string tag, Visitor& visit) {
+  std::size_t create(std::size_t bytes, const std::string& handle, Visitor& visit) {
     storages_.push_back(Storage{bytes, 0});
-    visit.created(storages_.size() - 1, bytes, std::move(tag), clock_ns_);
+    visit.created(index_, storages_.size() - 1, bytes, handle, clock_ns_);
     return storages_.size() - 1;
   }
   void bind(const std::string& name, std::size_t storage) {
@@ -205,7 +209,7 @@ class StorageWalk {
   }
   template <typename Visitor>
   void drop(std::size_t storage, Visitor& visit) {
-    if (--storages_[storage].handles == 0) visit.freed(storage, clock_ns_);
+    if (--storages_[storage].handles == 0) visit.freed(index_, storage, clock_ns_);
   }
 
   template <typename Visitor>
@@ -213,7 +217,7 @@ class StorageWalk {
     switch (ins.op) {
       case DtrOp::kConstant: {
         EBB_RETURN_IF_ERROR(define(ins.name));
-        bind(ins.name, create(ins.memory_bytes, "constant:" + ins.name, visit));
+        bind(ins.name, create(ins.memory_bytes, ins.name, visit));
         return ok_status();
       }
       case DtrOp::kCall: {
@@ -221,6 +225,7 @@ class StorageWalk {
         for (const std::string& a : ins.args) {
           EBB_ASSIGN_OR_RETURN(std::size_t s, live(a, ("CALL " + ins.name + " reads").c_str()));
           args.push_back(s);
+          visit.read(index_, s);
         }
         clock_ns_ += ins.time_ns;
         for (const DtrResult& r : ins.results) {
@@ -229,7 +234,7 @@ class StorageWalk {
             return invalid_argument("result " + r.name + " aliases argument " +
                                     std::to_string(r.alias) + " of " + std::to_string(args.size()));
           }
-          std::size_t s = r.alias < 0 ? create(r.memory_bytes, ins.name + ":" + r.name, visit)
+          std::size_t s = r.alias < 0 ? create(r.memory_bytes, r.name, visit)
                                       : args[static_cast<std::size_t>(r.alias)];
           bind(r.name, s);
         }
@@ -237,7 +242,8 @@ class StorageWalk {
       }
       case DtrOp::kMutate: {
         for (const std::string& a : ins.args) {
-          EBB_RETURN_IF_ERROR(live(a, ("MUTATE " + ins.name + " reads").c_str()).status());
+          EBB_ASSIGN_OR_RETURN(std::size_t s, live(a, ("MUTATE " + ins.name + " reads").c_str()));
+          visit.read(index_, s);
         }
         clock_ns_ += ins.time_ns;
         for (int m : ins.mutated) {
@@ -247,7 +253,7 @@ class StorageWalk {
           }
           const std::string& name = ins.args[static_cast<std::size_t>(m)];
           std::size_t old = handles_.at(name);
-          std::size_t fresh = create(storages_[old].bytes, ins.name + ":" + name, visit);
+          std::size_t fresh = create(storages_[old].bytes, name, visit);
           bind(name, fresh);  // rebinding: handles_[name] now names the fresh storage
           drop(old, visit);
         }
@@ -282,37 +288,59 @@ class StorageWalk {
   std::unordered_set<std::string> defined_;               // every name ever defined
   std::vector<Storage> storages_;
   std::int64_t clock_ns_ = 0;
+  std::size_t index_ = 0;  // the instruction being walked
 };
 
 // Visitors for StorageWalk.
+// Visitors for StorageWalk. The others derive from NoVisit for the callbacks they ignore.
 struct NoVisit {
-  void created(std::size_t, std::size_t, const std::string&, std::int64_t) {}
-  void freed(std::size_t, std::int64_t) {}
+  void created(std::size_t, std::size_t, std::size_t, const std::string&, std::int64_t) {}
+  void read(std::size_t, std::size_t) {}
+  void freed(std::size_t, std::size_t, std::int64_t) {}
 };
 
-struct FigureVisit {
+struct FigureVisit : NoVisit {
   DtrFigures figures;
   std::vector<std::size_t> bytes;  // per storage
   std::size_t live_bytes = 0;
-  void created(std::size_t storage, std::size_t b, const std::string&, std::int64_t) {
+  void created(std::size_t, std::size_t, std::size_t b, const std::string&, std::int64_t) {
     bytes.push_back(b);
     live_bytes += b;
     if (live_bytes > figures.peak_live_bytes) figures.peak_live_bytes = live_bytes;
   }
-  void freed(std::size_t storage, std::int64_t) { live_bytes -= bytes[storage]; }
+  void freed(std::size_t, std::size_t storage, std::int64_t) { live_bytes -= bytes[storage]; }
 };
 
-struct EventVisit {
+struct EventVisit : NoVisit {
+  explicit EventVisit(const DtrLog& log) : log(log) {}
+  const DtrLog& log;
   std::vector<AllocEvent> events;
   std::vector<std::size_t> bytes;  // per storage
-  void created(std::size_t storage, std::size_t b, std::string tag, std::int64_t t_ns) {
+  void created(std::size_t instruction, std::size_t storage, std::size_t b,
+               const std::string& handle, std::int64_t t_ns) {
     bytes.push_back(b);
     if (b == 0) return;  // an allocator refuses 0-byte requests; they add nothing to the peak
+    const DtrInstruction& ins = log.instructions[instruction];
+    std::string tag =
+        (ins.op == DtrOp::kConstant ? std::string("constant") : ins.name) + ":" + handle;
     events.push_back(AllocEvent{AllocEvent::Op::kAlloc, storage, b, 0, t_ns, std::move(tag)});
   }
-  void freed(std::size_t storage, std::int64_t t_ns) {
+  void freed(std::size_t, std::size_t storage, std::int64_t t_ns) {
     if (bytes[storage] == 0) return;
     events.push_back(AllocEvent{AllocEvent::Op::kFree, storage, 0, 0, t_ns, {}});
+  }
+};
+
+// Forwards a walk to a public DtrStorageVisitor.
+struct ForwardVisit {
+  DtrStorageVisitor& to;
+  void created(std::size_t instruction, std::size_t storage, std::size_t b,
+               const std::string& handle, std::int64_t) {
+    to.created(instruction, storage, b, handle);
+  }
+  void read(std::size_t instruction, std::size_t storage) { to.read(instruction, storage); }
+  void freed(std::size_t instruction, std::size_t storage, std::int64_t) {
+    to.freed(instruction, storage);
   }
 };
 
@@ -415,9 +443,15 @@ Result<DtrFigures> dtr_figures(const DtrLog& log) {
 
 Result<std::vector<AllocEvent>> dtr_to_alloc_events(const DtrLog& log) {
   StorageWalk walk;
-  EventVisit visit;
+  EventVisit visit(log);
   EBB_RETURN_IF_ERROR(walk.run(log, visit));
   return std::move(visit.events);
+}
+
+Status walk_dtr_storages(const DtrLog& log, DtrStorageVisitor& visitor) {
+  StorageWalk walk;
+  ForwardVisit visit{visitor};
+  return walk.run(log, visit);
 }
 
 }  // namespace ebb

@@ -115,4 +115,26 @@ Result<DtrFigures> dtr_figures(const DtrLog& log);
 // The peak of live requested bytes over these events equals dtr_figures().peak_live_bytes.
 Result<std::vector<AllocEvent>> dtr_to_alloc_events(const DtrLog& log);
 
+// Receives the storage lifetimes of a log from walk_dtr_storages, in log order, under the
+// storage semantics above: what an importer needs to turn a log into tensors and ops without
+// re-deriving those semantics. Storages are numbered 0, 1, ... in creation order; each call
+// names the instruction that caused it (an index into DtrLog::instructions).
+class DtrStorageVisitor {
+ public:
+  virtual ~DtrStorageVisitor() = default;
+  // A CONSTANT, a CALL result with fresh storage (ALIAS -1) or a MUTATE created `storage` of
+  // `bytes` bytes, bound to `handle` (for a MUTATE: the mutated handle, rebound to it).
+  virtual void created(std::size_t instruction, std::size_t storage, std::size_t bytes,
+                       std::string_view handle) = 0;
+  // A CALL or MUTATE reads `storage` through one of its arguments (once per argument, in
+  // argument order, before the instruction creates anything; a view reads its base storage).
+  virtual void read(std::size_t instruction, std::size_t storage) = 0;
+  // The last handle to `storage` was dropped (RELEASE, COPY_FROM or MUTATE).
+  virtual void freed(std::size_t instruction, std::size_t storage) = 0;
+};
+
+// Walks the log's storages, calling `visitor` for each event. Fails (naming file and line) only
+// for a log that read_dtr_log would have rejected.
+Status walk_dtr_storages(const DtrLog& log, DtrStorageVisitor& visitor);
+
 }  // namespace ebb

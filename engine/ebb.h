@@ -1,0 +1,16 @@
+// ebb: the one header a training loop includes. It brings the Engine (tensors, ops, iterations,
+// dynamic eviction), the Profile, and the device and allocator types the engine's options and
+// accessors use.
+#pragma once
+
+#include "allocator/allocator_stats.h"    // IWYU pragma: export
+#include "allocator/caching_allocator.h"  // IWYU pragma: export
+#include "allocator/pinned_host_pool.h"   // IWYU pragma: export
+#include "engine/engine.h"                // IWYU pragma: export
+#include "engine/eviction.h"              // IWYU pragma: export
+#include "engine/profile.h"               // IWYU pragma: export
+#include "engine/tape.h"                  // IWYU pragma: export
+#include "engine/tensor.h"                // IWYU pragma: export
+#include "engine/tensor_kind.h"           // IWYU pragma: export
+#include "kernels/device.h"               // IWYU pragma: export
+#include "kernels/status.h"               // IWYU pragma: export

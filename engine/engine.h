@@ -1,0 +1,228 @@
+// Engine: what a training loop runs its operators through. It owns the device memory of the
+// loop (a CachingAllocator under a budget), the tensors (parameters, inputs, activations,
+// gradients, ...) and the op tape of the current iteration, and it makes a loop that does not
+// fit in the budget run anyway, with exactly the same bits, by dynamic eviction: when an
+// allocation would pass the budget, the allocator calls back into the engine, which swaps
+// resident tensors to a pinned host tier or drops them (see eviction.h for the victim choice);
+// an evicted tensor is brought back when an op needs it, by a copy back or by replaying its
+// producer from the tape (recursively, through dropped inputs).
+//
+// A loop looks like:
+//   auto engine = Engine::create({.device = *device, .budget_bytes = 512 * kMiB,
+//                                 .policy = EvictionPolicy::kBoth}).value();
+//   Tensor w = engine->parameter({"w", {n, n}}, host_w).value();
+//   for (...) {
+//     IterationScope iteration(*engine);
+//     Tensor x = engine->input({"x", {b, n}, DType::kF32, TensorKind::kInput}, host_x).value();
+//     Tensor y = engine->run("matmul", {{x, w}}, {{"y", {b, n}}}, matmul_fn).value()[0];
+//     ...
+//     EBB_RETURN_IF_ERROR(engine->read(loss, &host_loss, sizeof(float)));
+//   }
+//
+// Lifetimes: parameters and optimizer state, and every tensor created outside an iteration,
+// are carried from one iteration to the next; everything else created inside an iteration is
+// released at end_iteration unless keep() marks it. Carried tensors are made resident (or
+// stay swapped) at end_iteration and lose their tape entry: a carried tensor is never dropped
+// across an iteration boundary, which is what lets the tape be cleared.
+//
+// Errors: every failure is returned as a Status naming the op and the tensor; after a failed
+// run() nothing of that op is registered, and the engine stays usable. A closure that throws
+// (on cpu it runs on the stream's thread) is reported by the next run(), read(), synchronize()
+// or end_iteration(), naming the op.
+//
+// Ownership: the Engine references the Device (which must outlive it) and owns the allocator,
+// the host tier, the copy stream and its events. Two engines are independent (they share only
+// the device, and its default stream when given the same device).
+//
+// Thread safety: not thread-safe; one thread drives an engine. Closures run on the compute
+// stream's thread (cpu) and touch only their own arguments.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "allocator/caching_allocator.h"
+#include "allocator/pinned_host_pool.h"
+#include "engine/eviction.h"
+#include "engine/op_timer.h"
+#include "engine/tape.h"
+#include "engine/tensor.h"
+#include "kernels/device.h"
+#include "kernels/status.h"
+
+namespace ebb {
+
+struct EngineOptions {
+  Device& device;  // not owned; must outlive the engine
+  // Ceiling on device memory the engine's allocator reserves; 0 = the device's capacity.
+  std::size_t budget_bytes = 0;
+  bool expandable_segments = true;
+  // Capacity of the pinned host tier that swapped tensors live in.
+  std::size_t host_tier_bytes = kGiB;
+  EvictionPolicy policy = EvictionPolicy::kBoth;
+  // Iterations the profiler records before a plan is made (kept here for the profiler).
+  int warmup_iterations = 2;
+  // Device<->host bandwidth assumed for swap-in estimates; 0 = 10 GB/s.
+  double host_link_bytes_per_s = 0;
+};
+
+// Counters since the engine was created. Bytes are tensor bytes as the specs ask.
+struct EngineStats {
+  std::int64_t ops_run = 0;            // run() calls that launched their op
+  std::int64_t evictions = 0;          // tensors evicted (dropped or swapped out)
+  std::int64_t drops = 0;              // evictions that dropped a tensor
+  std::int64_t swap_outs = 0;          // evictions that copied (or kept) a host copy
+  std::int64_t swapped_out_bytes = 0;  // bytes copied device -> host by swap-outs
+  std::int64_t swapped_in_bytes = 0;   // bytes copied host -> device by swap-ins
+  std::int64_t recomputed_ops = 0;     // producer replays
+  std::int64_t recompute_ns = 0;       // estimated device time of those replays
+  std::int64_t eviction_calls = 0;     // times the allocator asked the engine for room
+};
+
+class Engine {
+ public:
+  // Creates the allocator (with the engine's eviction callback), the pinned host tier, the
+  // compute stream (the device's default stream) and one copy stream.
+  static Result<std::unique_ptr<Engine>> create(EngineOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Resident tensors filled from host memory (nullptr: zeros); the call returns once the bytes
+  // are copied, so `host_data` may be reused at once. input() and parameter() differ only in
+  // the default kind (kInput / kParameter) applied when spec.kind is kActivation.
+  Result<Tensor> input(TensorSpec spec, const void* host_data);
+  Result<Tensor> parameter(TensorSpec spec, const void* host_data);
+
+  // Runs one op: makes every input resident, allocates the outputs, launches `fn` on the compute
+  // stream and records the op on the tape. Returns the output tensors in spec order.
+  Result<std::vector<Tensor>> run(std::string_view name, std::span<const Tensor> inputs,
+                                  std::vector<TensorSpec> outputs, OpFn fn);
+  Result<std::vector<Tensor>> run(std::string_view name, std::initializer_list<Tensor> inputs,
+                                  std::vector<TensorSpec> outputs, OpFn fn) {
+    return run(name, std::span<const Tensor>(inputs.begin(), inputs.size()), std::move(outputs),
+               std::move(fn));
+  }
+
+  // Copies `bytes` (at most the tensor's) to `host`, bringing the tensor back first if it was
+  // evicted; returns when the copy is done.
+  Status read(const Tensor& tensor, void* host, std::size_t bytes);
+
+  // Releases a tensor now; the handle is invalid afterwards.
+  Status release(const Tensor& tensor);
+  // Carries a tensor of the current iteration into the next ones.
+  Status keep(const Tensor& tensor);
+
+  Status begin_iteration();
+  // Releases the iteration's tensors that are not carried, clears the tape and waits for the
+  // device. Returns the first error the iteration's work raised.
+  Status end_iteration();
+  bool in_iteration() const { return in_iteration_; }
+  // Waits for all work of the engine; returns a closure error or a stream error.
+  Status synchronize();
+
+  const EngineOptions& options() const { return options_; }
+  EngineStats stats() const { return stats_; }
+  CachingAllocator& allocator() { return *allocator_; }
+  PinnedHostPool& host_tier() { return *host_tier_; }
+  Stream& compute_stream() { return compute_; }
+  Device& device() { return device_; }
+  // The tape of the current iteration and the tensor table, for the profiler and for tests.
+  const std::vector<OpRecord>& tape() const { return tape_; }
+  const TensorTable& tensors() const { return tensors_; }
+  // Where a live tensor's bytes are now; kInvalidArgument for a released or foreign tensor.
+  Result<Residency> residency(const Tensor& tensor) const;
+
+  // For Tensor's accessors. REQUIRES: a live tensor of this engine.
+  const TensorRecord& record(const Tensor& tensor) const;
+
+ private:
+  // First error a closure raised on a stream thread; shared with the launched kernels.
+  struct ClosureErrors {
+    std::mutex mu;
+    std::atomic<bool> any{false};
+    Status first;  // GUARDED_BY(mu)
+  };
+
+  Engine(EngineOptions options, Device& device);
+
+  Result<Tensor> create_filled(TensorSpec spec, const void* host_data, TensorKind default_kind);
+  // The record of `tensor` for `op` (error message context), or why it cannot be used.
+  Result<std::uint32_t> usable_slot(const Tensor& tensor, std::string_view op,
+                                    std::string_view role) const;
+  Status take_closure_error();
+
+  // Residency (engine_residency.cc).
+  Status make_resident(std::uint32_t slot, std::string_view op);
+  Status swap_in(std::uint32_t slot, std::string_view op);
+  Status recompute(std::uint32_t slot, std::string_view op);
+  // Launches tape_[op_index]'s closure on the compute stream with `pointers` (inputs, then
+  // outputs); `timed` records a pair of events around it.
+  Status launch(std::size_t op_index, std::vector<void*> pointers, bool timed);
+  std::size_t evict(std::size_t bytes_needed);
+  bool swap_out(std::uint32_t slot);
+  void drop(std::uint32_t slot);
+  // Frees host copies of resident tensors (clean copies) until `bytes` fit in the host tier.
+  void reclaim_clean_copies(std::size_t bytes);
+  void free_host_copy(TensorRecord& r);
+  // Returns every byte a tensor holds (device block and host copy).
+  void free_storage(std::uint32_t slot);
+  void unlock(const std::vector<std::uint32_t>& slots);
+  std::string out_of_memory_message(std::string_view op, std::size_t bytes_needed,
+                                    const Status& allocator_status) const;
+  Status poll_timings(bool wait);
+
+  EngineOptions options_;
+  Device& device_;
+  Stream& compute_;
+  std::unique_ptr<Stream> copy_;
+  std::unique_ptr<PinnedHostPool> host_tier_;
+  std::unique_ptr<EventPool> events_;
+  std::unique_ptr<OpTimer> timer_;
+  std::shared_ptr<ClosureErrors> closure_errors_;
+
+  TensorTable tensors_;
+  std::vector<OpRecord> tape_;
+  std::unordered_map<std::string, std::int64_t> last_cost_ns_;  // by op name
+  // Names of the tensors released by the last end_iteration, for the use-after-release message.
+  std::unordered_map<std::uint64_t, std::string> retired_names_;
+  std::uint64_t tick_ = 0;
+  bool in_iteration_ = false;
+  std::string current_op_;  // the op being run, for the eviction callback's messages
+  Status deferred_error_;   // from an IterationScope's destructor, returned by the next call
+  EngineStats stats_;
+
+  // Last: destroyed first, returning every block before the streams and events go away.
+  std::unique_ptr<CachingAllocator> allocator_;
+
+  friend class IterationScope;
+};
+
+// begin_iteration() on construction, end_iteration() on destruction. An error from the
+// destructor's end_iteration is returned by the engine's next begin_iteration(); call end()
+// to see it at once.
+class IterationScope {
+ public:
+  explicit IterationScope(Engine& engine);
+  ~IterationScope();
+  IterationScope(const IterationScope&) = delete;
+  IterationScope& operator=(const IterationScope&) = delete;
+  // Status of begin_iteration.
+  const Status& status() const { return begin_status_; }
+  Status end();
+
+ private:
+  Engine& engine_;
+  Status begin_status_;
+  bool ended_ = false;
+};
+
+}  // namespace ebb

@@ -1,0 +1,292 @@
+// The Engine's residency machinery: bringing tensors back (swap-in, recompute), evicting them
+// (swap-out, drop) when the allocator asks for room, and returning their storage.
+//
+// Stream protocol. Closures and swap-ins run on the compute stream; swap-outs copy on the copy
+// stream: an event recorded on the compute stream after the tensor's last writer is waited for
+// by the copy stream, which copies device -> host and records the tensor's host_event; the
+// device block is then freed with the copy stream as its last use, so the allocator hands it to
+// the compute stream only once that copy has completed. A swap-in allocates on the compute
+// stream, waits for host_event, copies host -> device and records host_event again. The host
+// copy is kept after a swap-in as a clean copy (tensors are immutable), so evicting the tensor
+// again costs no copy; clean copies are given back when the host tier runs short.
+#include <string>
+#include <utility>
+
+#include "engine/engine.h"
+
+namespace ebb {
+namespace {
+
+std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+}  // namespace
+
+Status Engine::make_resident(std::uint32_t slot, std::string_view op) {
+  const TensorRecord& r = tensors_.at(slot);
+  switch (r.residency) {
+    case Residency::kDevice:
+      return ok_status();
+    case Residency::kHost:
+      return swap_in(slot, op);
+    case Residency::kDropped:
+      if (!r.has_producer()) {
+        return failed_precondition(quoted(op) + ": tensor " + quoted(r.name) +
+                                   " holds no bytes and has no producer to recompute it from");
+      }
+      return recompute(slot, op);
+  }
+  return internal_error("unknown residency of tensor " + quoted(r.name));
+}
+
+Status Engine::swap_in(std::uint32_t slot, std::string_view op) {
+  const std::size_t bytes = tensors_.at(slot).bytes;
+  Result<void*> ptr = allocator_->allocate(bytes, compute_, tensors_.at(slot).name);
+  if (!ptr.ok()) {
+    if (ptr.status().code() != StatusCode::kOutOfMemory) return ptr.status();
+    return out_of_memory(out_of_memory_message(
+        quoted(op) + " (swapping in " + quoted(tensors_.at(slot).name) + ")", bytes, ptr.status()));
+  }
+  TensorRecord& r = tensors_.at(slot);
+  Status s = compute_.wait(*r.host_event);
+  if (s.ok()) s = compute_.copy_async(*ptr, r.host_ptr, bytes, CopyKind::kHostToDevice);
+  if (s.ok()) s = compute_.record(*r.host_event);
+  if (!s.ok()) {
+    // The copy may be queued; the block is freed in compute-stream order after it.
+    (void)allocator_->free(*ptr);
+    return s;
+  }
+  r.device_ptr = *ptr;
+  r.residency = Residency::kDevice;
+  stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
+  return ok_status();
+}
+
+Status Engine::recompute(std::uint32_t slot, std::string_view op) {
+  // tape_ does not grow while run() brings inputs back, so `producer` stays valid.
+  const auto producer = static_cast<std::size_t>(tensors_.at(slot).producer);
+  const std::vector<std::uint32_t> inputs = tape_[producer].inputs;
+  const std::vector<std::uint32_t> outputs = tape_[producer].outputs;
+  std::vector<std::uint32_t> locked;
+  std::vector<void*> pointers;
+  pointers.reserve(inputs.size() + outputs.size());
+  for (std::uint32_t in : inputs) {
+    if (Status s = make_resident(in, op); !s.ok()) {
+      unlock(locked);
+      return s;
+    }
+    ++tensors_.at(in).lock_count;
+    locked.push_back(in);
+  }
+  for (std::uint32_t in : inputs) pointers.push_back(tensors_.at(in).device_ptr);
+  // Every output needs a buffer for the replay. Dropped ones adopt theirs (locked until the
+  // launch); the others (resident, on host, released) get scratch freed after the replay.
+  std::vector<std::uint32_t> adopted;
+  std::vector<void*> scratch;
+  for (std::uint32_t out : outputs) {
+    const TensorRecord& o = tensors_.at(out);
+    const bool adopt = o.residency == Residency::kDropped && (out == slot || !o.released);
+    Result<void*> ptr = allocator_->allocate(o.bytes, compute_, o.name);
+    if (!ptr.ok()) {
+      for (void* p : scratch) (void)allocator_->free(p);
+      for (std::uint32_t a : adopted) {
+        TensorRecord& ar = tensors_.at(a);
+        (void)allocator_->free(ar.device_ptr);
+        ar.device_ptr = nullptr;
+        ar.residency = Residency::kDropped;
+        --ar.lock_count;
+      }
+      unlock(locked);
+      if (ptr.status().code() != StatusCode::kOutOfMemory) return ptr.status();
+      return out_of_memory(
+          out_of_memory_message(quoted(op) + " (recomputing " + quoted(tensors_.at(slot).name) +
+                                    " by replaying " + quoted(tape_[producer].code->name) + ")",
+                                tensors_.at(out).bytes, ptr.status()));
+    }
+    if (adopt) {
+      TensorRecord& a = tensors_.at(out);
+      a.device_ptr = *ptr;
+      a.residency = Residency::kDevice;
+      a.last_access = tick_;
+      ++a.lock_count;
+      adopted.push_back(out);
+    } else {
+      scratch.push_back(*ptr);
+    }
+    pointers.push_back(*ptr);
+  }
+  Status launched = launch(producer, std::move(pointers), /*timed=*/false);
+  for (void* p : scratch) (void)allocator_->free(p);  // in stream order, after the replay
+  unlock(adopted);
+  unlock(locked);
+  if (!launched.ok()) return launched;
+  ++stats_.recomputed_ops;
+  stats_.recompute_ns += tape_[producer].cost_ns;
+  // A released input was brought back only for this replay.
+  for (std::uint32_t in : inputs) {
+    const TensorRecord& r = tensors_.at(in);
+    if (r.released && r.has_producer() && r.lock_count == 0 && r.residency == Residency::kDevice) {
+      free_storage(in);
+    }
+  }
+  return ok_status();
+}
+
+Status Engine::launch(std::size_t op_index, std::vector<void*> pointers, bool timed) {
+  const OpRecord& op = tape_[op_index];
+  const OpTimer::Timing timing = timed ? timer_->begin(op_index) : OpTimer::Timing{};
+  if (timing.start != nullptr) {
+    if (Status s = compute_.record(*timing.start); !s.ok()) {
+      timer_->abandon_last();
+      return s;
+    }
+  }
+  ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
+  Status launched =
+      compute_.launch([code = op.code, pointers = std::move(pointers), inputs = op.inputs.size(),
+                       errors](const LaunchContext& context) {
+        const void* const* all = pointers.data();
+        const OpArgs args{
+            std::span<const void* const>(all, inputs),
+            std::span<void* const>(pointers.data() + inputs, pointers.size() - inputs), context};
+        std::string failure;
+        try {
+          code->fn(args);
+          return;
+        } catch (const std::exception& e) {
+          failure = e.what();
+        } catch (...) {
+          failure = "an exception not derived from std::exception";
+        }
+        std::lock_guard<std::mutex> lock(errors->mu);
+        if (errors->first.ok()) {
+          errors->first = internal_error("op " + quoted(code->name) + " threw: " + failure);
+        }
+        errors->any.store(true, std::memory_order_release);
+      });
+  if (timing.end != nullptr) {
+    Status recorded = launched.ok() ? compute_.record(*timing.end) : launched;
+    if (!recorded.ok()) {
+      // The start event may be recorded already; waiting for it keeps the pool consistent.
+      (void)timing.start->synchronize();
+      timer_->abandon_last();
+      return recorded;
+    }
+  }
+  return launched;
+}
+
+std::size_t Engine::evict(std::size_t bytes_needed) {
+  ++stats_.eviction_calls;
+  const PinnedHostPoolStats host = host_tier_->stats();
+  const EvictionContext context{
+      .policy = options_.policy,
+      .tick = tick_,
+      .host_link_bytes_per_s = options_.host_link_bytes_per_s,
+      .host_tier_free_bytes = host.capacity_bytes - host.allocated_bytes,
+  };
+  std::size_t freed = 0;
+  for (const EvictionCandidate& c : rank_eviction_candidates(tensors_, tape_, context)) {
+    if (freed >= bytes_needed) break;
+    const TensorRecord& r = tensors_.at(c.slot);
+    Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
+    EBB_CHECK(block.ok(), "tensor " + quoted(r.name) +
+                              " is resident without a live block: " + block.status().to_string());
+    if (c.action == EvictionAction::kSwap) {
+      if (!swap_out(c.slot)) continue;
+    } else {
+      drop(c.slot);
+    }
+    freed += *block;
+  }
+  return freed;
+}
+
+bool Engine::swap_out(std::uint32_t slot) {
+  TensorRecord& r = tensors_.at(slot);
+  if (r.host_ptr == nullptr) {
+    Result<void*> host = host_tier_->allocate(r.bytes);
+    if (!host.ok()) {
+      reclaim_clean_copies(r.bytes);
+      host = host_tier_->allocate(r.bytes);
+      if (!host.ok()) return false;
+    }
+    if (r.host_event == nullptr) {
+      Result<Event*> event = events_->acquire();
+      if (!event.ok()) {
+        (void)host_tier_->free(*host);
+        return false;
+      }
+      r.host_event = *event;
+    }
+    Status s = compute_.record(*r.host_event);
+    if (s.ok()) s = copy_->wait(*r.host_event);
+    if (s.ok()) s = copy_->copy_async(*host, r.device_ptr, r.bytes, CopyKind::kDeviceToHost);
+    if (!s.ok()) {
+      // Nothing that reads the host buffer was queued (the copy is the last step).
+      (void)host_tier_->free(*host);
+      return false;
+    }
+    // Recorded after the copy: a swap-in waits for this, and so does freeing the host copy.
+    EBB_CHECK(copy_->record(*r.host_event).ok(), "record on the copy stream failed");
+    r.host_ptr = *host;
+    Status freed = allocator_->free(r.device_ptr, *copy_);
+    EBB_CHECK(freed.ok(), freed.to_string());
+    stats_.swapped_out_bytes += static_cast<std::int64_t>(r.bytes);
+  } else {
+    // A clean copy: the device block's last use is on the compute stream.
+    Status freed = allocator_->free(r.device_ptr);
+    EBB_CHECK(freed.ok(), freed.to_string());
+  }
+  r.device_ptr = nullptr;
+  r.residency = Residency::kHost;
+  ++stats_.evictions;
+  ++stats_.swap_outs;
+  return true;
+}
+
+void Engine::drop(std::uint32_t slot) {
+  TensorRecord& r = tensors_.at(slot);
+  if (r.host_ptr != nullptr) {
+    swap_out(slot);  // a clean copy: cheaper to keep than to recompute
+    return;
+  }
+  Status freed = allocator_->free(r.device_ptr);
+  EBB_CHECK(freed.ok(), freed.to_string());
+  r.device_ptr = nullptr;
+  r.residency = Residency::kDropped;
+  ++stats_.evictions;
+  ++stats_.drops;
+}
+
+void Engine::reclaim_clean_copies(std::size_t bytes) {
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    const PinnedHostPoolStats host = host_tier_->stats();
+    if (host.capacity_bytes - host.allocated_bytes >= bytes) return;
+    TensorRecord& r = tensors_.at(slot);
+    if (r.live && r.residency == Residency::kDevice && r.host_ptr != nullptr) free_host_copy(r);
+  }
+}
+
+void Engine::free_host_copy(TensorRecord& r) {
+  // A copy from or to the buffer may still be queued.
+  Status done = r.host_event->synchronize();
+  EBB_CHECK(done.ok(), "host copy of " + quoted(r.name) + ": " + done.to_string());
+  Status freed = host_tier_->free(r.host_ptr);
+  EBB_CHECK(freed.ok(), freed.to_string());
+  events_->release(r.host_event);
+  r.host_ptr = nullptr;
+  r.host_event = nullptr;
+}
+
+void Engine::free_storage(std::uint32_t slot) {
+  TensorRecord& r = tensors_.at(slot);
+  if (r.device_ptr != nullptr) {
+    Status freed = allocator_->free(r.device_ptr);
+    EBB_CHECK(freed.ok(), "tensor " + quoted(r.name) + ": " + freed.to_string());
+    r.device_ptr = nullptr;
+  }
+  if (r.host_ptr != nullptr) free_host_copy(r);
+  r.residency = Residency::kDropped;
+}
+
+}  // namespace ebb

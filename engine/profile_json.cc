@@ -1,0 +1,290 @@
+// The Profile's JSON form (profiles/README.md, "The profile format") and its atomic file I/O.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <utility>
+
+#include "engine/profile.h"
+
+namespace ebb {
+namespace {
+
+using Json = nlohmann::json;
+// Written with keys in schema order (id first), read in any order.
+using OrderedJson = nlohmann::ordered_json;
+
+OrderedJson optional_index(const std::optional<std::size_t>& i) {
+  return i ? OrderedJson(*i) : OrderedJson(nullptr);
+}
+
+OrderedJson tensor_json(const ProfiledTensor& t) {
+  return OrderedJson{{"id", t.id},
+                     {"name", t.name},
+                     {"bytes", t.bytes},
+                     {"kind", tensor_kind_name(t.kind)},
+                     {"dtype", dtype_name(t.dtype)},
+                     {"shape", t.shape},
+                     {"producer", optional_index(t.producer)},
+                     {"accesses", t.accesses}};
+}
+
+OrderedJson op_json(const ProfiledOp& op) {
+  return OrderedJson{{"index", op.index},
+                     {"name", op.name},
+                     {"inputs", op.inputs},
+                     {"outputs", op.outputs},
+                     {"duration_ns", op.duration_ns},
+                     {"frees", op.frees}};
+}
+
+OrderedJson memory_json(const MemoryPoint& m) {
+  return OrderedJson{{"live_bytes", m.live_bytes}, {"reserved_bytes", m.reserved_bytes}};
+}
+
+// `"key": [` then one element per line, then `]`.
+template <typename T, typename ToJson>
+void append_array(std::string& out, const char* key, const std::vector<T>& items, ToJson to_json,
+                  bool last) {
+  out += "\"" + std::string(key) + "\": [";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    out += (i ? ",\n  " : "\n  ") + to_json(items[i]).dump();
+  }
+  out += items.empty() ? "]" : "\n]";
+  out += last ? "\n" : ",\n";
+}
+
+// Reads fields of one JSON object, naming each by its path from the root on failure.
+class Reader {
+ public:
+  explicit Reader(const std::string& source) : source_(source) {}
+
+  Status fail(const std::string& path, const std::string& what) const {
+    return invalid_argument(source_ + ": " + path + ": " + what);
+  }
+
+  Result<const Json*> member(const Json& object, const std::string& path, const char* key) const {
+    auto it = object.find(key);
+    if (it == object.end()) return fail(path + key, "missing");
+    return &*it;
+  }
+
+  Result<std::uint64_t> unsigned_at(const Json& value, const std::string& path) const {
+    if (!value.is_number_unsigned()) {
+      return fail(path, "expected a non-negative integer, found " + value.dump());
+    }
+    return value.get<std::uint64_t>();
+  }
+  Result<std::uint64_t> unsigned_field(const Json& object, const std::string& path,
+                                       const char* key) const {
+    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
+    return unsigned_at(*v, path + key);
+  }
+  Result<std::string> string_field(const Json& object, const std::string& path,
+                                   const char* key) const {
+    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
+    if (!v->is_string()) return fail(path + key, "expected a string, found " + v->dump());
+    return v->get<std::string>();
+  }
+  Result<std::vector<std::size_t>> index_array(const Json& object, const std::string& path,
+                                               const char* key) const {
+    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
+    if (!v->is_array()) return fail(path + key, "expected an array, found " + v->dump());
+    std::vector<std::size_t> out;
+    out.reserve(v->size());
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      EBB_ASSIGN_OR_RETURN(std::uint64_t x,
+                           unsigned_at((*v)[i], path + key + "[" + std::to_string(i) + "]"));
+      out.push_back(x);
+    }
+    return out;
+  }
+  Result<const Json*> array_field(const Json& object, const std::string& path,
+                                  const char* key) const {
+    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
+    if (!v->is_array())
+      return fail(path + key, "expected an array, found " + v->dump().substr(0, 80));
+    return v;
+  }
+
+  Result<ProfiledTensor> tensor(const Json& j, const std::string& at) const {
+    if (!j.is_object()) return fail(at, "expected an object");
+    std::string p = at + ".";
+    ProfiledTensor t;
+    EBB_ASSIGN_OR_RETURN(t.id, unsigned_field(j, p, "id"));
+    EBB_ASSIGN_OR_RETURN(t.name, string_field(j, p, "name"));
+    EBB_ASSIGN_OR_RETURN(t.bytes, unsigned_field(j, p, "bytes"));
+    EBB_ASSIGN_OR_RETURN(std::string kind, string_field(j, p, "kind"));
+    std::optional<TensorKind> k = tensor_kind_from_name(kind);
+    if (!k) return fail(p + "kind", "unknown tensor kind \"" + kind + "\"");
+    t.kind = *k;
+    EBB_ASSIGN_OR_RETURN(std::string dtype, string_field(j, p, "dtype"));
+    std::optional<DType> d = dtype_from_name(dtype);
+    if (!d) return fail(p + "dtype", "unknown dtype \"" + dtype + "\"");
+    t.dtype = *d;
+    EBB_ASSIGN_OR_RETURN(const Json* shape, array_field(j, p, "shape"));
+    for (std::size_t i = 0; i < shape->size(); ++i) {
+      EBB_ASSIGN_OR_RETURN(std::uint64_t dim,
+                           unsigned_at((*shape)[i], p + "shape[" + std::to_string(i) + "]"));
+      t.shape.push_back(static_cast<std::int64_t>(dim));
+    }
+    EBB_ASSIGN_OR_RETURN(const Json* producer, member(j, p, "producer"));
+    if (!producer->is_null()) {
+      EBB_ASSIGN_OR_RETURN(t.producer, unsigned_at(*producer, p + "producer"));
+    }
+    EBB_ASSIGN_OR_RETURN(t.accesses, index_array(j, p, "accesses"));
+    return t;
+  }
+
+  Result<ProfiledOp> op(const Json& j, const std::string& at) const {
+    if (!j.is_object()) return fail(at, "expected an object");
+    std::string p = at + ".";
+    ProfiledOp op;
+    EBB_ASSIGN_OR_RETURN(op.index, unsigned_field(j, p, "index"));
+    EBB_ASSIGN_OR_RETURN(op.name, string_field(j, p, "name"));
+    EBB_ASSIGN_OR_RETURN(op.inputs, index_array(j, p, "inputs"));
+    EBB_ASSIGN_OR_RETURN(op.outputs, index_array(j, p, "outputs"));
+    EBB_ASSIGN_OR_RETURN(op.duration_ns, unsigned_field(j, p, "duration_ns"));
+    EBB_ASSIGN_OR_RETURN(op.frees, index_array(j, p, "frees"));
+    return op;
+  }
+
+  Result<MemoryPoint> memory(const Json& j, const std::string& at) const {
+    if (!j.is_object()) return fail(at, "expected an object");
+    std::string p = at + ".";
+    MemoryPoint m;
+    EBB_ASSIGN_OR_RETURN(m.live_bytes, unsigned_field(j, p, "live_bytes"));
+    EBB_ASSIGN_OR_RETURN(m.reserved_bytes, unsigned_field(j, p, "reserved_bytes"));
+    return m;
+  }
+
+ private:
+  const std::string& source_;
+};
+
+std::string errno_text() { return std::strerror(errno); }
+
+}  // namespace
+
+std::string profile_to_json(const Profile& profile) {
+  std::string out = "{\n";
+  out += "\"version\": " + std::to_string(profile.version) + ",\n";
+  out += "\"source\": " + Json(profile.source).dump() + ",\n";
+  out += "\"device\": " + Json(profile.device).dump() + ",\n";
+  out += "\"iterations\": " + std::to_string(profile.iterations) + ",\n";
+  append_array(out, "tensors", profile.tensors, tensor_json, false);
+  append_array(out, "ops", profile.ops, op_json, false);
+  append_array(out, "memory", profile.memory, memory_json, true);
+  return out + "}\n";
+}
+
+Result<Profile> profile_from_json(std::string_view text, const std::string& source_name) {
+  Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  Reader r(source_name);
+  if (root.is_discarded()) return r.fail("(document)", "not valid JSON");
+  if (!root.is_object()) return r.fail("(document)", "expected a JSON object");
+  Profile p;
+  // The version first: a file of another version may differ in every other field.
+  EBB_ASSIGN_OR_RETURN(const Json* version, r.member(root, "", "version"));
+  if (!version->is_number_integer()) {
+    return r.fail("version", "expected an integer, found " + version->dump());
+  }
+  if (version->get<std::int64_t>() != Profile::kSchemaVersion) {
+    return r.fail("version", "profile schema version " + version->dump() +
+                                 " is not supported (this build reads version " +
+                                 std::to_string(Profile::kSchemaVersion) + ")");
+  }
+  EBB_ASSIGN_OR_RETURN(p.source, r.string_field(root, "", "source"));
+  EBB_ASSIGN_OR_RETURN(p.device, r.string_field(root, "", "device"));
+  EBB_ASSIGN_OR_RETURN(std::uint64_t iterations, r.unsigned_field(root, "", "iterations"));
+  if (iterations < 1 || iterations > 1'000'000) {
+    return r.fail("iterations",
+                  "must be between 1 and 1000000, found " + std::to_string(iterations));
+  }
+  p.iterations = static_cast<int>(iterations);
+  EBB_ASSIGN_OR_RETURN(const Json* tensors, r.array_field(root, "", "tensors"));
+  p.tensors.reserve(tensors->size());
+  for (std::size_t i = 0; i < tensors->size(); ++i) {
+    EBB_ASSIGN_OR_RETURN(ProfiledTensor t,
+                         r.tensor((*tensors)[i], "tensors[" + std::to_string(i) + "]"));
+    p.tensors.push_back(std::move(t));
+  }
+  EBB_ASSIGN_OR_RETURN(const Json* ops, r.array_field(root, "", "ops"));
+  p.ops.reserve(ops->size());
+  for (std::size_t k = 0; k < ops->size(); ++k) {
+    EBB_ASSIGN_OR_RETURN(ProfiledOp op, r.op((*ops)[k], "ops[" + std::to_string(k) + "]"));
+    p.ops.push_back(std::move(op));
+  }
+  EBB_ASSIGN_OR_RETURN(const Json* memory, r.array_field(root, "", "memory"));
+  p.memory.reserve(memory->size());
+  for (std::size_t k = 0; k < memory->size(); ++k) {
+    EBB_ASSIGN_OR_RETURN(MemoryPoint m,
+                         r.memory((*memory)[k], "memory[" + std::to_string(k) + "]"));
+    p.memory.push_back(m);
+  }
+  EBB_RETURN_IF_ERROR(validate_profile(p, source_name));
+  return p;
+}
+
+Status write_profile(const Profile& profile, const std::string& path) {
+  EBB_RETURN_IF_ERROR(validate_profile(profile, "profile for " + path));
+  std::string text = profile_to_json(profile);
+  // A unique temporary name beside the target, so that rename() is atomic (same file system).
+  std::string tmp = path + ".tmp.XXXXXX";
+  int fd = mkstemp(tmp.data());
+  if (fd < 0) return io_error("cannot create a temporary file for " + path + ": " + errno_text());
+  auto fail = [&](const std::string& what) {
+    std::string message = what + " " + tmp + " (for " + path + "): " + errno_text();
+    close(fd);
+    unlink(tmp.c_str());
+    return io_error(message);
+  };
+  std::size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail("cannot write");
+    done += static_cast<std::size_t>(n);
+  }
+  // mkstemp makes the file 0600; a profile is data to share. (Reading the umask to honour it
+  // would change it for a moment in every thread of the process.)
+  if (fchmod(fd, 0644) != 0) return fail("cannot set the mode of");
+  if (fsync(fd) != 0) return fail("cannot fsync");
+  if (close(fd) != 0) {
+    std::string message = "cannot close " + tmp + " (for " + path + "): " + errno_text();
+    unlink(tmp.c_str());
+    return io_error(message);
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    std::string message = "cannot rename " + tmp + " to " + path + ": " + errno_text();
+    unlink(tmp.c_str());
+    return io_error(message);
+  }
+  // The rename itself is durable once the directory is synced.
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
+  int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir_fd < 0 || fsync(dir_fd) != 0) {
+    std::string message = "cannot fsync the directory " + dir + " of " + path + ": " + errno_text();
+    if (dir_fd >= 0) close(dir_fd);
+    return io_error(message);
+  }
+  close(dir_fd);
+  return ok_status();
+}
+
+Result<Profile> read_profile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found("cannot open profile " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return io_error("error reading profile " + path);
+  return profile_from_json(text.str(), path);
+}
+
+}  // namespace ebb

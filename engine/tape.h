@@ -1,0 +1,125 @@
+// The engine's tables for one run: TensorRecord (a tensor's description and where its bytes
+// are), OpRecord (one op of the current iteration's tape: what it read, what it wrote, its
+// replayable closure and its measured cost) and TensorTable (records by slot, with generations
+// so that a stale handle is recognised).
+//
+// A tensor's storage is in one of three states (Residency): on the device; on host only (a
+// swapped tensor: a pinned host copy, the device block freed); or dropped (no bytes anywhere,
+// recomputable by replaying its producer from the tape). A resident tensor may also keep its
+// host copy ("clean copy"): tensors are immutable, so evicting it again costs no copy.
+//
+// Thread safety: not thread-safe; the engine's driving thread owns these tables.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "engine/tensor_kind.h"
+#include "kernels/device.h"
+
+namespace ebb {
+
+// What an op's closure receives: device pointers of its inputs (read only) and outputs (to
+// write), and the stream it runs on. On the cpu device the pointers are host addresses.
+struct OpArgs {
+  std::span<const void* const> inputs;
+  std::span<void* const> outputs;
+  const LaunchContext& launch;
+};
+
+// An op's body. It must be a pure function of its inputs (an RNG seed is an input) and must not
+// write its inputs: the engine replays it to recompute a dropped output, and the replay must
+// give the same bits. It must be copyable: the engine keeps it on the tape.
+using OpFn = std::function<void(const OpArgs&)>;
+
+// One op's name and closure, shared by its tape entry and every launch of it (the launch runs on
+// a stream's thread after run() has returned).
+struct OpCode {
+  std::string name;
+  OpFn fn;
+};
+
+enum class Residency : std::uint8_t {
+  kDevice,   // device_ptr holds the bytes (host_ptr may hold a clean copy)
+  kHost,     // host_ptr holds the bytes; no device block
+  kDropped,  // no bytes; recomputable from the producer (or never needed again)
+};
+
+inline constexpr std::int32_t kNoProducer = -1;
+
+struct TensorRecord {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  DType dtype = DType::kF32;
+  TensorKind kind = TensorKind::kActivation;
+  std::size_t bytes = 0;  // as the spec asks; the device block may be larger (rounded)
+
+  std::uint32_t generation = 0;  // bumped each time the slot is reused
+  bool live = false;             // the slot holds a tensor of the current generation
+  // The user released it: no handle may use it again, but it stays in the table until the
+  // iteration ends because a dropped tensor may need it for recompute (see Engine::release).
+  bool released = false;
+  bool carried = false;  // survives end_iteration (parameters, keep(), made outside iterations)
+
+  Residency residency = Residency::kDropped;
+  void* device_ptr = nullptr;
+  void* host_ptr = nullptr;     // pinned host copy, from the engine's PinnedHostPool
+  Event* host_event = nullptr;  // completes after the last copy from or to host_ptr
+
+  int lock_count = 0;                   // > 0 while an op (or a recompute) needs it resident
+  std::uint64_t last_access = 0;        // engine tick of its last use
+  std::int32_t producer = kNoProducer;  // index into the tape, within the current iteration
+  std::uint32_t consumers = 0;          // tape ops of the current iteration that read it
+
+  bool has_producer() const { return producer != kNoProducer; }
+};
+
+struct OpRecord {
+  std::shared_ptr<const OpCode> code;
+  std::vector<std::uint32_t> inputs;   // tensor slots, in argument order (may repeat)
+  std::vector<std::uint32_t> outputs;  // tensor slots; each has this op as producer
+  std::int64_t cost_ns = 1000;         // measured, or the last known cost of the name, or 1 µs
+};
+
+// Tensor records by slot. Ids are (generation << 32) | slot, so a handle to a released tensor
+// never finds the slot's next occupant.
+class TensorTable {
+ public:
+  static std::uint64_t make_id(std::uint32_t slot, std::uint32_t generation) {
+    return (std::uint64_t{generation} << 32) | slot;
+  }
+  static std::uint32_t slot_of(std::uint64_t id) { return static_cast<std::uint32_t>(id); }
+
+  // A fresh live record; returns its slot.
+  std::uint32_t add(TensorRecord record);
+  // The live record with this id, or nullptr (released slots stay findable until retired).
+  TensorRecord* find(std::uint64_t id);
+  const TensorRecord* find(std::uint64_t id) const;
+  TensorRecord& at(std::uint32_t slot) { return records_[slot]; }
+  const TensorRecord& at(std::uint32_t slot) const { return records_[slot]; }
+  std::uint64_t id_of(std::uint32_t slot) const { return make_id(slot, records_[slot].generation); }
+  // Frees the slot for reuse. REQUIRES: its storage has been returned.
+  void retire(std::uint32_t slot);
+  std::uint32_t slot_count() const { return static_cast<std::uint32_t>(records_.size()); }
+
+ private:
+  std::vector<TensorRecord> records_;
+  std::vector<std::uint32_t> free_slots_;
+};
+
+// The time to bring `slot` back by recompute: its producer's cost plus, recursively, the
+// recompute cost of the producer's inputs that are dropped too. `memo` (one entry per slot,
+// negative = unknown) caches results across calls that see the same tables.
+// REQUIRES: the tensor has a producer.
+std::int64_t recompute_cost_ns(const TensorTable& tensors, const std::vector<OpRecord>& tape,
+                               std::uint32_t slot, std::vector<std::int64_t>& memo);
+
+}  // namespace ebb
