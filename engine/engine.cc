@@ -166,7 +166,8 @@ Result<Tensor> Engine::create_filled(TensorSpec spec, const void* host_data,
 }
 
 Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const Tensor> inputs,
-                                        std::vector<TensorSpec> outputs, OpFn fn) {
+                                        std::vector<TensorSpec> outputs, OpFn fn,
+                                        std::chrono::nanoseconds cost) {
   EBB_RETURN_IF_ERROR(take_closure_error());
   const std::string op_name(name);
   if (!in_iteration_) {
@@ -175,6 +176,10 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   }
   if (!fn) return invalid_argument("run(" + quoted(op_name) + "): empty closure");
   if (outputs.empty()) return invalid_argument("run(" + quoted(op_name) + "): no outputs");
+  if (cost.count() < 0) {
+    return invalid_argument("run(" + quoted(op_name) + "): negative cost " +
+                            std::to_string(cost.count()) + " ns");
+  }
   std::vector<std::uint32_t> input_slots;
   input_slots.reserve(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -231,6 +236,8 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   op.code = std::make_shared<const OpCode>(OpCode{op_name, std::move(fn)});
   op.inputs = input_slots;
   if (auto it = last_cost_ns_.find(op_name); it != last_cost_ns_.end()) op.cost_ns = it->second;
+  op.given_cost = cost;
+  if (cost.count() > 0) op.cost_ns = cost.count();
   std::vector<Tensor> result;
   result.reserve(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) {
@@ -291,8 +298,10 @@ Status Engine::release(const Tensor& tensor) {
   r.carried = false;
   // A dropped tensor of this iteration may need r to be recomputed. With a producer, r can be
   // recomputed in turn, so its bytes go now; without one, they stay (swappable) while any tape
-  // op reads it, and go at end_iteration.
-  if (r.has_producer() || r.consumers == 0) free_storage(slot);
+  // op reads it, and go at end_iteration. A policy that never recomputes needs no such bytes.
+  const bool may_recompute =
+      options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
+  if (r.has_producer() || r.consumers == 0 || !may_recompute) free_storage(slot);
   return ok_status();
 }
 
@@ -355,6 +364,7 @@ Status Engine::poll_timings(bool wait) {
   return timer_->drain_completed(
       [this](std::size_t op_index, std::int64_t ns) {
         OpRecord& op = tape_[op_index];
+        if (op.given_cost.count() > 0) return;  // a given cost is not replaced by a measurement
         op.cost_ns = std::max<std::int64_t>(ns, 1);
         last_cost_ns_[op.code->name] = op.cost_ns;
       },

@@ -39,6 +39,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -104,12 +105,19 @@ class Engine {
 
   // Runs one op: makes every input resident, allocates the outputs, launches `fn` on the compute
   // stream and records the op on the tape. Returns the output tensors in spec order.
+  // `cost` (0 = unknown) is the time the op is modelled to take: it is given to
+  // Stream::launch(kernel, cost) on every launch of the op, the first and each recompute replay
+  // (a sim device advances its clock by it instead of running `fn`; cpu and cuda ignore it), and
+  // when > 0 it is the op's cost for eviction and recompute estimates, in place of a measurement.
+  // kInvalidArgument for a negative cost.
   Result<std::vector<Tensor>> run(std::string_view name, std::span<const Tensor> inputs,
-                                  std::vector<TensorSpec> outputs, OpFn fn);
+                                  std::vector<TensorSpec> outputs, OpFn fn,
+                                  std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
   Result<std::vector<Tensor>> run(std::string_view name, std::initializer_list<Tensor> inputs,
-                                  std::vector<TensorSpec> outputs, OpFn fn) {
+                                  std::vector<TensorSpec> outputs, OpFn fn,
+                                  std::chrono::nanoseconds cost = std::chrono::nanoseconds(0)) {
     return run(name, std::span<const Tensor>(inputs.begin(), inputs.size()), std::move(outputs),
-               std::move(fn));
+               std::move(fn), cost);
   }
 
   // Copies `bytes` (at most the tensor's) to `host`, bringing the tensor back first if it was

@@ -141,9 +141,9 @@ Status Engine::launch(std::size_t op_index, std::vector<void*> pointers, bool ti
     }
   }
   ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
-  Status launched =
-      compute_.launch([code = op.code, pointers = std::move(pointers), inputs = op.inputs.size(),
-                       errors](const LaunchContext& context) {
+  Status launched = compute_.launch(
+      [code = op.code, pointers = std::move(pointers), inputs = op.inputs.size(),
+       errors](const LaunchContext& context) {
         const void* const* all = pointers.data();
         const OpArgs args{
             std::span<const void* const>(all, inputs),
@@ -162,7 +162,8 @@ Status Engine::launch(std::size_t op_index, std::vector<void*> pointers, bool ti
           errors->first = internal_error("op " + quoted(code->name) + " threw: " + failure);
         }
         errors->any.store(true, std::memory_order_release);
-      });
+      },
+      op.given_cost);
   if (timing.end != nullptr) {
     Status recorded = launched.ok() ? compute_.record(*timing.end) : launched;
     if (!recorded.ok()) {

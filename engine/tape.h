@@ -11,6 +11,7 @@
 // Thread safety: not thread-safe; the engine's driving thread owns these tables.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -87,6 +88,9 @@ struct OpRecord {
   std::vector<std::uint32_t> inputs;   // tensor slots, in argument order (may repeat)
   std::vector<std::uint32_t> outputs;  // tensor slots; each has this op as producer
   std::int64_t cost_ns = 1000;         // measured, or the last known cost of the name, or 1 µs
+  // The cost given to run() (0 = none): passed to every launch of the op; when > 0 it is also
+  // cost_ns, and measurements do not replace it.
+  std::chrono::nanoseconds given_cost{0};
 };
 
 // Tensor records by slot. Ids are (generation << 32) | slot, so a handle to a released tensor
