@@ -24,6 +24,7 @@ struct Command {
 
 Command add_replay_command(CLI::App& parent);
 Command add_bench_command(CLI::App& parent);
+Command add_simulate_command(CLI::App& parent);
 
 // Parses a byte count: a number with an optional unit, e.g. "4096", "512MiB", "1.5GiB", "4G".
 // Units (case-insensitive): B; K, KiB, M, MiB, G, GiB, T, TiB (powers of 1024); KB, MB, GB, TB

@@ -111,6 +111,7 @@ int run_cli(int argc, char** argv) {
   std::vector<ebb::cli::Command> commands = {
       ebb::cli::add_replay_command(app),
       ebb::cli::add_bench_command(app),
+      ebb::cli::add_simulate_command(app),
   };
   try {
     app.parse(argc, argv);

@@ -56,6 +56,7 @@ TEST(EbbCli, HelpListsTheSubcommands) {
   EXPECT_EQ(run.exit_code, 0);
   EXPECT_NE(run.out.find("replay"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("bench"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("simulate"), std::string::npos) << run.out;
 }
 
 TEST(EbbCli, Version) {
@@ -191,6 +192,87 @@ TEST(EbbCli, BenchAllocLargePool) {
   CliRun run = ebb("bench alloc --json --bytes 8MiB --iterations 100 --repetitions 1");
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(nlohmann::json::parse(run.out)["bytes"].get<std::size_t>(), 8 * 1024 * 1024u);
+}
+
+// `ebb simulate`: one profiled iteration through the engine on a sim device.
+nlohmann::json simulate_json(const std::string& args, CliRun* run_out = nullptr) {
+  CliRun run = ebb("simulate --json " + kWorkloads + "mlp4_train.dtr.log " + args);
+  if (run_out != nullptr) *run_out = run;
+  if (run.exit_code != 0) return nullptr;
+  return nlohmann::json::parse(run.out);
+}
+
+// At exactly 100% of the peak live bytes, policy none does not fit: the allocator rounds each
+// block up (512 B) and maps whole 2 MiB pages, so the peak needs a little more than the live
+// bytes. The error names the op, the bytes and the budget.
+TEST(EbbCli, SimulateAtExactlyThePeakWithoutEvictionIsInfeasible) {
+  CliRun run;
+  simulate_json("--budget 100% --policy none", &run);
+  EXPECT_EQ(run.exit_code, 1);
+  for (const char* text :
+       {"op 'op 49 mul_'", "needs 67108864 bytes", "policy none", "budget of 720043656 bytes"}) {
+    EXPECT_NE(run.err.find(text), std::string::npos) << text << " in " << run.err;
+  }
+}
+
+TEST(EbbCli, SimulateJustAboveThePeakWithoutEvictionHasNoExtraCompute) {
+  CliRun run;
+  nlohmann::json out = simulate_json("--budget 101% --policy none", &run);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  for (const char* key :
+       {"peak_reserved_bytes", "budget_bytes", "peak_live_bytes", "base_compute_s",
+        "extra_compute_s", "extra_compute_fraction", "swapped_bytes", "evictions", "recomputed_ops",
+        "simulated_s", "ops", "policy"}) {
+    EXPECT_TRUE(out.contains(key)) << key << " in " << run.out;
+  }
+  EXPECT_EQ(out["policy"], "none");
+  EXPECT_EQ(out["extra_compute_fraction"].get<double>(), 0.0);
+  EXPECT_EQ(out["evictions"].get<long long>(), 0);
+  EXPECT_LE(out["peak_reserved_bytes"].get<long long>(), out["budget_bytes"].get<long long>());
+  EXPECT_GT(out["budget_bytes"].get<long long>(), out["peak_live_bytes"].get<long long>());
+  EXPECT_GT(out["base_compute_s"].get<double>(), 0.0);
+  EXPECT_GE(out["simulated_s"].get<double>(), out["base_compute_s"].get<double>() * (1 - 1e-9));
+}
+
+TEST(EbbCli, SimulateUnderASixtyPercentBudgetWithRecompute) {
+  CliRun run;
+  simulate_json("--budget 60% --policy recompute", &run);
+  // Infeasible: the log's constants (parameters) alone pass 60% of the peak, and recompute
+  // cannot evict a tensor without a producer.
+  EXPECT_EQ(run.exit_code, 1);
+  for (const char* text : {"OutOfMemory", "parameter 'x1035'", "needs 67108864 bytes",
+                           "policy recompute", "budget of 432026193 bytes"}) {
+    EXPECT_NE(run.err.find(text), std::string::npos) << text << " in " << run.err;
+  }
+}
+
+TEST(EbbCli, SimulateKeepsReservedWithinTheBudget) {
+  for (const char* args :
+       {"--budget 100% --policy both", "--budget 80% --policy swap", "--budget 80% --policy both",
+        "--budget 150% --policy none", "--budget 101% --policy none --classic"}) {
+    CliRun run;
+    nlohmann::json out = simulate_json(args, &run);
+    if (run.exit_code != 0) {
+      EXPECT_NE(run.err.find("out of memory"), std::string::npos) << args << ": " << run.err;
+      continue;
+    }
+    EXPECT_LE(out["peak_reserved_bytes"].get<long long>(), out["budget_bytes"].get<long long>())
+        << args;
+  }
+}
+
+TEST(EbbCli, SimulateRejectsABadPolicyAndABadBudget) {
+  CliRun run = ebb("simulate " + kWorkloads + "mlp4_train.dtr.log --budget 60% --policy lru");
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_NE(run.err.find("--policy \"lru\" is not none, swap, recompute or both"),
+            std::string::npos)
+      << run.err;
+  for (const char* budget : {"60%%", "abc", "-5%", "0%", "12XB"}) {
+    run = ebb("simulate " + kWorkloads + "mlp4_train.dtr.log --budget " + budget +
+              " --policy recompute");
+    EXPECT_NE(run.exit_code, 0) << budget;
+    EXPECT_NE(run.err.find("--budget"), std::string::npos) << budget << ": " << run.err;
+  }
 }
 
 }  // namespace
