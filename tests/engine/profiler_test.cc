@@ -225,5 +225,39 @@ TEST(Profiler, ProfilingChangesNoResultAndNoStat) {
   EXPECT_EQ(sa.num_device_alloc, ta.num_device_alloc);
 }
 
+// Under a budget that forces drops, reading the chain back replays producers: those replays
+// are the engine's doing and are not ops of the profile.
+TEST(Profiler, RecomputeReplaysAreNotOps) {
+  constexpr std::size_t kN = 64 * 1024;  // 256 KiB of floats
+  const std::vector<std::int64_t> shape{static_cast<std::int64_t>(kN)};
+  auto device = test_ops::make_cpu_device();
+  auto engine = Engine::create({.device = *device,
+                                .budget_bytes = 1280 * kKiB,
+                                .policy = EvictionPolicy::kRecompute,
+                                .warmup_iterations = 2})
+                    .value();
+  const std::vector<float> xs = test_ops::random_floats(kN, 4);
+  for (int it = 0; it < 2; ++it) {
+    IterationScope iteration(*engine);
+    std::vector<Tensor> chain{engine->input(f32("x", shape), xs.data()).value()};
+    for (int i = 0; i < 12; ++i) {
+      chain.push_back(engine
+                          ->run("step" + std::to_string(i), {chain.back()},
+                                {f32("t" + std::to_string(i), shape)},
+                                test_ops::scale(kN, 1.25F, 0.5F))
+                          .value()[0]);
+    }
+    for (const Tensor& t : chain) read_floats(*engine, t);
+    ASSERT_TRUE(iteration.end().ok());
+  }
+  EXPECT_GT(engine->stats().recomputed_ops, 0);
+  Result<Profile> got = engine->profile();
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  ASSERT_EQ(got->ops.size(), 12U);
+  for (std::size_t k = 0; k < 12; ++k) EXPECT_EQ(got->ops[k].name, "step" + std::to_string(k));
+  EXPECT_TRUE(validate_profile(*got, "chain").ok());
+  EXPECT_EQ(profile_figures(*got).peak_live_bytes, 13 * kN * sizeof(float));
+}
+
 }  // namespace
 }  // namespace ebb
