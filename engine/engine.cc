@@ -52,6 +52,7 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
   EBB_ASSIGN_OR_RETURN(engine->copy_, device.create_stream());
   engine->events_ = std::make_unique<EventPool>(device);
   engine->timer_ = std::make_unique<OpTimer>(*engine->events_);
+  engine->profiler_ = std::make_unique<Profiler>(options.warmup_iterations, device.name());
   Engine* self = engine.get();
   engine->allocator_->set_eviction_callback(
       [self](std::size_t bytes_needed, Stream& /*stream*/) { return self->evict(bytes_needed); });
@@ -162,6 +163,7 @@ Result<Tensor> Engine::create_filled(TensorSpec spec, const void* host_data,
   r.device_ptr = *ptr;
   r.last_access = tick_;
   const std::uint32_t slot = tensors_.add(std::move(r));
+  if (in_iteration_ && profiler_->recording()) profiler_->on_tensor_created(tensors_, slot);
   return Tensor(this, tensors_.id_of(slot));
 }
 
@@ -269,6 +271,10 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   unlock(locked);
   if (!launched.ok()) return launched;
   ++stats_.ops_run;
+  if (profiler_->recording()) {
+    profiler_->on_run(tensors_, tape_[op_index], op_index,
+                      static_cast<std::size_t>(allocator_->stats().all.reserved_bytes.current));
+  }
   EBB_RETURN_IF_ERROR(poll_timings(/*wait=*/false));
   return result;
 }
@@ -294,6 +300,7 @@ Status Engine::read(const Tensor& tensor, void* host, std::size_t bytes) {
 Status Engine::release(const Tensor& tensor) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "release", "tensor"));
   TensorRecord& r = tensors_.at(slot);
+  if (in_iteration_ && profiler_->recording()) profiler_->on_release(tensors_, slot);
   r.released = true;
   r.carried = false;
   // A dropped tensor of this iteration may need r to be recomputed. With a producer, r can be
@@ -315,6 +322,7 @@ Status Engine::begin_iteration() {
   EBB_RETURN_IF_ERROR(take_closure_error());
   if (in_iteration_) return failed_precondition("begin_iteration() inside an iteration");
   in_iteration_ = true;
+  if (profiler_->recording()) profiler_->on_begin_iteration(tensors_);
   return ok_status();
 }
 
@@ -333,6 +341,8 @@ Status Engine::end_iteration() {
   }
   if (Status s = synchronize(); !s.ok() && first.ok()) first = std::move(s);
   if (Status s = poll_timings(/*wait=*/true); !s.ok() && first.ok()) first = std::move(s);
+  // Every timing of the iteration has been read: the profiler can finish it.
+  if (profiler_->recording()) profiler_->on_end_iteration(tensors_, tape_, first.ok());
   retired_names_.clear();
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     TensorRecord& r = tensors_.at(slot);
@@ -367,6 +377,7 @@ Status Engine::poll_timings(bool wait) {
         if (op.given_cost.count() > 0) return;  // a given cost is not replaced by a measurement
         op.cost_ns = std::max<std::int64_t>(ns, 1);
         last_cost_ns_[op.code->name] = op.cost_ns;
+        if (profiler_->recording()) profiler_->on_timing(op_index, ns);
       },
       wait);
 }

@@ -54,6 +54,8 @@
 #include "allocator/pinned_host_pool.h"
 #include "engine/eviction.h"
 #include "engine/op_timer.h"
+#include "engine/profile.h"
+#include "engine/profiler.h"
 #include "engine/tape.h"
 #include "engine/tensor.h"
 #include "kernels/device.h"
@@ -69,7 +71,7 @@ struct EngineOptions {
   // Capacity of the pinned host tier that swapped tensors live in.
   std::size_t host_tier_bytes = kGiB;
   EvictionPolicy policy = EvictionPolicy::kBoth;
-  // Iterations the profiler records before a plan is made (kept here for the profiler).
+  // Iterations the profiler records (engine/profiler.h) before a plan is made; 0 = none.
   int warmup_iterations = 2;
   // Device<->host bandwidth assumed for swap-in estimates; 0 = 10 GB/s.
   double host_link_bytes_per_s = 0;
@@ -146,6 +148,10 @@ class Engine {
   // The tape of the current iteration and the tensor table, for the profiler and for tests.
   const std::vector<OpRecord>& tape() const { return tape_; }
   const TensorTable& tensors() const { return tensors_; }
+  // The profile of the warm-up iterations: the last one's if they all agree (Profiler).
+  // kFailedPrecondition while the warm-up is running (saying how many iterations are left) or
+  // when the iterations disagree (naming the op index and how).
+  Result<Profile> profile() const { return profiler_->profile(); }
   // Where a live tensor's bytes are now; kInvalidArgument for a released or foreign tensor.
   Result<Residency> residency(const Tensor& tensor) const;
 
@@ -195,6 +201,7 @@ class Engine {
   std::unique_ptr<PinnedHostPool> host_tier_;
   std::unique_ptr<EventPool> events_;
   std::unique_ptr<OpTimer> timer_;
+  std::unique_ptr<Profiler> profiler_;
   std::shared_ptr<ClosureErrors> closure_errors_;
 
   TensorTable tensors_;
