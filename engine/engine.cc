@@ -43,6 +43,10 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
   Device& device = options.device;
   if (options.host_tier_bytes == 0) return invalid_argument("engine host_tier_bytes is 0");
   if (options.host_link_bytes_per_s <= 0) options.host_link_bytes_per_s = 10e9;
+  if (options.check_outputs && device.kind() == DeviceKind::kSim) {
+    return invalid_argument("engine check_outputs needs a device that runs closures; " +
+                            device.name() + " is a sim device");
+  }
   std::unique_ptr<Engine> engine(new Engine(options, device));
   EBB_ASSIGN_OR_RETURN(
       engine->allocator_,
@@ -233,9 +237,23 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
     pointers.push_back(*ptr);
   }
 
+  auto code = std::make_shared<const OpCode>(OpCode{op_name, std::move(fn)});
+  if (options_.check_outputs) {
+    Status checked =
+        check_closure_outputs(code, pointers, input_slots.size(), outputs, output_bytes, cost);
+    if (!checked.ok()) {
+      // Freed in compute-stream order, after the checked launches.
+      for (std::size_t j = input_slots.size(); j < pointers.size(); ++j) {
+        (void)allocator_->free(pointers[j]);
+      }
+      unlock(locked);
+      return checked;
+    }
+  }
+
   const std::size_t op_index = tape_.size();
   OpRecord op;
-  op.code = std::make_shared<const OpCode>(OpCode{op_name, std::move(fn)});
+  op.code = std::move(code);
   op.inputs = input_slots;
   if (auto it = last_cost_ns_.find(op_name); it != last_cost_ns_.end()) op.cost_ns = it->second;
   op.given_cost = cost;

@@ -75,6 +75,15 @@ struct EngineOptions {
   int warmup_iterations = 2;
   // Device<->host bandwidth assumed for swap-in estimates; 0 = 10 GB/s.
   double host_link_bytes_per_s = 0;
+  // Debugging closures: the first run of every op (not a recompute replay) runs its closure
+  // twice, once on outputs filled with 0xA5 and once on outputs filled with 0x5A, and compares
+  // the results; a byte that differs was left unwritten by the closure (or the closure is not
+  // deterministic), and run() fails with kFailedPrecondition naming the op, the output, the
+  // first differing byte offset and how many bytes differ (the op's outputs are freed, nothing
+  // is registered). It doubles each op's cost (plus two device->host copies of its outputs and a
+  // synchronize) and is for debugging closures only. kInvalidArgument on a sim device, which
+  // does not run closures.
+  bool check_outputs = false;
 };
 
 // Counters since the engine was created. Bytes are tensor bytes as the specs ask.
@@ -181,6 +190,16 @@ class Engine {
   // Launches tape_[op_index]'s closure on the compute stream with `pointers` (inputs, then
   // outputs); `timed` records a pair of events around it.
   Status launch(std::size_t op_index, std::vector<void*> pointers, bool timed);
+  // The kernel that runs `code` on `pointers` (inputs, then outputs) and reports a throw.
+  Kernel closure_kernel(std::shared_ptr<const OpCode> code, std::vector<void*> pointers,
+                        std::size_t inputs);
+  // check_outputs: runs `code` twice on `pointers` (inputs, then outputs), on outputs poisoned
+  // with two patterns, and compares. On success the outputs hold the second run's bits.
+  Status check_closure_outputs(const std::shared_ptr<const OpCode>& code,
+                               const std::vector<void*>& pointers, std::size_t inputs,
+                               const std::vector<TensorSpec>& outputs,
+                               const std::vector<std::size_t>& output_bytes,
+                               std::chrono::nanoseconds cost);
   std::size_t evict(std::size_t bytes_needed);
   bool swap_out(std::uint32_t slot);
   void drop(std::uint32_t slot);

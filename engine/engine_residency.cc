@@ -21,6 +21,77 @@ std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 }  // namespace
 
+Kernel Engine::closure_kernel(std::shared_ptr<const OpCode> code, std::vector<void*> pointers,
+                              std::size_t inputs) {
+  ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
+  return [code = std::move(code), pointers = std::move(pointers), inputs,
+          errors](const LaunchContext& context) {
+    const void* const* all = pointers.data();
+    const OpArgs args{std::span<const void* const>(all, inputs),
+                      std::span<void* const>(pointers.data() + inputs, pointers.size() - inputs),
+                      context};
+    std::string failure;
+    try {
+      code->fn(args);
+      return;
+    } catch (const std::exception& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "an exception not derived from std::exception";
+    }
+    std::lock_guard<std::mutex> lock(errors->mu);
+    if (errors->first.ok()) {
+      errors->first = internal_error("op " + quoted(code->name) + " threw: " + failure);
+    }
+    errors->any.store(true, std::memory_order_release);
+  };
+}
+
+Status Engine::check_closure_outputs(const std::shared_ptr<const OpCode>& code,
+                                     const std::vector<void*>& pointers, std::size_t inputs,
+                                     const std::vector<TensorSpec>& outputs,
+                                     const std::vector<std::size_t>& output_bytes,
+                                     std::chrono::nanoseconds cost) {
+  constexpr std::uint8_t kPatterns[2] = {0xA5, 0x5A};
+  std::vector<std::vector<std::uint8_t>> copies[2];
+  for (int run = 0; run < 2; ++run) {
+    copies[run].resize(outputs.size());
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      EBB_RETURN_IF_ERROR(
+          compute_.memset_async(pointers[inputs + i], kPatterns[run], output_bytes[i]));
+    }
+    EBB_RETURN_IF_ERROR(compute_.launch(closure_kernel(code, pointers, inputs), cost));
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      copies[run][i].resize(output_bytes[i]);
+      EBB_RETURN_IF_ERROR(compute_.copy_async(copies[run][i].data(), pointers[inputs + i],
+                                              output_bytes[i], CopyKind::kDeviceToHost));
+    }
+  }
+  EBB_RETURN_IF_ERROR(compute_.synchronize());
+  EBB_RETURN_IF_ERROR(take_closure_error());
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const std::vector<std::uint8_t>& a = copies[0][i];
+    const std::vector<std::uint8_t>& b = copies[1][i];
+    std::size_t first = a.size();
+    std::size_t differing = 0;
+    for (std::size_t k = 0; k < a.size(); ++k) {
+      if (a[k] != b[k]) {
+        if (differing == 0) first = k;
+        ++differing;
+      }
+    }
+    if (differing > 0) {
+      return failed_precondition(
+          "op " + quoted(code->name) + " (check_outputs): output " + std::to_string(i) + " " +
+          quoted(outputs[i].name) + " differs between two runs on poisoned outputs from byte " +
+          std::to_string(first) + ", " + std::to_string(differing) + " of " +
+          std::to_string(a.size()) +
+          " bytes differ: the closure leaves them unwritten or is not deterministic");
+    }
+  }
+  return ok_status();
+}
+
 Status Engine::make_resident(std::uint32_t slot, std::string_view op) {
   const TensorRecord& r = tensors_.at(slot);
   switch (r.residency) {
@@ -140,30 +211,8 @@ Status Engine::launch(std::size_t op_index, std::vector<void*> pointers, bool ti
       return s;
     }
   }
-  ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
-  Status launched = compute_.launch(
-      [code = op.code, pointers = std::move(pointers), inputs = op.inputs.size(),
-       errors](const LaunchContext& context) {
-        const void* const* all = pointers.data();
-        const OpArgs args{
-            std::span<const void* const>(all, inputs),
-            std::span<void* const>(pointers.data() + inputs, pointers.size() - inputs), context};
-        std::string failure;
-        try {
-          code->fn(args);
-          return;
-        } catch (const std::exception& e) {
-          failure = e.what();
-        } catch (...) {
-          failure = "an exception not derived from std::exception";
-        }
-        std::lock_guard<std::mutex> lock(errors->mu);
-        if (errors->first.ok()) {
-          errors->first = internal_error("op " + quoted(code->name) + " threw: " + failure);
-        }
-        errors->any.store(true, std::memory_order_release);
-      },
-      op.given_cost);
+  Status launched = compute_.launch(closure_kernel(op.code, std::move(pointers), op.inputs.size()),
+                                    op.given_cost);
   if (timing.end != nullptr) {
     Status recorded = launched.ok() ? compute_.record(*timing.end) : launched;
     if (!recorded.ok()) {

@@ -2,7 +2,9 @@
 // through a chain of dropped tensors.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -283,6 +285,88 @@ TEST(Engine, SwapsParametersOutAndBackBitExactly) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(read_floats(*engine, params[i]), hosts[i]) << i;
   EXPECT_GT(engine->stats().swapped_in_bytes, 0);
   EXPECT_LE(engine->allocator().stats().all.reserved_bytes.peak, static_cast<std::int64_t>(kMiB));
+}
+
+std::unique_ptr<Engine> make_checking_engine(Device& device) {
+  return Engine::create({.device = device, .check_outputs = true}).value();
+}
+
+TEST(Engine, CheckOutputsReportsAnUnwrittenHalf) {
+  auto device = test_ops::make_cpu_device();
+  auto engine = make_checking_engine(*device);
+  const std::vector<float> a = test_ops::random_floats(kN, 1);
+  Tensor x = engine->input(f32("x", kShape), a.data()).value();  // carried
+  IterationScope iteration(*engine);
+  Result<std::vector<Tensor>> half =
+      engine->run("half_writer", {x}, {f32("h", kShape)}, [](const OpArgs& args) {
+        for (std::size_t i = 0; i < kN / 2; ++i)
+          test_ops::out(args, 0)[i] = test_ops::in(args, 0)[i];
+      });
+  ASSERT_EQ(half.status().code(), StatusCode::kFailedPrecondition);
+  const std::string& m = half.status().message();
+  EXPECT_NE(m.find("'half_writer'"), std::string::npos) << m;
+  EXPECT_NE(m.find("'h'"), std::string::npos) << m;
+  const std::size_t half_bytes = kN / 2 * sizeof(float);
+  EXPECT_NE(m.find("from byte " + std::to_string(half_bytes) + ", " + std::to_string(half_bytes) +
+                   " of " + std::to_string(kN * sizeof(float))),
+            std::string::npos)
+      << m;
+  // No partial state: nothing registered, the engine runs the next op.
+  EXPECT_TRUE(engine->tape().empty());
+  EXPECT_EQ(engine->stats().ops_run, 0);
+  Tensor y = engine->run("tanh", {x}, {f32("y", kShape)}, test_ops::tanh_op(kN)).value()[0];
+  const std::vector<float> got = read_floats(*engine, y);
+  for (std::size_t i = 0; i < kN; ++i) ASSERT_EQ(got[i], std::tanh(a[i])) << i;
+  EXPECT_EQ(engine->tape().size(), 1U);
+  Status ended = iteration.end();
+  EXPECT_TRUE(ended.ok()) << ended.to_string();
+  // Only x holds bytes: the failed op's output went back to the allocator.
+  EXPECT_EQ(engine->allocator().stats().all.allocated_bytes.current,
+            static_cast<std::int64_t>(kN * sizeof(float)));
+  // And the next iteration runs.
+  IterationScope next(*engine);
+  EXPECT_TRUE(engine->run("tanh", {x}, {f32("y", kShape)}, test_ops::tanh_op(kN)).ok());
+  EXPECT_TRUE(next.end().ok());
+}
+
+TEST(Engine, CheckOutputsPassesACorrectClosureWithTheSameBits) {
+  auto device = test_ops::make_cpu_device();
+  const std::vector<float> a = test_ops::random_floats(kN, 3);
+  const std::vector<float> b = test_ops::random_floats(kN, 4);
+  std::vector<float> results[2];
+  for (int checked = 0; checked < 2; ++checked) {
+    auto engine = Engine::create({.device = *device, .check_outputs = checked == 1}).value();
+    IterationScope iteration(*engine);
+    Tensor ta = engine->input(f32("a", kShape), a.data()).value();
+    Tensor tb = engine->input(f32("b", kShape), b.data()).value();
+    Tensor c = engine->run("mul", {ta, tb}, {f32("c", kShape)}, test_ops::mul(kN)).value()[0];
+    Tensor d = engine->run("tanh", {c}, {f32("d", kShape)}, test_ops::tanh_op(kN)).value()[0];
+    results[checked] = read_floats(*engine, d);
+    EXPECT_EQ(engine->stats().ops_run, 2);
+    EXPECT_TRUE(iteration.end().ok());
+  }
+  ASSERT_EQ(results[0].size(), results[1].size());
+  EXPECT_EQ(std::memcmp(results[0].data(), results[1].data(), kN * sizeof(float)), 0);
+}
+
+TEST(Engine, CheckOutputsReportsANondeterministicClosure) {
+  auto device = test_ops::make_cpu_device();
+  auto engine = make_checking_engine(*device);
+  IterationScope iteration(*engine);
+  Tensor x = engine->input(f32("x", kShape), nullptr).value();
+  auto counter = std::make_shared<float>(0.0F);
+  Result<std::vector<Tensor>> r =
+      engine->run("counter", {x}, {f32("n", kShape)}, [counter](const OpArgs& args) {
+        *counter += 1;
+        for (std::size_t i = 0; i < kN; ++i) test_ops::out(args, 0)[i] = *counter;
+      });
+  ASSERT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  const std::string& m = r.status().message();
+  EXPECT_NE(m.find("'counter'"), std::string::npos) << m;
+  EXPECT_NE(m.find("'n'"), std::string::npos) << m;
+  EXPECT_NE(m.find("from byte "), std::string::npos) << m;
+  EXPECT_TRUE(engine->tape().empty());
+  EXPECT_TRUE(iteration.end().ok());
 }
 
 }  // namespace
