@@ -80,9 +80,10 @@ struct EngineOptions {
   // the results; a byte that differs was left unwritten by the closure (or the closure is not
   // deterministic), and run() fails with kFailedPrecondition naming the op, the output, the
   // first differing byte offset and how many bytes differ (the op's outputs are freed, nothing
-  // is registered). It doubles each op's cost (plus two device->host copies of its outputs and a
-  // synchronize) and is for debugging closures only. kInvalidArgument on a sim device, which
-  // does not run closures.
+  // is registered). The checked first run costs about three runs of the op (the two checked
+  // runs, then the recorded one), two device->host copies of its outputs and a synchronize; it
+  // is for debugging closures only. kInvalidArgument on a sim device, which does not run
+  // closures.
   bool check_outputs = false;
 };
 

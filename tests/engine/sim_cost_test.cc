@@ -64,7 +64,8 @@ TEST(EngineSimCost, ARecomputeReplaysTheCostAgain) {
   const nanoseconds before = now(*engine);
   Tensor y1 = engine->run("f1", {x}, {u8("y1")}, kNoop, milliseconds(3)).value()[0];
   Tensor y2 = engine->run("f2", {y1}, {u8("y2")}, kNoop, milliseconds(5)).value()[0];
-  Tensor y3 = engine->run("f3", {y2}, {u8("y3")}, kNoop, milliseconds(11)).value()[0];
+  // y3 is never read: it only takes the third activation's room.
+  ASSERT_TRUE(engine->run("f3", {y2}, {u8("y3")}, kNoop, milliseconds(11)).ok());
   engine->run("f4", {y1}, {u8("y4")}, kNoop, milliseconds(13)).value();
   const nanoseconds given = milliseconds(3 + 5 + 11 + 13);
   const EngineStats stats = engine->stats();
