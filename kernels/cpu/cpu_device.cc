@@ -1,34 +1,15 @@
 #include "kernels/cpu/cpu_device.h"
 
 #include <atomic>
-#include <cstdio>
 #include <string>
 
 #include "kernels/cpu/cpu_event.h"
 #include "kernels/cpu/cpu_memory.h"
 #include "kernels/cpu/cpu_stream.h"
+#include "kernels/cpu/memory_device.h"
 
 namespace ebb {
 namespace {
-
-// "1.00 GiB": the capacity in the largest unit that keeps it at least 1.
-std::string capacity_string(std::size_t bytes) {
-  const char* unit = "bytes";
-  double value = static_cast<double>(bytes);
-  if (bytes >= kGiB) {
-    unit = "GiB";
-    value /= static_cast<double>(kGiB);
-  } else if (bytes >= kMiB) {
-    unit = "MiB";
-    value /= static_cast<double>(kMiB);
-  } else if (bytes >= kKiB) {
-    unit = "KiB";
-    value /= static_cast<double>(kKiB);
-  }
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.2f %s", value, unit);
-  return buf;
-}
 
 // The cpu backend: a simulated accelerator whose device memory is host memory of a fixed
 // capacity (CpuMemory) and whose streams are worker threads (CpuStream). Copies between host and
@@ -42,10 +23,10 @@ std::string capacity_string(std::size_t bytes) {
 // must be destroyed before it (checked for streams); memory left allocated is released.
 //
 // Thread safety: thread-safe.
-class CpuDevice final : public Device {
+class CpuDevice final : public MemoryDevice {
  public:
   explicit CpuDevice(const DeviceOptions& options)
-      : memory_(options.capacity_bytes, options.page_bytes),
+      : MemoryDevice(options, MemoryBacking::kHostMemory),
         host_to_device_(options.host_to_device),
         device_to_host_(options.device_to_host),
         default_stream_(std::make_unique<CpuStream>(0, this, memory_, host_to_device_,
@@ -61,29 +42,6 @@ class CpuDevice final : public Device {
   std::string name() const override {
     return "cpu (" + capacity_string(memory_.capacity_bytes()) + " simulated)";
   }
-  std::size_t capacity_bytes() const override { return memory_.capacity_bytes(); }
-  std::size_t committed_bytes() const override { return memory_.committed_bytes(); }
-
-  Result<void*> allocate(std::size_t bytes) override { return memory_.allocate(bytes); }
-  Status free(void* ptr) override { return memory_.free(ptr); }
-
-  std::size_t page_bytes() const override { return memory_.page_bytes(); }
-  Result<void*> reserve_range(std::size_t bytes) override { return memory_.reserve_range(bytes); }
-  Status release_range(void* base, std::size_t bytes) override {
-    return memory_.release_range(base, bytes);
-  }
-  Status map_pages(void* addr, std::size_t bytes) override {
-    return memory_.map_pages(addr, bytes);
-  }
-  Status unmap_pages(void* addr, std::size_t bytes) override {
-    return memory_.unmap_pages(addr, bytes);
-  }
-
-  Result<void*> allocate_pinned_host(std::size_t bytes) override {
-    return memory_.allocate_pinned_host(bytes);
-  }
-  Status free_pinned_host(void* ptr) override { return memory_.free_pinned_host(ptr); }
-
   Stream& default_stream() override { return *default_stream_; }
   Result<std::unique_ptr<Stream>> create_stream() override {
     return std::unique_ptr<Stream>(std::make_unique<CpuStream>(
@@ -97,8 +55,8 @@ class CpuDevice final : public Device {
   Status synchronize() override { return streams_.synchronize_all(); }
 
  private:
-  // Declaration order is destruction order in reverse: streams go before what they use.
-  CpuMemory memory_;
+  // Declaration order is destruction order in reverse: streams go before what they use (and
+  // the base's memory outlives every member).
   CpuLink host_to_device_;
   CpuLink device_to_host_;
   StreamSet streams_;
@@ -109,13 +67,7 @@ class CpuDevice final : public Device {
 }  // namespace
 
 Result<std::unique_ptr<Device>> create_cpu_device(const DeviceOptions& options) {
-  if (options.capacity_bytes == 0) return invalid_argument("cpu device of capacity 0 bytes");
-  EBB_RETURN_IF_ERROR(CpuMemory::check_page_bytes(options.page_bytes));
-  for (const LinkModel* link : {&options.host_to_device, &options.device_to_host}) {
-    if (!(link->bytes_per_second >= 0) || link->latency.count() < 0) {  // NaN fails too
-      return invalid_argument("cpu device link model with negative bandwidth or latency");
-    }
-  }
+  EBB_RETURN_IF_ERROR(check_memory_device_options(options, "cpu"));
   return std::unique_ptr<Device>(std::make_unique<CpuDevice>(options));
 }
 

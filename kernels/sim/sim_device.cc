@@ -6,29 +6,11 @@
 #include <string>
 
 #include "kernels/cpu/cpu_memory.h"
+#include "kernels/cpu/memory_device.h"
 #include "kernels/sim/sim_stream.h"
 
 namespace ebb {
 namespace {
-
-// "80.00 GiB": the capacity in the largest unit that keeps it at least 1.
-std::string capacity_string(std::size_t bytes) {
-  const char* unit = "bytes";
-  double value = static_cast<double>(bytes);
-  if (bytes >= kGiB) {
-    unit = "GiB";
-    value /= static_cast<double>(kGiB);
-  } else if (bytes >= kMiB) {
-    unit = "MiB";
-    value /= static_cast<double>(kMiB);
-  } else if (bytes >= kKiB) {
-    unit = "KiB";
-    value /= static_cast<double>(kKiB);
-  }
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.2f %s", value, unit);
-  return buf;
-}
 
 // "h2d 25.0 GB/s", "h2d 25.0 GB/s + 5.0 us", "h2d unthrottled".
 std::string link_string(const char* direction, const LinkModel& link) {
@@ -54,10 +36,10 @@ std::string link_string(const char* direction, const LinkModel& link) {
 // must be destroyed before it (checked for streams); memory left allocated is released.
 //
 // Thread safety: thread-safe.
-class SimDevice final : public Device {
+class SimDevice final : public MemoryDevice {
  public:
   explicit SimDevice(const DeviceOptions& options)
-      : memory_(options.capacity_bytes, options.page_bytes, MemoryBacking::kAddressSpaceOnly),
+      : MemoryDevice(options, MemoryBacking::kAddressSpaceOnly),
         clock_(options.host_to_device, options.device_to_host),
         name_("sim (" + capacity_string(options.capacity_bytes) + ", " +
               link_string("h2d", options.host_to_device) + ", " +
@@ -73,29 +55,6 @@ class SimDevice final : public Device {
 
   DeviceKind kind() const override { return DeviceKind::kSim; }
   std::string name() const override { return name_; }
-  std::size_t capacity_bytes() const override { return memory_.capacity_bytes(); }
-  std::size_t committed_bytes() const override { return memory_.committed_bytes(); }
-
-  Result<void*> allocate(std::size_t bytes) override { return memory_.allocate(bytes); }
-  Status free(void* ptr) override { return memory_.free(ptr); }
-
-  std::size_t page_bytes() const override { return memory_.page_bytes(); }
-  Result<void*> reserve_range(std::size_t bytes) override { return memory_.reserve_range(bytes); }
-  Status release_range(void* base, std::size_t bytes) override {
-    return memory_.release_range(base, bytes);
-  }
-  Status map_pages(void* addr, std::size_t bytes) override {
-    return memory_.map_pages(addr, bytes);
-  }
-  Status unmap_pages(void* addr, std::size_t bytes) override {
-    return memory_.unmap_pages(addr, bytes);
-  }
-
-  Result<void*> allocate_pinned_host(std::size_t bytes) override {
-    return memory_.allocate_pinned_host(bytes);
-  }
-  Status free_pinned_host(void* ptr) override { return memory_.free_pinned_host(ptr); }
-
   Stream& default_stream() override { return *default_stream_; }
   Result<std::unique_ptr<Stream>> create_stream() override {
     return std::unique_ptr<Stream>(
@@ -112,8 +71,8 @@ class SimDevice final : public Device {
   std::chrono::nanoseconds now() const { return clock_.now(); }
 
  private:
-  // Declaration order is destruction order in reverse: streams go before what they use.
-  CpuMemory memory_;
+  // Declaration order is destruction order in reverse: streams go before what they use (and
+  // the base's memory outlives every member).
   SimClock clock_;
   const std::string name_;
   std::atomic<std::uint32_t> next_stream_id_{1};  // 0 is the default stream
@@ -123,13 +82,7 @@ class SimDevice final : public Device {
 }  // namespace
 
 Result<std::unique_ptr<Device>> create_sim_device(const DeviceOptions& options) {
-  if (options.capacity_bytes == 0) return invalid_argument("sim device of capacity 0 bytes");
-  EBB_RETURN_IF_ERROR(CpuMemory::check_page_bytes(options.page_bytes));
-  for (const LinkModel* link : {&options.host_to_device, &options.device_to_host}) {
-    if (!(link->bytes_per_second >= 0) || link->latency.count() < 0) {  // NaN fails too
-      return invalid_argument("sim device link model with negative bandwidth or latency");
-    }
-  }
+  EBB_RETURN_IF_ERROR(check_memory_device_options(options, "sim"));
   return std::unique_ptr<Device>(std::make_unique<SimDevice>(options));
 }
 
