@@ -18,6 +18,30 @@ Status check_memory_device_options(const DeviceOptions& options, std::string_vie
   return ok_status();
 }
 
+Status check_copy_arguments(const CpuMemory& memory, void* dst, const void* src, std::size_t bytes,
+                            CopyKind kind, std::string_view backend, std::uint32_t stream_id) {
+  auto what = [&] {  // built only on failure: copies are frequent
+    return "copy_async (" + std::string(copy_kind_name(kind)) + ", " + std::to_string(bytes) +
+           " bytes) on " + std::string(backend) + " stream " + std::to_string(stream_id);
+  };
+  if (dst == nullptr || src == nullptr) {
+    return invalid_argument(what() + ": " + (dst == nullptr ? "dst" : "src") + " is null");
+  }
+  const bool dst_on_device = kind == CopyKind::kHostToDevice || kind == CopyKind::kDeviceToDevice;
+  const bool src_on_device = kind == CopyKind::kDeviceToHost || kind == CopyKind::kDeviceToDevice;
+  if (dst_on_device) {
+    if (Status s = memory.check_device_range(dst, bytes); !s.ok()) {
+      return invalid_argument(what() + ": dst " + s.message());
+    }
+  }
+  if (src_on_device) {
+    if (Status s = memory.check_device_range(src, bytes); !s.ok()) {
+      return invalid_argument(what() + ": src " + s.message());
+    }
+  }
+  return ok_status();
+}
+
 std::string capacity_string(std::size_t bytes) {
   const char* unit = "bytes";
   double value = static_cast<double>(bytes);

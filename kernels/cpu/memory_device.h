@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -51,6 +52,12 @@ class MemoryDevice : public Device {
 // size and link models without negative (or NaN) bandwidth or latency. `backend` names the
 // device in the message ("cpu", "sim").
 Status check_memory_device_options(const DeviceOptions& options, std::string_view backend);
+
+// Checks a copy's arguments before it is queued: non-null pointers, and each device side inside
+// a live allocation or mapped pages of `memory`. REQUIRES: bytes > 0. The message names the
+// copy, its size and the stream ("copy_async (host-to-device, 4096 bytes) on cpu stream 1").
+Status check_copy_arguments(const CpuMemory& memory, void* dst, const void* src, std::size_t bytes,
+                            CopyKind kind, std::string_view backend, std::uint32_t stream_id);
 
 // "1.00 GiB": a capacity in the largest unit that keeps it at least 1.
 std::string capacity_string(std::size_t bytes);

@@ -6,6 +6,8 @@
 #include <string>
 #include <utility>
 
+#include "kernels/cpu/memory_device.h"
+
 namespace ebb {
 namespace {
 
@@ -188,25 +190,7 @@ SimStream::~SimStream() { clock_.remove_stream(id_); }
 
 Status SimStream::copy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind) {
   if (bytes == 0) return ok_status();
-  auto what = [&] {  // built only on failure: copies are frequent
-    return "copy_async (" + std::string(copy_kind_name(kind)) + ", " + std::to_string(bytes) +
-           " bytes) on sim stream " + std::to_string(id_);
-  };
-  if (dst == nullptr || src == nullptr) {
-    return invalid_argument(what() + ": " + (dst == nullptr ? "dst" : "src") + " is null");
-  }
-  const bool dst_on_device = kind == CopyKind::kHostToDevice || kind == CopyKind::kDeviceToDevice;
-  const bool src_on_device = kind == CopyKind::kDeviceToHost || kind == CopyKind::kDeviceToDevice;
-  if (dst_on_device) {
-    if (Status s = memory_.check_device_range(dst, bytes); !s.ok()) {
-      return invalid_argument(what() + ": dst " + s.message());
-    }
-  }
-  if (src_on_device) {
-    if (Status s = memory_.check_device_range(src, bytes); !s.ok()) {
-      return invalid_argument(what() + ": src " + s.message());
-    }
-  }
+  EBB_RETURN_IF_ERROR(check_copy_arguments(memory_, dst, src, bytes, kind, "sim", id_));
   clock_.copy(id_, kind, bytes);
   return ok_status();
 }
