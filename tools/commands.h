@@ -38,6 +38,11 @@ std::string format_bytes(std::size_t bytes);
 // Parses --device: "cpu", "cuda" or "sim".
 Result<DeviceKind> parse_device_kind(std::string_view text);
 
+// Tells a DTR log from the other format a command reads (`other_format`, e.g. "alloc trace") by
+// the file's first non-blank line. A directory, an unreadable or an empty file is an error
+// naming the path.
+Result<bool> file_is_dtr_log(const std::string& path, std::string_view other_format);
+
 // Prints "ebb: <status>" to stderr and returns exit code 1.
 int report_error(const Status& status);
 

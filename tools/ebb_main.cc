@@ -4,9 +4,12 @@
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <vector>
 
+#include "allocator/dtr_log.h"
 #include "tools/commands.h"
 
 namespace ebb::cli {
@@ -93,6 +96,22 @@ Result<DeviceKind> parse_device_kind(std::string_view text) {
   if (text == "cuda") return DeviceKind::kCuda;
   if (text == "sim") return DeviceKind::kSim;
   return invalid_argument("--device \"" + std::string(text) + "\" is not cpu, cuda or sim");
+}
+
+Result<bool> file_is_dtr_log(const std::string& path, std::string_view other_format) {
+  const std::string either = std::string(other_format) + " or DTR log";
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    return invalid_argument(path + " is a directory, not a file (" + either + ")");
+  }
+  std::ifstream in(path);
+  if (!in) return not_found("cannot open " + path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    return looks_like_dtr_log(line);
+  }
+  return invalid_argument(path + " is empty: no " + either + " lines");
 }
 
 int report_error(const Status& status) {

@@ -1,8 +1,6 @@
 // `ebb replay FILE`: replays an alloc trace or a DTR log through the caching allocator and
 // reports how much memory it reserved for the workload's live bytes.
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -28,18 +26,8 @@ enum class TraceFormat { kAllocTrace, kDtrLog };
 
 // Reads the first non-blank line to tell an ebb alloc trace from a DTR log.
 Result<TraceFormat> detect_format(const std::string& path) {
-  std::error_code error;
-  if (std::filesystem::is_directory(path, error)) {
-    return invalid_argument(path + " is a directory, not an alloc trace or DTR log");
-  }
-  std::ifstream in(path);
-  if (!in) return not_found("cannot open " + path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    return looks_like_dtr_log(line) ? TraceFormat::kDtrLog : TraceFormat::kAllocTrace;
-  }
-  return invalid_argument(path + " is empty: no alloc trace or DTR log lines");
+  EBB_ASSIGN_OR_RETURN(bool dtr, file_is_dtr_log(path, "alloc trace"));
+  return dtr ? TraceFormat::kDtrLog : TraceFormat::kAllocTrace;
 }
 
 Result<std::vector<AllocEvent>> load_events(const std::string& path, TraceFormat format) {

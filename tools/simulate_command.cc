@@ -8,8 +8,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -61,20 +59,10 @@ Result<std::size_t> parse_budget(const std::string& text, std::size_t peak_live_
 
 // A profile JSON, or a DTR log (told from its first non-blank line, as `ebb replay` does).
 Result<Profile> load_profile(const std::string& path) {
-  std::error_code error;
-  if (std::filesystem::is_directory(path, error)) {
-    return invalid_argument(path + " is a directory, not a profile or DTR log");
-  }
-  std::ifstream in(path);
-  if (!in) return not_found("cannot open " + path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    if (!looks_like_dtr_log(line)) return read_profile(path);
-    EBB_ASSIGN_OR_RETURN(DtrLog log, read_dtr_log(path));
-    return profile_from_dtr_log(log);
-  }
-  return invalid_argument(path + " is empty: no profile or DTR log");
+  EBB_ASSIGN_OR_RETURN(bool dtr, file_is_dtr_log(path, "profile"));
+  if (!dtr) return read_profile(path);
+  EBB_ASSIGN_OR_RETURN(DtrLog log, read_dtr_log(path));
+  return profile_from_dtr_log(log);
 }
 
 std::size_t round_up(std::size_t bytes, std::size_t to) { return (bytes + to - 1) / to * to; }
