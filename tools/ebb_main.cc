@@ -91,6 +91,31 @@ std::string format_bytes(std::size_t bytes) {
   return text;
 }
 
+Result<EvictionPolicy> parse_policy(std::string_view text) {
+  if (text == "none") return EvictionPolicy::kNone;
+  if (text == "swap") return EvictionPolicy::kSwap;
+  if (text == "recompute") return EvictionPolicy::kRecompute;
+  if (text == "both") return EvictionPolicy::kBoth;
+  return invalid_argument("--policy \"" + std::string(text) +
+                          "\" is not none, swap, recompute or both");
+}
+
+Result<BudgetArg> parse_budget(std::string_view text) {
+  if (text.empty() || text.back() != '%') {
+    EBB_ASSIGN_OR_RETURN(std::size_t bytes, parse_byte_size(text, "--budget"));
+    return BudgetArg{.bytes = bytes};
+  }
+  const std::string number(text.substr(0, text.size() - 1));
+  char* end = nullptr;
+  const double percent = number.empty() ? 0 : std::strtod(number.c_str(), &end);
+  if (number.empty() || end != number.c_str() + number.size() || !(percent > 0) ||
+      !std::isfinite(percent)) {
+    return invalid_argument("--budget \"" + std::string(text) +
+                            "\" is not a positive percentage of the peak (e.g. 60%)");
+  }
+  return BudgetArg{.fraction = percent / 100};
+}
+
 Result<DeviceKind> parse_device_kind(std::string_view text) {
   if (text == "cpu") return DeviceKind::kCpu;
   if (text == "cuda") return DeviceKind::kCuda;
@@ -128,9 +153,9 @@ int run_cli(int argc, char** argv) {
   app.set_version_flag("--version", "ebb " EBB_VERSION);
   app.require_subcommand(1);
   std::vector<ebb::cli::Command> commands = {
-      ebb::cli::add_replay_command(app),
-      ebb::cli::add_bench_command(app),
-      ebb::cli::add_simulate_command(app),
+      ebb::cli::add_replay_command(app),   ebb::cli::add_bench_command(app),
+      ebb::cli::add_simulate_command(app), ebb::cli::add_train_command(app),
+      ebb::cli::add_demo_command(app),
   };
   try {
     app.parse(argc, argv);

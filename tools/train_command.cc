@@ -1,0 +1,148 @@
+// `ebb train`: the reference trainer (tools/train) from the command line: a GPT-2-style model
+// trained on synthetic tokens or an llm.c token file, on cpu or cuda, under a budget and an
+// eviction policy, with one line (or one JSON object) per step and a summary.
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tools/commands.h"
+#include "tools/train/trainer.h"
+
+namespace ebb::cli {
+namespace {
+
+struct TrainArgs {
+  train::TrainOptions options;
+  std::string device = "cpu";
+  std::string budget;
+  std::string policy = "none";
+  bool json = false;
+};
+
+nlohmann::json step_json(const train::StepStats& s) {
+  return {{"step", s.step},
+          {"loss", s.loss},
+          {"ms", s.ms},
+          {"tokens_per_s", s.tokens_per_s},
+          {"peak_reserved_bytes", s.peak_reserved_bytes},
+          {"swapped_bytes", s.swapped_bytes},
+          {"recompute_ms", s.recompute_ms},
+          {"recomputed_ops", s.recomputed_ops}};
+}
+
+// A bar on stderr, redrawn in place, only when stderr is a terminal and stdout is not JSON.
+void draw_progress(int step, int steps) {
+  constexpr int kWidth = 30;
+  const int filled = steps > 0 ? step * kWidth / steps : kWidth;
+  std::fprintf(stderr, "\r[%s%s] %d/%d", std::string(static_cast<std::size_t>(filled), '#').c_str(),
+               std::string(static_cast<std::size_t>(kWidth - filled), '.').c_str(), step, steps);
+  if (step == steps) std::fprintf(stderr, "\r%*s\r", kWidth + 24, "");
+  std::fflush(stderr);
+}
+
+int run_train(TrainArgs& args) {
+  Result<DeviceKind> device = parse_device_kind(args.device);
+  if (!device.ok()) return report_error(device.status());
+  if (*device == DeviceKind::kSim) {
+    return report_error(invalid_argument(
+        "--device sim does not run kernels, so it cannot train; use `ebb simulate` on a profile "
+        "(--profile-out) instead"));
+  }
+  Result<EvictionPolicy> policy = parse_policy(args.policy);
+  if (!policy.ok()) return report_error(policy.status());
+  train::TrainOptions& o = args.options;
+  o.device = *device;
+  o.policy = *policy;
+  if (!args.budget.empty()) {
+    Result<BudgetArg> budget = parse_budget(args.budget);
+    if (!budget.ok()) return report_error(budget.status());
+    o.budget_bytes = budget->bytes;
+    o.budget_fraction = budget->fraction;
+  }
+  const bool progress = !args.json && isatty(STDERR_FILENO) == 1;
+  if (!args.json) {
+    std::printf(
+        "ebb train: %d layers, d_model %d, %d heads, seq %d, batch %d, vocab %d (%lld "
+        "parameters) on %s, policy %s\n",
+        o.model.layers, o.model.d_model, o.model.heads, o.model.seq, o.model.batch, o.model.vocab,
+        static_cast<long long>(train::parameter_count(o.model)), args.device.c_str(),
+        args.policy.c_str());
+  }
+  Result<train::TrainResult> result = train::train(o, [&](const train::StepStats& s) {
+    if (args.json) {
+      std::printf("%s\n", step_json(s).dump().c_str());
+    } else {
+      if (progress) std::fprintf(stderr, "\r%*s\r", 60, "");
+      std::printf(
+          "step %4d  loss %.4f  %8.1f ms  %9.0f tok/s  peak reserved %s  swapped %s  "
+          "recompute %.1f ms\n",
+          s.step, static_cast<double>(s.loss), s.ms, s.tokens_per_s,
+          format_bytes(s.peak_reserved_bytes).c_str(),
+          format_bytes(static_cast<std::size_t>(s.swapped_bytes)).c_str(), s.recompute_ms);
+      std::fflush(stdout);
+      if (progress) draw_progress(s.step, o.steps);
+    }
+  });
+  if (!result.ok()) return report_error(result.status());
+  const train::TrainResult& r = *result;
+  const float final_loss = r.steps.back().loss;
+  if (args.json) {
+    nlohmann::json summary = {{"final_loss", final_loss},
+                              {"budget_bytes", r.budget_bytes},
+                              {"peak_reserved_bytes", r.peak_reserved_bytes},
+                              {"peak_live_bytes", r.peak_live_bytes},
+                              {"ms_per_step_median", r.ms_per_step_median},
+                              {"tokens_per_s", r.tokens_per_s},
+                              {"swapped_out_bytes", r.engine.swapped_out_bytes},
+                              {"recomputed_ops", r.engine.recomputed_ops},
+                              {"parameters_fnv1a", train::fingerprint(r.final_parameters)}};
+    std::printf("%s\n", summary.dump().c_str());
+    return 0;
+  }
+  std::printf("final loss %.4f, peak reserved %s, peak live %s, median %.1f ms/step, %.0f tok/s\n",
+              static_cast<double>(final_loss), format_bytes(r.peak_reserved_bytes).c_str(),
+              format_bytes(r.peak_live_bytes).c_str(), r.ms_per_step_median, r.tokens_per_s);
+  if (!o.profile_out.empty()) std::printf("profile written to %s\n", o.profile_out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+// Adds the model-shape, optimizer and data options `ebb train` and `ebb demo` share.
+void add_model_options(CLI::App& app, train::TrainOptions& o) {
+  app.add_option("--layers", o.model.layers, "transformer blocks")->capture_default_str();
+  app.add_option("--d-model", o.model.d_model, "width (channels)")->capture_default_str();
+  app.add_option("--heads", o.model.heads, "attention heads (must divide --d-model)")
+      ->capture_default_str();
+  app.add_option("--seq", o.model.seq, "tokens per sequence")->capture_default_str();
+  app.add_option("--batch", o.model.batch, "sequences per step")->capture_default_str();
+  app.add_option("--vocab", o.model.vocab, "vocabulary size (at most 65535)")
+      ->capture_default_str();
+  app.add_option("--steps", o.steps, "training steps")->capture_default_str();
+  app.add_option("--lr", o.adamw.learning_rate, "AdamW learning rate")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the weights and the synthetic tokens")
+      ->capture_default_str();
+  app.add_option("--data", o.data_path, "llm.c token file (default: synthetic tokens)");
+}
+
+Command add_train_command(CLI::App& parent) {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* app = parent.add_subcommand(
+      "train", "train the reference GPT-2-style model through the engine, under a budget");
+  add_model_options(*app, args->options);
+  app->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  app->add_option("--budget", args->budget,
+                  "device memory budget: bytes (512MiB) or a percentage of the unconstrained "
+                  "peak (50%), measured by a two-step probe run");
+  app->add_option("--policy", args->policy, "eviction policy: none, swap, recompute or both")
+      ->capture_default_str();
+  app->add_option("--profile-out", args->options.profile_out,
+                  "write the warm-up profile (JSON, profiles/README.md) here");
+  app->add_flag("--json", args->json, "one JSON object per step, then a summary object");
+  return {app, [args] { return run_train(*args); }};
+}
+
+}  // namespace ebb::cli
