@@ -45,8 +45,8 @@ void embedding_backward(const LaunchContext& ctx, float* dwte, float* dwpe, cons
 void layernorm_forward(const LaunchContext& ctx, float* out, float* mean, float* rstd,
                        const float* inp, const float* weight, const float* bias, int N, int C);
 void layernorm_backward(const LaunchContext& ctx, float* dinp, float* dweight, float* dbias,
-                        const float* dout, const float* inp, const float* weight,
-                        const float* mean, const float* rstd, int N, int C);
+                        const float* dout, const float* inp, const float* weight, const float* mean,
+                        const float* rstd, int N, int C);
 
 // --- matmul: out[N,OC] = inp[N,C] * weight[OC,C]^T + bias[OC] (bias may be null) -------------
 void matmul_forward(const LaunchContext& ctx, float* out, const float* inp, const float* weight,
@@ -68,17 +68,16 @@ void add(const LaunchContext& ctx, float* out, const float* a, const float* b, s
 // qkv [B,T,3C] (q, k, v of head h at channels h*C/NH within each third); out [B,T,C];
 // att [B,NH,T,T] the softmax probabilities (row t: entries > t are written as 0), saved for
 // backward. Scale 1/sqrt(C/NH).
-void attention_forward(const LaunchContext& ctx, float* out, float* att, const float* qkv,
-                       int B, int T, int C, int NH);
+void attention_forward(const LaunchContext& ctx, float* out, float* att, const float* qkv, int B,
+                       int T, int C, int NH);
 // dqkv [B,T,3C] overwritten.
-void attention_backward(const LaunchContext& ctx, float* dqkv, const float* dout,
-                        const float* qkv, const float* att, int B, int T, int C, int NH);
+void attention_backward(const LaunchContext& ctx, float* dqkv, const float* dout, const float* qkv,
+                        const float* att, int B, int T, int C, int NH);
 
 // --- fused softmax + cross-entropy -------------------------------------------------------------
 // probs [N,V] = softmax(logits [N,V]); losses [N] = -log(probs[n, targets[n]]).
 void softmax_cross_entropy_forward(const LaunchContext& ctx, float* losses, float* probs,
-                                   const float* logits, const std::int32_t* targets, int N,
-                                   int V);
+                                   const float* logits, const std::int32_t* targets, int N, int V);
 // dlogits [N,V] = (probs - onehot(targets)) * dloss, where dloss is d(loss)/d(losses[n]) for
 // every n (1/N for a mean loss).
 void softmax_cross_entropy_backward(const LaunchContext& ctx, float* dlogits, const float* probs,
