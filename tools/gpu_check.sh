@@ -35,7 +35,7 @@ fi
 readonly BUNDLE="${EBB_GPU_BUNDLE:-$DEFAULT_BUNDLE}"
 readonly BUILD="${EBB_GPU_BUILD:-$REPO/build-gpu}"
 readonly BUNDLE_LIMIT_MIB=60
-readonly TEST_BINARIES=(kernels_cuda_test allocator_cuda_test)
+readonly TEST_BINARIES=(kernels_cuda_test allocator_cuda_test kernels_nn_cuda_test train_cuda_test)
 readonly TOTAL_RUN_S=470  # the run half's budget: under 8 minutes
 
 die() {
@@ -282,6 +282,7 @@ run_cli() {
   local workload mode label
   for workload in "$BUNDLE"/workloads/*; do
     [[ -f "$workload" ]] || continue
+    [[ "$workload" == *.profile.json ]] && continue  # a profile, not an allocation trace
     for mode in expandable classic; do
       label="replay $(basename "$workload" | cut -d. -f1) $mode"
       local flags=(--device cuda --json)
@@ -293,6 +294,51 @@ run_cli() {
       record_step "$label" "peak reserved $peak B, reserved/live $ratio"
     done
   done
+}
+
+# The reference trainer on the GPU: tokens/s at a stated size, the time overhead of each policy
+# at 70% and 40% of the unconstrained peak, and the demo's verdict.
+run_train() {
+  local ebb="$BUNDLE/ebb"
+  [[ -x "$ebb" ]] || return
+  ((GPU_VISIBLE)) || return
+  "$ebb" --help 2>&1 | grep -q '\btrain\b' || return
+  local model=(--layers 6 --d-model 512 --heads 8 --seq 256 --batch 16 --vocab 8192 --steps 8)
+  run_timed "train cuda none" 90 "$ebb" train "${model[@]}" --device cuda --json
+  record_step "train cuda none" "$(json_field tokens_per_s "$STEP_OUTPUT") tok/s, \
+median $(json_field ms_per_step_median "$STEP_OUTPUT") ms/step, \
+peak $(json_field peak_reserved_bytes "$STEP_OUTPUT") B, loss $(json_field final_loss "$STEP_OUTPUT")"
+  local policy budget
+  for budget in 70% 40%; do
+    for policy in swap recompute both; do
+      run_timed "train cuda $policy $budget" 90 "$ebb" train "${model[@]}" --device cuda \
+        --json --policy "$policy" --budget "$budget"
+      record_step "train cuda $policy $budget" \
+        "median $(json_field ms_per_step_median "$STEP_OUTPUT") ms/step, \
+peak $(json_field peak_reserved_bytes "$STEP_OUTPUT") B, params $(json_field parameters_fnv1a "$STEP_OUTPUT")"
+    done
+  done
+  run_timed "demo cuda" 90 "$ebb" demo --device cuda --json
+  record_step "demo cuda" "identical $(json_field identical "$STEP_OUTPUT"), \
+overhead $(json_field overhead "$STEP_OUTPUT")"
+}
+
+# cuBLAS is loaded at run time (libcublas.so.13): find a directory that holds it when the loader
+# cannot, e.g. a Python wheel's (nvidia-cublas) on a machine without the CUDA toolkit.
+find_cublas() {
+  ldconfig -p 2>/dev/null | grep -q 'libcublas\.so\.13' && return
+  local dir
+  for dir in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [[ -f "$dir/libcublas.so.13" ]] && { export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$dir"; return; }
+  done
+  local found
+  found=$(find / -xdev -name libcublas.so.13 -path '*nvidia*' 2>/dev/null | head -n 1)
+  if [[ -n "$found" ]]; then
+    echo "gpu_check: cuBLAS from $found" | tee -a "$LOG"
+    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$found")"
+  else
+    echo "gpu_check: WARNING: no libcublas.so.13 on this machine; matmuls will fail" | tee -a "$LOG"
+  fi
 }
 
 print_summary() {
@@ -357,10 +403,12 @@ run() {
     fi
   fi
 
+  find_cublas
   local name
   for name in "${TEST_BINARIES[@]}"; do run_test_binary "$name"; done
   run_benchmark
   run_cli
+  run_train
   print_summary
   if ((FAILED)); then exit 1; fi
   if ((GPU_VISIBLE == 0)); then exit 2; fi
