@@ -1,0 +1,355 @@
+// The typed nn ops (engine/nn_ops.h): each wrapper gives the bits of its kernel called directly
+// on the same inputs, with the output shapes, kinds and names the header promises; and a bad
+// argument is refused with a message naming the op, the argument, the tensor, its shape and
+// dtype and what was expected, leaving the engine usable.
+#include "engine/nn_ops.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/ebb.h"
+#include "tests/engine/test_ops.h"
+
+namespace ebb {
+namespace {
+
+using test_ops::f32;
+using Shape = std::vector<std::int64_t>;
+
+constexpr int kB = 2;
+constexpr int kT = 4;
+constexpr int kC = 8;
+constexpr int kHeads = 2;
+constexpr int kV = 11;
+constexpr int kN = kB * kT;
+
+const LaunchContext kCpu{DeviceKind::kCpu, nullptr};
+
+std::vector<std::int32_t> random_tokens(std::size_t n, std::uint32_t seed) {
+  std::vector<std::int32_t> tokens(n);
+  std::uint32_t x = seed * 2654435761U + 7;
+  for (std::int32_t& t : tokens) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    t = static_cast<std::int32_t>(x % kV);
+  }
+  return tokens;
+}
+
+void expect_same_bits(const std::vector<float>& got, const std::vector<float>& want,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << what;
+}
+
+class NnOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    device_ = test_ops::make_cpu_device();
+    engine_ = Engine::create({.device = *device_}).value();
+    ASSERT_TRUE(engine_->begin_iteration().ok());
+  }
+  void TearDown() override { EXPECT_TRUE(engine_->end_iteration().ok()); }
+
+  // A tensor filled from `host` (random when empty), with `seed`.
+  Tensor floats(const std::string& name, const Shape& shape, std::uint32_t seed) {
+    std::int64_t n = 1;
+    for (std::int64_t d : shape) n *= d;
+    host_[name] = test_ops::random_floats(static_cast<std::size_t>(n), seed);
+    return engine_->input(f32(name, shape), host_[name].data()).value();
+  }
+  Tensor tokens(const std::string& name, const Shape& shape, std::uint32_t seed) {
+    tokens_[name] = random_tokens(static_cast<std::size_t>(shape[0] * shape[1]), seed);
+    return engine_->input({name, shape, DType::kI32, TensorKind::kInput}, tokens_[name].data())
+        .value();
+  }
+  const float* host(const std::string& name) { return host_[name].data(); }
+  const std::int32_t* host_tokens(const std::string& name) { return tokens_[name].data(); }
+
+  std::vector<float> read(const Tensor& t) {
+    std::vector<float> out(t.bytes() / sizeof(float));
+    Status s = engine_->read(t, out.data(), t.bytes());
+    EXPECT_TRUE(s.ok()) << s.to_string();
+    return out;
+  }
+
+  // The op failed with kInvalidArgument and exactly `message`, ran nothing, and a valid op runs.
+  template <typename R>
+  void expect_refused(const Result<R>& result, const std::string& message) {
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(result.status().message(), message);
+    const std::size_t ops = engine_->tape().size();
+    Tensor x = floats("after_error", {kN, kC}, 99);
+    Result<Tensor> y = ops::gelu(*engine_, "after_error.gelu", x);
+    ASSERT_TRUE(y.ok()) << y.status().to_string();
+    EXPECT_EQ(engine_->tape().size(), ops + 1);
+    std::vector<float> want(kN * kC);
+    nn::gelu_forward(kCpu, want.data(), host("after_error"), kN * kC);
+    expect_same_bits(read(*y), want, "gelu after the error");
+  }
+
+  std::unique_ptr<Device> device_;
+  std::unique_ptr<Engine> engine_;
+  std::map<std::string, std::vector<float>> host_;
+  std::map<std::string, std::vector<std::int32_t>> tokens_;
+};
+
+TEST_F(NnOps, EmbeddingMatchesTheKernel) {
+  Tensor tok = tokens("tokens", {kB, kT}, 1);
+  Tensor wte = floats("wte", {kV, kC}, 2);
+  Tensor wpe = floats("wpe", {kT, kC}, 3);
+  Tensor out = ops::embedding(*engine_, "embedding", tok, wte, wpe).value();
+  EXPECT_EQ(out.name(), "embedding");
+  EXPECT_EQ(out.shape(), (Shape{kN, kC}));
+  EXPECT_EQ(out.kind(), TensorKind::kActivation);
+  std::vector<float> want(kN * kC);
+  nn::embedding_forward(kCpu, want.data(), host_tokens("tokens"), host("wte"), host("wpe"), kB, kT,
+                        kC, kV);
+  expect_same_bits(read(out), want, "embedding");
+
+  Tensor dout = floats("dout", {kN, kC}, 4);
+  ops::EmbeddingGrads g = ops::embedding_backward(*engine_, "emb_bwd", dout, tok, kV).value();
+  EXPECT_EQ(g.dwte.name(), "emb_bwd.dwte");
+  EXPECT_EQ(g.dwte.shape(), (Shape{kV, kC}));
+  EXPECT_EQ(g.dwpe.shape(), (Shape{kT, kC}));
+  EXPECT_EQ(g.dwte.kind(), TensorKind::kGradient);
+  std::vector<float> dwte(kV * kC), dwpe(kT * kC);
+  nn::embedding_backward(kCpu, dwte.data(), dwpe.data(), host("dout"), host_tokens("tokens"), kB,
+                         kT, kC, kV);
+  expect_same_bits(read(g.dwte), dwte, "dwte");
+  expect_same_bits(read(g.dwpe), dwpe, "dwpe");
+}
+
+TEST_F(NnOps, LayerNormMatchesTheKernel) {
+  Tensor in = floats("in", {kN, kC}, 1);
+  Tensor w = floats("w", {kC}, 2);
+  Tensor b = floats("b", {kC}, 3);
+  ops::LayerNormOut ln = ops::layernorm(*engine_, "ln", in, w, b).value();
+  EXPECT_EQ(ln.out.name(), "ln.out");
+  EXPECT_EQ(ln.mean.name(), "ln.mean");
+  EXPECT_EQ(ln.rstd.shape(), (Shape{kN}));
+  std::vector<float> out(kN * kC), mean(kN), rstd(kN);
+  nn::layernorm_forward(kCpu, out.data(), mean.data(), rstd.data(), host("in"), host("w"),
+                        host("b"), kN, kC);
+  expect_same_bits(read(ln.out), out, "out");
+  expect_same_bits(read(ln.mean), mean, "mean");
+  expect_same_bits(read(ln.rstd), rstd, "rstd");
+
+  Tensor dout = floats("dout", {kN, kC}, 4);
+  ops::LayerNormGrads g =
+      ops::layernorm_backward(*engine_, "ln_bwd", dout, in, w, ln.mean, ln.rstd).value();
+  EXPECT_EQ(g.dinp.kind(), TensorKind::kGradient);
+  std::vector<float> dinp(kN * kC), dw(kC), db(kC);
+  nn::layernorm_backward(kCpu, dinp.data(), dw.data(), db.data(), host("dout"), host("in"),
+                         host("w"), mean.data(), rstd.data(), kN, kC);
+  expect_same_bits(read(g.dinp), dinp, "dinp");
+  expect_same_bits(read(g.dweight), dw, "dweight");
+  expect_same_bits(read(g.dbias), db, "dbias");
+}
+
+TEST_F(NnOps, MatmulMatchesTheKernelWithAndWithoutBias) {
+  constexpr int kOC = 12;
+  // A 3-D input: rows are the product of the leading dimensions, which the output keeps.
+  Tensor in = floats("in", {kB, kT, kC}, 1);
+  Tensor w = floats("w", {kOC, kC}, 2);
+  Tensor b = floats("b", {kOC}, 3);
+  Tensor y = ops::matmul(*engine_, "mm", in, w, &b).value();
+  EXPECT_EQ(y.shape(), (Shape{kB, kT, kOC}));
+  std::vector<float> want(kN * kOC);
+  nn::matmul_forward(kCpu, want.data(), host("in"), host("w"), host("b"), kN, kC, kOC);
+  expect_same_bits(read(y), want, "matmul with bias");
+  Tensor y0 = ops::matmul(*engine_, "mm0", in, w, nullptr).value();
+  nn::matmul_forward(kCpu, want.data(), host("in"), host("w"), nullptr, kN, kC, kOC);
+  expect_same_bits(read(y0), want, "matmul without bias");
+
+  Tensor dout = floats("dout", {kB, kT, kOC}, 4);
+  ops::MatmulGrads g = ops::matmul_backward(*engine_, "mm_bwd", dout, in, w, true).value();
+  EXPECT_EQ(g.dinp.shape(), (Shape{kB, kT, kC}));
+  EXPECT_EQ(g.dweight.shape(), (Shape{kOC, kC}));
+  EXPECT_EQ(g.dbias.name(), "mm_bwd.dbias");
+  std::vector<float> dinp(kN * kC), dw(kOC * kC), db(kOC);
+  nn::matmul_backward(kCpu, dinp.data(), dw.data(), db.data(), host("dout"), host("in"), host("w"),
+                      kN, kC, kOC);
+  expect_same_bits(read(g.dinp), dinp, "dinp");
+  expect_same_bits(read(g.dweight), dw, "dweight");
+  expect_same_bits(read(g.dbias), db, "dbias");
+  ops::MatmulGrads g0 = ops::matmul_backward(*engine_, "mm0_bwd", dout, in, w, false).value();
+  EXPECT_FALSE(g0.dbias.valid());
+  nn::matmul_backward(kCpu, dinp.data(), dw.data(), nullptr, host("dout"), host("in"), host("w"),
+                      kN, kC, kOC);
+  expect_same_bits(read(g0.dinp), dinp, "dinp without bias");
+  expect_same_bits(read(g0.dweight), dw, "dweight without bias");
+}
+
+TEST_F(NnOps, ElementwiseOpsMatchTheKernels) {
+  constexpr std::int64_t kElements = kN * kC;
+  Tensor x = floats("x", {kN, kC}, 1);
+  Tensor d = floats("d", {kN, kC}, 2);
+  std::vector<float> want(kElements);
+  Tensor g = ops::gelu(*engine_, "gelu", x).value();
+  nn::gelu_forward(kCpu, want.data(), host("x"), kElements);
+  expect_same_bits(read(g), want, "gelu");
+  Tensor gb = ops::gelu_backward(*engine_, "gelu_bwd", x, d).value();
+  EXPECT_EQ(gb.kind(), TensorKind::kGradient);
+  nn::gelu_backward(kCpu, want.data(), host("x"), host("d"), kElements);
+  expect_same_bits(read(gb), want, "gelu_backward");
+  Tensor s = ops::add(*engine_, "sum", x, d, TensorKind::kGradient).value();
+  EXPECT_EQ(s.name(), "sum");
+  EXPECT_EQ(s.kind(), TensorKind::kGradient);
+  nn::add(kCpu, want.data(), host("x"), host("d"), kElements);
+  expect_same_bits(read(s), want, "add");
+  Tensor m = ops::mean(*engine_, "mean", x).value();
+  EXPECT_EQ(m.shape(), (Shape{1}));
+  std::vector<float> one(1);
+  nn::mean(kCpu, one.data(), host("x"), kElements);
+  expect_same_bits(read(m), one, "mean");
+}
+
+TEST_F(NnOps, AttentionMatchesTheKernel) {
+  Tensor qkv = floats("qkv", {kN, 3 * kC}, 1);
+  ops::AttentionOut a = ops::attention(*engine_, "attn", qkv, kB, kT, kHeads).value();
+  EXPECT_EQ(a.out.shape(), (Shape{kN, kC}));
+  EXPECT_EQ(a.att.shape(), (Shape{kB, kHeads, kT, kT}));
+  EXPECT_EQ(a.att.name(), "attn.att");
+  std::vector<float> out(kN * kC), att(kB * kHeads * kT * kT);
+  nn::attention_forward(kCpu, out.data(), att.data(), host("qkv"), kB, kT, kC, kHeads);
+  expect_same_bits(read(a.out), out, "out");
+  expect_same_bits(read(a.att), att, "att");
+
+  Tensor dout = floats("dout", {kN, kC}, 2);
+  Tensor dqkv =
+      ops::attention_backward(*engine_, "attn_bwd", dout, qkv, a.att, kB, kT, kHeads).value();
+  EXPECT_EQ(dqkv.shape(), (Shape{kN, 3 * kC}));
+  std::vector<float> want(kN * 3 * kC);
+  nn::attention_backward(kCpu, want.data(), host("dout"), host("qkv"), att.data(), kB, kT, kC,
+                         kHeads);
+  expect_same_bits(read(dqkv), want, "dqkv");
+}
+
+TEST_F(NnOps, SoftmaxCrossEntropyMatchesTheKernel) {
+  Tensor logits = floats("logits", {kN, kV}, 1);
+  Tensor targets = tokens("targets", {kB, kT}, 2);
+  ops::CrossEntropyOut x = ops::softmax_cross_entropy(*engine_, "xent", logits, targets).value();
+  EXPECT_EQ(x.losses.shape(), (Shape{kN}));
+  EXPECT_EQ(x.probs.name(), "xent.probs");
+  std::vector<float> losses(kN), probs(kN * kV);
+  nn::softmax_cross_entropy_forward(kCpu, losses.data(), probs.data(), host("logits"),
+                                    host_tokens("targets"), kN, kV);
+  expect_same_bits(read(x.losses), losses, "losses");
+  expect_same_bits(read(x.probs), probs, "probs");
+
+  const float dloss = 1.0F / kN;
+  Tensor d =
+      ops::softmax_cross_entropy_backward(*engine_, "xent_bwd", x.probs, targets, dloss).value();
+  EXPECT_EQ(d.kind(), TensorKind::kGradient);
+  std::vector<float> want(kN * kV);
+  nn::softmax_cross_entropy_backward(kCpu, want.data(), probs.data(), host_tokens("targets"), dloss,
+                                     kN, kV);
+  expect_same_bits(read(d), want, "dlogits");
+}
+
+TEST_F(NnOps, AdamWKeepsTheNamesAndKindsOfWhatItReplaces) {
+  const Shape shape{3, kC};
+  Tensor p = floats("p", shape, 1);
+  Tensor g = floats("g", shape, 2);
+  Tensor m = floats("p.m", shape, 3);
+  Tensor v = floats("p.v", shape, 4);
+  const nn::AdamWConfig config{.learning_rate = 1e-3F, .weight_decay = 0.1F};
+  ops::AdamWOut out = ops::adamw(*engine_, "adamw.p", p, g, m, v, config, 3).value();
+  EXPECT_EQ(out.param.name(), "p");
+  EXPECT_EQ(out.param.kind(), TensorKind::kParameter);
+  EXPECT_EQ(out.m.name(), "p.m");
+  EXPECT_EQ(out.v.kind(), TensorKind::kOptimizerState);
+  const std::int64_t n = 3 * kC;
+  std::vector<float> p2(n), m2(n), v2(n);
+  nn::adamw(kCpu, p2.data(), m2.data(), v2.data(), host("p"), host("g"), host("p.m"), host("p.v"),
+            n, config, 3);
+  expect_same_bits(read(out.param), p2, "param");
+  expect_same_bits(read(out.m), m2, "m");
+  expect_same_bits(read(out.v), v2, "v");
+}
+
+TEST_F(NnOps, WrongDtypeIsRefused) {
+  Tensor in = tokens("in", {kN, kC}, 1);
+  Tensor w = floats("w", {kC, kC}, 2);
+  expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, nullptr),
+                 "op 'h0.qkv': in 'in' is [8,8] i32, expected [...,*] f32");
+}
+
+TEST_F(NnOps, WrongInnerDimensionIsRefused) {
+  Tensor in = floats("h0.ln1.out", {kN, 2 * kC}, 1);
+  Tensor w = floats("h0.qkv_w", {3 * kC, kC}, 2);
+  expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, nullptr),
+                 "op 'h0.qkv': weight 'h0.qkv_w' is [24,8] f32, expected [*,16] f32");
+  Tensor x = floats("x", {kN, kC}, 3);
+  Tensor dout = floats("dout", {kN, kC}, 4);
+  expect_refused(ops::matmul_backward(*engine_, "h0.qkv_backward", dout, x, w, false),
+                 "op 'h0.qkv_backward': dout 'dout' is [8,8] f32, expected [8,24] f32");
+}
+
+TEST_F(NnOps, WrongBiasLengthIsRefused) {
+  Tensor in = floats("in", {kN, kC}, 1);
+  Tensor w = floats("w", {3 * kC, kC}, 2);
+  Tensor b = floats("b", {kC}, 3);
+  expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, &b),
+                 "op 'h0.qkv': bias 'b' is [8] f32, expected [24] f32");
+  Tensor lw = floats("lw", {kC}, 4);
+  Tensor lb = floats("lb", {kC + 1}, 5);
+  expect_refused(ops::layernorm(*engine_, "h0.ln1", in, lw, lb),
+                 "op 'h0.ln1': bias 'lb' is [9] f32, expected [8] f32");
+}
+
+TEST_F(NnOps, TokensAndTargetsMustBeI32) {
+  Tensor tok = floats("tokens", {kB, kT}, 1);
+  Tensor wte = floats("wte", {kV, kC}, 2);
+  Tensor wpe = floats("wpe", {kT, kC}, 3);
+  expect_refused(ops::embedding(*engine_, "embedding", tok, wte, wpe),
+                 "op 'embedding': tokens 'tokens' is [2,4] f32, expected [*,*] i32");
+  Tensor logits = floats("logits", {kN, kV}, 4);
+  Tensor targets = floats("targets", {kN}, 5);
+  expect_refused(ops::softmax_cross_entropy(*engine_, "xent", logits, targets),
+                 "op 'xent': targets 'targets' is [8] f32, expected [...] i32");
+  Tensor short_wpe = floats("short_wpe", {kT - 1, kC}, 6);
+  Tensor itok = tokens("itok", {kB, kT}, 7);
+  expect_refused(ops::embedding(*engine_, "embedding", itok, wte, short_wpe),
+                 "op 'embedding': wpe 'short_wpe' is [3,8] f32, expected [>=4,8] f32");
+}
+
+TEST_F(NnOps, AttentionChecksHeadsAndRows) {
+  Tensor qkv = floats("h0.qkv", {kN, 3 * kC}, 1);
+  expect_refused(ops::attention(*engine_, "h0.attention", qkv, kB, kT, 3),
+                 "op 'h0.attention': heads 3 does not divide C = 8 (qkv 'h0.qkv' is [8,24] f32)");
+  expect_refused(ops::attention(*engine_, "h0.attention", qkv, kB, kT + 1, kHeads),
+                 "op 'h0.attention': qkv 'h0.qkv' is [8,24] f32 with 8 rows, expected 10 "
+                 "(batch*seq)");
+  expect_refused(ops::attention(*engine_, "h0.attention", qkv, 65536, 65536, kHeads),
+                 "op 'h0.attention': batch*seq is 4294967296, more than the kernels' int sizes "
+                 "hold (INT_MAX)");
+  Tensor odd = floats("odd", {kN, 3 * kC + 1}, 2);
+  expect_refused(ops::attention(*engine_, "h0.attention", odd, kB, kT, kHeads),
+                 "op 'h0.attention': qkv 'odd' is [8,25] f32, expected [...,3C] f32 (25 is not "
+                 "a multiple of 3)");
+}
+
+TEST_F(NnOps, ReleasedAndEmptyHandlesAreRefused) {
+  Tensor x = floats("x", {kN, kC}, 1);
+  ASSERT_TRUE(engine_->release(x).ok());
+  Result<Tensor> released = ops::gelu(*engine_, "gelu", x);
+  ASSERT_FALSE(released.ok());
+  EXPECT_EQ(released.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(released.status().message().find("op 'gelu': in is not a live tensor"),
+            std::string::npos)
+      << released.status().message();
+  expect_refused(ops::mean(*engine_, "loss", Tensor()), "op 'loss': in is an empty Tensor handle");
+}
+
+}  // namespace
+}  // namespace ebb
