@@ -2,8 +2,8 @@
 
 #include <cmath>
 #include <string>
-#include <utility>
 
+#include "engine/nn_ops.h"
 #include "tools/train/rng.h"
 
 namespace ebb::train {
@@ -29,27 +29,15 @@ enum BlockParam : std::size_t {
   kFcprojB,
 };
 
-const float* in_f32(const OpArgs& a, std::size_t i) {
-  return static_cast<const float*>(a.inputs[i]);
-}
-const std::int32_t* in_i32(const OpArgs& a, std::size_t i) {
-  return static_cast<const std::int32_t*>(a.inputs[i]);
-}
-float* out_f32(const OpArgs& a, std::size_t i) { return static_cast<float*>(a.outputs[i]); }
-
-TensorSpec activation(std::string name, std::vector<std::int64_t> shape) {
-  return {std::move(name), std::move(shape), DType::kF32, TensorKind::kActivation};
-}
-TensorSpec gradient(std::string name, std::vector<std::int64_t> shape) {
-  return {std::move(name), std::move(shape), DType::kF32, TensorKind::kGradient};
-}
-
 // What one block's forward saves for its backward.
 struct BlockSaved {
   Tensor x;  // the block's input (the residual stream)
-  Tensor ln1, ln1_mean, ln1_rstd, qkv, atty, att;
+  ops::LayerNormOut ln1;
+  Tensor qkv;
+  ops::AttentionOut attn;
   Tensor res2;  // x + attention
-  Tensor ln2, ln2_mean, ln2_rstd, fch, fch_gelu;
+  ops::LayerNormOut ln2;
+  Tensor fch, fch_gelu;
 };
 
 }  // namespace
@@ -134,12 +122,10 @@ Result<Tensor> GptModel::forward_backward_update(const Tensor& tokens, const Ten
                                                  const nn::AdamWConfig& adamw, int step) {
   const int B = config_.batch;
   const int T = config_.seq;
-  const int C = config_.d_model;
   const int NH = config_.heads;
   const int V = config_.vocab;
   const int L = config_.layers;
   const int N = B * T;
-  const std::vector<std::int64_t> nc{N, C};
   auto block_param = [&](int l, BlockParam p) -> const Tensor& {
     return params_[kBlockBase + static_cast<std::size_t>(l) * kPerBlock + p];
   };
@@ -152,262 +138,139 @@ Result<Tensor> GptModel::forward_backward_update(const Tensor& tokens, const Ten
   };
 
   // ---- forward ----
-  EBB_ASSIGN_OR_RETURN(auto enc, engine_.run("embedding", {tokens, params_[kWte], params_[kWpe]},
-                                             {activation("encoded", nc)}, [=](const OpArgs& a) {
-                                               nn::embedding_forward(a.launch, out_f32(a, 0),
-                                                                     in_i32(a, 0), in_f32(a, 1),
-                                                                     in_f32(a, 2), B, T, C, V);
-                                             }));
-  Tensor x = enc[0];
+  EBB_ASSIGN_OR_RETURN(Tensor x,
+                       ops::embedding(engine_, "embedding", tokens, params_[kWte], params_[kWpe]));
   std::vector<BlockSaved> saved(static_cast<std::size_t>(L));
   for (int l = 0; l < L; ++l) {
     const std::string h = "h" + std::to_string(l) + ".";
     BlockSaved& s = saved[static_cast<std::size_t>(l)];
     s.x = x;
-    auto layernorm = [&](const std::string& name, const Tensor& in, const Tensor& w,
-                         const Tensor& b) {
-      return engine_.run(h + name, {in, w, b},
-                         {activation(h + name, nc), activation(h + name + "_mean", {N}),
-                          activation(h + name + "_rstd", {N})},
-                         [=](const OpArgs& a) {
-                           nn::layernorm_forward(a.launch, out_f32(a, 0), out_f32(a, 1),
-                                                 out_f32(a, 2), in_f32(a, 0), in_f32(a, 1),
-                                                 in_f32(a, 2), N, C);
-                         });
-    };
-    auto matmul = [&](const std::string& name, const Tensor& in, const Tensor& w, const Tensor& b,
-                      int in_c, int out_c) {
-      return engine_.run(h + name, {in, w, b}, {activation(h + name, {N, out_c})},
-                         [=](const OpArgs& a) {
-                           nn::matmul_forward(a.launch, out_f32(a, 0), in_f32(a, 0), in_f32(a, 1),
-                                              in_f32(a, 2), N, in_c, out_c);
-                         });
-    };
-    auto add = [&](const std::string& name, const Tensor& a_in, const Tensor& b_in) {
-      return engine_.run(h + name, {a_in, b_in}, {activation(h + name, nc)}, [=](const OpArgs& a) {
-        nn::add(a.launch, out_f32(a, 0), in_f32(a, 0), in_f32(a, 1),
-                static_cast<std::int64_t>(N) * C);
-      });
-    };
-    EBB_ASSIGN_OR_RETURN(auto ln1,
-                         layernorm("ln1", x, block_param(l, kLn1W), block_param(l, kLn1B)));
-    s.ln1 = ln1[0], s.ln1_mean = ln1[1], s.ln1_rstd = ln1[2];
     EBB_ASSIGN_OR_RETURN(
-        auto qkv, matmul("qkv", s.ln1, block_param(l, kQkvW), block_param(l, kQkvB), C, 3 * C));
-    s.qkv = qkv[0];
-    EBB_ASSIGN_OR_RETURN(
-        auto attn, engine_.run(h + "attention", {s.qkv},
-                               {activation(h + "atty", nc), activation(h + "att", {B, NH, T, T})},
-                               [=](const OpArgs& a) {
-                                 nn::attention_forward(a.launch, out_f32(a, 0), out_f32(a, 1),
-                                                       in_f32(a, 0), B, T, C, NH);
-                               }));
-    s.atty = attn[0], s.att = attn[1];
-    EBB_ASSIGN_OR_RETURN(auto attproj, matmul("attproj", s.atty, block_param(l, kAttprojW),
-                                              block_param(l, kAttprojB), C, C));
-    EBB_ASSIGN_OR_RETURN(auto res2, add("res2", x, attproj[0]));
-    EBB_RETURN_IF_ERROR(release({attproj[0]}));
-    s.res2 = res2[0];
-    EBB_ASSIGN_OR_RETURN(auto ln2,
-                         layernorm("ln2", s.res2, block_param(l, kLn2W), block_param(l, kLn2B)));
-    s.ln2 = ln2[0], s.ln2_mean = ln2[1], s.ln2_rstd = ln2[2];
-    EBB_ASSIGN_OR_RETURN(auto fch,
-                         matmul("fc", s.ln2, block_param(l, kFcW), block_param(l, kFcB), C, 4 * C));
-    s.fch = fch[0];
-    EBB_ASSIGN_OR_RETURN(auto gelu,
-                         engine_.run(h + "gelu", {s.fch}, {activation(h + "fch_gelu", {N, 4 * C})},
-                                     [=](const OpArgs& a) {
-                                       nn::gelu_forward(a.launch, out_f32(a, 0), in_f32(a, 0),
-                                                        static_cast<std::int64_t>(N) * 4 * C);
-                                     }));
-    s.fch_gelu = gelu[0];
-    EBB_ASSIGN_OR_RETURN(auto fcproj, matmul("fcproj", s.fch_gelu, block_param(l, kFcprojW),
-                                             block_param(l, kFcprojB), 4 * C, C));
-    EBB_ASSIGN_OR_RETURN(auto res3, add("res3", s.res2, fcproj[0]));
-    EBB_RETURN_IF_ERROR(release({fcproj[0]}));
-    x = res3[0];
+        s.ln1, ops::layernorm(engine_, h + "ln1", x, block_param(l, kLn1W), block_param(l, kLn1B)));
+    EBB_ASSIGN_OR_RETURN(s.qkv, ops::matmul(engine_, h + "qkv", s.ln1.out, block_param(l, kQkvW),
+                                            &block_param(l, kQkvB)));
+    EBB_ASSIGN_OR_RETURN(s.attn, ops::attention(engine_, h + "attention", s.qkv, B, T, NH));
+    EBB_ASSIGN_OR_RETURN(Tensor attproj,
+                         ops::matmul(engine_, h + "attproj", s.attn.out, block_param(l, kAttprojW),
+                                     &block_param(l, kAttprojB)));
+    EBB_ASSIGN_OR_RETURN(s.res2, ops::add(engine_, h + "res2", x, attproj));
+    EBB_RETURN_IF_ERROR(release({attproj}));
+    EBB_ASSIGN_OR_RETURN(s.ln2, ops::layernorm(engine_, h + "ln2", s.res2, block_param(l, kLn2W),
+                                               block_param(l, kLn2B)));
+    EBB_ASSIGN_OR_RETURN(s.fch, ops::matmul(engine_, h + "fc", s.ln2.out, block_param(l, kFcW),
+                                            &block_param(l, kFcB)));
+    EBB_ASSIGN_OR_RETURN(s.fch_gelu, ops::gelu(engine_, h + "gelu", s.fch));
+    EBB_ASSIGN_OR_RETURN(Tensor fcproj,
+                         ops::matmul(engine_, h + "fcproj", s.fch_gelu, block_param(l, kFcprojW),
+                                     &block_param(l, kFcprojB)));
+    EBB_ASSIGN_OR_RETURN(x, ops::add(engine_, h + "res3", s.res2, fcproj));
+    EBB_RETURN_IF_ERROR(release({fcproj}));
   }
-  EBB_ASSIGN_OR_RETURN(
-      auto lnf,
-      engine_.run("lnf", {x, params_[lnf_w], params_[lnf_b]},
-                  {activation("lnf", nc), activation("lnf_mean", {N}), activation("lnf_rstd", {N})},
-                  [=](const OpArgs& a) {
-                    nn::layernorm_forward(a.launch, out_f32(a, 0), out_f32(a, 1), out_f32(a, 2),
-                                          in_f32(a, 0), in_f32(a, 1), in_f32(a, 2), N, C);
-                  }));
-  EBB_ASSIGN_OR_RETURN(
-      auto logits, engine_.run("logits", {lnf[0], params_[kWte]}, {activation("logits", {N, V})},
-                               [=](const OpArgs& a) {
-                                 nn::matmul_forward(a.launch, out_f32(a, 0), in_f32(a, 0),
-                                                    in_f32(a, 1), nullptr, N, C, V);
-                               }));
-  EBB_ASSIGN_OR_RETURN(
-      auto xent,
-      engine_.run("cross_entropy", {logits[0], targets},
-                  {activation("losses", {N}), activation("probs", {N, V})}, [=](const OpArgs& a) {
-                    nn::softmax_cross_entropy_forward(a.launch, out_f32(a, 0), out_f32(a, 1),
-                                                      in_f32(a, 0), in_i32(a, 1), N, V);
-                  }));
-  EBB_RETURN_IF_ERROR(release({logits[0]}));
-  EBB_ASSIGN_OR_RETURN(
-      auto loss, engine_.run("loss", {xent[0]}, {activation("loss", {1})}, [=](const OpArgs& a) {
-        nn::mean(a.launch, out_f32(a, 0), in_f32(a, 0), N);
-      }));
-  EBB_RETURN_IF_ERROR(release({xent[0]}));
+  EBB_ASSIGN_OR_RETURN(ops::LayerNormOut lnf,
+                       ops::layernorm(engine_, "lnf", x, params_[lnf_w], params_[lnf_b]));
+  EBB_ASSIGN_OR_RETURN(Tensor logits, ops::matmul(engine_, "logits", lnf.out, params_[kWte],
+                                                  /*bias=*/nullptr));
+  EBB_ASSIGN_OR_RETURN(ops::CrossEntropyOut xent,
+                       ops::softmax_cross_entropy(engine_, "cross_entropy", logits, targets));
+  EBB_RETURN_IF_ERROR(release({logits}));
+  EBB_ASSIGN_OR_RETURN(Tensor loss, ops::mean(engine_, "loss", xent.losses));
+  EBB_RETURN_IF_ERROR(release({xent.losses}));
 
   // ---- backward ----
   const float dloss = 1.0F / static_cast<float>(N);
-  EBB_ASSIGN_OR_RETURN(auto dlogits,
-                       engine_.run("cross_entropy_backward", {xent[1], targets},
-                                   {gradient("dlogits", {N, V})}, [=](const OpArgs& a) {
-                                     nn::softmax_cross_entropy_backward(a.launch, out_f32(a, 0),
-                                                                        in_f32(a, 0), in_i32(a, 1),
-                                                                        dloss, N, V);
-                                   }));
-  EBB_RETURN_IF_ERROR(release({xent[1]}));
-  EBB_ASSIGN_OR_RETURN(
-      auto dhead,
-      engine_.run("logits_backward", {dlogits[0], lnf[0], params_[kWte]},
-                  {gradient("dlnf", nc), gradient("dwte_head", {V, C})}, [=](const OpArgs& a) {
-                    nn::matmul_backward(a.launch, out_f32(a, 0), out_f32(a, 1), nullptr,
-                                        in_f32(a, 0), in_f32(a, 1), in_f32(a, 2), N, C, V);
-                  }));
-  EBB_RETURN_IF_ERROR(release({dlogits[0], lnf[0]}));
-  auto layernorm_backward = [&](const std::string& name, const Tensor& dout, const Tensor& in,
-                                const Tensor& w, const Tensor& mean, const Tensor& rstd) {
-    return engine_.run(name + "_backward", {dout, in, w, mean, rstd},
-                       {gradient("d" + name, nc), gradient("d" + name + "_w", {C}),
-                        gradient("d" + name + "_b", {C})},
-                       [=](const OpArgs& a) {
-                         nn::layernorm_backward(a.launch, out_f32(a, 0), out_f32(a, 1),
-                                                out_f32(a, 2), in_f32(a, 0), in_f32(a, 1),
-                                                in_f32(a, 2), in_f32(a, 3), in_f32(a, 4), N, C);
-                       });
-  };
-  EBB_ASSIGN_OR_RETURN(auto dlnf,
-                       layernorm_backward("lnf", dhead[0], x, params_[lnf_w], lnf[1], lnf[2]));
-  EBB_RETURN_IF_ERROR(release({dhead[0], lnf[1], lnf[2], x}));
-  grads[lnf_w] = dlnf[1];
-  grads[lnf_b] = dlnf[2];
-  Tensor dx = dlnf[0];
+  EBB_ASSIGN_OR_RETURN(Tensor dlogits,
+                       ops::softmax_cross_entropy_backward(engine_, "cross_entropy_backward",
+                                                           xent.probs, targets, dloss));
+  EBB_RETURN_IF_ERROR(release({xent.probs}));
+  EBB_ASSIGN_OR_RETURN(ops::MatmulGrads dhead,
+                       ops::matmul_backward(engine_, "logits_backward", dlogits, lnf.out,
+                                            params_[kWte], /*has_bias=*/false));
+  EBB_RETURN_IF_ERROR(release({dlogits, lnf.out}));
+  EBB_ASSIGN_OR_RETURN(ops::LayerNormGrads dlnf,
+                       ops::layernorm_backward(engine_, "lnf_backward", dhead.dinp, x,
+                                               params_[lnf_w], lnf.mean, lnf.rstd));
+  EBB_RETURN_IF_ERROR(release({dhead.dinp, lnf.mean, lnf.rstd, x}));
+  grads[lnf_w] = dlnf.dweight;
+  grads[lnf_b] = dlnf.dbias;
+  Tensor dx = dlnf.dinp;
 
   for (int l = L - 1; l >= 0; --l) {
     const std::string h = "h" + std::to_string(l) + ".";
     const BlockSaved& s = saved[static_cast<std::size_t>(l)];
     const std::size_t base = kBlockBase + static_cast<std::size_t>(l) * kPerBlock;
+    // Runs the backward of the block's matmul `name` (weight w, bias w + 1) and records the
+    // weight and bias gradients.
     auto matmul_backward = [&](const std::string& name, const Tensor& dout, const Tensor& in,
-                               BlockParam w, int in_c, int out_c) {
-      return engine_.run(h + name + "_backward", {dout, in, params_[base + w]},
-                         {gradient(h + "d" + name + "_in", {N, in_c}),
-                          gradient(h + "d" + name + "_w", {out_c, in_c}),
-                          gradient(h + "d" + name + "_b", {out_c})},
-                         [=](const OpArgs& a) {
-                           nn::matmul_backward(a.launch, out_f32(a, 0), out_f32(a, 1),
-                                               out_f32(a, 2), in_f32(a, 0), in_f32(a, 1),
-                                               in_f32(a, 2), N, in_c, out_c);
-                         });
+                               BlockParam w) -> Result<Tensor> {
+      EBB_ASSIGN_OR_RETURN(ops::MatmulGrads g,
+                           ops::matmul_backward(engine_, h + name + "_backward", dout, in,
+                                                params_[base + w], /*has_bias=*/true));
+      grads[base + w] = g.dweight;
+      grads[base + w + 1] = g.dbias;
+      return g.dinp;
     };
-    auto add = [&](const std::string& name, const Tensor& a_in, const Tensor& b_in) {
-      return engine_.run(h + name, {a_in, b_in}, {gradient(h + name, nc)}, [=](const OpArgs& a) {
-        nn::add(a.launch, out_f32(a, 0), in_f32(a, 0), in_f32(a, 1),
-                static_cast<std::int64_t>(N) * C);
-      });
+    auto layernorm_backward = [&](const std::string& name, const Tensor& dout, const Tensor& in,
+                                  BlockParam w, const ops::LayerNormOut& ln) -> Result<Tensor> {
+      EBB_ASSIGN_OR_RETURN(ops::LayerNormGrads g,
+                           ops::layernorm_backward(engine_, h + name + "_backward", dout, in,
+                                                   params_[base + w], ln.mean, ln.rstd));
+      grads[base + w] = g.dweight;
+      grads[base + w + 1] = g.dbias;
+      return g.dinp;
     };
     // MLP: res3 = res2 + fcproj(gelu(fc(ln2(res2)))); dx is d(res3).
-    EBB_ASSIGN_OR_RETURN(auto dfcproj,
-                         matmul_backward("fcproj", dx, s.fch_gelu, kFcprojW, 4 * C, C));
-    grads[base + kFcprojW] = dfcproj[1];
-    grads[base + kFcprojB] = dfcproj[2];
+    EBB_ASSIGN_OR_RETURN(Tensor dfcproj, matmul_backward("fcproj", dx, s.fch_gelu, kFcprojW));
     EBB_RETURN_IF_ERROR(release({s.fch_gelu}));
-    EBB_ASSIGN_OR_RETURN(auto dfch,
-                         engine_.run(h + "gelu_backward", {s.fch, dfcproj[0]},
-                                     {gradient(h + "dfch", {N, 4 * C})}, [=](const OpArgs& a) {
-                                       nn::gelu_backward(a.launch, out_f32(a, 0), in_f32(a, 0),
-                                                         in_f32(a, 1),
-                                                         static_cast<std::int64_t>(N) * 4 * C);
-                                     }));
-    EBB_RETURN_IF_ERROR(release({s.fch, dfcproj[0]}));
-    EBB_ASSIGN_OR_RETURN(auto dfc, matmul_backward("fc", dfch[0], s.ln2, kFcW, C, 4 * C));
-    grads[base + kFcW] = dfc[1];
-    grads[base + kFcB] = dfc[2];
-    EBB_RETURN_IF_ERROR(release({dfch[0], s.ln2}));
-    EBB_ASSIGN_OR_RETURN(
-        auto dln2, layernorm_backward(h + "ln2", dfc[0], s.res2, params_[base + kLn2W], s.ln2_mean,
-                                      s.ln2_rstd));
-    grads[base + kLn2W] = dln2[1];
-    grads[base + kLn2B] = dln2[2];
-    EBB_RETURN_IF_ERROR(release({dfc[0], s.res2, s.ln2_mean, s.ln2_rstd}));
-    EBB_ASSIGN_OR_RETURN(auto dres2, add("dres2", dx, dln2[0]));
-    EBB_RETURN_IF_ERROR(release({dx, dln2[0]}));
+    EBB_ASSIGN_OR_RETURN(Tensor dfch,
+                         ops::gelu_backward(engine_, h + "gelu_backward", s.fch, dfcproj));
+    EBB_RETURN_IF_ERROR(release({s.fch, dfcproj}));
+    EBB_ASSIGN_OR_RETURN(Tensor dfc, matmul_backward("fc", dfch, s.ln2.out, kFcW));
+    EBB_RETURN_IF_ERROR(release({dfch, s.ln2.out}));
+    EBB_ASSIGN_OR_RETURN(Tensor dln2, layernorm_backward("ln2", dfc, s.res2, kLn2W, s.ln2));
+    EBB_RETURN_IF_ERROR(release({dfc, s.res2, s.ln2.mean, s.ln2.rstd}));
+    EBB_ASSIGN_OR_RETURN(Tensor dres2,
+                         ops::add(engine_, h + "dres2", dx, dln2, TensorKind::kGradient));
+    EBB_RETURN_IF_ERROR(release({dx, dln2}));
     // Attention: res2 = x + attproj(attention(qkv(ln1(x)))).
-    EBB_ASSIGN_OR_RETURN(auto dattproj,
-                         matmul_backward("attproj", dres2[0], s.atty, kAttprojW, C, C));
-    grads[base + kAttprojW] = dattproj[1];
-    grads[base + kAttprojB] = dattproj[2];
-    EBB_RETURN_IF_ERROR(release({s.atty}));
-    EBB_ASSIGN_OR_RETURN(
-        auto dqkv, engine_.run(h + "attention_backward", {dattproj[0], s.qkv, s.att},
-                               {gradient(h + "dqkv", {N, 3 * C})}, [=](const OpArgs& a) {
-                                 nn::attention_backward(a.launch, out_f32(a, 0), in_f32(a, 0),
-                                                        in_f32(a, 1), in_f32(a, 2), B, T, C, NH);
-                               }));
-    EBB_RETURN_IF_ERROR(release({dattproj[0], s.att}));
-    EBB_ASSIGN_OR_RETURN(auto dqkvw, matmul_backward("qkv", dqkv[0], s.ln1, kQkvW, C, 3 * C));
-    grads[base + kQkvW] = dqkvw[1];
-    grads[base + kQkvB] = dqkvw[2];
-    EBB_RETURN_IF_ERROR(release({dqkv[0], s.ln1, s.qkv}));
-    EBB_ASSIGN_OR_RETURN(
-        auto dln1, layernorm_backward(h + "ln1", dqkvw[0], s.x, params_[base + kLn1W], s.ln1_mean,
-                                      s.ln1_rstd));
-    grads[base + kLn1W] = dln1[1];
-    grads[base + kLn1B] = dln1[2];
-    EBB_RETURN_IF_ERROR(release({dqkvw[0], s.ln1_mean, s.ln1_rstd}));
+    EBB_ASSIGN_OR_RETURN(Tensor dattproj, matmul_backward("attproj", dres2, s.attn.out, kAttprojW));
+    EBB_RETURN_IF_ERROR(release({s.attn.out}));
+    EBB_ASSIGN_OR_RETURN(Tensor dqkv,
+                         ops::attention_backward(engine_, h + "attention_backward", dattproj, s.qkv,
+                                                 s.attn.att, B, T, NH));
+    EBB_RETURN_IF_ERROR(release({dattproj, s.attn.att}));
+    EBB_ASSIGN_OR_RETURN(Tensor dln1_out, matmul_backward("qkv", dqkv, s.ln1.out, kQkvW));
+    EBB_RETURN_IF_ERROR(release({dqkv, s.ln1.out, s.qkv}));
+    EBB_ASSIGN_OR_RETURN(Tensor dln1, layernorm_backward("ln1", dln1_out, s.x, kLn1W, s.ln1));
+    EBB_RETURN_IF_ERROR(release({dln1_out, s.ln1.mean, s.ln1.rstd}));
     if (l > 0) EBB_RETURN_IF_ERROR(release({s.x}));  // block 0's input is the embedding's output
-    EBB_ASSIGN_OR_RETURN(auto dxin, add("dx", dres2[0], dln1[0]));
-    EBB_RETURN_IF_ERROR(release({dres2[0], dln1[0]}));
-    dx = dxin[0];
+    EBB_ASSIGN_OR_RETURN(Tensor dxin,
+                         ops::add(engine_, h + "dx", dres2, dln1, TensorKind::kGradient));
+    EBB_RETURN_IF_ERROR(release({dres2, dln1}));
+    dx = dxin;
   }
   EBB_RETURN_IF_ERROR(release({saved[0].x}));
-  EBB_ASSIGN_OR_RETURN(auto demb,
-                       engine_.run("embedding_backward", {dx, tokens},
-                                   {gradient("dwte_embedding", {V, C}), gradient("dwpe", {T, C})},
-                                   [=](const OpArgs& a) {
-                                     nn::embedding_backward(a.launch, out_f32(a, 0), out_f32(a, 1),
-                                                            in_f32(a, 0), in_i32(a, 1), B, T, C, V);
-                                   }));
+  EBB_ASSIGN_OR_RETURN(ops::EmbeddingGrads demb,
+                       ops::embedding_backward(engine_, "embedding_backward", dx, tokens, V));
   EBB_RETURN_IF_ERROR(release({dx}));
-  const std::int64_t vc = static_cast<std::int64_t>(V) * C;
-  EBB_ASSIGN_OR_RETURN(
-      auto dwte,
-      engine_.run("dwte", {demb[0], dhead[1]}, {gradient("dwte", {V, C})}, [=](const OpArgs& a) {
-        nn::add(a.launch, out_f32(a, 0), in_f32(a, 0), in_f32(a, 1), vc);
-      }));
-  EBB_RETURN_IF_ERROR(release({demb[0], dhead[1]}));
-  grads[kWte] = dwte[0];
-  grads[kWpe] = demb[1];
+  EBB_ASSIGN_OR_RETURN(grads[kWte],
+                       ops::add(engine_, "dwte", demb.dwte, dhead.dweight, TensorKind::kGradient));
+  EBB_RETURN_IF_ERROR(release({demb.dwte, dhead.dweight}));
+  grads[kWpe] = demb.dwpe;
 
   // ---- AdamW, out of place: the outputs replace the parameter and moment handles ----
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& p = params_[i];
-    const std::int64_t count = static_cast<std::int64_t>(p.bytes() / sizeof(float));
-    const std::vector<std::int64_t> shape = p.shape();
-    EBB_ASSIGN_OR_RETURN(
-        auto updated,
-        engine_.run("adamw." + p.name(), {p, grads[i], m_[i], v_[i]},
-                    {{p.name(), shape, DType::kF32, TensorKind::kParameter},
-                     {p.name() + ".m", shape, DType::kF32, TensorKind::kOptimizerState},
-                     {p.name() + ".v", shape, DType::kF32, TensorKind::kOptimizerState}},
-                    [=](const OpArgs& a) {
-                      nn::adamw(a.launch, out_f32(a, 0), out_f32(a, 1), out_f32(a, 2), in_f32(a, 0),
-                                in_f32(a, 1), in_f32(a, 2), in_f32(a, 3), count, adamw, step);
-                    }));
-    for (const Tensor& t : updated) EBB_RETURN_IF_ERROR(engine_.keep(t));
-    EBB_RETURN_IF_ERROR(release({p, grads[i], m_[i], v_[i]}));
-    params_[i] = updated[0];
-    m_[i] = updated[1];
-    v_[i] = updated[2];
+    EBB_ASSIGN_OR_RETURN(ops::AdamWOut updated,
+                         ops::adamw(engine_, "adamw." + params_[i].name(), params_[i], grads[i],
+                                    m_[i], v_[i], adamw, step));
+    for (const Tensor& t : {updated.param, updated.m, updated.v}) {
+      EBB_RETURN_IF_ERROR(engine_.keep(t));
+    }
+    EBB_RETURN_IF_ERROR(release({params_[i], grads[i], m_[i], v_[i]}));
+    params_[i] = updated.param;
+    m_[i] = updated.m;
+    v_[i] = updated.v;
   }
-  return loss[0];
+  return loss;
 }
 
 Result<std::vector<float>> GptModel::parameters_to_host() {
