@@ -1,6 +1,6 @@
 // GptModel: ebb's reference training loop, a GPT-2-style decoder (gpt_config.h) whose every
-// operator (forward, backward and the AdamW step) runs through Engine::run as one kernel of
-// kernels/nn.h, with the activations saved for backward held as engine tensors, so the engine
+// operator (forward, backward and the AdamW step) runs through the engine as one typed op of
+// engine/nn_ops.h (one kernel of kernels/nn.h, shapes checked), with the activations saved for backward held as engine tensors, so the engine
 // can swap or drop and recompute any of them. It reads like llm.c's train_gpt2.c: step() goes
 // from the embedding through each block, the loss, then backward in reverse and the update.
 //
