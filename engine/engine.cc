@@ -241,9 +241,9 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
       }
       unlock_inputs();
       if (ptr.status().code() != StatusCode::kOutOfMemory) return ptr.status();
-      return out_of_memory(out_of_memory_message(
-          "op " + quoted(name) + " (output " + quoted(outputs[i].name) + ")", output_bytes[i],
-          ptr.status()));
+      return out_of_memory(
+          out_of_memory_message("op " + quoted(name) + " (output " + quoted(outputs[i].name) + ")",
+                                output_bytes[i], ptr.status()));
     }
     pointers.push_back(*ptr);
   }

@@ -21,8 +21,8 @@ std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 }  // namespace
 
-Kernel Engine::closure_kernel(std::shared_ptr<const OpCode> code,
-                              std::span<void* const> pointers, std::size_t inputs) {
+Kernel Engine::closure_kernel(std::shared_ptr<const OpCode> code, std::span<void* const> pointers,
+                              std::size_t inputs) {
   ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
   return [code = std::move(code), pointers = LaunchPointers(pointers), inputs,
           errors](const LaunchContext& context) {

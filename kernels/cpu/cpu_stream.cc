@@ -163,14 +163,14 @@ Status CpuStream::copy_async(void* dst, const void* src, std::size_t bytes, Copy
                   : kind == CopyKind::kDeviceToHost ? &device_to_host_
                                                     : nullptr;
   if (link != nullptr && !link->throttled()) link = nullptr;
-  enqueue(Op{Kernel(), [dst, src, bytes, link]() -> Status {
+  enqueue_work([dst, src, bytes, link]() -> Status {
     // Book the link before copying: the copy is done no earlier than the model says, and the
     // memcpy's own time counts towards it.
     const auto done_at = link != nullptr ? link->book(bytes) : std::chrono::steady_clock::now();
     std::memmove(dst, src, bytes);
     if (link != nullptr) std::this_thread::sleep_until(done_at);
     return ok_status();
-  }, nullptr});
+  });
   return ok_status();
 }
 
@@ -184,10 +184,10 @@ Status CpuStream::memset_async(void* dst, std::uint8_t value, std::size_t bytes)
   if (Status s = memory_.check_device_range(dst, bytes); !s.ok()) {
     return invalid_argument(what() + ": dst " + s.message());
   }
-  enqueue(Op{Kernel(), [dst, value, bytes]() -> Status {
+  enqueue_work([dst, value, bytes]() -> Status {
     std::memset(dst, value, bytes);
     return ok_status();
-  }, nullptr});
+  });
   return ok_status();
 }
 
@@ -209,10 +209,10 @@ Status CpuStream::wait(Event& event) {
   // The record is captured now, so a later record() of the same event does not move this wait.
   std::shared_ptr<RecordPoint> point = cpu_event->latest_record();
   if (point == nullptr) return ok_status();  // never recorded: no wait, as in CUDA
-  enqueue(Op{Kernel(), [point = std::move(point)]() -> Status {
+  enqueue_work([point = std::move(point)]() -> Status {
     point->wait();
     return ok_status();
-  }, nullptr});
+  });
   return ok_status();
 }
 

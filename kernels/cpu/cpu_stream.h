@@ -26,6 +26,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "kernels/cpu/cpu_event.h"
 #include "kernels/cpu/cpu_memory.h"
@@ -108,6 +109,7 @@ class CpuStream final : public Stream {
   };
 
   void enqueue(Op op);
+  void enqueue_work(std::function<Status()> run) { enqueue(Op{Kernel(), std::move(run), nullptr}); }
   void run_worker();
   // Runs one op on the worker; returns what becomes the sticky error.
   Status run_op(Op& op) const;
