@@ -244,7 +244,7 @@ class Engine {
   };
   // Transparent, so that run() looks a name up by string_view without building a string.
   struct NameHash {
-    using is_transparent = void;
+    using is_transparent = void;  // NOLINT(readability-identifier-naming): the standard name
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   std::unordered_map<std::string, std::uint32_t, NameHash, std::equal_to<>> op_name_ids_;
