@@ -95,6 +95,11 @@ Result<Residency> Engine::residency(const Tensor& tensor) const {
 
 Result<std::uint32_t> Engine::usable_slot(const Tensor& tensor, std::string_view op,
                                           std::string_view role) const {
+  if (tensor.valid() && tensor.engine() == this) {
+    const TensorRecord* r = tensors_.find(tensor.id());
+    if (r != nullptr && !r->released) return TensorTable::slot_of(tensor.id());
+  }
+  // Not usable: only now is the message's context worth building.
   const std::string where = quoted(op) + ": " + std::string(role);
   if (!tensor.valid()) return invalid_argument(where + " is an empty Tensor handle");
   if (tensor.engine() != this) {
@@ -175,49 +180,55 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
                                         std::vector<TensorSpec> outputs, OpFn fn,
                                         std::chrono::nanoseconds cost) {
   EBB_RETURN_IF_ERROR(take_closure_error());
-  const std::string op_name(name);
   if (!in_iteration_) {
-    return failed_precondition("run(" + quoted(op_name) +
+    return failed_precondition("run(" + quoted(name) +
                                ") outside an iteration: call begin_iteration() first");
   }
-  if (!fn) return invalid_argument("run(" + quoted(op_name) + "): empty closure");
-  if (outputs.empty()) return invalid_argument("run(" + quoted(op_name) + "): no outputs");
+  if (!fn) return invalid_argument("run(" + quoted(name) + "): empty closure");
+  if (outputs.empty()) return invalid_argument("run(" + quoted(name) + "): no outputs");
   if (cost.count() < 0) {
-    return invalid_argument("run(" + quoted(op_name) + "): negative cost " +
+    return invalid_argument("run(" + quoted(name) + "): negative cost " +
                             std::to_string(cost.count()) + " ns");
   }
+  // Becomes the tape entry's (moved in once the op cannot fail any more).
   std::vector<std::uint32_t> input_slots;
   input_slots.reserve(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
-    EBB_ASSIGN_OR_RETURN(std::uint32_t slot,
-                         usable_slot(inputs[i], op_name, "input " + std::to_string(i)));
-    input_slots.push_back(slot);
+    Result<std::uint32_t> slot = usable_slot(inputs[i], name, "input");
+    if (!slot.ok()) {
+      // Again, for the message that says which input.
+      return usable_slot(inputs[i], name, "input " + std::to_string(i)).status();
+    }
+    input_slots.push_back(*slot);
   }
   std::vector<std::size_t> output_bytes(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     output_bytes[i] = tensor_bytes(outputs[i].shape, outputs[i].dtype);
     if (output_bytes[i] == 0) {
-      return invalid_argument(quoted(op_name) + ": output " + std::to_string(i) + " " +
+      return invalid_argument(quoted(name) + ": output " + std::to_string(i) + " " +
                               quoted(outputs[i].name) + " has shape " +
                               shape_string(outputs[i].shape) +
                               "; every dimension must be > 0 and the shape non-empty");
     }
   }
-  current_op_ = op_name;
+  current_op_ = name;
   ++tick_;
 
   // Inputs: resident and locked one by one, so that bringing one back cannot evict another.
-  std::vector<std::uint32_t> locked;
-  locked.reserve(input_slots.size());
-  std::vector<void*> pointers;
-  pointers.reserve(input_slots.size() + outputs.size());
+  // The first `locked` of input_slots hold a lock.
+  std::size_t locked = 0;
+  const auto unlock_inputs = [&] {
+    for (std::size_t i = 0; i < locked; ++i) --tensors_.at(input_slots[i]).lock_count;
+  };
+  std::vector<void*>& pointers = run_pointers_;
+  pointers.clear();
   for (std::uint32_t slot : input_slots) {
-    if (Status s = make_resident(slot, op_name); !s.ok()) {
-      unlock(locked);
+    if (Status s = make_resident(slot, name); !s.ok()) {
+      unlock_inputs();
       return s;
     }
     ++tensors_.at(slot).lock_count;
-    locked.push_back(slot);
+    ++locked;
   }
   for (std::uint32_t slot : input_slots) pointers.push_back(tensors_.at(slot).device_ptr);
 
@@ -228,16 +239,16 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
       for (std::size_t j = input_slots.size(); j < pointers.size(); ++j) {
         (void)allocator_->free(pointers[j]);
       }
-      unlock(locked);
+      unlock_inputs();
       if (ptr.status().code() != StatusCode::kOutOfMemory) return ptr.status();
-      return out_of_memory(out_of_memory_message(
-          "op " + quoted(op_name) + " (output " + quoted(outputs[i].name) + ")", output_bytes[i],
-          ptr.status()));
+      return out_of_memory(
+          out_of_memory_message("op " + quoted(name) + " (output " + quoted(outputs[i].name) + ")",
+                                output_bytes[i], ptr.status()));
     }
     pointers.push_back(*ptr);
   }
 
-  auto code = std::make_shared<const OpCode>(OpCode{op_name, std::move(fn)});
+  auto code = std::make_shared<const OpCode>(OpCode{std::string(name), std::move(fn)});
   if (options_.check_outputs) {
     Status checked =
         check_closure_outputs(code, pointers, input_slots.size(), outputs, output_bytes, cost);
@@ -246,20 +257,22 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
       for (std::size_t j = input_slots.size(); j < pointers.size(); ++j) {
         (void)allocator_->free(pointers[j]);
       }
-      unlock(locked);
+      unlock_inputs();
       return checked;
     }
   }
 
   const std::size_t op_index = tape_.size();
+  const std::uint32_t name_id = intern_op_name(name);
   OpRecord op;
   op.code = std::move(code);
-  op.inputs = input_slots;
-  if (auto it = last_cost_ns_.find(op_name); it != last_cost_ns_.end()) op.cost_ns = it->second;
+  op.name_id = name_id;
+  if (const std::int64_t last = op_names_[name_id].last_cost_ns; last > 0) op.cost_ns = last;
   op.given_cost = cost;
   if (cost.count() > 0) op.cost_ns = cost.count();
   std::vector<Tensor> result;
   result.reserve(outputs.size());
+  op.outputs.reserve(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     TensorRecord r;
     r.name = std::move(outputs[i].name);
@@ -284,10 +297,16 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
       ++in.consumers;
     }
   }
+  op.inputs = std::move(input_slots);
   tape_.push_back(std::move(op));
-  Status launched = launch(op_index, std::move(pointers), /*timed=*/true);
-  unlock(locked);
+  // Every op of a warm-up iteration is timed (the profile has every duration); afterwards a
+  // sample per name keeps the cost estimates current (see run() in engine.h).
+  OpNameStats& stats = op_names_[name_id];
+  const bool timed = profiler_->recording() || stats.runs % kTimingSamplePeriod == 0;
+  Status launched = launch(op_index, pointers, timed);
+  for (std::uint32_t slot : tape_[op_index].inputs) --tensors_.at(slot).lock_count;
   if (!launched.ok()) return launched;
+  ++stats.runs;
   ++stats_.ops_run;
   if (profiler_->recording()) {
     profiler_->on_run(tensors_, tape_[op_index], op_index,
@@ -394,10 +413,18 @@ Status Engine::poll_timings(bool wait) {
         OpRecord& op = tape_[op_index];
         if (op.given_cost.count() > 0) return;  // a given cost is not replaced by a measurement
         op.cost_ns = std::max<std::int64_t>(ns, 1);
-        last_cost_ns_[op.code->name] = op.cost_ns;
+        op_names_[op.name_id].last_cost_ns = op.cost_ns;
         if (profiler_->recording()) profiler_->on_timing(op_index, ns);
       },
       wait);
+}
+
+std::uint32_t Engine::intern_op_name(std::string_view name) {
+  if (auto it = op_name_ids_.find(name); it != op_name_ids_.end()) return it->second;
+  const auto id = static_cast<std::uint32_t>(op_names_.size());
+  op_name_ids_.emplace(std::string(name), id);
+  op_names_.emplace_back();
+  return id;
 }
 
 void Engine::unlock(const std::vector<std::uint32_t>& slots) {

@@ -42,6 +42,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -102,6 +103,9 @@ struct EngineStats {
 
 class Engine {
  public:
+  // After the warm-up, one run in this many of each op name is timed (see run()).
+  static constexpr std::uint64_t kTimingSamplePeriod = 16;
+
   // Creates the allocator (with the engine's eviction callback), the pinned host tier, the
   // compute stream (the device's default stream) and one copy stream.
   static Result<std::unique_ptr<Engine>> create(EngineOptions options);
@@ -117,6 +121,11 @@ class Engine {
 
   // Runs one op: makes every input resident, allocates the outputs, launches `fn` on the compute
   // stream and records the op on the tape. Returns the output tensors in spec order.
+  // Timing: during the profiler's warm-up iterations every op is timed with a pair of device
+  // events (the profile records every op's duration). Afterwards an op is timed on the first
+  // run of its name and then on every kTimingSamplePeriod-th run of that name; the others take
+  // the last measured cost of their name as cost_ns (what eviction and recompute estimates
+  // use), which keeps two event records per op off the steady-state path.
   // `cost` (0 = unknown) is the time the op is modelled to take: it is given to
   // Stream::launch(kernel, cost) on every launch of the op, the first and each recompute replay
   // (a sim device advances its clock by it instead of running `fn`; cpu and cuda ignore it), and
@@ -190,9 +199,9 @@ class Engine {
   Status recompute(std::uint32_t slot, std::string_view op);
   // Launches tape_[op_index]'s closure on the compute stream with `pointers` (inputs, then
   // outputs); `timed` records a pair of events around it.
-  Status launch(std::size_t op_index, std::vector<void*> pointers, bool timed);
+  Status launch(std::size_t op_index, std::span<void* const> pointers, bool timed);
   // The kernel that runs `code` on `pointers` (inputs, then outputs) and reports a throw.
-  Kernel closure_kernel(std::shared_ptr<const OpCode> code, std::vector<void*> pointers,
+  Kernel closure_kernel(std::shared_ptr<const OpCode> code, std::span<void* const> pointers,
                         std::size_t inputs);
   // check_outputs: runs `code` twice on `pointers` (inputs, then outputs), on outputs poisoned
   // with two patterns, and compares. On success the outputs hold the second run's bits.
@@ -213,6 +222,8 @@ class Engine {
   std::string out_of_memory_message(std::string_view op, std::size_t bytes_needed,
                                     const Status& allocator_status) const;
   Status poll_timings(bool wait);
+  // The id of op name `name` in op_names_, interned on first use.
+  std::uint32_t intern_op_name(std::string_view name);
 
   EngineOptions options_;
   Device& device_;
@@ -226,7 +237,21 @@ class Engine {
 
   TensorTable tensors_;
   std::vector<OpRecord> tape_;
-  std::unordered_map<std::string, std::int64_t> last_cost_ns_;  // by op name
+  // Per op name, by interned id (OpRecord::name_id): what timing and cost estimates need.
+  struct OpNameStats {
+    std::int64_t last_cost_ns = 0;  // last measured duration; 0 = never measured
+    std::uint64_t runs = 0;         // run() calls of this name that launched (for sampling)
+  };
+  // Transparent, so that run() looks a name up by string_view without building a string.
+  struct NameHash {
+    using is_transparent = void;  // NOLINT(readability-identifier-naming): the standard name
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::uint32_t, NameHash, std::equal_to<>> op_name_ids_;
+  std::vector<OpNameStats> op_names_;
+  // run()'s launch pointers (inputs, then outputs), kept to save an allocation per op. Only
+  // run() uses it, and run() is not re-entered (eviction and recompute use their own).
+  std::vector<void*> run_pointers_;
   // Names of the tensors released by the last end_iteration, for the use-after-release message.
   std::unordered_map<std::uint64_t, std::string> retired_names_;
   std::uint64_t tick_ = 0;

@@ -21,14 +21,13 @@ std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 }  // namespace
 
-Kernel Engine::closure_kernel(std::shared_ptr<const OpCode> code, std::vector<void*> pointers,
+Kernel Engine::closure_kernel(std::shared_ptr<const OpCode> code, std::span<void* const> pointers,
                               std::size_t inputs) {
   ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
-  return [code = std::move(code), pointers = std::move(pointers), inputs,
+  return [code = std::move(code), pointers = LaunchPointers(pointers), inputs,
           errors](const LaunchContext& context) {
-    const void* const* all = pointers.data();
-    const OpArgs args{std::span<const void* const>(all, inputs),
-                      std::span<void* const>(pointers.data() + inputs, pointers.size() - inputs),
+    const std::span<void* const> all = pointers.all();
+    const OpArgs args{std::span<const void* const>(all.data(), inputs), all.subspan(inputs),
                       context};
     std::string failure;
     try {
@@ -185,7 +184,7 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
     }
     pointers.push_back(*ptr);
   }
-  Status launched = launch(producer, std::move(pointers), /*timed=*/false);
+  Status launched = launch(producer, pointers, /*timed=*/false);
   for (void* p : scratch) (void)allocator_->free(p);  // in stream order, after the replay
   unlock(adopted);
   unlock(locked);
@@ -202,7 +201,7 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
   return ok_status();
 }
 
-Status Engine::launch(std::size_t op_index, std::vector<void*> pointers, bool timed) {
+Status Engine::launch(std::size_t op_index, std::span<void* const> pointers, bool timed) {
   const OpRecord& op = tape_[op_index];
   const OpTimer::Timing timing = timed ? timer_->begin(op_index) : OpTimer::Timing{};
   if (timing.start != nullptr) {
@@ -211,8 +210,8 @@ Status Engine::launch(std::size_t op_index, std::vector<void*> pointers, bool ti
       return s;
     }
   }
-  Status launched = compute_.launch(closure_kernel(op.code, std::move(pointers), op.inputs.size()),
-                                    op.given_cost);
+  Status launched =
+      compute_.launch(closure_kernel(op.code, pointers, op.inputs.size()), op.given_cost);
   if (timing.end != nullptr) {
     Status recorded = launched.ok() ? compute_.record(*timing.end) : launched;
     if (!recorded.ok()) {

@@ -1,8 +1,17 @@
 #include "engine/tape.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace ebb {
+
+LaunchPointers::LaunchPointers(std::span<void* const> pointers) : size_(pointers.size()) {
+  if (size_ <= kInline) {
+    std::copy(pointers.begin(), pointers.end(), inline_.begin());
+  } else {
+    spilled_.assign(pointers.begin(), pointers.end());
+  }
+}
 
 std::uint32_t TensorTable::add(TensorRecord record) {
   std::uint32_t slot = 0;

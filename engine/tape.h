@@ -11,6 +11,7 @@
 // Thread safety: not thread-safe; the engine's driving thread owns these tables.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -46,6 +47,23 @@ using OpFn = std::function<void(const OpArgs&)>;
 struct OpCode {
   std::string name;
   OpFn fn;
+};
+
+// The device pointers of one launch (inputs, then outputs), held inline up to kInline of them so
+// that a launch's kernel closure, which owns them, costs one allocation rather than two.
+class LaunchPointers {
+ public:
+  static constexpr std::size_t kInline = 6;
+
+  explicit LaunchPointers(std::span<void* const> pointers);
+  std::span<void* const> all() const {
+    return {size_ <= kInline ? inline_.data() : spilled_.data(), size_};
+  }
+
+ private:
+  std::size_t size_ = 0;
+  std::array<void*, kInline> inline_{};
+  std::vector<void*> spilled_;  // used when size_ > kInline
 };
 
 enum class Residency : std::uint8_t {
@@ -85,9 +103,12 @@ struct TensorRecord {
 
 struct OpRecord {
   std::shared_ptr<const OpCode> code;
+  std::uint32_t name_id = 0;           // the engine's interned id of code->name
   std::vector<std::uint32_t> inputs;   // tensor slots, in argument order (may repeat)
   std::vector<std::uint32_t> outputs;  // tensor slots; each has this op as producer
-  std::int64_t cost_ns = 1000;         // measured, or the last known cost of the name, or 1 µs
+  // Measured, or the last known cost of the name, or 1 µs. After the warm-up not every op is
+  // timed (Engine::run), so this is usually the name's last measured cost.
+  std::int64_t cost_ns = 1000;
   // The cost given to run() (0 = none): passed to every launch of the op; when > 0 it is also
   // cost_ns, and measurements do not replace it.
   std::chrono::nanoseconds given_cost{0};

@@ -12,6 +12,17 @@
 #include "kernels/cpu/memory_device.h"
 
 namespace ebb {
+namespace {
+
+// Tells the core that this is a spin-wait loop (x86: pause), so that it yields the pipeline to
+// a sibling hyperthread and does not flood the memory system with speculative loads.
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
 
 std::chrono::steady_clock::time_point CpuLink::book(std::size_t bytes) {
   const double transfer_ns =
@@ -72,40 +83,76 @@ CpuStream::~CpuStream() {
   worker_.join();
 }
 
-void CpuStream::enqueue(std::function<Status()> run, std::shared_ptr<RecordPoint> record_point) {
+void CpuStream::enqueue(Op op) {
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     EBB_CHECK(!stopping_, "work enqueued on cpu stream " + std::to_string(id_) +
                               " while it is being destroyed");
-    queue_.push_back(Op{std::move(run), std::move(record_point)});
-    ++enqueued_;
+    queue_.push_back(std::move(op));
+    enqueued_.store(enqueued_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    // Read under mu_: a worker that is not asleep now checks the queue under mu_ before it
+    // sleeps, so it sees this op, and no wake-up is lost.
+    wake = worker_asleep_;
   }
-  work_cv_.notify_one();
+  if (wake) work_cv_.notify_one();
+}
+
+void CpuStream::wait_for_work(std::unique_lock<std::mutex>& lock) {
+  if (stopping_ || !queue_.empty()) return;
+  const std::uint64_t seen = enqueued_.load(std::memory_order_relaxed);
+  lock.unlock();
+  const auto give_up_at = std::chrono::steady_clock::now() + kIdleSpin;
+  for (int polls = 1;; ++polls) {
+    if (enqueued_.load(std::memory_order_acquire) != seen) break;
+    spin_pause();
+    // Reading the clock costs more than a poll: read it every 64 polls.
+    if (polls % 64 == 0 && std::chrono::steady_clock::now() >= give_up_at) break;
+  }
+  lock.lock();
+  while (!stopping_ && queue_.empty()) {
+    worker_asleep_ = true;
+    work_cv_.wait(lock);
+    worker_asleep_ = false;
+  }
+}
+
+Status CpuStream::run_op(Op& op) const {
+  if (op.kernel) {
+    const auto where = [this] { return "kernel on cpu stream " + std::to_string(id_) + " threw"; };
+    try {
+      op.kernel(LaunchContext{DeviceKind::kCpu, nullptr});
+    } catch (const std::exception& e) {
+      return internal_error(where() + ": " + e.what());
+    } catch (...) {
+      return internal_error(where() + " an exception not derived from std::exception");
+    }
+    return ok_status();
+  }
+  return op.run ? op.run() : ok_status();
 }
 
 void CpuStream::run_worker() {
+  std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    Op op;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and the queue is drained
-      op = std::move(queue_.front());
-      queue_.pop_front();
+    wait_for_work(lock);
+    if (queue_.empty()) return;  // stopping, and the queue is drained
+    Op op = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    Status status = run_op(op);
+    // Release what the op captured before reporting it done.
+    op.kernel = nullptr;
+    op.run = nullptr;
+    lock.lock();
+    if (!status.ok() && error_.ok()) error_ = std::move(status);
+    ++completed_;
+    // Under mu_, so that no one sees the stream drained before its events complete, nor an
+    // event complete before the stream counts the record done. Lock order: stream, then point.
+    if (op.record_point != nullptr) op.record_point->complete();
+    if (idle_waiters_ > 0 && completed_ == enqueued_.load(std::memory_order_relaxed)) {
+      idle_cv_.notify_all();
     }
-    Status status = op.run ? op.run() : ok_status();
-    op.run = nullptr;  // release what the op captured before reporting it done
-    bool idle = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!status.ok() && error_.ok()) error_ = std::move(status);
-      ++completed_;
-      idle = completed_ == enqueued_;
-      // Under mu_, so that no one sees the stream drained before its events complete, nor an
-      // event complete before the stream counts the record done. Lock order: stream, then point.
-      if (op.record_point != nullptr) op.record_point->complete();
-    }
-    if (idle) idle_cv_.notify_all();
   }
 }
 
@@ -116,7 +163,7 @@ Status CpuStream::copy_async(void* dst, const void* src, std::size_t bytes, Copy
                   : kind == CopyKind::kDeviceToHost ? &device_to_host_
                                                     : nullptr;
   if (link != nullptr && !link->throttled()) link = nullptr;
-  enqueue([dst, src, bytes, link]() -> Status {
+  enqueue_work([dst, src, bytes, link]() -> Status {
     // Book the link before copying: the copy is done no earlier than the model says, and the
     // memcpy's own time counts towards it.
     const auto done_at = link != nullptr ? link->book(bytes) : std::chrono::steady_clock::now();
@@ -137,7 +184,7 @@ Status CpuStream::memset_async(void* dst, std::uint8_t value, std::size_t bytes)
   if (Status s = memory_.check_device_range(dst, bytes); !s.ok()) {
     return invalid_argument(what() + ": dst " + s.message());
   }
-  enqueue([dst, value, bytes]() -> Status {
+  enqueue_work([dst, value, bytes]() -> Status {
     std::memset(dst, value, bytes);
     return ok_status();
   });
@@ -147,23 +194,13 @@ Status CpuStream::memset_async(void* dst, std::uint8_t value, std::size_t bytes)
 Status CpuStream::launch(Kernel kernel) {
   if (!kernel)
     return invalid_argument("launch of an empty kernel on cpu stream " + std::to_string(id_));
-  enqueue([kernel = std::move(kernel), id = id_]() -> Status {
-    const auto where = [id] { return "kernel on cpu stream " + std::to_string(id) + " threw"; };
-    try {
-      kernel(LaunchContext{DeviceKind::kCpu, nullptr});
-    } catch (const std::exception& e) {
-      return internal_error(where() + ": " + e.what());
-    } catch (...) {
-      return internal_error(where() + " an exception not derived from std::exception");
-    }
-    return ok_status();
-  });
+  enqueue(Op{std::move(kernel), nullptr, nullptr});
   return ok_status();
 }
 
 Status CpuStream::record(Event& event) {
   EBB_ASSIGN_OR_RETURN(CpuEvent * cpu_event, as_cpu_event(event, device_, "record"));
-  enqueue(nullptr, cpu_event->begin_record());
+  enqueue(Op{Kernel(), nullptr, cpu_event->begin_record()});
   return ok_status();
 }
 
@@ -172,7 +209,7 @@ Status CpuStream::wait(Event& event) {
   // The record is captured now, so a later record() of the same event does not move this wait.
   std::shared_ptr<RecordPoint> point = cpu_event->latest_record();
   if (point == nullptr) return ok_status();  // never recorded: no wait, as in CUDA
-  enqueue([point = std::move(point)]() -> Status {
+  enqueue_work([point = std::move(point)]() -> Status {
     point->wait();
     return ok_status();
   });
@@ -181,13 +218,15 @@ Status CpuStream::wait(Event& event) {
 
 Status CpuStream::synchronize() {
   std::unique_lock<std::mutex> lock(mu_);
-  idle_cv_.wait(lock, [this] { return completed_ == enqueued_; });
+  ++idle_waiters_;
+  idle_cv_.wait(lock, [this] { return completed_ == enqueued_.load(std::memory_order_relaxed); });
+  --idle_waiters_;
   return std::exchange(error_, ok_status());
 }
 
 Result<bool> CpuStream::query() {
   std::lock_guard<std::mutex> lock(mu_);
-  return completed_ == enqueued_;
+  return completed_ == enqueued_.load(std::memory_order_relaxed);
 }
 
 }  // namespace ebb

@@ -6,9 +6,16 @@
 // runs later on the worker. A kernel that throws leaves a sticky error that the next
 // synchronize() returns; work enqueued after it still runs.
 //
+// Waking the worker costs a futex syscall, microseconds on a VM, which is more than a small
+// kernel takes: so a worker that runs out of work spins for kIdleSpin (watching an atomic count
+// of enqueued work, not the lock) before it sleeps, and enqueue() notifies only a worker that
+// is asleep. A host thread launching a chain of small ops thus keeps the worker awake and never
+// pays for a wake-up; an idle stream costs kIdleSpin of one core each time it runs dry.
+//
 // Thread safety: all three classes are thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -19,6 +26,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "kernels/cpu/cpu_event.h"
 #include "kernels/cpu/cpu_memory.h"
@@ -68,6 +76,9 @@ class StreamSet {
 // before its device. Destruction drains the queue, then joins the worker.
 class CpuStream final : public Stream {
  public:
+  // How long a worker that ran out of work polls for more before it sleeps on work_cv_.
+  static constexpr std::chrono::microseconds kIdleSpin{50};
+
   // `device` identifies the owning device (for event checks); `memory`, the links and `streams`
   // belong to it and outlive this stream. Registers itself in `streams`.
   CpuStream(std::uint32_t id, const void* device, const CpuMemory& memory, CpuLink& host_to_device,
@@ -87,16 +98,24 @@ class CpuStream final : public Stream {
   Result<bool> query() override;
 
  private:
-  // One unit of queued work, run by the worker.
+  // One unit of queued work, run by the worker: a kernel, or else `run`, or else nothing (a
+  // bare record).
   struct Op {
-    std::function<Status()> run;  // a non-OK result becomes the sticky error; may be empty
+    Kernel kernel;                // a throw becomes the sticky error
+    std::function<Status()> run;  // a non-OK result becomes the sticky error
     // Completed together with the op's count, so that event and stream state agree (an event
     // complete, with nothing enqueued after it, means the stream is drained, as in CUDA).
     std::shared_ptr<RecordPoint> record_point;
   };
 
-  void enqueue(std::function<Status()> run, std::shared_ptr<RecordPoint> record_point = nullptr);
+  void enqueue(Op op);
+  void enqueue_work(std::function<Status()> run) { enqueue(Op{Kernel(), std::move(run), nullptr}); }
   void run_worker();
+  // Runs one op on the worker; returns what becomes the sticky error.
+  Status run_op(Op& op) const;
+  // Returns once work is queued or stopping_: spins for kIdleSpin without the lock, then sleeps.
+  // REQUIRES: `lock` holds mu_; it holds it again on return.
+  void wait_for_work(std::unique_lock<std::mutex>& lock);
 
   const std::uint32_t id_;
   const void* const device_;
@@ -109,10 +128,14 @@ class CpuStream final : public Stream {
   std::condition_variable work_cv_;  // the worker waits here for work or stopping_
   std::condition_variable idle_cv_;  // synchronize() waits here for completed_ == enqueued_
   std::deque<Op> queue_;             // GUARDED_BY(mu_)
-  std::uint64_t enqueued_ = 0;       // GUARDED_BY(mu_); ops ever enqueued
-  std::uint64_t completed_ = 0;      // GUARDED_BY(mu_); ops the worker has finished
-  Status error_;                     // GUARDED_BY(mu_); first error since last synchronize()
-  bool stopping_ = false;            // GUARDED_BY(mu_); set by the destructor
+  // Ops ever enqueued. Written under mu_; atomic so that the spinning worker can watch it
+  // without taking the lock.
+  std::atomic<std::uint64_t> enqueued_{0};
+  std::uint64_t completed_ = 0;  // GUARDED_BY(mu_); ops the worker has finished
+  Status error_;                 // GUARDED_BY(mu_); first error since last synchronize()
+  bool stopping_ = false;        // GUARDED_BY(mu_); set by the destructor
+  bool worker_asleep_ = false;   // GUARDED_BY(mu_); the worker waits on work_cv_
+  int idle_waiters_ = 0;         // GUARDED_BY(mu_); threads in synchronize() waiting on idle_cv_
 
   std::thread worker_;  // last: started once everything above is initialised
 };

@@ -2,11 +2,13 @@
 // through a chain of dropped tensors.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/ebb.h"
@@ -367,6 +369,32 @@ TEST(Engine, CheckOutputsReportsANondeterministicClosure) {
   EXPECT_NE(m.find("from byte "), std::string::npos) << m;
   EXPECT_TRUE(engine->tape().empty());
   EXPECT_TRUE(iteration.end().ok());
+}
+
+// After the warm-up not every op is timed, but every op still carries a measured cost for
+// eviction: its name's last measurement, which a timed sample of the name keeps current.
+TEST(Engine, AfterTheWarmupOpsCarryTheirNamesMeasuredCostAndSamplesKeepItCurrent) {
+  auto device = test_ops::make_cpu_device();
+  auto engine = Engine::create({.device = *device, .warmup_iterations = 1}).value();
+  Tensor x = engine->input(f32("x", {4}), nullptr).value();
+  constexpr std::int64_t kSlowNs = 20'000'000;  // well above a preempted fast op
+  const OpFn slow = [](const OpArgs&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  };
+  const OpFn fast = [](const OpArgs&) {};
+  const auto run_once = [&](const OpFn& fn) -> std::int64_t {
+    IterationScope iteration(*engine);
+    Result<std::vector<Tensor>> y = engine->run("op", {x}, {f32("y", {4})}, fn);
+    EXPECT_TRUE(y.ok()) << y.status().to_string();
+    const std::int64_t cost_ns = engine->tape().empty() ? 0 : engine->tape()[0].cost_ns;
+    EXPECT_TRUE(iteration.end().ok());
+    return cost_ns;
+  };
+  run_once(slow);  // the warm-up iteration: timed
+  // The closure is fast now, but until a sample of "op" is timed its cost is the warm-up's.
+  EXPECT_GE(run_once(fast), kSlowNs);
+  for (std::uint64_t i = 1; i < Engine::kTimingSamplePeriod; ++i) run_once(fast);
+  EXPECT_LT(run_once(fast), kSlowNs);
 }
 
 }  // namespace
