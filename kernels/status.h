@@ -80,9 +80,10 @@ template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
-  Result(Status status) : status_(std::move(status)) {  // NOLINT(google-explicit-constructor)
-    if (status_.ok()) status_ = internal_error("Result constructed from an OK status");
-  }
+  // NOLINTNEXTLINE(google-explicit-constructor)
+  Result(Status status)
+      : status_(status.ok() ? internal_error("Result constructed from an OK status")
+                            : std::move(status)) {}
 
   bool ok() const { return value_.has_value(); }
   const Status& status() const { return status_; }
