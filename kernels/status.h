@@ -79,7 +79,7 @@ inline Status internal_error(std::string m) { return Status(StatusCode::kInterna
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
+  Result(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
   // NOLINTNEXTLINE(google-explicit-constructor)
   Result(Status status)
       : status_(status.ok() ? internal_error("Result constructed from an OK status")

@@ -122,7 +122,7 @@ build() {
     mkdir -p "$BUNDLE/workloads"
     cp "$REPO"/profiles/workloads/* "$BUNDLE/workloads/"
   fi
-  cp "$SCRIPT_DIR/gpu_check.sh" "$BUNDLE/gpu_check.sh"
+  cp "$SCRIPT_DIR/gpu_check.sh" "$SCRIPT_DIR/train_figures.sh" "$BUNDLE/"
   {
     echo "ebb gpu bundle"
     echo "built:   $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n)"
@@ -304,20 +304,9 @@ run_train() {
   ((GPU_VISIBLE)) || return
   "$ebb" --help 2>&1 | grep -q '\btrain\b' || return
   local model=(--layers 6 --d-model 512 --heads 8 --seq 256 --batch 16 --vocab 8192 --steps 8)
-  run_timed "train cuda none" 90 "$ebb" train "${model[@]}" --device cuda --json
-  record_step "train cuda none" "$(json_field tokens_per_s "$STEP_OUTPUT") tok/s, \
-median $(json_field ms_per_step_median "$STEP_OUTPUT") ms/step, \
-peak $(json_field peak_reserved_bytes "$STEP_OUTPUT") B, loss $(json_field final_loss "$STEP_OUTPUT")"
-  local policy budget
-  for budget in 70% 40%; do
-    for policy in swap recompute both; do
-      run_timed "train cuda $policy $budget" 90 "$ebb" train "${model[@]}" --device cuda \
-        --json --policy "$policy" --budget "$budget"
-      record_step "train cuda $policy $budget" \
-        "median $(json_field ms_per_step_median "$STEP_OUTPUT") ms/step, \
-peak $(json_field peak_reserved_bytes "$STEP_OUTPUT") B, params $(json_field parameters_fnv1a "$STEP_OUTPUT")"
-    done
-  done
+  run_timed "train figures cuda" 240 "$BUNDLE/train_figures.sh" "$ebb" cuda "${model[@]}"
+  record_step "train figures cuda" "$(sed -n 's/^none .* \([0-9]*\) -$/\1 tok\/s unconstrained/p' \
+"$STEP_OUTPUT"); table in the log"
   run_timed "demo cuda" 90 "$ebb" demo --device cuda --json
   record_step "demo cuda" "identical $(json_field identical "$STEP_OUTPUT"), \
 overhead $(json_field overhead "$STEP_OUTPUT")"
