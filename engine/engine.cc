@@ -340,12 +340,9 @@ Status Engine::release(const Tensor& tensor) {
   if (in_iteration_ && profiler_->recording()) profiler_->on_release(tensors_, slot);
   r.released = true;
   r.carried = false;
-  // A dropped tensor of this iteration may need r to be recomputed. With a producer, r can be
-  // recomputed in turn, so its bytes go now; without one, they stay (swappable) while any tape
-  // op reads it, and go at end_iteration. A policy that never recomputes needs no such bytes.
-  const bool may_recompute =
-      options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
-  if (r.has_producer() || r.consumers == 0 || !may_recompute) free_storage(slot);
+  // A dropped tensor's replay may read r. If none can, or r can itself be rebuilt by replay, its
+  // bytes go now; otherwise they stay (swappable) until no replay reads them (see evict()).
+  if (storage_releasable(slot)) free_storage(slot);
   return ok_status();
 }
 

@@ -211,6 +211,12 @@ class Engine {
                                const std::vector<std::size_t>& output_bytes,
                                std::chrono::nanoseconds cost);
   std::size_t evict(std::size_t bytes_needed);
+  // Whether a released tensor may give its storage back now: no replay that can still happen
+  // reads it, or it can be rebuilt by replay when one does.
+  bool storage_releasable(std::uint32_t slot) const;
+  // Gives back the storage of released tensors that no replay of a dropped tensor reads;
+  // returns the device block bytes freed.
+  std::size_t free_unread_released_storage();
   bool swap_out(std::uint32_t slot);
   void drop(std::uint32_t slot);
   // Frees host copies of resident tensors (clean copies) until `bytes` fit in the host tier.

@@ -139,7 +139,14 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
   std::vector<std::uint32_t> locked;
   std::vector<void*> pointers;
   pointers.reserve(inputs.size() + outputs.size());
+  // The resident inputs are locked first, so that bringing the others back cannot evict them.
   for (std::uint32_t in : inputs) {
+    if (tensors_.at(in).residency != Residency::kDevice) continue;
+    ++tensors_.at(in).lock_count;
+    locked.push_back(in);
+  }
+  for (std::uint32_t in : inputs) {
+    if (tensors_.at(in).residency == Residency::kDevice) continue;
     if (Status s = make_resident(in, op); !s.ok()) {
       unlock(locked);
       return s;
@@ -147,7 +154,11 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
     ++tensors_.at(in).lock_count;
     locked.push_back(in);
   }
-  for (std::uint32_t in : inputs) pointers.push_back(tensors_.at(in).device_ptr);
+  for (std::uint32_t in : inputs) {
+    TensorRecord& r = tensors_.at(in);
+    r.last_access = tick_;
+    pointers.push_back(r.device_ptr);
+  }
   // Every output needs a buffer for the replay. Dropped ones adopt theirs (locked until the
   // launch); the others (resident, on host, released) get scratch freed after the replay.
   std::vector<std::uint32_t> adopted;
@@ -191,10 +202,11 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
   if (!launched.ok()) return launched;
   ++stats_.recomputed_ops;
   stats_.recompute_ns += tape_[producer].cost_ns;
-  // A released input was brought back only for this replay.
+  // A released input was brought back only for this replay (or kept for it).
   for (std::uint32_t in : inputs) {
     const TensorRecord& r = tensors_.at(in);
-    if (r.released && r.has_producer() && r.lock_count == 0 && r.residency == Residency::kDevice) {
+    if (r.released && r.lock_count == 0 && r.residency != Residency::kDropped &&
+        storage_releasable(in)) {
       free_storage(in);
     }
   }
@@ -226,26 +238,72 @@ Status Engine::launch(std::size_t op_index, std::span<void* const> pointers, boo
 
 std::size_t Engine::evict(std::size_t bytes_needed) {
   ++stats_.eviction_calls;
-  const PinnedHostPoolStats host = host_tier_->stats();
-  const EvictionContext context{
-      .policy = options_.policy,
-      .tick = tick_,
-      .host_link_bytes_per_s = options_.host_link_bytes_per_s,
-      .host_tier_free_bytes = host.capacity_bytes - host.allocated_bytes,
-  };
-  std::size_t freed = 0;
-  for (const EvictionCandidate& c : rank_eviction_candidates(tensors_, tape_, context)) {
-    if (freed >= bytes_needed) break;
-    const TensorRecord& r = tensors_.at(c.slot);
-    Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
-    EBB_CHECK(block.ok(), "tensor " + quoted(r.name) +
-                              " is resident without a live block: " + block.status().to_string());
-    if (c.action == EvictionAction::kSwap) {
-      if (!swap_out(c.slot)) continue;
-    } else {
-      drop(c.slot);
+  std::size_t freed = free_unread_released_storage();
+  // Ranked again after every drop: a drop changes what its neighbours cost, and whether their
+  // replay chains can still run. A swap changes neither.
+  while (freed < bytes_needed) {
+    const PinnedHostPoolStats host = host_tier_->stats();
+    const EvictionContext context{
+        .policy = options_.policy,
+        .tick = tick_,
+        .host_link_bytes_per_s = options_.host_link_bytes_per_s,
+        .host_tier_free_bytes = host.capacity_bytes - host.allocated_bytes,
+    };
+    bool dropped = false;
+    for (const EvictionCandidate& c : rank_eviction_candidates(tensors_, tape_, context)) {
+      if (freed >= bytes_needed) break;
+      const TensorRecord& r = tensors_.at(c.slot);
+      if (r.residency != Residency::kDevice) continue;  // swapped earlier in this pass
+      Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
+      EBB_CHECK(block.ok(), "tensor " + quoted(r.name) +
+                                " is resident without a live block: " + block.status().to_string());
+      if (c.action == EvictionAction::kSwap) {
+        if (!swap_out(c.slot)) continue;
+      } else {
+        drop(c.slot);
+        dropped = true;
+      }
+      freed += *block;
+      if (dropped) break;
     }
-    freed += *block;
+    if (!dropped) break;  // the ranking ran out (or only swaps were left): nothing more to gain
+  }
+  return freed;
+}
+
+bool Engine::storage_releasable(std::uint32_t slot) const {
+  const TensorRecord& r = tensors_.at(slot);
+  const bool may_recompute =
+      options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
+  if (!may_recompute || r.consumers == 0) return true;
+  // Rebuilt by replay whenever a dropped tensor's replay needs it.
+  std::vector<std::uint8_t> memo;
+  if (recoverable(tensors_, tape_, slot, memo)) return true;
+  return !replay_inputs(tensors_, tape_)[slot];
+}
+
+std::size_t Engine::free_unread_released_storage() {
+  std::vector<std::uint32_t> holding;
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    const TensorRecord& r = tensors_.at(slot);
+    if (r.live && r.released && r.lock_count == 0 && r.residency != Residency::kDropped) {
+      holding.push_back(slot);
+    }
+  }
+  if (holding.empty()) return 0;
+  // Freeing a tensor that no replay reads changes no replay chain: one marking serves them all.
+  const std::vector<bool> read = replay_inputs(tensors_, tape_);
+  std::size_t freed = 0;
+  for (std::uint32_t slot : holding) {
+    if (read[slot]) continue;
+    const TensorRecord& r = tensors_.at(slot);
+    if (r.residency == Residency::kDevice) {
+      Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
+      EBB_CHECK(block.ok(), "tensor " + quoted(r.name) +
+                                " is resident without a live block: " + block.status().to_string());
+      freed += *block;
+    }
+    free_storage(slot);
   }
   return freed;
 }

@@ -1,15 +1,24 @@
 // Victim selection for dynamic eviction (no profile, no plan): when the allocator cannot find
-// room, the engine ranks the resident tensors it may evict and evicts from the front until it
-// has released enough bytes.
+// room, the engine ranks the resident tensors it may evict and evicts the best one, ranking
+// again after each drop (a drop changes what the others cost).
 //
 //  - recompute: tensors with a producer on the tape that are not parameters, inputs or optimizer
-//    state, by the DTR heuristic h = recompute_cost / (bytes x staleness), lowest first, where
-//    recompute_cost includes the chain of dropped inputs and staleness = ticks since last use+1;
+//    state and whose replay chain is recoverable (see recoverable() in tape.h), by DTR's
+//    heuristic h = cost / (bytes x staleness), lowest first, where staleness = ticks since last
+//    use + 1 and cost is the projected cost over the evicted neighbourhood (DTR's e*): the
+//    tensor's producer, the producers of the dropped ancestors its replay would have to rebuild,
+//    and the producers of the dropped descendants (still wanted) whose replay would now have to
+//    rebuild it too, transitively through dropped tensors. Counting the descendants is what stops
+//    a chain from being dropped link by link and replayed over and over;
 //  - swap: any tensor whose host copy fits the host tier, most bytes per second of transfer
 //    first (the largest first, since every copy crosses the same link), a tensor that already
 //    has a clean host copy before all others (evicting it costs no copy), older first on ties;
-//  - both: for each tensor the cheaper of recompute and swap-in (bytes / host link bandwidth),
-//    scored as DTR scores a drop, cost / (bytes x staleness).
+//  - both: for each tensor the cheaper of a drop (the replay of it and its dropped ancestors)
+//    and a swap (the copy out, unless a clean copy exists, plus the copy back, at the host link
+//    bandwidth: neither is hidden behind compute, since the allocator waits for the copy out and
+//    a swap-in runs on the compute stream), scored as DTR scores a drop with that cost; a drop
+//    is scored with its evicted-neighbourhood cost as under recompute. A long replay chain thus
+//    turns a drop into a swap.
 //
 // Thread safety: pure functions of the tables passed in.
 #pragma once
@@ -42,8 +51,8 @@ struct EvictionContext {
   std::size_t host_tier_free_bytes = 0;  // room left in the host tier for new host copies
 };
 
-// True when dropping the tensor loses nothing that replaying its producer cannot rebuild, and
-// its kind is one the engine recomputes (not a parameter, input or optimizer state).
+// True when the tensor's kind is one the engine recomputes (not a parameter, input or optimizer
+// state) and it has a producer to replay. Whether the replay can run is recoverable() (tape.h).
 bool droppable(const TensorRecord& record);
 
 // The resident, unlocked, live tensors the policy may evict, best victim first.

@@ -67,4 +67,54 @@ std::int64_t recompute_cost_ns(const TensorTable& tensors, const std::vector<OpR
   return cost;
 }
 
+bool recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape, std::uint32_t slot,
+                 std::vector<std::uint8_t>& memo) {
+  if (memo.size() < tensors.slot_count()) memo.resize(tensors.slot_count(), 0);
+  if (memo[slot] != 0) return memo[slot] == 1;
+  const TensorRecord& r = tensors.at(slot);
+  bool ok = r.has_producer();
+  if (ok) {
+    for (std::uint32_t input : tape[static_cast<std::size_t>(r.producer)].inputs) {
+      if (tensors.at(input).residency == Residency::kDropped &&
+          !recoverable(tensors, tape, input, memo)) {
+        ok = false;
+        break;
+      }
+    }
+  }
+  memo[slot] = ok ? 1 : 2;
+  return ok;
+}
+
+std::vector<std::vector<std::uint32_t>> tape_readers(const TensorTable& tensors,
+                                                     const std::vector<OpRecord>& tape) {
+  std::vector<std::vector<std::uint32_t>> readers(tensors.slot_count());
+  for (std::uint32_t op = 0; op < tape.size(); ++op) {
+    for (std::uint32_t input : tape[op].inputs) readers[input].push_back(op);
+  }
+  return readers;
+}
+
+std::vector<bool> replay_inputs(const TensorTable& tensors, const std::vector<OpRecord>& tape) {
+  std::vector<bool> marked(tensors.slot_count(), false);
+  std::vector<std::uint32_t> pending;
+  for (std::uint32_t slot = 0; slot < tensors.slot_count(); ++slot) {
+    const TensorRecord& r = tensors.at(slot);
+    if (r.live && !r.released && r.residency == Residency::kDropped && r.has_producer()) {
+      pending.push_back(slot);
+    }
+  }
+  while (!pending.empty()) {
+    const TensorRecord& r = tensors.at(pending.back());
+    pending.pop_back();
+    for (std::uint32_t input : tape[static_cast<std::size_t>(r.producer)].inputs) {
+      if (marked[input]) continue;
+      marked[input] = true;
+      const TensorRecord& in = tensors.at(input);
+      if (in.residency == Residency::kDropped && in.has_producer()) pending.push_back(input);
+    }
+  }
+  return marked;
+}
+
 }  // namespace ebb

@@ -147,4 +147,22 @@ class TensorTable {
 std::int64_t recompute_cost_ns(const TensorTable& tensors, const std::vector<OpRecord>& tape,
                                std::uint32_t slot, std::vector<std::int64_t>& memo);
 
+// Whether `slot`, dropped (now or once evicted), can be rebuilt by replaying producers from the
+// tape: it has a producer and every input of that producer holds bytes (on device or host) or is
+// dropped and recoverable in turn. A released tensor without a producer whose storage was given
+// back holds nothing and breaks every chain through it. `memo` (one entry per slot: 0 unknown,
+// 1 recoverable, 2 not) caches results across calls that see the same tables.
+bool recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape, std::uint32_t slot,
+                 std::vector<std::uint8_t>& memo);
+
+// For every slot, the tape ops that read it (each once per input it is, ascending).
+std::vector<std::vector<std::uint32_t>> tape_readers(const TensorTable& tensors,
+                                                     const std::vector<OpRecord>& tape);
+
+// For every slot, whether a replay may still read it: the inputs of the producer of each dropped
+// tensor that is wanted (live and not released, or such an input itself), through dropped inputs
+// recursively. A released tensor that is not marked can give its storage back: no replay that
+// can happen reads it.
+std::vector<bool> replay_inputs(const TensorTable& tensors, const std::vector<OpRecord>& tape);
+
 }  // namespace ebb
