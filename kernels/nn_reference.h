@@ -9,13 +9,13 @@
 // Thread safety: reentrant (no shared state).
 #pragma once
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <numbers>
 #include <vector>
 
 #include "kernels/nn.h"
+#include "kernels/nn_scalar.h"
 
 namespace ebb::nn::reference {
 
@@ -294,37 +294,14 @@ void mean(Real* out, const Real* in, std::int64_t n) {
   out[0] = sum / static_cast<Real>(n);
 }
 
-// In float, as the fast kernel computes it; the update as nn.h states it.
+// In float, as the fast kernel computes it; the update as nn.h states it (kernels/nn_scalar.h).
 inline void adamw(float* param_out, float* m_out, float* v_out, const float* param,
                   const float* grad, const float* m, const float* v, std::int64_t n,
                   const AdamWConfig& config, int step) {
-  const float correction1 = 1.0F - std::pow(config.beta1, static_cast<float>(step));
-  const float correction2 = 1.0F - std::pow(config.beta2, static_cast<float>(step));
-  for (std::int64_t i = 0; i < n; i++) {
-    const float m_new = config.beta1 * m[i] + (1.0F - config.beta1) * grad[i];
-    const float v_new = config.beta2 * v[i] + (1.0F - config.beta2) * grad[i] * grad[i];
-    const float m_hat = m_new / correction1;
-    const float v_hat = v_new / correction2;
-    param_out[i] = param[i] - config.learning_rate * (m_hat / (std::sqrt(v_hat) + config.eps) +
-                                                      config.weight_decay * param[i]);
-    m_out[i] = m_new;
-    v_out[i] = v_new;
-  }
+  adamw_range(param_out, m_out, v_out, param, grad, m, v, 0, n, config, step);
 }
 
-// Round to nearest even on the 16 bits dropped; a NaN keeps its sign and stays a (quiet) NaN
-// instead of rounding into infinity.
-inline std::uint16_t f32_to_bf16(float x) {
-  const auto bits = std::bit_cast<std::uint32_t>(x);
-  if (std::isnan(x)) return static_cast<std::uint16_t>((bits >> 16) | 0x0040U);
-  const std::uint32_t lsb = (bits >> 16) & 1U;
-  return static_cast<std::uint16_t>((bits + 0x7FFFU + lsb) >> 16);
-}
-
-inline float bf16_to_f32(std::uint16_t x) {
-  return std::bit_cast<float>(static_cast<std::uint32_t>(x) << 16);
-}
-
+// The casts element by element with kernels/nn_scalar.h's f32_to_bf16 and bf16_to_f32.
 inline void cast_f32_to_bf16(std::uint16_t* out, const float* in, std::int64_t n) {
   for (std::int64_t i = 0; i < n; i++) out[i] = f32_to_bf16(in[i]);
 }

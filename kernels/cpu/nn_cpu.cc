@@ -14,12 +14,13 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <numbers>
 #include <vector>
+
+#include "kernels/nn_scalar.h"
 
 namespace ebb::nn::cpu {
 namespace {
@@ -149,6 +150,22 @@ void gemm(const Gemm& g) {
   });
 }
 
+// c[m,n] = init + a * b with b [k,n] and c [m,n] packed row-major; a(i,k) is a[i*a_rs + k*a_cs].
+void gemm_packed(float* c, const float* a, Index a_rs, Index a_cs, const float* b,
+                 const float* init, int m, int k, int n) {
+  gemm({.c = c,
+        .ldc = n,
+        .a = a,
+        .a_rs = a_rs,
+        .a_cs = a_cs,
+        .b = b,
+        .ldb = n,
+        .init = init,
+        .m = m,
+        .k = k,
+        .n = n});
+}
+
 }  // namespace
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
@@ -161,45 +178,16 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
       for (Index c = c0; c < c1; c++) weight_t[c * OC + o] = weight[o * C + c];
     }
   });
-  gemm({.c = out,
-        .ldc = OC,
-        .a = inp,
-        .a_rs = C,
-        .a_cs = 1,
-        .b = weight_t.data(),
-        .ldb = OC,
-        .init = bias,
-        .m = N,
-        .k = C,
-        .n = OC});
+  // out[N,OC] = bias + inp[N,C] * weight_t[C,OC].
+  gemm_packed(out, inp, C, 1, weight_t.data(), bias, N, C, OC);
 }
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int N, int C, int OC) {
   // dinp[N,C] = dout[N,OC] * weight[OC,C].
-  gemm({.c = dinp,
-        .ldc = C,
-        .a = dout,
-        .a_rs = OC,
-        .a_cs = 1,
-        .b = weight,
-        .ldb = C,
-        .init = nullptr,
-        .m = N,
-        .k = OC,
-        .n = C});
+  gemm_packed(dinp, dout, OC, 1, weight, nullptr, N, OC, C);
   // dweight[OC,C] = dout^T[OC,N] * inp[N,C]: a is dout read column-wise.
-  gemm({.c = dweight,
-        .ldc = C,
-        .a = dout,
-        .a_rs = 1,
-        .a_cs = OC,
-        .b = inp,
-        .ldb = C,
-        .init = nullptr,
-        .m = OC,
-        .k = N,
-        .n = C});
+  gemm_packed(dweight, dout, 1, OC, inp, nullptr, OC, N, C);
   if (dbias != nullptr) {
     for_each_chunk(OC, kChannelBlock * 4, [&](Index o0, Index o1) {
       for (Index o = o0; o < o1; o++) dbias[o] = 0.0F;
@@ -338,10 +326,24 @@ void add(float* out, const float* a, const float* b, std::int64_t n) {
 
 // --- attention ----------------------------------------------------------------------------------
 
-void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
-  const Index qkv_row = Index{3} * C;  // floats in one (b,t) row of qkv
+namespace {
+
+// What both attention kernels derive from C and NH.
+struct AttentionDims {
+  Index qkv_row;  // floats in one (b,t) row of qkv
+  int hs;         // head size
+  float scale;    // of the scores: 1 / sqrt(hs)
+};
+
+AttentionDims attention_dims(int C, int NH) {
   const int hs = C / NH;
-  const float scale = 1.0F / std::sqrt(static_cast<float>(hs));
+  return {Index{3} * C, hs, 1.0F / std::sqrt(static_cast<float>(hs))};
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
+  const auto [qkv_row, hs, scale] = attention_dims(C, NH);
   for_each_task(Index{B} * NH, [&](Index bh) {
     const Index b = bh / NH;
     const Index h = bh % NH;
@@ -378,9 +380,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B,
                         int T, int C, int NH) {
-  const Index qkv_row = Index{3} * C;  // floats in one (b,t) row of qkv
-  const int hs = C / NH;
-  const float scale = 1.0F / std::sqrt(static_cast<float>(hs));
+  const auto [qkv_row, hs, scale] = attention_dims(C, NH);
   // One task per (b,h): every t adds into the key and value gradients of all t2 <= t, and those
   // sums run in t order inside the task. The task's q, k and v slices of dqkv are its alone.
   for_each_task(Index{B} * NH, [&](Index bh) {
@@ -472,41 +472,20 @@ void mean(float* out, const float* in, std::int64_t n) {
 
 void adamw(float* param_out, float* m_out, float* v_out, const float* param, const float* grad,
            const float* m, const float* v, std::int64_t n, const AdamWConfig& config, int step) {
-  const float correction1 = 1.0F - std::pow(config.beta1, static_cast<float>(step));
-  const float correction2 = 1.0F - std::pow(config.beta2, static_cast<float>(step));
   for_each_chunk(n, kElementwiseChunk, [&](Index i0, Index i1) {
-    for (Index i = i0; i < i1; i++) {
-      const float m_new = config.beta1 * m[i] + (1.0F - config.beta1) * grad[i];
-      const float v_new = config.beta2 * v[i] + (1.0F - config.beta2) * grad[i] * grad[i];
-      const float m_hat = m_new / correction1;
-      const float v_hat = v_new / correction2;
-      param_out[i] = param[i] - config.learning_rate * (m_hat / (std::sqrt(v_hat) + config.eps) +
-                                                        config.weight_decay * param[i]);
-      m_out[i] = m_new;
-      v_out[i] = v_new;
-    }
+    adamw_range(param_out, m_out, v_out, param, grad, m, v, i0, i1, config, step);
   });
 }
 
 void cast_f32_to_bf16(std::uint16_t* out, const float* in, std::int64_t n) {
   for_each_chunk(n, kElementwiseChunk, [&](Index i0, Index i1) {
-    for (Index i = i0; i < i1; i++) {
-      const auto bits = std::bit_cast<std::uint32_t>(in[i]);
-      // A NaN would round into infinity (or a different NaN): keep it a quiet NaN of its sign.
-      if ((bits & 0x7FFFFFFFU) > 0x7F800000U) {
-        out[i] = static_cast<std::uint16_t>((bits >> 16) | 0x0040U);
-      } else {
-        out[i] = static_cast<std::uint16_t>((bits + 0x7FFFU + ((bits >> 16) & 1U)) >> 16);
-      }
-    }
+    for (Index i = i0; i < i1; i++) out[i] = f32_to_bf16(in[i]);
   });
 }
 
 void cast_bf16_to_f32(float* out, const std::uint16_t* in, std::int64_t n) {
   for_each_chunk(n, kElementwiseChunk, [&](Index i0, Index i1) {
-    for (Index i = i0; i < i1; i++) {
-      out[i] = std::bit_cast<float>(static_cast<std::uint32_t>(in[i]) << 16);
-    }
+    for (Index i = i0; i < i1; i++) out[i] = bf16_to_f32(in[i]);
   });
 }
 

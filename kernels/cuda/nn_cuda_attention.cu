@@ -39,7 +39,31 @@ struct QkvLayout {
   __device__ std::int64_t at(int b, int t, int h, int part) const {
     return (std::int64_t{b} * T + t) * 3 * C + std::int64_t{part} * C + std::int64_t{h} * hs;
   }
+  // Where row (b, t) of head h lives in a [B, T, C] tensor (out, dout).
+  __device__ std::int64_t out_at(int b, int t, int h) const {
+    return (std::int64_t{b} * T + t) * C + std::int64_t{h} * hs;
+  }
 };
+
+// The row of the [B, NH, T] grid a warp owns, row == (b * NH + h) * T + t, and the caller's
+// lane in the warp.
+struct WarpRow {
+  std::int64_t row;
+  int lane;
+  int b, h, t;
+};
+
+// The calling warp's row; false for the warps past the last row (whole warps, so they can leave
+// together).
+__device__ bool warp_row(int B, int T, int NH, WarpRow& r) {
+  r.row = std::int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kWarpThreads;
+  r.lane = threadIdx.x % kWarpThreads;
+  if (r.row >= std::int64_t{B} * NH * T) return false;
+  r.t = static_cast<int>(r.row % T);
+  r.h = static_cast<int>(r.row / T % NH);
+  r.b = static_cast<int>(r.row / (std::int64_t{T} * NH));
+  return true;
+}
 
 __device__ float dot(const float* a, const float* b, int n) {
   float sum = 0.0F;
@@ -47,14 +71,43 @@ __device__ float dot(const float* a, const float* b, int n) {
   return sum;
 }
 
+// The dq and dk sums of the backward: dst[i] = scale sum_{j in [first, end)} ds_of(j) x_j[i] for
+// i < hs, x_j being row (b, j, h) of qkv's `part`, summed in j order. Lane l computes ds_of for
+// row base + l of each chunk of kWarpThreads rows; then every lane walks the chunk's rows in order
+// for the head dimensions it owns, kDimsPerLane at a time. Called by the whole warp.
+template <typename DsOf>
+__device__ void sum_ds_rows(float* dst, float scale, const DsOf& ds_of, int first, int end,
+                            const float* qkv, const QkvLayout& layout, int b, int h, int part,
+                            int lane) {
+  const int hs = layout.hs;
+  for (int d0 = 0; d0 < hs; d0 += kWarpThreads * kDimsPerLane) {
+    float acc[kDimsPerLane] = {};
+    for (int base = first; base < end; base += kWarpThreads) {
+      const int j_lane = base + lane;
+      float ds = 0.0F;
+      if (j_lane < end) ds = ds_of(j_lane);
+      const int count = min(kWarpThreads, end - base);
+      for (int j = 0; j < count; ++j) {
+        const float ds_j = __shfl_sync(kFullMask, ds, j);
+        const float* x = qkv + layout.at(b, base + j, h, part);
+        for (int r = 0; r < kDimsPerLane; ++r) {
+          const int i = d0 + r * kWarpThreads + lane;
+          if (i < hs) acc[r] += ds_j * x[i];
+        }
+      }
+    }
+    for (int r = 0; r < kDimsPerLane; ++r) {
+      const int i = d0 + r * kWarpThreads + lane;
+      if (i < hs) dst[i] = acc[r] * scale;
+    }
+  }
+}
+
 __global__ void attention_forward_kernel(float* out, float* att, const float* qkv, int B, int T,
                                          int C, int NH, float scale) {
-  const std::int64_t row = std::int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kWarpThreads;
-  const int lane = threadIdx.x % kWarpThreads;
-  if (row >= std::int64_t{B} * NH * T) return;  // whole warps leave together
-  const int t = static_cast<int>(row % T);
-  const int h = static_cast<int>(row / T % NH);
-  const int b = static_cast<int>(row / (std::int64_t{T} * NH));
+  WarpRow w;
+  if (!warp_row(B, T, NH, w)) return;  // whole warps leave together
+  const auto [row, lane, b, h, t] = w;
   const QkvLayout layout{T, C, C / NH};
   const int hs = layout.hs;
   const float* q = qkv + layout.at(b, t, h, 0);
@@ -77,7 +130,7 @@ __global__ void attention_forward_kernel(float* out, float* att, const float* qk
   for (int t2 = lane; t2 < T; t2 += kWarpThreads) p[t2] = t2 <= t ? p[t2] * inv_sum : 0.0F;
   __syncwarp();  // the whole row is read below by every lane
 
-  float* o = out + (std::int64_t{b} * T + t) * C + std::int64_t{h} * hs;
+  float* o = out + layout.out_at(b, t, h);
   for (int i = lane; i < hs; i += kWarpThreads) {
     float sum = 0.0F;
     for (int t2 = 0; t2 <= t; ++t2) sum += p[t2] * qkv[layout.at(b, t2, h, 2) + i];
@@ -89,15 +142,12 @@ __global__ void attention_forward_kernel(float* out, float* att, const float* qk
 __global__ void attention_backward_dq_kernel(float* dqkv, const float* dout, const float* qkv,
                                              const float* att, int B, int T, int C, int NH,
                                              float scale) {
-  const std::int64_t row = std::int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kWarpThreads;
-  const int lane = threadIdx.x % kWarpThreads;
-  if (row >= std::int64_t{B} * NH * T) return;
-  const int t = static_cast<int>(row % T);
-  const int h = static_cast<int>(row / T % NH);
-  const int b = static_cast<int>(row / (std::int64_t{T} * NH));
+  WarpRow w;
+  if (!warp_row(B, T, NH, w)) return;
+  const auto [row, lane, b, h, t] = w;
   const QkvLayout layout{T, C, C / NH};
   const int hs = layout.hs;
-  const float* d_o = dout + (std::int64_t{b} * T + t) * C + std::int64_t{h} * hs;
+  const float* d_o = dout + layout.out_at(b, t, h);
   const float* p = att + row * T;
 
   float lane_d = 0.0F;
@@ -106,29 +156,11 @@ __global__ void attention_backward_dq_kernel(float* dqkv, const float* dout, con
   }
   const float d = warp_sum(lane_d);
 
-  float* dq = dqkv + layout.at(b, t, h, 0);
-  for (int d0 = 0; d0 < hs; d0 += kWarpThreads * kDimsPerLane) {
-    float acc[kDimsPerLane] = {};
-    for (int base = 0; base <= t; base += kWarpThreads) {
-      // Lane j holds dS[t, base + j]; then every lane walks the keys of this chunk in order.
-      const int t2 = base + lane;
-      float ds = 0.0F;
-      if (t2 <= t) ds = p[t2] * (dot(d_o, qkv + layout.at(b, t2, h, 2), hs) - d);
-      const int count = min(kWarpThreads, t - base + 1);
-      for (int j = 0; j < count; ++j) {
-        const float ds_j = __shfl_sync(kFullMask, ds, j);
-        const float* k = qkv + layout.at(b, base + j, h, 1);
-        for (int r = 0; r < kDimsPerLane; ++r) {
-          const int i = d0 + r * kWarpThreads + lane;
-          if (i < hs) acc[r] += ds_j * k[i];
-        }
-      }
-    }
-    for (int r = 0; r < kDimsPerLane; ++r) {
-      const int i = d0 + r * kWarpThreads + lane;
-      if (i < hs) dq[i] = acc[r] * scale;
-    }
-  }
+  // dS[t, t2] over the keys t2 <= t, times k[t2].
+  const auto ds_of = [&](int t2) {
+    return p[t2] * (dot(d_o, qkv + layout.at(b, t2, h, 2), hs) - d);
+  };
+  sum_ds_rows(dqkv + layout.at(b, t, h, 0), scale, ds_of, 0, t + 1, qkv, layout, b, h, 1, lane);
   if (lane == 0) dqkv[layout.at(b, t, h, 2)] = d;  // parked for kernel 2
 }
 
@@ -136,65 +168,37 @@ __global__ void attention_backward_dq_kernel(float* dqkv, const float* dout, con
 __global__ void attention_backward_dk_kernel(float* dqkv, const float* dout, const float* qkv,
                                              const float* att, int B, int T, int C, int NH,
                                              float scale) {
-  const std::int64_t row = std::int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kWarpThreads;
-  const int lane = threadIdx.x % kWarpThreads;
-  if (row >= std::int64_t{B} * NH * T) return;
-  const int t2 = static_cast<int>(row % T);
-  const int h = static_cast<int>(row / T % NH);
-  const int b = static_cast<int>(row / (std::int64_t{T} * NH));
+  WarpRow w;
+  if (!warp_row(B, T, NH, w)) return;
+  const auto [row, lane, b, h, t2] = w;
   const QkvLayout layout{T, C, C / NH};
   const int hs = layout.hs;
   const float* v = qkv + layout.at(b, t2, h, 2);
   const float* p_head = att + (row - t2) * T;  // P[t, t2] = p_head[t * T + t2]
 
-  float* dk = dqkv + layout.at(b, t2, h, 1);
-  for (int d0 = 0; d0 < hs; d0 += kWarpThreads * kDimsPerLane) {
-    float acc[kDimsPerLane] = {};
-    for (int base = t2; base < T; base += kWarpThreads) {
-      // Lane j holds dS[base + j, t2]; then every lane walks the queries of this chunk in order.
-      const int t = base + lane;
-      float ds = 0.0F;
-      if (t < T) {
-        const float* d_o = dout + (std::int64_t{b} * T + t) * C + std::int64_t{h} * hs;
-        const float d = dqkv[layout.at(b, t, h, 2)];
-        ds = p_head[std::int64_t{t} * T + t2] * (dot(d_o, v, hs) - d);
-      }
-      const int count = min(kWarpThreads, T - base);
-      for (int j = 0; j < count; ++j) {
-        const float ds_j = __shfl_sync(kFullMask, ds, j);
-        const float* q = qkv + layout.at(b, base + j, h, 0);
-        for (int r = 0; r < kDimsPerLane; ++r) {
-          const int i = d0 + r * kWarpThreads + lane;
-          if (i < hs) acc[r] += ds_j * q[i];
-        }
-      }
-    }
-    for (int r = 0; r < kDimsPerLane; ++r) {
-      const int i = d0 + r * kWarpThreads + lane;
-      if (i < hs) dk[i] = acc[r] * scale;
-    }
-  }
+  // dS[t, t2] over the queries t >= t2, times q[t].
+  const auto ds_of = [&](int t) {
+    const float* d_o = dout + layout.out_at(b, t, h);
+    const float d = dqkv[layout.at(b, t, h, 2)];
+    return p_head[std::int64_t{t} * T + t2] * (dot(d_o, v, hs) - d);
+  };
+  sum_ds_rows(dqkv + layout.at(b, t2, h, 1), scale, ds_of, t2, T, qkv, layout, b, h, 0, lane);
 }
 
 // Kernel 3: dv, one warp per key row; lanes own head dimensions.
 __global__ void attention_backward_dv_kernel(float* dqkv, const float* dout, const float* att,
                                              int B, int T, int C, int NH) {
-  const std::int64_t row = std::int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / kWarpThreads;
-  const int lane = threadIdx.x % kWarpThreads;
-  if (row >= std::int64_t{B} * NH * T) return;
-  const int t2 = static_cast<int>(row % T);
-  const int h = static_cast<int>(row / T % NH);
-  const int b = static_cast<int>(row / (std::int64_t{T} * NH));
+  WarpRow w;
+  if (!warp_row(B, T, NH, w)) return;
+  const auto [row, lane, b, h, t2] = w;
   const QkvLayout layout{T, C, C / NH};
   const int hs = layout.hs;
   const float* p_head = att + (row - t2) * T;
   float* dv = dqkv + layout.at(b, t2, h, 2);
   for (int i = lane; i < hs; i += kWarpThreads) {
     float sum = 0.0F;
-    for (int t = t2; t < T; ++t) {
-      sum += p_head[std::int64_t{t} * T + t2] *
-             dout[(std::int64_t{b} * T + t) * C + std::int64_t{h} * hs + i];
-    }
+    for (int t = t2; t < T; ++t)
+      sum += p_head[std::int64_t{t} * T + t2] * dout[layout.out_at(b, t, h) + i];
     dv[i] = sum;
   }
 }

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -22,12 +23,14 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "kernels/cpu/nn_cpu.h"
 #include "kernels/device.h"
 #include "kernels/nn.h"
+#include "tests/kernels/nn_test_support.h"
 
 namespace ebb::nn {
 namespace {
@@ -37,48 +40,6 @@ namespace {
 constexpr double kElementwiseTolerance = 1e-5;
 // Sums of up to a few thousand terms in different orders (cuBLAS blocking, tree reductions).
 constexpr double kReductionTolerance = 1e-4;
-
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float lo = -1, float hi = 1) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<std::int32_t> random_tokens(std::size_t n, int v, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<std::int32_t> dist(0, v - 1);
-  std::vector<std::int32_t> tokens(n);
-  for (std::int32_t& t : tokens) t = dist(rng);
-  return tokens;
-}
-
-void expect_close(const std::vector<float>& cuda, const std::vector<float>& cpu, double tolerance,
-                  const std::string& what) {
-  ASSERT_EQ(cuda.size(), cpu.size()) << what;
-  double max_diff = 0;
-  double max_ref = 0;
-  for (std::size_t i = 0; i < cuda.size(); i++) {
-    ASSERT_FALSE(std::isnan(cuda[i])) << what << ": element " << i << " not written (or NaN)";
-    ASSERT_FALSE(std::isnan(cpu[i])) << what << ": cpu element " << i << " is NaN";
-    max_diff = std::max(max_diff, std::abs(double{cuda[i]} - double{cpu[i]}));
-    max_ref = std::max(max_ref, std::abs(double{cpu[i]}));
-  }
-  EXPECT_LE(max_diff, tolerance * (max_ref + 1e-30))
-      << what << ": max |cuda - cpu| " << max_diff << ", max |cpu| " << max_ref;
-}
-
-template <typename T>
-void expect_same_bits(const std::vector<T>& a, const std::vector<T>& b, const std::string& what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  for (std::size_t i = 0; i < a.size(); i++) {
-    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) {
-      ADD_FAILURE() << what << ": element " << i << " differs: " << a[i] << " vs " << b[i];
-      return;
-    }
-  }
-}
 
 void check(const Status& status) {
   if (!status.ok()) throw std::runtime_error(status.to_string());
@@ -124,6 +85,20 @@ class NnCudaTest : public ::testing::Test {
     check(stream().copy_async(p, host.data(), host.size() * sizeof(T), CopyKind::kHostToDevice));
     check(stream().synchronize());
     return p;
+  }
+
+  // upload() of each vector, in order.
+  template <typename... T>
+  std::tuple<const T*...> upload_each(const std::vector<T>&... hosts) {
+    return {upload(hosts)...};
+  }
+
+  // N buffers of allocate<T>(n).
+  template <typename T, std::size_t N>
+  std::array<T*, N> allocate_each(std::size_t n) {
+    std::array<T*, N> buffers;
+    for (T*& p : buffers) p = allocate<T>(n);
+    return buffers;
   }
 
   template <typename T>
@@ -325,12 +300,8 @@ TEST_F(NnCudaTest, GeluAndAddMatchCpu) {
   cpu::gelu_backward(dinp.data(), inp.data(), dout.data(), n);
   cpu::add(sum.data(), inp.data(), other.data(), n);
 
-  const float* d_inp = upload(inp);
-  const float* d_other = upload(other);
-  const float* d_dout = upload(dout);
-  float* d_out = allocate<float>(n);
-  float* d_dinp = allocate<float>(n);
-  float* d_sum = allocate<float>(n);
+  const auto [d_inp, d_other, d_dout] = upload_each(inp, other, dout);
+  const auto [d_out, d_dinp, d_sum] = allocate_each<float, 3>(n);
   run([&](const LaunchContext& ctx) {
     gelu_forward(ctx, d_out, d_inp, n);
     gelu_backward(ctx, d_dinp, d_inp, d_dout, n);
@@ -468,13 +439,8 @@ TEST_F(NnCudaTest, AdamwMatchesCpu) {
   cpu::adamw(param_out.data(), m_out.data(), v_out.data(), param.data(), grad.data(), m.data(),
              v.data(), n, config, step);
 
-  const float* d_param = upload(param);
-  const float* d_grad = upload(grad);
-  const float* d_m = upload(m);
-  const float* d_v = upload(v);
-  float* d_param_out = allocate<float>(n);
-  float* d_m_out = allocate<float>(n);
-  float* d_v_out = allocate<float>(n);
+  const auto [d_param, d_grad, d_m, d_v] = upload_each(param, grad, m, v);
+  const auto [d_param_out, d_m_out, d_v_out] = allocate_each<float, 3>(n);
   run([&](const LaunchContext& ctx) {
     adamw(ctx, d_param_out, d_m_out, d_v_out, d_param, d_grad, d_m, d_v, n, config, step);
   });

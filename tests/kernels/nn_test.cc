@@ -24,56 +24,12 @@
 
 #include "kernels/cpu/nn_cpu.h"
 #include "kernels/nn_reference.h"
+#include "tests/kernels/nn_test_support.h"
 
 namespace ebb::nn {
 namespace {
 
 namespace ref = reference;
-
-template <typename Real>
-std::vector<Real> random_vector(std::size_t n, std::uint32_t seed, Real lo = -1, Real hi = 1) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<Real> dist(lo, hi);
-  std::vector<Real> v(n);
-  for (Real& x : v) x = dist(rng);
-  return v;
-}
-
-std::vector<std::int32_t> random_tokens(std::size_t n, int v, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<std::int32_t> dist(0, v - 1);
-  std::vector<std::int32_t> tokens(n);
-  for (std::int32_t& t : tokens) t = dist(rng);
-  return tokens;
-}
-
-std::vector<float> nan_vector(std::size_t n) {
-  return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
-}
-
-// Normwise relative error max|fast - ref| / max|ref|: float rounding differences are relative to
-// the tensor's scale, not to each element (an element near zero after cancellation has a large
-// elementwise relative error that means nothing). Every element must also have been written.
-void expect_close(const std::vector<float>& fast, const std::vector<float>& ref, double tolerance,
-                  const char* what) {
-  ASSERT_EQ(fast.size(), ref.size()) << what;
-  double max_diff = 0;
-  double max_ref = 0;
-  for (std::size_t i = 0; i < fast.size(); i++) {
-    ASSERT_FALSE(std::isnan(fast[i])) << what << ": element " << i << " not written";
-    ASSERT_FALSE(std::isnan(ref[i])) << what << ": reference element " << i << " not written";
-    max_diff = std::max(max_diff, std::abs(double{fast[i]} - double{ref[i]}));
-    max_ref = std::max(max_ref, std::abs(double{ref[i]}));
-  }
-  EXPECT_LE(max_diff, tolerance * (max_ref + 1e-30))
-      << what << ": max |diff| " << max_diff << ", max |ref| " << max_ref;
-}
-
-void expect_bitwise_equal(const std::vector<float>& a, const std::vector<float>& b,
-                          const char* what) {
-  ASSERT_EQ(a.size(), b.size());
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << what;
-}
 
 // Float rounding of sums of up to a few hundred terms of size ~1 (relative to the tensor's max).
 constexpr double kFloatTolerance = 1e-5;
@@ -391,9 +347,9 @@ std::vector<float> run_reductions() {
 
 TEST(NnCpuTest, ReductionsAreDeterministicForAnyThreadCount) {
   const std::vector<float> first = run_reductions();
-  expect_bitwise_equal(first, run_reductions(), "second run");
+  expect_same_bits(first, run_reductions(), "second run");
   tbb::global_control one_thread(tbb::global_control::max_allowed_parallelism, 1);
-  expect_bitwise_equal(first, run_reductions(), "one thread");
+  expect_same_bits(first, run_reductions(), "one thread");
 }
 
 // --- adamw, casts --------------------------------------------------------------------------------
@@ -446,7 +402,9 @@ TEST(NnCpuTest, CastToBf16RoundsToNearestEven) {
     std::uint16_t out = 0xABCD;
     cpu::cast_f32_to_bf16(&out, &in, 1);
     EXPECT_EQ(out, c.bf16) << std::hex << c.f32_bits;
-    EXPECT_EQ(ref::f32_to_bf16(in), c.bf16) << std::hex << c.f32_bits;
+    std::uint16_t out_ref = 0xABCD;
+    ref::cast_f32_to_bf16(&out_ref, &in, 1);
+    EXPECT_EQ(out_ref, c.bf16) << std::hex << c.f32_bits;
   }
 }
 
@@ -474,7 +432,7 @@ TEST(NnDispatchTest, CpuContextRunsTheCpuKernels) {
   auto out = nan_vector(N * OC), out_cpu = nan_vector(N * OC);
   matmul_forward(ctx, out.data(), inp.data(), weight.data(), nullptr, N, C, OC);
   cpu::matmul_forward(out_cpu.data(), inp.data(), weight.data(), nullptr, N, C, OC);
-  expect_bitwise_equal(out, out_cpu, "matmul_forward");
+  expect_same_bits(out, out_cpu, "matmul_forward");
   auto sum = nan_vector(1);
   mean(ctx, sum.data(), inp.data(), N * C);
   EXPECT_FALSE(std::isnan(sum[0]));
