@@ -32,27 +32,12 @@ struct SimulateArgs {
   bool json = false;
 };
 
-Result<EvictionPolicy> parse_policy(const std::string& text) {
-  if (text == "none") return EvictionPolicy::kNone;
-  if (text == "swap") return EvictionPolicy::kSwap;
-  if (text == "recompute") return EvictionPolicy::kRecompute;
-  if (text == "both") return EvictionPolicy::kBoth;
-  return invalid_argument("--policy \"" + text + "\" is not none, swap, recompute or both");
-}
-
 // "60%" of peak_live_bytes, or a byte size.
-Result<std::size_t> parse_budget(const std::string& text, std::size_t peak_live_bytes) {
-  if (text.empty() || text.back() != '%') return parse_byte_size(text, "--budget");
-  const std::string number = text.substr(0, text.size() - 1);
-  char* end = nullptr;
-  const double percent = number.empty() ? 0 : std::strtod(number.c_str(), &end);
-  if (number.empty() || end != number.c_str() + number.size() || !(percent > 0) ||
-      !std::isfinite(percent)) {
-    return invalid_argument("--budget \"" + text +
-                            "\" is not a positive percentage of the peak live bytes (e.g. 60%)");
-  }
+Result<std::size_t> budget_bytes(const std::string& text, std::size_t peak_live_bytes) {
+  EBB_ASSIGN_OR_RETURN(BudgetArg budget, parse_budget(text));
+  if (budget.bytes > 0) return budget.bytes;
   const auto bytes =
-      static_cast<std::size_t>(std::floor(static_cast<double>(peak_live_bytes) * percent / 100));
+      static_cast<std::size_t>(std::floor(static_cast<double>(peak_live_bytes) * budget.fraction));
   if (bytes == 0) return invalid_argument("--budget \"" + text + "\" is zero bytes");
   return bytes;
 }
@@ -145,7 +130,7 @@ int run_simulate(const SimulateArgs& args) {
   Result<Profile> profile = load_profile(args.file);
   if (!profile.ok()) return report_error(profile.status());
   const ProfileFigures figures = profile_figures(*profile);
-  Result<std::size_t> budget = parse_budget(args.budget, figures.peak_live_bytes);
+  Result<std::size_t> budget = budget_bytes(args.budget, figures.peak_live_bytes);
   if (!budget.ok()) return report_error(budget.status());
 
   DeviceOptions device_options;

@@ -57,6 +57,8 @@ TEST(EbbCli, HelpListsTheSubcommands) {
   EXPECT_NE(run.out.find("replay"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("bench"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("simulate"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("train"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("demo"), std::string::npos) << run.out;
 }
 
 TEST(EbbCli, Version) {
@@ -272,6 +274,63 @@ TEST(EbbCli, SimulateRejectsABadPolicyAndABadBudget) {
               " --policy recompute");
     EXPECT_NE(run.exit_code, 0) << budget;
     EXPECT_NE(run.err.find("--budget"), std::string::npos) << budget << ": " << run.err;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+TEST(EbbCli, DemoJsonSaysIdentical) {
+  CliRun run = ebb("demo --steps 6 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  nlohmann::json out = nlohmann::json::parse(run.out);
+  EXPECT_EQ(out["identical"], true);
+  EXPECT_LE(out["peak_budgeted_bytes"].get<double>(),
+            0.5 * out["peak_unconstrained_bytes"].get<double>() + 1);
+  EXPECT_TRUE(out.contains("overhead"));
+}
+
+TEST(EbbCli, TrainPrintsAStepLineAndASummary) {
+  CliRun run =
+      ebb("train --layers 1 --d-model 32 --heads 2 --seq 16 --batch 2 --vocab 64 "
+          "--steps 2 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::istringstream lines(run.out);
+  std::string line;
+  int objects = 0;
+  nlohmann::json last;
+  while (std::getline(lines, line)) {
+    last = nlohmann::json::parse(line);
+    ++objects;
+  }
+  EXPECT_EQ(objects, 3);  // two steps and the summary
+  for (const char* key : {"final_loss", "peak_reserved_bytes", "peak_live_bytes",
+                          "ms_per_step_median", "tokens_per_s"}) {
+    EXPECT_TRUE(last.contains(key)) << key;
+  }
+}
+
+TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
+  struct Case {
+    const char* args;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"--d-model 30 --heads 4", "does not divide --d-model"},
+      {"--seq 0", "--seq must be positive"},
+      {"--batch 0", "--batch must be positive"},
+      {"--vocab 70000", "above 65535"},
+      {"--data /nonexistent/tokens.bin", "cannot open"},
+      {"--budget 1KiB --policy both", "below the"},
+      {"--policy sometimes", "is not none, swap, recompute or both"},
+      {"--device sim", "cannot train"},
+  };
+  for (const Case& c : cases) {
+    CliRun run = ebb(std::string("train --steps 1 ") + c.args);
+    EXPECT_EQ(run.exit_code, 1) << c.args;
+    EXPECT_NE(run.err.find(c.message), std::string::npos) << c.args << ": " << run.err;
+    EXPECT_EQ(run.out.find("step    1"), std::string::npos) << c.args << ": trained anyway";
   }
 }
 
