@@ -8,6 +8,7 @@
 #include "allocator/pinned_host_pool.h"   // IWYU pragma: export
 #include "engine/engine.h"                // IWYU pragma: export
 #include "engine/eviction.h"              // IWYU pragma: export
+#include "engine/nn_ops.h"                // IWYU pragma: export
 #include "engine/profile.h"               // IWYU pragma: export
 #include "engine/tape.h"                  // IWYU pragma: export
 #include "engine/tensor.h"                // IWYU pragma: export
