@@ -28,14 +28,19 @@ namespace {
 using Index = std::int64_t;
 
 // Runs fn(task) for task in [0, count): inline when there is one task, since TBB's dispatch costs
-// more than a small kernel.
+// more than a small kernel, and always inline in a ThreadSanitizer build (EBB_SERIAL_KERNELS, see
+// the root CMakeLists.txt), where TBB's uninstrumented scheduling reads as races.
 template <typename Fn>
 void for_each_task(Index count, const Fn& fn) {
+#if EBB_SERIAL_KERNELS
+  for (Index task = 0; task < count; ++task) fn(task);
+#else
   if (count == 1) {
     fn(Index{0});
   } else if (count > 1) {
     tbb::parallel_for(Index{0}, count, fn);
   }
+#endif
 }
 
 // Runs fn(begin, end) over fixed chunks of [0, n) in parallel.
