@@ -239,11 +239,14 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
       for (std::size_t j = input_slots.size(); j < pointers.size(); ++j) {
         (void)allocator_->free(pointers[j]);
       }
-      unlock_inputs();
-      if (ptr.status().code() != StatusCode::kOutOfMemory) return ptr.status();
-      return out_of_memory(
-          out_of_memory_message("op " + quoted(name) + " (output " + quoted(outputs[i].name) + ")",
+      // The message is built while the inputs are still locked, so it tells them from pinned ones.
+      Status failed = ptr.status().code() != StatusCode::kOutOfMemory
+                          ? ptr.status()
+                          : out_of_memory(out_of_memory_message(
+                                "op " + quoted(name) + " (output " + quoted(outputs[i].name) + ")",
                                 output_bytes[i], ptr.status()));
+      unlock_inputs();
+      return failed;
     }
     pointers.push_back(*ptr);
   }

@@ -168,6 +168,14 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
     const bool adopt = o.residency == Residency::kDropped && (out == slot || !o.released);
     Result<void*> ptr = allocator_->allocate(o.bytes, compute_, o.name);
     if (!ptr.ok()) {
+      // Built while the replay's inputs are still locked, so the message tells them from the
+      // pinned tensors.
+      Status failed = ptr.status().code() != StatusCode::kOutOfMemory
+                          ? ptr.status()
+                          : out_of_memory(out_of_memory_message(
+                                quoted(op) + " (recomputing " + quoted(tensors_.at(slot).name) +
+                                    " by replaying " + quoted(tape_[producer].code->name) + ")",
+                                tensors_.at(out).bytes, ptr.status()));
       for (void* p : scratch) (void)allocator_->free(p);
       for (std::uint32_t a : adopted) {
         TensorRecord& ar = tensors_.at(a);
@@ -177,11 +185,7 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
         --ar.lock_count;
       }
       unlock(locked);
-      if (ptr.status().code() != StatusCode::kOutOfMemory) return ptr.status();
-      return out_of_memory(
-          out_of_memory_message(quoted(op) + " (recomputing " + quoted(tensors_.at(slot).name) +
-                                    " by replaying " + quoted(tape_[producer].code->name) + ")",
-                                tensors_.at(out).bytes, ptr.status()));
+      return failed;
     }
     if (adopt) {
       TensorRecord& a = tensors_.at(out);
