@@ -18,9 +18,13 @@
 namespace ebb::train {
 namespace {
 
+// Four layers: with two, 40% of the peak is too little for recompute alone (the MLP backward
+// holds three [N, 4C] tensors at once, and parameters and AdamW moments, which recompute cannot
+// evict, take a quarter of the budget), as in a real model, depth is what makes the forward
+// activations, and so the room eviction wins, dominate.
 TrainOptions small_options() {
   TrainOptions o;
-  o.model = {.layers = 2, .d_model = 32, .heads = 2, .seq = 32, .batch = 16, .vocab = 64};
+  o.model = {.layers = 4, .d_model = 32, .heads = 2, .seq = 32, .batch = 16, .vocab = 64};
   o.steps = 4;
   o.seed = 7;
   return o;
