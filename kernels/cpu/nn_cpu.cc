@@ -176,15 +176,20 @@ void gemm_packed(float* c, const float* a, Index a_rs, Index a_cs, const float* 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
                     int C, int OC) {
   // The GEMM wants b as [C, OC] rows; weight is [OC, C]. Transposing costs C*OC moves against the
-  // N*C*OC multiply-adds.
-  std::vector<float> weight_t(static_cast<std::size_t>(C) * OC);
+  // N*C*OC multiply-adds. The buffer is kept per thread (the stream's worker): allocating it per
+  // call made glibc map and unmap it each time, and the page faults cost more than the transpose.
+  // (The TBB tasks below run on other threads: they must reach it through this pointer, not
+  // through the thread_local's name, which names each thread's own buffer.)
+  thread_local std::vector<float> buffer;
+  buffer.resize(static_cast<std::size_t>(C) * OC);
+  float* weight_t = buffer.data();
   for_each_chunk(C, kChannelBlock, [&](Index c0, Index c1) {
     for (Index o = 0; o < OC; o++) {
       for (Index c = c0; c < c1; c++) weight_t[c * OC + o] = weight[o * C + c];
     }
   });
   // out[N,OC] = bias + inp[N,C] * weight_t[C,OC].
-  gemm_packed(out, inp, C, 1, weight_t.data(), bias, N, C, OC);
+  gemm_packed(out, inp, C, 1, weight_t, bias, N, C, OC);
 }
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
