@@ -1,8 +1,9 @@
 // GptModel: ebb's reference training loop, a GPT-2-style decoder (gpt_config.h) whose every
 // operator (forward, backward and the AdamW step) runs through the engine as one typed op of
-// engine/nn_ops.h (one kernel of kernels/nn.h, shapes checked), with the activations saved for backward held as engine tensors, so the engine
-// can swap or drop and recompute any of them. It reads like llm.c's train_gpt2.c: step() goes
-// from the embedding through each block, the loss, then backward in reverse and the update.
+// engine/nn_ops.h (one kernel of kernels/nn.h, shapes checked), with the activations saved for
+// backward held as engine tensors, so the engine can swap or drop and recompute any of them. It
+// reads like llm.c's train_gpt2.c: step() goes from the embedding through each block, the loss,
+// then backward in reverse and the update.
 //
 // Ownership: the model holds handles to its parameters and AdamW moments (carried engine
 // tensors); the Engine, which must outlive the model, owns their storage. Gradients flow as
