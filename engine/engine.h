@@ -228,6 +228,8 @@ class Engine {
   std::string out_of_memory_message(std::string_view op, std::size_t bytes_needed,
                                     const Status& allocator_status) const;
   Status poll_timings(bool wait);
+  // An empty slot list, from spare_slot_lists_ when there is one.
+  std::vector<std::uint32_t> take_slot_list();
   // The id of op name `name` in op_names_, interned on first use.
   std::uint32_t intern_op_name(std::string_view name);
 
@@ -258,6 +260,11 @@ class Engine {
   // run()'s launch pointers (inputs, then outputs), kept to save an allocation per op. Only
   // run() uses it, and run() is not re-entered (eviction and recompute use their own).
   std::vector<void*> run_pointers_;
+  // run()'s output sizes, kept for the same reason.
+  std::vector<std::size_t> run_output_bytes_;
+  // Emptied slot lists of the tapes of past iterations, which run() reuses for its tape entry's
+  // inputs and outputs: a steady loop then allocates no slot list per op.
+  std::vector<std::vector<std::uint32_t>> spare_slot_lists_;
   // Names of the tensors released by the last end_iteration, for the use-after-release message.
   std::unordered_map<std::uint64_t, std::string> retired_names_;
   std::uint64_t tick_ = 0;
