@@ -410,6 +410,8 @@ Status Engine::end_iteration() {
 Status Engine::synchronize() {
   Status copy_status = copy_->synchronize();
   Status compute_status = compute_.synchronize();
+  // Every kernel launched so far has run: their launch records can be reused.
+  launches_used_ = 0;
   EBB_RETURN_IF_ERROR(take_closure_error());
   EBB_RETURN_IF_ERROR(compute_status);
   return copy_status;
