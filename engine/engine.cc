@@ -191,7 +191,7 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
                             std::to_string(cost.count()) + " ns");
   }
   // Becomes the tape entry's (moved in once the op cannot fail any more).
-  std::vector<std::uint32_t> input_slots;
+  std::vector<std::uint32_t> input_slots = take_slot_list();
   input_slots.reserve(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     Result<std::uint32_t> slot = usable_slot(inputs[i], name, "input");
@@ -201,7 +201,8 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
     }
     input_slots.push_back(*slot);
   }
-  std::vector<std::size_t> output_bytes(outputs.size());
+  std::vector<std::size_t>& output_bytes = run_output_bytes_;
+  output_bytes.resize(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     output_bytes[i] = tensor_bytes(outputs[i].shape, outputs[i].dtype);
     if (output_bytes[i] == 0) {
@@ -275,6 +276,7 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   if (cost.count() > 0) op.cost_ns = cost.count();
   std::vector<Tensor> result;
   result.reserve(outputs.size());
+  op.outputs = take_slot_list();
   op.outputs.reserve(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     TensorRecord r;
@@ -393,6 +395,12 @@ Status Engine::end_iteration() {
     free_storage(slot);
     tensors_.retire(slot);
   }
+  for (OpRecord& op : tape_) {
+    for (std::vector<std::uint32_t>* slots : {&op.inputs, &op.outputs}) {
+      slots->clear();
+      spare_slot_lists_.push_back(std::move(*slots));
+    }
+  }
   tape_.clear();
   in_iteration_ = false;
   if (Status s = take_closure_error(); !s.ok() && first.ok()) first = std::move(s);
@@ -402,6 +410,8 @@ Status Engine::end_iteration() {
 Status Engine::synchronize() {
   Status copy_status = copy_->synchronize();
   Status compute_status = compute_.synchronize();
+  // Every kernel launched so far has run: their launch records can be reused.
+  launches_used_ = 0;
   EBB_RETURN_IF_ERROR(take_closure_error());
   EBB_RETURN_IF_ERROR(compute_status);
   return copy_status;
@@ -417,6 +427,13 @@ Status Engine::poll_timings(bool wait) {
         if (profiler_->recording()) profiler_->on_timing(op_index, ns);
       },
       wait);
+}
+
+std::vector<std::uint32_t> Engine::take_slot_list() {
+  if (spare_slot_lists_.empty()) return {};
+  std::vector<std::uint32_t> slots = std::move(spare_slot_lists_.back());
+  spare_slot_lists_.pop_back();
+  return slots;
 }
 
 std::uint32_t Engine::intern_op_name(std::string_view name) {

@@ -203,6 +203,11 @@ class Engine {
   // The kernel that runs `code` on `pointers` (inputs, then outputs) and reports a throw.
   Kernel closure_kernel(std::shared_ptr<const OpCode> code, std::span<void* const> pointers,
                         std::size_t inputs);
+  // The kernel for a launch of tape op `op` on `pointers` (inputs, then outputs). It captures
+  // only a pointer into launches_ (so std::function holds it without allocating, and the stream's
+  // thread frees nothing the host allocated), and reads the op's OpCode through the tape.
+  // REQUIRES: `op` stays on the tape until the compute stream has run the kernel.
+  Kernel tape_kernel(const OpRecord& op, std::span<void* const> pointers);
   // check_outputs: runs `code` twice on `pointers` (inputs, then outputs), on outputs poisoned
   // with two patterns, and compares. On success the outputs hold the second run's bits.
   Status check_closure_outputs(const std::shared_ptr<const OpCode>& code,
@@ -228,6 +233,8 @@ class Engine {
   std::string out_of_memory_message(std::string_view op, std::size_t bytes_needed,
                                     const Status& allocator_status) const;
   Status poll_timings(bool wait);
+  // An empty slot list, from spare_slot_lists_ when there is one.
+  std::vector<std::uint32_t> take_slot_list();
   // The id of op name `name` in op_names_, interned on first use.
   std::uint32_t intern_op_name(std::string_view name);
 
@@ -258,6 +265,21 @@ class Engine {
   // run()'s launch pointers (inputs, then outputs), kept to save an allocation per op. Only
   // run() uses it, and run() is not re-entered (eviction and recompute use their own).
   std::vector<void*> run_pointers_;
+  // run()'s output sizes, kept for the same reason.
+  std::vector<std::size_t> run_output_bytes_;
+  // Emptied slot lists of the tapes of past iterations, which run() reuses for its tape entry's
+  // inputs and outputs: a steady loop then allocates no slot list per op.
+  std::vector<std::vector<std::uint32_t>> spare_slot_lists_;
+  // What a tape_kernel reads when it runs. launches_[0, launches_used_) may still be read by
+  // queued kernels; synchronize() recycles them all once the compute stream has drained, so a
+  // steady loop allocates none.
+  struct Launch {
+    const OpCode* code;
+    LaunchPointers pointers;
+    std::size_t inputs;
+  };
+  std::vector<std::unique_ptr<Launch>> launches_;
+  std::size_t launches_used_ = 0;
   // Names of the tensors released by the last end_iteration, for the use-after-release message.
   std::unordered_map<std::uint64_t, std::string> retired_names_;
   std::uint64_t tick_ = 0;

@@ -46,6 +46,36 @@ Kernel Engine::closure_kernel(std::shared_ptr<const OpCode> code, std::span<void
   };
 }
 
+Kernel Engine::tape_kernel(const OpRecord& op, std::span<void* const> pointers) {
+  Launch launch{op.code.get(), LaunchPointers(pointers), op.inputs.size()};
+  if (launches_used_ == launches_.size()) {
+    launches_.push_back(std::make_unique<Launch>(std::move(launch)));
+  } else {
+    *launches_[launches_used_] = std::move(launch);
+  }
+  const Launch* slot = launches_[launches_used_++].get();
+  ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
+  return [slot, errors](const LaunchContext& context) {
+    const std::span<void* const> all = slot->pointers.all();
+    const OpArgs args{std::span<const void* const>(all.data(), slot->inputs),
+                      all.subspan(slot->inputs), context};
+    std::string failure;
+    try {
+      slot->code->fn(args);
+      return;
+    } catch (const std::exception& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "an exception not derived from std::exception";
+    }
+    std::lock_guard<std::mutex> lock(errors->mu);
+    if (errors->first.ok()) {
+      errors->first = internal_error("op " + quoted(slot->code->name) + " threw: " + failure);
+    }
+    errors->any.store(true, std::memory_order_release);
+  };
+}
+
 Status Engine::check_closure_outputs(const std::shared_ptr<const OpCode>& code,
                                      const std::vector<void*>& pointers, std::size_t inputs,
                                      const std::vector<TensorSpec>& outputs,
@@ -226,8 +256,7 @@ Status Engine::launch(std::size_t op_index, std::span<void* const> pointers, boo
       return s;
     }
   }
-  Status launched =
-      compute_.launch(closure_kernel(op.code, pointers, op.inputs.size()), op.given_cost);
+  Status launched = compute_.launch(tape_kernel(op, pointers), op.given_cost);
   if (timing.end != nullptr) {
     Status recorded = launched.ok() ? compute_.record(*timing.end) : launched;
     if (!recorded.ok()) {

@@ -76,45 +76,55 @@ CpuStream::~CpuStream() {
   // holds the set while it does.
   streams_.remove(this);
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
+    std::lock_guard<std::mutex> lock(enqueue_mu_);
+    stopping_.store(true, std::memory_order_release);
   }
+  // Through mu_: a worker that checked stopping_ before the store is waiting on work_cv_ by now.
+  { std::lock_guard<std::mutex> lock(mu_); }
   work_cv_.notify_one();
   worker_.join();
 }
 
 void CpuStream::enqueue(Op op) {
-  bool wake = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    EBB_CHECK(!stopping_, "work enqueued on cpu stream " + std::to_string(id_) +
-                              " while it is being destroyed");
-    queue_.push_back(std::move(op));
-    enqueued_.store(enqueued_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    // Read under mu_: a worker that is not asleep now checks the queue under mu_ before it
-    // sleeps, so it sees this op, and no wake-up is lost.
-    wake = worker_asleep_;
+    std::lock_guard<std::mutex> lock(enqueue_mu_);
+    EBB_CHECK(
+        !stopping_.load(std::memory_order_relaxed),
+        "work enqueued on cpu stream " + std::to_string(id_) + " while it is being destroyed");
+    queue_.push(std::move(op));
   }
-  if (wake) work_cv_.notify_one();
+  // The push count is stored, and worker_asleep_ set, sequentially consistently: either the
+  // worker sees this op before it sleeps or this sees the flag. Taking mu_ before notifying
+  // makes sure a worker that has seen no op is waiting on work_cv_ (not between its check and
+  // its wait), so the wake-up is not lost.
+  if (worker_asleep_.load(std::memory_order_seq_cst)) {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    work_cv_.notify_one();
+  }
 }
 
-void CpuStream::wait_for_work(std::unique_lock<std::mutex>& lock) {
-  if (stopping_ || !queue_.empty()) return;
-  const std::uint64_t seen = enqueued_.load(std::memory_order_relaxed);
-  lock.unlock();
-  const auto give_up_at = std::chrono::steady_clock::now() + kIdleSpin;
-  for (int polls = 1;; ++polls) {
-    if (enqueued_.load(std::memory_order_acquire) != seen) break;
-    spin_pause();
-    // Reading the clock costs more than a poll: read it every 64 polls.
-    if (polls % 64 == 0 && std::chrono::steady_clock::now() >= give_up_at) break;
+bool CpuStream::wait_for_work(std::uint64_t done) {
+  const auto started = std::chrono::steady_clock::now();
+  for (auto now = started; now - started < kIdleSpin;) {
+    const auto next_poll = now + kSpinPollInterval;
+    while ((now = std::chrono::steady_clock::now()) < next_poll) spin_pause();
+    if (queue_.pushed() != done) return true;
+    if (stopping_.load(std::memory_order_acquire)) break;
   }
-  lock.lock();
-  while (!stopping_ && queue_.empty()) {
-    worker_asleep_ = true;
+  std::unique_lock<std::mutex> lock(mu_);
+  bool more = true;
+  for (;;) {
+    worker_asleep_.store(true, std::memory_order_seq_cst);
+    if (queue_.pushed() != done) break;
+    // Once stopping_ is seen, nothing more is pushed: the count read after it is final.
+    if (stopping_.load(std::memory_order_acquire)) {
+      more = queue_.pushed() != done;
+      break;
+    }
     work_cv_.wait(lock);
-    worker_asleep_ = false;
   }
+  worker_asleep_.store(false, std::memory_order_relaxed);
+  return more;
 }
 
 Status CpuStream::run_op(Op& op) const {
@@ -132,27 +142,37 @@ Status CpuStream::run_op(Op& op) const {
   return op.run ? op.run() : ok_status();
 }
 
+void CpuStream::complete(Op& op, Status status, std::uint64_t done) {
+  if (status.ok() && op.record_point == nullptr) {
+    completed_.store(done, std::memory_order_seq_cst);
+  } else {
+    // Under mu_, so that no one sees the stream drained before its events complete or its error
+    // is set, nor an event complete before the stream counts the record done. Lock order:
+    // stream, then point.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!status.ok() && error_.ok()) error_ = std::move(status);
+    if (op.record_point != nullptr) op.record_point->complete();
+    completed_.store(done, std::memory_order_seq_cst);
+  }
+  // Read after the count is stored, as synchronize() counts itself in before it reads the
+  // count: one of the two sees the other. Taking mu_ first makes sure a waiter that has read an
+  // older count is waiting on idle_cv_, so the notification is not lost.
+  if (idle_waiters_.load(std::memory_order_seq_cst) > 0) {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    idle_cv_.notify_all();
+  }
+}
+
 void CpuStream::run_worker() {
-  std::unique_lock<std::mutex> lock(mu_);
+  std::uint64_t done = 0;
   for (;;) {
-    wait_for_work(lock);
-    if (queue_.empty()) return;  // stopping, and the queue is drained
-    Op op = std::move(queue_.front());
-    queue_.pop_front();
-    lock.unlock();
+    if (queue_.pushed() == done && !wait_for_work(done)) return;  // stopping, and drained
+    Op op = queue_.take();
     Status status = run_op(op);
     // Release what the op captured before reporting it done.
     op.kernel = nullptr;
     op.run = nullptr;
-    lock.lock();
-    if (!status.ok() && error_.ok()) error_ = std::move(status);
-    ++completed_;
-    // Under mu_, so that no one sees the stream drained before its events complete, nor an
-    // event complete before the stream counts the record done. Lock order: stream, then point.
-    if (op.record_point != nullptr) op.record_point->complete();
-    if (idle_waiters_ > 0 && completed_ == enqueued_.load(std::memory_order_relaxed)) {
-      idle_cv_.notify_all();
-    }
+    complete(op, std::move(status), ++done);
   }
 }
 
@@ -217,16 +237,20 @@ Status CpuStream::wait(Event& event) {
 }
 
 Status CpuStream::synchronize() {
+  // The work enqueued before this call; work other threads enqueue meanwhile is not waited for.
+  const std::uint64_t target = queue_.pushed();
   std::unique_lock<std::mutex> lock(mu_);
-  ++idle_waiters_;
-  idle_cv_.wait(lock, [this] { return completed_ == enqueued_.load(std::memory_order_relaxed); });
-  --idle_waiters_;
+  idle_waiters_.fetch_add(1, std::memory_order_seq_cst);
+  idle_cv_.wait(lock, [&] { return completed_.load(std::memory_order_seq_cst) >= target; });
+  idle_waiters_.fetch_sub(1, std::memory_order_relaxed);
   return std::exchange(error_, ok_status());
 }
 
 Result<bool> CpuStream::query() {
+  const std::uint64_t pushed = queue_.pushed();
+  // Under mu_: an event seen complete, or an error seen set, is counted in completed_ too.
   std::lock_guard<std::mutex> lock(mu_);
-  return completed_ == enqueued_.load(std::memory_order_relaxed);
+  return completed_.load(std::memory_order_seq_cst) >= pushed;
 }
 
 }  // namespace ebb

@@ -6,9 +6,15 @@
 // runs later on the worker. A kernel that throws leaves a sticky error that the next
 // synchronize() returns; work enqueued after it still runs.
 //
+// The host threads that enqueue and the worker never meet on a lock per op: producers serialise
+// among themselves with enqueue_mu_ and push onto a lock-free single-consumer queue
+// (SpscQueue), and the worker pops from it and publishes its progress in an atomic count. mu_ is
+// taken by the worker only to sleep, to record an error, to complete an event's record point
+// (so that stream and event state agree), or to wake a thread in synchronize().
+//
 // Waking the worker costs a futex syscall, microseconds on a VM, which is more than a small
-// kernel takes: so a worker that runs out of work spins for kIdleSpin (watching an atomic count
-// of enqueued work, not the lock) before it sleeps, and enqueue() notifies only a worker that
+// kernel takes: so a worker that runs out of work spins for kIdleSpin (looking at the queue's
+// push count every kSpinPollInterval) before it sleeps, and enqueue() notifies only a worker that
 // is asleep. A host thread launching a chain of small ops thus keeps the worker awake and never
 // pays for a wake-up; an idle stream costs kIdleSpin of one core each time it runs dry.
 //
@@ -20,7 +26,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -30,6 +35,7 @@
 
 #include "kernels/cpu/cpu_event.h"
 #include "kernels/cpu/cpu_memory.h"
+#include "kernels/cpu/spsc_queue.h"
 #include "kernels/device.h"
 
 namespace ebb {
@@ -78,6 +84,12 @@ class CpuStream final : public Stream {
  public:
   // How long a worker that ran out of work polls for more before it sleeps on work_cv_.
   static constexpr std::chrono::microseconds kIdleSpin{50};
+  // How often a worker that ran out of work looks at the queue while it spins. Not at every
+  // pause: each look pulls the line the host writes to enqueue, and looking again only once
+  // some ops have piled up hands them over a batch per look rather than a cache miss per op.
+  static constexpr std::chrono::nanoseconds kSpinPollInterval{500};
+
+  static constexpr std::size_t kCacheLineBytes = 64;  // x86 and most arm64
 
   // `device` identifies the owning device (for event checks); `memory`, the links and `streams`
   // belong to it and outlive this stream. Registers itself in `streams`.
@@ -113,9 +125,11 @@ class CpuStream final : public Stream {
   void run_worker();
   // Runs one op on the worker; returns what becomes the sticky error.
   Status run_op(Op& op) const;
-  // Returns once work is queued or stopping_: spins for kIdleSpin without the lock, then sleeps.
-  // REQUIRES: `lock` holds mu_; it holds it again on return.
-  void wait_for_work(std::unique_lock<std::mutex>& lock);
+  // Publishes that the worker has finished `done` ops, the last of them `op` with `status`.
+  void complete(Op& op, Status status, std::uint64_t done);
+  // Returns true once more than `done` ops were pushed; false when stopping_ and none is left.
+  // Spins for kIdleSpin without a lock, then sleeps on work_cv_.
+  bool wait_for_work(std::uint64_t done);
 
   const std::uint32_t id_;
   const void* const device_;
@@ -124,18 +138,25 @@ class CpuStream final : public Stream {
   CpuLink& device_to_host_;
   StreamSet& streams_;
 
+  // Serialises producers (push is single-producer); the worker never takes it.
+  std::mutex enqueue_mu_;
+  SpscQueue<Op> queue_;  // pushed under enqueue_mu_; taken by the worker only
+  // Set by the destructor under enqueue_mu_, after which nothing is pushed.
+  std::atomic<bool> stopping_{false};
+
   std::mutex mu_;
-  std::condition_variable work_cv_;  // the worker waits here for work or stopping_
-  std::condition_variable idle_cv_;  // synchronize() waits here for completed_ == enqueued_
-  std::deque<Op> queue_;             // GUARDED_BY(mu_)
-  // Ops ever enqueued. Written under mu_; atomic so that the spinning worker can watch it
-  // without taking the lock.
-  std::atomic<std::uint64_t> enqueued_{0};
-  std::uint64_t completed_ = 0;  // GUARDED_BY(mu_); ops the worker has finished
-  Status error_;                 // GUARDED_BY(mu_); first error since last synchronize()
-  bool stopping_ = false;        // GUARDED_BY(mu_); set by the destructor
-  bool worker_asleep_ = false;   // GUARDED_BY(mu_); the worker waits on work_cv_
-  int idle_waiters_ = 0;         // GUARDED_BY(mu_); threads in synchronize() waiting on idle_cv_
+  std::condition_variable work_cv_;  // the worker sleeps here for work or stopping_
+  std::condition_variable idle_cv_;  // synchronize() waits here for completed_
+  // The worker is about to sleep, or sleeps, on work_cv_; enqueue() then wakes it. Read by every
+  // enqueue and written only when the worker sleeps: on a line of its own, so that the worker's
+  // per-op writes do not make each enqueue miss on it.
+  alignas(kCacheLineBytes) std::atomic<bool> worker_asleep_{false};
+  // Threads in synchronize(); the worker wakes them only when there are any.
+  std::atomic<int> idle_waiters_{0};
+  // Ops the worker has finished; written by the worker only, with error_ and record points set
+  // first (under mu_ for those, so that query() under mu_ sees them together).
+  alignas(kCacheLineBytes) std::atomic<std::uint64_t> completed_{0};
+  Status error_;  // GUARDED_BY(mu_); first error since last synchronize()
 
   std::thread worker_;  // last: started once everything above is initialised
 };
