@@ -353,13 +353,9 @@ AttentionDims attention_dims(int C, int NH) {
 }  // namespace
 
 void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) {
-  // Plain copies, not a structured binding: the lambda below captures them, which clang before
-  // 16 refuses for bindings.
-  const AttentionDims dims = attention_dims(C, NH);
-  const Index qkv_row = dims.qkv_row;
-  const int hs = dims.hs;
-  const float scale = dims.scale;
-  for_each_task(Index{B} * NH, [&](Index bh) {
+  const auto [qkv_row, hs, scale] = attention_dims(C, NH);
+  // The dims are passed by init-capture: clang before 16 cannot capture a structured binding.
+  for_each_task(Index{B} * NH, [&, qkv_row = qkv_row, hs = hs, scale = scale](Index bh) {
     const Index b = bh / NH;
     const Index h = bh % NH;
     const float* qkv_b = qkv + b * T * qkv_row + h * hs;
@@ -395,15 +391,10 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B,
                         int T, int C, int NH) {
-  // Plain copies, not a structured binding: the lambda below captures them, which clang before
-  // 16 refuses for bindings.
-  const AttentionDims dims = attention_dims(C, NH);
-  const Index qkv_row = dims.qkv_row;
-  const int hs = dims.hs;
-  const float scale = dims.scale;
+  const auto [qkv_row, hs, scale] = attention_dims(C, NH);
   // One task per (b,h): every t adds into the key and value gradients of all t2 <= t, and those
   // sums run in t order inside the task. The task's q, k and v slices of dqkv are its alone.
-  for_each_task(Index{B} * NH, [&](Index bh) {
+  for_each_task(Index{B} * NH, [&, qkv_row = qkv_row, hs = hs, scale = scale](Index bh) {
     const Index b = bh / NH;
     const Index h = bh % NH;
     const float* qkv_b = qkv + b * T * qkv_row + h * hs;
