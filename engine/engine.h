@@ -201,6 +201,10 @@ class Engine {
   // outputs); `timed` records a pair of events around it.
   Status launch(std::size_t op_index, std::span<void* const> pointers, bool timed);
   // The kernel that runs `code` on `pointers` (inputs, then outputs) and reports a throw.
+  // Runs `code` on `all` (inputs, then outputs) and records a throw in `errors`, naming the op:
+  // the body of every kernel the engine launches.
+  static void run_closure(const OpCode& code, std::span<void* const> all, std::size_t inputs,
+                          const LaunchContext& context, ClosureErrors* errors);
   Kernel closure_kernel(std::shared_ptr<const OpCode> code, std::span<void* const> pointers,
                         std::size_t inputs);
   // The kernel for a launch of tape op `op` on `pointers` (inputs, then outputs). It captures

@@ -21,28 +21,31 @@ std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 }  // namespace
 
+void Engine::run_closure(const OpCode& code, std::span<void* const> all, std::size_t inputs,
+                         const LaunchContext& context, ClosureErrors* errors) {
+  const OpArgs args{std::span<const void* const>(all.data(), inputs), all.subspan(inputs), context};
+  std::string failure;
+  try {
+    code.fn(args);
+    return;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "an exception not derived from std::exception";
+  }
+  std::lock_guard<std::mutex> lock(errors->mu);
+  if (errors->first.ok()) {
+    errors->first = internal_error("op " + quoted(code.name) + " threw: " + failure);
+  }
+  errors->any.store(true, std::memory_order_release);
+}
+
 Kernel Engine::closure_kernel(std::shared_ptr<const OpCode> code, std::span<void* const> pointers,
                               std::size_t inputs) {
   ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
   return [code = std::move(code), pointers = LaunchPointers(pointers), inputs,
           errors](const LaunchContext& context) {
-    const std::span<void* const> all = pointers.all();
-    const OpArgs args{std::span<const void* const>(all.data(), inputs), all.subspan(inputs),
-                      context};
-    std::string failure;
-    try {
-      code->fn(args);
-      return;
-    } catch (const std::exception& e) {
-      failure = e.what();
-    } catch (...) {
-      failure = "an exception not derived from std::exception";
-    }
-    std::lock_guard<std::mutex> lock(errors->mu);
-    if (errors->first.ok()) {
-      errors->first = internal_error("op " + quoted(code->name) + " threw: " + failure);
-    }
-    errors->any.store(true, std::memory_order_release);
+    run_closure(*code, pointers.all(), inputs, context, errors);
   };
 }
 
@@ -56,23 +59,7 @@ Kernel Engine::tape_kernel(const OpRecord& op, std::span<void* const> pointers) 
   const Launch* slot = launches_[launches_used_++].get();
   ClosureErrors* errors = closure_errors_.get();  // outlives the queued work (see ~Engine)
   return [slot, errors](const LaunchContext& context) {
-    const std::span<void* const> all = slot->pointers.all();
-    const OpArgs args{std::span<const void* const>(all.data(), slot->inputs),
-                      all.subspan(slot->inputs), context};
-    std::string failure;
-    try {
-      slot->code->fn(args);
-      return;
-    } catch (const std::exception& e) {
-      failure = e.what();
-    } catch (...) {
-      failure = "an exception not derived from std::exception";
-    }
-    std::lock_guard<std::mutex> lock(errors->mu);
-    if (errors->first.ok()) {
-      errors->first = internal_error("op " + quoted(slot->code->name) + " threw: " + failure);
-    }
-    errors->any.store(true, std::memory_order_release);
+    run_closure(*slot->code, slot->pointers.all(), slot->inputs, context, errors);
   };
 }
 
