@@ -3,9 +3,6 @@
 // peak reserved bytes (the engine swaps and recomputes to fit). It prints the two loss curves
 // side by side, both peaks, the time overhead, and a verdict: are the losses and the final
 // parameters bitwise identical?
-#include <algorithm>
-#include <bit>
-#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -24,15 +21,6 @@ struct DemoArgs {
   std::string device = "cpu";
   bool json = false;
 };
-
-bool same_bits(float a, float b) {
-  return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](float x, float y) { return same_bits(x, y); });
-}
 
 int run_demo(DemoArgs& args) {
   Result<EvictionPolicy> policy = parse_policy(args.policy);
@@ -74,11 +62,8 @@ int run_demo(DemoArgs& args) {
 
   const train::TrainResult& a = *free_run;
   const train::TrainResult& b = *tight_run;
-  bool losses_identical = a.steps.size() == b.steps.size();
-  for (std::size_t i = 0; losses_identical && i < a.steps.size(); ++i) {
-    losses_identical = same_bits(a.steps[i].loss, b.steps[i].loss);
-  }
-  const bool parameters_identical = same_bits(a.final_parameters, b.final_parameters);
+  const bool losses_identical = train::same_losses(a, b);
+  const bool parameters_identical = train::same_bits(a.final_parameters, b.final_parameters);
   const bool identical = losses_identical && parameters_identical;
   const double overhead =
       a.ms_per_step_median > 0 ? b.ms_per_step_median / a.ms_per_step_median - 1.0 : 0.0;
@@ -100,7 +85,7 @@ int run_demo(DemoArgs& args) {
   }
   std::printf("\n step   loss (unconstrained)   loss (budgeted)   same bits\n");
   for (std::size_t i = 0; i < a.steps.size(); ++i) {
-    const bool same = same_bits(a.steps[i].loss, b.steps[i].loss);
+    const bool same = train::same_bits(a.steps[i].loss, b.steps[i].loss);
     std::printf(" %4d   %20.6f   %15.6f   %s\n", a.steps[i].step,
                 static_cast<double>(a.steps[i].loss), static_cast<double>(b.steps[i].loss),
                 same ? "yes" : "NO");

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 
 #include "kernels/device.h"
 #include "tools/train/trainer.h"
@@ -50,9 +49,7 @@ TEST(TrainCuda, BudgetedRunIsBitwiseIdenticalOnTheGpu) {
     budgeted.budget_fraction = 0.5;
     Result<TrainResult> tight = train(budgeted);
     ASSERT_TRUE(tight.ok()) << eviction_policy_name(policy) << ": " << tight.status().to_string();
-    EXPECT_EQ(std::memcmp(tight->final_parameters.data(), free_run->final_parameters.data(),
-                          free_run->final_parameters.size() * sizeof(float)),
-              0)
+    EXPECT_TRUE(same_bits(tight->final_parameters, free_run->final_parameters))
         << eviction_policy_name(policy);
     EXPECT_LE(tight->peak_reserved_bytes, tight->budget_bytes) << eviction_policy_name(policy);
   }

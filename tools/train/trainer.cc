@@ -1,6 +1,7 @@
 #include "tools/train/trainer.h"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -115,6 +116,21 @@ std::size_t minimum_budget_bytes(const GptConfig& c, EvictionPolicy policy) {
   const bool can_swap = policy == EvictionPolicy::kSwap || policy == EvictionPolicy::kBoth;
   const std::size_t pinned = can_swap ? 0 : static_cast<std::size_t>(parameter_count(c)) * f * 3;
   return working + pinned;
+}
+
+bool same_bits(float a, float b) {
+  return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](float x, float y) { return same_bits(x, y); });
+}
+
+bool same_losses(const TrainResult& a, const TrainResult& b) {
+  return std::equal(
+      a.steps.begin(), a.steps.end(), b.steps.begin(), b.steps.end(),
+      [](const StepStats& x, const StepStats& y) { return same_bits(x.loss, y.loss); });
 }
 
 std::uint64_t fingerprint(const std::vector<float>& values) {

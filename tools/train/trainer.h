@@ -68,6 +68,13 @@ Result<TrainResult> train(const TrainOptions& options,
 // them from). A budget below this cannot work whatever the engine evicts.
 std::size_t minimum_budget_bytes(const GptConfig& config, EvictionPolicy policy);
 
+// Bitwise equality, the comparison ebb's promise is about (unlike ==, it tells -0 from 0 and a
+// NaN equals itself).
+bool same_bits(float a, float b);
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b);
+// Whether two runs took as many steps with bitwise equal losses.
+bool same_losses(const TrainResult& a, const TrainResult& b);
+
 // FNV-1a of the bytes of `values`: a short fingerprint of a parameter set.
 std::uint64_t fingerprint(const std::vector<float>& values);
 
