@@ -5,6 +5,7 @@
 // so all are run and the lowest packing kept.
 #include <algorithm>
 #include <numeric>
+#include <string>
 #include <utility>
 
 #include "allocator/arena_search.h"
@@ -62,35 +63,34 @@ GreedyPacking pack(const std::vector<PlanBuffer>& buffers, const Ordering& order
   GreedyPacking packing;
   packing.offsets.assign(buffers.size(), 0);
   packing.name = std::string(ordering.name) + (fit == Fit::kBest ? "/best-fit" : "/first-fit");
+  // Placed buffers by offset: a walk over them in this order meets the gaps bottom-up, with no
+  // sort per buffer (a trace has thousands).
   std::vector<std::size_t> placed;
   placed.reserve(buffers.size());
-  std::vector<std::pair<std::size_t, std::size_t>> below;  // (offset, top) of time-overlaps
   for (std::size_t index : order) {
     const PlanBuffer& b = buffers[index];
-    below.clear();
-    for (std::size_t p : placed) {
-      const PlanBuffer& other = buffers[p];
-      if (other.lower < b.upper && b.lower < other.upper) {
-        below.emplace_back(packing.offsets[p], packing.offsets[p] + other.size_bytes);
-      }
-    }
-    std::sort(below.begin(), below.end());
-    std::size_t cursor = 0;  // everything below is taken
+    std::size_t cursor = 0;  // everything below is taken (at the times b is live)
     std::size_t chosen = 0;
     std::size_t chosen_gap = SIZE_MAX;
-    for (const auto& [offset, top] : below) {
+    for (std::size_t p : placed) {
+      const PlanBuffer& other = buffers[p];
+      if (other.upper <= b.lower || b.upper <= other.lower) continue;
+      const std::size_t offset = packing.offsets[p];
       const std::size_t candidate = align_up(cursor, b.alignment);
       if (offset >= candidate + b.size_bytes && offset - cursor < chosen_gap) {
         chosen = candidate;
         chosen_gap = offset - cursor;
         if (fit == Fit::kFirst) break;
       }
-      cursor = std::max(cursor, top);
+      cursor = std::max(cursor, offset + other.size_bytes);
     }
     if (chosen_gap == SIZE_MAX) chosen = align_up(cursor, b.alignment);
     packing.offsets[index] = chosen;
     packing.height_bytes = std::max(packing.height_bytes, chosen + b.size_bytes);
-    placed.push_back(index);
+    auto at = std::upper_bound(placed.begin(), placed.end(), chosen, [&](std::size_t offset, std::size_t p) {
+      return offset < packing.offsets[p];
+    });
+    placed.insert(at, index);
   }
   return packing;
 }

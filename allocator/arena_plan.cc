@@ -119,7 +119,9 @@ Result<ArenaPlan> plan_arena(const std::vector<PlanBuffer>& buffers, const PlanO
       plan.infeasible = found.outcome == SearchOutcome::kInfeasible;
     }
     plan.fits = plan.height_bytes <= capacity;
-  } else if (plan.height_bytes > plan.lower_bound_bytes && options.search) {
+  } else if (options.search &&
+             static_cast<double>(plan.height_bytes) >
+                 static_cast<double>(plan.lower_bound_bytes) * (1 + options.min_search_gain)) {
     // Binary search on the capacity; every probe is a feasibility search.
     std::size_t lo = plan.lower_bound_bytes;
     std::size_t hi = plan.height_bytes - 1;

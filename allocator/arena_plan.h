@@ -41,6 +41,9 @@ struct PlanOptions {
   // come back in well under a second.
   std::size_t large_problem_buffers = 1000;
   double large_search_seconds = 0.25;
+  // Without a capacity, a greedy height within this fraction of the lower bound is kept without
+  // a search: the search could win at most that much, and proving it costs seconds.
+  double min_search_gain = 0.001;
   // false: the greedy only (for comparison).
   bool search = true;
 };

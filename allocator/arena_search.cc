@@ -13,6 +13,8 @@ namespace {
 
 using Offset = std::int64_t;  // bytes; every figure stays below 2^62 (check_plan_buffers)
 
+constexpr std::size_t kMaxSectionEntries = 4'000'000;  // (buffer, section) pairs, 16 MiB
+
 Offset align_up(Offset value, Offset alignment) {
   return (value + alignment - 1) / alignment * alignment;
 }
@@ -50,8 +52,9 @@ class PackingSearch {
       : buffers_(buffers), capacity_(static_cast<Offset>(capacity_bytes)), deadline_(deadline) {}
 
   SearchResult run() {
-    build_sections();
     SearchResult result;
+    // The search's tables grow with buffers x sections; past this it could not finish anyway.
+    if (!build_sections()) return finish(SearchOutcome::kTimedOut, result);
     result.offsets.assign(buffers_.size(), 0);
     for (Offset total : total_) {
       if (total > capacity_) return finish(SearchOutcome::kInfeasible, result);
@@ -73,8 +76,9 @@ class PackingSearch {
     return result;
   }
 
-  // Sections: the stretches between consecutive distinct lifetime ends.
-  void build_sections() {
+  // Sections: the stretches between consecutive distinct lifetime ends. False when the tables
+  // would pass kMaxSectionEntries.
+  bool build_sections() {
     std::vector<std::int64_t> times;
     times.reserve(2 * buffers_.size());
     for (const PlanBuffer& b : buffers_) {
@@ -90,12 +94,18 @@ class PackingSearch {
     const int n = static_cast<int>(buffers_.size());
     lo_.resize(n);
     hi_.resize(n);
+    std::size_t entries = 0;
     for (int i = 0; i < n; ++i) {
       const PlanBuffer& b = buffers_[i];
       lo_[i] = static_cast<int>(std::lower_bound(times.begin(), times.end(), b.lower) -
                                 times.begin());
       hi_[i] = static_cast<int>(std::lower_bound(times.begin(), times.end(), b.upper) -
                                 times.begin());
+      entries += static_cast<std::size_t>(hi_[i] - lo_[i]);
+    }
+    if (entries > kMaxSectionEntries) return false;
+    for (int i = 0; i < n; ++i) {
+      const PlanBuffer& b = buffers_[i];
       for (int s = lo_[i]; s < hi_[i]; ++s) {
         section_buffers_[s].push_back(i);
         total_[s] += static_cast<Offset>(b.size_bytes);
@@ -117,6 +127,7 @@ class PackingSearch {
     min_offset_.assign(n, 0);
     solution_.assign(n, 0);
     affected_stamp_.assign(sections, 0);
+    return true;
   }
 
   // Cuts time wherever no buffer is live across the boundary.
@@ -287,22 +298,31 @@ class PackingSearch {
     }
     ++stamp_;
     affected_.clear();
+    auto mark = [&](int section) {
+      if (affected_stamp_[section] != stamp_) {
+        affected_stamp_[section] = stamp_;
+        affected_.push_back(section);
+      }
+    };
+    for (int s = lo_[b]; s < hi_[b]; ++s) mark(s);
     for (int o : overlaps_[b]) {
       if (offset_[o] >= 0 || min_offset_[o] >= top) continue;
-      offset_log_.emplace_back(o, min_offset_[o]);
+      const Offset old = min_offset_[o];
+      offset_log_.emplace_back(o, old);
       min_offset_[o] = align_up(top, static_cast<Offset>(buffers_[o].alignment));
+      // Only a section whose floor o held down (o could go at or below it) can rise.
       for (int s = lo_[o]; s < hi_[o]; ++s) {
-        if (affected_stamp_[s] != stamp_) {
-          affected_stamp_[s] = stamp_;
-          affected_.push_back(s);
-        }
+        if (old <= floor_[s]) mark(s);
       }
     }
-    // No unplaced buffer of a section can go below the least of their least offsets.
+    // No unplaced buffer of a section can go below the least of their least offsets. One that
+    // can go at or below the floor already keeps it where it is.
     for (int s : affected_) {
       Offset least = std::numeric_limits<Offset>::max();
       for (int o : section_buffers_[s]) {
-        if (offset_[o] < 0) least = std::min(least, min_offset_[o]);
+        if (offset_[o] >= 0) continue;
+        least = std::min(least, min_offset_[o]);
+        if (least <= floor_[s]) break;
       }
       if (least != std::numeric_limits<Offset>::max() && least > floor_[s]) {
         floor_log_.emplace_back(s, floor_[s]);

@@ -45,7 +45,7 @@ GreedyPacking best_greedy_packing(const std::vector<PlanBuffer>& buffers);
 enum class SearchOutcome {
   kFound,       // offsets hold a packing within the capacity
   kInfeasible,  // proved: no packing fits the capacity
-  kTimedOut,    // the deadline passed first
+  kTimedOut,    // the deadline passed first (or the problem is too large to search at all)
 };
 
 struct SearchResult {
