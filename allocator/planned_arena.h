@@ -44,7 +44,8 @@ class PlannedArena {
  public:
   // Takes a block of plan.height_bytes from `allocator` on `stream`. kInvalidArgument when the
   // plan does not validate against `buffers` or two buffers share a plan id; the allocator's
-  // status (kOutOfMemory) when the budget cannot hold the reservation.
+  // status when the budget cannot hold the reservation (kInvalidArgument past the budget,
+  // kOutOfMemory when other blocks hold it).
   static Result<std::unique_ptr<PlannedArena>> create(CachingAllocator& allocator, Stream& stream,
                                                       const std::vector<PlanBuffer>& buffers,
                                                       const ArenaPlan& plan);
