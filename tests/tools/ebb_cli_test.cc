@@ -166,6 +166,67 @@ TEST(EbbCli, BadBudgetIsRejected) {
   EXPECT_EQ(nlohmann::json::parse(ok.out)["budget_bytes"].get<std::size_t>(), 1610612736u);
 }
 
+const std::string kArenaTestdata = EBB_SOURCE_DIR "/tests/allocator/testdata/";
+
+TEST(EbbCli, ArenaPlanJsonHasTheKeys) {
+  CliRun run = ebb("arena-plan --json " + kArenaTestdata + "small.12.csv");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json out = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_FALSE(out.is_discarded()) << run.out;
+  EXPECT_EQ(out["height"].get<std::size_t>(), 12u);
+  EXPECT_EQ(out["lower_bound"].get<std::size_t>(), 12u);
+  EXPECT_EQ(out["capacity"].get<std::size_t>(), 12u);
+  EXPECT_TRUE(out["fits"].get<bool>());
+  EXPECT_TRUE(out["optimal"].get<bool>());
+  EXPECT_GE(out["seconds"].get<double>(), 0);
+}
+
+TEST(EbbCli, ArenaPlanSummaryAndOffsetsFile) {
+  const std::string out_path = write_temp("planned.csv", "");
+  CliRun run = ebb("arena-plan " + kArenaTestdata + "aligned.csv --out " + out_path);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find("height / lower"), std::string::npos) << run.out;
+  std::ifstream in(out_path);
+  std::string header;
+  std::getline(in, header);
+  EXPECT_EQ(header, "id,lower,upper,size,alignment,offset");
+  int rows = 0;
+  for (std::string line; std::getline(in, line);) ++rows;
+  EXPECT_EQ(rows, 4);
+  std::remove(out_path.c_str());
+}
+
+TEST(EbbCli, ArenaPlanCapacityBelowTheLowerBoundNamesTheLine) {
+  CliRun run = ebb("arena-plan " + kArenaTestdata + "over_capacity.16.csv");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("over_capacity.16.csv:4: capacity 16 cannot hold the lower bound 24"),
+            std::string::npos)
+      << run.err;
+  EXPECT_NE(run.err.find("best height found 24"), std::string::npos) << run.err;
+}
+
+TEST(EbbCli, ArenaPlanMalformedCsvNamesFileAndLine) {
+  const std::string path = write_temp("unsorted.csv", "id,lower,upper,size\n3,0,2,8\n2,1,3,8\n");
+  CliRun run = ebb("arena-plan " + path);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find(path + ":3: id 2 comes after id 3"), std::string::npos) << run.err;
+}
+
+TEST(EbbCli, ArenaPlanReplaysADtrLogThroughTheArena) {
+  CliRun run = ebb("arena-plan --json --replay " + kWorkloads + "mlp4_train.dtr.log");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json out = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_FALSE(out.is_discarded()) << run.out;
+  EXPECT_EQ(out["format"], "dtr_log");
+  EXPECT_EQ(out["capacity"].get<std::size_t>(), 0u);
+  EXPECT_GE(out["height"].get<std::size_t>(), out["lower_bound"].get<std::size_t>());
+  EXPECT_EQ(out["replay_peak_live"].get<std::size_t>(), out["lower_bound"].get<std::size_t>());
+  EXPECT_GE(out["replay_planned_peak_reserved"].get<std::size_t>(),
+            out["height"].get<std::size_t>());
+  EXPECT_GT(out["replay_caching_peak_reserved"].get<std::size_t>(), 0u);
+  EXPECT_EQ(out["replay_planned_fallback_allocs"].get<int>(), 0);
+}
+
 TEST(EbbCli, BenchAllocJson) {
   CliRun run = ebb("bench alloc --json --iterations 1000 --repetitions 3");
   ASSERT_EQ(run.exit_code, 0) << run.err;
