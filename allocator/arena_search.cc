@@ -209,7 +209,8 @@ class PackingSearch {
     while (true) {
       limit = std::min<std::int64_t>(limit * 2, std::numeric_limits<std::int64_t>::max() / 4);
       for (const std::vector<int>& rank : ranks) {
-        PartOutcome outcome = dfs(part, rank, limit);
+        run_nodes_ = 0;
+        PartOutcome outcome = dfs(part, rank, limit, -1, -1);
         if (outcome != PartOutcome::kNodeLimit) return outcome;
       }
     }
@@ -234,12 +235,34 @@ class PackingSearch {
     return frame;
   }
 
-  PartOutcome dfs(const Part& part, const std::vector<int>& rank, std::int64_t node_limit) {
+  // The unplaced buffers of `order` split where none is live across a section boundary; fewer
+  // than two groups means no split.
+  std::vector<Part> split(const std::vector<Candidate>& order) const {
+    std::vector<int> open;
+    for (const Candidate& c : order) {
+      if (offset_[c.buffer] < 0) open.push_back(c.buffer);
+    }
+    std::sort(open.begin(), open.end(), [&](int a, int b) { return lo_[a] < lo_[b]; });
+    std::vector<Part> groups;
+    int reach = -1;  // the last section end of the current group
+    for (int b : open) {
+      if (lo_[b] >= reach) groups.push_back(Part{lo_[b], hi_[b], {}});
+      reach = std::max(reach, hi_[b]);
+      groups.back().end_section = reach;
+      groups.back().buffers.push_back(b);
+    }
+    return groups;
+  }
+
+  // Depth-first search of `part` from the current state, every offset following the canonical
+  // bound (bound_offset, bound_rank). kFound leaves the part's offsets in solution_; every
+  // outcome leaves the state as it found it.
+  PartOutcome dfs(const Part& part, const std::vector<int>& rank, std::int64_t node_limit,
+                  Offset bound_offset, int bound_rank) {
     std::vector<Candidate> all;
     for (int b : part.buffers) all.push_back(Candidate{0, rank[b], b});
     std::vector<Frame> frames;
-    frames.push_back(make_frame(all, -1, -1));
-    std::int64_t part_nodes = 0;
+    frames.push_back(make_frame(all, bound_offset, bound_rank));
     PartOutcome outcome = PartOutcome::kInfeasible;
     while (!frames.empty()) {
       Frame& f = frames.back();
@@ -258,19 +281,36 @@ class PackingSearch {
           continue;
         }
         ++nodes_;
-        if (++part_nodes > node_limit) {
+        if (++run_nodes_ > node_limit) {
           outcome = PartOutcome::kNodeLimit;
         } else if ((nodes_ & 255) == 0 && Clock::now() > deadline_) {
           outcome = PartOutcome::kTimedOut;
         } else {
-          Frame child = make_frame(f.order, c.offset, c.rank);
-          if (child.order.empty()) {
-            for (int b : part.buffers) solution_[b] = offset_[b];
+          std::vector<Part> groups = split(f.order);
+          if (groups.size() >= 2) {
+            // Independent stretches of time: solve each on its own (their search trees would
+            // otherwise multiply).
+            PartOutcome groups_outcome = PartOutcome::kFound;
+            for (const Part& group : groups) {
+              groups_outcome = dfs(group, rank, node_limit, c.offset, c.rank);
+              if (groups_outcome != PartOutcome::kFound) break;
+            }
+            if (groups_outcome == PartOutcome::kInfeasible) {
+              unplace(f);
+              continue;
+            }
+            outcome = groups_outcome;
+          } else if (groups.empty()) {
             outcome = PartOutcome::kFound;
           } else {
-            frames.push_back(std::move(child));  // f dangles from here
+            frames.push_back(make_frame(f.order, c.offset, c.rank));  // f dangles from here
             descended = true;
             break;
+          }
+          if (outcome == PartOutcome::kFound) {
+            for (int b : part.buffers) {
+              if (offset_[b] >= 0) solution_[b] = offset_[b];
+            }
           }
         }
         // Stop: unwind every placement so that the next run starts clean.
@@ -299,7 +339,8 @@ class PackingSearch {
     ++stamp_;
     affected_.clear();
     auto mark = [&](int section) {
-      if (affected_stamp_[section] != stamp_) {
+      // A section with no unplaced buffer has no floor to raise.
+      if (total_[section] > 0 && affected_stamp_[section] != stamp_) {
         affected_stamp_[section] = stamp_;
         affected_.push_back(section);
       }
@@ -360,6 +401,7 @@ class PackingSearch {
   const Offset capacity_;
   const Clock::time_point deadline_;
   std::int64_t nodes_ = 0;
+  std::int64_t run_nodes_ = 0;  // nodes of the current run under a node limit
 
   std::vector<int> lo_, hi_;                     // per buffer: its sections [lo, hi)
   std::vector<std::vector<int>> section_buffers_;  // per section: buffers live there
