@@ -87,9 +87,9 @@ GreedyPacking pack(const std::vector<PlanBuffer>& buffers, const Ordering& order
     if (chosen_gap == SIZE_MAX) chosen = align_up(cursor, b.alignment);
     packing.offsets[index] = chosen;
     packing.height_bytes = std::max(packing.height_bytes, chosen + b.size_bytes);
-    auto at = std::upper_bound(placed.begin(), placed.end(), chosen, [&](std::size_t offset, std::size_t p) {
-      return offset < packing.offsets[p];
-    });
+    auto at = std::upper_bound(
+        placed.begin(), placed.end(), chosen,
+        [&](std::size_t offset, std::size_t p) { return offset < packing.offsets[p]; });
     placed.insert(at, index);
   }
   return packing;

@@ -52,8 +52,8 @@ Status check_plan_buffers(const std::vector<PlanBuffer>& buffers) {
     }
     if (b.size_bytes == 0) return invalid_argument(describe(buffers, i) + ": size is 0");
     if (b.alignment == 0 || (b.alignment & (b.alignment - 1)) != 0) {
-      return invalid_argument(describe(buffers, i) + ": alignment " +
-                              std::to_string(b.alignment) + " is not a power of two");
+      return invalid_argument(describe(buffers, i) + ": alignment " + std::to_string(b.alignment) +
+                              " is not a power of two");
     }
     if (b.size_bytes >= kMaxTotalBytes || b.alignment >= kMaxTotalBytes ||
         kMaxTotalBytes - total < b.size_bytes + b.alignment) {
@@ -104,9 +104,9 @@ Result<ArenaPlan> plan_arena(const std::vector<PlanBuffer>& buffers, const PlanO
       start + std::chrono::duration_cast<Clock::duration>(
                   std::chrono::duration<double>(std::max(0.0, options.time_limit_seconds)));
   if (buffers.size() > options.large_problem_buffers) {
-    deadline = std::min(deadline, Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                     std::chrono::duration<double>(
-                                                         options.large_search_seconds)));
+    deadline = std::min(
+        deadline, Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(options.large_search_seconds)));
   }
   const std::size_t capacity = options.capacity_bytes;
   if (capacity != 0) {
@@ -160,9 +160,8 @@ Status validate_plan(const std::vector<PlanBuffer>& buffers, const ArenaPlan& pl
     }
     if (offset > plan.height_bytes || plan.height_bytes - offset < buffers[i].size_bytes) {
       return invalid_argument(describe(buffers, i) + ": [" + std::to_string(offset) + ", " +
-                              std::to_string(offset) + "+" +
-                              std::to_string(buffers[i].size_bytes) + ") passes the height " +
-                              std::to_string(plan.height_bytes));
+                              std::to_string(offset) + "+" + std::to_string(buffers[i].size_bytes) +
+                              ") passes the height " + std::to_string(plan.height_bytes));
     }
   }
   // Sweep by start time; `live` holds the buffers whose lifetime has begun and not ended.
@@ -176,13 +175,12 @@ Status validate_plan(const std::vector<PlanBuffer>& buffers, const ArenaPlan& pl
     std::erase_if(live, [&](std::size_t j) { return buffers[j].upper <= b.lower; });
     for (std::size_t j : live) {
       const std::size_t lo = std::max(plan.offsets[i], plan.offsets[j]);
-      const std::size_t hi = std::min(plan.offsets[i] + b.size_bytes,
-                                      plan.offsets[j] + buffers[j].size_bytes);
+      const std::size_t hi =
+          std::min(plan.offsets[i] + b.size_bytes, plan.offsets[j] + buffers[j].size_bytes);
       if (lo < hi) {
         return invalid_argument(describe(buffers, i) + " at offset " +
-                                std::to_string(plan.offsets[i]) + " and " +
-                                describe(buffers, j) + " at offset " +
-                                std::to_string(plan.offsets[j]) +
+                                std::to_string(plan.offsets[i]) + " and " + describe(buffers, j) +
+                                " at offset " + std::to_string(plan.offsets[j]) +
                                 " are live at the same time and overlap in memory");
       }
     }

@@ -23,11 +23,11 @@ namespace ebb {
 
 // One buffer to place: live over the half-open interval [lower, upper) of some clock.
 struct PlanBuffer {
-  std::uint64_t id = 0;          // caller's name for the buffer (a plan id)
-  std::int64_t lower = 0;        // first instant the buffer is live
-  std::int64_t upper = 0;        // first instant it is dead again; REQUIRES: upper > lower
-  std::size_t size_bytes = 0;    // REQUIRES: > 0
-  std::size_t alignment = 1;     // offset must be a multiple; REQUIRES: a power of two
+  std::uint64_t id = 0;        // caller's name for the buffer (a plan id)
+  std::int64_t lower = 0;      // first instant the buffer is live
+  std::int64_t upper = 0;      // first instant it is dead again; REQUIRES: upper > lower
+  std::size_t size_bytes = 0;  // REQUIRES: > 0
+  std::size_t alignment = 1;   // offset must be a multiple; REQUIRES: a power of two
 };
 
 struct PlanOptions {
@@ -50,14 +50,14 @@ struct PlanOptions {
 
 // A packing and what is known about it.
 struct ArenaPlan {
-  std::vector<std::size_t> offsets;  // per input buffer, in input order
-  std::size_t height_bytes = 0;       // max over buffers of offset + size
-  std::size_t lower_bound_bytes = 0;  // max over time of the bytes live at once
-  std::size_t capacity_bytes = 0;     // the capacity asked for (0: none)
-  bool fits = true;                   // height_bytes <= capacity_bytes (true without one)
-  bool optimal = false;               // height_bytes is proved minimal
-  bool infeasible = false;            // the capacity is proved too small for any packing
-  std::string method;                 // "greedy <order>/<fit>" or "search"
+  std::vector<std::size_t> offsets;     // per input buffer, in input order
+  std::size_t height_bytes = 0;         // max over buffers of offset + size
+  std::size_t lower_bound_bytes = 0;    // max over time of the bytes live at once
+  std::size_t capacity_bytes = 0;       // the capacity asked for (0: none)
+  bool fits = true;                     // height_bytes <= capacity_bytes (true without one)
+  bool optimal = false;                 // height_bytes is proved minimal
+  bool infeasible = false;              // the capacity is proved too small for any packing
+  std::string method;                   // "greedy <order>/<fit>" or "search"
   std::size_t greedy_height_bytes = 0;  // the best greedy packing's height
   std::int64_t search_nodes = 0;        // branch-and-bound nodes visited
   double seconds = 0;                   // wall time of plan_arena

@@ -1,12 +1,12 @@
 // The branch-and-bound search of arena_search.h. The depth-first search keeps its own stack of
 // frames (not the call stack: a trace has thousands of buffers) and an undo log, so that
 // backtracking restores the exact state before a placement.
+#include "allocator/arena_search.h"
+
 #include <algorithm>
 #include <limits>
 #include <numeric>
 #include <utility>
-
-#include "allocator/arena_search.h"
 
 namespace ebb::arena_internal {
 namespace {
@@ -97,10 +97,10 @@ class PackingSearch {
     std::size_t entries = 0;
     for (int i = 0; i < n; ++i) {
       const PlanBuffer& b = buffers_[i];
-      lo_[i] = static_cast<int>(std::lower_bound(times.begin(), times.end(), b.lower) -
-                                times.begin());
-      hi_[i] = static_cast<int>(std::lower_bound(times.begin(), times.end(), b.upper) -
-                                times.begin());
+      lo_[i] =
+          static_cast<int>(std::lower_bound(times.begin(), times.end(), b.lower) - times.begin());
+      hi_[i] =
+          static_cast<int>(std::lower_bound(times.begin(), times.end(), b.upper) - times.begin());
       entries += static_cast<std::size_t>(hi_[i] - lo_[i]);
     }
     if (entries > kMaxSectionEntries) return false;
@@ -154,9 +154,9 @@ class PackingSearch {
                                  [](int s, const Part& p) { return s < p.first_section; });
       std::prev(it)->buffers.push_back(static_cast<int>(i));
     }
-    parts.erase(std::remove_if(parts.begin(), parts.end(),
-                               [](const Part& p) { return p.buffers.empty(); }),
-                parts.end());
+    parts.erase(
+        std::remove_if(parts.begin(), parts.end(), [](const Part& p) { return p.buffers.empty(); }),
+        parts.end());
     return parts;
   }
 
@@ -226,8 +226,8 @@ class PackingSearch {
       if (offset_[c.buffer] >= 0) continue;
       const Offset least = min_offset_[c.buffer];
       frame.order.push_back(Candidate{least, c.rank, c.buffer});
-      frame.min_height = std::min(
-          frame.min_height, least + static_cast<Offset>(buffers_[c.buffer].size_bytes));
+      frame.min_height =
+          std::min(frame.min_height, least + static_cast<Offset>(buffers_[c.buffer].size_bytes));
     }
     std::sort(frame.order.begin(), frame.order.end(), [](const Candidate& a, const Candidate& b) {
       return a.offset != b.offset ? a.offset < b.offset : a.rank < b.rank;
@@ -403,15 +403,15 @@ class PackingSearch {
   std::int64_t nodes_ = 0;
   std::int64_t run_nodes_ = 0;  // nodes of the current run under a node limit
 
-  std::vector<int> lo_, hi_;                     // per buffer: its sections [lo, hi)
+  std::vector<int> lo_, hi_;                       // per buffer: its sections [lo, hi)
   std::vector<std::vector<int>> section_buffers_;  // per section: buffers live there
   std::vector<std::vector<int>> overlaps_;         // per buffer: buffers overlapping in time
 
-  std::vector<Offset> offset_;      // per buffer: placed offset, -1 while unplaced
-  std::vector<Offset> min_offset_;  // per buffer: least offset it can take now
-  std::vector<Offset> floor_;       // per section: no unplaced buffer can go lower
-  std::vector<Offset> total_;       // per section: bytes of its unplaced buffers
-  std::vector<Offset> solution_;    // per buffer: offsets of the last part found
+  std::vector<Offset> offset_;                      // per buffer: placed offset, -1 while unplaced
+  std::vector<Offset> min_offset_;                  // per buffer: least offset it can take now
+  std::vector<Offset> floor_;                       // per section: no unplaced buffer can go lower
+  std::vector<Offset> total_;                       // per section: bytes of its unplaced buffers
+  std::vector<Offset> solution_;                    // per buffer: offsets of the last part found
   std::vector<std::pair<int, Offset>> offset_log_;  // (buffer, previous min_offset_)
   std::vector<std::pair<int, Offset>> floor_log_;   // (section, previous floor_)
   std::vector<std::uint32_t> affected_stamp_;

@@ -73,15 +73,16 @@ class PlannedArena {
     std::size_t requested_bytes = 0;  // what the caller asked
   };
 
-  PlannedArena(CachingAllocator& allocator, Stream& stream) : allocator_(allocator), stream_(stream) {}
+  PlannedArena(CachingAllocator& allocator, Stream& stream)
+      : allocator_(allocator), stream_(stream) {}
   bool slot_free(const Slot& slot) const;
 
   CachingAllocator& allocator_;
   Stream& stream_;
-  char* base_ = nullptr;  // the reservation, or nullptr for an empty plan
-  std::unordered_map<std::uint64_t, Slot> slots_;          // plan id -> planned bytes
-  std::map<std::size_t, Live> live_;                       // offset -> planned allocation
-  std::unordered_map<void*, std::size_t> fallback_live_;   // fallback block -> requested bytes
+  char* base_ = nullptr;                           // the reservation, or nullptr for an empty plan
+  std::unordered_map<std::uint64_t, Slot> slots_;  // plan id -> planned bytes
+  std::map<std::size_t, Live> live_;               // offset -> planned allocation
+  std::unordered_map<void*, std::size_t> fallback_live_;  // fallback block -> requested bytes
   PlannedArenaStats stats_;
 };
 

@@ -32,7 +32,7 @@ struct ArenaPlanArgs {
 
 // The problem, whichever format it came in, and the events to replay it with.
 struct LoadedProblem {
-  ArenaProblem problem;             // for a DTR log: one buffer per storage, no lines
+  ArenaProblem problem;            // for a DTR log: one buffer per storage, no lines
   std::vector<AllocEvent> events;  // in time order
   std::size_t capacity_bytes = 0;  // from the file name; 0 when it names none
   const char* format = "";
@@ -78,7 +78,8 @@ Result<LoadedProblem> load(const ArenaPlanArgs& args) {
   loaded.format = "minimalloc_csv";
   EBB_ASSIGN_OR_RETURN(loaded.problem, read_arena_csv(args.file));
   if (args.alignment != 0) {
-    for (PlanBuffer& b : loaded.problem.buffers) b.alignment = std::max(b.alignment, args.alignment);
+    for (PlanBuffer& b : loaded.problem.buffers)
+      b.alignment = std::max(b.alignment, args.alignment);
   }
   loaded.capacity_bytes = capacity_from_file_name(args.file);
   loaded.events = events_of(loaded.problem.buffers);
@@ -118,8 +119,8 @@ Result<ReplayFigures> replay_both(const LoadedProblem& loaded, const ArenaPlan& 
   device_options.kind = DeviceKind::kCpu;
   // The replay never touches its memory: a generous capacity costs address space only.
   device_options.capacity_bytes = std::max({2 * peak, 2 * plan.height_bytes, kGiB});
-  device_options.capacity_bytes = (device_options.capacity_bytes + 2 * kMiB - 1) / (2 * kMiB) *
-                                  (2 * kMiB);
+  device_options.capacity_bytes =
+      (device_options.capacity_bytes + 2 * kMiB - 1) / (2 * kMiB) * (2 * kMiB);
   EBB_ASSIGN_OR_RETURN(std::unique_ptr<Device> device, create_device(device_options));
   ReplayFigures figures;
   EBB_ASSIGN_OR_RETURN(figures.caching, replay(loaded.events, *device, {}));
@@ -137,12 +138,13 @@ int run_arena_plan(const ArenaPlanArgs& args) {
   options.time_limit_seconds = args.time_limit_seconds;
   options.search = !args.greedy_only;
   Result<ArenaPlan> planned = plan_arena(problem.buffers, options);
-  if (!planned.ok()) return report_error(Status(planned.status().code(), args.file + ": " +
-                                                                     planned.status().message()));
+  if (!planned.ok())
+    return report_error(
+        Status(planned.status().code(), args.file + ": " + planned.status().message()));
   const ArenaPlan& plan = *planned;
   if (Status valid = validate_plan(problem.buffers, plan); !valid.ok()) {
-    return report_error(internal_error(args.file + ": the planner's packing is wrong: " +
-                                       valid.message()));
+    return report_error(
+        internal_error(args.file + ": the planner's packing is wrong: " + valid.message()));
   }
   std::optional<ReplayFigures> replayed;
   if (args.replay) {
@@ -150,9 +152,10 @@ int run_arena_plan(const ArenaPlanArgs& args) {
     if (!figures.ok()) return report_error(figures.status());
     replayed = std::move(*figures);
   }
-  const double ratio = plan.lower_bound_bytes == 0 ? 1.0
-                                                   : static_cast<double>(plan.height_bytes) /
-                                                         static_cast<double>(plan.lower_bound_bytes);
+  const double ratio =
+      plan.lower_bound_bytes == 0
+          ? 1.0
+          : static_cast<double>(plan.height_bytes) / static_cast<double>(plan.lower_bound_bytes);
   if (args.json) {
     nlohmann::ordered_json out;
     out["file"] = args.file;
@@ -217,8 +220,8 @@ int run_arena_plan(const ArenaPlanArgs& args) {
              (plan.infeasible ? "is infeasible (proved by the search)"
                               : "was not reached within the time limit");
     }
-    return report_error(out_of_memory(what + "; best height found " +
-                                      std::to_string(plan.height_bytes)));
+    return report_error(
+        out_of_memory(what + "; best height found " + std::to_string(plan.height_bytes)));
   }
   if (!args.out.empty()) {
     if (Status written = write_arena_csv(args.out, problem, plan.offsets); !written.ok()) {

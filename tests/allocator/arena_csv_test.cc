@@ -61,8 +61,10 @@ TEST(ArenaCsv, EachMalformedLineIsNamed) {
               HasSubstr("p.csv:3: id 0 comes after id 1: ids must be sorted"));
   EXPECT_THAT(parse_error(header + "1,0,2,4\n1,0,2,4\n"),
               HasSubstr("p.csv:3: id 1 repeats the previous line's"));
-  EXPECT_THAT(parse_error(header + "0,5,5,4\n"), HasSubstr("p.csv:2: upper 5 is not after lower 5"));
-  EXPECT_THAT(parse_error(header + "0,5,3,4\n"), HasSubstr("p.csv:2: upper 3 is not after lower 5"));
+  EXPECT_THAT(parse_error(header + "0,5,5,4\n"),
+              HasSubstr("p.csv:2: upper 5 is not after lower 5"));
+  EXPECT_THAT(parse_error(header + "0,5,3,4\n"),
+              HasSubstr("p.csv:2: upper 3 is not after lower 5"));
   EXPECT_THAT(parse_error(header + "0,0,1,0\n"), HasSubstr("p.csv:2: size 0 is not positive"));
   EXPECT_THAT(parse_error(header + "0,0,1,-4\n"), HasSubstr("p.csv:2: size -4 is not positive"));
   EXPECT_THAT(parse_error(header + "0,0,1,18446744073709551616\n"),
@@ -90,8 +92,9 @@ TEST(ArenaCsv, WritesAnOffsetColumn) {
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();
-  EXPECT_EQ(text.str(),
-            "id,lower,upper,size,offset\n0,0,3,4,0\n1,3,9,4,4\n2,0,9,4,8\n3,9,21,4,0\n4,0,21,4,4\n");
+  EXPECT_EQ(
+      text.str(),
+      "id,lower,upper,size,offset\n0,0,3,4,0\n1,3,9,4,4\n2,0,9,4,8\n3,9,21,4,0\n4,0,21,4,4\n");
   // What was written reads back (the offset column is read over).
   Result<ArenaProblem> again = read_arena_csv(path);
   ASSERT_TRUE(again.ok()) << again.status().to_string();

@@ -57,9 +57,9 @@ TEST_F(PlannedArenaTest, ServesThePlanAtItsOffsetsInOneReservation) {
   Result<void*> a = (*arena)->allocate(10, kMiB, stream());
   Result<void*> b = (*arena)->allocate(11, kMiB - 100, stream());
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_EQ(static_cast<char*>(*b) - static_cast<char*>(*a),
-            static_cast<std::ptrdiff_t>(plan.offsets[1]) -
-                static_cast<std::ptrdiff_t>(plan.offsets[0]));
+  EXPECT_EQ(
+      static_cast<char*>(*b) - static_cast<char*>(*a),
+      static_cast<std::ptrdiff_t>(plan.offsets[1]) - static_cast<std::ptrdiff_t>(plan.offsets[0]));
   ASSERT_TRUE((*arena)->free(*a).ok());
   Result<void*> c = (*arena)->allocate(12, kMiB, stream());
   ASSERT_TRUE(c.ok());
