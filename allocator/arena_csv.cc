@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 namespace ebb {
@@ -41,7 +42,12 @@ struct IdKey {
   bool text = false;
   std::uint64_t number = 0;
   std::string_view name;
-  auto operator<=>(const IdKey& other) const = default;
+  bool operator==(const IdKey& other) const {
+    return std::tie(text, number, name) == std::tie(other.text, other.number, other.name);
+  }
+  bool operator<(const IdKey& other) const {
+    return std::tie(text, number, name) < std::tie(other.text, other.number, other.name);
+  }
 };
 
 IdKey id_key(std::string_view id) {
@@ -104,9 +110,10 @@ Result<ArenaProblem> parse_arena_csv(std::string_view text, const std::string& s
     const std::string_view id = fields[column_of[kId]];
     if (id.empty()) return error("empty id");
     if (!problem.ids.empty()) {
-      const auto order = id_key(id) <=> id_key(previous_id);
-      if (order == 0) return error("id " + std::string(id) + " repeats the previous line's");
-      if (order < 0) {
+      const IdKey key = id_key(id);
+      const IdKey previous = id_key(previous_id);
+      if (key == previous) return error("id " + std::string(id) + " repeats the previous line's");
+      if (key < previous) {
         return error("id " + std::string(id) + " comes after id " + previous_id +
                      ": ids must be sorted");
       }

@@ -48,8 +48,8 @@ std::vector<AllocEvent> events_of(const std::vector<PlanBuffer>& buffers) {
     AllocEvent free = alloc;
     free.op = AllocEvent::Op::kFree;
     free.bytes = 0;
-    timed.push_back({{b.lower, 1}, std::move(alloc)});
-    timed.push_back({{b.upper, 0}, std::move(free)});
+    timed.emplace_back(std::make_pair(b.lower, 1), std::move(alloc));
+    timed.emplace_back(std::make_pair(b.upper, 0), std::move(free));
   }
   std::stable_sort(timed.begin(), timed.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -150,7 +150,7 @@ int run_arena_plan(const ArenaPlanArgs& args) {
   if (args.replay) {
     Result<ReplayFigures> figures = replay_both(*loaded, plan);
     if (!figures.ok()) return report_error(figures.status());
-    replayed = std::move(*figures);
+    replayed = *figures;
   }
   const double ratio =
       plan.lower_bound_bytes == 0
