@@ -101,7 +101,7 @@ TEST(ArenaPlan, AlignmentIsRespected) {
 }
 
 TEST(ArenaPlan, BadBuffersAreRejectedNamingTheBuffer) {
-  auto error = [](std::vector<PlanBuffer> buffers) {
+  auto error = [](const std::vector<PlanBuffer>& buffers) {
     Result<ArenaPlan> plan = plan_arena(buffers, {});
     EXPECT_FALSE(plan.ok());
     return plan.ok() ? std::string() : plan.status().message();
