@@ -55,7 +55,8 @@ struct SearchResult {
 };
 
 // Looks for a packing of height <= capacity_bytes before `deadline`.
-// REQUIRES: check_plan_buffers(buffers).ok().
+// REQUIRES: check_plan_buffers(buffers).ok() and capacity_bytes < 2^62 (plan_arena only
+// searches below a greedy height, which is below the 2^62 that check_plan_buffers allows).
 SearchResult search_packing(const std::vector<PlanBuffer>& buffers, std::size_t capacity_bytes,
                             Clock::time_point deadline);
 
