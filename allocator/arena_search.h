@@ -15,7 +15,7 @@
 //  - decomposition: time is cut where no buffer is live across the cut, and the parts are
 //    solved independently.
 // Preorder ranks come from three orderings (by the largest section total, by lifetime width,
-// by size x lifetime area), tried round-robin under a node limit that doubles each round.
+// by size x lifetime area), tried round-robin under a node limit that triples each round.
 //
 // Thread safety: pure functions.
 #pragma once
