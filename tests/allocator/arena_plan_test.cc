@@ -203,7 +203,7 @@ TEST(ArenaPlan, TimeLimitBoundsTheSearch) {
   options.time_limit_seconds = 0.3;
   options.capacity_bytes = plan_lower_bound_bytes(buffers);
   ArenaPlan plan = plan_checked(buffers, options);
-  EXPECT_LT(plan.seconds, 2.0);  // the greedy and the setup come on top of the limit
+  EXPECT_LT(plan.seconds, 5.0);  // the greedy and the setup come on top; slack for sanitizers
   EXPECT_GT(plan.seconds, 0.0);
 }
 
