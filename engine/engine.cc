@@ -218,7 +218,7 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   ++tick_;
   const std::size_t op_index = tape_.size();
   if (!executor_.plans.empty()) {
-    if (Status s = plan_before_op(op_index, name, input_slots, output_bytes); !s.ok()) return s;
+    if (Status s = plan_before_op(op_index, name, input_slots); !s.ok()) return s;
   }
 
   // Inputs: resident and locked one by one, so that bringing one back cannot evict another.

@@ -242,11 +242,10 @@ class Engine {
   std::size_t evict(std::size_t bytes_needed);
   // evict()'s work: releases unread released storage, then evicts ranked victims.
   std::size_t evict_for(std::size_t bytes_needed);
-  // Executor hooks (engine_plan.cc). Before op `op_index` is run with these inputs and output
-  // sizes: follows or leaves the plan, maps profile tensors to slots, starts the prefetches due.
+  // Executor hooks (engine_plan.cc). Before op `op_index` is run on these inputs: follows or
+  // leaves the plan, maps profile tensors to slots, starts the prefetches due.
   Status plan_before_op(std::size_t op_index, std::string_view name,
-                        const std::vector<std::uint32_t>& input_slots,
-                        const std::vector<std::size_t>& output_bytes);
+                        const std::vector<std::uint32_t>& input_slots);
   // After op `op_index` was launched: the plan's swap-outs and drops, and drops again of tensors
   // that a replay rebuilt inside their planned interval.
   void plan_after_op(std::size_t op_index);

@@ -24,14 +24,11 @@ void mix(std::uint64_t& h, std::uint64_t v) {
 
 }  // namespace
 
-std::uint64_t op_signature(std::string_view name, const std::vector<std::size_t>& input_bytes,
-                           const std::vector<std::size_t>& output_bytes) {
+std::uint64_t op_signature(std::string_view name, const std::vector<std::size_t>& input_bytes) {
   std::uint64_t h = kFnvOffset;
   for (char c : name) mix(h, static_cast<unsigned char>(c));
   mix(h, input_bytes.size());
   for (std::size_t b : input_bytes) mix(h, b);
-  mix(h, output_bytes.size());
-  for (std::size_t b : output_bytes) mix(h, b);
   return h;
 }
 
@@ -39,13 +36,10 @@ std::vector<std::uint64_t> profile_op_signatures(const Profile& profile) {
   std::vector<std::uint64_t> signatures;
   signatures.reserve(profile.ops.size());
   std::vector<std::size_t> in;
-  std::vector<std::size_t> out;
   for (const ProfiledOp& op : profile.ops) {
     in.clear();
-    out.clear();
     for (std::size_t t : op.inputs) in.push_back(profile.tensors[t].bytes);
-    for (std::size_t t : op.outputs) out.push_back(profile.tensors[t].bytes);
-    signatures.push_back(op_signature(op.name, in, out));
+    signatures.push_back(op_signature(op.name, in));
   }
   return signatures;
 }
@@ -63,8 +57,8 @@ void index_plan_actions(ExecutorState& state, std::size_t index) {
     if (ev.method != EvictionMethod::kSwap || !ev.needed_at.has_value()) continue;
     const std::size_t earliest = ev.evict_after + 1;
     const std::size_t advance = cached.prefetch_advance[e];
-    const std::size_t at = ev.prefetch_at >= earliest + advance ? ev.prefetch_at - advance
-                                                                : earliest;
+    const std::size_t at =
+        ev.prefetch_at >= earliest + advance ? ev.prefetch_at - advance : earliest;
     state.prefetch_before[at].push_back(e);
   }
 }
@@ -85,10 +79,9 @@ Status Engine::set_plan(const Plan& plan, const Profile& profile) {
   }
   for (const Eviction& ev : plan.evictions) {
     if (ev.method == EvictionMethod::kSwap && ev.tier != OffloadTier::kHost) {
-      return refuse(invalid_argument("set_plan: plan.evictions: tensor " +
-                                     std::to_string(ev.tensor) + " is swapped to tier " +
-                                     std::string(offload_tier_name(ev.tier)) +
-                                     ", which this engine does not have"));
+      return refuse(invalid_argument(
+          "set_plan: plan.evictions: tensor " + std::to_string(ev.tensor) + " is swapped to tier " +
+          std::string(offload_tier_name(ev.tier)) + ", which this engine does not have"));
     }
   }
   CachedPlan cached{plan, profile, profile_op_signatures(profile),
@@ -145,13 +138,12 @@ void Engine::plan_begin_iteration() {
 }
 
 Status Engine::plan_before_op(std::size_t op_index, std::string_view name,
-                              const std::vector<std::uint32_t>& input_slots,
-                              const std::vector<std::size_t>& output_bytes) {
+                              const std::vector<std::uint32_t>& input_slots) {
   if (executor_.active < 0 || executor_.diverged) return ok_status();
   std::vector<std::size_t> input_bytes;
   input_bytes.reserve(input_slots.size());
   for (std::uint32_t slot : input_slots) input_bytes.push_back(tensors_.at(slot).bytes);
-  const std::uint64_t signature = op_signature(name, input_bytes, output_bytes);
+  const std::uint64_t signature = op_signature(name, input_bytes);
   executor_.run_signatures.push_back(signature);
   const auto matches = [&](const CachedPlan& c) {
     return c.signatures.size() > op_index &&

@@ -385,7 +385,8 @@ bool Engine::swap_out(std::uint32_t slot) {
 
 void Engine::drop(std::uint32_t slot) {
   Status settled = settle_arrival(slot, /*for_use=*/false);
-  EBB_CHECK(settled.ok(), "dropping " + quoted(tensors_.at(slot).name) + ": " + settled.to_string());
+  EBB_CHECK(settled.ok(),
+            "dropping " + quoted(tensors_.at(slot).name) + ": " + settled.to_string());
   TensorRecord& r = tensors_.at(slot);
   if (r.host_ptr != nullptr) {
     swap_out(slot);  // a clean copy: cheaper to keep than to recompute

@@ -3,7 +3,10 @@
 // in engine_plan.cc apply it; this header holds the plain data and the pure functions.
 //
 // How an iteration follows a plan. Op k of the iteration is matched against op k of the plan's
-// profile by its signature (name, the bytes of every input and output). While they match, the
+// profile by its signature: its name and the bytes of every input. Outputs are left out: a
+// profile imported from a DTR log has ops without outputs, which the simulator runs with a
+// one-byte placeholder output; and an output whose size changed is caught at the first op
+// that reads it. While they match, the
 // plan's actions at k are applied: copies back to the device that start before op k, then op k,
 // then the swap-outs and drops after op k. A mismatch first looks for another cached plan whose
 // profile agrees with every op run so far (alternating shapes); when none does, the iteration has
@@ -27,24 +30,24 @@ namespace ebb {
 
 // Counters of the executor since the engine was created.
 struct ExecutorStats {
-  std::int64_t plans_set = 0;             // plans accepted by set_plan (or made by the planner)
-  std::int64_t plans_refused = 0;         // plans set_plan or the planner refused
-  std::int64_t planned_iterations = 0;    // iterations that followed a plan to their last op
-  std::int64_t diverged_iterations = 0;   // iterations that left every cached plan
-  std::int64_t plan_switches = 0;         // mid-iteration moves to another cached plan
-  std::int64_t planned_swap_outs = 0;     // swap-outs the plan issued
-  std::int64_t planned_drops = 0;         // drops the plan issued (early frees included)
-  std::int64_t skipped_actions = 0;       // planned evictions not possible at their op
-  std::int64_t prefetches = 0;            // copies back started ahead of their use
-  std::int64_t late_prefetches = 0;       // prefetches not complete when their op needed them
-  std::int64_t fallback_evictions = 0;    // tensors dynamic eviction evicted while a plan was followed
-  std::string last_refusal;               // why the last plan was refused; empty if none
+  std::int64_t plans_set = 0;            // plans accepted by set_plan (or made by the planner)
+  std::int64_t plans_refused = 0;        // plans set_plan or the planner refused
+  std::int64_t planned_iterations = 0;   // iterations that followed a plan to their last op
+  std::int64_t diverged_iterations = 0;  // iterations that left every cached plan
+  std::int64_t plan_switches = 0;        // mid-iteration moves to another cached plan
+  std::int64_t planned_swap_outs = 0;    // swap-outs the plan issued
+  std::int64_t planned_drops = 0;        // drops the plan issued (early frees included)
+  std::int64_t skipped_actions = 0;      // planned evictions not possible at their op
+  std::int64_t prefetches = 0;           // copies back started ahead of their use
+  std::int64_t late_prefetches = 0;      // prefetches not complete when their op needed them
+  std::int64_t fallback_evictions =
+      0;                     // tensors dynamic eviction evicted while a plan was followed
+  std::string last_refusal;  // why the last plan was refused; empty if none
 };
 
-// What identifies one op for matching against a profile: its name and the bytes of its inputs
-// and outputs, hashed.
-std::uint64_t op_signature(std::string_view name, const std::vector<std::size_t>& input_bytes,
-                           const std::vector<std::size_t>& output_bytes);
+// What identifies one op for matching against a profile: its name and the bytes of its inputs,
+// hashed.
+std::uint64_t op_signature(std::string_view name, const std::vector<std::size_t>& input_bytes);
 // The signature of every op of `profile`.
 std::vector<std::uint64_t> profile_op_signatures(const Profile& profile);
 

@@ -14,20 +14,9 @@ namespace {
 
 std::size_t round_up(std::size_t bytes, std::size_t to) { return (bytes + to - 1) / to * to; }
 
-// Hands the plan to the engine's executor. Bridge until the executor (Engine::set_plan, issue 7,
-// branch issue7-exec) is merged: without it a plan cannot run on the sim device.
-template <typename E>
-Status apply_plan(E& engine, const Plan& plan, const Profile& profile) {
-  if constexpr (requires { engine.set_plan(plan, profile); }) {
-    return engine.set_plan(plan, profile);
-  } else {
-    return failed_precondition("simulate: this build has no plan executor (Engine::set_plan)");
-  }
-}
-
 TensorSpec spec_of(const ProfiledTensor& t) {
-  return {t.name, {static_cast<std::int64_t>(std::max<std::size_t>(t.bytes, 1))}, DType::kU8,
-          t.kind};
+  return {
+      t.name, {static_cast<std::int64_t>(std::max<std::size_t>(t.bytes, 1))}, DType::kU8, t.kind};
 }
 
 Status run_iteration(const Profile& profile, Engine& engine) {
@@ -55,11 +44,10 @@ Status run_iteration(const Profile& profile, Engine& engine) {
     for (std::size_t id : op.outputs) outputs.push_back(spec_of(profile.tensors[id]));
     const bool placeholder = outputs.empty();
     if (placeholder) outputs.push_back({op.name + ".placeholder", {1}, DType::kU8});
-    EBB_ASSIGN_OR_RETURN(
-        std::vector<Tensor> made,
-        engine.run(
-            "op " + std::to_string(op.index) + " " + op.name, inputs, std::move(outputs),
-            [](const OpArgs&) {}, std::chrono::nanoseconds(op.duration_ns)));
+    EBB_ASSIGN_OR_RETURN(std::vector<Tensor> made,
+                         engine.run(
+                             op.name, inputs, std::move(outputs), [](const OpArgs&) {},
+                             std::chrono::nanoseconds(op.duration_ns)));
     if (placeholder) {
       EBB_RETURN_IF_ERROR(engine.release(made[0]));
     } else {
@@ -89,8 +77,8 @@ Result<SimulationResult> simulate_profile(const Profile& profile,
                                           const SimulationOptions& options) {
   if (options.budget_bytes == 0) return invalid_argument("simulate: a budget of 0 bytes");
   const HardwareModel& hw = options.hardware;
-  const bool swaps = options.policy == EvictionPolicy::kSwap ||
-                     options.policy == EvictionPolicy::kBoth;
+  const bool swaps =
+      options.policy == EvictionPolicy::kSwap || options.policy == EvictionPolicy::kBoth;
   if (options.plan == nullptr && swaps && !hw.has_host_link()) {
     return invalid_argument("simulate: policy " +
                             std::string(eviction_policy_name(options.policy)) +
@@ -126,7 +114,7 @@ Result<SimulationResult> simulate_profile(const Profile& profile,
   engine_options.policy = options.plan != nullptr ? EvictionPolicy::kNone : options.policy;
   engine_options.host_link_bytes_per_s = h2d;
   EBB_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(engine_options));
-  if (options.plan != nullptr) EBB_RETURN_IF_ERROR(apply_plan(*engine, *options.plan, profile));
+  if (options.plan != nullptr) EBB_RETURN_IF_ERROR(engine->set_plan(*options.plan, profile));
   EBB_RETURN_IF_ERROR(run_iteration(profile, *engine));
 
   SimulationResult result;

@@ -42,8 +42,8 @@ Result<ChainResult> run_chain(Engine& engine, int layers, std::size_t n) {
   }
   EBB_ASSIGN_OR_RETURN(std::vector<Tensor> loss,
                        engine.run("loss", {h.back()}, {f32("loss", {1})}, test_ops::sum(n)));
-  EBB_ASSIGN_OR_RETURN(std::vector<Tensor> g, engine.run("seed", {h.back()}, {f32("g", {n64})},
-                                                         test_ops::scale(n, 0, 1)));
+  EBB_ASSIGN_OR_RETURN(std::vector<Tensor> g,
+                       engine.run("seed", {h.back()}, {f32("g", {n64})}, test_ops::scale(n, 0, 1)));
   Tensor grad = g[0];
   for (int i = layers; i >= 1; --i) {
     EBB_ASSIGN_OR_RETURN(
@@ -77,8 +77,8 @@ std::size_t tensor_id(const Profile& profile, const std::string& name) {
 // Evicts activations after the forward op that reads them, back before their backward op: by
 // swap (every one but the last, the copy back started `lead` ops ahead), or by recompute (every
 // other one, so that the ones kept are checkpoints and each replay is one op).
-Plan chain_plan(const Profile& profile, int layers, std::size_t budget_bytes,
-                EvictionMethod method, std::size_t lead) {
+Plan chain_plan(const Profile& profile, int layers, std::size_t budget_bytes, EvictionMethod method,
+                std::size_t lead) {
   Plan plan;
   plan.policy = "test";
   plan.budget_bytes = budget_bytes;
@@ -95,9 +95,10 @@ Plan chain_plan(const Profile& profile, int layers, std::size_t budget_bytes,
     ev.method = method;
     ev.evict_after = t.accesses.front();
     ev.needed_at = t.accesses.back();
-    ev.prefetch_at = method == EvictionMethod::kSwap
-                         ? std::max(ev.evict_after + 1, *ev.needed_at - std::min(lead, *ev.needed_at))
-                         : *ev.needed_at;
+    ev.prefetch_at =
+        method == EvictionMethod::kSwap
+            ? std::max(ev.evict_after + 1, *ev.needed_at - std::min(lead, *ev.needed_at))
+            : *ev.needed_at;
     plan.evictions.push_back(ev);
   }
   std::sort(plan.evictions.begin(), plan.evictions.end(), [](const Eviction& a, const Eviction& b) {
@@ -133,10 +134,11 @@ TEST_P(ExecutorTest, FollowsPlanUnderBudgetWithSameBits) {
   const std::size_t budget = ref.peak_reserved_bytes * 7 / 10;
 
   // Warm-up under dynamic eviction, then the plan alone must hold the budget.
-  auto engine = Engine::create(
-                    {.device = *device, .budget_bytes = budget, .policy = EvictionPolicy::kBoth})
-                    .value();
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kN).value(), ref.result));
+  auto engine =
+      Engine::create({.device = *device, .budget_bytes = budget, .policy = EvictionPolicy::kBoth})
+          .value();
+  for (int i = 0; i < 2; ++i)
+    ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kN).value(), ref.result));
   const Profile profile = engine->profile().value();
   ASSERT_TRUE(engine->set_plan(chain_plan(profile, kLayers, budget, GetParam(), 3), profile).ok());
   const std::int64_t evictions_before = engine->stats().evictions;
@@ -172,18 +174,21 @@ TEST(Executor, PlanWithoutDynamicEvictionFitsOnlyBecauseOfThePlan) {
   auto device = test_ops::make_cpu_device();
   const Reference ref = unconstrained(*device);
   const std::size_t budget = ref.peak_reserved_bytes * 7 / 10;
-  auto engine = Engine::create(
-                    {.device = *device, .budget_bytes = budget, .policy = EvictionPolicy::kNone,
-                     .warmup_iterations = 0})
+  auto engine = Engine::create({.device = *device,
+                                .budget_bytes = budget,
+                                .policy = EvictionPolicy::kNone,
+                                .warmup_iterations = 0})
                     .value();
   // Without a plan and without dynamic eviction the step does not fit ...
   Result<ChainResult> without = run_chain(*engine, kLayers, kN);
   ASSERT_FALSE(without.ok());
   EXPECT_EQ(without.status().code(), StatusCode::kOutOfMemory);
   // ... and with the plan it does, bit for bit.
-  ASSERT_TRUE(engine->set_plan(chain_plan(ref.profile, kLayers, budget, EvictionMethod::kRecompute, 0),
-                               ref.profile)
-                  .ok());
+  ASSERT_TRUE(
+      engine
+          ->set_plan(chain_plan(ref.profile, kLayers, budget, EvictionMethod::kRecompute, 0),
+                     ref.profile)
+          .ok());
   Result<ChainResult> with = run_chain(*engine, kLayers, kN);
   ASSERT_TRUE(with.ok()) << with.status().to_string();
   EXPECT_TRUE(same_bits(*with, ref.result));
@@ -193,10 +198,11 @@ TEST(Executor, RefusesPlansThatDoNotBelongToItsWork) {
   auto device = test_ops::make_cpu_device();
   const Reference ref = unconstrained(*device);
   const Reference other = unconstrained(*device, kLayers - 2);
-  auto engine = Engine::create({.device = *device, .budget_bytes = ref.peak_reserved_bytes})
-                    .value();
+  auto engine =
+      Engine::create({.device = *device, .budget_bytes = ref.peak_reserved_bytes}).value();
   // Made for another profile.
-  Plan plan = chain_plan(ref.profile, kLayers, ref.peak_reserved_bytes, EvictionMethod::kRecompute, 0);
+  Plan plan =
+      chain_plan(ref.profile, kLayers, ref.peak_reserved_bytes, EvictionMethod::kRecompute, 0);
   Status s = engine->set_plan(plan, other.profile);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
   // Made for a larger budget than the engine's.
