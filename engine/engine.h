@@ -334,6 +334,7 @@ class Engine {
   EngineStats stats_;
   ExecutorState executor_;
   ExecutorStats executor_stats_;
+  bool prefetching_ = false;  // prefetch() is allocating: evict() frees nothing for it
   // Slots a recompute replay brought back during the current op (for plan_after_op).
   std::vector<std::uint32_t> rebuilt_;
   // Prefetches waited for by an op in this iteration: `ready` is recorded on the compute stream

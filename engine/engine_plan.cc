@@ -185,7 +185,9 @@ Status Engine::plan_before_op(std::size_t op_index, std::string_view name,
 Status Engine::prefetch(std::uint32_t slot, std::size_t eviction) {
   if (tensors_.at(slot).residency != Residency::kHost) return ok_status();
   const std::size_t bytes = tensors_.at(slot).bytes;
+  prefetching_ = true;
   Result<void*> ptr = allocator_->allocate(bytes, compute_, tensors_.at(slot).name);
+  prefetching_ = false;
   if (!ptr.ok()) {
     // No room yet: the swap-in at the op that reads it tries again (and reports a failure).
     if (ptr.status().code() == StatusCode::kOutOfMemory) return ok_status();

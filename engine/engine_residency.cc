@@ -258,6 +258,9 @@ Status Engine::launch(std::size_t op_index, std::span<void* const> pointers, boo
 }
 
 std::size_t Engine::evict(std::size_t bytes_needed) {
+  // A prefetch ahead of its time takes only free room: evicting for it would trade a tensor
+  // needed sooner for one needed later.
+  if (prefetching_) return 0;
   ++stats_.eviction_calls;
   const std::int64_t evictions_before = stats_.evictions;
   const std::size_t freed = evict_for(bytes_needed);

@@ -43,12 +43,12 @@ namespace ebb {
 // The machine a plan is made for: compute comes from the profile's measured op times; the rest
 // from here. Read from profiles/hw/NAME.json or measured at start-up.
 struct HardwareModel {
-  std::string name;                   // "h100-sxm", "cpu-modelled", "measured"
+  std::string name;                       // "h100-sxm", "cpu-modelled", "measured"
   double host_to_device_bytes_per_s = 0;  // 0: no host link (swap is not allowed)
   double device_to_host_bytes_per_s = 0;
   std::chrono::nanoseconds link_latency{0};  // per copy, each direction
   bool duplex = true;  // false: the two directions share one link and queue behind each other
-  double nvme_read_bytes_per_s = 0;   // 0: no NVMe tier
+  double nvme_read_bytes_per_s = 0;  // 0: no NVMe tier
   double nvme_write_bytes_per_s = 0;
 
   bool has_host_link() const {

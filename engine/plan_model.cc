@@ -186,10 +186,10 @@ std::optional<PlanModel::SwapTiming> PlanModel::swap_timing(std::size_t tensor, 
   std::optional<std::int64_t> in_start = to_device_.latest_slot(start_ns_[needed], out_end, in);
   std::size_t p = 0;
   if (in_start.has_value()) {
-    p = static_cast<std::size_t>(
-            std::upper_bound(start_ns_.begin(), start_ns_.begin() + static_cast<long>(needed),
-                             *in_start) -
-            start_ns_.begin()) -
+    p = static_cast<std::size_t>(std::upper_bound(start_ns_.begin(),
+                                                  start_ns_.begin() + static_cast<long>(needed),
+                                                  *in_start) -
+                                 start_ns_.begin()) -
         1;
   }
   if (!in_start.has_value() || p <= by_op) {
@@ -205,8 +205,7 @@ std::optional<PlanModel::SwapTiming> PlanModel::swap_timing(std::size_t tensor, 
   return s;
 }
 
-void PlanModel::rebuild_chain(std::size_t tensor, std::size_t at,
-                              std::vector<std::size_t>& seen) {
+void PlanModel::rebuild_chain(std::size_t tensor, std::size_t at, std::vector<std::size_t>& seen) {
   const ProfiledTensor& t = profile_.tensors[tensor];
   if (!t.producer.has_value() || seen.size() >= kMaxChainTensors) return;
   seen.push_back(tensor);
@@ -215,8 +214,8 @@ void PlanModel::rebuild_chain(std::size_t tensor, std::size_t at,
     reads.insert(std::upper_bound(reads.begin(), reads.end(), at), at);
     if (resident_at(x, at) || std::find(seen.begin(), seen.end(), x) != seen.end()) continue;
     for (Interval& i : intervals_[x]) {
-      if (!keep_rebuilt_ancestors_ || i.method != EvictionMethod::kRecompute || i.needed >= ops() || i.off_from > at ||
-          at >= i.off_to) {
+      if (!keep_rebuilt_ancestors_ || i.method != EvictionMethod::kRecompute || i.needed >= ops() ||
+          i.off_from > at || at >= i.off_to) {
         continue;
       }
       for (std::size_t k = at; k < i.off_to; ++k) live_[k] += block_bytes_[x];

@@ -28,8 +28,8 @@ struct Attempt {
   double seconds = 0;
 };
 
-Attempt plan_once(const Profile& profile, const PlannerOptions& options,
-                  std::size_t target_bytes, bool keep_rebuilt_ancestors) {
+Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes,
+                  bool keep_rebuilt_ancestors) {
   const Clock::time_point start = Clock::now();
   PlanModel model(profile, options.hardware, keep_rebuilt_ancestors);
   Attempt a;
@@ -67,10 +67,10 @@ Attempt plan_at(const Profile& profile, const PlannerOptions& options, std::size
   if (options.policy != PlanPolicy::kPlan) return dropped;
   Attempt kept = plan_once(profile, options, target_bytes, true);
   const double seconds = dropped.seconds + kept.seconds;
-  Attempt& best = !kept.reached || (dropped.reached && dropped.predicted.step_ns <
-                                                           kept.predicted.step_ns)
-                      ? dropped
-                      : kept;
+  Attempt& best =
+      !kept.reached || (dropped.reached && dropped.predicted.step_ns < kept.predicted.step_ns)
+          ? dropped
+          : kept;
   best.seconds = seconds;
   return std::move(best);
 }

@@ -28,8 +28,8 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
   std::vector<std::uint32_t> over(ops + 1, 0);  // over[k]: over-target ops before op k
   while (ops > 0) {
     const std::vector<std::size_t>& live = model.live();
-    const auto worst = static_cast<std::size_t>(
-        std::max_element(live.begin(), live.end()) - live.begin());
+    const auto worst =
+        static_cast<std::size_t>(std::max_element(live.begin(), live.end()) - live.begin());
     if (live[worst] <= target_bytes) return true;
     for (std::size_t k = 0; k < ops; ++k) over[k + 1] = over[k] + (live[k] > target_bytes ? 1 : 0);
     auto covered = [&](std::size_t from, std::size_t to) -> double {
@@ -58,8 +58,8 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
             bytes * covered(after + 1, off_to) / static_cast<double>(r.cost_ns + 1);
         if (r.cost_ns < PlanModel::kInfeasible && score > best_score) {
           best_score = score;
-          best = Eviction{t.id, EvictionMethod::kRecompute, OffloadTier::kHost, after,
-                          needed ? r.rebuild_at : after, needed};
+          best = Eviction{t.id,  EvictionMethod::kRecompute,    OffloadTier::kHost,
+                          after, needed ? r.rebuild_at : after, needed};
         }
       }
       if (allow_swap && needed.has_value() && model.replay_reads_inside(t.id, after, needed) == 0) {
@@ -72,8 +72,8 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
             bytes * covered(s->free_from, s->prefetch_at) / static_cast<double>(cost + 1);
         if (score > best_score) {
           best_score = score;
-          best = Eviction{t.id, EvictionMethod::kSwap, OffloadTier::kHost, after, s->prefetch_at,
-                          needed};
+          best = Eviction{t.id,  EvictionMethod::kSwap, OffloadTier::kHost,
+                          after, s->prefetch_at,        needed};
         }
       }
     }

@@ -131,7 +131,9 @@ class ExecutorTest : public ::testing::TestWithParam<EvictionMethod> {};
 TEST_P(ExecutorTest, FollowsPlanUnderBudgetWithSameBits) {
   auto device = test_ops::make_cpu_device();
   const Reference ref = unconstrained(*device);
-  const std::size_t budget = ref.peak_reserved_bytes * 7 / 10;
+  // Room for the plan's peak (seven activations with two prefetched ahead) plus the pages that
+  // 256 KiB blocks straddle in expandable segments.
+  const std::size_t budget = ref.peak_reserved_bytes * 3 / 4;
 
   // Warm-up under dynamic eviction, then the plan alone must hold the budget.
   auto engine =
@@ -140,7 +142,7 @@ TEST_P(ExecutorTest, FollowsPlanUnderBudgetWithSameBits) {
   for (int i = 0; i < 2; ++i)
     ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kN).value(), ref.result));
   const Profile profile = engine->profile().value();
-  ASSERT_TRUE(engine->set_plan(chain_plan(profile, kLayers, budget, GetParam(), 3), profile).ok());
+  ASSERT_TRUE(engine->set_plan(chain_plan(profile, kLayers, budget, GetParam(), 2), profile).ok());
   const std::int64_t evictions_before = engine->stats().evictions;
   const std::int64_t recomputed_before = engine->stats().recomputed_ops;
   for (int i = 0; i < 3; ++i) {
