@@ -207,7 +207,8 @@ std::optional<PlanPolicy> plan_policy_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-Result<Plan> make_plan(const Profile& profile, const PlannerOptions& options) {
+Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
+  const Profile profile = as_engine_runs(recorded);
   if (options.budget_bytes == 0) return invalid_argument("plan: a budget of 0 bytes");
   if (options.policy == PlanPolicy::kSwapAll && !options.hardware.has_host_link()) {
     return invalid_argument("plan: policy swap-all needs a host link, and hardware \"" +
