@@ -125,8 +125,8 @@ Status validate_plan(const Plan& plan, const Profile& profile, const std::string
     const ProfiledTensor& t = profile.tensors[e.tensor];
     const std::string tensor_text = "tensor " + std::to_string(t.id) + " \"" + t.name + "\"";
     if (e.evict_after >= ops) {
-      return fail(at + "evict_after", "op " + std::to_string(e.evict_after) +
-                                          " is out of range (" + std::to_string(ops) + " ops)");
+      return fail(at + "evict_after", "op " + std::to_string(e.evict_after) + " is out of range (" +
+                                          std::to_string(ops) + " ops)");
     }
     if (e.needed_at.has_value() && *e.needed_at >= ops) {
       return fail(at + "needed_at", "op " + std::to_string(*e.needed_at) + " is out of range (" +
@@ -153,45 +153,41 @@ Status validate_plan(const Plan& plan, const Profile& profile, const std::string
                                           std::to_string(e.evict_after));
       }
       if (!reads(t, n)) {
-        return fail(at + "needed_at",
-                    "op " + std::to_string(n) + " does not read " + tensor_text);
+        return fail(at + "needed_at", "op " + std::to_string(n) + " does not read " + tensor_text);
       }
       auto next = std::upper_bound(t.accesses.begin(), t.accesses.end(), e.evict_after);
       if (next != t.accesses.end() && *next < n) {
         return fail(at + "needed_at", "op " + std::to_string(*next) + " reads " + tensor_text +
-                                          " inside the interval (" +
-                                          std::to_string(e.evict_after) + ", " +
-                                          std::to_string(n) + ")");
+                                          " inside the interval (" + std::to_string(e.evict_after) +
+                                          ", " + std::to_string(n) + ")");
       }
     } else if (last.has_value() && *last > e.evict_after) {
       return fail(at + "needed_at", "null, but op " + std::to_string(*last) + " reads " +
-                                        tensor_text + " after op " +
-                                        std::to_string(e.evict_after));
+                                        tensor_text + " after op " + std::to_string(e.evict_after));
     }
     if (e.method == EvictionMethod::kRecompute) {
       if (!t.recomputable()) {
-        return fail(at + "method", "recompute of " + tensor_text + ", a " +
-                                       std::string(tensor_kind_name(t.kind)) +
-                                       (t.producer ? "" : " with no producer") +
-                                       ", which cannot be recomputed");
+        return fail(at + "method",
+                    "recompute of " + tensor_text + ", a " + std::string(tensor_kind_name(t.kind)) +
+                        (t.producer ? "" : " with no producer") + ", which cannot be recomputed");
       }
     } else {
       if (e.tier == OffloadTier::kHost && !plan.hardware.has_host_link()) {
-        return fail(at + "method", "swap to host, but hardware \"" + plan.hardware.name +
-                                       "\" has no host link");
+        return fail(at + "method",
+                    "swap to host, but hardware \"" + plan.hardware.name + "\" has no host link");
       }
-      if (e.tier == OffloadTier::kNvme && (plan.hardware.nvme_read_bytes_per_s <= 0 ||
-                                           plan.hardware.nvme_write_bytes_per_s <= 0)) {
-        return fail(at + "tier", "swap to nvme, but hardware \"" + plan.hardware.name +
-                                     "\" has no NVMe tier");
+      if (e.tier == OffloadTier::kNvme &&
+          (plan.hardware.nvme_read_bytes_per_s <= 0 || plan.hardware.nvme_write_bytes_per_s <= 0)) {
+        return fail(at + "tier",
+                    "swap to nvme, but hardware \"" + plan.hardware.name + "\" has no NVMe tier");
       }
     }
     if (e.needed_at.has_value()) {
       if (e.prefetch_at <= e.evict_after || e.prefetch_at > *e.needed_at) {
-        return fail(at + "prefetch_at",
-                    "op " + std::to_string(e.prefetch_at) + " is not in (evict_after " +
-                        std::to_string(e.evict_after) + ", needed_at " +
-                        std::to_string(*e.needed_at) + "]");
+        return fail(at + "prefetch_at", "op " + std::to_string(e.prefetch_at) +
+                                            " is not in (evict_after " +
+                                            std::to_string(e.evict_after) + ", needed_at " +
+                                            std::to_string(*e.needed_at) + "]");
       }
     }
     if (seen[e.tensor]) {

@@ -97,8 +97,9 @@ Result<HardwareModel> hardware_from(const Json& j, const FieldReader& r, const s
   if ((m.host_to_device_bytes_per_s > 0) != (m.device_to_host_bytes_per_s > 0)) {
     const char* zero = m.host_to_device_bytes_per_s > 0 ? "device_to_host_bytes_per_s"
                                                         : "host_to_device_bytes_per_s";
-    return r.fail(p + zero, "is 0 while the other direction is not: a host link needs both "
-                            "directions (set both to 0 for a device without one)");
+    return r.fail(p + zero,
+                  "is 0 while the other direction is not: a host link needs both "
+                  "directions (set both to 0 for a device without one)");
   }
   EBB_ASSIGN_OR_RETURN(std::int64_t latency_ns, r.signed_field(j, p, "link_latency_ns"));
   if (latency_ns < 0) return r.fail(p + "link_latency_ns", "must be >= 0");

@@ -44,8 +44,8 @@ std::optional<PlanPolicy> plan_policy_from_name(std::string_view name);
 
 struct PlannerOptions {
   PlanPolicy policy = PlanPolicy::kPlan;
-  std::size_t budget_bytes = 0;  // REQUIRES: > 0
-  HardwareModel hardware;        // without a host link, nothing is swapped
+  std::size_t budget_bytes = 0;     // REQUIRES: > 0
+  HardwareModel hardware;           // without a host link, nothing is swapped
   bool expandable_segments = true;  // the allocator the sim check runs
   // Sim checks of `plan` (each may tighten the target and re-plan); 0: the model alone, and the
   // plan's prediction is the model's (checked_on_sim false).

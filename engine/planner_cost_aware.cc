@@ -28,8 +28,8 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
   std::vector<std::uint32_t> over(ops + 1, 0);  // over[k]: over-target ops before op k
   while (ops > 0) {
     const std::vector<std::size_t>& live = model.live();
-    const auto worst = static_cast<std::size_t>(
-        std::max_element(live.begin(), live.end()) - live.begin());
+    const auto worst =
+        static_cast<std::size_t>(std::max_element(live.begin(), live.end()) - live.begin());
     if (live[worst] <= target_bytes) return true;
     for (std::size_t k = 0; k < ops; ++k) over[k + 1] = over[k] + (live[k] > target_bytes ? 1 : 0);
     auto covered = [&](std::size_t from, std::size_t to) -> double {
@@ -39,6 +39,7 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
 
     double best_score = 0;
     std::optional<Eviction> best;
+    std::size_t best_swap_off_by = 0;
     for (const ProfiledTensor& t : profile.tensors) {
       if (t.producer.value_or(0) > worst || model.death(t.id) < worst) continue;
       if (!model.resident_at(t.id, worst) || model.evicted_at(t.id, worst)) continue;
@@ -58,27 +59,27 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
             bytes * covered(after + 1, off_to) / static_cast<double>(r.cost_ns + 1);
         if (r.cost_ns < PlanModel::kInfeasible && score > best_score) {
           best_score = score;
-          best = Eviction{t.id, EvictionMethod::kRecompute, OffloadTier::kHost, after,
-                          needed ? r.rebuild_at : after, needed};
+          best = Eviction{t.id,  EvictionMethod::kRecompute,    OffloadTier::kHost,
+                          after, needed ? r.rebuild_at : after, needed};
         }
       }
       if (allow_swap && needed.has_value() && model.replay_reads_inside(t.id, after, needed) == 0) {
         const double upper = bytes * covered(after + 1, *needed);
         if (upper <= best_score) continue;
-        std::optional<PlanModel::SwapTiming> s = model.swap_timing(t.id, after, *needed, worst);
-        if (!s.has_value()) continue;
-        const std::int64_t cost = s->late_ns + s->copy_ns / 10;
+        const PlanModel::SwapTiming s = model.swap_timing(t.id, after, *needed, worst);
+        const std::int64_t cost = s.late_ns + s.stall_ns + s.copy_ns / 10;
         const double score =
-            bytes * covered(s->free_from, s->prefetch_at) / static_cast<double>(cost + 1);
+            bytes * covered(s.free_from, s.prefetch_at) / static_cast<double>(cost + 1);
         if (score > best_score) {
           best_score = score;
-          best = Eviction{t.id, EvictionMethod::kSwap, OffloadTier::kHost, after, s->prefetch_at,
-                          needed};
+          best = Eviction{t.id,  EvictionMethod::kSwap, OffloadTier::kHost,
+                          after, s.prefetch_at,         needed};
+          best_swap_off_by = s.free_from;
         }
       }
     }
     if (!best.has_value()) return false;
-    model.add(*best);
+    model.add(*best, best_swap_off_by);
   }
   return true;
 }

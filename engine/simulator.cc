@@ -2,6 +2,7 @@
 #include "engine/simulator.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,8 +27,8 @@ Status apply_plan(E& engine, const Plan& plan, const Profile& profile) {
 }
 
 TensorSpec spec_of(const ProfiledTensor& t) {
-  return {t.name, {static_cast<std::int64_t>(std::max<std::size_t>(t.bytes, 1))}, DType::kU8,
-          t.kind};
+  return {
+      t.name, {static_cast<std::int64_t>(std::max<std::size_t>(t.bytes, 1))}, DType::kU8, t.kind};
 }
 
 // `named_as_profiled`: ops run under their profiled names, which the executor matches against the
@@ -100,7 +101,9 @@ Profile as_engine_runs(const Profile& profile) {
 
 HardwareModel link_hardware_model(double gbps) {
   HardwareModel model;
-  model.name = gbps > 0 ? "link-" + std::to_string(gbps) + "gbps" : "no-host-link";
+  char name[48];
+  std::snprintf(name, sizeof name, "link-%ggbps", gbps);
+  model.name = gbps > 0 ? name : "no-host-link";
   model.host_to_device_bytes_per_s = gbps * 1e9;
   model.device_to_host_bytes_per_s = gbps * 1e9;
   model.link_latency = std::chrono::microseconds(5);
@@ -112,8 +115,8 @@ Result<SimulationResult> simulate_profile(const Profile& recorded,
   const Profile profile = as_engine_runs(recorded);
   if (options.budget_bytes == 0) return invalid_argument("simulate: a budget of 0 bytes");
   const HardwareModel& hw = options.hardware;
-  const bool swaps = options.policy == EvictionPolicy::kSwap ||
-                     options.policy == EvictionPolicy::kBoth;
+  const bool swaps =
+      options.policy == EvictionPolicy::kSwap || options.policy == EvictionPolicy::kBoth;
   if (options.plan == nullptr && swaps && !hw.has_host_link()) {
     return invalid_argument("simulate: policy " +
                             std::string(eviction_policy_name(options.policy)) +

@@ -32,11 +32,11 @@ struct SimulationOptions {
 };
 
 struct SimulationResult {
-  std::size_t budget_bytes = 0;         // the allocator's ceiling
-  std::size_t peak_reserved_bytes = 0;  // the allocator's peak reserved over the iteration
-  std::size_t peak_live_bytes = 0;      // the profile's own peak (no evictions)
-  std::int64_t base_compute_ns = 0;     // the profile's op time
-  EngineStats stats;                    // evictions, replays, swapped bytes
+  std::size_t budget_bytes = 0;           // the allocator's ceiling
+  std::size_t peak_reserved_bytes = 0;    // the allocator's peak reserved over the iteration
+  std::size_t peak_live_bytes = 0;        // the profile's own peak (no evictions)
+  std::int64_t base_compute_ns = 0;       // the profile's op time
+  EngineStats stats;                      // evictions, replays, swapped bytes
   std::chrono::nanoseconds simulated{0};  // the sim device's clock at the end of the iteration
 };
 

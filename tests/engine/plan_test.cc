@@ -54,8 +54,8 @@ Profile four_layers() { return training_profile(4, 7, /*skips=*/false); }
 TEST(Plan, JsonRoundTripsAndTheFileIsAtomic) {
   const Profile p = four_layers();
   Plan plan = sample_plan(p);
-  plan.evictions.push_back(Eviction{9, EvictionMethod::kRecompute, OffloadTier::kHost, 4, 4,
-                                    std::nullopt});
+  plan.evictions.push_back(
+      Eviction{9, EvictionMethod::kRecompute, OffloadTier::kHost, 4, 4, std::nullopt});
   Result<Plan> back = plan_from_json(plan_to_json(plan), "plan.json");
   ASSERT_TRUE(back.ok()) << back.status().to_string();
   EXPECT_EQ(*back, plan);
@@ -90,18 +90,17 @@ TEST(Plan, JsonErrorsNameTheField) {
   };
   expect_error(plan_from_json(replaced("\"version\": 1", "\"version\": 2"), "p.json").status(),
                "p.json: version: plan schema version 2 is not supported");
-  expect_error(
-      plan_from_json(replaced("\"method\":\"recompute\"", "\"method\":\"drop\""), "p.json")
-          .status(),
-      "p.json: evictions[1].method: expected \"swap\" or \"recompute\"");
-  expect_error(plan_from_json(replaced("\"evict_after\":2", "\"evict_after\":-2"), "p.json")
+  expect_error(plan_from_json(replaced("\"method\":\"recompute\"", "\"method\":\"drop\""), "p.json")
                    .status(),
-               "p.json: evictions[1].evict_after: expected a non-negative integer");
+               "p.json: evictions[1].method: expected \"swap\" or \"recompute\"");
+  expect_error(
+      plan_from_json(replaced("\"evict_after\":2", "\"evict_after\":-2"), "p.json").status(),
+      "p.json: evictions[1].evict_after: expected a non-negative integer");
   expect_error(plan_from_json(replaced("\"tensor\":6,", ""), "p.json").status(),
                "p.json: evictions[1].tensor: missing");
-  expect_error(plan_from_json(replaced("\"fingerprint\":\"", "\"fingerprint\":\"xyz"), "p.json")
-                   .status(),
-               "p.json: profile.fingerprint: expected 16 hex digits");
+  expect_error(
+      plan_from_json(replaced("\"fingerprint\":\"", "\"fingerprint\":\"xyz"), "p.json").status(),
+      "p.json: profile.fingerprint: expected 16 hex digits");
   expect_error(plan_from_json("[1, 2]", "p.json").status(), "p.json: (document)");
   expect_error(plan_from_json("{\"version\":", "p.json").status(), "not valid JSON");
 }
@@ -120,7 +119,8 @@ TEST(Plan, ValidateAcceptsTheSampleAndRejectsEachBrokenRule) {
 
   Plan bad = good;
   bad.evictions[1].tensor = 99;
-  expect_error(validate_plan(bad, p, "plan.json"), "evictions[1].tensor: tensor 99 is out of range");
+  expect_error(validate_plan(bad, p, "plan.json"),
+               "evictions[1].tensor: tensor 99 is out of range");
   bad = good;
   bad.evictions[1].needed_at = 6;  // op 6 reads g2, a0 and w1, not a1
   bad.evictions[1].prefetch_at = 6;
@@ -134,7 +134,8 @@ TEST(Plan, ValidateAcceptsTheSampleAndRejectsEachBrokenRule) {
   expect_error(validate_plan(bad, p, "plan.json"), "evictions[0].method: recompute of tensor 1");
   bad = good;
   bad.evictions[1].evict_after = 12;
-  expect_error(validate_plan(bad, p, "plan.json"), "evictions[1].evict_after: op 12 is out of range");
+  expect_error(validate_plan(bad, p, "plan.json"),
+               "evictions[1].evict_after: op 12 is out of range");
   bad = good;
   bad.evictions[0].prefetch_at = 1;
   expect_error(validate_plan(bad, p, "plan.json"), "evictions[0].prefetch_at: op 1 is not in");
@@ -207,8 +208,9 @@ TEST(HardwareModel, ErrorsNameTheField) {
   expect_error(with("\"link_latency_ns\":0", "\"link_latency_ns\":-5"),
                "hw.json: link_latency_ns: must be >= 0");
   expect_error(with("\"duplex\":true", "\"duplex\":1"), "hw.json: duplex: expected true or false");
-  expect_error(with("\"host_to_device_bytes_per_s\":1e9", "\"host_to_device_bytes_per_s\":\"fast\""),
-               "hw.json: host_to_device_bytes_per_s: expected a number");
+  expect_error(
+      with("\"host_to_device_bytes_per_s\":1e9", "\"host_to_device_bytes_per_s\":\"fast\""),
+      "hw.json: host_to_device_bytes_per_s: expected a number");
   EXPECT_EQ(read_hardware_model("/nonexistent/hw.json").status().code(), StatusCode::kNotFound);
 }
 

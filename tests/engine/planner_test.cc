@@ -107,8 +107,8 @@ TEST(Planner, CostAwarePlanStaysWithinTheBudgetOnItsModel) {
     for (double fraction : {0.9, 0.7, 0.55}) {
       for (bool link : {false, true}) {
         const std::size_t budget = percent_of_peak(p, fraction);
-        Result<Plan> plan = make_plan(
-            p, model_only(PlanPolicy::kPlan, budget, link ? link25() : HardwareModel{}));
+        Result<Plan> plan =
+            make_plan(p, model_only(PlanPolicy::kPlan, budget, link ? link25() : HardwareModel{}));
         if (!plan.ok()) {
           EXPECT_EQ(plan.status().code(), StatusCode::kOutOfMemory) << plan.status().to_string();
           continue;

@@ -34,12 +34,18 @@ inline Profile training_profile(std::size_t layers, unsigned seed, bool skips = 
     t.id = id;
     t.dtype = DType::kU8;
     t.bytes = draw(1, 8) * 1024 * 1024 + draw(0, 4095);
-    t.kind = id < L ? TensorKind::kParameter
-             : id == L ? TensorKind::kInput
+    t.kind = id < L           ? TensorKind::kParameter
+             : id == L        ? TensorKind::kInput
              : id < 2 * L + 1 ? TensorKind::kActivation
                               : TensorKind::kGradient;
-    t.name = (id < L ? "w" : id == L ? "x" : id < 2 * L + 1 ? "a" : "g") +
-             std::to_string(id < L ? id : id == L ? 0 : id < 2 * L + 1 ? id - L - 1 : id - 2 * L - 1);
+    t.name = (id < L           ? "w"
+              : id == L        ? "x"
+              : id < 2 * L + 1 ? "a"
+                               : "g") +
+             std::to_string(id < L           ? id
+                            : id == L        ? 0
+                            : id < 2 * L + 1 ? id - L - 1
+                                             : id - 2 * L - 1);
   }
   auto input_of = [&](std::size_t i) { return i == 0 ? x : a(i - 1); };
   for (std::size_t i = 0; i < L; ++i) {
