@@ -298,6 +298,13 @@ void Engine::plan_after_op(std::size_t op_index) {
   // A replay for this op rebuilt tensors the plan keeps off the device until later: off again.
   for (std::uint32_t slot : rebuilt_) {
     if (slot >= executor_.planned_off.size() || executor_.planned_off[slot] == 0) continue;
+    // Rebuilt at or after the op its eviction's prefetch_at names: the plan keeps it from here
+    // (a chain replayed once, for the replays of this op and the later reads).
+    const Eviction& ev = cached.plan.evictions[executor_.planned_off[slot] - 1];
+    if (ev.method == EvictionMethod::kRecompute && op_index >= ev.prefetch_at) {
+      executor_.planned_off[slot] = 0;
+      continue;
+    }
     if (evict_one(slot, EvictionMethod::kRecompute)) ++executor_stats_.planned_drops;
   }
   rebuilt_.clear();

@@ -13,7 +13,10 @@
 //  - kRecompute: right after op `evict_after` the tensor's device block is freed (its bytes are
 //    dropped). Before op `needed_at` its producer is replayed, after the producer's own dropped
 //    inputs are rebuilt the same way (a chain). The replay allocates every output of the
-//    producer; the ones not wanted are freed after the replay.
+//    producer; the ones not wanted are freed after the replay. A tensor a chain rebuilds inside
+//    its own interval is dropped again after the op, unless the op is at or after its
+//    `prefetch_at`: then it stays from there on (prefetch_at < needed_at is how a plan says
+//    "the replays before op prefetch_at rebuild it; keep it", so that a chain is replayed once).
 //  - `needed_at` is nullopt when no op reads the tensor again: the bytes are given up early
 //    (before the program's own free) at no cost.
 // A tensor may have several evictions, in disjoint intervals, each between two of its uses:
@@ -78,7 +81,9 @@ struct Eviction {
   OffloadTier tier = OffloadTier::kHost;  // kSwap only
   std::size_t evict_after = 0;            // op index
   // kSwap: the op before which the copy back starts, evict_after < prefetch_at <= needed_at.
-  // kRecompute: equal to needed_at (unused when needed_at is nullopt).
+  // kRecompute: in (evict_after, needed_at]; below needed_at, a replay chain before that op
+  // rebuilds it and it is kept from then on (see the file comment). Unused when needed_at is
+  // nullopt.
   std::size_t prefetch_at = 0;
   std::optional<std::size_t> needed_at;  // the next op that reads it; nullopt: never again
 

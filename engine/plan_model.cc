@@ -169,9 +169,8 @@ std::int64_t PlanModel::out_ns(std::size_t bytes) const {
              std::ceil(static_cast<double>(bytes) * 1e9 / hardware_.device_to_host_bytes_per_s));
 }
 
-std::optional<PlanModel::SwapTiming> PlanModel::swap_timing(std::size_t tensor, std::size_t after,
-                                                            std::size_t needed,
-                                                            std::size_t by_op) const {
+PlanModel::SwapTiming PlanModel::swap_timing(std::size_t tensor, std::size_t after,
+                                             std::size_t needed, std::size_t by_op) const {
   const std::size_t bytes = profile_.tensors[tensor].bytes;
   const LinkTimeline& out_link = hardware_.duplex ? to_host_ : to_device_;
   SwapTiming s;
@@ -180,7 +179,10 @@ std::optional<PlanModel::SwapTiming> PlanModel::swap_timing(std::size_t tensor, 
   const std::int64_t out_end = s.out_start_ns + out;
   s.free_from = static_cast<std::size_t>(
       std::lower_bound(start_ns_.begin(), start_ns_.end(), out_end) - start_ns_.begin());
-  if (s.free_from > by_op) return std::nullopt;
+  if (s.free_from > by_op) {
+    s.stall_ns = out_end - start_ns_[by_op];
+    s.free_from = by_op;
+  }
   const std::int64_t in = in_ns(bytes);
   s.copy_ns = out + in;
   std::optional<std::int64_t> in_start = to_device_.latest_slot(start_ns_[needed], out_end, in);
@@ -226,7 +228,7 @@ void PlanModel::rebuild_chain(std::size_t tensor, std::size_t at, std::vector<st
   }
 }
 
-void PlanModel::add(const Eviction& e) {
+void PlanModel::add(const Eviction& e, std::size_t swap_off_by) {
   const std::size_t t = e.tensor;
   Interval i;
   i.evict_after = e.evict_after;
@@ -244,6 +246,10 @@ void PlanModel::add(const Eviction& e) {
     const std::int64_t out_end = out_start + out;
     i.off_from = static_cast<std::size_t>(
         std::lower_bound(start_ns_.begin(), start_ns_.end(), out_end) - start_ns_.begin());
+    if (i.off_from > swap_off_by) {
+      late_ns_ += out_end - start_ns_[swap_off_by];
+      i.off_from = swap_off_by;
+    }
     i.off_to = e.needed_at ? e.prefetch_at : death_[t] + 1;
     if (e.needed_at.has_value()) {
       const std::int64_t in = in_ns(profile_.tensors[t].bytes);

@@ -88,19 +88,24 @@ class PlanModel {
   // ends (0 when hidden). Reads the link timelines without reserving.
   struct SwapTiming {
     std::size_t free_from = 0;    // first op without its bytes
+    std::int64_t stall_ns = 0;    // how long op free_from waits for the copy out to end
     std::size_t prefetch_at = 0;  // op before which the copy back starts
     std::int64_t late_ns = 0;     // how long op `needed` would wait
     std::int64_t out_start_ns = 0;
     std::int64_t in_start_ns = 0;
     std::int64_t copy_ns = 0;  // the two copies' link time
   };
-  // nullopt when the bytes could not leave before `by_op` (the op the swap is meant to relieve).
-  std::optional<SwapTiming> swap_timing(std::size_t tensor, std::size_t after, std::size_t needed,
-                                        std::size_t by_op) const;
+  // `by_op` is the op the swap is meant to relieve: when the copy out ends after it starts, the
+  // allocator waits for it there (stall_ns) and the bytes are off from by_op.
+  SwapTiming swap_timing(std::size_t tensor, std::size_t after, std::size_t needed,
+                         std::size_t by_op) const;
 
-  // Adds an eviction and updates the curve, the replay bookkeeping and the link timelines.
+  // Adds an eviction and updates the curve, the replay bookkeeping and the link timelines. A swap
+  // is off the device from the first op after its copy out ends, or from `swap_off_by` at the
+  // latest (that op waits for the copy: counted as lateness).
   // REQUIRES: it satisfies validate_plan's rules against the evictions already added.
-  void add(const Eviction& eviction);
+  void add(const Eviction& eviction,
+           std::size_t swap_off_by = std::numeric_limits<std::size_t>::max());
   const std::vector<Eviction>& evictions() const { return evictions_; }
   // Evictions sorted by (evict_after, tensor), as Plan::evictions.
   std::vector<Eviction> sorted_evictions() const;

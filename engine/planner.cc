@@ -51,9 +51,9 @@ Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::si
   }
   a.evictions = model.sorted_evictions();
   a.predicted = model.predict();
-  if (options.policy != PlanPolicy::kPlan) {
-    a.reached = a.predicted.peak_reserved_bytes <= target_bytes;
-  }
+  // A baseline's plan does not depend on the budget: the sim says whether it fits, or without
+  // sim checks the model (fit() compares its peak with the budget).
+  if (options.policy != PlanPolicy::kPlan) a.reached = true;
   a.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return a;
 }
@@ -207,7 +207,8 @@ std::optional<PlanPolicy> plan_policy_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-Result<Plan> make_plan(const Profile& profile, const PlannerOptions& options) {
+Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
+  const Profile profile = as_engine_runs(recorded);
   if (options.budget_bytes == 0) return invalid_argument("plan: a budget of 0 bytes");
   if (options.policy == PlanPolicy::kSwapAll && !options.hardware.has_host_link()) {
     return invalid_argument("plan: policy swap-all needs a host link, and hardware \"" +

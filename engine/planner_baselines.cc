@@ -25,6 +25,8 @@ std::optional<ForwardGap> forward_gap(const PlanModel& model, const ProfiledTens
   gap.last_forward_use = *std::prev(after);
   if (gap.last_forward_use >= model.death(t.id)) return std::nullopt;
   if (after != uses.end()) gap.next_use = *after;
+  // Read again by the very next op: there is no op to evict it over.
+  if (gap.next_use == gap.last_forward_use + 1) return std::nullopt;
   return gap;
 }
 

@@ -39,6 +39,7 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
 
     double best_score = 0;
     std::optional<Eviction> best;
+    std::size_t best_swap_off_by = 0;
     for (const ProfiledTensor& t : profile.tensors) {
       if (t.producer.value_or(0) > worst || model.death(t.id) < worst) continue;
       if (!model.resident_at(t.id, worst) || model.evicted_at(t.id, worst)) continue;
@@ -65,20 +66,20 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
       if (allow_swap && needed.has_value() && model.replay_reads_inside(t.id, after, needed) == 0) {
         const double upper = bytes * covered(after + 1, *needed);
         if (upper <= best_score) continue;
-        std::optional<PlanModel::SwapTiming> s = model.swap_timing(t.id, after, *needed, worst);
-        if (!s.has_value()) continue;
-        const std::int64_t cost = s->late_ns + s->copy_ns / 10;
+        const PlanModel::SwapTiming s = model.swap_timing(t.id, after, *needed, worst);
+        const std::int64_t cost = s.late_ns + s.stall_ns + s.copy_ns / 10;
         const double score =
-            bytes * covered(s->free_from, s->prefetch_at) / static_cast<double>(cost + 1);
+            bytes * covered(s.free_from, s.prefetch_at) / static_cast<double>(cost + 1);
         if (score > best_score) {
           best_score = score;
           best = Eviction{t.id,  EvictionMethod::kSwap, OffloadTier::kHost,
-                          after, s->prefetch_at,        needed};
+                          after, s.prefetch_at,         needed};
+          best_swap_off_by = s.free_from;
         }
       }
     }
     if (!best.has_value()) return false;
-    model.add(*best);
+    model.add(*best, best_swap_off_by);
   }
   return true;
 }

@@ -2,6 +2,7 @@
 #include "engine/simulator.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,12 +15,25 @@ namespace {
 
 std::size_t round_up(std::size_t bytes, std::size_t to) { return (bytes + to - 1) / to * to; }
 
+// Hands the plan to the engine's executor. Bridge until the executor (Engine::set_plan, issue 7,
+// branch issue7-exec) is merged: without it a plan cannot run on the sim device.
+template <typename E>
+Status apply_plan(E& engine, const Plan& plan, const Profile& profile) {
+  if constexpr (requires { engine.set_plan(plan, profile); }) {
+    return engine.set_plan(plan, profile);
+  } else {
+    return failed_precondition("simulate: this build has no plan executor (Engine::set_plan)");
+  }
+}
+
 TensorSpec spec_of(const ProfiledTensor& t) {
   return {
       t.name, {static_cast<std::int64_t>(std::max<std::size_t>(t.bytes, 1))}, DType::kU8, t.kind};
 }
 
-Status run_iteration(const Profile& profile, Engine& engine) {
+// `named_as_profiled`: ops run under their profiled names, which the executor matches against the
+// plan's profile; otherwise "op <index> <name>", which error messages then name.
+Status run_iteration(const Profile& profile, Engine& engine, bool named_as_profiled) {
   std::vector<std::optional<Tensor>> tensors(profile.tensors.size());
   for (const ProfiledTensor& t : profile.tensors) {
     if (t.producer.has_value()) continue;
@@ -42,17 +56,12 @@ Status run_iteration(const Profile& profile, Engine& engine) {
     std::vector<TensorSpec> outputs;
     outputs.reserve(op.outputs.size());
     for (std::size_t id : op.outputs) outputs.push_back(spec_of(profile.tensors[id]));
-    const bool placeholder = outputs.empty();
-    if (placeholder) outputs.push_back({op.name + ".placeholder", {1}, DType::kU8});
-    EBB_ASSIGN_OR_RETURN(std::vector<Tensor> made,
-                         engine.run(
-                             op.name, inputs, std::move(outputs), [](const OpArgs&) {},
-                             std::chrono::nanoseconds(op.duration_ns)));
-    if (placeholder) {
-      EBB_RETURN_IF_ERROR(engine.release(made[0]));
-    } else {
-      for (std::size_t i = 0; i < op.outputs.size(); ++i) tensors[op.outputs[i]] = made[i];
-    }
+    EBB_ASSIGN_OR_RETURN(
+        std::vector<Tensor> made,
+        engine.run(
+            named_as_profiled ? op.name : "op " + std::to_string(op.index) + " " + op.name, inputs,
+            std::move(outputs), [](const OpArgs&) {}, std::chrono::nanoseconds(op.duration_ns)));
+    for (std::size_t i = 0; i < op.outputs.size(); ++i) tensors[op.outputs[i]] = made[i];
     for (std::size_t id : op.frees) {
       if (!tensors[id].has_value()) continue;
       EBB_RETURN_IF_ERROR(engine.release(*tensors[id]));
@@ -64,17 +73,46 @@ Status run_iteration(const Profile& profile, Engine& engine) {
 
 }  // namespace
 
+Profile as_engine_runs(const Profile& profile) {
+  const bool engine_shaped =
+      std::all_of(profile.ops.begin(), profile.ops.end(),
+                  [](const ProfiledOp& op) { return !op.outputs.empty(); }) &&
+      std::all_of(profile.tensors.begin(), profile.tensors.end(),
+                  [](const ProfiledTensor& t) { return t.bytes > 0; });
+  if (engine_shaped) return profile;
+  Profile p = profile;
+  for (ProfiledTensor& t : p.tensors) t.bytes = std::max<std::size_t>(t.bytes, 1);
+  for (ProfiledOp& op : p.ops) {
+    if (!op.outputs.empty()) continue;
+    ProfiledTensor t;
+    t.id = p.tensors.size();
+    t.name = op.name + ".placeholder";
+    t.bytes = 1;
+    t.dtype = DType::kU8;
+    t.producer = op.index;
+    op.outputs.push_back(t.id);
+    op.frees.push_back(t.id);
+    p.tensors.push_back(std::move(t));
+  }
+  const std::vector<std::size_t> live = recompute_live_bytes(p);
+  for (std::size_t k = 0; k < p.ops.size(); ++k) p.memory[k].live_bytes = live[k];
+  return p;
+}
+
 HardwareModel link_hardware_model(double gbps) {
   HardwareModel model;
-  model.name = gbps > 0 ? "link-" + std::to_string(gbps) + "gbps" : "no-host-link";
+  char name[48];
+  std::snprintf(name, sizeof name, "link-%ggbps", gbps);
+  model.name = gbps > 0 ? name : "no-host-link";
   model.host_to_device_bytes_per_s = gbps * 1e9;
   model.device_to_host_bytes_per_s = gbps * 1e9;
   model.link_latency = std::chrono::microseconds(5);
   return model;
 }
 
-Result<SimulationResult> simulate_profile(const Profile& profile,
+Result<SimulationResult> simulate_profile(const Profile& recorded,
                                           const SimulationOptions& options) {
+  const Profile profile = as_engine_runs(recorded);
   if (options.budget_bytes == 0) return invalid_argument("simulate: a budget of 0 bytes");
   const HardwareModel& hw = options.hardware;
   const bool swaps =
@@ -93,7 +131,8 @@ Result<SimulationResult> simulate_profile(const Profile& profile,
       }
     }
   }
-  const ProfileFigures figures = profile_figures(profile);
+  // The figures of the profile as recorded: the placeholders are the simulator's own.
+  const ProfileFigures figures = profile_figures(recorded);
   DeviceOptions device_options;
   device_options.kind = DeviceKind::kSim;
   device_options.capacity_bytes = round_up(
@@ -114,8 +153,8 @@ Result<SimulationResult> simulate_profile(const Profile& profile,
   engine_options.policy = options.plan != nullptr ? EvictionPolicy::kNone : options.policy;
   engine_options.host_link_bytes_per_s = h2d;
   EBB_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(engine_options));
-  if (options.plan != nullptr) EBB_RETURN_IF_ERROR(engine->set_plan(*options.plan, profile));
-  EBB_RETURN_IF_ERROR(run_iteration(profile, *engine));
+  if (options.plan != nullptr) EBB_RETURN_IF_ERROR(apply_plan(*engine, *options.plan, profile));
+  EBB_RETURN_IF_ERROR(run_iteration(profile, *engine, options.plan != nullptr));
 
   SimulationResult result;
   const AllocatorStats stats = engine->allocator().stats();

@@ -40,11 +40,18 @@ struct SimulationResult {
   std::chrono::nanoseconds simulated{0};  // the sim device's clock at the end of the iteration
 };
 
-// Runs one iteration of `profile`. An op without outputs (the engine requires one) writes a
-// 1-byte placeholder, released right after it. kOutOfMemory when the iteration does not fit
+// Runs one iteration of as_engine_runs(profile); a plan must be made for that profile (make_plan
+// does so). kOutOfMemory when the iteration does not fit
 // (naming the op and the bytes); kInvalidArgument for a budget of 0, swapping without a host
 // link, or a plan that does not validate against the profile.
 Result<SimulationResult> simulate_profile(const Profile& profile, const SimulationOptions& options);
+
+// The profile as an engine runs it: a tensor of 0 bytes takes 1, and an op without outputs (the
+// engine requires one) writes a 1-byte placeholder freed right after it. The executor matches the
+// ops it runs against the plan's profile by their names and sizes, so plans for the sim are made
+// for this profile (make_plan and simulate_profile apply it; a profile the engine recorded is
+// returned unchanged).
+Profile as_engine_runs(const Profile& profile);
 
 // The HardwareModel of the link `ebb simulate --link-gbps G` models: G GB/s each way, 5 us per
 // copy, duplex; G == 0: no host link.

@@ -83,8 +83,8 @@ int run_plan(const PlanArgs& args) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
   }
-  std::printf("plan %s (%zu ops), policy %s, hardware %s\n", args.file.c_str(),
-              profile->ops.size(), args.policy.c_str(), hardware->name.c_str());
+  std::printf("plan %s (%zu ops), policy %s, hardware %s\n", args.file.c_str(), profile->ops.size(),
+              args.policy.c_str(), hardware->name.c_str());
   std::printf("  budget           %zu B (%s)\n", r.budget_bytes,
               format_bytes(r.budget_bytes).c_str());
   std::printf("  peak reserved    %zu B (%s) on the sim device\n", r.peak_reserved_bytes,
@@ -104,8 +104,9 @@ int run_plan(const PlanArgs& args) {
 Command add_plan_command(CLI::App& parent) {
   auto args = std::make_shared<PlanArgs>();
   CLI::App* app = parent.add_subcommand(
-      "plan", "Plan one profiled iteration (profile JSON or DTR log) under a budget and check the "
-              "plan on a sim device");
+      "plan",
+      "Plan one profiled iteration (profile JSON or DTR log) under a budget and check the "
+      "plan on a sim device");
   app->add_option("FILE", args->file, "profile JSON or DTR log (detected from the first line)")
       ->required();
   app->add_option("--budget", args->budget,
@@ -114,7 +115,8 @@ Command add_plan_command(CLI::App& parent) {
       ->required();
   app->add_option("--policy", args->policy,
                   "plan (default), keep, recompute-all, sqrt, swap-all, or dynamic (no plan)");
-  app->add_option("--hw", args->hw_file, "hardware profile JSON (profiles/hw/); overrides --link-gbps");
+  app->add_option("--hw", args->hw_file,
+                  "hardware profile JSON (profiles/hw/); overrides --link-gbps");
   app->add_option("--link-gbps", args->link_gbps,
                   "host<->device bandwidth of each direction in GB/s (default 0: no host link, "
                   "recompute only)");

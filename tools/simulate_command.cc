@@ -1,8 +1,8 @@
 // `ebb simulate FILE`: runs one profiled iteration (a profile JSON or a DTR log) through the
 // engine on a sim device (engine/simulator.h) under a memory budget and a policy (a planner's
-// plan or dynamic eviction), and reports what the budget costs: peak reserved bytes, extra (recompute) compute, swapped bytes, evictions and the
-// simulated time. Ops run as empty closures whose cost is their profiled duration, so the
-// workload may be far larger than this machine.
+// plan or dynamic eviction), and reports what the budget costs: peak reserved bytes, extra
+// (recompute) compute, swapped bytes, evictions and the simulated time. Ops run as empty closures
+// whose cost is their profiled duration, so the workload may be far larger than this machine.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -116,9 +116,11 @@ Command add_simulate_command(CLI::App& parent) {
                   "a planner (keep, recompute-all, sqrt, swap-all, plan) or dynamic eviction "
                   "(dynamic; none, swap, recompute, both)")
       ->required();
-  app->add_option("--hw", args->hw_file, "hardware profile JSON (profiles/hw/); overrides --link-gbps");
-  app->add_option("--link-gbps", args->link_gbps,
-                  "host<->device bandwidth of each direction in GB/s (default 16; 0: no host link)");
+  app->add_option("--hw", args->hw_file,
+                  "hardware profile JSON (profiles/hw/); overrides --link-gbps");
+  app->add_option(
+      "--link-gbps", args->link_gbps,
+      "host<->device bandwidth of each direction in GB/s (default 16; 0: no host link)");
   app->add_flag("--classic", args->classic,
                 "classic (cudaMalloc-style) segments instead of expandable segments");
   app->add_flag("--json", args->json, "print one JSON object instead of the summary");
