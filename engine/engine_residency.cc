@@ -159,6 +159,11 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
   // The resident inputs are locked first, so that bringing the others back cannot evict them.
   for (std::uint32_t in : inputs) {
     if (tensors_.at(in).residency != Residency::kDevice) continue;
+    // A prefetched input: the replay reads it only after its copy back.
+    if (Status s = settle_arrival(in, /*for_use=*/true); !s.ok()) {
+      unlock(locked);
+      return s;
+    }
     ++tensors_.at(in).lock_count;
     locked.push_back(in);
   }

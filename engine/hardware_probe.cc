@@ -43,6 +43,7 @@ Result<HardwareModel> measure_host_link(Device& device) {
   HardwareModel model;
   model.name = "measured on " + device.name();
   model.duplex = true;
+  model.page_bytes = device.page_bytes();
   Status status = [&]() -> Status {
     EBB_ASSIGN_OR_RETURN(std::unique_ptr<Stream> stream, device.create_stream());
     EBB_ASSIGN_OR_RETURN(std::unique_ptr<Event> start, device.create_event());

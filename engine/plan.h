@@ -53,6 +53,9 @@ struct HardwareModel {
   bool duplex = true;  // false: the two directions share one link and queue behind each other
   double nvme_read_bytes_per_s = 0;  // 0: no NVMe tier
   double nvme_write_bytes_per_s = 0;
+  // The device's memory mapping granularity, which the allocator's expandable segments map
+  // pages of (2 MiB on CUDA; the trainer's cpu device uses 64 KiB). 0: 2 MiB.
+  std::size_t page_bytes = 0;
 
   bool has_host_link() const {
     return host_to_device_bytes_per_s > 0 && device_to_host_bytes_per_s > 0;

@@ -141,6 +141,7 @@ Result<SimulationResult> simulate_profile(const Profile& recorded,
   // nothing is swapped over it.
   const double h2d = hw.has_host_link() ? hw.host_to_device_bytes_per_s : 16e9;
   const double d2h = hw.has_host_link() ? hw.device_to_host_bytes_per_s : 16e9;
+  if (hw.page_bytes > 0) device_options.page_bytes = hw.page_bytes;
   device_options.host_to_device = LinkModel{h2d, hw.link_latency};
   device_options.device_to_host = LinkModel{d2h, hw.link_latency};
   EBB_ASSIGN_OR_RETURN(std::unique_ptr<Device> device, create_sim_device(device_options));
