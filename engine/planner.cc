@@ -58,21 +58,16 @@ Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::si
   return a;
 }
 
-// The cost-aware planner runs twice: keeping the ancestors a replay rebuilds (a chain is
-// replayed once, but its tensors take memory from then on) and dropping them again (less
-// memory, replayed once per use); the cheaper plan that reaches the target wins. The baselines
-// drop them again (see planner.h).
+// The cost-aware planner keeps the ancestors a replay rebuilds (a chain is replayed once, but its
+// tensors take memory from then on); when that cannot reach the target, it plans again dropping
+// them after each replay (less memory, a replay per use). The baselines drop them (planner.h).
 Attempt plan_at(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes) {
-  Attempt dropped = plan_once(profile, options, target_bytes, false);
-  if (options.policy != PlanPolicy::kPlan) return dropped;
+  if (options.policy != PlanPolicy::kPlan) return plan_once(profile, options, target_bytes, false);
   Attempt kept = plan_once(profile, options, target_bytes, true);
-  const double seconds = dropped.seconds + kept.seconds;
-  Attempt& best =
-      !kept.reached || (dropped.reached && dropped.predicted.step_ns < kept.predicted.step_ns)
-          ? dropped
-          : kept;
-  best.seconds = seconds;
-  return std::move(best);
+  if (kept.reached) return kept;
+  Attempt dropped = plan_once(profile, options, target_bytes, false);
+  dropped.seconds += kept.seconds;
+  return dropped;
 }
 
 Plan plan_of(const Profile& profile, const PlannerOptions& options, Attempt attempt) {
