@@ -150,10 +150,15 @@ std::string percent(std::size_t bytes, std::size_t of) {
 // up in 10% steps until one fits, then bisected.
 std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOptions options) {
   double ignored = 0;
-  std::size_t lo = 0;
-  std::size_t hi = 0;
   Attempt floor = plan_at(profile, options, 0);
-  std::size_t guess = floor.predicted.peak_reserved_bytes + kPageBytes;
+  // The least budget whose internal target (fit()) is the lowest peak the model reaches: below
+  // it the model cannot reach the target, so the search starts there.
+  std::size_t guess =
+      static_cast<std::size_t>(
+          std::ceil(static_cast<double>(floor.predicted.peak_live_bytes + kPageBytes) / 0.99)) +
+      1;
+  std::size_t lo = guess - 1;
+  std::size_t hi = 0;
   for (int i = 0; i < 8; ++i) {
     options.budget_bytes = guess;
     if (fit(profile, options, &ignored).ok()) {
