@@ -58,21 +58,16 @@ Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::si
   return a;
 }
 
-// The cost-aware planner runs twice: keeping the ancestors a replay rebuilds (a chain is
-// replayed once, but its tensors take memory from then on) and dropping them again (less
-// memory, replayed once per use); the cheaper plan that reaches the target wins. The baselines
-// drop them again (see planner.h).
+// The cost-aware planner keeps the ancestors a replay rebuilds (a chain is replayed once, but its
+// tensors take memory from then on); when that cannot reach the target, it plans again dropping
+// them after each replay (less memory, a replay per use). The baselines drop them (planner.h).
 Attempt plan_at(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes) {
-  Attempt dropped = plan_once(profile, options, target_bytes, false);
-  if (options.policy != PlanPolicy::kPlan) return dropped;
+  if (options.policy != PlanPolicy::kPlan) return plan_once(profile, options, target_bytes, false);
   Attempt kept = plan_once(profile, options, target_bytes, true);
-  const double seconds = dropped.seconds + kept.seconds;
-  Attempt& best =
-      !kept.reached || (dropped.reached && dropped.predicted.step_ns < kept.predicted.step_ns)
-          ? dropped
-          : kept;
-  best.seconds = seconds;
-  return std::move(best);
+  if (kept.reached) return kept;
+  Attempt dropped = plan_once(profile, options, target_bytes, false);
+  dropped.seconds += kept.seconds;
+  return dropped;
 }
 
 Plan plan_of(const Profile& profile, const PlannerOptions& options, Attempt attempt) {
@@ -155,10 +150,15 @@ std::string percent(std::size_t bytes, std::size_t of) {
 // up in 10% steps until one fits, then bisected.
 std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOptions options) {
   double ignored = 0;
-  std::size_t lo = 0;
-  std::size_t hi = 0;
   Attempt floor = plan_at(profile, options, 0);
-  std::size_t guess = floor.predicted.peak_reserved_bytes + kPageBytes;
+  // The least budget whose internal target (fit()) is the lowest peak the model reaches: below
+  // it the model cannot reach the target, so the search starts there.
+  std::size_t guess =
+      static_cast<std::size_t>(
+          std::ceil(static_cast<double>(floor.predicted.peak_live_bytes + kPageBytes) / 0.99)) +
+      1;
+  std::size_t lo = guess - 1;
+  std::size_t hi = 0;
   for (int i = 0; i < 8; ++i) {
     options.budget_bytes = guess;
     if (fit(profile, options, &ignored).ok()) {

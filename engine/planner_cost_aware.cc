@@ -41,6 +41,7 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
     std::optional<Eviction> best;
     std::size_t best_swap_off_by = 0;
     for (const ProfiledTensor& t : profile.tensors) {
+      if (!allow_swap && !t.recomputable()) continue;
       if (t.producer.value_or(0) > worst || model.death(t.id) < worst) continue;
       if (!model.resident_at(t.id, worst) || model.evicted_at(t.id, worst)) continue;
       const std::vector<std::size_t>& uses = model.uses(t.id);
@@ -52,7 +53,14 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
           next == uses.end() ? std::nullopt : std::optional<std::size_t>(*next);
       const auto bytes = static_cast<double>(model.block_bytes(t.id));
 
-      if (t.recomputable()) {
+      // The producer alone bounds a replay's cost from below (for a gap with a next use): a
+      // candidate that cannot beat the best with it is not walked.
+      const bool may_beat = t.recomputable() &&
+                            (!needed.has_value() ||
+                             bytes * covered(after + 1, *needed) /
+                                     static_cast<double>(profile.ops[*t.producer].duration_ns + 1) >
+                                 best_score);
+      if (may_beat) {
         const PlanModel::RecomputeTiming r = model.recompute_timing(t.id, after, needed);
         const std::size_t off_to = needed ? r.rebuild_at : model.death(t.id) + 1;
         const double score =
