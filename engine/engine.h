@@ -93,7 +93,7 @@ struct EngineOptions {
   // iteration that matched no cached plan; what it returns is given to set_plan. An error (an
   // infeasible budget) is counted in ExecutorStats and leaves the engine on dynamic eviction.
   // Empty: the engine plans nothing by itself; set_plan still works.
-  std::function<Result<Plan>(const Profile&)> planner;
+  std::function<Result<Plan>(const Profile&)> planner = nullptr;
 };
 
 // Counters since the engine was created. Bytes are tensor bytes as the specs ask.

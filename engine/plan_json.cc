@@ -111,6 +111,14 @@ Result<HardwareModel> hardware_from(const Json& j, const FieldReader& r, const s
     EBB_ASSIGN_OR_RETURN(m.nvme_write_bytes_per_s,
                          r.bandwidth_field(j, p, "nvme_write_bytes_per_s"));
   }
+  // The mapping granularity is optional too: absent, the sim maps 2 MiB pages as CUDA does.
+  if (j.contains("page_bytes")) {
+    EBB_ASSIGN_OR_RETURN(std::int64_t page_bytes, r.signed_field(j, p, "page_bytes"));
+    if (page_bytes < 0 || (page_bytes & (page_bytes - 1)) != 0) {
+      return r.fail(p + "page_bytes", "must be 0 or a power of two");
+    }
+    m.page_bytes = static_cast<std::size_t>(page_bytes);
+  }
   return m;
 }
 
@@ -121,7 +129,8 @@ OrderedJson hardware_json(const HardwareModel& m) {
                      {"link_latency_ns", m.link_latency.count()},
                      {"duplex", m.duplex},
                      {"nvme_read_bytes_per_s", m.nvme_read_bytes_per_s},
-                     {"nvme_write_bytes_per_s", m.nvme_write_bytes_per_s}};
+                     {"nvme_write_bytes_per_s", m.nvme_write_bytes_per_s},
+                     {"page_bytes", m.page_bytes}};
 }
 
 OrderedJson eviction_json(const Eviction& e) {

@@ -15,17 +15,6 @@ namespace {
 
 std::size_t round_up(std::size_t bytes, std::size_t to) { return (bytes + to - 1) / to * to; }
 
-// Hands the plan to the engine's executor. Bridge until the executor (Engine::set_plan, issue 7,
-// branch issue7-exec) is merged: without it a plan cannot run on the sim device.
-template <typename E>
-Status apply_plan(E& engine, const Plan& plan, const Profile& profile) {
-  if constexpr (requires { engine.set_plan(plan, profile); }) {
-    return engine.set_plan(plan, profile);
-  } else {
-    return failed_precondition("simulate: this build has no plan executor (Engine::set_plan)");
-  }
-}
-
 TensorSpec spec_of(const ProfiledTensor& t) {
   return {
       t.name, {static_cast<std::int64_t>(std::max<std::size_t>(t.bytes, 1))}, DType::kU8, t.kind};
@@ -154,7 +143,7 @@ Result<SimulationResult> simulate_profile(const Profile& recorded,
   engine_options.policy = options.plan != nullptr ? EvictionPolicy::kNone : options.policy;
   engine_options.host_link_bytes_per_s = h2d;
   EBB_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(engine_options));
-  if (options.plan != nullptr) EBB_RETURN_IF_ERROR(apply_plan(*engine, *options.plan, profile));
+  if (options.plan != nullptr) EBB_RETURN_IF_ERROR(engine->set_plan(*options.plan, profile));
   EBB_RETURN_IF_ERROR(run_iteration(profile, *engine, options.plan != nullptr));
 
   SimulationResult result;

@@ -410,7 +410,7 @@ TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
       {"--vocab 70000", "above 65535"},
       {"--data /nonexistent/tokens.bin", "cannot open"},
       {"--budget 1KiB --policy both", "below the"},
-      {"--policy sometimes", "is not none, swap, recompute or both"},
+      {"--policy sometimes", "is not keep, recompute-all, sqrt, swap-all, plan, dynamic, none"},
       {"--device sim", "cannot train"},
   };
   for (const Case& c : cases) {
