@@ -54,6 +54,7 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
                                         .expandable_segments = options.expandable_segments}));
   EBB_ASSIGN_OR_RETURN(engine->host_tier_, PinnedHostPool::create(device, options.host_tier_bytes));
   EBB_ASSIGN_OR_RETURN(engine->copy_, device.create_stream());
+  EBB_ASSIGN_OR_RETURN(engine->prefetch_, device.create_stream());
   engine->events_ = std::make_unique<EventPool>(device);
   engine->timer_ = std::make_unique<OpTimer>(*engine->events_);
   engine->profiler_ = std::make_unique<Profiler>(options.warmup_iterations, device.name());
@@ -73,6 +74,7 @@ Engine::~Engine() {
   // Queued closures and copies use the engine's blocks, host copies and events: let them finish
   // before anything is returned. Errors have nowhere to go now.
   if (copy_ != nullptr) (void)copy_->synchronize();
+  if (prefetch_ != nullptr) (void)prefetch_->synchronize();
   (void)compute_.synchronize();
   if (allocator_ != nullptr) allocator_->set_eviction_callback(nullptr);
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
@@ -214,6 +216,10 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   }
   current_op_ = name;
   ++tick_;
+  const std::size_t op_index = tape_.size();
+  if (!executor_.plans.empty()) {
+    if (Status s = plan_before_op(op_index, name, input_slots); !s.ok()) return s;
+  }
 
   // Inputs: resident and locked one by one, so that bringing one back cannot evict another.
   // The first `locked` of input_slots hold a lock.
@@ -266,7 +272,6 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
     }
   }
 
-  const std::size_t op_index = tape_.size();
   const std::uint32_t name_id = intern_op_name(name);
   OpRecord op;
   op.code = std::move(code);
@@ -313,6 +318,7 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   if (!launched.ok()) return launched;
   ++stats.runs;
   ++stats_.ops_run;
+  if (!executor_.plans.empty()) plan_after_op(op_index);
   if (profiler_->recording()) {
     profiler_->on_run(tensors_, tape_[op_index], op_index,
                       static_cast<std::size_t>(allocator_->stats().all.reserved_bytes.current));
@@ -361,6 +367,7 @@ Status Engine::begin_iteration() {
   EBB_RETURN_IF_ERROR(take_closure_error());
   if (in_iteration_) return failed_precondition("begin_iteration() inside an iteration");
   in_iteration_ = true;
+  plan_begin_iteration();
   if (profiler_->recording()) profiler_->on_begin_iteration(tensors_);
   return ok_status();
 }
@@ -381,7 +388,9 @@ Status Engine::end_iteration() {
   if (Status s = synchronize(); !s.ok() && first.ok()) first = std::move(s);
   if (Status s = poll_timings(/*wait=*/true); !s.ok() && first.ok()) first = std::move(s);
   // Every timing of the iteration has been read: the profiler can finish it.
-  if (profiler_->recording()) profiler_->on_end_iteration(tensors_, tape_, first.ok());
+  const bool was_recording = profiler_->recording();
+  if (was_recording) profiler_->on_end_iteration(tensors_, tape_, first.ok());
+  const bool profile_completed = was_recording && !profiler_->recording();
   retired_names_.clear();
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     TensorRecord& r = tensors_.at(slot);
@@ -403,12 +412,17 @@ Status Engine::end_iteration() {
   }
   tape_.clear();
   in_iteration_ = false;
+  if (Status s = plan_end_iteration(first.ok(), profile_completed); !s.ok() && first.ok()) {
+    first = std::move(s);
+  }
   if (Status s = take_closure_error(); !s.ok() && first.ok()) first = std::move(s);
   return first;
 }
 
 Status Engine::synchronize() {
   Status copy_status = copy_->synchronize();
+  Status prefetch_status = prefetch_->synchronize();
+  if (copy_status.ok()) copy_status = std::move(prefetch_status);
   Status compute_status = compute_.synchronize();
   // Every kernel launched so far has run: their launch records can be reused.
   launches_used_ = 0;

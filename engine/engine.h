@@ -54,7 +54,9 @@
 #include "allocator/caching_allocator.h"
 #include "allocator/pinned_host_pool.h"
 #include "engine/eviction.h"
+#include "engine/executor.h"
 #include "engine/op_timer.h"
+#include "engine/plan.h"
 #include "engine/profile.h"
 #include "engine/profiler.h"
 #include "engine/tape.h"
@@ -86,6 +88,12 @@ struct EngineOptions {
   // is for debugging closures only. kInvalidArgument on a sim device, which does not run
   // closures.
   bool check_outputs = false;
+  // Makes a plan from a profile (say, engine/planner.h's make_plan, checked on the sim). The
+  // engine calls it when the warm-up's profile is complete, and again for the profile of an
+  // iteration that matched no cached plan; what it returns is given to set_plan. An error (an
+  // infeasible budget) is counted in ExecutorStats and leaves the engine on dynamic eviction.
+  // Empty: the engine plans nothing by itself; set_plan still works.
+  std::function<Result<Plan>(const Profile&)> planner = nullptr;
 };
 
 // Counters since the engine was created. Bytes are tensor bytes as the specs ask.
@@ -174,6 +182,18 @@ class Engine {
   // Where a live tensor's bytes are now; kInvalidArgument for a released or foreign tensor.
   Result<Residency> residency(const Tensor& tensor) const;
 
+  // Executor (engine_plan.cc; see engine/executor.h). Adds `plan`, made for `profile`, to the
+  // plans the engine follows from the next iteration on (replacing one made for the same
+  // profile key). The plan is checked against the profile (validate_plan) and against the
+  // engine's budget; a refused plan is kInvalidArgument naming the field, and the engine keeps
+  // running as it did (dynamic eviction, or the plans it had).
+  Status set_plan(const Plan& plan, const Profile& profile);
+  // Forgets every plan: later iterations run under dynamic eviction alone.
+  void clear_plans();
+  // The plan the current (or next) iteration follows; nullptr when none.
+  const Plan* active_plan() const;
+  ExecutorStats executor_stats() const { return executor_stats_; }
+
   // For Tensor's accessors. REQUIRES: a live tensor of this engine.
   const TensorRecord& record(const Tensor& tensor) const;
 
@@ -220,6 +240,24 @@ class Engine {
                                const std::vector<std::size_t>& output_bytes,
                                std::chrono::nanoseconds cost);
   std::size_t evict(std::size_t bytes_needed);
+  // evict()'s work: releases unread released storage, then evicts ranked victims.
+  std::size_t evict_for(std::size_t bytes_needed);
+  // Executor hooks (engine_plan.cc). Before op `op_index` is run on these inputs: follows or
+  // leaves the plan, maps profile tensors to slots, starts the prefetches due.
+  Status plan_before_op(std::size_t op_index, std::string_view name,
+                        const std::vector<std::uint32_t>& input_slots);
+  // After op `op_index` was launched: the plan's swap-outs and drops, and drops again of tensors
+  // that a replay rebuilt inside their planned interval.
+  void plan_after_op(std::size_t op_index);
+  void plan_begin_iteration();
+  // After the device was synchronized: late-prefetch feedback, counters, re-planning.
+  Status plan_end_iteration(bool ok, bool profile_completed);
+  // Starts the copy back of the swapped tensor in `slot` on the prefetch stream.
+  Status prefetch(std::uint32_t slot, std::size_t eviction);
+  // Makes the compute stream wait for a copy back into `slot` it has not waited for yet;
+  // `for_use`: the wait is for an op that reads it (timed for late-prefetch feedback).
+  Status settle_arrival(std::uint32_t slot, bool for_use);
+  std::uint32_t& planned_off(std::uint32_t slot);
   // Whether a released tensor may give its storage back now: no replay that can still happen
   // reads it, or it can be rebuilt by replay when one does.
   bool storage_releasable(std::uint32_t slot) const;
@@ -246,6 +284,9 @@ class Engine {
   Device& device_;
   Stream& compute_;
   std::unique_ptr<Stream> copy_;
+  // Copies back to the device that a plan starts ahead of their use (the other direction from
+  // copy_'s swap-outs, so that the two overlap).
+  std::unique_ptr<Stream> prefetch_;
   std::unique_ptr<PinnedHostPool> host_tier_;
   std::unique_ptr<EventPool> events_;
   std::unique_ptr<OpTimer> timer_;
@@ -291,6 +332,20 @@ class Engine {
   std::string current_op_;  // the op being run, for the eviction callback's messages
   Status deferred_error_;   // from an IterationScope's destructor, returned by the next call
   EngineStats stats_;
+  ExecutorState executor_;
+  ExecutorStats executor_stats_;
+  bool prefetching_ = false;  // prefetch() is allocating: evict() frees nothing for it
+  // Slots a recompute replay brought back during the current op (for plan_after_op).
+  std::vector<std::uint32_t> rebuilt_;
+  // Prefetches waited for by an op in this iteration: `ready` is recorded on the compute stream
+  // right before its wait on `arrival`; a positive time from ready to arrival means it was late.
+  struct ArrivalWait {
+    Event* ready = nullptr;
+    Event* arrival = nullptr;
+    int plan = 0;
+    std::size_t eviction = 0;
+  };
+  std::vector<ArrivalWait> arrival_waits_;
 
   // Last: destroyed first, returning every block before the streams and events go away.
   std::unique_ptr<CachingAllocator> allocator_;

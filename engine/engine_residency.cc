@@ -112,7 +112,7 @@ Status Engine::make_resident(std::uint32_t slot, std::string_view op) {
   const TensorRecord& r = tensors_.at(slot);
   switch (r.residency) {
     case Residency::kDevice:
-      return ok_status();
+      return r.arrival_pending ? settle_arrival(slot, /*for_use=*/true) : ok_status();
     case Residency::kHost:
       return swap_in(slot, op);
     case Residency::kDropped:
@@ -159,6 +159,11 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
   // The resident inputs are locked first, so that bringing the others back cannot evict them.
   for (std::uint32_t in : inputs) {
     if (tensors_.at(in).residency != Residency::kDevice) continue;
+    // A prefetched input: the replay reads it only after its copy back.
+    if (Status s = settle_arrival(in, /*for_use=*/true); !s.ok()) {
+      unlock(locked);
+      return s;
+    }
     ++tensors_.at(in).lock_count;
     locked.push_back(in);
   }
@@ -205,6 +210,7 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
       return failed;
     }
     if (adopt) {
+      if (!executor_.plans.empty()) rebuilt_.push_back(out);
       TensorRecord& a = tensors_.at(out);
       a.device_ptr = *ptr;
       a.residency = Residency::kDevice;
@@ -257,7 +263,19 @@ Status Engine::launch(std::size_t op_index, std::span<void* const> pointers, boo
 }
 
 std::size_t Engine::evict(std::size_t bytes_needed) {
+  // A prefetch ahead of its time takes only free room: evicting for it would trade a tensor
+  // needed sooner for one needed later.
+  if (prefetching_) return 0;
   ++stats_.eviction_calls;
+  const std::int64_t evictions_before = stats_.evictions;
+  const std::size_t freed = evict_for(bytes_needed);
+  if (executor_.active >= 0 && !executor_.diverged) {
+    executor_stats_.fallback_evictions += stats_.evictions - evictions_before;
+  }
+  return freed;
+}
+
+std::size_t Engine::evict_for(std::size_t bytes_needed) {
   std::size_t freed = free_unread_released_storage();
   // Ranked again after every drop: a drop changes what its neighbours cost, and whether their
   // replay chains can still run. A swap changes neither.
@@ -293,8 +311,9 @@ std::size_t Engine::evict(std::size_t bytes_needed) {
 
 bool Engine::storage_releasable(std::uint32_t slot) const {
   const TensorRecord& r = tensors_.at(slot);
-  const bool may_recompute =
-      options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
+  // A plan drops tensors too: a released tensor their replays read keeps its bytes.
+  const bool may_recompute = options_.policy == EvictionPolicy::kRecompute ||
+                             options_.policy == EvictionPolicy::kBoth || !executor_.plans.empty();
   if (!may_recompute || r.consumers == 0) return true;
   // Rebuilt by replay whenever a dropped tensor's replay needs it.
   std::vector<std::uint8_t> memo;
@@ -329,6 +348,7 @@ std::size_t Engine::free_unread_released_storage() {
 }
 
 bool Engine::swap_out(std::uint32_t slot) {
+  if (!settle_arrival(slot, /*for_use=*/false).ok()) return false;
   TensorRecord& r = tensors_.at(slot);
   if (r.host_ptr == nullptr) {
     Result<void*> host = host_tier_->allocate(r.bytes);
@@ -372,6 +392,9 @@ bool Engine::swap_out(std::uint32_t slot) {
 }
 
 void Engine::drop(std::uint32_t slot) {
+  Status settled = settle_arrival(slot, /*for_use=*/false);
+  EBB_CHECK(settled.ok(),
+            "dropping " + quoted(tensors_.at(slot).name) + ": " + settled.to_string());
   TensorRecord& r = tensors_.at(slot);
   if (r.host_ptr != nullptr) {
     swap_out(slot);  // a clean copy: cheaper to keep than to recompute
@@ -406,6 +429,8 @@ void Engine::free_host_copy(TensorRecord& r) {
 }
 
 void Engine::free_storage(std::uint32_t slot) {
+  Status settled = settle_arrival(slot, /*for_use=*/false);
+  EBB_CHECK(settled.ok(), "freeing " + quoted(tensors_.at(slot).name) + ": " + settled.to_string());
   TensorRecord& r = tensors_.at(slot);
   if (r.device_ptr != nullptr) {
     Status freed = allocator_->free(r.device_ptr);

@@ -8,6 +8,13 @@ namespace ebb {
 Profiler::Profiler(int iterations, std::string device_name)
     : iterations_(std::max(iterations, 0)), device_name_(std::move(device_name)) {}
 
+void Profiler::record_more(int iterations) {
+  iterations_ = completed_ + std::max(iterations, 0);
+  warmup_start_ = completed_;
+  profiles_.clear();
+  result_.reset();
+}
+
 void Profiler::on_begin_iteration(const TensorTable& tensors) {
   entries_.clear();
   entry_by_id_.clear();
@@ -114,7 +121,7 @@ void Profiler::on_end_iteration(const TensorTable& tensors, const std::vector<Op
   }
   if (agree.ok()) {
     Profile p = last;
-    p.iterations = iterations_;
+    p.iterations = iterations_ - warmup_start_;
     result_.emplace(std::move(p));
   } else {
     result_.emplace(std::move(agree));
@@ -191,9 +198,10 @@ Result<Profile> Profiler::profile() const {
   }
   if (!result_) {
     const int left = iterations_ - completed_;
+    const int total = iterations_ - warmup_start_;
     return failed_precondition("profile(): the warm-up is not complete: " + std::to_string(left) +
-                               " of " + std::to_string(iterations_) + " warm-up iteration" +
-                               (iterations_ == 1 ? "" : "s") + " left to run");
+                               " of " + std::to_string(total) + " warm-up iteration" +
+                               (total == 1 ? "" : "s") + " left to run");
   }
   return *result_;
 }

@@ -34,6 +34,9 @@ class Profiler {
 
   // Whether the hooks should be called (warm-up not finished).
   bool recording() const { return completed_ < iterations_; }
+  // Records `iterations` more iterations as a new warm-up (the engine re-profiles after a loop
+  // left its plans); profile() then answers for them. REQUIRES: !recording().
+  void record_more(int iterations);
 
   // Hooks, called by the engine while recording().
   // begin_iteration: every live, unreleased tensor of `tensors` exists before the iteration.
@@ -75,9 +78,10 @@ class Profiler {
   void free_entry(std::size_t entry);
   Profile finish(const std::vector<OpRecord>& tape) const;
 
-  const int iterations_;
+  int iterations_;
   const std::string device_name_;
   int completed_ = 0;
+  int warmup_start_ = 0;  // completed_ when the current warm-up began (record_more)
   bool in_iteration_ = false;
 
   // The iteration being recorded.

@@ -3,9 +3,11 @@
 // eviction policy, with one line (or one JSON object) per step and a summary.
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "tools/commands.h"
@@ -43,6 +45,25 @@ void draw_progress(int step, int steps) {
   std::fflush(stderr);
 }
 
+// What the plan predicted and what the executor did, for the JSON summary.
+nlohmann::json plan_json(const train::TrainResult& r) {
+  const PlanPrediction& p = r.plan->predicted;
+  return {{"policy", r.plan->policy},
+          {"evictions", r.plan->evictions.size()},
+          {"planner_seconds", r.plan->planner_seconds},
+          {"predicted_peak_reserved_bytes", p.peak_reserved_bytes},
+          {"predicted_step_ms", static_cast<double>(p.step_ns) / 1e6},
+          {"checked_on_sim", p.checked_on_sim},
+          {"hardware_h2d_gbps", r.hardware.host_to_device_bytes_per_s / 1e9},
+          {"hardware_d2h_gbps", r.hardware.device_to_host_bytes_per_s / 1e9},
+          {"planned_steps", r.executor.planned_iterations},
+          {"diverged_steps", r.executor.diverged_iterations},
+          {"prefetches", r.executor.prefetches},
+          {"late_prefetches", r.executor.late_prefetches},
+          {"fallback_evictions", r.executor.fallback_evictions},
+          {"skipped_actions", r.executor.skipped_actions}};
+}
+
 int run_train(TrainArgs& args) {
   Result<DeviceKind> device = parse_device_kind(args.device);
   if (!device.ok()) return report_error(device.status());
@@ -51,11 +72,30 @@ int run_train(TrainArgs& args) {
         "--device sim does not run kernels, so it cannot train; use `ebb simulate` on a profile "
         "(--profile-out) instead"));
   }
-  Result<EvictionPolicy> policy = parse_policy(args.policy);
-  if (!policy.ok()) return report_error(policy.status());
   train::TrainOptions& o = args.options;
   o.device = *device;
-  o.policy = *policy;
+  // A planner's name: follow its plan after the warm-up, with dynamic eviction (both) under it.
+  // "dynamic" is that dynamic eviction alone; the older names pick one dynamic policy.
+  if (std::optional<PlanPolicy> planner = plan_policy_from_name(args.policy)) {
+    o.plan_policy = planner;
+    o.policy = EvictionPolicy::kBoth;
+  } else if (args.policy == "dynamic") {
+    o.policy = EvictionPolicy::kBoth;
+  } else {
+    Result<EvictionPolicy> policy = parse_policy(args.policy);
+    if (!policy.ok()) {
+      return report_error(invalid_argument(
+          "--policy \"" + args.policy +
+          "\" is not keep, recompute-all, sqrt, swap-all, plan, dynamic, none, swap, recompute or "
+          "both"));
+    }
+    o.policy = *policy;
+  }
+  if (!(o.link_gbps >= 0) || !std::isfinite(o.link_gbps)) {
+    return report_error(
+        invalid_argument("--link-gbps must be 0 (unthrottled) or a positive "
+                         "number of GB/s"));
+  }
   if (!args.budget.empty()) {
     Result<BudgetArg> budget = parse_budget(args.budget);
     if (!budget.ok()) return report_error(budget.status());
@@ -98,13 +138,32 @@ int run_train(TrainArgs& args) {
                               {"tokens_per_s", r.tokens_per_s},
                               {"swapped_out_bytes", r.engine.swapped_out_bytes},
                               {"recomputed_ops", r.engine.recomputed_ops},
-                              {"parameters_fnv1a", train::fingerprint(r.final_parameters)}};
+                              {"parameters_fnv1a", train::fingerprint(r.final_parameters)},
+                              {"steady_peak_reserved_bytes", r.steady_peak_reserved_bytes},
+                              {"steady_ms_median", r.steady_ms_median}};
+    if (r.plan.has_value()) summary["plan"] = plan_json(r);
     std::printf("%s\n", summary.dump().c_str());
     return 0;
   }
   std::printf("final loss %.4f, peak reserved %s, peak live %s, median %.1f ms/step, %.0f tok/s\n",
               static_cast<double>(final_loss), format_bytes(r.peak_reserved_bytes).c_str(),
               format_bytes(r.peak_live_bytes).c_str(), r.ms_per_step_median, r.tokens_per_s);
+  if (r.plan.has_value()) {
+    const PlanPrediction& p = r.plan->predicted;
+    std::printf(
+        "plan %s: predicted peak reserved %s, measured %s after the warm-up; predicted step "
+        "%.1f ms, measured %.1f ms; %lld planned steps, %lld diverged, %lld late prefetches, "
+        "%lld fallback evictions\n",
+        r.plan->policy.c_str(), format_bytes(p.peak_reserved_bytes).c_str(),
+        format_bytes(r.steady_peak_reserved_bytes).c_str(), static_cast<double>(p.step_ns) / 1e6,
+        r.steady_ms_median, static_cast<long long>(r.executor.planned_iterations),
+        static_cast<long long>(r.executor.diverged_iterations),
+        static_cast<long long>(r.executor.late_prefetches),
+        static_cast<long long>(r.executor.fallback_evictions));
+  } else if (o.plan_policy.has_value()) {
+    std::printf("no plan was followed (dynamic eviction throughout): %s\n",
+                r.executor.last_refusal.c_str());
+  }
   if (!o.profile_out.empty()) std::printf("profile written to %s\n", o.profile_out.c_str());
   return 0;
 }
@@ -137,8 +196,12 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--budget", args->budget,
                   "device memory budget: bytes (512MiB) or a percentage of the unconstrained "
                   "peak (50%), measured by a two-step probe run");
-  app->add_option("--policy", args->policy, "eviction policy: none, swap, recompute or both")
+  app->add_option("--policy", args->policy,
+                  "a planner followed after the warm-up (keep, recompute-all, sqrt, swap-all, "
+                  "plan), or dynamic eviction alone (dynamic = both; none, swap, recompute)")
       ->capture_default_str();
+  app->add_option("--link-gbps", args->options.link_gbps,
+                  "cpu device: modelled host link, GB/s each way (default 0: unthrottled)");
   app->add_option("--profile-out", args->options.profile_out,
                   "write the warm-up profile (JSON, profiles/README.md) here");
   app->add_flag("--json", args->json, "one JSON object per step, then a summary object");

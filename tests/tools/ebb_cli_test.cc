@@ -10,6 +10,9 @@
 #include <sstream>
 #include <string>
 
+#include "engine/profile.h"
+#include "tests/engine/training_profile.h"
+
 namespace {
 
 const std::string kWorkloads = EBB_SOURCE_DIR "/profiles/workloads/";
@@ -327,7 +330,8 @@ TEST(EbbCli, SimulateKeepsReservedWithinTheBudget) {
 TEST(EbbCli, SimulateRejectsABadPolicyAndABadBudget) {
   CliRun run = ebb("simulate " + kWorkloads + "mlp4_train.dtr.log --budget 60% --policy lru");
   EXPECT_NE(run.exit_code, 0);
-  EXPECT_NE(run.err.find("--policy \"lru\" is not none, swap, recompute or both"),
+  EXPECT_NE(run.err.find("--policy \"lru\" is not keep, recompute-all, sqrt, swap-all, plan, "
+                         "dynamic, none, swap, recompute or both"),
             std::string::npos)
       << run.err;
   for (const char* budget : {"60%%", "abc", "-5%", "0%", "12XB"}) {
@@ -335,6 +339,89 @@ TEST(EbbCli, SimulateRejectsABadPolicyAndABadBudget) {
               " --policy recompute");
     EXPECT_NE(run.exit_code, 0) << budget;
     EXPECT_NE(run.err.find("--budget"), std::string::npos) << budget << ": " << run.err;
+  }
+}
+
+// `ebb plan`: a planner's plan, checked on the sim device. The bundled mlp4 profile is mostly
+// parameters that only a swap can move, so the plan tests run a generated training profile
+// (twelve layers, activations and gradients of 1 to 8 MiB).
+std::string generated_profile() {
+  static const std::string path = [] {
+    std::string p =
+        testing::TempDir() + "ebb_cli_test_" + std::to_string(getpid()) + ".profile.json";
+    EXPECT_TRUE(ebb::write_profile(ebb::testing_profiles::training_profile(12, 3), p).ok());
+    return p;
+  }();
+  return path;
+}
+
+TEST(EbbCli, PlanFitsTheBudgetAndWritesThePlan) {
+  const std::string out =
+      testing::TempDir() + "ebb_cli_test_" + std::to_string(getpid()) + ".plan.json";
+  CliRun run = ebb("plan " + generated_profile() + " --budget 85% --json --out " + out);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json r = nlohmann::json::parse(run.out);
+  for (const char* key : {"peak_reserved_bytes", "budget_bytes", "base_compute_s",
+                          "extra_compute_s", "extra_compute_fraction", "predicted_step_s",
+                          "swapped_bytes", "recomputed_ops", "planner_seconds"}) {
+    EXPECT_TRUE(r.contains(key)) << key << " in " << run.out;
+  }
+  EXPECT_EQ(r["feasible"], true);
+  EXPECT_LE(r["peak_reserved_bytes"].get<long long>(), r["budget_bytes"].get<long long>());
+  EXPECT_GT(r["planned_evictions"].get<long long>(), 0);
+  EXPECT_EQ(r["swapped_bytes"].get<long long>(), 0);  // no host link by default
+  std::ifstream file(out);
+  nlohmann::json plan = nlohmann::json::parse(file);
+  EXPECT_EQ(plan["version"], 1);
+  EXPECT_EQ(plan["policy"], "plan");
+  EXPECT_EQ(plan["predicted"]["checked_on_sim"], true);
+  EXPECT_EQ(plan["evictions"].size(), r["planned_evictions"].get<std::size_t>());
+  std::remove(out.c_str());
+}
+
+TEST(EbbCli, PlanReportsTheSmallestFeasibleBudget) {
+  CliRun run = ebb("plan " + generated_profile() + " --budget 20% --json");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("OutOfMemory"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("is infeasible for policy plan"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("the smallest feasible budget is "), std::string::npos) << run.err;
+  EXPECT_EQ(nlohmann::json::parse(run.out)["feasible"], false);
+}
+
+TEST(EbbCli, PlanWithAHostLinkSwaps) {
+  CliRun run = ebb("plan " + generated_profile() + " --budget 70% --json --hw " +
+                   EBB_SOURCE_DIR "/profiles/hw/pcie4-25gbps.json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json r = nlohmann::json::parse(run.out);
+  EXPECT_EQ(r["hardware"], "pcie4-25gbps");
+  EXPECT_GT(r["swapped_bytes"].get<long long>(), 0);
+  EXPECT_LE(r["peak_reserved_bytes"].get<long long>(), r["budget_bytes"].get<long long>());
+
+  run = ebb("plan " + generated_profile() + " --budget 95% --policy swap-all --link-gbps 0");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("swap-all needs a host link"), std::string::npos) << run.err;
+}
+
+TEST(EbbCli, PlanRejectsABadHardwareProfile) {
+  const std::string hw =
+      testing::TempDir() + "ebb_cli_test_hw_" + std::to_string(getpid()) + ".json";
+  std::ofstream(hw) << R"({"name":"x","host_to_device_bytes_per_s":-1,)"
+                       R"("device_to_host_bytes_per_s":1e9,"link_latency_ns":0,"duplex":true})";
+  CliRun run = ebb("plan " + generated_profile() + " --budget 90% --hw " + hw);
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find(hw + ": host_to_device_bytes_per_s: must be a finite number"),
+            std::string::npos)
+      << run.err;
+  std::remove(hw.c_str());
+}
+
+TEST(EbbCli, SimulateRunsThePlannersPolicies) {
+  for (const char* policy : {"keep", "recompute-all", "sqrt", "plan", "dynamic"}) {
+    CliRun run;
+    nlohmann::json out = simulate_json(std::string("--budget 101% --policy ") + policy, &run);
+    ASSERT_EQ(run.exit_code, 0) << policy << ": " << run.err;
+    EXPECT_EQ(out["policy"], policy);
+    EXPECT_LE(out["peak_reserved_bytes"].get<long long>(), out["budget_bytes"].get<long long>());
   }
 }
 
@@ -384,7 +471,7 @@ TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
       {"--vocab 70000", "above 65535"},
       {"--data /nonexistent/tokens.bin", "cannot open"},
       {"--budget 1KiB --policy both", "below the"},
-      {"--policy sometimes", "is not none, swap, recompute or both"},
+      {"--policy sometimes", "is not keep, recompute-all, sqrt, swap-all, plan, dynamic, none"},
       {"--device sim", "cannot train"},
   };
   for (const Case& c : cases) {

@@ -76,6 +76,56 @@ INSTANTIATE_TEST_SUITE_P(PoliciesAndBudgets, TrainUnderBudget,
                                   "pct";
                          });
 
+struct PlanCase {
+  PlanPolicy policy;
+  double fraction;
+  double link_gbps;
+};
+
+class TrainByPlan : public testing::TestWithParam<PlanCase> {};
+
+// A planner's plan, followed after the warm-up with dynamic eviction under it: the same bits in
+// every step, within the budget. A policy that cannot fit the budget leaves the steps to dynamic
+// eviction; `plan`, the cost-aware planner, must fit it and be followed in every later step.
+TEST_P(TrainByPlan, LossesAndParametersAreBitwiseIdentical) {
+  TrainOptions base = small_options();
+  base.steps = 5;
+  base.link_gbps = GetParam().link_gbps;
+  Result<TrainResult> free_run = train(base);
+  ASSERT_TRUE(free_run.ok()) << free_run.status().to_string();
+
+  TrainOptions budgeted = base;
+  budgeted.policy = EvictionPolicy::kBoth;
+  budgeted.plan_policy = GetParam().policy;
+  budgeted.budget_bytes = static_cast<std::size_t>(
+      static_cast<double>(free_run->peak_reserved_bytes) * GetParam().fraction);
+  Result<TrainResult> tight = train(budgeted);
+  ASSERT_TRUE(tight.ok()) << tight.status().to_string();
+  ASSERT_EQ(tight->steps.size(), free_run->steps.size());
+  EXPECT_TRUE(same_losses(*tight, *free_run));
+  EXPECT_TRUE(same_bits(tight->final_parameters, free_run->final_parameters));
+  EXPECT_LE(tight->peak_reserved_bytes, budgeted.budget_bytes);
+  if (GetParam().policy == PlanPolicy::kPlan) {
+    ASSERT_TRUE(tight->plan.has_value()) << tight->executor.last_refusal;
+    EXPECT_EQ(tight->executor.planned_iterations, base.steps - base.warmup_iterations);
+    EXPECT_EQ(tight->executor.diverged_iterations, 0);
+    EXPECT_TRUE(tight->plan->predicted.checked_on_sim);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    PlannersAndBudgets, TrainByPlan,
+    testing::Values(PlanCase{PlanPolicy::kPlan, 0.5, 0}, PlanCase{PlanPolicy::kPlan, 0.5, 4},
+                    PlanCase{PlanPolicy::kRecomputeAll, 0.5, 0},
+                    PlanCase{PlanPolicy::kSqrt, 0.5, 0}, PlanCase{PlanPolicy::kSwapAll, 0.5, 4}),
+    [](const testing::TestParamInfo<PlanCase>& info) {
+      std::string name = std::string(plan_policy_name(info.param.policy)) + "_" +
+                         std::to_string(static_cast<int>(info.param.fraction * 100)) + "pct";
+      if (info.param.link_gbps > 0) name += "_link";
+      for (char& c : name) c = c == '-' ? '_' : c;
+      return name;
+    });
+
 TEST(Train, SameSeedGivesTheSameRun) {
   Result<TrainResult> a = train(small_options());
   Result<TrainResult> b = train(small_options());

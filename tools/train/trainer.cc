@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "engine/hardware_probe.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
 
@@ -19,12 +20,16 @@ constexpr std::size_t kCpuPageBytes = std::size_t{64} << 10;   // 64 KiB
 // Synthetic stream length: long enough that a demo does not see the same batch twice.
 constexpr std::int64_t kSyntheticTokens = std::int64_t{1} << 20;
 
-Result<std::unique_ptr<Device>> make_device(DeviceKind kind) {
+Result<std::unique_ptr<Device>> make_device(DeviceKind kind, double link_gbps) {
   DeviceOptions options;
   options.kind = kind;
   if (kind != DeviceKind::kCuda) {
     options.capacity_bytes = kCpuDeviceBytes;
     options.page_bytes = kCpuPageBytes;
+    const LinkModel link{link_gbps * 1e9, link_gbps > 0 ? std::chrono::microseconds(5)
+                                                        : std::chrono::microseconds(0)};
+    options.host_to_device = link;
+    options.device_to_host = link;
   }
   return create_device(options);
 }
@@ -48,19 +53,34 @@ double median(std::vector<double> values) {
 Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& data,
                         std::size_t budget_bytes, int steps, bool write_profile_out,
                         const std::function<void(const StepStats&)>& on_step) {
-  EBB_ASSIGN_OR_RETURN(auto engine, Engine::create({.device = device,
-                                                    .budget_bytes = budget_bytes,
-                                                    .policy = o.policy,
-                                                    .warmup_iterations = o.warmup_iterations}));
-  EBB_ASSIGN_OR_RETURN(auto model, GptModel::create(*engine, o.model, o.seed));
+  EngineOptions engine_options{.device = device,
+                               .budget_bytes = budget_bytes,
+                               .policy = o.policy,
+                               .warmup_iterations = o.warmup_iterations};
   TrainResult result;
+  if (o.plan_policy.has_value()) {
+    EBB_ASSIGN_OR_RETURN(result.hardware, measure_host_link(device));
+    engine_options.planner = [&o, &result, budget_bytes, &device](const Profile& profile) {
+      PlannerOptions planner;
+      planner.policy = *o.plan_policy;
+      planner.budget_bytes = budget_bytes > 0 ? budget_bytes : device.capacity_bytes();
+      planner.hardware = result.hardware;
+      return make_plan(profile, planner);
+    };
+  }
+  EBB_ASSIGN_OR_RETURN(auto engine, Engine::create(engine_options));
+  EBB_ASSIGN_OR_RETURN(auto model, GptModel::create(*engine, o.model, o.seed));
   result.budget_bytes = engine->allocator().stats().budget_bytes;
   std::vector<std::int32_t> inputs;
   std::vector<std::int32_t> targets;
   std::vector<double> step_ms;
+  std::vector<double> steady_ms;
+  std::size_t peak_reserved = 0;  // over every step (the allocator's peak is reset after warm-up)
   const double tokens_per_step = static_cast<double>(o.model.batch) * o.model.seq;
   for (int s = 1; s <= steps; ++s) {
     data.batch(s - 1, o.model.batch, o.model.seq, inputs, targets);
+    // The steady state starts after the warm-up (and the plan made at its end).
+    if (s == o.warmup_iterations + 1) engine->allocator().reset_peak_stats();
     const EngineStats before = engine->stats();
     const auto start = std::chrono::steady_clock::now();
     EBB_ASSIGN_OR_RETURN(float loss, model->step(inputs, targets, o.adamw, s));
@@ -71,12 +91,15 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     st.loss = loss;
     st.ms = std::chrono::duration<double, std::milli>(end - start).count();
     st.tokens_per_s = st.ms > 0 ? tokens_per_step * 1000.0 / st.ms : 0;
-    st.peak_reserved_bytes =
-        static_cast<std::size_t>(engine->allocator().stats().all.reserved_bytes.peak);
+    peak_reserved =
+        std::max(peak_reserved,
+                 static_cast<std::size_t>(engine->allocator().stats().all.reserved_bytes.peak));
+    st.peak_reserved_bytes = peak_reserved;
     st.swapped_bytes = after.swapped_out_bytes - before.swapped_out_bytes;
     st.recompute_ms = static_cast<double>(after.recompute_ns - before.recompute_ns) / 1e6;
     st.recomputed_ops = after.recomputed_ops - before.recomputed_ops;
     step_ms.push_back(st.ms);
+    if (s > o.warmup_iterations) steady_ms.push_back(st.ms);
     result.steps.push_back(st);
     if (on_step) on_step(st);
     if (write_profile_out && s == o.warmup_iterations) {
@@ -85,7 +108,14 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     }
   }
   const AllocatorStats stats = engine->allocator().stats();
-  result.peak_reserved_bytes = static_cast<std::size_t>(stats.all.reserved_bytes.peak);
+  result.peak_reserved_bytes =
+      std::max(peak_reserved, static_cast<std::size_t>(stats.all.reserved_bytes.peak));
+  if (steps > o.warmup_iterations) {
+    result.steady_peak_reserved_bytes = static_cast<std::size_t>(stats.all.reserved_bytes.peak);
+    result.steady_ms_median = median(steady_ms);
+  }
+  if (const Plan* plan = engine->active_plan()) result.plan = *plan;
+  result.executor = engine->executor_stats();
   result.peak_live_bytes = static_cast<std::size_t>(stats.all.allocated_bytes.peak);
   result.ms_per_step_median = median(step_ms);
   result.tokens_per_s =
@@ -157,12 +187,13 @@ Result<TrainResult> train(const TrainOptions& o,
                             " steps (the warm-up)");
   }
   EBB_ASSIGN_OR_RETURN(TokenData data, load_data(o));
-  EBB_ASSIGN_OR_RETURN(auto device, make_device(o.device));
+  EBB_ASSIGN_OR_RETURN(auto device, make_device(o.device, o.link_gbps));
   std::size_t budget = o.budget_bytes;
   if (budget == 0 && o.budget_fraction > 0) {
     // The unconstrained peak, from a short run of the same model on a fresh engine.
     TrainOptions probe = o;
     probe.policy = EvictionPolicy::kNone;
+    probe.plan_policy.reset();
     EBB_ASSIGN_OR_RETURN(TrainResult unconstrained,
                          run(probe, *device, data, 0, std::min(2, o.steps), false, {}));
     budget = static_cast<std::size_t>(static_cast<double>(unconstrained.peak_reserved_bytes) *

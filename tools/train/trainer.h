@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/ebb.h"
+#include "engine/planner.h"
 #include "kernels/nn.h"
 #include "tools/train/gpt_config.h"
 
@@ -30,6 +31,14 @@ struct TrainOptions {
   std::size_t budget_bytes = 0;
   double budget_fraction = 0;
   EvictionPolicy policy = EvictionPolicy::kNone;
+  // A planner (keep, recompute-all, sqrt, swap-all, plan): when the warm-up's profile is
+  // complete the engine plans with it, checks the plan on the sim device, and follows it in
+  // every later step; `policy` stays the dynamic eviction that covers what the plan does not (a
+  // divergent step, a late prefetch). nullopt: dynamic eviction alone.
+  std::optional<PlanPolicy> plan_policy;
+  // The cpu device's modelled host link, GB/s each way (0: as fast as memcpy). The planner's
+  // hardware model is measured on the device at start-up (engine/hardware_probe.h) either way.
+  double link_gbps = 0;
   std::string profile_out;  // where to write the warm-up profile (JSON); empty: not written
   int warmup_iterations = 2;
 };
@@ -55,6 +64,13 @@ struct TrainResult {
   double tokens_per_s = 0;              // from the median step time
   std::vector<float> final_parameters;  // every parameter after the last step, in order
   EngineStats engine;
+  // After the warm-up: the steps that follow the plan (or dynamic eviction alone).
+  std::size_t steady_peak_reserved_bytes = 0;  // allocator's reserved peak over those steps
+  double steady_ms_median = 0;                 // their median wall time
+  // With a planner: what the plan predicted (sim device) and what the executor did.
+  std::optional<Plan> plan;
+  ExecutorStats executor;
+  HardwareModel hardware;  // the model the planner used
 };
 
 // Validates the options up front (model shape, data file, budget against the largest op's

@@ -1,0 +1,240 @@
+// make_plan: a policy's evictions, checked on the sim device, re-planned to a tighter target
+// when the sim's peak reserved passes the budget, and the smallest feasible budget when none
+// fits.
+#include "engine/planner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "engine/plan_model.h"
+#include "engine/planner_policies.h"
+#include "engine/simulator.h"
+
+namespace ebb {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kPageBytes = 2 * kMiB;  // what expandable segments map at a time
+
+// One planning attempt at an internal target: the policy's evictions in the model.
+struct Attempt {
+  std::vector<Eviction> evictions;
+  PlanPrediction predicted;
+  bool reached = true;  // the model's peak is within the target
+  double seconds = 0;
+};
+
+Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes,
+                  bool keep_rebuilt_ancestors) {
+  const Clock::time_point start = Clock::now();
+  PlanModel model(profile, options.hardware, keep_rebuilt_ancestors);
+  Attempt a;
+  switch (options.policy) {
+    case PlanPolicy::kKeep:
+      break;
+    case PlanPolicy::kRecomputeAll:
+      add_recompute_all(model, /*sqrt_checkpoints=*/false);
+      break;
+    case PlanPolicy::kSqrt:
+      add_recompute_all(model, /*sqrt_checkpoints=*/true);
+      break;
+    case PlanPolicy::kSwapAll:
+      add_swap_all(model);
+      break;
+    case PlanPolicy::kPlan:
+      a.reached = add_cost_aware(model, target_bytes, options.hardware.has_host_link());
+      break;
+  }
+  a.evictions = model.sorted_evictions();
+  a.predicted = model.predict();
+  // A baseline's plan does not depend on the budget: the sim says whether it fits, or without
+  // sim checks the model (fit() compares its peak with the budget).
+  if (options.policy != PlanPolicy::kPlan) a.reached = true;
+  a.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return a;
+}
+
+// The cost-aware planner keeps the ancestors a replay rebuilds (a chain is replayed once, but its
+// tensors take memory from then on); when that cannot reach the target, it plans again dropping
+// them after each replay (less memory, a replay per use). The baselines drop them (planner.h).
+Attempt plan_at(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes) {
+  if (options.policy != PlanPolicy::kPlan) return plan_once(profile, options, target_bytes, false);
+  Attempt kept = plan_once(profile, options, target_bytes, true);
+  if (kept.reached) return kept;
+  Attempt dropped = plan_once(profile, options, target_bytes, false);
+  dropped.seconds += kept.seconds;
+  return dropped;
+}
+
+Plan plan_of(const Profile& profile, const PlannerOptions& options, Attempt attempt) {
+  Plan plan;
+  plan.policy = std::string(plan_policy_name(options.policy));
+  plan.budget_bytes = options.budget_bytes;
+  plan.profile = profile_key(profile);
+  plan.hardware = options.hardware;
+  plan.evictions = std::move(attempt.evictions);
+  plan.predicted = attempt.predicted;
+  return plan;
+}
+
+// Runs the plan on the sim device: its prediction on success; the sim's error otherwise
+// (kOutOfMemory when it does not fit).
+Status check_on_sim(const Profile& profile, const PlannerOptions& options, Plan& plan) {
+  SimulationOptions sim;
+  sim.budget_bytes = options.budget_bytes;
+  sim.hardware = options.hardware;
+  sim.expandable_segments = options.expandable_segments;
+  sim.plan = &plan;
+  EBB_ASSIGN_OR_RETURN(SimulationResult r, simulate_profile(profile, sim));
+  PlanPrediction& p = plan.predicted;
+  p.peak_reserved_bytes = r.peak_reserved_bytes;
+  p.base_compute_ns = r.base_compute_ns;
+  p.extra_compute_ns = r.stats.recompute_ns;
+  p.recomputed_ops = r.stats.recomputed_ops;
+  p.swapped_bytes = static_cast<std::size_t>(r.stats.swapped_out_bytes + r.stats.swapped_in_bytes);
+  p.step_ns = r.simulated.count();
+  p.checked_on_sim = true;
+  if (r.peak_reserved_bytes > options.budget_bytes) {
+    return out_of_memory("the plan's peak reserved " + std::to_string(r.peak_reserved_bytes) +
+                         " bytes passes the budget");
+  }
+  return ok_status();
+}
+
+// The plan at `options.budget_bytes`, re-planned to tighter targets while the sim says it does
+// not fit. kOutOfMemory when no round fits.
+Result<Plan> fit(const Profile& profile, const PlannerOptions& options, double* planner_seconds) {
+  const std::size_t budget = options.budget_bytes;
+  // Room for page rounding and for a replay's transient outputs, before the sim has spoken.
+  std::size_t target = budget > 2 * kPageBytes ? budget - kPageBytes - budget / 100 : budget / 2;
+  Status last = ok_status();
+  for (int round = 0; round <= std::max(options.check_rounds, 0); ++round) {
+    Attempt a = plan_at(profile, options, target);
+    *planner_seconds += a.seconds;
+    if (!a.reached) return out_of_memory("the planner cannot reach the target");
+    Plan plan = plan_of(profile, options, std::move(a));
+    if (options.check_rounds == 0) {
+      if (plan.predicted.peak_reserved_bytes > budget) {
+        return out_of_memory("the model's peak passes the budget");
+      }
+      return plan;
+    }
+    last = check_on_sim(profile, options, plan);
+    if (last.ok()) return plan;
+    if (last.code() != StatusCode::kOutOfMemory || options.policy != PlanPolicy::kPlan) {
+      return last;
+    }
+    // Tighten by the overshoot when the sim measured one, else by 3% of the budget.
+    std::size_t step = budget / 33;
+    if (plan.predicted.peak_reserved_bytes > budget && plan.predicted.checked_on_sim) {
+      step = std::max(step / 2, plan.predicted.peak_reserved_bytes - budget + kPageBytes);
+    }
+    if (step >= target) break;
+    target -= step;
+  }
+  return last;
+}
+
+std::string percent(std::size_t bytes, std::size_t of) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f%%",
+                of > 0 ? 100.0 * static_cast<double>(bytes) / static_cast<double>(of) : 0.0);
+  return text;
+}
+
+// The smallest budget at which fit() succeeds: from the lowest peak the policy's model reaches,
+// up in 10% steps until one fits, then bisected.
+std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOptions options) {
+  double ignored = 0;
+  Attempt floor = plan_at(profile, options, 0);
+  // The least budget whose internal target (fit()) is the lowest peak the model reaches: below
+  // it the model cannot reach the target, so the search starts there.
+  std::size_t guess =
+      static_cast<std::size_t>(
+          std::ceil(static_cast<double>(floor.predicted.peak_live_bytes + kPageBytes) / 0.99)) +
+      1;
+  std::size_t lo = guess - 1;
+  std::size_t hi = 0;
+  for (int i = 0; i < 8; ++i) {
+    options.budget_bytes = guess;
+    if (fit(profile, options, &ignored).ok()) {
+      hi = guess;
+      break;
+    }
+    lo = guess;
+    guess += std::max(guess / 10, kPageBytes);
+  }
+  if (hi == 0) return std::nullopt;
+  while (hi - lo > std::max(hi / 200, kPageBytes)) {
+    const std::size_t mid = lo + (hi - lo) / 2;
+    options.budget_bytes = mid;
+    if (fit(profile, options, &ignored).ok()) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  return hi;
+}
+
+}  // namespace
+
+std::string_view plan_policy_name(PlanPolicy policy) {
+  switch (policy) {
+    case PlanPolicy::kKeep:
+      return "keep";
+    case PlanPolicy::kRecomputeAll:
+      return "recompute-all";
+    case PlanPolicy::kSqrt:
+      return "sqrt";
+    case PlanPolicy::kSwapAll:
+      return "swap-all";
+    case PlanPolicy::kPlan:
+      return "plan";
+  }
+  return "plan";
+}
+
+std::optional<PlanPolicy> plan_policy_from_name(std::string_view name) {
+  for (PlanPolicy p : {PlanPolicy::kKeep, PlanPolicy::kRecomputeAll, PlanPolicy::kSqrt,
+                       PlanPolicy::kSwapAll, PlanPolicy::kPlan}) {
+    if (plan_policy_name(p) == name) return p;
+  }
+  return std::nullopt;
+}
+
+Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
+  const Profile profile = as_engine_runs(recorded);
+  if (options.budget_bytes == 0) return invalid_argument("plan: a budget of 0 bytes");
+  if (options.policy == PlanPolicy::kSwapAll && !options.hardware.has_host_link()) {
+    return invalid_argument("plan: policy swap-all needs a host link, and hardware \"" +
+                            options.hardware.name + "\" has none");
+  }
+  double seconds = 0;
+  Result<Plan> plan = fit(profile, options, &seconds);
+  if (plan.ok()) {
+    plan->planner_seconds = seconds;
+    return plan;
+  }
+  if (plan.status().code() != StatusCode::kOutOfMemory) return plan.status();
+  const std::size_t peak = profile_figures(profile).peak_live_bytes;
+  std::string message = "budget " + std::to_string(options.budget_bytes) + " bytes (" +
+                        percent(options.budget_bytes, peak) + " of the peak live " +
+                        std::to_string(peak) + " bytes) is infeasible for policy " +
+                        std::string(plan_policy_name(options.policy)) + " (" +
+                        plan.status().message() + ")";
+  std::optional<std::size_t> smallest = smallest_feasible(profile, options);
+  if (smallest.has_value()) {
+    message += "; the smallest feasible budget is " + std::to_string(*smallest) + " bytes (" +
+               percent(*smallest, peak) + ")";
+  } else {
+    message += "; no budget up to twice the lowest the policy reaches fits either";
+  }
+  return out_of_memory(message);
+}
+
+}  // namespace ebb

@@ -1,0 +1,293 @@
+// The executor: an Engine following a Plan gives the same bits as an unconstrained run, fits a
+// budget that the plan alone makes room for (no dynamic eviction), prefetches swapped tensors,
+// leaves the plan when the loop's work changes and plans again for the new shape, moves late
+// prefetches earlier, and refuses plans that do not belong to its work.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "engine/ebb.h"
+#include "tests/engine/test_ops.h"
+
+namespace ebb {
+namespace {
+
+using test_ops::f32;
+
+// A forward chain of tanh layers, a loss, and the backward chain that reads every activation
+// again in reverse: the shape of a training step, where activations are live across the peak.
+struct ChainResult {
+  float loss = 0;
+  std::vector<float> grad;
+};
+
+Result<ChainResult> run_chain(Engine& engine, int layers, std::size_t n) {
+  ChainResult result;
+  IterationScope iteration(engine);
+  EBB_RETURN_IF_ERROR(iteration.status());
+  const std::vector<float> x0 = test_ops::random_floats(n, 7);
+  EBB_ASSIGN_OR_RETURN(Tensor x, engine.input(f32("x", {static_cast<std::int64_t>(n)}), x0.data()));
+  const auto n64 = static_cast<std::int64_t>(n);
+  std::vector<Tensor> h{x};
+  for (int i = 0; i < layers; ++i) {
+    EBB_ASSIGN_OR_RETURN(std::vector<Tensor> y,
+                         engine.run("fwd" + std::to_string(i), {h.back()},
+                                    {f32("h" + std::to_string(i), {n64})}, test_ops::tanh_op(n)));
+    h.push_back(y[0]);
+  }
+  EBB_ASSIGN_OR_RETURN(std::vector<Tensor> loss,
+                       engine.run("loss", {h.back()}, {f32("loss", {1})}, test_ops::sum(n)));
+  EBB_ASSIGN_OR_RETURN(std::vector<Tensor> g,
+                       engine.run("seed", {h.back()}, {f32("g", {n64})}, test_ops::scale(n, 0, 1)));
+  Tensor grad = g[0];
+  for (int i = layers; i >= 1; --i) {
+    EBB_ASSIGN_OR_RETURN(
+        std::vector<Tensor> next,
+        engine.run("bwd" + std::to_string(i), {grad, h[static_cast<std::size_t>(i)]},
+                   {f32("g" + std::to_string(i), {n64})}, test_ops::tanh_backward(n)));
+    EBB_RETURN_IF_ERROR(engine.release(grad));
+    EBB_RETURN_IF_ERROR(engine.release(h[static_cast<std::size_t>(i)]));
+    grad = next[0];
+  }
+  EBB_RETURN_IF_ERROR(engine.read(loss[0], &result.loss, sizeof(float)));
+  result.grad.resize(n);
+  EBB_RETURN_IF_ERROR(engine.read(grad, result.grad.data(), n * sizeof(float)));
+  EBB_RETURN_IF_ERROR(iteration.end());
+  return result;
+}
+
+bool same_bits(const ChainResult& a, const ChainResult& b) {
+  return std::memcmp(&a.loss, &b.loss, sizeof(float)) == 0 && a.grad.size() == b.grad.size() &&
+         std::memcmp(a.grad.data(), b.grad.data(), a.grad.size() * sizeof(float)) == 0;
+}
+
+std::size_t tensor_id(const Profile& profile, const std::string& name) {
+  for (const ProfiledTensor& t : profile.tensors) {
+    if (t.name == name) return t.id;
+  }
+  ADD_FAILURE() << "no tensor " << name << " in the profile";
+  return 0;
+}
+
+// Evicts activations after the forward op that reads them, back before their backward op: by
+// swap (every one but the last, the copy back started `lead` ops ahead), or by recompute (every
+// other one, so that the ones kept are checkpoints and each replay is one op).
+Plan chain_plan(const Profile& profile, int layers, std::size_t budget_bytes, EvictionMethod method,
+                std::size_t lead) {
+  Plan plan;
+  plan.policy = "test";
+  plan.budget_bytes = budget_bytes;
+  plan.profile = profile_key(profile);
+  plan.hardware.name = "test";
+  plan.hardware.host_to_device_bytes_per_s = 10e9;
+  plan.hardware.device_to_host_bytes_per_s = 10e9;
+  for (int i = 1; i < layers; ++i) {
+    if (method == EvictionMethod::kRecompute && i % 2 == 0) continue;
+    const ProfiledTensor& t = profile.tensors[tensor_id(profile, "h" + std::to_string(i - 1))];
+    // Its first reader is the next forward op; its last reader is its backward op.
+    Eviction ev;
+    ev.tensor = t.id;
+    ev.method = method;
+    ev.evict_after = t.accesses.front();
+    ev.needed_at = t.accesses.back();
+    ev.prefetch_at =
+        method == EvictionMethod::kSwap
+            ? std::max(ev.evict_after + 1, *ev.needed_at - std::min(lead, *ev.needed_at))
+            : *ev.needed_at;
+    plan.evictions.push_back(ev);
+  }
+  std::sort(plan.evictions.begin(), plan.evictions.end(), [](const Eviction& a, const Eviction& b) {
+    return std::tie(a.evict_after, a.tensor) < std::tie(b.evict_after, b.tensor);
+  });
+  return plan;
+}
+
+constexpr int kLayers = 8;
+constexpr std::size_t kN = 64 * 1024;  // 256 KiB per activation
+
+struct Reference {
+  ChainResult result;
+  std::size_t peak_reserved_bytes = 0;
+  Profile profile;
+};
+
+Reference unconstrained(Device& device, int layers = kLayers) {
+  Reference ref;
+  auto engine = Engine::create({.device = device, .policy = EvictionPolicy::kNone}).value();
+  for (int i = 0; i < 2; ++i) ref.result = run_chain(*engine, layers, kN).value();
+  ref.peak_reserved_bytes =
+      static_cast<std::size_t>(engine->allocator().stats().all.reserved_bytes.peak);
+  ref.profile = engine->profile().value();
+  return ref;
+}
+
+class ExecutorTest : public ::testing::TestWithParam<EvictionMethod> {};
+
+TEST_P(ExecutorTest, FollowsPlanUnderBudgetWithSameBits) {
+  auto device = test_ops::make_cpu_device();
+  const Reference ref = unconstrained(*device);
+  // Room for the plan's peak (seven activations with two prefetched ahead) plus the pages that
+  // 256 KiB blocks straddle in expandable segments.
+  const std::size_t budget = ref.peak_reserved_bytes * 3 / 4;
+
+  // Warm-up under dynamic eviction, then the plan alone must hold the budget.
+  auto engine =
+      Engine::create({.device = *device, .budget_bytes = budget, .policy = EvictionPolicy::kBoth})
+          .value();
+  for (int i = 0; i < 2; ++i)
+    ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kN).value(), ref.result));
+  const Profile profile = engine->profile().value();
+  ASSERT_TRUE(engine->set_plan(chain_plan(profile, kLayers, budget, GetParam(), 2), profile).ok());
+  const std::int64_t evictions_before = engine->stats().evictions;
+  const std::int64_t recomputed_before = engine->stats().recomputed_ops;
+  for (int i = 0; i < 3; ++i) {
+    Result<ChainResult> r = run_chain(*engine, kLayers, kN);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_TRUE(same_bits(*r, ref.result)) << "iteration " << i;
+  }
+  const ExecutorStats stats = engine->executor_stats();
+  EXPECT_EQ(stats.planned_iterations, 3);
+  EXPECT_EQ(stats.diverged_iterations, 0);
+  EXPECT_EQ(stats.fallback_evictions, 0) << "the plan alone should make room";
+  EXPECT_EQ(stats.skipped_actions, 0);
+  EXPECT_LE(engine->allocator().stats().all.reserved_bytes.peak, static_cast<std::int64_t>(budget));
+  if (GetParam() == EvictionMethod::kSwap) {
+    EXPECT_EQ(stats.planned_swap_outs, 3 * (kLayers - 1));
+    EXPECT_EQ(stats.prefetches, 3 * (kLayers - 1));
+  } else {
+    EXPECT_EQ(stats.planned_drops, 3 * (kLayers / 2));
+    EXPECT_EQ(engine->stats().recomputed_ops, recomputed_before + 3 * (kLayers / 2));
+  }
+  EXPECT_GT(engine->stats().evictions, evictions_before);
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, ExecutorTest,
+                         ::testing::Values(EvictionMethod::kRecompute, EvictionMethod::kSwap),
+                         [](const auto& info) {
+                           return std::string(eviction_method_name(info.param));
+                         });
+
+TEST(Executor, PlanWithoutDynamicEvictionFitsOnlyBecauseOfThePlan) {
+  auto device = test_ops::make_cpu_device();
+  const Reference ref = unconstrained(*device);
+  const std::size_t budget = ref.peak_reserved_bytes * 7 / 10;
+  auto engine = Engine::create({.device = *device,
+                                .budget_bytes = budget,
+                                .policy = EvictionPolicy::kNone,
+                                .warmup_iterations = 0})
+                    .value();
+  // Without a plan and without dynamic eviction the step does not fit ...
+  Result<ChainResult> without = run_chain(*engine, kLayers, kN);
+  ASSERT_FALSE(without.ok());
+  EXPECT_EQ(without.status().code(), StatusCode::kOutOfMemory);
+  // ... and with the plan it does, bit for bit.
+  ASSERT_TRUE(
+      engine
+          ->set_plan(chain_plan(ref.profile, kLayers, budget, EvictionMethod::kRecompute, 0),
+                     ref.profile)
+          .ok());
+  Result<ChainResult> with = run_chain(*engine, kLayers, kN);
+  ASSERT_TRUE(with.ok()) << with.status().to_string();
+  EXPECT_TRUE(same_bits(*with, ref.result));
+}
+
+TEST(Executor, RefusesPlansThatDoNotBelongToItsWork) {
+  auto device = test_ops::make_cpu_device();
+  const Reference ref = unconstrained(*device);
+  const Reference other = unconstrained(*device, kLayers - 2);
+  auto engine =
+      Engine::create({.device = *device, .budget_bytes = ref.peak_reserved_bytes}).value();
+  // Made for another profile.
+  Plan plan =
+      chain_plan(ref.profile, kLayers, ref.peak_reserved_bytes, EvictionMethod::kRecompute, 0);
+  Status s = engine->set_plan(plan, other.profile);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
+  // Made for a larger budget than the engine's.
+  plan.budget_bytes = ref.peak_reserved_bytes + 1;
+  s = engine->set_plan(plan, ref.profile);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("budget"), std::string::npos) << s.message();
+  EXPECT_EQ(engine->executor_stats().plans_refused, 2);
+  EXPECT_EQ(engine->active_plan(), nullptr);
+  // The engine runs on as before.
+  Result<ChainResult> r = run_chain(*engine, kLayers, kN);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(same_bits(*r, ref.result));
+}
+
+TEST(Executor, DivergenceFallsBackThenPlansTheNewShapeOnce) {
+  auto device = test_ops::make_cpu_device();
+  const Reference longer = unconstrained(*device);
+  const Reference shorter = unconstrained(*device, kLayers - 3);
+  const std::size_t budget = longer.peak_reserved_bytes * 7 / 10;
+  int planned = 0;
+  EngineOptions options{.device = *device, .budget_bytes = budget};
+  options.policy = EvictionPolicy::kBoth;
+  options.warmup_iterations = 2;
+  options.planner = [&](const Profile& profile) -> Result<Plan> {
+    ++planned;
+    int layers = 0;
+    for (const ProfiledOp& op : profile.ops) layers += op.name.rfind("fwd", 0) == 0 ? 1 : 0;
+    return chain_plan(profile, layers, budget, EvictionMethod::kRecompute, 0);
+  };
+  auto engine = Engine::create(options).value();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kN).value(), longer.result));
+  }
+  EXPECT_EQ(planned, 1);
+  EXPECT_EQ(engine->executor_stats().planned_iterations, 1);
+  // Another sequence length: the plan is left, the step still gives the right bits.
+  ASSERT_TRUE(same_bits(run_chain(*engine, kLayers - 3, kN).value(), shorter.result));
+  EXPECT_EQ(engine->executor_stats().diverged_iterations, 1);
+  // Alternating shapes: the next short iteration is profiled and planned, then both shapes
+  // follow their own cached plan without planning again.
+  for (int i = 0; i < 6; ++i) {
+    const bool is_long = i % 2 == 0;
+    Result<ChainResult> r = run_chain(*engine, is_long ? kLayers : kLayers - 3, kN);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_TRUE(same_bits(*r, is_long ? longer.result : shorter.result)) << "iteration " << i;
+  }
+  EXPECT_EQ(planned, 2);
+  const ExecutorStats stats = engine->executor_stats();
+  EXPECT_EQ(stats.plans_set, 2);
+  EXPECT_EQ(stats.diverged_iterations, 2);  // the first short one, and the one it was profiled in
+  EXPECT_GE(stats.planned_iterations, 1 + 4);
+  EXPECT_GE(stats.plan_switches, 1);
+}
+
+TEST(Executor, LatePrefetchesMoveEarlier) {
+  // A slow modelled link: a copy back started one op ahead of its use is late.
+  DeviceOptions device_options;
+  device_options.capacity_bytes = 256 * kMiB;
+  device_options.page_bytes = 64 * kKiB;
+  device_options.host_to_device = {0.5e9, std::chrono::microseconds(5)};  // 256 KiB: ~0.5 ms
+  device_options.device_to_host = {4e9, std::chrono::microseconds(5)};
+  auto device = create_device(device_options).value();
+  const Reference ref = unconstrained(*device);
+  auto engine = Engine::create({.device = *device, .policy = EvictionPolicy::kNone}).value();
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(run_chain(*engine, kLayers, kN).ok());
+  const Profile profile = engine->profile().value();
+  ASSERT_TRUE(engine
+                  ->set_plan(chain_plan(profile, kLayers, engine->allocator().budget_bytes(),
+                                        EvictionMethod::kSwap, 1),
+                             profile)
+                  .ok());
+  std::vector<std::int64_t> late;
+  for (int i = 0; i < 12; ++i) {
+    const std::int64_t before = engine->executor_stats().late_prefetches;
+    Result<ChainResult> r = run_chain(*engine, kLayers, kN);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_TRUE(same_bits(*r, ref.result));
+    late.push_back(engine->executor_stats().late_prefetches - before);
+  }
+  EXPECT_GT(late.front(), 0) << "a prefetch one op ahead over a slow link should be late";
+  EXPECT_LT(late.back(), late.front()) << "feedback should move late prefetches earlier";
+}
+
+}  // namespace
+}  // namespace ebb

@@ -1,0 +1,227 @@
+#include "engine/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include "allocator/dtr_log.h"
+#include "engine/simulator.h"
+#include "kernels/device.h"
+#include "tests/engine/training_profile.h"
+
+namespace ebb {
+namespace {
+
+using testing_profiles::training_profile;
+
+const std::string kExternalLogs = EBB_SOURCE_DIR "/../shared/external/dtr_logs";
+const std::string kFixture = EBB_SOURCE_DIR "/profiles/workloads/mlp4_train.profile.json";
+
+HardwareModel link25() { return link_hardware_model(25); }
+
+std::size_t percent_of_peak(const Profile& p, double fraction) {
+  return static_cast<std::size_t>(static_cast<double>(profile_figures(p).peak_live_bytes) *
+                                  fraction);
+}
+
+PlannerOptions model_only(PlanPolicy policy, std::size_t budget, HardwareModel hw = {}) {
+  PlannerOptions o;
+  o.policy = policy;
+  o.budget_bytes = budget;
+  o.hardware = std::move(hw);
+  o.check_rounds = 0;
+  return o;
+}
+
+// Whether this build runs plans on the sim device (the executor, Engine::set_plan).
+bool has_executor() {
+  const Profile p = training_profile(3, 1);
+  PlannerOptions o;
+  o.policy = PlanPolicy::kKeep;
+  o.budget_bytes = 4 * profile_figures(p).peak_live_bytes;
+  Result<Plan> plan = make_plan(p, o);
+  return plan.ok() || plan.status().message().find("no plan executor") == std::string::npos;
+}
+
+TEST(PlanPolicy, NamesRoundTrip) {
+  for (PlanPolicy p : {PlanPolicy::kKeep, PlanPolicy::kRecomputeAll, PlanPolicy::kSqrt,
+                       PlanPolicy::kSwapAll, PlanPolicy::kPlan}) {
+    EXPECT_EQ(plan_policy_from_name(plan_policy_name(p)), p);
+  }
+  EXPECT_FALSE(plan_policy_from_name("dynamic").has_value());
+}
+
+TEST(Planner, EveryPolicyMakesAValidPlan) {
+  for (unsigned seed = 1; seed <= 4; ++seed) {
+    const Profile p = training_profile(12, seed);
+    for (PlanPolicy policy : {PlanPolicy::kKeep, PlanPolicy::kRecomputeAll, PlanPolicy::kSqrt,
+                              PlanPolicy::kSwapAll, PlanPolicy::kPlan}) {
+      Result<Plan> plan = make_plan(p, model_only(policy, 4 * percent_of_peak(p, 1), link25()));
+      ASSERT_TRUE(plan.ok()) << plan_policy_name(policy) << ": " << plan.status().to_string();
+      EXPECT_EQ(plan->policy, plan_policy_name(policy));
+      EXPECT_EQ(plan->profile, profile_key(p));
+      EXPECT_TRUE(validate_plan(*plan, p, "plan").ok())
+          << plan_policy_name(policy) << ": " << validate_plan(*plan, p, "plan").to_string();
+      EXPECT_FALSE(plan->predicted.checked_on_sim);
+    }
+  }
+}
+
+TEST(Planner, BaselinesEvictWhatTheySay) {
+  const Profile p = training_profile(16, 3);
+  const std::size_t budget = 4 * percent_of_peak(p, 1);
+  Plan keep = make_plan(p, model_only(PlanPolicy::kKeep, budget)).value();
+  EXPECT_TRUE(keep.evictions.empty());
+  Plan all = make_plan(p, model_only(PlanPolicy::kRecomputeAll, budget)).value();
+  Plan sqrt = make_plan(p, model_only(PlanPolicy::kSqrt, budget)).value();
+  Plan swap = make_plan(p, model_only(PlanPolicy::kSwapAll, budget, link25())).value();
+  // Every forward activation but the last two (read by the first backward op, the peak) is
+  // evicted.
+  EXPECT_EQ(all.evictions.size(), 14u);
+  EXPECT_LT(sqrt.evictions.size(), all.evictions.size());
+  EXPECT_GT(sqrt.evictions.size(), 0u);
+  EXPECT_EQ(swap.evictions.size(), 14u);
+  for (const Eviction& e : all.evictions) EXPECT_EQ(e.method, EvictionMethod::kRecompute);
+  for (const Eviction& e : swap.evictions) {
+    EXPECT_EQ(e.method, EvictionMethod::kSwap);
+    EXPECT_EQ(e.prefetch_at, std::max(e.evict_after + 1, *e.needed_at - 1));
+  }
+  // Checkpoints cut the replay chains: less extra compute than recompute-all.
+  EXPECT_LT(sqrt.predicted.extra_compute_ns, all.predicted.extra_compute_ns);
+  EXPECT_LT(all.predicted.peak_live_bytes, keep.predicted.peak_live_bytes);
+}
+
+TEST(Planner, SwapAllNeedsAHostLinkAndABudgetIsRequired) {
+  const Profile p = training_profile(4, 1);
+  Result<Plan> plan = make_plan(p, model_only(PlanPolicy::kSwapAll, 1 << 30));
+  EXPECT_EQ(plan.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(plan.status().message().find("needs a host link"), std::string::npos);
+  EXPECT_EQ(make_plan(p, model_only(PlanPolicy::kPlan, 0)).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(Planner, CostAwarePlanStaysWithinTheBudgetOnItsModel) {
+  for (unsigned seed = 1; seed <= 20; ++seed) {
+    const Profile p = training_profile(8 + seed % 9, seed);
+    for (double fraction : {0.9, 0.7, 0.55}) {
+      for (bool link : {false, true}) {
+        const std::size_t budget = percent_of_peak(p, fraction);
+        Result<Plan> plan =
+            make_plan(p, model_only(PlanPolicy::kPlan, budget, link ? link25() : HardwareModel{}));
+        if (!plan.ok()) {
+          EXPECT_EQ(plan.status().code(), StatusCode::kOutOfMemory) << plan.status().to_string();
+          continue;
+        }
+        EXPECT_TRUE(validate_plan(*plan, p, "plan").ok());
+        EXPECT_LE(plan->predicted.peak_reserved_bytes, budget) << "seed " << seed;
+        if (!link) {
+          for (const Eviction& e : plan->evictions) EXPECT_EQ(e.method, EvictionMethod::kRecompute);
+        }
+      }
+    }
+  }
+}
+
+TEST(Planner, NothingIsEvictedWhenTheIterationFits) {
+  const Profile p = training_profile(10, 5);
+  Plan plan = make_plan(p, model_only(PlanPolicy::kPlan, 2 * percent_of_peak(p, 1))).value();
+  EXPECT_TRUE(plan.evictions.empty());
+  EXPECT_EQ(plan.predicted.extra_compute_ns, 0);
+}
+
+// A tensor the program frees long after its last read is given up at that read, for free.
+TEST(Planner, ReleasesEarlyATensorThatIsNotReadAgain) {
+  Profile p = training_profile(6, 2, /*skips=*/false);
+  // Keep a0 (tensor 7 with 6 layers: w 0-5, x 6, a 7-12) to the end of the iteration.
+  ProfiledTensor& a0 = p.tensors[7];
+  a0.bytes = 12 * kMiB;
+  for (ProfiledOp& op : p.ops) std::erase(op.frees, a0.id);
+  // ... and read by nothing in the backward pass: drop the read by backward of layer 1.
+  ProfiledOp& backward1 = p.ops[10];
+  std::replace(backward1.inputs.begin(), backward1.inputs.end(), a0.id, std::size_t{6});
+  a0.accesses = {1};
+  p.tensors[6].accesses.push_back(10);
+  std::sort(p.tensors[6].accesses.begin(), p.tensors[6].accesses.end());
+  const std::vector<std::size_t> live = recompute_live_bytes(p);
+  for (std::size_t k = 0; k < p.ops.size(); ++k) p.memory[k].live_bytes = live[k];
+  ASSERT_TRUE(validate_profile(p, "test").ok()) << validate_profile(p, "test").to_string();
+
+  const std::size_t budget = profile_figures(p).peak_live_bytes - a0.bytes / 2;  // 6 MiB less
+  Plan plan = make_plan(p, model_only(PlanPolicy::kPlan, budget)).value();
+  ASSERT_FALSE(plan.evictions.empty());
+  EXPECT_EQ(plan.evictions[0].tensor, a0.id);
+  EXPECT_EQ(plan.evictions[0].evict_after, 1u);
+  EXPECT_FALSE(plan.evictions[0].needed_at.has_value());
+  EXPECT_EQ(plan.evictions.size(), 1u);
+  EXPECT_EQ(plan.predicted.extra_compute_ns, 0);
+}
+
+TEST(Planner, AnInfeasibleBudgetNamesTheSmallestFeasibleOne) {
+  const Profile p = training_profile(10, 9);
+  const std::size_t peak = profile_figures(p).peak_live_bytes;
+  for (PlanPolicy policy : {PlanPolicy::kPlan, PlanPolicy::kKeep, PlanPolicy::kSqrt}) {
+    Result<Plan> plan = make_plan(p, model_only(policy, peak / 20));
+    ASSERT_EQ(plan.status().code(), StatusCode::kOutOfMemory) << plan_policy_name(policy);
+    const std::string& m = plan.status().message();
+    EXPECT_NE(m.find("budget " + std::to_string(peak / 20) + " bytes (5.0% of the peak live"),
+              std::string::npos)
+        << m;
+    const std::string key = "the smallest feasible budget is ";
+    const std::size_t at = m.find(key);
+    ASSERT_NE(at, std::string::npos) << m;
+    const std::size_t smallest = std::stoull(m.substr(at + key.size()));
+    EXPECT_GT(smallest, peak / 20);
+    EXPECT_TRUE(make_plan(p, model_only(policy, smallest)).ok()) << m;
+  }
+}
+
+TEST(Planner, PlansNeverPassTheBudgetOnTheSim) {
+  if (!has_executor()) GTEST_SKIP() << "this build has no plan executor (Engine::set_plan)";
+  std::vector<Profile> profiles;
+  for (unsigned seed = 1; seed <= 6; ++seed) profiles.push_back(training_profile(10, seed));
+  profiles.push_back(read_profile(kFixture).value());
+  int checked_with_evictions = 0;
+  for (const Profile& p : profiles) {
+    for (double fraction : {1.05, 0.8, 0.6}) {
+      for (PlanPolicy policy : {PlanPolicy::kPlan, PlanPolicy::kRecomputeAll, PlanPolicy::kSqrt}) {
+        PlannerOptions o;
+        o.policy = policy;
+        o.budget_bytes = percent_of_peak(p, fraction);
+        Result<Plan> plan = make_plan(p, o);
+        if (!plan.ok()) {
+          EXPECT_EQ(plan.status().code(), StatusCode::kOutOfMemory) << plan.status().to_string();
+          EXPECT_NE(plan.status().message().find("smallest feasible budget"), std::string::npos);
+          continue;
+        }
+        EXPECT_TRUE(plan->predicted.checked_on_sim);
+        EXPECT_LE(plan->predicted.peak_reserved_bytes, o.budget_bytes);
+        SimulationOptions sim;
+        sim.budget_bytes = o.budget_bytes;
+        sim.plan = &*plan;
+        Result<SimulationResult> r = simulate_profile(p, sim);
+        ASSERT_TRUE(r.ok()) << r.status().to_string();
+        EXPECT_LE(r->peak_reserved_bytes, o.budget_bytes);
+        checked_with_evictions += plan->evictions.empty() ? 0 : 1;
+      }
+    }
+  }
+  // Not only the budgets that need no eviction fit.
+  EXPECT_GE(checked_with_evictions, 6);
+}
+
+// On a real training log, the cost-aware plan costs less than the baselines at the same budget.
+TEST(Planner, OnTheResnetLogPlanBeatsTheBaselines) {
+  const std::string path = kExternalLogs + "/resnet32.log";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is absent";
+  const Profile p = profile_from_dtr_log(read_dtr_log(path).value()).value();
+  const std::size_t budget = percent_of_peak(p, 0.5);
+  Plan plan = make_plan(p, model_only(PlanPolicy::kPlan, budget)).value();
+  Plan sqrt = make_plan(p, model_only(PlanPolicy::kSqrt, budget)).value();
+  EXPECT_LE(plan.predicted.peak_reserved_bytes, budget);
+  EXPECT_LT(plan.predicted.extra_compute_ns, sqrt.predicted.extra_compute_ns);
+  EXPECT_LT(plan.planner_seconds, 5.0);
+}
+
+}  // namespace
+}  // namespace ebb

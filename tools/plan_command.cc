@@ -1,0 +1,130 @@
+// `ebb plan FILE --budget B`: plans one profiled iteration (a profile JSON or a DTR log) under a
+// budget for a hardware model (--hw, or --link-gbps; 0 = recompute only), checks the plan on the
+// sim device and prints what it costs; --out writes the plan JSON. A budget no plan of the
+// policy fits exits 1 with the smallest feasible budget.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "engine/planner.h"
+#include "tools/commands.h"
+#include "tools/plan_eval.h"
+
+namespace ebb::cli {
+namespace {
+
+struct PlanArgs {
+  std::string file;
+  std::string budget;
+  std::string policy = "plan";
+  std::string hw_file;
+  std::string out;
+  double link_gbps = 0;
+  bool classic = false;
+  bool json = false;
+};
+
+int run_plan(const PlanArgs& args) {
+  Result<HardwareModel> hardware = hardware_from_args(args.hw_file, args.link_gbps);
+  if (!hardware.ok()) return report_error(hardware.status());
+  Result<Profile> profile = load_profile_or_dtr_log(args.file);
+  if (!profile.ok()) return report_error(profile.status());
+  const ProfileFigures figures = profile_figures(*profile);
+  Result<std::size_t> budget = resolve_budget(args.budget, figures.peak_live_bytes);
+  if (!budget.ok()) return report_error(budget.status());
+  Result<Evaluation> result =
+      evaluate_policy(*profile, args.policy, *budget, *hardware, !args.classic);
+  if (!result.ok()) {
+    const Status status(result.status().code(), args.file + ": " + result.status().message());
+    if (args.json) {
+      nlohmann::ordered_json out;
+      out["file"] = args.file;
+      out["policy"] = args.policy;
+      out["budget_bytes"] = *budget;
+      out["feasible"] = false;
+      out["error"] = status.to_string();
+      std::printf("%s\n", out.dump().c_str());
+    }
+    return report_error(status);
+  }
+  if (!args.out.empty() && result->plan.has_value()) {
+    Status written = write_plan(*result->plan, args.out);
+    if (!written.ok()) return report_error(written);
+  }
+
+  const SimulationResult& r = result->sim;
+  const double base_s = static_cast<double>(r.base_compute_ns) * 1e-9;
+  const double extra_s = static_cast<double>(r.stats.recompute_ns) * 1e-9;
+  const double step_s = std::chrono::duration<double>(r.simulated).count();
+  const double planner_s = result->plan ? result->plan->planner_seconds : 0.0;
+  const std::int64_t swapped = r.stats.swapped_out_bytes + r.stats.swapped_in_bytes;
+  const std::size_t evictions = result->plan ? result->plan->evictions.size() : 0;
+  if (args.json) {
+    nlohmann::ordered_json out;
+    out["file"] = args.file;
+    out["policy"] = args.policy;
+    out["hardware"] = hardware->name;
+    out["feasible"] = true;
+    out["ops"] = profile->ops.size();
+    out["budget_bytes"] = r.budget_bytes;
+    out["peak_live_bytes"] = figures.peak_live_bytes;
+    out["peak_reserved_bytes"] = r.peak_reserved_bytes;
+    out["base_compute_s"] = base_s;
+    out["extra_compute_s"] = extra_s;
+    out["extra_compute_fraction"] = base_s > 0 ? extra_s / base_s : 0.0;
+    out["predicted_step_s"] = step_s;
+    out["extra_time_fraction"] = base_s > 0 ? step_s / base_s - 1 : 0.0;
+    out["swapped_bytes"] = swapped;
+    out["recomputed_ops"] = r.stats.recomputed_ops;
+    out["planned_evictions"] = evictions;
+    out["planner_seconds"] = planner_s;
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  std::printf("plan %s (%zu ops), policy %s, hardware %s\n", args.file.c_str(), profile->ops.size(),
+              args.policy.c_str(), hardware->name.c_str());
+  std::printf("  budget           %zu B (%s)\n", r.budget_bytes,
+              format_bytes(r.budget_bytes).c_str());
+  std::printf("  peak reserved    %zu B (%s) on the sim device\n", r.peak_reserved_bytes,
+              format_bytes(r.peak_reserved_bytes).c_str());
+  std::printf("  compute          %.6f s base, %.6f s extra (%.4f of base)\n", base_s, extra_s,
+              base_s > 0 ? extra_s / base_s : 0.0);
+  std::printf("  predicted step   %.6f s (%.4f over base)\n", step_s,
+              base_s > 0 ? step_s / base_s - 1 : 0.0);
+  std::printf("  evictions        %zu planned; %lld recomputed ops, %lld B swapped\n", evictions,
+              static_cast<long long>(r.stats.recomputed_ops), static_cast<long long>(swapped));
+  std::printf("  planner          %.3f s\n", planner_s);
+  return 0;
+}
+
+}  // namespace
+
+Command add_plan_command(CLI::App& parent) {
+  auto args = std::make_shared<PlanArgs>();
+  CLI::App* app = parent.add_subcommand(
+      "plan",
+      "Plan one profiled iteration (profile JSON or DTR log) under a budget and check the "
+      "plan on a sim device");
+  app->add_option("FILE", args->file, "profile JSON or DTR log (detected from the first line)")
+      ->required();
+  app->add_option("--budget", args->budget,
+                  "device memory budget: bytes (4GiB, 512MiB) or a percentage of the peak live "
+                  "bytes (60%)")
+      ->required();
+  app->add_option("--policy", args->policy,
+                  "plan (default), keep, recompute-all, sqrt, swap-all, or dynamic (no plan)");
+  app->add_option("--hw", args->hw_file,
+                  "hardware profile JSON (profiles/hw/); overrides --link-gbps");
+  app->add_option("--link-gbps", args->link_gbps,
+                  "host<->device bandwidth of each direction in GB/s (default 0: no host link, "
+                  "recompute only)");
+  app->add_option("--out", args->out, "write the plan JSON here");
+  app->add_flag("--classic", args->classic,
+                "classic (cudaMalloc-style) segments instead of expandable segments");
+  app->add_flag("--json", args->json, "print one JSON object instead of the summary");
+  return Command{app, [args] { return run_plan(*args); }};
+}
+
+}  // namespace ebb::cli

@@ -1,0 +1,70 @@
+// Profile loading, budgets, hardware and policy runs shared by `ebb plan` and `ebb simulate`.
+#include "tools/plan_eval.h"
+
+#include <cmath>
+
+#include "allocator/dtr_log.h"
+#include "engine/planner.h"
+#include "tools/commands.h"
+
+namespace ebb::cli {
+
+Result<Profile> load_profile_or_dtr_log(const std::string& path) {
+  EBB_ASSIGN_OR_RETURN(bool dtr, file_is_dtr_log(path, "profile"));
+  if (!dtr) return read_profile(path);
+  EBB_ASSIGN_OR_RETURN(DtrLog log, read_dtr_log(path));
+  return profile_from_dtr_log(log);
+}
+
+Result<std::size_t> resolve_budget(const std::string& text, std::size_t peak_live_bytes) {
+  EBB_ASSIGN_OR_RETURN(BudgetArg budget, parse_budget(text));
+  if (budget.bytes > 0) return budget.bytes;
+  const auto bytes =
+      static_cast<std::size_t>(std::floor(static_cast<double>(peak_live_bytes) * budget.fraction));
+  if (bytes == 0) return invalid_argument("--budget \"" + text + "\" is zero bytes");
+  return bytes;
+}
+
+Result<HardwareModel> hardware_from_args(const std::string& hw_file, double link_gbps) {
+  if (!hw_file.empty()) return read_hardware_model(hw_file);
+  if (!(link_gbps >= 0) || !std::isfinite(link_gbps)) {
+    return invalid_argument("--link-gbps must be a number of GB/s >= 0 (0: no host link)");
+  }
+  return link_hardware_model(link_gbps);
+}
+
+std::string policy_names() {
+  return "keep, recompute-all, sqrt, swap-all, plan, dynamic, none, swap, recompute or both";
+}
+
+Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,
+                                   std::size_t budget_bytes, const HardwareModel& hardware,
+                                   bool expandable_segments) {
+  Evaluation e;
+  e.policy = policy;
+  SimulationOptions sim;
+  sim.budget_bytes = budget_bytes;
+  sim.hardware = hardware;
+  sim.expandable_segments = expandable_segments;
+  if (std::optional<PlanPolicy> planner = plan_policy_from_name(policy)) {
+    PlannerOptions options;
+    options.policy = *planner;
+    options.budget_bytes = budget_bytes;
+    options.hardware = hardware;
+    options.expandable_segments = expandable_segments;
+    EBB_ASSIGN_OR_RETURN(e.plan, make_plan(profile, options));
+    sim.plan = &*e.plan;
+  } else if (policy == "dynamic") {
+    sim.policy = hardware.has_host_link() ? EvictionPolicy::kBoth : EvictionPolicy::kRecompute;
+  } else {
+    Result<EvictionPolicy> dynamic = parse_policy(policy);
+    if (!dynamic.ok()) {
+      return invalid_argument("--policy \"" + policy + "\" is not " + policy_names());
+    }
+    sim.policy = *dynamic;
+  }
+  EBB_ASSIGN_OR_RETURN(e.sim, simulate_profile(profile, sim));
+  return e;
+}
+
+}  // namespace ebb::cli

@@ -1,0 +1,40 @@
+// What `ebb plan` and `ebb simulate` share: loading a profile or a DTR log, resolving --budget
+// against its peak, the hardware model from --hw or --link-gbps, and running a policy (a
+// planner's plan, or dynamic eviction) on the sim device.
+//
+// Thread safety: used from main's thread only.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "engine/plan.h"
+#include "engine/profile.h"
+#include "engine/simulator.h"
+#include "kernels/status.h"
+
+namespace ebb::cli {
+
+// A profile JSON, or a DTR log (told from its first non-blank line, as `ebb replay` does).
+Result<Profile> load_profile_or_dtr_log(const std::string& path);
+// "60%" of peak_live_bytes, or a byte size.
+Result<std::size_t> resolve_budget(const std::string& text, std::size_t peak_live_bytes);
+// --hw FILE when given, else a duplex link of `link_gbps` GB/s each way (0: no host link).
+Result<HardwareModel> hardware_from_args(const std::string& hw_file, double link_gbps);
+
+// One policy run on the sim device: the plan (for a planner policy) and the sim's figures.
+struct Evaluation {
+  std::string policy;        // as the user named it
+  std::optional<Plan> plan;  // absent for dynamic eviction
+  SimulationResult sim;
+};
+// `policy`: keep, recompute-all, sqrt, swap-all, plan (planners, engine/planner.h); dynamic
+// (dynamic eviction: recompute, or both with a host link); none, swap, recompute, both (dynamic
+// eviction with that victim policy).
+Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,
+                                   std::size_t budget_bytes, const HardwareModel& hardware,
+                                   bool expandable_segments);
+// The policy names evaluate_policy takes, for messages: "keep, recompute-all, ...".
+std::string policy_names();
+
+}  // namespace ebb::cli

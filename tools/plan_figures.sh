@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The planner figures of README's Performance section: on the DTR logs (unet, resnet32, lstm) at
+# budgets of 80, 60, 50, 40, 30 and 20% of peak live bytes, the extra compute fraction (replay
+# time / base op time, measured by the simulator running the plan) of `plan` against `dynamic`
+# (DTR-style dynamic eviction) and `recompute-all`, recompute only (--link-gbps 0); then `plan`
+# with a 25 GB/s host link each way (swap allowed) as extra time fraction (predicted step / base
+# - 1), and the planner's time. "fails" is an infeasible budget (the smallest feasible one in
+# brackets where the planner found it).
+#
+# Usage: tools/plan_figures.sh [EBB_BINARY] [DTR_LOG_DIR]
+set -euo pipefail
+ebb=${1:-build/bin/ebb}
+logs=${2:-$(dirname "$0")/../../shared/external/dtr_logs}
+
+# One `ebb plan --json` run; prints FIELD, or "fails (smallest%)" for an infeasible budget.
+figure() {
+  local field=$1
+  shift
+  local out
+  out=$("$ebb" plan "$@" --json 2>/dev/null || true)
+  python3 -c '
+import json, re, sys
+field, text = sys.argv[1], sys.argv[2]
+try:
+    r = json.loads(text)
+except ValueError:
+    print("error"); sys.exit()
+if not r.get("feasible"):
+    m = re.search(r"smallest feasible budget is \d+ bytes \(([\d.]+%)\)", r.get("error", ""))
+    print("fails (%s)" % m.group(1) if m else "fails")
+else:
+    print("%.3f" % r[field])
+' "$field" "$out"
+}
+
+echo "| log | budget | plan | dynamic | recompute-all | plan, 25 GB/s (time) | planner s |"
+echo "|---|---|---|---|---|---|---|"
+for log in unet resnet32 lstm; do
+  for budget in 80 60 50 40 30 20; do
+    file="$logs/$log.log"
+    plan=$(figure extra_compute_fraction "$file" --budget "$budget%" --link-gbps 0 --policy plan)
+    dynamic=$(figure extra_compute_fraction "$file" --budget "$budget%" --link-gbps 0 --policy dynamic)
+    all=$(figure extra_compute_fraction "$file" --budget "$budget%" --link-gbps 0 --policy recompute-all)
+    swap=$(figure extra_time_fraction "$file" --budget "$budget%" --link-gbps 25 --policy plan)
+    seconds=$(figure planner_seconds "$file" --budget "$budget%" --link-gbps 0 --policy plan)
+    echo "| $log | $budget% | $plan | $dynamic | $all | $swap | $seconds |"
+  done
+done
