@@ -155,7 +155,7 @@ int run_cli(int argc, char** argv) {
   std::vector<ebb::cli::Command> commands = {
       ebb::cli::add_replay_command(app),   ebb::cli::add_bench_command(app),
       ebb::cli::add_simulate_command(app), ebb::cli::add_train_command(app),
-      ebb::cli::add_demo_command(app),
+      ebb::cli::add_demo_command(app),     ebb::cli::add_iobench_command(app),
   };
   try {
     app.parse(argc, argv);
