@@ -61,6 +61,9 @@
 #include "engine/tensor.h"
 #include "kernels/device.h"
 #include "kernels/status.h"
+#include "offload/host_tier.h"
+#include "offload/nvme_tier.h"
+#include "offload/transfer_engine.h"
 
 namespace ebb {
 
@@ -86,19 +89,30 @@ struct EngineOptions {
   // is for debugging closures only. kInvalidArgument on a sim device, which does not run
   // closures.
   bool check_outputs = false;
+  // The NVMe tier below the host tier (offload/nvme_tier.h): directories for its files, striped
+  // over them; empty = no NVMe tier. A swap-out that does not fit the host tier spills there,
+  // from the device through staging buffers, and comes back the same way.
+  std::vector<std::string> nvme_directories = {};
+  std::size_t nvme_tier_bytes = 4 * kGiB;  // reserved on disk up front, over all directories
+  std::size_t nvme_block_bytes = kMiB;     // request size and stripe unit
+  unsigned nvme_queue_depth = 32;          // requests in flight
+  FaultInjector* nvme_faults = nullptr;    // tests: fails chosen NVMe requests; not owned
 };
 
 // Counters since the engine was created. Bytes are tensor bytes as the specs ask.
 struct EngineStats {
-  std::int64_t ops_run = 0;            // run() calls that launched their op
-  std::int64_t evictions = 0;          // tensors evicted (dropped or swapped out)
-  std::int64_t drops = 0;              // evictions that dropped a tensor
-  std::int64_t swap_outs = 0;          // evictions that copied (or kept) a host copy
-  std::int64_t swapped_out_bytes = 0;  // bytes copied device -> host by swap-outs
-  std::int64_t swapped_in_bytes = 0;   // bytes copied host -> device by swap-ins
-  std::int64_t recomputed_ops = 0;     // producer replays
-  std::int64_t recompute_ns = 0;       // estimated device time of those replays
-  std::int64_t eviction_calls = 0;     // times the allocator asked the engine for room
+  std::int64_t ops_run = 0;             // run() calls that launched their op
+  std::int64_t evictions = 0;           // tensors evicted (dropped or swapped out)
+  std::int64_t drops = 0;               // evictions that dropped a tensor
+  std::int64_t swap_outs = 0;           // evictions that copied (or kept) a host copy
+  std::int64_t swapped_out_bytes = 0;   // bytes copied device -> host by swap-outs
+  std::int64_t swapped_in_bytes = 0;    // bytes copied host -> device by swap-ins
+  std::int64_t recomputed_ops = 0;      // producer replays
+  std::int64_t recompute_ns = 0;        // estimated device time of those replays
+  std::int64_t eviction_calls = 0;      // times the allocator asked the engine for room
+  std::int64_t nvme_spills = 0;         // swap-outs that went to the NVMe tier
+  std::int64_t nvme_written_bytes = 0;  // tensor bytes written device -> NVMe
+  std::int64_t nvme_read_bytes = 0;     // tensor bytes read NVMe -> device
 };
 
 class Engine {
@@ -161,7 +175,9 @@ class Engine {
   const EngineOptions& options() const { return options_; }
   EngineStats stats() const { return stats_; }
   CachingAllocator& allocator() { return *allocator_; }
-  PinnedHostPool& host_tier() { return *host_tier_; }
+  HostTier& host_tier() { return *host_tier_; }
+  // The NVMe tier; nullptr when options().nvme_directories is empty.
+  NvmeTier* nvme_tier() { return nvme_.get(); }
   Stream& compute_stream() { return compute_; }
   Device& device() { return device_; }
   // The tape of the current iteration and the tensor table, for the profiler and for tests.
@@ -231,6 +247,17 @@ class Engine {
   // Frees host copies of resident tensors (clean copies) until `bytes` fit in the host tier.
   void reclaim_clean_copies(std::size_t bytes);
   void free_host_copy(TensorRecord& r);
+  // NVMe tier (engine_offload.cc). Creates the tier and its transfer engine when asked for.
+  Status create_nvme_tier();
+  // Spills a resident tensor to NVMe, device -> staging -> disk, and frees its device block once
+  // every byte is written. False when there is no tier or no room in it, or when the write
+  // failed: then the tensor stays resident and the I/O error is returned by the next call.
+  bool spill_to_nvme(std::uint32_t slot);
+  // Brings a spilled tensor back to a new device block through staging; its extent is freed.
+  Status swap_in_from_nvme(std::uint32_t slot, std::string_view op);
+  void free_nvme_copy(TensorRecord& r);
+  // Room for new copies below the device: the host tier's, plus the NVMe tier's.
+  std::size_t offload_free_bytes() const;
   // Returns every byte a tensor holds (device block and host copy).
   void free_storage(std::uint32_t slot);
   void unlock(const std::vector<std::uint32_t>& slots);
@@ -246,7 +273,11 @@ class Engine {
   Device& device_;
   Stream& compute_;
   std::unique_ptr<Stream> copy_;
-  std::unique_ptr<PinnedHostPool> host_tier_;
+  std::unique_ptr<HostTier> host_tier_;
+  // The NVMe tier and the transfer engine that reaches it (engine_offload.cc); null without
+  // one. transfers_ is declared after nvme_ so that it is destroyed first.
+  std::unique_ptr<NvmeTier> nvme_;
+  std::unique_ptr<TransferEngine> transfers_;
   std::unique_ptr<EventPool> events_;
   std::unique_ptr<OpTimer> timer_;
   std::unique_ptr<Profiler> profiler_;

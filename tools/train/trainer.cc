@@ -48,10 +48,14 @@ double median(std::vector<double> values) {
 Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& data,
                         std::size_t budget_bytes, int steps, bool write_profile_out,
                         const std::function<void(const StepStats&)>& on_step) {
-  EBB_ASSIGN_OR_RETURN(auto engine, Engine::create({.device = device,
-                                                    .budget_bytes = budget_bytes,
-                                                    .policy = o.policy,
-                                                    .warmup_iterations = o.warmup_iterations}));
+  EngineOptions options{.device = device,
+                        .budget_bytes = budget_bytes,
+                        .policy = o.policy,
+                        .warmup_iterations = o.warmup_iterations};
+  if (o.host_tier_bytes > 0) options.host_tier_bytes = o.host_tier_bytes;
+  options.nvme_directories = o.nvme_directories;
+  options.nvme_tier_bytes = o.nvme_tier_bytes;
+  EBB_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(options)));
   EBB_ASSIGN_OR_RETURN(auto model, GptModel::create(*engine, o.model, o.seed));
   TrainResult result;
   result.budget_bytes = engine->allocator().stats().budget_bytes;
