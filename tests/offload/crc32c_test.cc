@@ -16,9 +16,11 @@ TEST(Crc32c, StandardCheckValue) {
 }
 
 TEST(Crc32c, HardwareAgreesWithPortableAtEveryLengthAndAlignment) {
-  const std::vector<std::uint8_t> bytes = test_support::random_bytes(4096 + 64, 7);
+  const std::vector<std::uint8_t> bytes = test_support::random_bytes(kMiB + 64, 7);
   for (std::size_t offset = 0; offset < 9; ++offset) {
-    for (std::size_t n : {0UL, 1UL, 7UL, 8UL, 9UL, 63UL, 1000UL, 4096UL}) {
+    // Short ones take one lane; from 3 x 4 KiB on, three lanes whose CRCs are combined.
+    for (std::size_t n : {0UL, 1UL, 7UL, 8UL, 9UL, 63UL, 1000UL, 4096UL, 12287UL, 12288UL, 12289UL,
+                          12296UL, 99999UL, kMiB - 1, kMiB, kMiB + 13}) {
       EXPECT_EQ(crc32c(bytes.data() + offset, n), crc32c_portable(bytes.data() + offset, n))
           << "offset " << offset << " length " << n;
     }
