@@ -56,7 +56,9 @@ Status NvmeTier::complete(const Extent& extent, Slot& slot, int result, bool wri
   return ok_status();
 }
 
-Status NvmeTier::write_blocks(Extent& extent, const Fill& fill) {
+Status NvmeTier::transfer_blocks(Extent& extent, const Fill* fill, const Drain* drain) {
+  const bool writing = fill != nullptr;
+  const FaultDirection direction = writing ? FaultDirection::kWrite : FaultDirection::kRead;
   std::vector<unsigned> idle(options_.queue_depth);
   std::iota(idle.rbegin(), idle.rend(), 0U);
   std::size_t next = 0;
@@ -70,90 +72,41 @@ Status NvmeTier::write_blocks(Extent& extent, const Fill& fill) {
       slot.logical_bytes =
           std::min(options_.block_bytes, extent.bytes - next * options_.block_bytes);
       slot.aligned_bytes = round_up(slot.logical_bytes, kDirectIoAlignBytes);
-      if (Status filled = fill(next * options_.block_bytes, {slot.buffer, slot.logical_bytes});
-          !filled.ok()) {
-        first = filled;
-        break;
+      if (writing) {
+        Status filled = (*fill)(next * options_.block_bytes, {slot.buffer, slot.logical_bytes});
+        if (!filled.ok()) {
+          first = filled;
+          break;
+        }
+        // The unaligned tail goes out zero-padded to its full aligned length, checksummed so.
+        std::memset(slot.buffer + slot.logical_bytes, 0, slot.aligned_bytes - slot.logical_bytes);
+        if (options_.checksums) extent.crc32c[next] = crc32c(slot.buffer, slot.aligned_bytes);
       }
-      // The unaligned tail goes out zero-padded to its full aligned length, checksummed as such.
-      std::memset(slot.buffer + slot.logical_bytes, 0, slot.aligned_bytes - slot.logical_bytes);
-      if (options_.checksums) extent.crc32c[next] = crc32c(slot.buffer, slot.aligned_bytes);
       slot.injected = -1;
       if (options_.faults != nullptr) {
-        if (auto fault = options_.faults->next(FaultDirection::kWrite)) {
+        if (auto fault = options_.faults->next(direction)) {
           slot.injected = static_cast<int>(*fault);
-          if (*fault == FaultKind::kBitFlip) slot.buffer[slot.logical_bytes / 2] ^= std::byte{0x10};
+          // On a write, after the checksum: as if corrupted on the way to the disk.
+          if (writing && *fault == FaultKind::kBitFlip) {
+            slot.buffer[slot.logical_bytes / 2] ^= std::byte{0x10};
+          }
         }
       }
       io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
       EBB_CHECK(sqe != nullptr, "NVMe tier: no free submission entry with a slot idle");
-      const bool fails_before_io = slot.injected == static_cast<int>(FaultKind::kIoError) ||
-                                   slot.injected == static_cast<int>(FaultKind::kNoSpace);
-      if (fails_before_io) {
-        io_uring_prep_nop(sqe);
+      if (slot.injected == static_cast<int>(FaultKind::kIoError) ||
+          slot.injected == static_cast<int>(FaultKind::kNoSpace)) {
+        io_uring_prep_nop(sqe);  // fails in complete(), without touching the disk
       } else {
         const Place p = place(extent.first_block + next);
-        io_uring_prep_write_fixed(sqe, static_cast<int>(p.file), slot.buffer,
-                                  static_cast<unsigned>(slot.aligned_bytes), p.offset,
-                                  static_cast<int>(i));
-        sqe->flags |= IOSQE_FIXED_FILE;
-      }
-      io_uring_sqe_set_data64(sqe, i);
-      idle.pop_back();
-      ++next;
-      ++in_flight;
-    }
-    if (in_flight == 0) break;
-    const int rc = io_uring_submit_and_wait(&ring_, 1);
-    EBB_CHECK(rc >= 0 || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY,
-              std::string("NVMe tier: io_uring_submit_and_wait failed: ") + std::strerror(-rc));
-    unsigned head = 0;
-    unsigned seen = 0;
-    io_uring_cqe* cqe = nullptr;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      const auto i = static_cast<unsigned>(io_uring_cqe_get_data64(cqe));
-      Status done = complete(extent, slots_[i], cqe->res, /*writing=*/true);
-      if (!done.ok() && first.ok()) first = done;
-      idle.push_back(i);
-      --in_flight;
-      ++seen;
-    }
-    io_uring_cq_advance(&ring_, seen);
-  }
-  return first;
-}
-
-Status NvmeTier::read_blocks(const Extent& extent, const Drain& drain) {
-  std::vector<unsigned> idle(options_.queue_depth);
-  std::iota(idle.rbegin(), idle.rend(), 0U);
-  std::size_t next = 0;
-  std::size_t in_flight = 0;
-  Status first;
-  while ((next < extent.blocks && first.ok()) || in_flight > 0) {
-    while (next < extent.blocks && first.ok() && !idle.empty()) {
-      const unsigned i = idle.back();
-      Slot& slot = slots_[i];
-      slot.block = next;
-      slot.logical_bytes =
-          std::min(options_.block_bytes, extent.bytes - next * options_.block_bytes);
-      slot.aligned_bytes = round_up(slot.logical_bytes, kDirectIoAlignBytes);
-      slot.injected = -1;
-      if (options_.faults != nullptr) {
-        if (auto fault = options_.faults->next(FaultDirection::kRead)) {
-          slot.injected = static_cast<int>(*fault);
+        const auto bytes = static_cast<unsigned>(slot.aligned_bytes);
+        if (writing) {
+          io_uring_prep_write_fixed(sqe, static_cast<int>(p.file), slot.buffer, bytes, p.offset,
+                                    static_cast<int>(i));
+        } else {
+          io_uring_prep_read_fixed(sqe, static_cast<int>(p.file), slot.buffer, bytes, p.offset,
+                                   static_cast<int>(i));
         }
-      }
-      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-      EBB_CHECK(sqe != nullptr, "NVMe tier: no free submission entry with a slot idle");
-      const bool fails_before_io = slot.injected == static_cast<int>(FaultKind::kIoError) ||
-                                   slot.injected == static_cast<int>(FaultKind::kNoSpace);
-      if (fails_before_io) {
-        io_uring_prep_nop(sqe);
-      } else {
-        const Place p = place(extent.first_block + next);
-        io_uring_prep_read_fixed(sqe, static_cast<int>(p.file), slot.buffer,
-                                 static_cast<unsigned>(slot.aligned_bytes), p.offset,
-                                 static_cast<int>(i));
         sqe->flags |= IOSQE_FIXED_FILE;
       }
       io_uring_sqe_set_data64(sqe, i);
@@ -171,9 +124,9 @@ Status NvmeTier::read_blocks(const Extent& extent, const Drain& drain) {
     io_uring_for_each_cqe(&ring_, head, cqe) {
       const auto i = static_cast<unsigned>(io_uring_cqe_get_data64(cqe));
       Slot& slot = slots_[i];
-      Status done = complete(extent, slot, cqe->res, /*writing=*/false);
-      if (done.ok() && first.ok()) {
-        done = drain(slot.block * options_.block_bytes, {slot.buffer, slot.logical_bytes});
+      Status done = complete(extent, slot, cqe->res, writing);
+      if (done.ok() && !writing && first.ok()) {
+        done = (*drain)(slot.block * options_.block_bytes, {slot.buffer, slot.logical_bytes});
       }
       if (!done.ok() && first.ok()) first = done;
       idle.push_back(i);

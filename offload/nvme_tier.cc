@@ -176,7 +176,7 @@ Result<ExtentId> NvmeTier::write(std::string_view tensor, std::size_t bytes, con
   Status written;
   {
     std::lock_guard<std::mutex> io(io_mu_);
-    written = write_blocks(extent, fill);
+    written = transfer_blocks(extent, &fill, nullptr);
   }
   if (!written.ok()) {
     release_blocks(extent.first_block, extent.blocks);
@@ -212,7 +212,7 @@ Status NvmeTier::read(ExtentId id, const Drain& drain) {
   EBB_RETURN_IF_ERROR(check_directories(extent.tensor));
   {
     std::lock_guard<std::mutex> io(io_mu_);
-    EBB_RETURN_IF_ERROR(read_blocks(extent, drain));
+    EBB_RETURN_IF_ERROR(transfer_blocks(extent, nullptr, &drain));
   }
   std::lock_guard<std::mutex> lock(mu_);
   stats_.read_bytes += extent.bytes;

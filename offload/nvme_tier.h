@@ -144,9 +144,9 @@ class NvmeTier {
   Status check_directories(std::string_view tensor) const;
   Result<std::size_t> reserve_blocks(std::string_view tensor, std::size_t blocks);
   void release_blocks(std::size_t first, std::size_t blocks);
-  // The I/O loops (nvme_io.cc). REQUIRES: io_mu_ held.
-  Status write_blocks(Extent& extent, const Fill& fill);
-  Status read_blocks(const Extent& extent, const Drain& drain);
+  // The I/O loop (nvme_io.cc): writes the extent's blocks from `fill` (computing their
+  // checksums) or, with fill null, reads them into `drain`. REQUIRES: io_mu_ held.
+  Status transfer_blocks(Extent& extent, const Fill* fill, const Drain* drain);
   // Completes one request: checks its result, applies an injected fault. REQUIRES: io_mu_ held.
   Status complete(const Extent& extent, Slot& slot, int result, bool writing);
 

@@ -94,8 +94,12 @@ Result<TierLeftovers> TierDirectory::clean_leftovers(const std::string& base) {
   }
   closedir(d);
   for (const std::string& name : candidates) {
-    const std::string dir = base + "/" + name;
-    const std::string owner = dir + "/" + kOwnerFile;
+    std::string dir = base;
+    dir += "/";
+    dir += name;
+    std::string owner = dir;
+    owner += "/";
+    owner += kOwnerFile;
     const int fd = open(owner.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
       // No owner file: a run killed between mkdtemp and the lock, or not ebb's. Not ours to
