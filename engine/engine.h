@@ -3,7 +3,8 @@
 // gradients, ...) and the op tape of the current iteration, and it makes a loop that does not
 // fit in the budget run anyway, with exactly the same bits, by dynamic eviction: when an
 // allocation would pass the budget, the allocator calls back into the engine, which swaps
-// resident tensors to a pinned host tier or drops them (see eviction.h for the victim choice);
+// resident tensors to a pinned host tier (spilling to an NVMe tier when the host tier is full)
+// or drops them (see eviction.h for the victim choice);
 // an evicted tensor is brought back when an op needs it, by a copy back or by replaying its
 // producer from the tape (recursively, through dropped inputs).
 //
@@ -31,7 +32,8 @@
 // or end_iteration(), naming the op.
 //
 // Ownership: the Engine references the Device (which must outlive it) and owns the allocator,
-// the host tier, the copy stream and its events. Two engines are independent (they share only
+// the host tier, the NVMe tier and its transfer engine (when asked for), the copy stream and
+// its events. Two engines are independent (they share only
 // the device, and its default stream when given the same device).
 //
 // Thread safety: not thread-safe; one thread drives an engine. Closures run on the compute
