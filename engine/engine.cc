@@ -65,7 +65,7 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
 }
 
 Engine::Engine(EngineOptions options, Device& device)
-    : options_(options),
+    : options_(std::move(options)),
       device_(device),
       compute_(device.default_stream()),
       closure_errors_(std::make_shared<ClosureErrors>()) {}

@@ -9,7 +9,8 @@
 #     SIZE    bytes per run as both read it: 1G, 512M (fio takes 1MiB as 10^6) (default 1G)
 #     BS, QD  block size (e.g. 1M) and queue depth (default 1M and 16)
 #     ROUNDS  default 3
-# Needs fio (not installed in CI). ebb runs with checksums on (CRC32C per block).
+# Needs fio (not installed in CI). ebb runs with checksums on (CRC32C per block); EBB_FLAGS adds
+# iobench flags (e.g. EBB_FLAGS=--copy).
 set -euo pipefail
 
 [[ $# -ge 2 ]] || { sed -n '2,12p' "$0"; exit 2; }
@@ -27,13 +28,14 @@ print(j['$1']['bw_bytes']/1e9)"
 
 echo "fio command: fio --name=ebb --filename=$FIO_FILE --ioengine=io_uring --direct=1" \
   "--bs=$BS --iodepth=$QD --rw=write|read --size=$SIZE --numjobs=1 --output-format=json"
-echo "ebb command: $EBB iobench --dir $DIR --size $SIZE --bs $BS --qd $QD --json"
+echo "ebb command: $EBB iobench --dir $DIR --size $SIZE --bs $BS --qd $QD --json ${EBB_FLAGS:-}"
 results=()
 for ((r = 1; r <= ROUNDS; ++r)); do
   fw=$(fio_gbps write)
   fr=$(fio_gbps read)
   rm -f "$FIO_FILE"
-  ebb_json=$("$EBB" iobench --dir "$DIR" --size "$SIZE" --bs "$BS" --qd "$QD" --json)
+  # shellcheck disable=SC2086  # EBB_FLAGS is a list of flags
+  ebb_json=$("$EBB" iobench --dir "$DIR" --size "$SIZE" --bs "$BS" --qd "$QD" --json ${EBB_FLAGS:-})
   results+=("$fw $fr $ebb_json")
   echo "round $r: fio write $fw GB/s, fio read $fr GB/s, ebb $ebb_json"
 done
