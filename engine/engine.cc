@@ -52,9 +52,10 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
       engine->allocator_,
       CachingAllocator::create(device, {.budget_bytes = options.budget_bytes,
                                         .expandable_segments = options.expandable_segments}));
-  EBB_ASSIGN_OR_RETURN(engine->host_tier_, PinnedHostPool::create(device, options.host_tier_bytes));
+  EBB_ASSIGN_OR_RETURN(engine->host_tier_, HostTier::create(device, options.host_tier_bytes));
   EBB_ASSIGN_OR_RETURN(engine->copy_, device.create_stream());
   EBB_ASSIGN_OR_RETURN(engine->prefetch_, device.create_stream());
+  EBB_RETURN_IF_ERROR(engine->create_nvme_tier());
   engine->events_ = std::make_unique<EventPool>(device);
   engine->timer_ = std::make_unique<OpTimer>(*engine->events_);
   engine->profiler_ = std::make_unique<Profiler>(options.warmup_iterations, device.name());
@@ -65,7 +66,7 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
 }
 
 Engine::Engine(EngineOptions options, Device& device)
-    : options_(options),
+    : options_(std::move(options)),
       device_(device),
       compute_(device.default_stream()),
       closure_errors_(std::make_shared<ClosureErrors>()) {}

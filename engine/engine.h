@@ -3,7 +3,8 @@
 // gradients, ...) and the op tape of the current iteration, and it makes a loop that does not
 // fit in the budget run anyway, with exactly the same bits, by dynamic eviction: when an
 // allocation would pass the budget, the allocator calls back into the engine, which swaps
-// resident tensors to a pinned host tier or drops them (see eviction.h for the victim choice);
+// resident tensors to a pinned host tier (spilling to an NVMe tier when the host tier is full)
+// or drops them (see eviction.h for the victim choice);
 // an evicted tensor is brought back when an op needs it, by a copy back or by replaying its
 // producer from the tape (recursively, through dropped inputs).
 //
@@ -31,7 +32,8 @@
 // or end_iteration(), naming the op.
 //
 // Ownership: the Engine references the Device (which must outlive it) and owns the allocator,
-// the host tier, the copy stream and its events. Two engines are independent (they share only
+// the host tier, the NVMe tier and its transfer engine (when asked for), the copy stream and
+// its events. Two engines are independent (they share only
 // the device, and its default stream when given the same device).
 //
 // Thread safety: not thread-safe; one thread drives an engine. Closures run on the compute
@@ -63,6 +65,9 @@
 #include "engine/tensor.h"
 #include "kernels/device.h"
 #include "kernels/status.h"
+#include "offload/host_tier.h"
+#include "offload/nvme_tier.h"
+#include "offload/transfer_engine.h"
 
 namespace ebb {
 
@@ -94,19 +99,30 @@ struct EngineOptions {
   // infeasible budget) is counted in ExecutorStats and leaves the engine on dynamic eviction.
   // Empty: the engine plans nothing by itself; set_plan still works.
   std::function<Result<Plan>(const Profile&)> planner = nullptr;
+  // The NVMe tier below the host tier (offload/nvme_tier.h): directories for its files, striped
+  // over them; empty = no NVMe tier. A swap-out that does not fit the host tier spills there,
+  // from the device through staging buffers, and comes back the same way.
+  std::vector<std::string> nvme_directories = {};
+  std::size_t nvme_tier_bytes = 4 * kGiB;  // reserved on disk up front, over all directories
+  std::size_t nvme_block_bytes = kMiB;     // request size and stripe unit
+  unsigned nvme_queue_depth = 32;          // requests in flight
+  FaultInjector* nvme_faults = nullptr;    // tests: fails chosen NVMe requests; not owned
 };
 
 // Counters since the engine was created. Bytes are tensor bytes as the specs ask.
 struct EngineStats {
-  std::int64_t ops_run = 0;            // run() calls that launched their op
-  std::int64_t evictions = 0;          // tensors evicted (dropped or swapped out)
-  std::int64_t drops = 0;              // evictions that dropped a tensor
-  std::int64_t swap_outs = 0;          // evictions that copied (or kept) a host copy
-  std::int64_t swapped_out_bytes = 0;  // bytes copied device -> host by swap-outs
-  std::int64_t swapped_in_bytes = 0;   // bytes copied host -> device by swap-ins
-  std::int64_t recomputed_ops = 0;     // producer replays
-  std::int64_t recompute_ns = 0;       // estimated device time of those replays
-  std::int64_t eviction_calls = 0;     // times the allocator asked the engine for room
+  std::int64_t ops_run = 0;             // run() calls that launched their op
+  std::int64_t evictions = 0;           // tensors evicted (dropped or swapped out)
+  std::int64_t drops = 0;               // evictions that dropped a tensor
+  std::int64_t swap_outs = 0;           // evictions that copied (or kept) a host copy
+  std::int64_t swapped_out_bytes = 0;   // bytes copied device -> host by swap-outs
+  std::int64_t swapped_in_bytes = 0;    // bytes copied host -> device by swap-ins
+  std::int64_t recomputed_ops = 0;      // producer replays
+  std::int64_t recompute_ns = 0;        // estimated device time of those replays
+  std::int64_t eviction_calls = 0;      // times the allocator asked the engine for room
+  std::int64_t nvme_spills = 0;         // swap-outs that went to the NVMe tier
+  std::int64_t nvme_written_bytes = 0;  // tensor bytes written device -> NVMe
+  std::int64_t nvme_read_bytes = 0;     // tensor bytes read NVMe -> device
 };
 
 class Engine {
@@ -169,7 +185,9 @@ class Engine {
   const EngineOptions& options() const { return options_; }
   EngineStats stats() const { return stats_; }
   CachingAllocator& allocator() { return *allocator_; }
-  PinnedHostPool& host_tier() { return *host_tier_; }
+  HostTier& host_tier() { return *host_tier_; }
+  // The NVMe tier; nullptr when options().nvme_directories is empty.
+  NvmeTier* nvme_tier() { return nvme_.get(); }
   Stream& compute_stream() { return compute_; }
   Device& device() { return device_; }
   // The tape of the current iteration and the tensor table, for the profiler and for tests.
@@ -269,6 +287,17 @@ class Engine {
   // Frees host copies of resident tensors (clean copies) until `bytes` fit in the host tier.
   void reclaim_clean_copies(std::size_t bytes);
   void free_host_copy(TensorRecord& r);
+  // NVMe tier (engine_offload.cc). Creates the tier and its transfer engine when asked for.
+  Status create_nvme_tier();
+  // Spills a resident tensor to NVMe, device -> staging -> disk, and frees its device block once
+  // every byte is written. False when there is no tier or no room in it, or when the write
+  // failed: then the tensor stays resident and the I/O error is returned by the next call.
+  bool spill_to_nvme(std::uint32_t slot);
+  // Brings a spilled tensor back to a new device block through staging; its extent is freed.
+  Status swap_in_from_nvme(std::uint32_t slot, std::string_view op);
+  void free_nvme_copy(TensorRecord& r);
+  // Room for new copies below the device: the host tier's, plus the NVMe tier's.
+  std::size_t offload_free_bytes() const;
   // Returns every byte a tensor holds (device block and host copy).
   void free_storage(std::uint32_t slot);
   void unlock(const std::vector<std::uint32_t>& slots);
@@ -287,7 +316,11 @@ class Engine {
   // Copies back to the device that a plan starts ahead of their use (the other direction from
   // copy_'s swap-outs, so that the two overlap).
   std::unique_ptr<Stream> prefetch_;
-  std::unique_ptr<PinnedHostPool> host_tier_;
+  std::unique_ptr<HostTier> host_tier_;
+  // The NVMe tier and the transfer engine that reaches it (engine_offload.cc); null without
+  // one. transfers_ is declared after nvme_ so that it is destroyed first.
+  std::unique_ptr<NvmeTier> nvme_;
+  std::unique_ptr<TransferEngine> transfers_;
   std::unique_ptr<EventPool> events_;
   std::unique_ptr<OpTimer> timer_;
   std::unique_ptr<Profiler> profiler_;

@@ -121,6 +121,8 @@ Status Engine::make_resident(std::uint32_t slot, std::string_view op) {
                                    " holds no bytes and has no producer to recompute it from");
       }
       return recompute(slot, op);
+    case Residency::kNvme:
+      return swap_in_from_nvme(slot, op);
   }
   return internal_error("unknown residency of tensor " + quoted(r.name));
 }
@@ -280,12 +282,11 @@ std::size_t Engine::evict_for(std::size_t bytes_needed) {
   // Ranked again after every drop: a drop changes what its neighbours cost, and whether their
   // replay chains can still run. A swap changes neither.
   while (freed < bytes_needed) {
-    const PinnedHostPoolStats host = host_tier_->stats();
     const EvictionContext context{
         .policy = options_.policy,
         .tick = tick_,
         .host_link_bytes_per_s = options_.host_link_bytes_per_s,
-        .host_tier_free_bytes = host.capacity_bytes - host.allocated_bytes,
+        .host_tier_free_bytes = offload_free_bytes(),
     };
     bool dropped = false;
     for (const EvictionCandidate& c : rank_eviction_candidates(tensors_, tape_, context)) {
@@ -351,11 +352,11 @@ bool Engine::swap_out(std::uint32_t slot) {
   if (!settle_arrival(slot, /*for_use=*/false).ok()) return false;
   TensorRecord& r = tensors_.at(slot);
   if (r.host_ptr == nullptr) {
-    Result<void*> host = host_tier_->allocate(r.bytes);
+    Result<void*> host = host_tier_->allocate(r.name, r.bytes);
     if (!host.ok()) {
       reclaim_clean_copies(r.bytes);
-      host = host_tier_->allocate(r.bytes);
-      if (!host.ok()) return false;
+      host = host_tier_->allocate(r.name, r.bytes);
+      if (!host.ok()) return spill_to_nvme(slot);  // the host tier is full: one tier down
     }
     if (r.host_event == nullptr) {
       Result<Event*> event = events_->acquire();
@@ -438,6 +439,7 @@ void Engine::free_storage(std::uint32_t slot) {
     r.device_ptr = nullptr;
   }
   if (r.host_ptr != nullptr) free_host_copy(r);
+  if (r.nvme_extent != kNoExtent) free_nvme_copy(r);
   r.residency = Residency::kDropped;
 }
 

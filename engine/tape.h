@@ -3,9 +3,10 @@
 // replayable closure and its measured cost) and TensorTable (records by slot, with generations
 // so that a stale handle is recognised).
 //
-// A tensor's storage is in one of three states (Residency): on the device; on host only (a
-// swapped tensor: a pinned host copy, the device block freed); or dropped (no bytes anywhere,
-// recomputable by replaying its producer from the tape). A resident tensor may also keep its
+// A tensor's storage is in one of four states (Residency): on the device; on host only (a
+// swapped tensor: a pinned host copy, the device block freed); on NVMe only (spilled when the
+// host tier was full); or dropped (no bytes anywhere, recomputable by replaying its producer from
+// the tape). A resident tensor may also keep its
 // host copy ("clean copy"): tensors are immutable, so evicting it again costs no copy.
 //
 // Thread safety: not thread-safe; the engine's driving thread owns these tables.
@@ -70,6 +71,7 @@ enum class Residency : std::uint8_t {
   kDevice,   // device_ptr holds the bytes (host_ptr may hold a clean copy)
   kHost,     // host_ptr holds the bytes; no device block
   kDropped,  // no bytes; recomputable from the producer (or never needed again)
+  kNvme,     // nvme_extent holds the bytes, in the engine's NVMe tier; no device block
 };
 
 inline constexpr std::int32_t kNoProducer = -1;
@@ -90,12 +92,13 @@ struct TensorRecord {
 
   Residency residency = Residency::kDropped;
   void* device_ptr = nullptr;
-  void* host_ptr = nullptr;     // pinned host copy, from the engine's PinnedHostPool
-  Event* host_event = nullptr;  // completes after the last copy from or to host_ptr
+  void* host_ptr = nullptr;       // pinned host copy, from the engine's HostTier
+  Event* host_event = nullptr;    // completes after the last copy from or to host_ptr
   // A prefetch copied host_ptr into device_ptr on another stream and the compute stream has not
   // waited for host_event yet: it must before the block is read or freed.
   bool arrival_pending = false;
   Event* arrival_event = nullptr;  // the prefetch's own completion event, while pending
+  std::uint64_t nvme_extent = 0;  // the NVMe tier's ExtentId of a spilled tensor; 0 = none
 
   int lock_count = 0;                   // > 0 while an op (or a recompute) needs it resident
   std::uint64_t last_access = 0;        // engine tick of its last use

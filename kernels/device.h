@@ -133,6 +133,14 @@ class Device {
   // Page-locked host memory usable by async copies (cudaHostAlloc; mlock on cpu).
   virtual Result<void*> allocate_pinned_host(std::size_t bytes) = 0;
   virtual Status free_pinned_host(void* ptr) = 0;
+  // Makes existing host memory (an anonymous mmap that io_uring has registered, say) usable by
+  // async copies as pinned memory is: cudaHostRegister on cuda, mlock on cpu, nothing on sim.
+  // Memory that io_uring registers cannot come from cudaHostAlloc on older kernels, hence this.
+  // REQUIRES: [ptr, ptr + bytes) stays mapped until unregister_host_memory(ptr).
+  // kInvalidArgument for a null pointer, 0 bytes or a base already registered.
+  virtual Status register_host_memory(void* ptr, std::size_t bytes) = 0;
+  // kInvalidArgument for a pointer that register_host_memory did not take.
+  virtual Status unregister_host_memory(void* ptr) = 0;
 
   virtual Stream& default_stream() = 0;
   virtual Result<std::unique_ptr<Stream>> create_stream() = 0;

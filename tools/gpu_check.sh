@@ -35,7 +35,8 @@ fi
 readonly BUNDLE="${EBB_GPU_BUNDLE:-$DEFAULT_BUNDLE}"
 readonly BUILD="${EBB_GPU_BUILD:-$REPO/build-gpu}"
 readonly BUNDLE_LIMIT_MIB=60
-readonly TEST_BINARIES=(kernels_cuda_test allocator_cuda_test kernels_nn_cuda_test train_cuda_test)
+readonly TEST_BINARIES=(kernels_cuda_test allocator_cuda_test kernels_nn_cuda_test train_cuda_test
+  offload_cuda_test)
 readonly TOTAL_RUN_S=470  # the run half's budget: under 8 minutes
 
 die() {
@@ -227,8 +228,11 @@ run_test_binary() {  # name
     FAILED=1  # a GPU is there but the backend could not reach it
   fi
   [[ "$status" == ok && "$GPU_VISIBLE" == 0 ]] && status=no-gpu
+  # A test may print "FIGURE: ..." lines (offload_cuda_test's bandwidths): they join the summary.
+  local figures
+  figures=$(sed -n 's/^FIGURE: //p' "$STEP_OUTPUT" | paste -sd ';' -)
   record "$name" "$status" $((SECONDS - STEP_START)) \
-    "${passed:-0} passed, ${skipped:-0} skipped, ${failed:-0} failed"
+    "${passed:-0} passed, ${skipped:-0} skipped, ${failed:-0} failed${figures:+; $figures}"
 }
 
 run_benchmark() {

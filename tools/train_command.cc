@@ -21,6 +21,8 @@ struct TrainArgs {
   std::string device = "cpu";
   std::string budget;
   std::string policy = "none";
+  std::string host_tier;  // --host-tier: a byte size; empty = the engine's default
+  std::string nvme_size;  // --nvme-size: a byte size; empty = TrainOptions' default
   bool json = false;
 };
 
@@ -102,6 +104,16 @@ int run_train(TrainArgs& args) {
     o.budget_bytes = budget->bytes;
     o.budget_fraction = budget->fraction;
   }
+  if (!args.host_tier.empty()) {
+    Result<std::size_t> bytes = parse_byte_size(args.host_tier, "--host-tier");
+    if (!bytes.ok()) return report_error(bytes.status());
+    o.host_tier_bytes = *bytes;
+  }
+  if (!args.nvme_size.empty()) {
+    Result<std::size_t> bytes = parse_byte_size(args.nvme_size, "--nvme-size");
+    if (!bytes.ok()) return report_error(bytes.status());
+    o.nvme_tier_bytes = *bytes;
+  }
   const bool progress = !args.json && isatty(STDERR_FILENO) == 1;
   if (!args.json) {
     std::printf(
@@ -137,6 +149,8 @@ int run_train(TrainArgs& args) {
                               {"ms_per_step_median", r.ms_per_step_median},
                               {"tokens_per_s", r.tokens_per_s},
                               {"swapped_out_bytes", r.engine.swapped_out_bytes},
+                              {"nvme_written_bytes", r.engine.nvme_written_bytes},
+                              {"nvme_read_bytes", r.engine.nvme_read_bytes},
                               {"recomputed_ops", r.engine.recomputed_ops},
                               {"parameters_fnv1a", train::fingerprint(r.final_parameters)},
                               {"steady_peak_reserved_bytes", r.steady_peak_reserved_bytes},
@@ -204,6 +218,12 @@ Command add_train_command(CLI::App& parent) {
                   "cpu device: modelled host link, GB/s each way (default 0: unthrottled)");
   app->add_option("--profile-out", args->options.profile_out,
                   "write the warm-up profile (JSON, profiles/README.md) here");
+  app->add_option("--host-tier", args->host_tier,
+                  "pinned host tier for swapped tensors, in bytes (default 1GiB)");
+  app->add_option("--nvme-dir", args->options.nvme_directories,
+                  "NVMe tier directory below the host tier (repeat to stripe over several)");
+  app->add_option("--nvme-size", args->nvme_size,
+                  "bytes the NVMe tier reserves up front over its directories (default 1GiB)");
   app->add_flag("--json", args->json, "one JSON object per step, then a summary object");
   return {app, [args] { return run_train(*args); }};
 }

@@ -258,6 +258,37 @@ Status CpuMemory::free_pinned_host(void* ptr) {
   return ok_status();
 }
 
+Status CpuMemory::register_host_memory(void* ptr, std::size_t bytes) {
+  if (ptr == nullptr || bytes == 0) {
+    return invalid_argument("register_host_memory of " + region_string(ptr, bytes) +
+                            ": null pointer or 0 bytes");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (registered_.contains(as_int(ptr))) {
+    return invalid_argument("register_host_memory of " + region_string(ptr, bytes) +
+                            ": already registered");
+  }
+  if (backed() && mlock(ptr, bytes) != 0) {
+    return internal_error("mlock of " + region_string(ptr, bytes) +
+                          " (register_host_memory) failed: " + std::strerror(errno) +
+                          " (RLIMIT_MEMLOCK, `ulimit -l`, caps how much a process may lock)");
+  }
+  registered_.emplace(as_int(ptr), bytes);
+  return ok_status();
+}
+
+Status CpuMemory::unregister_host_memory(void* ptr) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = registered_.find(as_int(ptr));
+  if (it == registered_.end()) {
+    return invalid_argument("unregister_host_memory of " + address_string(ptr) +
+                            ": not registered with this device");
+  }
+  if (backed() && munlock(ptr, it->second) != 0) return syscall_error("munlock", it->second, errno);
+  registered_.erase(it);
+  return ok_status();
+}
+
 Status CpuMemory::check_device_range(const void* ptr, std::size_t bytes) const {
   if (bytes == 0) return ok_status();  // touches nothing
   const std::uintptr_t a = as_int(ptr);

@@ -67,6 +67,9 @@ class CpuMemory {
   Status unmap_pages(void* addr, std::size_t bytes);
   Result<void*> allocate_pinned_host(std::size_t bytes);
   Status free_pinned_host(void* ptr);
+  // mlock when device memory is backed (cpu), bookkeeping only otherwise (sim).
+  Status register_host_memory(void* ptr, std::size_t bytes);
+  Status unregister_host_memory(void* ptr);
 
   // OK when [ptr, ptr + bytes) lies inside one live allocation, or inside mapped pages of one
   // reserved range; kInvalidArgument naming the region otherwise. Copies and memsets check
@@ -107,6 +110,7 @@ class CpuMemory {
   std::map<std::uintptr_t, Allocation> allocations_;  // GUARDED_BY(mu_); keyed by base
   std::map<std::uintptr_t, Range> ranges_;            // GUARDED_BY(mu_); keyed by base
   std::map<std::uintptr_t, std::size_t> pinned_;      // GUARDED_BY(mu_); base -> mapped bytes
+  std::map<std::uintptr_t, std::size_t> registered_;  // GUARDED_BY(mu_); base -> bytes
 };
 
 }  // namespace ebb

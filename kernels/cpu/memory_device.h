@@ -40,6 +40,10 @@ class MemoryDevice : public Device {
     return memory_.allocate_pinned_host(bytes);
   }
   Status free_pinned_host(void* ptr) override { return memory_.free_pinned_host(ptr); }
+  Status register_host_memory(void* ptr, std::size_t bytes) override {
+    return memory_.register_host_memory(ptr, bytes);
+  }
+  Status unregister_host_memory(void* ptr) override { return memory_.unregister_host_memory(ptr); }
 
  protected:
   MemoryDevice(const DeviceOptions& options, MemoryBacking backing)

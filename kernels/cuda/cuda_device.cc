@@ -58,6 +58,8 @@ class CudaDevice final : public Device {
 
   Result<void*> allocate_pinned_host(std::size_t bytes) override;
   Status free_pinned_host(void* ptr) override;
+  Status register_host_memory(void* ptr, std::size_t bytes) override;
+  Status unregister_host_memory(void* ptr) override;
 
   Stream& default_stream() override { return *default_stream_; }
   Result<std::unique_ptr<Stream>> create_stream() override;
@@ -88,6 +90,7 @@ class CudaDevice final : public Device {
   std::mutex mu_;
   std::unordered_map<void*, std::size_t> allocations_;  // cudaMalloc'ed, with their sizes
   std::unordered_map<void*, std::size_t> pinned_;       // cudaHostAlloc'ed, with their sizes
+  std::unordered_map<void*, std::size_t> registered_;   // cudaHostRegister'ed, with their sizes
 };
 
 Result<std::unique_ptr<Device>> CudaDevice::create(const DeviceOptions& options) {
@@ -253,6 +256,46 @@ Status CudaDevice::free_pinned_host(void* ptr) {
   }
   EBB_RETURN_IF_ERROR(use_device(ordinal_));
   return cuda_status(cudaFreeHost(ptr), {"cudaFreeHost", bytes, ptr});
+}
+
+Status CudaDevice::register_host_memory(void* ptr, std::size_t bytes) {
+  if (ptr == nullptr || bytes == 0) {
+    return invalid_argument("register_host_memory(" + hex(ptr) + ", " + std::to_string(bytes) +
+                            " bytes) on " + name_ + ": null pointer or 0 bytes");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!registered_.emplace(ptr, bytes).second) {
+      return invalid_argument("register_host_memory(" + hex(ptr) + ") on " + name_ +
+                              ": already registered");
+    }
+  }
+  Status s = use_device(ordinal_);
+  if (s.ok()) {
+    s = cuda_status(cudaHostRegister(ptr, bytes, cudaHostRegisterDefault),
+                    {"cudaHostRegister", bytes, ptr});
+  }
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    registered_.erase(ptr);
+  }
+  return s;
+}
+
+Status CudaDevice::unregister_host_memory(void* ptr) {
+  std::size_t bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = registered_.find(ptr);
+    if (it == registered_.end()) {
+      return invalid_argument("unregister_host_memory(" + hex(ptr) + ") on " + name_ +
+                              ": not registered with this device");
+    }
+    bytes = it->second;
+    registered_.erase(it);
+  }
+  EBB_RETURN_IF_ERROR(use_device(ordinal_));
+  return cuda_status(cudaHostUnregister(ptr), {"cudaHostUnregister", bytes, ptr});
 }
 
 Result<std::unique_ptr<Stream>> CudaDevice::create_stream() {

@@ -37,6 +37,10 @@ class ForwardingDevice : public Device {
     return inner_->allocate_pinned_host(bytes);
   }
   Status free_pinned_host(void* ptr) override { return inner_->free_pinned_host(ptr); }
+  Status register_host_memory(void* ptr, std::size_t bytes) override {
+    return inner_->register_host_memory(ptr, bytes);
+  }
+  Status unregister_host_memory(void* ptr) override { return inner_->unregister_host_memory(ptr); }
   Stream& default_stream() override { return inner_->default_stream(); }
   Result<std::unique_ptr<Stream>> create_stream() override { return inner_->create_stream(); }
   Result<std::unique_ptr<Event>> create_event() override { return inner_->create_event(); }

@@ -62,6 +62,7 @@ TEST(EbbCli, HelpListsTheSubcommands) {
   EXPECT_NE(run.out.find("simulate"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("train"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("demo"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("iobench"), std::string::npos) << run.out;
 }
 
 TEST(EbbCli, Version) {
@@ -480,6 +481,37 @@ TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
     EXPECT_NE(run.err.find(c.message), std::string::npos) << c.args << ": " << run.err;
     EXPECT_EQ(run.out.find("step    1"), std::string::npos) << c.args << ": trained anyway";
   }
+}
+
+}  // namespace
+
+namespace {
+
+// A fresh directory under the test temp dir, for the NVMe tier's files.
+std::string make_temp_dir(const std::string& name) {
+  std::string path =
+      testing::TempDir() + "ebb_cli_test_" + std::to_string(getpid()) + "_" + name + "_XXXXXX";
+  EXPECT_NE(mkdtemp(path.data()), nullptr) << path;
+  return path;
+}
+
+TEST(EbbCli, IobenchJsonReportsBothBandwidthsAndLeavesNoFile) {
+  const std::string dir = make_temp_dir("iobench");
+  CliRun run = ebb("iobench --dir " + dir + " --size 8MiB --bs 256KiB --qd 4 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json j = nlohmann::json::parse(run.out);
+  EXPECT_GT(j.at("write_gbps").get<double>(), 0);
+  EXPECT_GT(j.at("read_gbps").get<double>(), 0);
+  EXPECT_EQ(j.at("block_bytes").get<std::size_t>(), std::size_t{256} << 10);
+  EXPECT_EQ(j.at("checksums").get<bool>(), true);
+  EXPECT_EQ(rmdir(dir.c_str()), 0) << "the tier left files in " << dir;
+
+  run = ebb("iobench --dir " + dir + "/missing --size 8MiB --json");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find(dir + "/missing"), std::string::npos) << run.err;
+  run = ebb("iobench --dir " + dir + " --bs 1000 --json");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("4 KiB"), std::string::npos) << run.err;
 }
 
 }  // namespace

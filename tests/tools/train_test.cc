@@ -76,6 +76,40 @@ INSTANTIATE_TEST_SUITE_P(PoliciesAndBudgets, TrainUnderBudget,
                                   "pct";
                          });
 
+// The promise with NVMe in the path: a host tier far too small for the swapped activations, so
+// that most swap-outs spill to the NVMe tier and come back through staging.
+TEST(TrainWithNvme, LossesAndParametersAreBitwiseIdenticalWithAHostTierTooSmall) {
+  std::string dir = testing::TempDir() + "train_nvme_XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  const TrainOptions base = small_options();
+  Result<TrainResult> free_run = train(base);
+  ASSERT_TRUE(free_run.ok()) << free_run.status().to_string();
+
+  TrainOptions budgeted = base;
+  budgeted.policy = EvictionPolicy::kSwap;
+  budgeted.budget_bytes =
+      static_cast<std::size_t>(static_cast<double>(free_run->peak_reserved_bytes) * 0.4);
+  budgeted.host_tier_bytes = 256 * kKiB;
+  budgeted.nvme_directories = {dir};
+  budgeted.nvme_tier_bytes = 256 * kMiB;
+  Result<TrainResult> tight = train(budgeted);
+  ASSERT_TRUE(tight.ok()) << tight.status().to_string();
+  EXPECT_EQ(rmdir(dir.c_str()), 0) << "the NVMe tier left files behind in " << dir;
+
+  ASSERT_EQ(tight->steps.size(), free_run->steps.size());
+  for (std::size_t i = 0; i < tight->steps.size(); ++i) {
+    EXPECT_TRUE(same_bits(tight->steps[i].loss, free_run->steps[i].loss))
+        << "step " << i + 1 << ": " << tight->steps[i].loss << " vs " << free_run->steps[i].loss;
+  }
+  EXPECT_TRUE(same_bits(tight->final_parameters, free_run->final_parameters));
+  EXPECT_LE(tight->peak_reserved_bytes, budgeted.budget_bytes);
+  // The host tier could not hold what was swapped: the rest went through NVMe, both ways.
+  EXPECT_GT(tight->engine.swapped_out_bytes + tight->engine.nvme_written_bytes,
+            static_cast<std::int64_t>(4 * budgeted.host_tier_bytes));
+  EXPECT_GT(tight->engine.nvme_spills, 0);
+  EXPECT_GT(tight->engine.nvme_read_bytes, 0);
+}
+
 struct PlanCase {
   PlanPolicy policy;
   double fraction;

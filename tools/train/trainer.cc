@@ -57,6 +57,9 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
                                .budget_bytes = budget_bytes,
                                .policy = o.policy,
                                .warmup_iterations = o.warmup_iterations};
+  if (o.host_tier_bytes > 0) engine_options.host_tier_bytes = o.host_tier_bytes;
+  engine_options.nvme_directories = o.nvme_directories;
+  engine_options.nvme_tier_bytes = o.nvme_tier_bytes;
   TrainResult result;
   if (o.plan_policy.has_value()) {
     EBB_ASSIGN_OR_RETURN(result.hardware, measure_host_link(device));
@@ -68,7 +71,7 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
       return make_plan(profile, planner);
     };
   }
-  EBB_ASSIGN_OR_RETURN(auto engine, Engine::create(engine_options));
+  EBB_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(engine_options)));
   EBB_ASSIGN_OR_RETURN(auto model, GptModel::create(*engine, o.model, o.seed));
   result.budget_bytes = engine->allocator().stats().budget_bytes;
   std::vector<std::int32_t> inputs;

@@ -41,6 +41,10 @@ struct TrainOptions {
   double link_gbps = 0;
   std::string profile_out;  // where to write the warm-up profile (JSON); empty: not written
   int warmup_iterations = 2;
+  std::size_t host_tier_bytes = 0;  // pinned host tier for swapped tensors; 0: the engine's default
+  // NVMe tier below the host tier (EngineOptions::nvme_directories); empty: none.
+  std::vector<std::string> nvme_directories;
+  std::size_t nvme_tier_bytes = kGiB;  // reserved on disk up front
 };
 
 // One step's measurements.
