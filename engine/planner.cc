@@ -234,11 +234,24 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
   // way and keeps the fastest sim-checked plan, so that a link never makes a plan worse.
   const std::vector<SwapUse> variants = swap_variants(options);
   Result<Plan> plan = fit(profile, options, variants.front(), &seconds);
-  for (std::size_t v = 1; v < variants.size(); ++v) {
-    Result<Plan> other = fit(profile, options, variants[v], &seconds);
+  const auto keep_faster = [&plan](Result<Plan> other) {
     if (other.ok() && (!plan.ok() || other->predicted.step_ns < plan->predicted.step_ns)) {
       plan = std::move(other);
     }
+  };
+  for (std::size_t v = 1; v < variants.size(); ++v) {
+    keep_faster(fit(profile, options, variants[v], &seconds));
+  }
+  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link()) {
+    // The greedy search evicts at the worst op only, and the allocator's pages can fragment past
+    // the budget where its swaps leave holes; swap-all (every forward activation out after its
+    // last forward use) frees in program order and fits on the sim where the search may not. Its
+    // plan is one more candidate, so that `plan` is never slower than swap-all either.
+    PlannerOptions swap_all = options;
+    swap_all.policy = PlanPolicy::kSwapAll;
+    Result<Plan> other = fit(profile, swap_all, SwapUse::kScored, &seconds);
+    if (other.ok()) other->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
+    keep_faster(std::move(other));
   }
   if (plan.ok()) {
     plan->planner_seconds = seconds;
@@ -254,6 +267,12 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
   std::optional<std::size_t> smallest;
   for (SwapUse swaps : variants) {
     std::optional<std::size_t> s = smallest_feasible(profile, options, swaps);
+    if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+  }
+  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link()) {
+    PlannerOptions swap_all = options;
+    swap_all.policy = PlanPolicy::kSwapAll;
+    std::optional<std::size_t> s = smallest_feasible(profile, swap_all, SwapUse::kScored);
     if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
   }
   if (smallest.has_value()) {

@@ -14,7 +14,9 @@
 //    part of the copy back that cannot be hidden (the next use waits), plus a tenth of the copy
 //    times, so that link time is not spent where a free drop would do. The bytes count as gone
 //    only from the first op that starts after the copy out ends.
-// The best candidate is applied, which updates the resident-bytes curve over its gap only.
+// The best candidate is applied, which updates the resident-bytes curve over its gap only. With
+// SwapUse::kHiddenFirst a candidate that costs no time (a swap nothing waits for, a release of a
+// tensor not read again) is applied before any other, whatever the scores.
 #include <algorithm>
 #include <vector>
 
@@ -89,8 +91,8 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, SwapUse swaps) {
         const std::int64_t cost = s.late_ns + s.stall_ns + s.copy_ns / 10;
         const double score =
             bytes * covered(s.free_from, s.prefetch_at) / static_cast<double>(cost + 1);
-        const Eviction e{t.id, EvictionMethod::kSwap, OffloadTier::kHost, after, s.prefetch_at,
-                         needed};
+        const Eviction e{t.id,  EvictionMethod::kSwap, OffloadTier::kHost,
+                         after, s.prefetch_at,         needed};
         if (score > best_score) {
           best_score = score;
           best = e;

@@ -211,8 +211,8 @@ TEST(Planner, PlansNeverPassTheBudgetOnTheSim) {
 }
 
 // A host link gives the cost-aware planner more choices, never fewer: at every budget where the
-// recompute-only plan fits, the plan with the link fits too and its sim-checked step is no
-// longer.
+// recompute-only plan or swap-all fits, the plan with the link fits too and its sim-checked step
+// is no longer.
 TEST(Planner, AHostLinkNeverMakesThePlanWorse) {
   if (!has_executor()) GTEST_SKIP() << "this build has no plan executor (Engine::set_plan)";
   std::vector<Profile> profiles;
@@ -226,14 +226,21 @@ TEST(Planner, AHostLinkNeverMakesThePlanWorse) {
       Result<Plan> recompute_only = make_plan(p, o);
       for (double gbps : {1.0, 25.0}) {
         o.hardware = link_hardware_model(gbps);
+        o.policy = PlanPolicy::kSwapAll;
+        Result<Plan> swap_all = make_plan(p, o);
+        o.policy = PlanPolicy::kPlan;
         Result<Plan> linked = make_plan(p, o);
-        if (!recompute_only.ok()) continue;
-        ASSERT_TRUE(linked.ok()) << fraction << " " << gbps << ": " << linked.status().to_string();
-        EXPECT_TRUE(linked->predicted.checked_on_sim);
-        EXPECT_LE(linked->predicted.peak_reserved_bytes, o.budget_bytes);
-        EXPECT_LE(linked->predicted.step_ns, recompute_only->predicted.step_ns)
-            << fraction << " " << gbps;
-        ++compared;
+        for (const Result<Plan>* other : {&recompute_only, &swap_all}) {
+          if (!other->ok()) continue;
+          ASSERT_TRUE(linked.ok())
+              << fraction << " " << gbps << ": " << linked.status().to_string();
+          EXPECT_TRUE(linked->predicted.checked_on_sim);
+          EXPECT_EQ(linked->policy, "plan");
+          EXPECT_LE(linked->predicted.peak_reserved_bytes, o.budget_bytes);
+          EXPECT_LE(linked->predicted.step_ns, (*other)->predicted.step_ns)
+              << fraction << " " << gbps << " against " << (*other)->policy;
+          ++compared;
+        }
       }
     }
   }
