@@ -220,7 +220,7 @@ TEST(Planner, AHostLinkNeverMakesThePlanWorse) {
   profiles.push_back(read_profile(kFixture).value());
   int compared = 0;
   for (const Profile& p : profiles) {
-    for (double fraction : {0.8, 0.6, 0.5, 0.4}) {
+    for (double fraction : {0.9, 0.8, 0.7, 0.6, 0.5, 0.4}) {
       PlannerOptions o;
       o.budget_bytes = percent_of_peak(p, fraction);
       Result<Plan> recompute_only = make_plan(p, o);
