@@ -239,10 +239,15 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
       plan = std::move(other);
     }
   };
-  for (std::size_t v = 1; v < variants.size(); ++v) {
+  // Every plan runs every op: none beats one that already costs no more than the op time (lstm
+  // with a link, where the recompute-only search is the slowest to make).
+  const auto at_op_time = [&plan] {
+    return plan.ok() && plan->predicted.step_ns <= plan->predicted.base_compute_ns;
+  };
+  for (std::size_t v = 1; v < variants.size() && !at_op_time(); ++v) {
     keep_faster(fit(profile, options, variants[v], &seconds));
   }
-  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link()) {
+  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link() && !at_op_time()) {
     // The greedy search evicts at the worst op only, and the allocator's pages can fragment past
     // the budget where its swaps leave holes; swap-all (every forward activation out after its
     // last forward use) frees in program order and fits on the sim where the search may not. Its
