@@ -29,7 +29,7 @@ struct Attempt {
 };
 
 Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes,
-                  bool keep_rebuilt_ancestors) {
+                  bool keep_rebuilt_ancestors, SwapUse swaps) {
   const Clock::time_point start = Clock::now();
   PlanModel model(profile, options.hardware, keep_rebuilt_ancestors);
   Attempt a;
@@ -46,7 +46,7 @@ Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::si
       add_swap_all(model);
       break;
     case PlanPolicy::kPlan:
-      a.reached = add_cost_aware(model, target_bytes, options.hardware.has_host_link());
+      a.reached = add_cost_aware(model, target_bytes, swaps);
       break;
   }
   a.evictions = model.sorted_evictions();
@@ -61,11 +61,14 @@ Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::si
 // The cost-aware planner keeps the ancestors a replay rebuilds (a chain is replayed once, but its
 // tensors take memory from then on); when that cannot reach the target, it plans again dropping
 // them after each replay (less memory, a replay per use). The baselines drop them (planner.h).
-Attempt plan_at(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes) {
-  if (options.policy != PlanPolicy::kPlan) return plan_once(profile, options, target_bytes, false);
-  Attempt kept = plan_once(profile, options, target_bytes, true);
+Attempt plan_at(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes,
+                SwapUse swaps) {
+  if (options.policy != PlanPolicy::kPlan) {
+    return plan_once(profile, options, target_bytes, false, swaps);
+  }
+  Attempt kept = plan_once(profile, options, target_bytes, true, swaps);
   if (kept.reached) return kept;
-  Attempt dropped = plan_once(profile, options, target_bytes, false);
+  Attempt dropped = plan_once(profile, options, target_bytes, false, swaps);
   dropped.seconds += kept.seconds;
   return dropped;
 }
@@ -107,13 +110,14 @@ Status check_on_sim(const Profile& profile, const PlannerOptions& options, Plan&
 
 // The plan at `options.budget_bytes`, re-planned to tighter targets while the sim says it does
 // not fit. kOutOfMemory when no round fits.
-Result<Plan> fit(const Profile& profile, const PlannerOptions& options, double* planner_seconds) {
+Result<Plan> fit(const Profile& profile, const PlannerOptions& options, SwapUse swaps,
+                 double* planner_seconds) {
   const std::size_t budget = options.budget_bytes;
   // Room for page rounding and for a replay's transient outputs, before the sim has spoken.
   std::size_t target = budget > 2 * kPageBytes ? budget - kPageBytes - budget / 100 : budget / 2;
   Status last = ok_status();
   for (int round = 0; round <= std::max(options.check_rounds, 0); ++round) {
-    Attempt a = plan_at(profile, options, target);
+    Attempt a = plan_at(profile, options, target, swaps);
     *planner_seconds += a.seconds;
     if (!a.reached) return out_of_memory("the planner cannot reach the target");
     Plan plan = plan_of(profile, options, std::move(a));
@@ -148,9 +152,10 @@ std::string percent(std::size_t bytes, std::size_t of) {
 
 // The smallest budget at which fit() succeeds: from the lowest peak the policy's model reaches,
 // up in 10% steps until one fits, then bisected.
-std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOptions options) {
+std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOptions options,
+                                             SwapUse swaps) {
   double ignored = 0;
-  Attempt floor = plan_at(profile, options, 0);
+  Attempt floor = plan_at(profile, options, 0, swaps);
   // The least budget whose internal target (fit()) is the lowest peak the model reaches: below
   // it the model cannot reach the target, so the search starts there.
   std::size_t guess =
@@ -161,7 +166,7 @@ std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOpti
   std::size_t hi = 0;
   for (int i = 0; i < 8; ++i) {
     options.budget_bytes = guess;
-    if (fit(profile, options, &ignored).ok()) {
+    if (fit(profile, options, swaps, &ignored).ok()) {
       hi = guess;
       break;
     }
@@ -172,13 +177,21 @@ std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOpti
   while (hi - lo > std::max(hi / 200, kPageBytes)) {
     const std::size_t mid = lo + (hi - lo) / 2;
     options.budget_bytes = mid;
-    if (fit(profile, options, &ignored).ok()) {
+    if (fit(profile, options, swaps, &ignored).ok()) {
       hi = mid;
     } else {
       lo = mid;
     }
   }
   return hi;
+}
+
+// The ways a policy may use the host link: the cost-aware planner tries three (planner_policies.h);
+// an error of the first is the one reported when none fits.
+std::vector<SwapUse> swap_variants(const PlannerOptions& options) {
+  if (!options.hardware.has_host_link()) return {SwapUse::kNone};
+  if (options.policy != PlanPolicy::kPlan) return {SwapUse::kScored};
+  return {SwapUse::kScored, SwapUse::kHiddenFirst, SwapUse::kNone};
 }
 
 }  // namespace
@@ -215,7 +228,36 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
                             options.hardware.name + "\" has none");
   }
   double seconds = 0;
-  Result<Plan> plan = fit(profile, options, &seconds);
+  // The cost-aware planner is greedy: with a host link, swaps chosen by score alone can take link
+  // time and block replay chains (a swapped input is not replayed) that a recompute-only plan
+  // never needs, and cheap replays can outscore swaps that the link hides for free. It plans each
+  // way and keeps the fastest sim-checked plan, so that a link never makes a plan worse.
+  const std::vector<SwapUse> variants = swap_variants(options);
+  Result<Plan> plan = fit(profile, options, variants.front(), &seconds);
+  const auto keep_faster = [&plan](Result<Plan> other) {
+    if (other.ok() && (!plan.ok() || other->predicted.step_ns < plan->predicted.step_ns)) {
+      plan = std::move(other);
+    }
+  };
+  // Every plan runs every op: none beats one that already costs no more than the op time (lstm
+  // with a link, where the recompute-only search is the slowest to make).
+  const auto at_op_time = [&plan] {
+    return plan.ok() && plan->predicted.step_ns <= plan->predicted.base_compute_ns;
+  };
+  for (std::size_t v = 1; v < variants.size() && !at_op_time(); ++v) {
+    keep_faster(fit(profile, options, variants[v], &seconds));
+  }
+  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link() && !at_op_time()) {
+    // The greedy search evicts at the worst op only, and the allocator's pages can fragment past
+    // the budget where its swaps leave holes; swap-all (every forward activation out after its
+    // last forward use) frees in program order and fits on the sim where the search may not. Its
+    // plan is one more candidate, so that `plan` is never slower than swap-all either.
+    PlannerOptions swap_all = options;
+    swap_all.policy = PlanPolicy::kSwapAll;
+    Result<Plan> other = fit(profile, swap_all, SwapUse::kScored, &seconds);
+    if (other.ok()) other->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
+    keep_faster(std::move(other));
+  }
   if (plan.ok()) {
     plan->planner_seconds = seconds;
     return plan;
@@ -227,7 +269,17 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
                         std::to_string(peak) + " bytes) is infeasible for policy " +
                         std::string(plan_policy_name(options.policy)) + " (" +
                         plan.status().message() + ")";
-  std::optional<std::size_t> smallest = smallest_feasible(profile, options);
+  std::optional<std::size_t> smallest;
+  for (SwapUse swaps : variants) {
+    std::optional<std::size_t> s = smallest_feasible(profile, options, swaps);
+    if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+  }
+  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link()) {
+    PlannerOptions swap_all = options;
+    swap_all.policy = PlanPolicy::kSwapAll;
+    std::optional<std::size_t> s = smallest_feasible(profile, swap_all, SwapUse::kScored);
+    if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+  }
   if (smallest.has_value()) {
     message += "; the smallest feasible budget is " + std::to_string(*smallest) + " bytes (" +
                percent(*smallest, peak) + ")";

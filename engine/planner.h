@@ -10,7 +10,10 @@
 //  - swap-all: vDNN: every forward activation swapped to host after its last forward use and
 //    prefetched one op ahead of its next use (needs a host link).
 //  - plan: cost-aware (planner.cc): evicts only what would push the peak over the budget,
-//    choosing at the worst op by bytes freed over the over-budget span per second of cost.
+//    choosing at the worst op by bytes freed over the over-budget span per second of cost. With
+//    a host link it plans three ways (swaps by score, swaps that hide behind compute first,
+//    recompute only) and also checks swap-all, and returns the fastest plan that fits on the sim:
+//    a link never makes `plan` slower than planning without one, nor than swap-all.
 //
 // The forward pass: a profile does not say where the backward pass starts (a DTR log carries no
 // annotation). The planners take the ops up to the op with the most live bytes (the first one

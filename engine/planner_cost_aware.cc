@@ -14,7 +14,9 @@
 //    part of the copy back that cannot be hidden (the next use waits), plus a tenth of the copy
 //    times, so that link time is not spent where a free drop would do. The bytes count as gone
 //    only from the first op that starts after the copy out ends.
-// The best candidate is applied, which updates the resident-bytes curve over its gap only.
+// The best candidate is applied, which updates the resident-bytes curve over its gap only. With
+// SwapUse::kHiddenFirst a candidate that costs no time (a swap nothing waits for, a release of a
+// tensor not read again) is applied before any other, whatever the scores.
 #include <algorithm>
 #include <vector>
 
@@ -22,7 +24,9 @@
 
 namespace ebb {
 
-bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap) {
+bool add_cost_aware(PlanModel& model, std::size_t target_bytes, SwapUse swaps) {
+  const bool allow_swap = swaps != SwapUse::kNone;
+  const bool hidden_first = swaps == SwapUse::kHiddenFirst;
   const Profile& profile = model.profile();
   const std::size_t ops = model.ops();
   std::vector<std::uint32_t> over(ops + 1, 0);  // over[k]: over-target ops before op k
@@ -40,6 +44,10 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
     double best_score = 0;
     std::optional<Eviction> best;
     std::size_t best_swap_off_by = 0;
+    // kHiddenFirst: the best of the candidates that cost no time.
+    double free_score = 0;
+    std::optional<Eviction> best_free;
+    std::size_t free_swap_off_by = 0;
     for (const ProfiledTensor& t : profile.tensors) {
       if (!allow_swap && !t.recomputable()) continue;
       if (t.producer.value_or(0) > worst || model.death(t.id) < worst) continue;
@@ -65,26 +73,42 @@ bool add_cost_aware(PlanModel& model, std::size_t target_bytes, bool allow_swap)
         const std::size_t off_to = needed ? r.rebuild_at : model.death(t.id) + 1;
         const double score =
             bytes * covered(after + 1, off_to) / static_cast<double>(r.cost_ns + 1);
+        const Eviction e{t.id,  EvictionMethod::kRecompute,    OffloadTier::kHost,
+                         after, needed ? r.rebuild_at : after, needed};
         if (r.cost_ns < PlanModel::kInfeasible && score > best_score) {
           best_score = score;
-          best = Eviction{t.id,  EvictionMethod::kRecompute,    OffloadTier::kHost,
-                          after, needed ? r.rebuild_at : after, needed};
+          best = e;
+        }
+        if (hidden_first && r.cost_ns == 0 && score > free_score) {
+          free_score = score;
+          best_free = e;
         }
       }
       if (allow_swap && needed.has_value() && model.replay_reads_inside(t.id, after, needed) == 0) {
         const double upper = bytes * covered(after + 1, *needed);
-        if (upper <= best_score) continue;
+        if (upper <= (hidden_first ? free_score : best_score)) continue;
         const PlanModel::SwapTiming s = model.swap_timing(t.id, after, *needed, worst);
         const std::int64_t cost = s.late_ns + s.stall_ns + s.copy_ns / 10;
         const double score =
             bytes * covered(s.free_from, s.prefetch_at) / static_cast<double>(cost + 1);
+        const Eviction e{t.id,  EvictionMethod::kSwap, OffloadTier::kHost,
+                         after, s.prefetch_at,         needed};
         if (score > best_score) {
           best_score = score;
-          best = Eviction{t.id,  EvictionMethod::kSwap, OffloadTier::kHost,
-                          after, s.prefetch_at,         needed};
+          best = e;
           best_swap_off_by = s.free_from;
         }
+        if (hidden_first && s.late_ns + s.stall_ns == 0 && s.free_from < s.prefetch_at &&
+            score > free_score) {
+          free_score = score;
+          best_free = e;
+          free_swap_off_by = s.free_from;
+        }
       }
+    }
+    if (best_free.has_value()) {
+      model.add(*best_free, free_swap_off_by);
+      continue;
     }
     if (!best.has_value()) return false;
     model.add(*best, best_swap_off_by);

@@ -210,6 +210,43 @@ TEST(Planner, PlansNeverPassTheBudgetOnTheSim) {
   EXPECT_GE(checked_with_evictions, 6);
 }
 
+// A host link gives the cost-aware planner more choices, never fewer: at every budget where the
+// recompute-only plan or swap-all fits, the plan with the link fits too and its sim-checked step
+// is no longer.
+TEST(Planner, AHostLinkNeverMakesThePlanWorse) {
+  if (!has_executor()) GTEST_SKIP() << "this build has no plan executor (Engine::set_plan)";
+  std::vector<Profile> profiles;
+  for (unsigned seed = 1; seed <= 3; ++seed) profiles.push_back(training_profile(10, seed));
+  profiles.push_back(read_profile(kFixture).value());
+  int compared = 0;
+  for (const Profile& p : profiles) {
+    for (double fraction : {0.9, 0.8, 0.7, 0.6, 0.5, 0.4}) {
+      PlannerOptions o;
+      o.budget_bytes = percent_of_peak(p, fraction);
+      Result<Plan> recompute_only = make_plan(p, o);
+      for (double gbps : {1.0, 25.0}) {
+        o.hardware = link_hardware_model(gbps);
+        o.policy = PlanPolicy::kSwapAll;
+        Result<Plan> swap_all = make_plan(p, o);
+        o.policy = PlanPolicy::kPlan;
+        Result<Plan> linked = make_plan(p, o);
+        for (const Result<Plan>* other : {&recompute_only, &swap_all}) {
+          if (!other->ok()) continue;
+          ASSERT_TRUE(linked.ok())
+              << fraction << " " << gbps << ": " << linked.status().to_string();
+          EXPECT_TRUE(linked->predicted.checked_on_sim);
+          EXPECT_EQ(linked->policy, "plan");
+          EXPECT_LE(linked->predicted.peak_reserved_bytes, o.budget_bytes);
+          EXPECT_LE(linked->predicted.step_ns, (*other)->predicted.step_ns)
+              << fraction << " " << gbps << " against " << (*other)->policy;
+          ++compared;
+        }
+      }
+    }
+  }
+  EXPECT_GE(compared, 8);
+}
+
 // On a real training log, the cost-aware plan costs less than the baselines at the same budget.
 TEST(Planner, OnTheResnetLogPlanBeatsTheBaselines) {
   const std::string path = kExternalLogs + "/resnet32.log";
