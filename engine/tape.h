@@ -92,13 +92,13 @@ struct TensorRecord {
 
   Residency residency = Residency::kDropped;
   void* device_ptr = nullptr;
-  void* host_ptr = nullptr;       // pinned host copy, from the engine's HostTier
-  Event* host_event = nullptr;    // completes after the last copy from or to host_ptr
+  void* host_ptr = nullptr;     // pinned host copy, from the engine's HostTier
+  Event* host_event = nullptr;  // completes after the last copy from or to host_ptr
   // A prefetch copied host_ptr into device_ptr on another stream and the compute stream has not
   // waited for host_event yet: it must before the block is read or freed.
   bool arrival_pending = false;
   Event* arrival_event = nullptr;  // the prefetch's own completion event, while pending
-  std::uint64_t nvme_extent = 0;  // the NVMe tier's ExtentId of a spilled tensor; 0 = none
+  std::uint64_t nvme_extent = 0;   // the NVMe tier's ExtentId of a spilled tensor; 0 = none
 
   int lock_count = 0;                   // > 0 while an op (or a recompute) needs it resident
   std::uint64_t last_access = 0;        // engine tick of its last use
