@@ -12,6 +12,7 @@
 #include "engine/ebb.h"
 #include "offload/fault_injector.h"
 #include "tests/engine/test_ops.h"
+#include "tests/offload/offload_test_support.h"
 
 namespace ebb {
 namespace {
@@ -24,10 +25,8 @@ constexpr std::size_t kBytes = kElems * sizeof(float);
 class EngineNvmeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (Status probe = probe_io_uring(); probe.code() == StatusCode::kUnavailable) {
-      GTEST_SKIP() << probe.to_string();
-    }
-    dir_ = testing::TempDir() + "engine_nvme_XXXXXX";
+    EBB_SKIP_WITHOUT_IO_URING();
+    dir_ = (test_support::scratch_base() / "engine_nvme_XXXXXX").string();
     ASSERT_NE(mkdtemp(dir_.data()), nullptr);
     device_ = test_ops::make_cpu_device();
     Result<std::unique_ptr<Engine>> created = Engine::create({.device = *device_,

@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_device.h"
 #include "offload/host_tier.h"
 #include "offload/transfer_engine.h"
+#include "tests/offload/offload_test_support.h"
 
 namespace ebb {
 namespace {
@@ -104,7 +105,7 @@ TEST_F(OffloadCudaTest, HostTierCopiesReachNinetyPercentOfABareCudaMemcpyAsyncLo
 }
 
 TEST_F(OffloadCudaTest, DeviceTensorToNvmeAndBackThroughRegisteredStaging) {
-  std::string dir = (std::filesystem::temp_directory_path() / "ebb-offload-cuda-XXXXXX").string();
+  std::string dir = (test_support::scratch_base() / "ebb-offload-cuda-XXXXXX").string();
   ASSERT_NE(mkdtemp(dir.data()), nullptr);
   {
     auto tier = NvmeTier::create({.directories = {dir},

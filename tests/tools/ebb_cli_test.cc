@@ -12,6 +12,7 @@
 
 #include "engine/profile.h"
 #include "tests/engine/training_profile.h"
+#include "tests/offload/offload_test_support.h"
 
 namespace {
 
@@ -487,15 +488,18 @@ TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
 
 namespace {
 
-// A fresh directory under the test temp dir, for the NVMe tier's files.
+// A fresh directory in the build tree (O_DIRECT works there where /tmp may be a tmpfs), for
+// the NVMe tier's files.
 std::string make_temp_dir(const std::string& name) {
-  std::string path =
-      testing::TempDir() + "ebb_cli_test_" + std::to_string(getpid()) + "_" + name + "_XXXXXX";
+  std::string path = (::ebb::test_support::scratch_base() /
+                      ("ebb_cli_test_" + std::to_string(getpid()) + "_" + name + "_XXXXXX"))
+                         .string();
   EXPECT_NE(mkdtemp(path.data()), nullptr) << path;
   return path;
 }
 
 TEST(EbbCli, IobenchJsonReportsBothBandwidthsAndLeavesNoFile) {
+  EBB_SKIP_WITHOUT_IO_URING();
   const std::string dir = make_temp_dir("iobench");
   CliRun run = ebb("iobench --dir " + dir + " --size 8MiB --bs 256KiB --qd 4 --json");
   ASSERT_EQ(run.exit_code, 0) << run.err;

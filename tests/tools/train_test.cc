@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/offload/offload_test_support.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
 #include "tools/train/trainer.h"
@@ -79,7 +80,8 @@ INSTANTIATE_TEST_SUITE_P(PoliciesAndBudgets, TrainUnderBudget,
 // The promise with NVMe in the path: a host tier far too small for the swapped activations, so
 // that most swap-outs spill to the NVMe tier and come back through staging.
 TEST(TrainWithNvme, LossesAndParametersAreBitwiseIdenticalWithAHostTierTooSmall) {
-  std::string dir = testing::TempDir() + "train_nvme_XXXXXX";
+  EBB_SKIP_WITHOUT_IO_URING();
+  std::string dir = (test_support::scratch_base() / "train_nvme_XXXXXX").string();
   ASSERT_NE(mkdtemp(dir.data()), nullptr);
   const TrainOptions base = small_options();
   Result<TrainResult> free_run = train(base);
