@@ -1,19 +1,15 @@
 // The JSON forms of HardwareModel and Plan (profiles/README.md, "The hardware profile format"
 // and "The plan format") and the plan's atomic file I/O.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
+#include "engine/atomic_file.h"
 #include "engine/plan.h"
 
 namespace ebb {
@@ -168,8 +164,6 @@ Result<Eviction> eviction_from(const Json& j, const FieldReader& r, const std::s
   return e;
 }
 
-std::string errno_text() { return std::strerror(errno); }
-
 std::string read_text(std::ifstream& in) {
   std::ostringstream text;
   text << in.rdbuf();
@@ -286,44 +280,7 @@ Result<Plan> plan_from_json(std::string_view text, const std::string& source_nam
 
 Status write_plan(const Plan& plan, const std::string& path) {
   const std::string text = plan_to_json(plan);
-  // As write_profile: a unique temporary name beside the target, so that rename() is atomic.
-  std::string tmp = path + ".tmp.XXXXXX";
-  int fd = mkstemp(tmp.data());
-  if (fd < 0) return io_error("cannot create a temporary file for " + path + ": " + errno_text());
-  auto fail = [&](const std::string& what) {
-    std::string message = what + " " + tmp + " (for " + path + "): " + errno_text();
-    close(fd);
-    unlink(tmp.c_str());
-    return io_error(message);
-  };
-  std::size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail("cannot write");
-    done += static_cast<std::size_t>(n);
-  }
-  if (fchmod(fd, 0644) != 0) return fail("cannot set the mode of");
-  if (fsync(fd) != 0) return fail("cannot fsync");
-  if (close(fd) != 0) {
-    std::string message = "cannot close " + tmp + " (for " + path + "): " + errno_text();
-    unlink(tmp.c_str());
-    return io_error(message);
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string message = "cannot rename " + tmp + " to " + path + ": " + errno_text();
-    unlink(tmp.c_str());
-    return io_error(message);
-  }
-  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
-  int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir_fd < 0 || fsync(dir_fd) != 0) {
-    std::string message = "cannot fsync the directory " + dir + " of " + path + ": " + errno_text();
-    if (dir_fd >= 0) close(dir_fd);
-    return io_error(message);
-  }
-  close(dir_fd);
-  return ok_status();
+  return write_file_atomically(path, text);
 }
 
 Result<Plan> read_plan(const std::string& path) {

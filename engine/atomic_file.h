@@ -1,0 +1,19 @@
+// Writing a file so that readers see the old contents or the new, never a part: a temporary
+// file beside the target, written, fsynced, renamed over it, and the directory fsynced. Used for
+// profiles and plans.
+//
+// Thread safety: a pure function of the file system.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "kernels/status.h"
+
+namespace ebb {
+
+// Writes `text` to `path` atomically, mode 0644. An I/O failure is kIoError naming the file
+// (and the temporary one) and leaves neither the temporary file nor a partial `path` behind.
+Status write_file_atomically(const std::string& path, std::string_view text);
+
+}  // namespace ebb
