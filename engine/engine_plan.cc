@@ -140,18 +140,21 @@ void Engine::plan_begin_iteration() {
 Status Engine::plan_before_op(std::size_t op_index, std::string_view name,
                               const std::vector<std::uint32_t>& input_slots) {
   if (executor_.active < 0 || executor_.diverged) return ok_status();
-  std::vector<std::size_t> input_bytes;
-  input_bytes.reserve(input_slots.size());
+  std::vector<std::size_t>& input_bytes = executor_.input_bytes;
+  input_bytes.clear();
   for (std::uint32_t slot : input_slots) input_bytes.push_back(tensors_.at(slot).bytes);
   const std::uint64_t signature = op_signature(name, input_bytes);
   executor_.run_signatures.push_back(signature);
-  const auto matches = [&](const CachedPlan& c) {
-    return c.signatures.size() > op_index &&
-           std::equal(executor_.run_signatures.begin(), executor_.run_signatures.end(),
-                      c.signatures.begin());
-  };
   auto& plans = executor_.plans;
-  if (!matches(plans[static_cast<std::size_t>(executor_.active)])) {
+  // The active plan matched every earlier op: only this one needs checking. Another plan must
+  // match the whole iteration so far.
+  const CachedPlan& current = plans[static_cast<std::size_t>(executor_.active)];
+  if (current.signatures.size() <= op_index || current.signatures[op_index] != signature) {
+    const auto matches = [&](const CachedPlan& c) {
+      return c.signatures.size() > op_index &&
+             std::equal(executor_.run_signatures.begin(), executor_.run_signatures.end(),
+                        c.signatures.begin());
+    };
     auto other = std::find_if(plans.begin(), plans.end(), matches);
     if (other == plans.end()) {
       // The loop left every plan: dynamic eviction finishes the iteration. What the plan moved

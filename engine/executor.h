@@ -69,6 +69,7 @@ struct ExecutorState {
   bool diverged = false;  // this iteration left every plan
   // Signatures of the ops run in this iteration, for matching another cached plan.
   std::vector<std::uint64_t> run_signatures;
+  std::vector<std::size_t> input_bytes;  // plan_before_op's scratch, kept to save an allocation
   // The active plan's actions by op index: evictions whose copy back starts before op k, and
   // evictions to apply right after op k.
   std::vector<std::vector<std::size_t>> prefetch_before;
