@@ -10,6 +10,7 @@
 #include <string>
 
 #include "engine/atomic_file.h"
+#include "engine/json_fields.h"
 #include "engine/plan.h"
 
 namespace ebb {
@@ -18,38 +19,11 @@ namespace {
 using Json = nlohmann::json;
 using OrderedJson = nlohmann::ordered_json;
 
-// Reads fields of JSON objects, naming each by its path from the root on failure.
-class FieldReader {
+// JsonFieldReader, and the field only plans and hardware profiles have.
+class FieldReader : public JsonFieldReader {
  public:
-  explicit FieldReader(const std::string& source) : source_(source) {}
+  using JsonFieldReader::JsonFieldReader;
 
-  Status fail(const std::string& path, const std::string& what) const {
-    return invalid_argument(source_ + ": " + path + ": " + what);
-  }
-  Result<const Json*> member(const Json& object, const std::string& path, const char* key) const {
-    auto it = object.find(key);
-    if (it == object.end()) return fail(path + key, "missing");
-    return &*it;
-  }
-  Result<std::uint64_t> unsigned_field(const Json& object, const std::string& path,
-                                       const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_number_unsigned()) {
-      return fail(path + key, "expected a non-negative integer, found " + v->dump());
-    }
-    return v->get<std::uint64_t>();
-  }
-  Result<std::int64_t> signed_field(const Json& object, const std::string& path,
-                                    const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_number_integer()) return fail(path + key, "expected an integer, found " + v->dump());
-    return v->get<std::int64_t>();
-  }
-  Result<double> number_field(const Json& object, const std::string& path, const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_number()) return fail(path + key, "expected a number, found " + v->dump());
-    return v->get<double>();
-  }
   // A bandwidth: a finite number >= 0.
   Result<double> bandwidth_field(const Json& object, const std::string& path,
                                  const char* key) const {
@@ -60,26 +34,6 @@ class FieldReader {
     }
     return v;
   }
-  Result<bool> bool_field(const Json& object, const std::string& path, const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_boolean()) return fail(path + key, "expected true or false, found " + v->dump());
-    return v->get<bool>();
-  }
-  Result<std::string> string_field(const Json& object, const std::string& path,
-                                   const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_string()) return fail(path + key, "expected a string, found " + v->dump());
-    return v->get<std::string>();
-  }
-  Result<const Json*> object_field(const Json& object, const std::string& path,
-                                   const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_object()) return fail(path + key, "expected an object");
-    return v;
-  }
-
- private:
-  const std::string& source_;
 };
 
 Result<HardwareModel> hardware_from(const Json& j, const FieldReader& r, const std::string& p) {

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "engine/atomic_file.h"
+#include "engine/json_fields.h"
 #include "engine/profile.h"
 
 namespace ebb {
@@ -56,58 +57,10 @@ void append_array(std::string& out, const char* key, const std::vector<T>& items
   out += last ? "\n" : ",\n";
 }
 
-// Reads fields of one JSON object, naming each by its path from the root on failure.
-class Reader {
+// Reads a profile's objects (fields by JsonFieldReader, naming each by its path on failure).
+class Reader : public JsonFieldReader {
  public:
-  explicit Reader(const std::string& source) : source_(source) {}
-
-  Status fail(const std::string& path, const std::string& what) const {
-    return invalid_argument(source_ + ": " + path + ": " + what);
-  }
-
-  Result<const Json*> member(const Json& object, const std::string& path, const char* key) const {
-    auto it = object.find(key);
-    if (it == object.end()) return fail(path + key, "missing");
-    return &*it;
-  }
-
-  Result<std::uint64_t> unsigned_at(const Json& value, const std::string& path) const {
-    if (!value.is_number_unsigned()) {
-      return fail(path, "expected a non-negative integer, found " + value.dump());
-    }
-    return value.get<std::uint64_t>();
-  }
-  Result<std::uint64_t> unsigned_field(const Json& object, const std::string& path,
-                                       const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    return unsigned_at(*v, path + key);
-  }
-  Result<std::string> string_field(const Json& object, const std::string& path,
-                                   const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_string()) return fail(path + key, "expected a string, found " + v->dump());
-    return v->get<std::string>();
-  }
-  Result<std::vector<std::size_t>> index_array(const Json& object, const std::string& path,
-                                               const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_array()) return fail(path + key, "expected an array, found " + v->dump());
-    std::vector<std::size_t> out;
-    out.reserve(v->size());
-    for (std::size_t i = 0; i < v->size(); ++i) {
-      EBB_ASSIGN_OR_RETURN(std::uint64_t x,
-                           unsigned_at((*v)[i], path + key + "[" + std::to_string(i) + "]"));
-      out.push_back(x);
-    }
-    return out;
-  }
-  Result<const Json*> array_field(const Json& object, const std::string& path,
-                                  const char* key) const {
-    EBB_ASSIGN_OR_RETURN(const Json* v, member(object, path, key));
-    if (!v->is_array())
-      return fail(path + key, "expected an array, found " + v->dump().substr(0, 80));
-    return v;
-  }
+  using JsonFieldReader::JsonFieldReader;
 
   Result<ProfiledTensor> tensor(const Json& j, const std::string& at) const {
     if (!j.is_object()) return fail(at, "expected an object");
@@ -159,9 +112,6 @@ class Reader {
     EBB_ASSIGN_OR_RETURN(m.reserved_bytes, unsigned_field(j, p, "reserved_bytes"));
     return m;
   }
-
- private:
-  const std::string& source_;
 };
 
 }  // namespace
