@@ -61,6 +61,15 @@ void index_plan_actions(ExecutorState& state, std::size_t index) {
         ev.prefetch_at >= earliest + advance ? ev.prefetch_at - advance : earliest;
     state.prefetch_before[at].push_back(e);
   }
+  // Copies back share one stream, first issued first served: of those issued at one op, the one
+  // needed first goes first, so that a prefetch moved earlier never queues ahead of a more urgent
+  // one.
+  const auto& evictions = cached.plan.evictions;
+  for (std::vector<std::size_t>& list : state.prefetch_before) {
+    std::sort(list.begin(), list.end(), [&](std::size_t a, std::size_t b) {
+      return std::tie(*evictions[a].needed_at, a) < std::tie(*evictions[b].needed_at, b);
+    });
+  }
 }
 
 Status Engine::set_plan(const Plan& plan, const Profile& profile) {
