@@ -1,13 +1,16 @@
 // `ebb plan FILE --budget B`: plans one profiled iteration (a profile JSON or a DTR log) under a
 // budget for a hardware model (--hw, or --link-gbps; 0 = recompute only), checks the plan on the
 // sim device and prints what it costs; --out writes the plan JSON. A budget no plan of the
-// policy fits exits 1 with the smallest feasible budget.
+// policy fits exits 1 with the smallest feasible budget. Recompute only, it prints the lower
+// bound that no recompute-only plan beats (engine/plan_bounds.h) too.
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
+#include "engine/plan_bounds.h"
 #include "engine/planner.h"
 #include "tools/commands.h"
 #include "tools/plan_eval.h"
@@ -34,6 +37,22 @@ int run_plan(const PlanArgs& args) {
   const ProfileFigures figures = profile_figures(*profile);
   Result<std::size_t> budget = resolve_budget(args.budget, figures.peak_live_bytes);
   if (!budget.ok()) return report_error(budget.status());
+  // Recompute only: what no plan can beat (engine/plan_bounds.h), beside what this one does.
+  std::optional<RecomputeBound> bound;
+  if (!hardware->has_host_link()) bound = recompute_lower_bound(*profile, *budget);
+  const auto bound_json = [&](nlohmann::ordered_json& out) {
+    if (!bound.has_value()) return;
+    nlohmann::ordered_json b;
+    b["min_budget_bytes"] = bound->min_budget_bytes;
+    b["min_budget_op"] = bound->min_budget_op;
+    b["extra_compute_s"] = static_cast<double>(bound->extra_compute_ns) * 1e-9;
+    b["extra_compute_fraction"] = figures.total_op_time_ns > 0
+                                      ? static_cast<double>(bound->extra_compute_ns) /
+                                            static_cast<double>(figures.total_op_time_ns)
+                                      : 0.0;
+    b["extra_compute_op"] = bound->extra_compute_op;
+    out["recompute_lower_bound"] = b;
+  };
   Result<Evaluation> result =
       evaluate_policy(*profile, args.policy, *budget, *hardware, !args.classic);
   if (!result.ok()) {
@@ -45,6 +64,7 @@ int run_plan(const PlanArgs& args) {
       out["budget_bytes"] = *budget;
       out["feasible"] = false;
       out["error"] = status.to_string();
+      bound_json(out);
       std::printf("%s\n", out.dump().c_str());
     }
     return report_error(status);
@@ -80,6 +100,7 @@ int run_plan(const PlanArgs& args) {
     out["recomputed_ops"] = r.stats.recomputed_ops;
     out["planned_evictions"] = evictions;
     out["planner_seconds"] = planner_s;
+    bound_json(out);
     std::printf("%s\n", out.dump().c_str());
     return 0;
   }
@@ -96,6 +117,14 @@ int run_plan(const PlanArgs& args) {
   std::printf("  evictions        %zu planned; %lld recomputed ops, %lld B swapped\n", evictions,
               static_cast<long long>(r.stats.recomputed_ops), static_cast<long long>(swapped));
   std::printf("  planner          %.3f s\n", planner_s);
+  if (bound.has_value()) {
+    std::printf(
+        "  lower bound      %.6f s extra (%.4f of base) for any recompute-only plan; none "
+        "fits below %zu B\n",
+        static_cast<double>(bound->extra_compute_ns) * 1e-9,
+        base_s > 0 ? static_cast<double>(bound->extra_compute_ns) * 1e-9 / base_s : 0.0,
+        bound->min_budget_bytes);
+  }
   return 0;
 }
 

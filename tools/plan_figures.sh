@@ -5,14 +5,16 @@
 # (DTR-style dynamic eviction) and `recompute-all`, recompute only (--link-gbps 0); then `plan`
 # with a 25 GB/s host link each way (swap allowed) as extra time fraction (predicted step / base
 # - 1), and the planner's time. "fails" is an infeasible budget (the smallest feasible one in
-# brackets where the planner found it).
+# brackets where the planner found it). The last column is the lower bound no recompute-only
+# plan can beat (engine/plan_bounds.h); "none fits" where the budget is below the bound's floor.
 #
 # Usage: tools/plan_figures.sh [EBB_BINARY] [DTR_LOG_DIR]
 set -euo pipefail
 ebb=${1:-build/bin/ebb}
 logs=${2:-$(dirname "$0")/../../shared/external/dtr_logs}
 
-# One `ebb plan --json` run; prints FIELD, or "fails (smallest%)" for an infeasible budget.
+# One `ebb plan --json` run; prints FIELD, or "fails (smallest%)" for an infeasible budget. A
+# FIELD inside recompute_lower_bound is printed whether or not the plan fits.
 figure() {
   local field=$1
   shift
@@ -25,6 +27,15 @@ try:
     r = json.loads(text)
 except ValueError:
     print("error"); sys.exit()
+if field.startswith("bound."):
+    b = r.get("recompute_lower_bound")
+    if b is None:
+        print("error")
+    elif b["extra_compute_fraction"] == 0 and b["min_budget_bytes"] > r["budget_bytes"]:
+        print("none fits")
+    else:
+        print("%.3f" % b[field[len("bound."):]])
+    sys.exit()
 if not r.get("feasible"):
     m = re.search(r"smallest feasible budget is \d+ bytes \(([\d.]+%)\)", r.get("error", ""))
     print("fails (%s)" % m.group(1) if m else "fails")
@@ -33,8 +44,8 @@ else:
 ' "$field" "$out"
 }
 
-echo "| log | budget | plan | dynamic | recompute-all | plan, 25 GB/s (time) | planner s |"
-echo "|---|---|---|---|---|---|---|"
+echo "| log | budget | plan | dynamic | recompute-all | plan, 25 GB/s (time) | planner s | lower bound |"
+echo "|---|---|---|---|---|---|---|---|"
 for log in unet resnet32 lstm; do
   for budget in 80 60 50 40 30 20; do
     file="$logs/$log.log"
@@ -43,6 +54,7 @@ for log in unet resnet32 lstm; do
     all=$(figure extra_compute_fraction "$file" --budget "$budget%" --link-gbps 0 --policy recompute-all)
     swap=$(figure extra_time_fraction "$file" --budget "$budget%" --link-gbps 25 --policy plan)
     seconds=$(figure planner_seconds "$file" --budget "$budget%" --link-gbps 0 --policy plan)
-    echo "| $log | $budget% | $plan | $dynamic | $all | $swap | $seconds |"
+    bound=$(figure bound.extra_compute_fraction "$file" --budget "$budget%" --link-gbps 0 --policy keep)
+    echo "| $log | $budget% | $plan | $dynamic | $all | $swap | $seconds | $bound |"
   done
 done

@@ -6,6 +6,7 @@
 #   4. tidy     tools/tidy.sh: clang-tidy over the library and tool sources, with build/'s flags
 #   5. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks) and its ctest
 #   6. tsan     build-tsan/ (RelWithDebInfo, ThreadSanitizer, no CUDA, no benchmarks) and its ctest
+#               (the threaded layers: not the command line, nor the planner on the sim device)
 # Stops at the first failing stage, exits non-zero, and says which stage failed.
 #   tools/test.sh               every stage
 #   tools/test.sh build asan    only the named stages

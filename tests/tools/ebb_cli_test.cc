@@ -372,6 +372,13 @@ TEST(EbbCli, PlanFitsTheBudgetAndWritesThePlan) {
   EXPECT_LE(r["peak_reserved_bytes"].get<long long>(), r["budget_bytes"].get<long long>());
   EXPECT_GT(r["planned_evictions"].get<long long>(), 0);
   EXPECT_EQ(r["swapped_bytes"].get<long long>(), 0);  // no host link by default
+  // Recompute only: the bound no plan beats comes with it, and this plan does not beat it.
+  ASSERT_TRUE(r.contains("recompute_lower_bound")) << run.out;
+  const nlohmann::json& bound = r["recompute_lower_bound"];
+  EXPECT_GT(bound["extra_compute_fraction"].get<double>(), 0);
+  EXPECT_LE(bound["extra_compute_fraction"].get<double>(),
+            r["extra_compute_fraction"].get<double>());
+  EXPECT_LE(bound["min_budget_bytes"].get<long long>(), r["budget_bytes"].get<long long>());
   std::ifstream file(out);
   nlohmann::json plan = nlohmann::json::parse(file);
   EXPECT_EQ(plan["version"], 1);
@@ -387,7 +394,9 @@ TEST(EbbCli, PlanReportsTheSmallestFeasibleBudget) {
   EXPECT_NE(run.err.find("OutOfMemory"), std::string::npos) << run.err;
   EXPECT_NE(run.err.find("is infeasible for policy plan"), std::string::npos) << run.err;
   EXPECT_NE(run.err.find("the smallest feasible budget is "), std::string::npos) << run.err;
-  EXPECT_EQ(nlohmann::json::parse(run.out)["feasible"], false);
+  nlohmann::json r = nlohmann::json::parse(run.out);
+  EXPECT_EQ(r["feasible"], false);
+  EXPECT_GT(r["recompute_lower_bound"]["min_budget_bytes"].get<long long>(), 0);
 }
 
 TEST(EbbCli, PlanWithAHostLinkSwaps) {
@@ -398,6 +407,7 @@ TEST(EbbCli, PlanWithAHostLinkSwaps) {
   EXPECT_EQ(r["hardware"], "pcie4-25gbps");
   EXPECT_GT(r["swapped_bytes"].get<long long>(), 0);
   EXPECT_LE(r["peak_reserved_bytes"].get<long long>(), r["budget_bytes"].get<long long>());
+  EXPECT_FALSE(r.contains("recompute_lower_bound")) << "a swap is no replay: no such bound";
 
   run = ebb("plan " + generated_profile() + " --budget 95% --policy swap-all --link-gbps 0");
   EXPECT_EQ(run.exit_code, 1);
