@@ -176,6 +176,7 @@ Result<Tensor> Engine::create_filled(TensorSpec spec, const void* host_data,
   r.last_access = tick_;
   const std::uint32_t slot = tensors_.add(std::move(r));
   if (in_iteration_ && profiler_->recording()) profiler_->on_tensor_created(tensors_, slot);
+  if (in_iteration_) plan_tensor_created(slot);
   return Tensor(this, tensors_.id_of(slot));
 }
 

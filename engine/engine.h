@@ -110,6 +110,13 @@ struct EngineOptions {
 };
 
 // Counters since the engine was created. Bytes are tensor bytes as the specs ask.
+// One move of a tensor's bytes during an iteration, as Engine::set_residency_log records it.
+struct ResidencyEvent {
+  std::uint64_t tensor = 0;           // Tensor::id()
+  std::size_t ops_launched = 0;       // ops of the iteration launched when it moved
+  Residency to = Residency::kDevice;  // kDevice: back (swap-in, prefetch, replay); else away
+};
+
 struct EngineStats {
   std::int64_t ops_run = 0;             // run() calls that launched their op
   std::int64_t evictions = 0;           // tensors evicted (dropped or swapped out)
@@ -211,6 +218,9 @@ class Engine {
   // The plan the current (or next) iteration follows; nullptr when none.
   const Plan* active_plan() const;
   ExecutorStats executor_stats() const { return executor_stats_; }
+  // Records every eviction, swap-in, prefetch and replay of the iterations from now on into
+  // `log` (not owned; nullptr: stop), in the order they happen. Program frees are not moves.
+  void set_residency_log(std::vector<ResidencyEvent>* log) { residency_log_ = log; }
 
   // For Tensor's accessors. REQUIRES: a live tensor of this engine.
   const TensorRecord& record(const Tensor& tensor) const;
@@ -232,6 +242,11 @@ class Engine {
   Status take_closure_error();
 
   // Residency (engine_residency.cc).
+  void log_residency(std::uint32_t slot, Residency to) {
+    if (residency_log_ != nullptr && in_iteration_) {
+      residency_log_->push_back({tensors_.id_of(slot), tape_.size(), to});
+    }
+  }
   Status make_resident(std::uint32_t slot, std::string_view op);
   Status swap_in(std::uint32_t slot, std::string_view op);
   Status recompute(std::uint32_t slot, std::string_view op);
@@ -268,6 +283,11 @@ class Engine {
   // that a replay rebuilt inside their planned interval.
   void plan_after_op(std::size_t op_index);
   void plan_begin_iteration();
+  // A tensor made by input()/parameter() inside the iteration, or live at its start.
+  void plan_tensor_created(std::uint32_t slot);
+  // Drops, until `bytes_needed` are freed, the tensors a replay of the current op rebuilt that
+  // the plan keeps off the device (plan_after_op would drop them after the op); the bytes freed.
+  std::size_t drop_rebuilt_planned_off(std::size_t bytes_needed);
   // After the device was synchronized: late-prefetch feedback, counters, re-planning.
   Status plan_end_iteration(bool ok, bool profile_completed);
   // Starts the copy back of the swapped tensor in `slot` on the prefetch stream.
@@ -361,6 +381,7 @@ class Engine {
   // Names of the tensors released by the last end_iteration, for the use-after-release message.
   std::unordered_map<std::uint64_t, std::string> retired_names_;
   std::uint64_t tick_ = 0;
+  std::vector<ResidencyEvent>* residency_log_ = nullptr;
   bool in_iteration_ = false;
   std::string current_op_;  // the op being run, for the eviction callback's messages
   Status deferred_error_;   // from an IterationScope's destructor, returned by the next call

@@ -61,6 +61,7 @@ bool Engine::spill_to_nvme(std::uint32_t slot) {
   ++stats_.swap_outs;
   ++stats_.nvme_spills;
   stats_.nvme_written_bytes += static_cast<std::int64_t>(r.bytes);
+  log_residency(slot, Residency::kNvme);
   return true;
 }
 
@@ -89,6 +90,7 @@ Status Engine::swap_in_from_nvme(std::uint32_t slot, std::string_view op) {
   r.residency = Residency::kDevice;
   stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
   stats_.nvme_read_bytes += static_cast<std::int64_t>(bytes);
+  log_residency(slot, Residency::kDevice);
   return ok_status();
 }
 

@@ -142,8 +142,27 @@ void Engine::plan_begin_iteration() {
   index_plan_actions(executor_, static_cast<std::size_t>(executor_.active));
   executor_.slot_of.assign(
       executor_.plans[static_cast<std::size_t>(executor_.active)].profile.tensors.size(), kNoSlot);
+  // The profiler numbers the tensors live at the start first, in slot order.
+  executor_.next_unproduced = 0;
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    const TensorRecord& r = tensors_.at(slot);
+    if (r.live && !r.released) plan_tensor_created(slot);
+  }
   // After a divergence, profile iterations until one shows the shape no plan covers.
   if (executor_.reprofile && !profiler_->recording()) profiler_->record_more(1);
+}
+
+void Engine::plan_tensor_created(std::uint32_t slot) {
+  if (executor_.active < 0 || executor_.diverged) return;
+  const Profile& profile = executor_.plans[static_cast<std::size_t>(executor_.active)].profile;
+  // Tensors without a producer come first in a profile, in the order they appeared: the next
+  // one is this tensor when the sizes agree (else the work differs, and op matching will say).
+  std::size_t& next = executor_.next_unproduced;
+  if (next >= profile.tensors.size() || profile.tensors[next].producer.has_value() ||
+      profile.tensors[next].bytes != tensors_.at(slot).bytes) {
+    return;
+  }
+  executor_.slot_of[next++] = slot;
 }
 
 Status Engine::plan_before_op(std::size_t op_index, std::string_view name,
@@ -234,6 +253,7 @@ Status Engine::prefetch(std::uint32_t slot, std::size_t eviction) {
   executor_.prefetched_by[slot] = static_cast<std::uint32_t>(eviction + 1);
   stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
   ++executor_stats_.prefetches;
+  log_residency(slot, Residency::kDevice);
   return ok_status();
 }
 
@@ -320,6 +340,30 @@ void Engine::plan_after_op(std::size_t op_index) {
     if (evict_one(slot, EvictionMethod::kRecompute)) ++executor_stats_.planned_drops;
   }
   rebuilt_.clear();
+}
+
+std::size_t Engine::drop_rebuilt_planned_off(std::size_t bytes_needed) {
+  if (executor_.active < 0 || executor_.diverged || rebuilt_.empty()) return 0;
+  const CachedPlan& cached = executor_.plans[static_cast<std::size_t>(executor_.active)];
+  const std::size_t op_index = tape_.size();  // the op being prepared
+  std::size_t freed = 0;
+  std::vector<std::uint8_t> memo;
+  for (std::uint32_t slot : rebuilt_) {
+    if (freed >= bytes_needed) break;
+    if (slot >= executor_.planned_off.size() || executor_.planned_off[slot] == 0) continue;
+    const Eviction& ev = cached.plan.evictions[executor_.planned_off[slot] - 1];
+    if (ev.method == EvictionMethod::kRecompute && op_index >= ev.prefetch_at) continue;
+    const TensorRecord& r = tensors_.at(slot);
+    if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0 || !droppable(r)) continue;
+    memo.assign(tensors_.slot_count(), 0);
+    if (!recoverable(tensors_, tape_, slot, memo)) continue;
+    Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
+    if (!block.ok()) continue;
+    drop(slot);
+    ++executor_stats_.planned_drops;
+    freed += *block;
+  }
+  return freed;
 }
 
 Status Engine::plan_end_iteration(bool ok, bool profile_completed) {

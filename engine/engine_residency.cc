@@ -147,6 +147,7 @@ Status Engine::swap_in(std::uint32_t slot, std::string_view op) {
   r.device_ptr = *ptr;
   r.residency = Residency::kDevice;
   stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
+  log_residency(slot, Residency::kDevice);
   return ok_status();
 }
 
@@ -218,6 +219,7 @@ Status Engine::recompute(std::uint32_t slot, std::string_view op) {
       a.residency = Residency::kDevice;
       a.last_access = tick_;
       ++a.lock_count;
+      log_residency(out, Residency::kDevice);
       adopted.push_back(out);
     } else {
       scratch.push_back(*ptr);
@@ -269,8 +271,12 @@ std::size_t Engine::evict(std::size_t bytes_needed) {
   // needed sooner for one needed later.
   if (prefetching_) return 0;
   ++stats_.eviction_calls;
+  // What the plan keeps off the device but a replay of this op rebuilt goes first: the plan
+  // drops it after the op anyway.
+  std::size_t freed = drop_rebuilt_planned_off(bytes_needed);
+  if (freed >= bytes_needed) return freed;
   const std::int64_t evictions_before = stats_.evictions;
-  const std::size_t freed = evict_for(bytes_needed);
+  freed += evict_for(bytes_needed - freed);
   if (executor_.active >= 0 && !executor_.diverged) {
     executor_stats_.fallback_evictions += stats_.evictions - evictions_before;
   }
@@ -389,6 +395,7 @@ bool Engine::swap_out(std::uint32_t slot) {
   r.residency = Residency::kHost;
   ++stats_.evictions;
   ++stats_.swap_outs;
+  log_residency(slot, Residency::kHost);
   return true;
 }
 
@@ -407,6 +414,7 @@ void Engine::drop(std::uint32_t slot) {
   r.residency = Residency::kDropped;
   ++stats_.evictions;
   ++stats_.drops;
+  log_residency(slot, Residency::kDropped);
 }
 
 void Engine::reclaim_clean_copies(std::size_t bytes) {

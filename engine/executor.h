@@ -75,7 +75,10 @@ struct ExecutorState {
   std::vector<std::vector<std::size_t>> prefetch_before;
   std::vector<std::vector<std::size_t>> evict_after;
   // Profile tensor id -> engine slot, learned as ops read and write tensors (kNoSlot: unseen).
+  // The tensors that exist before the iteration's first op are mapped as the profiler numbers
+  // them (see plan_tensor_created), so that a plan may move them before any op reads them.
   std::vector<std::uint32_t> slot_of;
+  std::size_t next_unproduced = 0;  // the next profile tensor without a producer to map
   // Per engine slot (grown on demand): the eviction (index + 1) the tensor is off the device for
   // under the plan, 0 when none. A tensor rebuilt inside such an interval (as the input of a
   // replay) is dropped again after the op.

@@ -132,11 +132,10 @@ Status validate_plan(const Plan& plan, const Profile& profile, const std::string
       return fail(at + "needed_at", "op " + std::to_string(*e.needed_at) + " is out of range (" +
                                         std::to_string(ops) + " ops)");
     }
-    const bool produced_or_read =
-        (t.producer.has_value() && *t.producer == e.evict_after) || reads(t, e.evict_after);
-    if (t.producer.has_value() ? !produced_or_read : false) {
-      return fail(at + "evict_after", "op " + std::to_string(e.evict_after) +
-                                          " neither produces nor reads " + tensor_text);
+    if (t.producer.has_value() && e.evict_after < *t.producer) {
+      return fail(at + "evict_after", "op " + std::to_string(e.evict_after) + " comes before " +
+                                          tensor_text + " is produced (by op " +
+                                          std::to_string(*t.producer) + ")");
     }
     const std::optional<std::size_t> last = t.last_use();
     // Bytes a program frees after op f are gone for ops > f; without a free, at the end.

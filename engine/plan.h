@@ -20,8 +20,10 @@
 //  - `needed_at` is nullopt when no op reads the tensor again: the bytes are given up early
 //    (before the program's own free) at no cost.
 // A tensor may have several evictions, in disjoint intervals, each between two of its uses:
-// evict_after is an op that produces or reads it (or, for a tensor that exists before the
-// iteration, any op), no op in (evict_after, needed_at) reads it, and needed_at reads it.
+// evict_after is its producer or any later op (any op for a tensor that exists before the
+// iteration; a planner frees at a use, the engine's dynamic eviction written down as a plan
+// frees where it ran out of room), no op in (evict_after, needed_at) reads it, and needed_at
+// reads it.
 //
 // Plans are written as JSON beside the profile (profiles/README.md, "The plan format") and
 // carry the fingerprint of the profile they were made for, so that a plan is never applied to

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 
 #include "engine/plan_model.h"
@@ -143,6 +144,50 @@ Result<Plan> fit(const Profile& profile, const PlannerOptions& options, SwapUse 
   return last;
 }
 
+// The engine's own dynamic eviction (no profile needed) run on the sim at the budget, what it
+// did written down as a plan (SimulationOptions::evictions_taken): so `plan` has a candidate
+// wherever dynamic eviction fits, and knows its swaps and replays before the step runs. Frees in
+// another order leave other holes in the allocator's pages, so the written-down plan alone may
+// not fit where the run it came from did: then it runs again on the sim with dynamic eviction
+// making room where it does not, and what that run moved (the plan's moves and the rescues) is
+// the next plan, until one fits alone.
+// `to_beat`: the predicted step of the best plan in hand; a dynamic run no faster is not
+// written down (kFailedPrecondition).
+Result<Plan> from_dynamic(const Profile& profile, const PlannerOptions& options,
+                          EvictionPolicy policy, std::int64_t to_beat, double* planner_seconds) {
+  const Clock::time_point start = Clock::now();
+  std::vector<Eviction> taken;
+  SimulationOptions sim;
+  sim.budget_bytes = options.budget_bytes;
+  sim.hardware = options.hardware;
+  sim.policy = policy;
+  sim.expandable_segments = options.expandable_segments;
+  sim.evictions_taken = &taken;
+  Result<SimulationResult> dynamic = simulate_profile(profile, sim);
+  *planner_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  EBB_RETURN_IF_ERROR(dynamic.status());
+  if (dynamic->simulated.count() >= to_beat) {
+    return failed_precondition("dynamic eviction is no faster than the plan in hand");
+  }
+  Status last = ok_status();
+  for (int round = 0; round <= std::max(options.check_rounds, 0); ++round) {
+    Attempt a;
+    a.evictions = taken;
+    Plan plan = plan_of(profile, options, std::move(a));
+    last = check_on_sim(profile, options, plan);
+    if (last.ok()) return plan;
+    if (last.code() != StatusCode::kOutOfMemory) return last;
+    const Clock::time_point again = Clock::now();
+    sim.plan = &plan;
+    sim.plan_fallback = true;
+    Result<SimulationResult> rescued = simulate_profile(profile, sim);
+    sim.plan = nullptr;
+    *planner_seconds += std::chrono::duration<double>(Clock::now() - again).count();
+    if (!rescued.ok()) return last;
+  }
+  return last;
+}
+
 std::string percent(std::size_t bytes, std::size_t of) {
   char text[32];
   std::snprintf(text, sizeof text, "%.1f%%",
@@ -257,6 +302,18 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     Result<Plan> other = fit(profile, swap_all, SwapUse::kScored, &seconds);
     if (other.ok()) other->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
     keep_faster(std::move(other));
+  }
+  if (options.policy == PlanPolicy::kPlan && options.check_rounds > 0 && !at_op_time()) {
+    // With a link, dynamic eviction by swap and recompute, and by recompute alone: either may be
+    // the faster.
+    std::vector<EvictionPolicy> dynamic{EvictionPolicy::kRecompute};
+    if (options.hardware.has_host_link()) dynamic.insert(dynamic.begin(), EvictionPolicy::kBoth);
+    for (EvictionPolicy policy : dynamic) {
+      keep_faster(from_dynamic(
+          profile, options, policy,
+          plan.ok() ? plan->predicted.step_ns : std::numeric_limits<std::int64_t>::max(),
+          &seconds));
+    }
   }
   if (plan.ok()) {
     plan->planner_seconds = seconds;

@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/sim/sim_device.h"
@@ -20,9 +23,95 @@ TensorSpec spec_of(const ProfiledTensor& t) {
       t.name, {static_cast<std::int64_t>(std::max<std::size_t>(t.bytes, 1))}, DType::kU8, t.kind};
 }
 
+// Writes down the moves an engine logged during one iteration (Engine::set_residency_log) as plan
+// evictions: each interval a tensor spent off the device, from the moment it left (after op
+// t - 1 when t ops had been launched) to the op before which it came back (prefetch_at) and the
+// next op that reads it (needed_at). A tensor brought back for a replay only (no op read it
+// before it left again) is off for one interval throughout: the plan's chains rebuild it.
+std::vector<Eviction> evictions_from_log(
+    const Profile& profile, const std::vector<ResidencyEvent>& log,
+    const std::unordered_map<std::uint64_t, std::size_t>& ids) {
+  struct Open {
+    bool off = false;
+    std::size_t left = 0;  // ops launched when it left
+    EvictionMethod method = EvictionMethod::kRecompute;
+    OffloadTier tier = OffloadTier::kHost;
+    std::size_t written = 0;  // 1 + index in `out` of its last interval that came back; 0: none
+    std::size_t written_left = 0;
+  };
+  std::vector<Open> open(profile.tensors.size());
+  // The program frees a tensor after op freed_after; the engine may keep its bytes longer (a
+  // replay reads them) and move them then, which is no concern of the plan's.
+  std::vector<std::size_t> freed_after(profile.tensors.size(),
+                                       std::numeric_limits<std::size_t>::max());
+  for (const ProfiledOp& op : profile.ops) {
+    for (std::size_t t : op.frees) freed_after[t] = op.index;
+  }
+  std::vector<Eviction> out;
+  std::vector<bool> merged;
+  const auto close = [&](std::size_t id, std::optional<std::size_t> back) {
+    Open& o = open[id];
+    if (!o.off) return;
+    o.off = false;
+    const ProfiledTensor& t = profile.tensors[id];
+    Eviction ev;
+    ev.tensor = id;
+    ev.method = o.method;
+    ev.tier = o.tier;
+    ev.evict_after = o.left > 0 ? o.left - 1 : 0;
+    if (t.producer.has_value()) ev.evict_after = std::max(ev.evict_after, *t.producer);
+    o.written = 0;
+    if (back.has_value()) {
+      auto next = std::lower_bound(t.accesses.begin(), t.accesses.end(), *back);
+      if (next != t.accesses.end()) {
+        ev.needed_at = *next;
+        ev.prefetch_at = std::max(*back, ev.evict_after + 1);
+        o.written = out.size() + 1;
+        o.written_left = o.left;
+      }
+    }
+    out.push_back(ev);
+    merged.push_back(false);
+  };
+  for (const ResidencyEvent& e : log) {
+    auto found = ids.find(e.tensor);
+    if (found == ids.end()) continue;
+    const std::size_t id = found->second;
+    Open& o = open[id];
+    if (e.to == Residency::kDevice) {
+      close(id, e.ops_launched);
+      continue;
+    }
+    if (o.off || (e.ops_launched > 0 && e.ops_launched - 1 > freed_after[id])) continue;
+    o.off = true;
+    o.left = e.ops_launched;
+    o.method = e.to == Residency::kDropped ? EvictionMethod::kRecompute : EvictionMethod::kSwap;
+    o.tier = e.to == Residency::kNvme ? OffloadTier::kNvme : OffloadTier::kHost;
+    // Back for a replay only, and away again before an op read it: one interval.
+    if (o.written > 0 && *out[o.written - 1].needed_at + 1 > e.ops_launched) {
+      merged[o.written - 1] = true;
+      o.left = o.written_left;
+      o.method = out[o.written - 1].method;
+      o.tier = out[o.written - 1].tier;
+    }
+    o.written = 0;
+  }
+  for (std::size_t id = 0; id < open.size(); ++id) close(id, std::nullopt);
+  std::vector<Eviction> kept;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (!merged[i]) kept.push_back(out[i]);
+  }
+  std::sort(kept.begin(), kept.end(), [](const Eviction& x, const Eviction& y) {
+    return std::tie(x.evict_after, x.tensor) < std::tie(y.evict_after, y.tensor);
+  });
+  return kept;
+}
+
 // `named_as_profiled`: ops run under their profiled names, which the executor matches against the
 // plan's profile; otherwise "op <index> <name>", which error messages then name.
-Status run_iteration(const Profile& profile, Engine& engine, bool named_as_profiled) {
+// `ids` (when not null) receives each engine tensor's profile id.
+Status run_iteration(const Profile& profile, Engine& engine, bool named_as_profiled,
+                     std::unordered_map<std::uint64_t, std::size_t>* ids) {
   std::vector<std::optional<Tensor>> tensors(profile.tensors.size());
   for (const ProfiledTensor& t : profile.tensors) {
     if (t.producer.has_value()) continue;
@@ -30,6 +119,7 @@ Status run_iteration(const Profile& profile, Engine& engine, bool named_as_profi
                                                        : engine.parameter(spec_of(t), nullptr);
     if (!made.ok()) return made.status();
     tensors[t.id] = *made;
+    if (ids != nullptr) ids->emplace(made->id(), t.id);
   }
   EBB_RETURN_IF_ERROR(engine.begin_iteration());
   std::vector<Tensor> inputs;
@@ -50,7 +140,10 @@ Status run_iteration(const Profile& profile, Engine& engine, bool named_as_profi
         engine.run(
             named_as_profiled ? op.name : "op " + std::to_string(op.index) + " " + op.name, inputs,
             std::move(outputs), [](const OpArgs&) {}, std::chrono::nanoseconds(op.duration_ns)));
-    for (std::size_t i = 0; i < op.outputs.size(); ++i) tensors[op.outputs[i]] = made[i];
+    for (std::size_t i = 0; i < op.outputs.size(); ++i) {
+      tensors[op.outputs[i]] = made[i];
+      if (ids != nullptr) ids->emplace(made[i].id(), op.outputs[i]);
+    }
     for (std::size_t id : op.frees) {
       if (!tensors[id].has_value()) continue;
       EBB_RETURN_IF_ERROR(engine.release(*tensors[id]));
@@ -140,11 +233,18 @@ Result<SimulationResult> simulate_profile(const Profile& recorded,
   engine_options.expandable_segments = options.expandable_segments;
   // Address space only on sim: generous, so that swapping is never limited by the host tier.
   engine_options.host_tier_bytes = round_up(std::max(4 * figures.peak_live_bytes, kGiB), 2 * kMiB);
-  engine_options.policy = options.plan != nullptr ? EvictionPolicy::kNone : options.policy;
+  engine_options.policy =
+      options.plan != nullptr && !options.plan_fallback ? EvictionPolicy::kNone : options.policy;
   engine_options.host_link_bytes_per_s = h2d;
   EBB_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(engine_options));
   if (options.plan != nullptr) EBB_RETURN_IF_ERROR(engine->set_plan(*options.plan, profile));
-  EBB_RETURN_IF_ERROR(run_iteration(profile, *engine, options.plan != nullptr));
+  std::vector<ResidencyEvent> log;
+  std::unordered_map<std::uint64_t, std::size_t> ids;
+  const bool record = options.evictions_taken != nullptr;
+  if (record) engine->set_residency_log(&log);
+  EBB_RETURN_IF_ERROR(
+      run_iteration(profile, *engine, options.plan != nullptr, record ? &ids : nullptr));
+  if (record) *options.evictions_taken = evictions_from_log(profile, log, ids);
 
   SimulationResult result;
   const AllocatorStats stats = engine->allocator().stats();

@@ -3,8 +3,9 @@
 // swapped bytes and the simulated time of the iteration. Ops run as empty closures whose cost
 // is their profiled duration, and copies take the hardware model's link time, so the workload
 // may be far larger than this machine. With a plan, the engine runs it (Engine::set_plan) with
-// dynamic eviction off, so that a plan that does not fit fails instead of being rescued; with
-// none, the dynamic eviction policy decides.
+// dynamic eviction off, so that a plan that does not fit fails instead of being rescued (unless
+// plan_fallback asks for the rescue); with none, the dynamic eviction policy decides. Either
+// way, what the iteration moved can be written down as a plan (evictions_taken).
 //
 // Thread safety: a pure function; each call builds its own device and engine.
 #pragma once
@@ -29,6 +30,14 @@ struct SimulationOptions {
   EvictionPolicy policy = EvictionPolicy::kNone;  // dynamic eviction; ignored with a plan
   bool expandable_segments = true;
   const Plan* plan = nullptr;  // not owned; nullptr: dynamic eviction only
+  // With a plan: dynamic eviction by `policy` makes room where the plan does not (the planner
+  // uses it to complete a plan; a plan is judged with this off).
+  bool plan_fallback = false;
+  // Not owned; receives what the iteration moved (dynamic eviction, the plan, or both) as plan
+  // evictions sorted as Plan::evictions wants: each interval a tensor spent off the device,
+  // from the moment it left to the op before which it came back (prefetch_at: the copy back or
+  // the replay) and the op that read it next (needed_at). Made for as_engine_runs(profile).
+  std::vector<Eviction>* evictions_taken = nullptr;
 };
 
 struct SimulationResult {

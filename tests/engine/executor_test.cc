@@ -260,6 +260,78 @@ TEST(Executor, DivergenceFallsBackThenPlansTheNewShapeOnce) {
   EXPECT_GE(stats.plan_switches, 1);
 }
 
+// A parameter the plan moves before any op reads it (so the executor must know it from the start of
+// the iteration), and an activation moved after an op that does not read it.
+TEST(Executor, MovesTensorsAtOpsThatDoNotReadThem) {
+  auto device = test_ops::make_cpu_device();
+  constexpr std::size_t n = 16 * 1024;
+  const auto n64 = static_cast<std::int64_t>(n);
+  const std::vector<float> w0 = test_ops::random_floats(n, 3);
+  const std::vector<float> x0 = test_ops::random_floats(n, 4);
+  auto step = [&](Engine& engine, const Tensor& w) -> Result<std::vector<float>> {
+    IterationScope iteration(engine);
+    EBB_RETURN_IF_ERROR(iteration.status());
+    EBB_ASSIGN_OR_RETURN(Tensor x, engine.input(f32("x", {n64}), x0.data()));
+    EBB_ASSIGN_OR_RETURN(std::vector<Tensor> a,
+                         engine.run("a", {x}, {f32("a", {n64})}, test_ops::tanh_op(n)));
+    EBB_ASSIGN_OR_RETURN(std::vector<Tensor> b,
+                         engine.run("b", {a[0]}, {f32("b", {n64})}, test_ops::tanh_op(n)));
+    EBB_ASSIGN_OR_RETURN(std::vector<Tensor> c,
+                         engine.run("c", {b[0]}, {f32("c", {n64})}, test_ops::tanh_op(n)));
+    EBB_ASSIGN_OR_RETURN(std::vector<Tensor> d, engine.run("d", {c[0], a[0]}, {f32("d", {n64})},
+                                                           test_ops::tanh_backward(n)));
+    EBB_ASSIGN_OR_RETURN(std::vector<Tensor> e,
+                         engine.run("e", {d[0], w}, {f32("e", {n64})}, test_ops::tanh_backward(n)));
+    std::vector<float> result(n);
+    EBB_RETURN_IF_ERROR(engine.read(e[0], result.data(), n * sizeof(float)));
+    EBB_RETURN_IF_ERROR(iteration.end());
+    return result;
+  };
+  auto reference_engine = Engine::create({.device = *device}).value();
+  const Tensor w_ref =
+      reference_engine->parameter(f32("w", {n64}, TensorKind::kParameter), w0.data()).value();
+  const std::vector<float> reference = step(*reference_engine, w_ref).value();
+
+  auto engine = Engine::create({.device = *device, .policy = EvictionPolicy::kNone}).value();
+  const Tensor w = engine->parameter(f32("w", {n64}, TensorKind::kParameter), w0.data()).value();
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(step(*engine, w).ok());
+  const Profile profile = engine->profile().value();
+  Plan plan;
+  plan.policy = "test";
+  plan.budget_bytes = engine->allocator().budget_bytes();
+  plan.profile = profile_key(profile);
+  plan.hardware.name = "test";
+  plan.hardware.host_to_device_bytes_per_s = 10e9;
+  plan.hardware.device_to_host_bytes_per_s = 10e9;
+  // w is read by op 4 alone: out after op 0, back from op 3. a is read by ops 1 and 3: out after
+  // op 2, which does not read it, and back before op 3.
+  Eviction out_w;
+  out_w.tensor = tensor_id(profile, "w");
+  out_w.method = EvictionMethod::kSwap;
+  out_w.evict_after = 0;
+  out_w.prefetch_at = 3;
+  out_w.needed_at = 4;
+  Eviction out_a;
+  out_a.tensor = tensor_id(profile, "a");
+  out_a.method = EvictionMethod::kSwap;
+  out_a.evict_after = 2;
+  out_a.prefetch_at = 3;
+  out_a.needed_at = 3;
+  plan.evictions = {out_w, out_a};
+  ASSERT_TRUE(validate_plan(plan, profile, "test").ok());
+  ASSERT_TRUE(engine->set_plan(plan, profile).ok());
+  for (int i = 0; i < 3; ++i) {
+    Result<std::vector<float>> r = step(*engine, w);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_EQ(std::memcmp(r->data(), reference.data(), n * sizeof(float)), 0) << "iteration " << i;
+  }
+  const ExecutorStats stats = engine->executor_stats();
+  EXPECT_EQ(stats.planned_iterations, 3);
+  EXPECT_EQ(stats.planned_swap_outs, 2 * 3);
+  EXPECT_EQ(stats.skipped_actions, 0);
+  EXPECT_EQ(stats.prefetches, 2 * 3);
+}
+
 // The chain on the sim device: ops cost `op_cost` of virtual time and compute nothing, so when a
 // copy back arrives against the op that reads it depends on the modelled link alone, never on
 // the load of the machine running the test.
