@@ -338,7 +338,11 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     if (other.ok()) other->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
     keep_faster(std::move(other));
   }
-  if (options.policy == PlanPolicy::kPlan && options.check_rounds > 0 && !at_op_time()) {
+  // Dynamic eviction ranks every resident tensor at each eviction, so its sim run grows faster
+  // than the search's on long profiles: there it is run only when nothing else fits.
+  constexpr std::size_t kDynamicCandidateOps = 4096;
+  if (options.policy == PlanPolicy::kPlan && options.check_rounds > 0 && !at_op_time() &&
+      (!plan.ok() || profile.ops.size() <= kDynamicCandidateOps)) {
     // With a link, dynamic eviction by swap and recompute, and by recompute alone: either may be
     // the faster.
     std::vector<EvictionPolicy> dynamic{EvictionPolicy::kRecompute};
@@ -348,6 +352,17 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
           profile, options, policy,
           plan.ok() ? plan->predicted.step_ns : std::numeric_limits<std::int64_t>::max(),
           &seconds));
+    }
+  }
+  if (!plan.ok() && options.policy == PlanPolicy::kPlan) {
+    // Nothing cheaper fits: the checkpointing baselines, whose replays rebuild whole chains at
+    // a high price but in little memory, are the last candidates.
+    for (PlanPolicy baseline : {PlanPolicy::kSqrt, PlanPolicy::kRecomputeAll}) {
+      PlannerOptions other = options;
+      other.policy = baseline;
+      Result<Plan> made = fit(profile, other, SwapUse::kNone, &seconds);
+      if (made.ok()) made->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
+      keep_faster(std::move(made));
     }
   }
   if (plan.ok()) {
@@ -371,6 +386,14 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     swap_all.policy = PlanPolicy::kSwapAll;
     std::optional<std::size_t> s = smallest_feasible(profile, swap_all, SwapUse::kScored);
     if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+  }
+  if (options.policy == PlanPolicy::kPlan) {
+    for (PlanPolicy baseline : {PlanPolicy::kSqrt, PlanPolicy::kRecomputeAll}) {
+      PlannerOptions other = options;
+      other.policy = baseline;
+      std::optional<std::size_t> s = smallest_feasible(profile, other, SwapUse::kNone);
+      if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+    }
   }
   if (smallest.has_value()) {
     message += "; the smallest feasible budget is " + std::to_string(*smallest) + " bytes (" +

@@ -305,19 +305,15 @@ TEST(Executor, MovesTensorsAtOpsThatDoNotReadThem) {
   plan.hardware.device_to_host_bytes_per_s = 10e9;
   // w is read by op 4 alone: out after op 0, back from op 3. a is read by ops 1 and 3: out after
   // op 2, which does not read it, and back before op 3.
-  Eviction out_w;
-  out_w.tensor = tensor_id(profile, "w");
-  out_w.method = EvictionMethod::kSwap;
-  out_w.evict_after = 0;
-  out_w.prefetch_at = 3;
-  out_w.needed_at = 4;
-  Eviction out_a;
-  out_a.tensor = tensor_id(profile, "a");
-  out_a.method = EvictionMethod::kSwap;
-  out_a.evict_after = 2;
-  out_a.prefetch_at = 3;
-  out_a.needed_at = 3;
-  plan.evictions = {out_w, out_a};
+  const auto swap = [&](const std::string& name, std::size_t after, std::size_t prefetch,
+                        std::size_t needed) {
+    return Eviction{.tensor = tensor_id(profile, name),
+                    .method = EvictionMethod::kSwap,
+                    .evict_after = after,
+                    .prefetch_at = prefetch,
+                    .needed_at = needed};
+  };
+  plan.evictions = {swap("w", 0, 3, 4), swap("a", 2, 3, 3)};
   ASSERT_TRUE(validate_plan(plan, profile, "test").ok());
   ASSERT_TRUE(engine->set_plan(plan, profile).ok());
   for (int i = 0; i < 3; ++i) {
