@@ -247,6 +247,8 @@ class Engine {
       residency_log_->push_back({tensors_.id_of(slot), tape_.size(), to});
     }
   }
+  // The bookkeeping of an eviction whose device block was given back: the bytes are now `to`.
+  void left_device(std::uint32_t slot, Residency to);
   Status make_resident(std::uint32_t slot, std::string_view op);
   Status swap_in(std::uint32_t slot, std::string_view op);
   Status recompute(std::uint32_t slot, std::string_view op);

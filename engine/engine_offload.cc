@@ -55,13 +55,9 @@ bool Engine::spill_to_nvme(std::uint32_t slot) {
   // The copy out has completed, and it was ordered after the compute stream's queued work.
   Status freed = allocator_->free(r.device_ptr);
   EBB_CHECK(freed.ok(), freed.to_string());
-  r.device_ptr = nullptr;
-  r.residency = Residency::kNvme;
-  ++stats_.evictions;
-  ++stats_.swap_outs;
   ++stats_.nvme_spills;
   stats_.nvme_written_bytes += static_cast<std::int64_t>(r.bytes);
-  log_residency(slot, Residency::kNvme);
+  left_device(slot, Residency::kNvme);
   return true;
 }
 

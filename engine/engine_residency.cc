@@ -391,11 +391,7 @@ bool Engine::swap_out(std::uint32_t slot) {
     Status freed = allocator_->free(r.device_ptr);
     EBB_CHECK(freed.ok(), freed.to_string());
   }
-  r.device_ptr = nullptr;
-  r.residency = Residency::kHost;
-  ++stats_.evictions;
-  ++stats_.swap_outs;
-  log_residency(slot, Residency::kHost);
+  left_device(slot, Residency::kHost);
   return true;
 }
 
@@ -410,11 +406,16 @@ void Engine::drop(std::uint32_t slot) {
   }
   Status freed = allocator_->free(r.device_ptr);
   EBB_CHECK(freed.ok(), freed.to_string());
+  left_device(slot, Residency::kDropped);
+}
+
+void Engine::left_device(std::uint32_t slot, Residency to) {
+  TensorRecord& r = tensors_.at(slot);
   r.device_ptr = nullptr;
-  r.residency = Residency::kDropped;
+  r.residency = to;
   ++stats_.evictions;
-  ++stats_.drops;
-  log_residency(slot, Residency::kDropped);
+  ++(to == Residency::kDropped ? stats_.drops : stats_.swap_outs);
+  log_residency(slot, to);
 }
 
 void Engine::reclaim_clean_copies(std::size_t bytes) {
