@@ -290,6 +290,12 @@ class Engine {
   // Drops, until `bytes_needed` are freed, the tensors a replay of the current op rebuilt that
   // the plan keeps off the device (plan_after_op would drop them after the op); the bytes freed.
   std::size_t drop_rebuilt_planned_off(std::size_t bytes_needed);
+  // Whether the plan keeps `slot` off the device at op `op_index` (it was rebuilt inside an
+  // interval of its eviction, before the op from which the plan keeps it).
+  bool kept_off(std::uint32_t slot, std::size_t op_index) const;
+  // Drops a resident, unlocked tensor the plan evicts by recompute, if a replay can bring it
+  // back; whether it did.
+  bool drop_planned(std::uint32_t slot);
   // After the device was synchronized: late-prefetch feedback, counters, re-planning.
   Status plan_end_iteration(bool ok, bool profile_completed);
   // Starts the copy back of the swapped tensor in `slot` on the prefetch stream.

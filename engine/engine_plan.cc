@@ -293,20 +293,12 @@ void Engine::plan_after_op(std::size_t op_index) {
   for (std::size_t i = 0; i < op.outputs.size() && i < record.outputs.size(); ++i) {
     executor_.slot_of[op.outputs[i]] = record.outputs[i];
   }
-  std::vector<std::uint8_t> memo;
   const auto evict_one = [&](std::uint32_t slot, EvictionMethod method) {
+    if (method == EvictionMethod::kRecompute) return drop_planned(slot);
     const TensorRecord& r = tensors_.at(slot);
     if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0) return false;
-    if (method == EvictionMethod::kSwap) {
-      if (Status s = settle_arrival(slot, false); !s.ok()) return false;
-      return swap_out(slot);
-    }
-    if (!droppable(r)) return false;
-    memo.assign(tensors_.slot_count(), 0);
-    if (!recoverable(tensors_, tape_, slot, memo)) return false;
     if (Status s = settle_arrival(slot, false); !s.ok()) return false;
-    drop(slot);
-    return true;
+    return swap_out(slot);
   };
   for (std::size_t e : executor_.evict_after[op_index]) {
     const Eviction& ev = cached.plan.evictions[e];
@@ -330,36 +322,45 @@ void Engine::plan_after_op(std::size_t op_index) {
   // A replay for this op rebuilt tensors the plan keeps off the device until later: off again.
   for (std::uint32_t slot : rebuilt_) {
     if (slot >= executor_.planned_off.size() || executor_.planned_off[slot] == 0) continue;
-    // Rebuilt at or after the op its eviction's prefetch_at names: the plan keeps it from here
-    // (a chain replayed once, for the replays of this op and the later reads).
-    const Eviction& ev = cached.plan.evictions[executor_.planned_off[slot] - 1];
-    if (ev.method == EvictionMethod::kRecompute && op_index >= ev.prefetch_at) {
+    if (!kept_off(slot, op_index)) {
       executor_.planned_off[slot] = 0;
       continue;
     }
-    if (evict_one(slot, EvictionMethod::kRecompute)) ++executor_stats_.planned_drops;
+    if (drop_planned(slot)) ++executor_stats_.planned_drops;
   }
   rebuilt_.clear();
 }
 
+bool Engine::kept_off(std::uint32_t slot, std::size_t op_index) const {
+  if (slot >= executor_.planned_off.size() || executor_.planned_off[slot] == 0) return false;
+  const CachedPlan& cached = executor_.plans[static_cast<std::size_t>(executor_.active)];
+  const Eviction& ev = cached.plan.evictions[executor_.planned_off[slot] - 1];
+  // Rebuilt at or after the op its eviction's prefetch_at names: the plan keeps it from there
+  // (a chain replayed once, for the replays of this op and the later reads).
+  return ev.method != EvictionMethod::kRecompute || op_index < ev.prefetch_at;
+}
+
+bool Engine::drop_planned(std::uint32_t slot) {
+  const TensorRecord& r = tensors_.at(slot);
+  if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0 || !droppable(r)) {
+    return false;
+  }
+  std::vector<std::uint8_t> memo;
+  if (!recoverable(tensors_, tape_, slot, memo)) return false;
+  if (Status s = settle_arrival(slot, false); !s.ok()) return false;
+  drop(slot);
+  return true;
+}
+
 std::size_t Engine::drop_rebuilt_planned_off(std::size_t bytes_needed) {
   if (executor_.active < 0 || executor_.diverged || rebuilt_.empty()) return 0;
-  const CachedPlan& cached = executor_.plans[static_cast<std::size_t>(executor_.active)];
   const std::size_t op_index = tape_.size();  // the op being prepared
   std::size_t freed = 0;
-  std::vector<std::uint8_t> memo;
   for (std::uint32_t slot : rebuilt_) {
     if (freed >= bytes_needed) break;
-    if (slot >= executor_.planned_off.size() || executor_.planned_off[slot] == 0) continue;
-    const Eviction& ev = cached.plan.evictions[executor_.planned_off[slot] - 1];
-    if (ev.method == EvictionMethod::kRecompute && op_index >= ev.prefetch_at) continue;
-    const TensorRecord& r = tensors_.at(slot);
-    if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0 || !droppable(r)) continue;
-    memo.assign(tensors_.slot_count(), 0);
-    if (!recoverable(tensors_, tape_, slot, memo)) continue;
-    Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
-    if (!block.ok()) continue;
-    drop(slot);
+    if (!kept_off(slot, op_index) || tensors_.at(slot).residency != Residency::kDevice) continue;
+    Result<std::size_t> block = allocator_->block_bytes(tensors_.at(slot).device_ptr);
+    if (!block.ok() || !drop_planned(slot)) continue;
     ++executor_stats_.planned_drops;
     freed += *block;
   }
