@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ebb {
@@ -67,6 +68,12 @@ ProfileKey profile_key(const Profile& profile) {
   return ProfileKey{profile.ops.size(), profile.tensors.size(), h.value()};
 }
 
+void sort_evictions(std::vector<Eviction>& evictions) {
+  std::sort(evictions.begin(), evictions.end(), [](const Eviction& a, const Eviction& b) {
+    return std::pair(a.evict_after, a.tensor) < std::pair(b.evict_after, b.tensor);
+  });
+}
+
 std::vector<OpActions> plan_actions(const Plan& plan, std::size_t ops) {
   std::vector<OpActions> actions(ops);
   for (std::size_t i = 0; i < plan.evictions.size(); ++i) {
@@ -102,13 +109,7 @@ Status validate_plan(const Plan& plan, const Profile& profile, const std::string
   // evict_after, so one tensor's intervals come in order).
   std::vector<std::optional<std::size_t>> busy_until(profile.tensors.size());
   std::vector<bool> seen(profile.tensors.size(), false);
-  // The op after which each tensor is freed; `ops` when the program never frees it.
-  std::vector<std::size_t> freed_after(profile.tensors.size(), ops);
-  for (const ProfiledOp& op : profile.ops) {
-    for (std::size_t id : op.frees) {
-      if (id < freed_after.size()) freed_after[id] = op.index;
-    }
-  }
+  const std::vector<std::size_t> freed_after = freed_after_ops(profile);
   for (std::size_t i = 0; i < plan.evictions.size(); ++i) {
     const Eviction& e = plan.evictions[i];
     const std::string at = "evictions[" + std::to_string(i) + "].";

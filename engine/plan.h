@@ -136,6 +136,9 @@ struct Plan {
   friend bool operator==(const Plan&, const Plan&) = default;
 };
 
+// Puts evictions in the order Plan::evictions keeps: by (evict_after, tensor).
+void sort_evictions(std::vector<Eviction>& evictions);
+
 // The plan's actions per op index, for the executor: what to do right before op k runs and
 // right after it is launched. Each list holds indices into Plan::evictions.
 struct OpActions {

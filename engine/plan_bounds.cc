@@ -10,10 +10,7 @@ namespace ebb {
 RecomputeBound recompute_lower_bound(const Profile& profile, std::size_t budget_bytes) {
   const std::size_t tensors = profile.tensors.size();
   constexpr std::size_t kNever = std::numeric_limits<std::size_t>::max();
-  std::vector<std::size_t> freed_after(tensors, kNever);
-  for (const ProfiledOp& op : profile.ops) {
-    for (std::size_t t : op.frees) freed_after[t] = op.index;
-  }
+  const std::vector<std::size_t> freed_after = freed_after_ops(profile);
   std::vector<std::size_t> live;  // ids, in no order
   for (const ProfiledTensor& t : profile.tensors) {
     if (!t.producer.has_value()) live.push_back(t.id);

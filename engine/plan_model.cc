@@ -286,9 +286,7 @@ void PlanModel::add(const Eviction& e, std::size_t swap_off_by) {
 
 std::vector<Eviction> PlanModel::sorted_evictions() const {
   std::vector<Eviction> sorted = evictions_;
-  std::sort(sorted.begin(), sorted.end(), [](const Eviction& a, const Eviction& b) {
-    return std::pair(a.evict_after, a.tensor) < std::pair(b.evict_after, b.tensor);
-  });
+  sort_evictions(sorted);
   return sorted;
 }
 

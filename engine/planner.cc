@@ -21,6 +21,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kPageBytes = 2 * kMiB;  // what expandable segments map at a time
 
+// The checkpointing baselines: `plan`'s candidates where nothing cheaper fits (their replays
+// rebuild whole chains at a high price, in little memory).
+constexpr PlanPolicy kLastResort[] = {PlanPolicy::kSqrt, PlanPolicy::kRecomputeAll};
+
 // One planning attempt at an internal target: the policy's evictions in the model.
 struct Attempt {
   std::vector<Eviction> evictions;
@@ -355,9 +359,8 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     }
   }
   if (!plan.ok() && options.policy == PlanPolicy::kPlan) {
-    // Nothing cheaper fits: the checkpointing baselines, whose replays rebuild whole chains at
-    // a high price but in little memory, are the last candidates.
-    for (PlanPolicy baseline : {PlanPolicy::kSqrt, PlanPolicy::kRecomputeAll}) {
+    // Nothing cheaper fits: the last resort.
+    for (PlanPolicy baseline : kLastResort) {
       PlannerOptions other = options;
       other.policy = baseline;
       Result<Plan> made = fit(profile, other, SwapUse::kNone, &seconds);
@@ -388,7 +391,7 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
   }
   if (options.policy == PlanPolicy::kPlan) {
-    for (PlanPolicy baseline : {PlanPolicy::kSqrt, PlanPolicy::kRecomputeAll}) {
+    for (PlanPolicy baseline : kLastResort) {
       PlannerOptions other = options;
       other.policy = baseline;
       std::optional<std::size_t> s = smallest_feasible(profile, other, SwapUse::kNone);

@@ -333,6 +333,16 @@ ProfileFigures profile_figures(const Profile& profile) {
   return f;
 }
 
+std::vector<std::size_t> freed_after_ops(const Profile& profile) {
+  std::vector<std::size_t> freed_after(profile.tensors.size(), kNeverFreed);
+  for (const ProfiledOp& op : profile.ops) {
+    for (std::size_t id : op.frees) {
+      if (id < freed_after.size()) freed_after[id] = op.index;
+    }
+  }
+  return freed_after;
+}
+
 std::vector<std::size_t> recompute_live_bytes(const Profile& profile) {
   auto bytes_of = [&](std::size_t t) {
     return t < profile.tensors.size() ? profile.tensors[t].bytes : 0;

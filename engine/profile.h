@@ -101,6 +101,11 @@ ProfileFigures profile_figures(const Profile& profile);
 // memory[k].live_bytes equals element k.
 std::vector<std::size_t> recompute_live_bytes(const Profile& profile);
 
+// Per tensor, the op after which the program frees it (ops[].frees); kNeverFreed when no op
+// does. Ids out of range are ignored.
+inline constexpr std::size_t kNeverFreed = static_cast<std::size_t>(-1);
+std::vector<std::size_t> freed_after_ops(const Profile& profile);
+
 // Checks the internal consistency of a profile: the version; ids and indices dense; every
 // reference in range; each producer's outputs hold the tensor and each output names its
 // producer; accesses ascending and exactly the ops that read the tensor, all after its

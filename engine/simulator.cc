@@ -3,11 +3,9 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -42,11 +40,7 @@ std::vector<Eviction> evictions_from_log(
   std::vector<Open> open(profile.tensors.size());
   // The program frees a tensor after op freed_after; the engine may keep its bytes longer (a
   // replay reads them) and move them then, which is no concern of the plan's.
-  std::vector<std::size_t> freed_after(profile.tensors.size(),
-                                       std::numeric_limits<std::size_t>::max());
-  for (const ProfiledOp& op : profile.ops) {
-    for (std::size_t t : op.frees) freed_after[t] = op.index;
-  }
+  const std::vector<std::size_t> freed_after = freed_after_ops(profile);
   std::vector<Eviction> out;
   std::vector<bool> merged;
   const auto close = [&](std::size_t id, std::optional<std::size_t> back) {
@@ -101,9 +95,7 @@ std::vector<Eviction> evictions_from_log(
   for (std::size_t i = 0; i < out.size(); ++i) {
     if (!merged[i]) kept.push_back(out[i]);
   }
-  std::sort(kept.begin(), kept.end(), [](const Eviction& x, const Eviction& y) {
-    return std::tie(x.evict_after, x.tensor) < std::tie(y.evict_after, y.tensor);
-  });
+  sort_evictions(kept);
   return kept;
 }
 

@@ -101,9 +101,7 @@ Plan chain_plan(const Profile& profile, int layers, std::size_t budget_bytes, Ev
             : *ev.needed_at;
     plan.evictions.push_back(ev);
   }
-  std::sort(plan.evictions.begin(), plan.evictions.end(), [](const Eviction& a, const Eviction& b) {
-    return std::tie(a.evict_after, a.tensor) < std::tie(b.evict_after, b.tensor);
-  });
+  sort_evictions(plan.evictions);
   return plan;
 }
 
