@@ -7,11 +7,11 @@
 #include "allocator/caching_allocator.h"  // IWYU pragma: export
 #include "allocator/pinned_host_pool.h"   // IWYU pragma: export
 #include "engine/engine.h"                // IWYU pragma: export
-#include "engine/eviction.h"              // IWYU pragma: export
 #include "engine/nn_ops.h"                // IWYU pragma: export
-#include "engine/profile.h"               // IWYU pragma: export
-#include "engine/tape.h"                  // IWYU pragma: export
-#include "engine/tensor.h"                // IWYU pragma: export
-#include "engine/tensor_kind.h"           // IWYU pragma: export
+#include "engine/residency/eviction.h"    // IWYU pragma: export
+#include "engine/runtime/tape.h"          // IWYU pragma: export
+#include "engine/runtime/tensor.h"        // IWYU pragma: export
+#include "engine/schema/profile.h"        // IWYU pragma: export
+#include "engine/schema/tensor_kind.h"    // IWYU pragma: export
 #include "kernels/device.h"               // IWYU pragma: export
 #include "kernels/status.h"               // IWYU pragma: export

@@ -1,22 +1,9 @@
 #include "engine/engine.h"
 
 #include <algorithm>
-#include <limits>
 #include <utility>
 
 namespace ebb {
-
-std::size_t tensor_bytes(const std::vector<std::int64_t>& shape, DType dtype) {
-  std::size_t bytes = dtype_bytes(dtype);
-  if (shape.empty() || bytes == 0) return 0;
-  for (std::int64_t d : shape) {
-    if (d <= 0) return 0;
-    const auto dim = static_cast<std::size_t>(d);
-    if (bytes > std::numeric_limits<std::size_t>::max() / dim) return 0;
-    bytes *= dim;
-  }
-  return bytes;
-}
 
 const std::string& Tensor::name() const { return engine_->record(*this).name; }
 const std::vector<std::int64_t>& Tensor::shape() const { return engine_->record(*this).shape; }
@@ -37,6 +24,11 @@ std::string shape_string(const std::vector<std::int64_t>& shape) {
   return s + "]";
 }
 
+// Keeps the first error of a sequence of steps that all run.
+void keep_first(Status& first, Status next) {
+  if (first.ok() && !next.ok()) first = std::move(next);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
@@ -47,41 +39,21 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
     return invalid_argument("engine check_outputs needs a device that runs closures; " +
                             device.name() + " is a sim device");
   }
-  std::unique_ptr<Engine> engine(new Engine(options, device));
-  EBB_ASSIGN_OR_RETURN(
-      engine->allocator_,
-      CachingAllocator::create(device, {.budget_bytes = options.budget_bytes,
-                                        .expandable_segments = options.expandable_segments}));
-  EBB_ASSIGN_OR_RETURN(engine->host_tier_, HostTier::create(device, options.host_tier_bytes));
-  EBB_ASSIGN_OR_RETURN(engine->copy_, device.create_stream());
-  EBB_ASSIGN_OR_RETURN(engine->prefetch_, device.create_stream());
-  EBB_RETURN_IF_ERROR(engine->create_nvme_tier());
-  engine->events_ = std::make_unique<EventPool>(device);
-  engine->timer_ = std::make_unique<OpTimer>(*engine->events_);
-  engine->profiler_ = std::make_unique<Profiler>(options.warmup_iterations, device.name());
-  Engine* self = engine.get();
-  engine->allocator_->set_eviction_callback(
-      [self](std::size_t bytes_needed, Stream& /*stream*/) { return self->evict(bytes_needed); });
+  std::unique_ptr<Engine> engine(new Engine(std::move(options)));
+  Engine& e = *engine;
+  e.launcher_ = std::make_unique<OpLauncher>(device, device.default_stream());
+  e.profiler_ = std::make_unique<Profiler>(e.options_.warmup_iterations, device.name());
+  EBB_ASSIGN_OR_RETURN(e.pager_, Pager::create(e.options_, e.tensors_, e.tape_, *e.launcher_));
+  e.executor_ =
+      std::make_unique<PlanExecutor>(e.options_, e.tensors_, e.tape_, *e.pager_, *e.profiler_);
   return engine;
 }
 
-Engine::Engine(EngineOptions options, Device& device)
-    : options_(std::move(options)),
-      device_(device),
-      compute_(device.default_stream()),
-      closure_errors_(std::make_shared<ClosureErrors>()) {}
+Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
 
-Engine::~Engine() {
-  // Queued closures and copies use the engine's blocks, host copies and events: let them finish
-  // before anything is returned. Errors have nowhere to go now.
-  if (copy_ != nullptr) (void)copy_->synchronize();
-  if (prefetch_ != nullptr) (void)prefetch_->synchronize();
-  (void)compute_.synchronize();
-  if (allocator_ != nullptr) allocator_->set_eviction_callback(nullptr);
-  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
-    if (tensors_.at(slot).live) free_storage(slot);
-  }
-}
+// The members go in reverse order: the executor, then the pager (which waits for the device and
+// returns every tensor's storage), then the profiler and the launcher.
+Engine::~Engine() = default;
 
 const TensorRecord& Engine::record(const Tensor& tensor) const {
   const TensorRecord* r = tensors_.find(tensor.id());
@@ -89,6 +61,13 @@ const TensorRecord& Engine::record(const Tensor& tensor) const {
             "accessor of tensor id " + std::to_string(tensor.id()) +
                 " that is not a live tensor of this engine");
   return *r;
+}
+
+EngineStats Engine::stats() const {
+  EngineStats stats;
+  static_cast<ResidencyStats&>(stats) = pager_->stats();
+  stats.ops_run = ops_run_;
+  return stats;
 }
 
 Result<Residency> Engine::residency(const Tensor& tensor) const {
@@ -111,23 +90,15 @@ Result<std::uint32_t> Engine::usable_slot(const Tensor& tensor, std::string_view
   }
   const TensorRecord* r = tensors_.find(tensor.id());
   if (r == nullptr) {
-    auto it = retired_names_.find(tensor.id());
+    const std::string* retired = tensors_.retired_name(tensor.id());
     return invalid_argument(where + " " +
-                            (it != retired_names_.end()
-                                 ? quoted(it->second) + " was released at the end of its iteration"
+                            (retired != nullptr
+                                 ? quoted(*retired) + " was released at the end of its iteration"
                                  : "id " + std::to_string(tensor.id()) + " was released") +
                             " (keep() carries a tensor into the next iteration)");
   }
   if (r->released) return invalid_argument(where + " " + quoted(r->name) + " was released");
   return TensorTable::slot_of(tensor.id());
-}
-
-Status Engine::take_closure_error() {
-  if (!deferred_error_.ok()) return std::exchange(deferred_error_, ok_status());
-  if (!closure_errors_->any.load(std::memory_order_acquire)) return ok_status();
-  std::lock_guard<std::mutex> lock(closure_errors_->mu);
-  closure_errors_->any.store(false, std::memory_order_relaxed);
-  return std::exchange(closure_errors_->first, ok_status());
 }
 
 Result<Tensor> Engine::input(TensorSpec spec, const void* host_data) {
@@ -147,20 +118,16 @@ Result<Tensor> Engine::create_filled(TensorSpec spec, const void* host_data,
     return invalid_argument(what + ": shape " + shape_string(spec.shape) +
                             " must be non-empty with every dimension > 0");
   }
-  current_op_ = what;
-  ++tick_;
-  Result<void*> ptr = allocator_->allocate(bytes, compute_, spec.name);
-  if (!ptr.ok()) {
-    if (ptr.status().code() != StatusCode::kOutOfMemory) return ptr.status();
-    return out_of_memory(out_of_memory_message(what, bytes, ptr.status()));
-  }
+  tensors_.advance();
+  EBB_ASSIGN_OR_RETURN(void* block, pager_->allocate(bytes, spec.name, [&] { return what; }));
+  Stream& compute = launcher_->stream();
   Status copied = host_data != nullptr
-                      ? compute_.copy_async(*ptr, host_data, bytes, CopyKind::kHostToDevice)
-                      : compute_.memset_async(*ptr, 0, bytes);
+                      ? compute.copy_async(block, host_data, bytes, CopyKind::kHostToDevice)
+                      : compute.memset_async(block, 0, bytes);
   // The caller may reuse host_data once we return.
-  if (copied.ok()) copied = compute_.synchronize();
+  if (copied.ok()) copied = compute.synchronize();
   if (!copied.ok()) {
-    (void)allocator_->free(*ptr);
+    (void)pager_->allocator().free(block);
     return copied;
   }
   TensorRecord r;
@@ -172,18 +139,65 @@ Result<Tensor> Engine::create_filled(TensorSpec spec, const void* host_data,
   r.carried =
       !in_iteration_ || r.kind == TensorKind::kParameter || r.kind == TensorKind::kOptimizerState;
   r.residency = Residency::kDevice;
-  r.device_ptr = *ptr;
-  r.last_access = tick_;
+  r.device_ptr = block;
   const std::uint32_t slot = tensors_.add(std::move(r));
+  tensors_.touch(slot);
   if (in_iteration_ && profiler_->recording()) profiler_->on_tensor_created(tensors_, slot);
-  if (in_iteration_) plan_tensor_created(slot);
+  if (in_iteration_) executor_->tensor_created(slot);
   return Tensor(this, tensors_.id_of(slot));
 }
 
 Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const Tensor> inputs,
                                         std::vector<TensorSpec> outputs, OpFn fn,
                                         std::chrono::nanoseconds cost) {
-  EBB_RETURN_IF_ERROR(take_closure_error());
+  EBB_RETURN_IF_ERROR(launcher_->take_error());
+  EBB_RETURN_IF_ERROR(check_run(name, outputs, fn, cost));
+  EBB_ASSIGN_OR_RETURN(std::vector<std::uint32_t> slots, input_slots(name, inputs));
+  tensors_.advance();
+  const std::size_t op_index = tape_.size();
+  EBB_RETURN_IF_ERROR(executor_->before_op(op_index, name, slots));
+  // Inputs resident and locked, so that allocating the outputs cannot evict them.
+  EBB_RETURN_IF_ERROR(pager_->lock_resident(slots, name));
+  run_pointers_.clear();
+  for (std::uint32_t slot : slots) run_pointers_.push_back(tensors_.at(slot).device_ptr);
+  Status ready = allocate_outputs(name, outputs);
+  auto code = std::make_shared<const OpCode>(OpCode{std::string(name), std::move(fn)});
+  if (ready.ok() && options_.check_outputs) {
+    ready = launcher_->check_outputs(code, run_pointers_, slots.size(), outputs, run_output_bytes_,
+                                     cost);
+    // Freed in compute-stream order, after the checked launches.
+    if (!ready.ok()) {
+      for (std::size_t j = slots.size(); j < run_pointers_.size(); ++j) {
+        (void)pager_->allocator().free(run_pointers_[j]);
+      }
+    }
+  }
+  if (!ready.ok()) {
+    pager_->unlock(slots);
+    return ready;
+  }
+  std::vector<Tensor> result = record_op(std::move(code), std::move(slots), outputs, cost);
+  const OpRecord& op = tape_[op_index];
+  Tape::NameStats& name_stats = tape_.name_stats(op.name_id);
+  // Every op of a warm-up iteration is timed (the profile has every duration); afterwards a
+  // sample per name keeps the cost estimates current (see run() in engine.h).
+  const bool timed = profiler_->recording() || name_stats.runs % kTimingSamplePeriod == 0;
+  Status launched = launcher_->launch(tape_, op_index, run_pointers_, timed);
+  pager_->unlock(op.inputs);
+  if (!launched.ok()) return launched;
+  ++name_stats.runs;
+  ++ops_run_;
+  executor_->after_op(op_index);
+  if (profiler_->recording()) {
+    profiler_->on_run(tensors_, op, op_index,
+                      static_cast<std::size_t>(allocator().stats().all.reserved_bytes.current));
+  }
+  EBB_RETURN_IF_ERROR(poll_timings(/*wait=*/false));
+  return result;
+}
+
+Status Engine::check_run(std::string_view name, const std::vector<TensorSpec>& outputs,
+                         const OpFn& fn, std::chrono::nanoseconds cost) {
   if (!in_iteration_) {
     return failed_precondition("run(" + quoted(name) +
                                ") outside an iteration: call begin_iteration() first");
@@ -194,156 +208,112 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
     return invalid_argument("run(" + quoted(name) + "): negative cost " +
                             std::to_string(cost.count()) + " ns");
   }
-  // Becomes the tape entry's (moved in once the op cannot fail any more).
-  std::vector<std::uint32_t> input_slots = take_slot_list();
-  input_slots.reserve(inputs.size());
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    Result<std::uint32_t> slot = usable_slot(inputs[i], name, "input");
-    if (!slot.ok()) {
-      // Again, for the message that says which input.
-      return usable_slot(inputs[i], name, "input " + std::to_string(i)).status();
-    }
-    input_slots.push_back(*slot);
-  }
-  std::vector<std::size_t>& output_bytes = run_output_bytes_;
-  output_bytes.resize(outputs.size());
+  run_output_bytes_.resize(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) {
-    output_bytes[i] = tensor_bytes(outputs[i].shape, outputs[i].dtype);
-    if (output_bytes[i] == 0) {
+    run_output_bytes_[i] = tensor_bytes(outputs[i].shape, outputs[i].dtype);
+    if (run_output_bytes_[i] == 0) {
       return invalid_argument(quoted(name) + ": output " + std::to_string(i) + " " +
                               quoted(outputs[i].name) + " has shape " +
                               shape_string(outputs[i].shape) +
                               "; every dimension must be > 0 and the shape non-empty");
     }
   }
-  current_op_ = name;
-  ++tick_;
-  const std::size_t op_index = tape_.size();
-  if (!executor_.plans.empty()) {
-    if (Status s = plan_before_op(op_index, name, input_slots); !s.ok()) return s;
-  }
+  return ok_status();
+}
 
-  // Inputs: resident and locked one by one, so that bringing one back cannot evict another.
-  // The first `locked` of input_slots hold a lock.
-  std::size_t locked = 0;
-  const auto unlock_inputs = [&] {
-    for (std::size_t i = 0; i < locked; ++i) --tensors_.at(input_slots[i]).lock_count;
-  };
-  std::vector<void*>& pointers = run_pointers_;
-  pointers.clear();
-  for (std::uint32_t slot : input_slots) {
-    if (Status s = make_resident(slot, name); !s.ok()) {
-      unlock_inputs();
-      return s;
+Result<std::vector<std::uint32_t>> Engine::input_slots(std::string_view name,
+                                                       std::span<const Tensor> inputs) {
+  std::vector<std::uint32_t> slots = tape_.take_slot_list();
+  slots.reserve(inputs.size());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    Result<std::uint32_t> slot = usable_slot(inputs[i], name, "input");
+    if (!slot.ok()) {
+      // Again, for the message that says which input.
+      return usable_slot(inputs[i], name, "input " + std::to_string(i)).status();
     }
-    ++tensors_.at(slot).lock_count;
-    ++locked;
+    slots.push_back(*slot);
   }
-  for (std::uint32_t slot : input_slots) pointers.push_back(tensors_.at(slot).device_ptr);
+  return slots;
+}
 
-  // Outputs: not yet registered, so the eviction callback cannot see them.
+Status Engine::allocate_outputs(std::string_view name, const std::vector<TensorSpec>& outputs) {
+  const std::size_t inputs = run_pointers_.size();
   for (std::size_t i = 0; i < outputs.size(); ++i) {
-    Result<void*> ptr = allocator_->allocate(output_bytes[i], compute_, outputs[i].name);
-    if (!ptr.ok()) {
-      for (std::size_t j = input_slots.size(); j < pointers.size(); ++j) {
-        (void)allocator_->free(pointers[j]);
+    // Described while the inputs are still locked, so the message tells them from pinned ones.
+    Result<void*> block = pager_->allocate(run_output_bytes_[i], outputs[i].name, [&] {
+      return "op " + quoted(name) + " (output " + quoted(outputs[i].name) + ")";
+    });
+    if (!block.ok()) {
+      for (std::size_t j = inputs; j < run_pointers_.size(); ++j) {
+        (void)pager_->allocator().free(run_pointers_[j]);
       }
-      // The message is built while the inputs are still locked, so it tells them from pinned ones.
-      Status failed = ptr.status().code() != StatusCode::kOutOfMemory
-                          ? ptr.status()
-                          : out_of_memory(out_of_memory_message(
-                                "op " + quoted(name) + " (output " + quoted(outputs[i].name) + ")",
-                                output_bytes[i], ptr.status()));
-      unlock_inputs();
-      return failed;
+      run_pointers_.resize(inputs);
+      return block.status();
     }
-    pointers.push_back(*ptr);
+    run_pointers_.push_back(*block);
   }
+  return ok_status();
+}
 
-  auto code = std::make_shared<const OpCode>(OpCode{std::string(name), std::move(fn)});
-  if (options_.check_outputs) {
-    Status checked =
-        check_closure_outputs(code, pointers, input_slots.size(), outputs, output_bytes, cost);
-    if (!checked.ok()) {
-      // Freed in compute-stream order, after the checked launches.
-      for (std::size_t j = input_slots.size(); j < pointers.size(); ++j) {
-        (void)allocator_->free(pointers[j]);
-      }
-      unlock_inputs();
-      return checked;
-    }
-  }
-
-  const std::uint32_t name_id = intern_op_name(name);
+std::vector<Tensor> Engine::record_op(std::shared_ptr<const OpCode> code,
+                                      std::vector<std::uint32_t> input_slots,
+                                      std::vector<TensorSpec>& outputs,
+                                      std::chrono::nanoseconds cost) {
+  const auto op_index = static_cast<std::int32_t>(tape_.size());
   OpRecord op;
+  op.name_id = tape_.intern(code->name);
   op.code = std::move(code);
-  op.name_id = name_id;
-  if (const std::int64_t last = op_names_[name_id].last_cost_ns; last > 0) op.cost_ns = last;
+  if (const std::int64_t last = tape_.name_stats(op.name_id).last_cost_ns; last > 0) {
+    op.cost_ns = last;
+  }
   op.given_cost = cost;
   if (cost.count() > 0) op.cost_ns = cost.count();
   std::vector<Tensor> result;
   result.reserve(outputs.size());
-  op.outputs = take_slot_list();
+  op.outputs = tape_.take_slot_list();
   op.outputs.reserve(outputs.size());
+  const std::size_t first_output = input_slots.size();
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     TensorRecord r;
     r.name = std::move(outputs[i].name);
     r.shape = std::move(outputs[i].shape);
     r.dtype = outputs[i].dtype;
     r.kind = outputs[i].kind;
-    r.bytes = output_bytes[i];
+    r.bytes = run_output_bytes_[i];
     r.residency = Residency::kDevice;
-    r.device_ptr = pointers[input_slots.size() + i];
-    r.last_access = tick_;
-    r.producer = static_cast<std::int32_t>(op_index);
+    r.device_ptr = run_pointers_[first_output + i];
+    r.producer = op_index;
     const std::uint32_t slot = tensors_.add(std::move(r));
+    tensors_.touch(slot);
     op.outputs.push_back(slot);
     result.emplace_back(this, tensors_.id_of(slot));
   }
   for (std::size_t i = 0; i < input_slots.size(); ++i) {
-    TensorRecord& in = tensors_.at(input_slots[i]);
-    in.last_access = tick_;
+    tensors_.touch(input_slots[i]);
     // Counted once per op: consumers says how many tape ops need the tensor for a replay.
     if (std::find(input_slots.begin(), input_slots.begin() + i, input_slots[i]) ==
         input_slots.begin() + i) {
-      ++in.consumers;
+      ++tensors_.at(input_slots[i]).consumers;
     }
   }
   op.inputs = std::move(input_slots);
   tape_.push_back(std::move(op));
-  // Every op of a warm-up iteration is timed (the profile has every duration); afterwards a
-  // sample per name keeps the cost estimates current (see run() in engine.h).
-  OpNameStats& stats = op_names_[name_id];
-  const bool timed = profiler_->recording() || stats.runs % kTimingSamplePeriod == 0;
-  Status launched = launch(op_index, pointers, timed);
-  for (std::uint32_t slot : tape_[op_index].inputs) --tensors_.at(slot).lock_count;
-  if (!launched.ok()) return launched;
-  ++stats.runs;
-  ++stats_.ops_run;
-  if (!executor_.plans.empty()) plan_after_op(op_index);
-  if (profiler_->recording()) {
-    profiler_->on_run(tensors_, tape_[op_index], op_index,
-                      static_cast<std::size_t>(allocator_->stats().all.reserved_bytes.current));
-  }
-  EBB_RETURN_IF_ERROR(poll_timings(/*wait=*/false));
   return result;
 }
 
 Status Engine::read(const Tensor& tensor, void* host, std::size_t bytes) {
-  EBB_RETURN_IF_ERROR(take_closure_error());
+  EBB_RETURN_IF_ERROR(launcher_->take_error());
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "read", "tensor"));
   const TensorRecord& r = tensors_.at(slot);
   if (bytes > r.bytes) {
     return invalid_argument("read of " + std::to_string(bytes) + " bytes from tensor " +
                             quoted(r.name) + " of " + std::to_string(r.bytes) + " bytes");
   }
-  current_op_ = "read " + quoted(r.name);
-  ++tick_;
-  EBB_RETURN_IF_ERROR(make_resident(slot, current_op_));
-  TensorRecord& resident = tensors_.at(slot);
-  resident.last_access = tick_;
-  EBB_RETURN_IF_ERROR(
-      compute_.copy_async(host, resident.device_ptr, bytes, CopyKind::kDeviceToHost));
+  tensors_.advance();
+  EBB_RETURN_IF_ERROR(pager_->make_resident(slot, "read " + quoted(r.name)));
+  tensors_.touch(slot);
+  EBB_RETURN_IF_ERROR(launcher_->stream().copy_async(host, tensors_.at(slot).device_ptr, bytes,
+                                                     CopyKind::kDeviceToHost));
   return synchronize();
 }
 
@@ -353,9 +323,8 @@ Status Engine::release(const Tensor& tensor) {
   if (in_iteration_ && profiler_->recording()) profiler_->on_release(tensors_, slot);
   r.released = true;
   r.carried = false;
-  // A dropped tensor's replay may read r. If none can, or r can itself be rebuilt by replay, its
-  // bytes go now; otherwise they stay (swappable) until no replay reads them (see evict()).
-  if (storage_releasable(slot)) free_storage(slot);
+  // A dropped tensor's replay may read r; the pager keeps its bytes while one can.
+  pager_->release(slot);
   return ok_status();
 }
 
@@ -365,35 +334,51 @@ Status Engine::keep(const Tensor& tensor) {
   return ok_status();
 }
 
+Status Engine::set_plan(const Plan& plan, const Profile& profile) {
+  return executor_->set_plan(plan, profile, allocator().budget_bytes(), in_iteration_);
+}
+
 Status Engine::begin_iteration() {
-  EBB_RETURN_IF_ERROR(take_closure_error());
+  EBB_RETURN_IF_ERROR(launcher_->take_error());
   if (in_iteration_) return failed_precondition("begin_iteration() inside an iteration");
   in_iteration_ = true;
-  plan_begin_iteration();
+  pager_->set_in_iteration(true);
+  executor_->begin_iteration();
   if (profiler_->recording()) profiler_->on_begin_iteration(tensors_);
   return ok_status();
 }
 
 Status Engine::end_iteration() {
   if (!in_iteration_) return failed_precondition("end_iteration() without begin_iteration()");
-  current_op_ = "end_iteration";
-  // Carried tensors lose their producer: a dropped one is recomputed now, while the tape lasts.
+  Status first = rebuild_carried();
+  keep_first(first, synchronize());
+  keep_first(first, poll_timings(/*wait=*/true));
+  // Every timing of the iteration has been read: the profiler can finish it.
+  const bool was_recording = profiler_->recording();
+  if (was_recording) profiler_->on_end_iteration(tensors_, tape_.ops(), first.ok());
+  const bool profile_completed = was_recording && !profiler_->recording();
+  retire_iteration();
+  tape_.clear();
+  in_iteration_ = false;
+  pager_->set_in_iteration(false);
+  keep_first(first, executor_->end_iteration(first.ok(), profile_completed));
+  keep_first(first, launcher_->take_error());
+  return first;
+}
+
+Status Engine::rebuild_carried() {
   Status first;
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     const TensorRecord& r = tensors_.at(slot);
     if (r.live && r.carried && r.residency == Residency::kDropped) {
-      if (Status s = make_resident(slot, "end_iteration"); !s.ok() && first.ok()) {
-        first = std::move(s);
-      }
+      keep_first(first, pager_->make_resident(slot, "end_iteration"));
     }
   }
-  if (Status s = synchronize(); !s.ok() && first.ok()) first = std::move(s);
-  if (Status s = poll_timings(/*wait=*/true); !s.ok() && first.ok()) first = std::move(s);
-  // Every timing of the iteration has been read: the profiler can finish it.
-  const bool was_recording = profiler_->recording();
-  if (was_recording) profiler_->on_end_iteration(tensors_, tape_, first.ok());
-  const bool profile_completed = was_recording && !profiler_->recording();
-  retired_names_.clear();
+  return first;
+}
+
+void Engine::retire_iteration() {
+  tensors_.forget_retired();
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     TensorRecord& r = tensors_.at(slot);
     if (!r.live) continue;
@@ -402,94 +387,31 @@ Status Engine::end_iteration() {
       r.consumers = 0;
       continue;
     }
-    if (!r.released) retired_names_.emplace(tensors_.id_of(slot), r.name);
-    free_storage(slot);
-    tensors_.retire(slot);
+    pager_->free_storage(slot);
+    tensors_.retire(slot, /*remember_name=*/!r.released);
   }
-  for (OpRecord& op : tape_) {
-    for (std::vector<std::uint32_t>* slots : {&op.inputs, &op.outputs}) {
-      slots->clear();
-      spare_slot_lists_.push_back(std::move(*slots));
-    }
-  }
-  tape_.clear();
-  in_iteration_ = false;
-  if (Status s = plan_end_iteration(first.ok(), profile_completed); !s.ok() && first.ok()) {
-    first = std::move(s);
-  }
-  if (Status s = take_closure_error(); !s.ok() && first.ok()) first = std::move(s);
-  return first;
 }
 
 Status Engine::synchronize() {
-  Status copy_status = copy_->synchronize();
-  Status prefetch_status = prefetch_->synchronize();
-  if (copy_status.ok()) copy_status = std::move(prefetch_status);
-  Status compute_status = compute_.synchronize();
+  Status transfers = pager_->synchronize_transfers();
+  Status compute = launcher_->stream().synchronize();
   // Every kernel launched so far has run: their launch records can be reused.
-  launches_used_ = 0;
-  EBB_RETURN_IF_ERROR(take_closure_error());
-  EBB_RETURN_IF_ERROR(compute_status);
-  return copy_status;
+  launcher_->recycle();
+  EBB_RETURN_IF_ERROR(launcher_->take_error());
+  EBB_RETURN_IF_ERROR(compute);
+  return transfers;
 }
 
 Status Engine::poll_timings(bool wait) {
-  return timer_->drain_completed(
+  return launcher_->drain_timings(
       [this](std::size_t op_index, std::int64_t ns) {
         OpRecord& op = tape_[op_index];
         if (op.given_cost.count() > 0) return;  // a given cost is not replaced by a measurement
         op.cost_ns = std::max<std::int64_t>(ns, 1);
-        op_names_[op.name_id].last_cost_ns = op.cost_ns;
+        tape_.name_stats(op.name_id).last_cost_ns = op.cost_ns;
         if (profiler_->recording()) profiler_->on_timing(op_index, ns);
       },
       wait);
-}
-
-std::vector<std::uint32_t> Engine::take_slot_list() {
-  if (spare_slot_lists_.empty()) return {};
-  std::vector<std::uint32_t> slots = std::move(spare_slot_lists_.back());
-  spare_slot_lists_.pop_back();
-  return slots;
-}
-
-std::uint32_t Engine::intern_op_name(std::string_view name) {
-  if (auto it = op_name_ids_.find(name); it != op_name_ids_.end()) return it->second;
-  const auto id = static_cast<std::uint32_t>(op_names_.size());
-  op_name_ids_.emplace(std::string(name), id);
-  op_names_.emplace_back();
-  return id;
-}
-
-void Engine::unlock(const std::vector<std::uint32_t>& slots) {
-  for (std::uint32_t slot : slots) --tensors_.at(slot).lock_count;
-}
-
-std::string Engine::out_of_memory_message(std::string_view op, std::size_t bytes_needed,
-                                          const Status& allocator_status) const {
-  // What could not be evicted, largest first: that is what the budget has to hold.
-  std::vector<std::uint32_t> held;
-  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
-    const TensorRecord& r = tensors_.at(slot);
-    if (r.live && r.residency == Residency::kDevice) held.push_back(slot);
-  }
-  std::stable_sort(held.begin(), held.end(), [this](std::uint32_t a, std::uint32_t b) {
-    return tensors_.at(a).bytes > tensors_.at(b).bytes;
-  });
-  std::string m = std::string(op) + " needs " + std::to_string(bytes_needed) +
-                  " bytes and even evicting everything evictable (policy " +
-                  std::string(eviction_policy_name(options_.policy)) +
-                  ") leaves no room under the budget of " +
-                  std::to_string(allocator_->budget_bytes()) + " bytes; resident and held:";
-  constexpr std::size_t kListed = 10;
-  for (std::size_t i = 0; i < held.size() && i < kListed; ++i) {
-    const TensorRecord& r = tensors_.at(held[i]);
-    m += " " + quoted(r.name) + " " + std::to_string(r.bytes) + " B (" +
-         std::string(tensor_kind_name(r.kind)) +
-         (r.lock_count > 0 ? ", locked by the op" : ", pinned") + ")";
-    m += i + 1 < held.size() && i + 1 < kListed ? "," : "";
-  }
-  if (held.size() > kListed) m += " and " + std::to_string(held.size() - kListed) + " more";
-  return m + ". Allocator: " + allocator_status.message();
 }
 
 IterationScope::IterationScope(Engine& engine)
@@ -498,7 +420,7 @@ IterationScope::IterationScope(Engine& engine)
 IterationScope::~IterationScope() {
   if (!ended_ && begin_status_.ok()) {
     Status s = engine_.end_iteration();
-    if (!s.ok() && engine_.deferred_error_.ok()) engine_.deferred_error_ = std::move(s);
+    if (!s.ok()) engine_.launcher_->defer_error(std::move(s));
   }
 }
 

@@ -33,7 +33,7 @@
 #include <string>
 
 #include "engine/engine.h"
-#include "engine/tensor.h"
+#include "engine/runtime/tensor.h"
 #include "kernels/nn.h"
 #include "kernels/status.h"
 

@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Checks the layering of DESIGN.md: a lower layer never includes a higher one's header.
-#   kernels/   may include kernels/
-#   allocator/ may include kernels/ allocator/
-#   offload/   may include kernels/ allocator/ offload/
-#   engine/    may include kernels/ allocator/ offload/ engine/
-#   tools/     may include anything
-#   tests/L/   may include what layer L may (tests/tools/ anything)
+# Checks the layering of docs/ARCHITECTURE.md: a lower layer never includes a higher one's
+# header, and every engine source sits in the folder of its sub-layer.
+#
+# Layers, lowest first (each may include itself and any layer before it):
+#   kernels/  allocator/  offload/
+#   engine/schema/     data formats: tensor kinds, Profile, Plan, HardwareModel, JSON, files
+#   engine/runtime/    tensors, the tape, op launch, op timer, profiler
+#   engine/residency/  where a tensor's bytes are and how they move: make resident, evict
+#   engine/executor/   PlanExecutor: following a Plan
+#   engine/            the facade a loop includes (engine.h, ebb.h) and the typed ops
+#   engine/planner/    plan model, bounds, planners, simulator (library ebb_planner)
+#   tools/             anything
+# tests/L/ may include what layer L may; tests/engine/ may include every engine sub-layer
+# (its suites test the planner too); tests/tools/ anything.
+#
+# engine/ holds the facade's files at its top level and nothing else: every other engine
+# source is in one of the sub-layer folders above, so that each concept is found in the folder
+# named for it. A file elsewhere in engine/ (a stray top-level file, an unknown sub-folder) is
+# a violation.
+#
 # Includes are read from `#include "..."` lines, which name headers from the repository root.
 # Also: only kernels/cuda/ may include CUDA headers (<cuda.h>, <cuda_runtime.h>, <nccl.h>,
 # <cublas*.h>, ...), so that everything above the device layer builds without the toolkit.
@@ -31,18 +44,38 @@ for f in "${files[@]}"; do [[ -f "$f" ]] && existing+=("$f"); done
 # One awk pass over every file: forking per line is slow with hundreds of files.
 awk '
   BEGIN {
-    rank["kernels"] = 0; rank["allocator"] = 1; rank["offload"] = 2; rank["engine"] = 3
-    rank["tools"] = 4
+    n = split("kernels allocator offload engine/schema engine/runtime engine/residency " \
+              "engine/executor engine engine/planner tools", order, " ")
+    for (i = 1; i <= n; ++i) rank[order[i]] = i
+    # The facade: the only files at the top of engine/.
+    facade["engine.h"]; facade["engine.cc"]; facade["ebb.h"]; facade["nn_ops.h"]
+    facade["nn_ops.cc"]
     cuda = "^(cuda[A-Za-z0-9_]*\\.h|cuda/|nccl[A-Za-z0-9_]*\\.h|cublas[A-Za-z0-9_]*\\.h|" \
            "cudnn[A-Za-z0-9_]*\\.h|curand[A-Za-z0-9_]*\\.h|cusparse[A-Za-z0-9_]*\\.h|" \
            "cufft[A-Za-z0-9_]*\\.h|cusolver[A-Za-z0-9_]*\\.h|nvml\\.h|nvtx3?/|thrust/|cub/|" \
            "cooperative_groups|device_launch_parameters\\.h)"
   }
+  # The layer of a path from the repository root: engine/<sub>/... is engine/<sub> when <sub>
+  # is a sub-layer; any other engine path is engine (the facade); else the top folder.
+  function layer_of(path,    part, k) {
+    k = split(path, part, "/")
+    if (part[1] == "engine" && k > 2 && (("engine/" part[2]) in rank)) return "engine/" part[2]
+    return part[1]
+  }
   FNR == 1 {
-    # The layer whose rules the file follows: its top folder, or for tests/L/... layer L.
-    n = split(FILENAME, part, "/")
-    layer = (part[1] == "tests" && n > 2) ? part[2] : part[1]
+    # The layer whose rules the file follows: its own, or for tests/L/... layer L.
+    k = split(FILENAME, part, "/")
+    if (part[1] == "tests" && k > 2) {
+      layer = (part[2] == "engine") ? "engine/planner" : part[2]
+    } else {
+      layer = layer_of(FILENAME)
+    }
     in_cuda = (FILENAME ~ /^kernels\/cuda\// || FILENAME ~ /^tests\/.*cuda[^\/]*$/)
+    if (part[1] == "engine" && layer == "engine" && !(k == 2 && (part[2] in facade))) {
+      printf "  %s: not in a sub-layer folder of engine/ (schema, runtime, residency, " \
+             "executor, planner) nor one of the facade files\n", FILENAME
+      bad++
+    }
   }
   /^[ \t]*#[ \t]*include[ \t]*[<"]/ {
     line = $0
@@ -62,8 +95,7 @@ awk '
       bad++
       next
     }
-    target = name
-    sub(/\/.*/, "", target)
+    target = layer_of(name)
     if ((layer in rank) && (target in rank) && rank[target] > rank[layer]) {
       printf "  %s:%d: %s/ includes \"%s\" from the higher layer %s/\n",
              FILENAME, FNR, layer, name, target
@@ -72,7 +104,7 @@ awk '
   }
   END { exit bad > 0 }
 ' "${existing[@]}" >&2 || {
-  echo "check_layers: violations above (see DESIGN.md, Layers)" >&2
+  echo "check_layers: violations above (see docs/ARCHITECTURE.md, Layers)" >&2
   exit 1
 }
 echo "check_layers: ${#existing[@]} files respect the layering"

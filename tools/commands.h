@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "engine/eviction.h"
+#include "engine/residency/eviction.h"
 #include "kernels/device.h"
 #include "kernels/status.h"
 

@@ -10,8 +10,8 @@
 #include <optional>
 #include <string>
 
-#include "engine/plan_bounds.h"
-#include "engine/planner.h"
+#include "engine/planner/plan_bounds.h"
+#include "engine/planner/planner.h"
 #include "tools/commands.h"
 #include "tools/plan_eval.h"
 

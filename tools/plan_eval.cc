@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "allocator/dtr_log.h"
-#include "engine/planner.h"
+#include "engine/planner/planner.h"
 #include "tools/commands.h"
 
 namespace ebb::cli {

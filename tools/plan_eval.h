@@ -8,9 +8,9 @@
 #include <optional>
 #include <string>
 
-#include "engine/plan.h"
-#include "engine/profile.h"
-#include "engine/simulator.h"
+#include "engine/planner/simulator.h"
+#include "engine/schema/plan.h"
+#include "engine/schema/profile.h"
 #include "kernels/status.h"
 
 namespace ebb::cli {

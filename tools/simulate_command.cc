@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/profile.h"
-#include "engine/simulator.h"
+#include "engine/planner/simulator.h"
+#include "engine/schema/profile.h"
 #include "tools/commands.h"
 #include "tools/plan_eval.h"
 

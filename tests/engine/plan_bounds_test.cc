@@ -1,13 +1,13 @@
 // recompute_lower_bound: exact on a profile worked by hand, and never above what a plan (or the
 // engine's dynamic eviction) achieves; a budget below its floor fits no recompute-only plan.
-#include "engine/plan_bounds.h"
+#include "engine/planner/plan_bounds.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "engine/planner.h"
-#include "engine/simulator.h"
+#include "engine/planner/planner.h"
+#include "engine/planner/simulator.h"
 #include "tests/engine/training_profile.h"
 
 namespace ebb {

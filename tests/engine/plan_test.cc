@@ -1,4 +1,4 @@
-#include "engine/plan.h"
+#include "engine/schema/plan.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -4,7 +4,7 @@
 // planner_seconds (planning without the sim checks). The goal: under 1 s for 10,000 ops.
 #include <benchmark/benchmark.h>
 
-#include "engine/planner.h"
+#include "engine/planner/planner.h"
 #include "tests/engine/training_profile.h"
 
 namespace ebb {

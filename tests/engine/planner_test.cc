@@ -1,4 +1,4 @@
-#include "engine/planner.h"
+#include "engine/planner/planner.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <string>
 
 #include "allocator/dtr_log.h"
-#include "engine/simulator.h"
+#include "engine/planner/simulator.h"
 #include "kernels/device.h"
 #include "tests/engine/training_profile.h"
 

@@ -1,4 +1,4 @@
-#include "engine/profile.h"
+#include "engine/schema/profile.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

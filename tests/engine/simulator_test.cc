@@ -1,4 +1,4 @@
-#include "engine/simulator.h"
+#include "engine/planner/simulator.h"
 
 #include <gtest/gtest.h>
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/profile.h"
+#include "engine/schema/profile.h"
 
 namespace ebb::testing_profiles {
 

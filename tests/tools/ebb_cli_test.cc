@@ -10,7 +10,7 @@
 #include <sstream>
 #include <string>
 
-#include "engine/profile.h"
+#include "engine/schema/profile.h"
 #include "tests/engine/training_profile.h"
 #include "tests/offload/offload_test_support.h"
 

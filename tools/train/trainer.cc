@@ -6,7 +6,7 @@
 #include <cstring>
 #include <memory>
 
-#include "engine/hardware_probe.h"
+#include "engine/planner/hardware_probe.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
 

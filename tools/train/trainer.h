@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "engine/ebb.h"
-#include "engine/planner.h"
+#include "engine/planner/planner.h"
 #include "kernels/nn.h"
 #include "tools/train/gpt_config.h"
 

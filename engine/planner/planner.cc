@@ -1,0 +1,410 @@
+// make_plan: a policy's evictions, checked on the sim device, re-planned to a tighter target
+// when the sim's peak reserved passes the budget, and the smallest feasible budget when none
+// fits.
+#include "engine/planner/planner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+
+#include "engine/planner/plan_model.h"
+#include "engine/planner/planner_policies.h"
+#include "engine/planner/simulator.h"
+
+namespace ebb {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kPageBytes = 2 * kMiB;  // what expandable segments map at a time
+
+// The checkpointing baselines: `plan`'s candidates where nothing cheaper fits (their replays
+// rebuild whole chains at a high price, in little memory).
+constexpr PlanPolicy kLastResort[] = {PlanPolicy::kSqrt, PlanPolicy::kRecomputeAll};
+
+// One planning attempt at an internal target: the policy's evictions in the model.
+struct Attempt {
+  std::vector<Eviction> evictions;
+  PlanPrediction predicted;
+  bool reached = true;  // the model's peak is within the target
+  double seconds = 0;
+};
+
+Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes,
+                  bool keep_rebuilt_ancestors, SwapUse swaps) {
+  const Clock::time_point start = Clock::now();
+  PlanModel model(profile, options.hardware, keep_rebuilt_ancestors);
+  Attempt a;
+  switch (options.policy) {
+    case PlanPolicy::kKeep:
+      break;
+    case PlanPolicy::kRecomputeAll:
+      add_recompute_all(model, /*sqrt_checkpoints=*/false);
+      break;
+    case PlanPolicy::kSqrt:
+      add_recompute_all(model, /*sqrt_checkpoints=*/true);
+      break;
+    case PlanPolicy::kSwapAll:
+      add_swap_all(model);
+      break;
+    case PlanPolicy::kPlan:
+      a.reached = add_cost_aware(model, target_bytes, swaps);
+      break;
+  }
+  a.evictions = model.sorted_evictions();
+  a.predicted = model.predict();
+  // A baseline's plan does not depend on the budget: the sim says whether it fits, or without
+  // sim checks the model (fit() compares its peak with the budget).
+  if (options.policy != PlanPolicy::kPlan) a.reached = true;
+  a.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return a;
+}
+
+// The cost-aware planner keeps the ancestors a replay rebuilds (a chain is replayed once, but its
+// tensors take memory from then on); when that cannot reach the target, it plans again dropping
+// them after each replay (less memory, a replay per use). The baselines drop them (planner.h).
+Attempt plan_at(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes,
+                SwapUse swaps) {
+  if (options.policy != PlanPolicy::kPlan) {
+    return plan_once(profile, options, target_bytes, false, swaps);
+  }
+  Attempt kept = plan_once(profile, options, target_bytes, true, swaps);
+  if (kept.reached) return kept;
+  Attempt dropped = plan_once(profile, options, target_bytes, false, swaps);
+  dropped.seconds += kept.seconds;
+  return dropped;
+}
+
+Plan plan_of(const Profile& profile, const PlannerOptions& options, Attempt attempt) {
+  Plan plan;
+  plan.policy = std::string(plan_policy_name(options.policy));
+  plan.budget_bytes = options.budget_bytes;
+  plan.profile = profile_key(profile);
+  plan.hardware = options.hardware;
+  plan.evictions = std::move(attempt.evictions);
+  plan.predicted = attempt.predicted;
+  return plan;
+}
+
+// Runs the plan on the sim device: its prediction on success; the sim's error otherwise
+// (kOutOfMemory when it does not fit).
+Status check_on_sim(const Profile& profile, const PlannerOptions& options, Plan& plan) {
+  SimulationOptions sim;
+  sim.budget_bytes = options.budget_bytes;
+  sim.hardware = options.hardware;
+  sim.expandable_segments = options.expandable_segments;
+  sim.plan = &plan;
+  EBB_ASSIGN_OR_RETURN(SimulationResult r, simulate_profile(profile, sim));
+  PlanPrediction& p = plan.predicted;
+  p.peak_reserved_bytes = r.peak_reserved_bytes;
+  p.base_compute_ns = r.base_compute_ns;
+  p.extra_compute_ns = r.stats.recompute_ns;
+  p.recomputed_ops = r.stats.recomputed_ops;
+  p.swapped_bytes = static_cast<std::size_t>(r.stats.swapped_out_bytes + r.stats.swapped_in_bytes);
+  p.step_ns = r.simulated.count();
+  p.checked_on_sim = true;
+  if (r.peak_reserved_bytes > options.budget_bytes) {
+    return out_of_memory("the plan's peak reserved " + std::to_string(r.peak_reserved_bytes) +
+                         " bytes passes the budget");
+  }
+  return ok_status();
+}
+
+// The plan at `options.budget_bytes`, re-planned to tighter targets while the sim says it does
+// not fit. kOutOfMemory when no round fits.
+Result<Plan> fit(const Profile& profile, const PlannerOptions& options, SwapUse swaps,
+                 double* planner_seconds) {
+  const std::size_t budget = options.budget_bytes;
+  // Room for page rounding and for a replay's transient outputs, before the sim has spoken.
+  std::size_t target = budget > 2 * kPageBytes ? budget - kPageBytes - budget / 100 : budget / 2;
+  Status last = ok_status();
+  for (int round = 0; round <= std::max(options.check_rounds, 0); ++round) {
+    Attempt a = plan_at(profile, options, target, swaps);
+    *planner_seconds += a.seconds;
+    if (!a.reached) return out_of_memory("the planner cannot reach the target");
+    Plan plan = plan_of(profile, options, std::move(a));
+    if (options.check_rounds == 0) {
+      if (plan.predicted.peak_reserved_bytes > budget) {
+        return out_of_memory("the model's peak passes the budget");
+      }
+      return plan;
+    }
+    last = check_on_sim(profile, options, plan);
+    if (last.ok()) return plan;
+    if (last.code() != StatusCode::kOutOfMemory || options.policy != PlanPolicy::kPlan) {
+      return last;
+    }
+    // Tighten by the overshoot when the sim measured one, else by 3% of the budget.
+    std::size_t step = budget / 33;
+    if (plan.predicted.peak_reserved_bytes > budget && plan.predicted.checked_on_sim) {
+      step = std::max(step / 2, plan.predicted.peak_reserved_bytes - budget + kPageBytes);
+    }
+    if (step >= target) break;
+    target -= step;
+  }
+  return last;
+}
+
+// Moves each swap's copy back earlier, to the op from which the compute up to its read covers the
+// copy's link time (never before the op after the swap-out); false when none moved.
+bool prefetch_ahead(const Profile& profile, const HardwareModel& hw,
+                    std::vector<Eviction>& evictions) {
+  if (!hw.has_host_link()) return false;
+  bool moved = false;
+  for (Eviction& e : evictions) {
+    if (e.method != EvictionMethod::kSwap || !e.needed_at.has_value()) continue;
+    const double copy_ns =
+        static_cast<double>(profile.tensors[e.tensor].bytes) / hw.host_to_device_bytes_per_s * 1e9 +
+        static_cast<double>(hw.link_latency.count());
+    std::size_t at = e.prefetch_at;
+    double covered = 0;
+    while (at > e.evict_after + 1 && covered < copy_ns) {
+      --at;
+      covered += static_cast<double>(profile.ops[at].duration_ns);
+    }
+    if (at < e.prefetch_at) {
+      e.prefetch_at = at;
+      moved = true;
+    }
+  }
+  return moved;
+}
+
+// The engine's own dynamic eviction (no profile needed) run on the sim at the budget, what it
+// did written down as a plan (SimulationOptions::evictions_taken): so `plan` has a candidate
+// wherever dynamic eviction fits, and knows its swaps and replays before the step runs. Frees in
+// another order leave other holes in the allocator's pages, so the written-down plan alone may
+// not fit where the run it came from did: then it runs again on the sim with dynamic eviction
+// making room where it does not, and what that run moved (the plan's moves and the rescues) is
+// the next plan, until one fits alone.
+// `to_beat`: the predicted step of the best plan in hand; a dynamic run no faster is not
+// written down (kFailedPrecondition).
+Result<Plan> from_dynamic(const Profile& profile, const PlannerOptions& options,
+                          EvictionPolicy policy, std::int64_t to_beat, double* planner_seconds) {
+  const Clock::time_point start = Clock::now();
+  std::vector<Eviction> taken;
+  SimulationOptions sim;
+  sim.budget_bytes = options.budget_bytes;
+  sim.hardware = options.hardware;
+  sim.policy = policy;
+  sim.expandable_segments = options.expandable_segments;
+  sim.evictions_taken = &taken;
+  Result<SimulationResult> dynamic = simulate_profile(profile, sim);
+  *planner_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  EBB_RETURN_IF_ERROR(dynamic.status());
+  if (dynamic->simulated.count() >= to_beat) {
+    return failed_precondition("dynamic eviction is no faster than the plan in hand");
+  }
+  Status last = ok_status();
+  for (int round = 0; round <= std::max(options.check_rounds, 0); ++round) {
+    Attempt a;
+    a.evictions = taken;
+    Plan plan = plan_of(profile, options, std::move(a));
+    last = check_on_sim(profile, options, plan);
+    if (last.ok()) {
+      // Dynamic eviction copies back on demand; the plan knows the future: each copy back
+      // starts early enough to hide behind the compute before its read, where the budget holds.
+      Plan ahead = plan;
+      if (prefetch_ahead(profile, options.hardware, ahead.evictions) &&
+          check_on_sim(profile, options, ahead).ok() &&
+          ahead.predicted.step_ns < plan.predicted.step_ns) {
+        return ahead;
+      }
+      return plan;
+    }
+    if (last.code() != StatusCode::kOutOfMemory) return last;
+    const Clock::time_point again = Clock::now();
+    sim.plan = &plan;
+    sim.plan_fallback = true;
+    Result<SimulationResult> rescued = simulate_profile(profile, sim);
+    sim.plan = nullptr;
+    *planner_seconds += std::chrono::duration<double>(Clock::now() - again).count();
+    if (!rescued.ok()) return last;
+  }
+  return last;
+}
+
+std::string percent(std::size_t bytes, std::size_t of) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f%%",
+                of > 0 ? 100.0 * static_cast<double>(bytes) / static_cast<double>(of) : 0.0);
+  return text;
+}
+
+// The smallest budget at which fit() succeeds: from the lowest peak the policy's model reaches,
+// up in 10% steps until one fits, then bisected.
+std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOptions options,
+                                             SwapUse swaps) {
+  double ignored = 0;
+  Attempt floor = plan_at(profile, options, 0, swaps);
+  // The least budget whose internal target (fit()) is the lowest peak the model reaches: below
+  // it the model cannot reach the target, so the search starts there.
+  std::size_t guess =
+      static_cast<std::size_t>(
+          std::ceil(static_cast<double>(floor.predicted.peak_live_bytes + kPageBytes) / 0.99)) +
+      1;
+  std::size_t lo = guess - 1;
+  std::size_t hi = 0;
+  for (int i = 0; i < 8; ++i) {
+    options.budget_bytes = guess;
+    if (fit(profile, options, swaps, &ignored).ok()) {
+      hi = guess;
+      break;
+    }
+    lo = guess;
+    guess += std::max(guess / 10, kPageBytes);
+  }
+  if (hi == 0) return std::nullopt;
+  while (hi - lo > std::max(hi / 200, kPageBytes)) {
+    const std::size_t mid = lo + (hi - lo) / 2;
+    options.budget_bytes = mid;
+    if (fit(profile, options, swaps, &ignored).ok()) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  return hi;
+}
+
+// The ways a policy may use the host link: the cost-aware planner tries three (planner_policies.h);
+// an error of the first is the one reported when none fits.
+std::vector<SwapUse> swap_variants(const PlannerOptions& options) {
+  if (!options.hardware.has_host_link()) return {SwapUse::kNone};
+  if (options.policy != PlanPolicy::kPlan) return {SwapUse::kScored};
+  return {SwapUse::kScored, SwapUse::kHiddenFirst, SwapUse::kNone};
+}
+
+}  // namespace
+
+std::string_view plan_policy_name(PlanPolicy policy) {
+  switch (policy) {
+    case PlanPolicy::kKeep:
+      return "keep";
+    case PlanPolicy::kRecomputeAll:
+      return "recompute-all";
+    case PlanPolicy::kSqrt:
+      return "sqrt";
+    case PlanPolicy::kSwapAll:
+      return "swap-all";
+    case PlanPolicy::kPlan:
+      return "plan";
+  }
+  return "plan";
+}
+
+std::optional<PlanPolicy> plan_policy_from_name(std::string_view name) {
+  for (PlanPolicy p : {PlanPolicy::kKeep, PlanPolicy::kRecomputeAll, PlanPolicy::kSqrt,
+                       PlanPolicy::kSwapAll, PlanPolicy::kPlan}) {
+    if (plan_policy_name(p) == name) return p;
+  }
+  return std::nullopt;
+}
+
+Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
+  const Profile profile = as_engine_runs(recorded);
+  if (options.budget_bytes == 0) return invalid_argument("plan: a budget of 0 bytes");
+  if (options.policy == PlanPolicy::kSwapAll && !options.hardware.has_host_link()) {
+    return invalid_argument("plan: policy swap-all needs a host link, and hardware \"" +
+                            options.hardware.name + "\" has none");
+  }
+  double seconds = 0;
+  // The cost-aware planner is greedy: with a host link, swaps chosen by score alone can take link
+  // time and block replay chains (a swapped input is not replayed) that a recompute-only plan
+  // never needs, and cheap replays can outscore swaps that the link hides for free. It plans each
+  // way and keeps the fastest sim-checked plan, so that a link never makes a plan worse.
+  const std::vector<SwapUse> variants = swap_variants(options);
+  Result<Plan> plan = fit(profile, options, variants.front(), &seconds);
+  const auto keep_faster = [&plan](Result<Plan> other) {
+    if (other.ok() && (!plan.ok() || other->predicted.step_ns < plan->predicted.step_ns)) {
+      plan = std::move(other);
+    }
+  };
+  // Every plan runs every op: none beats one that already costs no more than the op time (lstm
+  // with a link, where the recompute-only search is the slowest to make).
+  const auto at_op_time = [&plan] {
+    return plan.ok() && plan->predicted.step_ns <= plan->predicted.base_compute_ns;
+  };
+  for (std::size_t v = 1; v < variants.size() && !at_op_time(); ++v) {
+    keep_faster(fit(profile, options, variants[v], &seconds));
+  }
+  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link() && !at_op_time()) {
+    // The greedy search evicts at the worst op only, and the allocator's pages can fragment past
+    // the budget where its swaps leave holes; swap-all (every forward activation out after its
+    // last forward use) frees in program order and fits on the sim where the search may not. Its
+    // plan is one more candidate, so that `plan` is never slower than swap-all either.
+    PlannerOptions swap_all = options;
+    swap_all.policy = PlanPolicy::kSwapAll;
+    Result<Plan> other = fit(profile, swap_all, SwapUse::kScored, &seconds);
+    if (other.ok()) other->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
+    keep_faster(std::move(other));
+  }
+  // Dynamic eviction ranks every resident tensor at each eviction, so its sim run grows faster
+  // than the search's on long profiles: there it is run only when nothing else fits.
+  constexpr std::size_t kDynamicCandidateOps = 4096;
+  if (options.policy == PlanPolicy::kPlan && options.check_rounds > 0 && !at_op_time() &&
+      (!plan.ok() || profile.ops.size() <= kDynamicCandidateOps)) {
+    // With a link, dynamic eviction by swap and recompute, and by recompute alone: either may be
+    // the faster.
+    std::vector<EvictionPolicy> dynamic{EvictionPolicy::kRecompute};
+    if (options.hardware.has_host_link()) dynamic.insert(dynamic.begin(), EvictionPolicy::kBoth);
+    for (EvictionPolicy policy : dynamic) {
+      keep_faster(from_dynamic(
+          profile, options, policy,
+          plan.ok() ? plan->predicted.step_ns : std::numeric_limits<std::int64_t>::max(),
+          &seconds));
+    }
+  }
+  if (!plan.ok() && options.policy == PlanPolicy::kPlan) {
+    // Nothing cheaper fits: the last resort.
+    for (PlanPolicy baseline : kLastResort) {
+      PlannerOptions other = options;
+      other.policy = baseline;
+      Result<Plan> made = fit(profile, other, SwapUse::kNone, &seconds);
+      if (made.ok()) made->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
+      keep_faster(std::move(made));
+    }
+  }
+  if (plan.ok()) {
+    plan->planner_seconds = seconds;
+    return plan;
+  }
+  if (plan.status().code() != StatusCode::kOutOfMemory) return plan.status();
+  const std::size_t peak = profile_figures(profile).peak_live_bytes;
+  std::string message = "budget " + std::to_string(options.budget_bytes) + " bytes (" +
+                        percent(options.budget_bytes, peak) + " of the peak live " +
+                        std::to_string(peak) + " bytes) is infeasible for policy " +
+                        std::string(plan_policy_name(options.policy)) + " (" +
+                        plan.status().message() + ")";
+  std::optional<std::size_t> smallest;
+  for (SwapUse swaps : variants) {
+    std::optional<std::size_t> s = smallest_feasible(profile, options, swaps);
+    if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+  }
+  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link()) {
+    PlannerOptions swap_all = options;
+    swap_all.policy = PlanPolicy::kSwapAll;
+    std::optional<std::size_t> s = smallest_feasible(profile, swap_all, SwapUse::kScored);
+    if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+  }
+  if (options.policy == PlanPolicy::kPlan) {
+    for (PlanPolicy baseline : kLastResort) {
+      PlannerOptions other = options;
+      other.policy = baseline;
+      std::optional<std::size_t> s = smallest_feasible(profile, other, SwapUse::kNone);
+      if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+    }
+  }
+  if (smallest.has_value()) {
+    message += "; the smallest feasible budget is " + std::to_string(*smallest) + " bytes (" +
+               percent(*smallest, peak) + ")";
+  } else {
+    message += "; no budget up to twice the lowest the policy reaches fits either";
+  }
+  return out_of_memory(message);
+}
+
+}  // namespace ebb

@@ -1,0 +1,63 @@
+// Victim selection for dynamic eviction (no profile, no plan): when the allocator cannot find
+// room, the engine ranks the resident tensors it may evict and evicts the best one, ranking
+// again after each drop (a drop changes what the others cost).
+//
+//  - recompute: tensors with a producer on the tape that are not parameters, inputs or optimizer
+//    state and whose replay chain is recoverable (see recoverable() in tape.h), by DTR's
+//    heuristic h = cost / (bytes x staleness), lowest first, where staleness = ticks since last
+//    use + 1 and cost is the projected cost over the evicted neighbourhood (DTR's e*): the
+//    tensor's producer, the producers of the dropped ancestors its replay would have to rebuild,
+//    and the producers of the dropped descendants (still wanted) whose replay would now have to
+//    rebuild it too, transitively through dropped tensors. Counting the descendants is what stops
+//    a chain from being dropped link by link and replayed over and over;
+//  - swap: any tensor whose host copy fits the host tier, most bytes per second of transfer
+//    first (the largest first, since every copy crosses the same link), a tensor that already
+//    has a clean host copy before all others (evicting it costs no copy), older first on ties;
+//  - both: for each tensor the cheaper of a drop (the replay of it and its dropped ancestors)
+//    and a swap (the copy out, unless a clean copy exists, plus the copy back, at the host link
+//    bandwidth: neither is hidden behind compute, since the allocator waits for the copy out and
+//    a swap-in runs on the compute stream), scored as DTR scores a drop with that cost; a drop
+//    is scored with its evicted-neighbourhood cost as under recompute. A long replay chain thus
+//    turns a drop into a swap.
+//
+// Thread safety: pure functions of the tables passed in.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "engine/runtime/engine_options.h"
+#include "engine/runtime/tape.h"
+
+namespace ebb {
+
+// "none", "swap", "recompute", "both".
+std::string_view eviction_policy_name(EvictionPolicy policy);
+
+enum class EvictionAction : std::uint8_t { kDrop, kSwap };
+
+struct EvictionCandidate {
+  std::uint32_t slot = 0;
+  EvictionAction action = EvictionAction::kDrop;
+  double score = 0;  // lower is evicted first
+};
+
+struct EvictionContext {
+  EvictionPolicy policy = EvictionPolicy::kNone;
+  std::uint64_t tick = 0;                // the engine's current tick
+  double host_link_bytes_per_s = 10e9;   // device<->host bandwidth for swap-in estimates
+  std::size_t host_tier_free_bytes = 0;  // room left in the host tier for new host copies
+};
+
+// True when the tensor's kind is one the engine recomputes (not a parameter, input or optimizer
+// state) and it has a producer to replay. Whether the replay can run is recoverable() (tape.h).
+bool droppable(const TensorRecord& record);
+
+// The resident, unlocked, live tensors the policy may evict, best victim first.
+std::vector<EvictionCandidate> rank_eviction_candidates(const TensorTable& tensors,
+                                                        const std::vector<OpRecord>& tape,
+                                                        const EvictionContext& context);
+
+}  // namespace ebb

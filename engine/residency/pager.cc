@@ -1,0 +1,342 @@
+// The Pager's construction and the ways a tensor comes back to the device: a copy back from the
+// host tier or NVMe, a prefetch ahead of its use, or a replay of its producer.
+#include "engine/residency/pager.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+namespace ebb {
+namespace {
+
+std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+}  // namespace
+
+Pager::Pager(const EngineOptions& options, TensorTable& tensors, Tape& tape, OpLauncher& launcher)
+    : options_(options), tensors_(tensors), tape_(tape), launcher_(launcher) {}
+
+Result<std::unique_ptr<Pager>> Pager::create(const EngineOptions& options, TensorTable& tensors,
+                                             Tape& tape, OpLauncher& launcher) {
+  Device& device = options.device;
+  std::unique_ptr<Pager> pager(new Pager(options, tensors, tape, launcher));
+  EBB_ASSIGN_OR_RETURN(
+      pager->allocator_,
+      CachingAllocator::create(device, {.budget_bytes = options.budget_bytes,
+                                        .expandable_segments = options.expandable_segments}));
+  EBB_ASSIGN_OR_RETURN(pager->host_tier_, HostTier::create(device, options.host_tier_bytes));
+  if (!options.nvme_directories.empty()) {
+    EBB_ASSIGN_OR_RETURN(pager->nvme_, NvmeTier::create({.directories = options.nvme_directories,
+                                                         .capacity_bytes = options.nvme_tier_bytes,
+                                                         .block_bytes = options.nvme_block_bytes,
+                                                         .queue_depth = options.nvme_queue_depth,
+                                                         .device = &device,
+                                                         .faults = options.nvme_faults}));
+  }
+  EBB_ASSIGN_OR_RETURN(pager->transfers_,
+                       TransferEngine::create(device, pager->nvme_.get(),
+                                              {.copies_in_flight = options.copies_in_flight}));
+  Pager* self = pager.get();
+  pager->allocator_->set_eviction_callback(
+      [self](std::size_t bytes_needed, Stream& /*stream*/) { return self->evict(bytes_needed); });
+  return pager;
+}
+
+Pager::~Pager() {
+  // Queued closures and copies use the tensors' blocks and host copies: let them finish before
+  // anything is returned. Errors have nowhere to go now.
+  if (transfers_ != nullptr) (void)synchronize_transfers();
+  (void)launcher_.stream().synchronize();
+  if (allocator_ != nullptr) allocator_->set_eviction_callback(nullptr);
+  for (const ArrivalWait& w : arrival_waits_) launcher_.events().release(w.ready);
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    if (tensors_.at(slot).live && allocator_ != nullptr) free_storage(slot);
+  }
+}
+
+std::string Pager::out_of_memory_message(const std::string& what, std::size_t bytes_needed,
+                                         const Status& allocator_status) const {
+  // What could not be evicted, largest first: that is what the budget has to hold.
+  std::vector<std::uint32_t> held;
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    const TensorRecord& r = tensors_.at(slot);
+    if (r.live && r.residency == Residency::kDevice) held.push_back(slot);
+  }
+  std::stable_sort(held.begin(), held.end(), [this](std::uint32_t a, std::uint32_t b) {
+    return tensors_.at(a).bytes > tensors_.at(b).bytes;
+  });
+  std::string m = what + " needs " + std::to_string(bytes_needed) +
+                  " bytes and even evicting everything evictable (policy " +
+                  std::string(eviction_policy_name(options_.policy)) +
+                  ") leaves no room under the budget of " +
+                  std::to_string(allocator_->budget_bytes()) + " bytes; resident and held:";
+  constexpr std::size_t kListed = 10;
+  for (std::size_t i = 0; i < held.size() && i < kListed; ++i) {
+    const TensorRecord& r = tensors_.at(held[i]);
+    m += " " + quoted(r.name) + " " + std::to_string(r.bytes) + " B (" +
+         std::string(tensor_kind_name(r.kind)) +
+         (r.lock_count > 0 ? ", locked by the op" : ", pinned") + ")";
+    m += i + 1 < held.size() && i + 1 < kListed ? "," : "";
+  }
+  if (held.size() > kListed) m += " and " + std::to_string(held.size() - kListed) + " more";
+  return m + ". Allocator: " + allocator_status.message();
+}
+
+void Pager::log_residency(std::uint32_t slot, Residency to) {
+  if (residency_log_ != nullptr && in_iteration_) {
+    residency_log_->push_back({tensors_.id_of(slot), tape_.size(), to});
+  }
+}
+
+void Pager::follow_plans(bool plans, EvictionHooks* hooks) {
+  plans_ = plans;
+  hooks_ = hooks;
+  if (!plans) rebuilt_.clear();
+}
+
+Status Pager::make_resident(std::uint32_t slot, std::string_view op) {
+  const TensorRecord& r = tensors_.at(slot);
+  switch (r.residency) {
+    case Residency::kDevice:
+      return r.arrival_pending ? settle_arrival(slot, /*for_use=*/true) : ok_status();
+    case Residency::kHost:
+      return copy_back(slot, op);
+    case Residency::kDropped:
+      if (!r.has_producer()) {
+        return failed_precondition(quoted(op) + ": tensor " + quoted(r.name) +
+                                   " holds no bytes and has no producer to recompute it from");
+      }
+      return replay(slot, op);
+    case Residency::kNvme:
+      return read_back_from_nvme(slot, op);
+  }
+  return internal_error("unknown residency of tensor " + quoted(r.name));
+}
+
+Status Pager::lock_resident(std::span<const std::uint32_t> slots, std::string_view op) {
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    if (Status s = make_resident(slots[i], op); !s.ok()) {
+      unlock(slots.first(i));
+      return s;
+    }
+    ++tensors_.at(slots[i]).lock_count;
+  }
+  return ok_status();
+}
+
+void Pager::unlock(std::span<const std::uint32_t> slots) {
+  for (std::uint32_t slot : slots) --tensors_.at(slot).lock_count;
+}
+
+Status Pager::copy_back(std::uint32_t slot, std::string_view op) {
+  const std::size_t bytes = tensors_.at(slot).bytes;
+  EBB_ASSIGN_OR_RETURN(void* block, allocate(bytes, tensors_.at(slot).name, [&] {
+                         return quoted(op) + " (swapping in " + quoted(tensors_.at(slot).name) +
+                                ")";
+                       }));
+  TensorRecord& r = tensors_.at(slot);
+  Stream& compute = launcher_.stream();
+  // After the compute stream's work so far (the block's previous user) and after the swap-out
+  // that filled the host copy; the op that reads it waits for it now.
+  Result<std::shared_ptr<Transfer>> in = transfers_->copy_to_device(
+      block, r.host_ptr, bytes, &compute, TransferDeadline::now(), r.host_copy);
+  Status s = in.ok() ? transfers_->stream_wait(compute, **in) : in.status();
+  if (!s.ok()) {
+    // The copy may be queued on its lane; the block goes back after it.
+    if (in.ok()) (void)(*in)->wait();
+    (void)allocator_->free(block);
+    return s;
+  }
+  r.host_copy = std::move(*in);
+  r.device_ptr = block;
+  r.residency = Residency::kDevice;
+  stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
+  log_residency(slot, Residency::kDevice);
+  return ok_status();
+}
+
+Status Pager::read_back_from_nvme(std::uint32_t slot, std::string_view op) {
+  const std::size_t bytes = tensors_.at(slot).bytes;
+  EBB_ASSIGN_OR_RETURN(void* block, allocate(bytes, tensors_.at(slot).name, [&] {
+                         return quoted(op) + " (bringing " + quoted(tensors_.at(slot).name) +
+                                " back from NVMe)";
+                       }));
+  TensorRecord& r = tensors_.at(slot);
+  Result<std::shared_ptr<Transfer>> fetch = transfers_->nvme_to_device(
+      r.nvme_extent, block, bytes, &launcher_.stream(),
+      {.op_index = static_cast<std::int64_t>(tape_.size()), .priority = 1});
+  Status read = fetch.ok() ? (*fetch)->wait() : fetch.status();
+  if (!read.ok()) {
+    // Nothing uses the block: the fetch has ended. The extent stays, still the tensor's copy.
+    (void)allocator_->free(block);
+    return Status(read.code(), quoted(op) + ": bringing tensor " + quoted(r.name) +
+                                   " back from NVMe: " + read.message());
+  }
+  free_nvme_copy(r);
+  r.device_ptr = block;
+  r.residency = Residency::kDevice;
+  stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
+  stats_.nvme_read_bytes += static_cast<std::int64_t>(bytes);
+  log_residency(slot, Residency::kDevice);
+  return ok_status();
+}
+
+Status Pager::replay(std::uint32_t slot, std::string_view op) {
+  // The tape does not grow while an op's inputs are brought back, so `producer` stays valid.
+  const auto producer = static_cast<std::size_t>(tensors_.at(slot).producer);
+  const std::vector<std::uint32_t> inputs = tape_[producer].inputs;
+  const std::vector<std::uint32_t> outputs = tape_[producer].outputs;
+  std::vector<std::uint32_t> locked;
+  std::vector<void*> pointers;
+  pointers.reserve(inputs.size() + outputs.size());
+  // The resident inputs are locked first, so that bringing the others back cannot evict them.
+  for (std::uint32_t in : inputs) {
+    if (tensors_.at(in).residency != Residency::kDevice) continue;
+    // A prefetched input: the replay reads it only after its copy back.
+    if (Status s = settle_arrival(in, /*for_use=*/true); !s.ok()) {
+      unlock(locked);
+      return s;
+    }
+    ++tensors_.at(in).lock_count;
+    locked.push_back(in);
+  }
+  for (std::uint32_t in : inputs) {
+    if (tensors_.at(in).residency == Residency::kDevice) continue;
+    if (Status s = make_resident(in, op); !s.ok()) {
+      unlock(locked);
+      return s;
+    }
+    ++tensors_.at(in).lock_count;
+    locked.push_back(in);
+  }
+  for (std::uint32_t in : inputs) {
+    tensors_.touch(in);
+    pointers.push_back(tensors_.at(in).device_ptr);
+  }
+  // Every output needs a buffer for the replay. Dropped ones adopt theirs (locked until the
+  // launch); the others (resident, on host, released) get scratch freed after the replay.
+  std::vector<std::uint32_t> adopted;
+  std::vector<void*> scratch;
+  for (std::uint32_t out : outputs) {
+    const TensorRecord& o = tensors_.at(out);
+    const bool adopt = o.residency == Residency::kDropped && (out == slot || !o.released);
+    // Described while the replay's inputs are still locked, so the message tells them from the
+    // pinned tensors.
+    Result<void*> block = allocate(o.bytes, o.name, [&] {
+      return quoted(op) + " (recomputing " + quoted(tensors_.at(slot).name) + " by replaying " +
+             quoted(tape_[producer].code->name) + ")";
+    });
+    if (!block.ok()) {
+      for (void* p : scratch) (void)allocator_->free(p);
+      for (std::uint32_t a : adopted) {
+        TensorRecord& ar = tensors_.at(a);
+        (void)allocator_->free(ar.device_ptr);
+        ar.device_ptr = nullptr;
+        ar.residency = Residency::kDropped;
+        --ar.lock_count;
+      }
+      unlock(locked);
+      return block.status();
+    }
+    if (adopt) {
+      if (plans_) rebuilt_.push_back(out);
+      TensorRecord& a = tensors_.at(out);
+      a.device_ptr = *block;
+      a.residency = Residency::kDevice;
+      tensors_.touch(out);
+      ++a.lock_count;
+      log_residency(out, Residency::kDevice);
+      adopted.push_back(out);
+    } else {
+      scratch.push_back(*block);
+    }
+    pointers.push_back(*block);
+  }
+  Status launched = launcher_.launch(tape_, producer, pointers, /*timed=*/false);
+  for (void* p : scratch) (void)allocator_->free(p);  // in stream order, after the replay
+  unlock(adopted);
+  unlock(locked);
+  if (!launched.ok()) return launched;
+  ++stats_.recomputed_ops;
+  stats_.recompute_ns += tape_[producer].cost_ns;
+  // A released input was brought back only for this replay (or kept for it).
+  for (std::uint32_t in : inputs) {
+    const TensorRecord& r = tensors_.at(in);
+    if (r.released && r.lock_count == 0 && r.residency != Residency::kDropped &&
+        storage_releasable(in)) {
+      free_storage(in);
+    }
+  }
+  return ok_status();
+}
+
+Result<bool> Pager::prefetch(std::uint32_t slot, TransferDeadline deadline, std::uint32_t id) {
+  if (tensors_.at(slot).residency != Residency::kHost) return false;
+  const std::size_t bytes = tensors_.at(slot).bytes;
+  prefetching_ = true;
+  Result<void*> block = allocator_->allocate(bytes, launcher_.stream(), tensors_.at(slot).name);
+  prefetching_ = false;
+  if (!block.ok()) {
+    // No room yet: the op that reads it brings it back (and reports a failure).
+    if (block.status().code() == StatusCode::kOutOfMemory) return false;
+    return block.status();
+  }
+  TensorRecord& r = tensors_.at(slot);
+  // After the compute stream's work so far (the block was freed on it and may still be read by
+  // queued ops) and after the swap-out that filled the host copy.
+  Result<std::shared_ptr<Transfer>> in = transfers_->copy_to_device(
+      *block, r.host_ptr, bytes, &launcher_.stream(), deadline, r.host_copy);
+  if (!in.ok()) {
+    (void)allocator_->free(*block);
+    return in.status();
+  }
+  r.host_copy = std::move(*in);
+  r.device_ptr = *block;
+  r.residency = Residency::kDevice;
+  r.arrival_pending = true;
+  r.prefetch_id = id;
+  stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
+  log_residency(slot, Residency::kDevice);
+  return true;
+}
+
+Status Pager::settle_arrival(std::uint32_t slot, bool for_use) {
+  TensorRecord& r = tensors_.at(slot);
+  if (!r.arrival_pending) return ok_status();
+  r.arrival_pending = false;
+  const std::uint32_t id = std::exchange(r.prefetch_id, 0);
+  Stream& compute = launcher_.stream();
+  if (!for_use && r.host_copy->cancel()) {
+    // Never issued: nothing will write the block, and nothing needs to wait.
+    return ok_status();
+  }
+  if (for_use && id != 0) {
+    Result<Event*> ready = launcher_.events().acquire();
+    if (ready.ok()) {
+      if (Status s = compute.record(**ready); !s.ok()) {
+        launcher_.events().release(*ready);
+        return s;
+      }
+      // Issued now if still queued; the measure is taken from when the op asked for it.
+      EBB_RETURN_IF_ERROR(transfers_->stream_wait(compute, *r.host_copy));
+      arrival_waits_.push_back({*ready, r.host_copy, id});
+      return ok_status();
+    }
+  }
+  return transfers_->stream_wait(compute, *r.host_copy);
+}
+
+std::vector<std::uint32_t> Pager::take_late_prefetches() {
+  std::vector<std::uint32_t> late;
+  for (ArrivalWait& w : arrival_waits_) {
+    Result<double> late_ms = w.copy->completion().elapsed_ms_since(*w.ready);
+    if (late_ms.ok() && *late_ms > 0) late.push_back(w.id);
+    launcher_.events().release(w.ready);
+  }
+  arrival_waits_.clear();
+  return late;
+}
+
+Status Pager::synchronize_transfers() { return transfers_->synchronize(); }
+
+}  // namespace ebb

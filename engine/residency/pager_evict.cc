@@ -1,0 +1,243 @@
+// The Pager's evictions: dynamic eviction when the allocator asks for room, the plan's swap-outs
+// and drops, the spill to NVMe when the host tier is full, and giving storage back.
+#include <string>
+#include <utility>
+
+#include "engine/residency/pager.h"
+
+namespace ebb {
+namespace {
+
+std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+}  // namespace
+
+std::size_t Pager::evict(std::size_t bytes_needed) {
+  if (prefetching_) return 0;  // see prefetch()
+  ++stats_.eviction_calls;
+  std::size_t freed = hooks_ != nullptr ? hooks_->make_room(bytes_needed) : 0;
+  if (freed >= bytes_needed) return freed;
+  const std::int64_t evictions_before = stats_.evictions;
+  freed += evict_ranked(bytes_needed - freed);
+  if (hooks_ != nullptr) hooks_->evicted_dynamically(stats_.evictions - evictions_before);
+  return freed;
+}
+
+std::size_t Pager::evict_ranked(std::size_t bytes_needed) {
+  std::size_t freed = free_unread_released_storage();
+  // Ranked again after every drop: a drop changes what its neighbours cost, and whether their
+  // replay chains can still run. A swap changes neither.
+  while (freed < bytes_needed) {
+    const EvictionContext context{
+        .policy = options_.policy,
+        .tick = tensors_.tick(),
+        .host_link_bytes_per_s = options_.host_link_bytes_per_s,
+        .host_tier_free_bytes = offload_free_bytes(),
+    };
+    bool dropped = false;
+    for (const EvictionCandidate& c : rank_eviction_candidates(tensors_, tape_.ops(), context)) {
+      if (freed >= bytes_needed) break;
+      const TensorRecord& r = tensors_.at(c.slot);
+      if (r.residency != Residency::kDevice) continue;  // swapped earlier in this pass
+      Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
+      EBB_CHECK(block.ok(), "tensor " + quoted(r.name) +
+                                " is resident without a live block: " + block.status().to_string());
+      if (c.action == EvictionAction::kSwap) {
+        if (!swap_out(c.slot)) continue;
+      } else {
+        drop(c.slot);
+        dropped = true;
+      }
+      freed += *block;
+      if (dropped) break;
+    }
+    if (!dropped) break;  // the ranking ran out (or only swaps were left): nothing more to gain
+  }
+  return freed;
+}
+
+bool Pager::swap_out(std::uint32_t slot) {
+  {
+    const TensorRecord& r = tensors_.at(slot);
+    if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0) return false;
+  }
+  if (!settle_arrival(slot, /*for_use=*/false).ok()) return false;
+  TensorRecord& r = tensors_.at(slot);
+  if (r.host_ptr == nullptr) {
+    Result<void*> host = host_tier_->allocate(r.name, r.bytes);
+    if (!host.ok()) {
+      reclaim_clean_copies(r.bytes);
+      host = host_tier_->allocate(r.name, r.bytes);
+      if (!host.ok()) return spill_to_nvme(slot);  // the host tier is full: one tier down
+    }
+    // After the compute stream's work so far: the tensor's writer.
+    Result<std::shared_ptr<Transfer>> out =
+        transfers_->copy_to_host(*host, r.device_ptr, r.bytes, &launcher_.stream());
+    if (!out.ok()) {
+      (void)host_tier_->free(*host);
+      return false;
+    }
+    r.host_ptr = *host;
+    r.host_copy = std::move(*out);
+    // Its last use is the copy: reusable on the compute stream once the lane is past it.
+    Status freed = allocator_->free(r.device_ptr, transfers_->device_to_host_stream());
+    EBB_CHECK(freed.ok(), freed.to_string());
+    stats_.swapped_out_bytes += static_cast<std::int64_t>(r.bytes);
+  } else {
+    // A clean copy: the device block's last use is on the compute stream.
+    Status freed = allocator_->free(r.device_ptr);
+    EBB_CHECK(freed.ok(), freed.to_string());
+  }
+  left_device(slot, Residency::kHost);
+  return true;
+}
+
+bool Pager::drop_recoverable(std::uint32_t slot) {
+  const TensorRecord& r = tensors_.at(slot);
+  if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0 || !droppable(r)) {
+    return false;
+  }
+  std::vector<std::uint8_t> memo;
+  if (!recoverable(tensors_, tape_.ops(), slot, memo)) return false;
+  drop(slot);
+  return true;
+}
+
+void Pager::drop(std::uint32_t slot) {
+  Status settled = settle_arrival(slot, /*for_use=*/false);
+  EBB_CHECK(settled.ok(),
+            "dropping " + quoted(tensors_.at(slot).name) + ": " + settled.to_string());
+  TensorRecord& r = tensors_.at(slot);
+  if (r.host_ptr != nullptr) {
+    swap_out(slot);  // a clean copy: cheaper to keep than to recompute
+    return;
+  }
+  Status freed = allocator_->free(r.device_ptr);
+  EBB_CHECK(freed.ok(), freed.to_string());
+  left_device(slot, Residency::kDropped);
+}
+
+bool Pager::spill_to_nvme(std::uint32_t slot) {
+  if (nvme_ == nullptr) return false;
+  TensorRecord& r = tensors_.at(slot);
+  Result<std::shared_ptr<Transfer>> spill = transfers_->device_to_nvme(
+      r.name, r.device_ptr, r.bytes, &launcher_.stream(), TransferDeadline::now());
+  Status written = spill.ok() ? (*spill)->wait() : spill.status();
+  if (!written.ok()) {
+    // A full tier is no error: the tensor stays and eviction looks elsewhere. A failed write is
+    // one: the tensor stays resident (its only copy), and the next call returns the failure.
+    if (written.code() != StatusCode::kOutOfMemory) {
+      launcher_.defer_error(Status(
+          written.code(), "spilling tensor " + quoted(r.name) + " to NVMe: " + written.message()));
+    }
+    return false;
+  }
+  r.nvme_extent = (*spill)->extent();
+  // The copy out has completed, and it was ordered after the compute stream's queued work.
+  Status freed = allocator_->free(r.device_ptr);
+  EBB_CHECK(freed.ok(), freed.to_string());
+  ++stats_.nvme_spills;
+  stats_.nvme_written_bytes += static_cast<std::int64_t>(r.bytes);
+  left_device(slot, Residency::kNvme);
+  return true;
+}
+
+void Pager::left_device(std::uint32_t slot, Residency to) {
+  TensorRecord& r = tensors_.at(slot);
+  r.device_ptr = nullptr;
+  r.residency = to;
+  ++stats_.evictions;
+  ++(to == Residency::kDropped ? stats_.drops : stats_.swap_outs);
+  log_residency(slot, to);
+}
+
+bool Pager::storage_releasable(std::uint32_t slot) const {
+  const TensorRecord& r = tensors_.at(slot);
+  // A plan drops tensors too: a released tensor their replays read keeps its bytes.
+  const bool may_recompute = options_.policy == EvictionPolicy::kRecompute ||
+                             options_.policy == EvictionPolicy::kBoth || plans_;
+  if (!may_recompute || r.consumers == 0) return true;
+  // Rebuilt by replay whenever a dropped tensor's replay needs it.
+  std::vector<std::uint8_t> memo;
+  if (recoverable(tensors_, tape_.ops(), slot, memo)) return true;
+  return !replay_inputs(tensors_, tape_.ops())[slot];
+}
+
+void Pager::release(std::uint32_t slot) {
+  if (storage_releasable(slot)) free_storage(slot);
+}
+
+std::size_t Pager::free_unread_released_storage() {
+  std::vector<std::uint32_t> holding;
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    const TensorRecord& r = tensors_.at(slot);
+    if (r.live && r.released && r.lock_count == 0 && r.residency != Residency::kDropped) {
+      holding.push_back(slot);
+    }
+  }
+  if (holding.empty()) return 0;
+  // Freeing a tensor that no replay reads changes no replay chain: one marking serves them all.
+  const std::vector<bool> read = replay_inputs(tensors_, tape_.ops());
+  std::size_t freed = 0;
+  for (std::uint32_t slot : holding) {
+    if (read[slot]) continue;
+    const TensorRecord& r = tensors_.at(slot);
+    if (r.residency == Residency::kDevice) {
+      Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
+      EBB_CHECK(block.ok(), "tensor " + quoted(r.name) +
+                                " is resident without a live block: " + block.status().to_string());
+      freed += *block;
+    }
+    free_storage(slot);
+  }
+  return freed;
+}
+
+void Pager::reclaim_clean_copies(std::size_t bytes) {
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    const PinnedHostPoolStats host = host_tier_->stats();
+    if (host.capacity_bytes - host.allocated_bytes >= bytes) return;
+    TensorRecord& r = tensors_.at(slot);
+    // A copy back still in flight reads its host copy: it is not clean yet.
+    if (r.live && r.residency == Residency::kDevice && r.host_ptr != nullptr &&
+        !r.arrival_pending) {
+      free_host_copy(r);
+    }
+  }
+}
+
+void Pager::free_host_copy(TensorRecord& r) {
+  // A copy from or to the buffer may still be queued or running.
+  if (r.host_copy != nullptr) (void)r.host_copy->wait();
+  Status freed = host_tier_->free(r.host_ptr);
+  EBB_CHECK(freed.ok(), freed.to_string());
+  r.host_ptr = nullptr;
+  r.host_copy = nullptr;
+}
+
+void Pager::free_nvme_copy(TensorRecord& r) {
+  Status freed = nvme_->free(r.nvme_extent);
+  EBB_CHECK(freed.ok(), "NVMe copy of " + quoted(r.name) + ": " + freed.to_string());
+  r.nvme_extent = kNoExtent;
+}
+
+void Pager::free_storage(std::uint32_t slot) {
+  Status settled = settle_arrival(slot, /*for_use=*/false);
+  EBB_CHECK(settled.ok(), "freeing " + quoted(tensors_.at(slot).name) + ": " + settled.to_string());
+  TensorRecord& r = tensors_.at(slot);
+  if (r.device_ptr != nullptr) {
+    Status freed = allocator_->free(r.device_ptr);
+    EBB_CHECK(freed.ok(), "tensor " + quoted(r.name) + ": " + freed.to_string());
+    r.device_ptr = nullptr;
+  }
+  if (r.host_ptr != nullptr) free_host_copy(r);
+  if (r.nvme_extent != kNoExtent) free_nvme_copy(r);
+  r.host_copy = nullptr;
+  r.residency = Residency::kDropped;
+}
+
+std::size_t Pager::offload_free_bytes() const {
+  return host_tier_->free_bytes() + (nvme_ != nullptr ? nvme_->free_bytes() : 0);
+}
+
+}  // namespace ebb
