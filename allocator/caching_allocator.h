@@ -113,7 +113,7 @@ class CachingAllocator {
   // Every block in address order, for tests and reports.
   std::vector<BlockSnapshot> snapshot() const;
 
-  class Heap;  // the implementation; defined in caching_allocator.cc
+  class Heap;  // the implementation; defined in allocator/heap.h (heap.cc, heap_segments.cc)
 
  private:
   CachingAllocator(Device& device, CachingAllocatorOptions options, std::size_t budget_bytes);

@@ -1,5 +1,5 @@
 // PinnedHostPool: a cache of page-locked host buffers for staging copies between device and
-// host (and, later, NVMe), with a capacity limit.
+// host, with a capacity limit.
 //
 // Memory comes from Device::allocate_pinned_host (cudaHostAlloc on cuda, mlock'ed aligned
 // memory on cpu) in chunks of kPinnedMinChunkBytes, or of the rounded request when it is

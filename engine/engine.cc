@@ -160,21 +160,10 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   EBB_RETURN_IF_ERROR(pager_->lock_resident(slots, name));
   run_pointers_.clear();
   for (std::uint32_t slot : slots) run_pointers_.push_back(tensors_.at(slot).device_ptr);
-  Status ready = allocate_outputs(name, outputs);
   auto code = std::make_shared<const OpCode>(OpCode{std::string(name), std::move(fn)});
-  if (ready.ok() && options_.check_outputs) {
-    ready = launcher_->check_outputs(code, run_pointers_, slots.size(), outputs, run_output_bytes_,
-                                     cost);
-    // Freed in compute-stream order, after the checked launches.
-    if (!ready.ok()) {
-      for (std::size_t j = slots.size(); j < run_pointers_.size(); ++j) {
-        (void)pager_->allocator().free(run_pointers_[j]);
-      }
-    }
-  }
-  if (!ready.ok()) {
+  if (Status s = prepare_outputs(code, outputs, cost); !s.ok()) {
     pager_->unlock(slots);
-    return ready;
+    return s;
   }
   std::vector<Tensor> result = record_op(std::move(code), std::move(slots), outputs, cost);
   const OpRecord& op = tape_[op_index];
@@ -236,21 +225,35 @@ Result<std::vector<std::uint32_t>> Engine::input_slots(std::string_view name,
   return slots;
 }
 
-Status Engine::allocate_outputs(std::string_view name, const std::vector<TensorSpec>& outputs) {
+Status Engine::prepare_outputs(const std::shared_ptr<const OpCode>& code,
+                               const std::vector<TensorSpec>& outputs,
+                               std::chrono::nanoseconds cost) {
   const std::size_t inputs = run_pointers_.size();
+  // Freed in compute-stream order (after the checked launches, if any).
+  const auto free_outputs = [&] {
+    for (std::size_t j = inputs; j < run_pointers_.size(); ++j) {
+      (void)pager_->allocator().free(run_pointers_[j]);
+    }
+    run_pointers_.resize(inputs);
+  };
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     // Described while the inputs are still locked, so the message tells them from pinned ones.
     Result<void*> block = pager_->allocate(run_output_bytes_[i], outputs[i].name, [&] {
-      return "op " + quoted(name) + " (output " + quoted(outputs[i].name) + ")";
+      return "op " + quoted(code->name) + " (output " + quoted(outputs[i].name) + ")";
     });
     if (!block.ok()) {
-      for (std::size_t j = inputs; j < run_pointers_.size(); ++j) {
-        (void)pager_->allocator().free(run_pointers_[j]);
-      }
-      run_pointers_.resize(inputs);
+      free_outputs();
       return block.status();
     }
     run_pointers_.push_back(*block);
+  }
+  if (options_.check_outputs) {
+    Status checked =
+        launcher_->check_outputs(code, run_pointers_, inputs, outputs, run_output_bytes_, cost);
+    if (!checked.ok()) {
+      free_outputs();
+      return checked;
+    }
   }
   return ok_status();
 }

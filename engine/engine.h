@@ -192,9 +192,10 @@ class Engine {
   // The slots of run()'s inputs, in a slot list the tape entry will own.
   Result<std::vector<std::uint32_t>> input_slots(std::string_view name,
                                                  std::span<const Tensor> inputs);
-  // Blocks for run()'s outputs, appended to run_pointers_ (after the inputs'); on failure the
-  // ones allocated are freed.
-  Status allocate_outputs(std::string_view name, const std::vector<TensorSpec>& outputs);
+  // Blocks for run()'s outputs, appended to run_pointers_ (after the inputs'), and with
+  // options().check_outputs the closure checked on them; on failure the blocks are freed.
+  Status prepare_outputs(const std::shared_ptr<const OpCode>& code,
+                         const std::vector<TensorSpec>& outputs, std::chrono::nanoseconds cost);
   // Registers op `op_index` on the tape and its outputs in the table; returns their handles.
   std::vector<Tensor> record_op(std::shared_ptr<const OpCode> code,
                                 std::vector<std::uint32_t> input_slots,

@@ -81,22 +81,25 @@ bool Transfer::done() const {
   return !q.ok() || *q;
 }
 
+bool Transfer::cancel_if_queued() {
+  if (!is_copy(kind_)) return false;
+  std::unique_lock<std::mutex> state_lock(mu_);
+  const bool queued = state_ == State::kQueued;
+  state_lock.unlock();
+  // Only a queued copy touches its lane, which lives as long as the copy may be queued.
+  if (!queued) return false;
+  std::lock_guard<std::mutex> lane_lock(lane_->mu);
+  if (!lane_->unqueue_locked(*this)) return false;  // issued meanwhile
+  std::lock_guard<std::mutex> lock(mu_);
+  state_ = State::kDone;
+  status_ = failed_precondition("copy of " + std::to_string(bytes_) + " bytes was cancelled");
+  cv_.notify_all();
+  return true;
+}
+
 bool Transfer::cancel() {
   if (is_copy(kind_)) {
-    std::unique_lock<std::mutex> state_lock(mu_);
-    const bool queued = state_ == State::kQueued;
-    state_lock.unlock();
-    // Only a queued copy touches its lane, which lives as long as the copy may be queued.
-    if (queued) {
-      std::lock_guard<std::mutex> lane_lock(lane_->mu);
-      if (lane_->unqueue_locked(*this)) {
-        std::lock_guard<std::mutex> lock(mu_);
-        state_ = State::kDone;
-        status_ = failed_precondition("copy of " + std::to_string(bytes_) + " bytes was cancelled");
-        cv_.notify_all();
-        return true;
-      }
-    }
+    if (cancel_if_queued()) return true;
     // Issued (or done): a copy on a stream cannot be taken back; wait for it instead.
     (void)wait();
     return false;

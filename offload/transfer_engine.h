@@ -108,6 +108,8 @@ class Transfer {
   bool done() const;
   // See the file comment. Returns true when the request was removed before it was issued.
   bool cancel();
+  // cancel() that never waits: removes a queued copy (true); false for anything else.
+  bool cancel_if_queued();
   // For host/device->NVMe requests, after wait() returned OK: the extent written.
   ExtentId extent() const;
   // The order in which NVMe requests finished (1, 2, ...); 0 for copies and unfinished ones.

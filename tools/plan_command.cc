@@ -2,7 +2,7 @@
 // budget for a hardware model (--hw, or --link-gbps; 0 = recompute only), checks the plan on the
 // sim device and prints what it costs; --out writes the plan JSON. A budget no plan of the
 // policy fits exits 1 with the smallest feasible budget. Recompute only, it prints the lower
-// bound that no recompute-only plan beats (engine/plan_bounds.h) too.
+// bound that no recompute-only plan beats (engine/planner/plan_bounds.h) too.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -37,7 +37,7 @@ int run_plan(const PlanArgs& args) {
   const ProfileFigures figures = profile_figures(*profile);
   Result<std::size_t> budget = resolve_budget(args.budget, figures.peak_live_bytes);
   if (!budget.ok()) return report_error(budget.status());
-  // Recompute only: what no plan can beat (engine/plan_bounds.h), beside what this one does.
+  // Recompute only: what no plan can beat (engine/planner/plan_bounds.h), beside what this one does.
   std::optional<RecomputeBound> bound;
   if (!hardware->has_host_link()) bound = recompute_lower_bound(*profile, *budget);
   const auto bound_json = [&](nlohmann::ordered_json& out) {

@@ -28,7 +28,7 @@ struct Evaluation {
   std::optional<Plan> plan;  // absent for dynamic eviction
   SimulationResult sim;
 };
-// `policy`: keep, recompute-all, sqrt, swap-all, plan (planners, engine/planner.h); dynamic
+// `policy`: keep, recompute-all, sqrt, swap-all, plan (planners, engine/planner/planner.h); dynamic
 // (dynamic eviction: recompute, or both with a host link); none, swap, recompute, both (dynamic
 // eviction with that victim policy).
 Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,

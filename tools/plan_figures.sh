@@ -6,7 +6,7 @@
 # with a 25 GB/s host link each way (swap allowed) as extra time fraction (predicted step / base
 # - 1), and the planner's time. "fails" is an infeasible budget (the smallest feasible one in
 # brackets where the planner found it). The last column is the lower bound no recompute-only
-# plan can beat (engine/plan_bounds.h); "none fits" where the budget is below the bound's floor.
+# plan can beat (engine/planner/plan_bounds.h); "none fits" where the budget is below the bound's floor.
 #
 # Usage: tools/plan_figures.sh [EBB_BINARY] [DTR_LOG_DIR]
 set -euo pipefail

@@ -2,7 +2,7 @@
 // tensor's lifetime and uses, the resident-bytes curve with the evictions applied (in allocator
 // block bytes), what a recompute at an op has to replay (the producer and the dropped or freed
 // ancestors its replay needs: the chain), and the timeline of each host-link direction. The
-// simulator (engine/simulator.h) is the judge of a plan; this model is what makes planning
+// simulator (engine/planner/simulator.h) is the judge of a plan; this model is what makes planning
 // fast: adding an eviction updates the curve over its interval only.
 //
 // Ownership: references the Profile, which must outlive it. Thread safety: not thread-safe.

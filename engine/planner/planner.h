@@ -1,5 +1,5 @@
 // The scheduler's planners: from a Profile, a budget and a hardware model, a Plan of evictions
-// (engine/plan.h) that the executor applies in the steady-state iterations.
+// (engine/schema/plan.h) that the executor applies in the steady-state iterations.
 //
 //  - keep: nothing evicted (speed-centric); fails when the iteration does not fit.
 //  - recompute-all: every recomputable activation of the forward pass dropped after its last
@@ -20,7 +20,7 @@
 // when several tie) as the forward pass: a training iteration's live bytes grow while the
 // forward pass stores activations and shrink as the backward pass frees them.
 //
-// Every plan is checked by running it on the sim device (engine/simulator.h). A `plan` whose
+// Every plan is checked by running it on the sim device (engine/planner/simulator.h). A `plan` whose
 // sim run passes the budget (allocator rounding and fragmentation, replays' transient outputs)
 // is re-planned to a tighter internal target, a few rounds. A budget no plan of the policy fits
 // is kOutOfMemory naming the budget and the smallest feasible budget found, in bytes and as a

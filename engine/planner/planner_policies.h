@@ -1,4 +1,4 @@
-// The planners' policies, each adding its evictions to a PlanModel (engine/plan_model.h);
+// The planners' policies, each adding its evictions to a PlanModel (engine/planner/plan_model.h);
 // make_plan (planner.h) picks one, checks the result on the sim device and builds the Plan.
 //
 // Thread safety: functions of the model passed in, which they modify.

@@ -88,6 +88,14 @@ void Pager::log_residency(std::uint32_t slot, Residency to) {
   }
 }
 
+void Pager::arrived(std::uint32_t slot, void* block) {
+  TensorRecord& r = tensors_.at(slot);
+  r.device_ptr = block;
+  r.residency = Residency::kDevice;
+  stats_.swapped_in_bytes += static_cast<std::int64_t>(r.bytes);
+  log_residency(slot, Residency::kDevice);
+}
+
 void Pager::follow_plans(bool plans, EvictionHooks* hooks) {
   plans_ = plans;
   hooks_ = hooks;
@@ -148,10 +156,7 @@ Status Pager::copy_back(std::uint32_t slot, std::string_view op) {
     return s;
   }
   r.host_copy = std::move(*in);
-  r.device_ptr = block;
-  r.residency = Residency::kDevice;
-  stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
-  log_residency(slot, Residency::kDevice);
+  arrived(slot, block);
   return ok_status();
 }
 
@@ -173,11 +178,8 @@ Status Pager::read_back_from_nvme(std::uint32_t slot, std::string_view op) {
                                    " back from NVMe: " + read.message());
   }
   free_nvme_copy(r);
-  r.device_ptr = block;
-  r.residency = Residency::kDevice;
-  stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
   stats_.nvme_read_bytes += static_cast<std::int64_t>(bytes);
-  log_residency(slot, Residency::kDevice);
+  arrived(slot, block);
   return ok_status();
 }
 
@@ -291,12 +293,9 @@ Result<bool> Pager::prefetch(std::uint32_t slot, TransferDeadline deadline, std:
     return in.status();
   }
   r.host_copy = std::move(*in);
-  r.device_ptr = *block;
-  r.residency = Residency::kDevice;
   r.arrival_pending = true;
   r.prefetch_id = id;
-  stats_.swapped_in_bytes += static_cast<std::int64_t>(bytes);
-  log_residency(slot, Residency::kDevice);
+  arrived(slot, *block);
   return true;
 }
 
@@ -306,7 +305,7 @@ Status Pager::settle_arrival(std::uint32_t slot, bool for_use) {
   r.arrival_pending = false;
   const std::uint32_t id = std::exchange(r.prefetch_id, 0);
   Stream& compute = launcher_.stream();
-  if (!for_use && r.host_copy->cancel()) {
+  if (!for_use && r.host_copy->cancel_if_queued()) {
     // Never issued: nothing will write the block, and nothing needs to wait.
     return ok_status();
   }

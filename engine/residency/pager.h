@@ -169,6 +169,8 @@ class Pager {
   // Makes the compute stream wait for a copy back into `slot` it has not waited for yet;
   // `for_use`: the wait is for an op that reads it (timed for late-prefetch feedback).
   Status settle_arrival(std::uint32_t slot, bool for_use);
+  // The bookkeeping of a copy back whose bytes are (or are on their way) in `block`.
+  void arrived(std::uint32_t slot, void* block);
   std::string out_of_memory_message(const std::string& what, std::size_t bytes_needed,
                                     const Status& allocator_status) const;
   void log_residency(std::uint32_t slot, Residency to);

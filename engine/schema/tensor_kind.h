@@ -1,6 +1,6 @@
 // TensorKind and DType: what a tensor is for and how its elements are stored, with the names
-// ebb writes in files (profiles, reports). Shared by the Profile now and by the engine's
-// Tensor handles later, so that a profile and a live engine speak of tensors the same way.
+// ebb writes in files (profiles, reports). Shared by the Profile and by the engine's Tensor
+// handles, so that a profile and a live engine speak of tensors the same way.
 //
 // Thread safety: constants and pure functions.
 #pragma once
