@@ -37,7 +37,8 @@ int run_plan(const PlanArgs& args) {
   const ProfileFigures figures = profile_figures(*profile);
   Result<std::size_t> budget = resolve_budget(args.budget, figures.peak_live_bytes);
   if (!budget.ok()) return report_error(budget.status());
-  // Recompute only: what no plan can beat (engine/planner/plan_bounds.h), beside what this one does.
+  // Recompute only: what no plan can beat (engine/planner/plan_bounds.h), beside what this one
+  // does.
   std::optional<RecomputeBound> bound;
   if (!hardware->has_host_link()) bound = recompute_lower_bound(*profile, *budget);
   const auto bound_json = [&](nlohmann::ordered_json& out) {

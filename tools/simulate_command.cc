@@ -1,8 +1,9 @@
 // `ebb simulate FILE`: runs one profiled iteration (a profile JSON or a DTR log) through the
-// engine on a sim device (engine/planner/simulator.h) under a memory budget and a policy (a planner's
-// plan or dynamic eviction), and reports what the budget costs: peak reserved bytes, extra
-// (recompute) compute, swapped bytes, evictions and the simulated time. Ops run as empty closures
-// whose cost is their profiled duration, so the workload may be far larger than this machine.
+// engine on a sim device (engine/planner/simulator.h) under a memory budget and a policy (a
+// planner's plan or dynamic eviction), and reports what the budget costs: peak reserved bytes,
+// extra (recompute) compute, swapped bytes, evictions and the simulated time. Ops run as empty
+// closures whose cost is their profiled duration, so the workload may be far larger than this
+// machine.
 #include <algorithm>
 #include <chrono>
 #include <cmath>

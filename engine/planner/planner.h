@@ -20,10 +20,10 @@
 // when several tie) as the forward pass: a training iteration's live bytes grow while the
 // forward pass stores activations and shrink as the backward pass frees them.
 //
-// Every plan is checked by running it on the sim device (engine/planner/simulator.h). A `plan` whose
-// sim run passes the budget (allocator rounding and fragmentation, replays' transient outputs)
-// is re-planned to a tighter internal target, a few rounds. A budget no plan of the policy fits
-// is kOutOfMemory naming the budget and the smallest feasible budget found, in bytes and as a
+// Every plan is checked by running it on the sim device (engine/planner/simulator.h). A `plan`
+// whose sim run passes the budget (allocator rounding and fragmentation, replays' transient
+// outputs) is re-planned to a tighter internal target, a few rounds. A budget no plan of the policy
+// fits is kOutOfMemory naming the budget and the smallest feasible budget found, in bytes and as a
 // percentage of the profile's peak live bytes.
 //
 // Thread safety: pure functions.

@@ -1,5 +1,6 @@
 // Profiler: records the first `warmup_iterations` iterations of an Engine as Profiles
-// (engine/schema/profile.h) and, once they are done, says whether they agree and hands out the last one.
+// (engine/schema/profile.h) and, once they are done, says whether they agree and hands out the last
+// one.
 //
 // The engine calls the hooks below only while recording() is true, so after the warm-up the
 // profiler costs one branch per call. What is recorded is the program's work: ops in run()

@@ -37,7 +37,8 @@ struct TrainOptions {
   // divergent step, a late prefetch). nullopt: dynamic eviction alone.
   std::optional<PlanPolicy> plan_policy;
   // The cpu device's modelled host link, GB/s each way (0: as fast as memcpy). The planner's
-  // hardware model is measured on the device at start-up (engine/planner/hardware_probe.h) either way.
+  // hardware model is measured on the device at start-up (engine/planner/hardware_probe.h) either
+  // way.
   double link_gbps = 0;
   std::string profile_out;  // where to write the warm-up profile (JSON); empty: not written
   int warmup_iterations = 2;
