@@ -1,6 +1,7 @@
 #include "kernels/cpu/cpu_memory.h"
 
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,6 +11,16 @@
 
 namespace ebb {
 namespace {
+
+// mlock and munlock as the kernel answers them. AddressSanitizer and ThreadSanitizer intercept
+// the libc functions and make them succeed without locking anything, which would hide a
+// RLIMIT_MEMLOCK failure in exactly the builds that test the error paths.
+int lock_pages(const void* ptr, std::size_t bytes) {
+  return static_cast<int>(syscall(SYS_mlock, ptr, bytes));
+}
+int unlock_pages(const void* ptr, std::size_t bytes) {
+  return static_cast<int>(syscall(SYS_munlock, ptr, bytes));
+}
 
 std::uintptr_t as_int(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr); }
 void* as_ptr(std::uintptr_t addr) { return reinterpret_cast<void*>(addr); }
@@ -68,7 +79,7 @@ CpuMemory::~CpuMemory() {
   for (const auto& [base, a] : allocations_) munmap(as_ptr(base), a.mapped_bytes);
   for (const auto& [base, r] : ranges_) munmap(as_ptr(base), r.bytes);
   for (const auto& [base, bytes] : pinned_) {
-    if (backed()) munlock(as_ptr(base), bytes);
+    if (backed()) unlock_pages(as_ptr(base), bytes);
     munmap(as_ptr(base), bytes);
   }
 }
@@ -231,7 +242,7 @@ Result<void*> CpuMemory::allocate_pinned_host(std::size_t bytes) {
   void* ptr =
       mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ptr == MAP_FAILED) return syscall_error("mmap (pinned host)", mapped_bytes, errno);
-  if (backed() && mlock(ptr, mapped_bytes) != 0) {
+  if (backed() && lock_pages(ptr, mapped_bytes) != 0) {
     const int err = errno;
     munmap(ptr, mapped_bytes);
     return internal_error("mlock of " + std::to_string(mapped_bytes) +
@@ -250,7 +261,7 @@ Status CpuMemory::free_pinned_host(void* ptr) {
     return invalid_argument("free_pinned_host of " + address_string(ptr) +
                             ": not live pinned host memory of this device");
   }
-  if (backed() && munlock(ptr, it->second) != 0) {
+  if (backed() && unlock_pages(ptr, it->second) != 0) {
     return syscall_error("munlock", it->second, errno);
   }
   if (munmap(ptr, it->second) != 0) return syscall_error("munmap (pinned host)", it->second, errno);
@@ -268,7 +279,7 @@ Status CpuMemory::register_host_memory(void* ptr, std::size_t bytes) {
     return invalid_argument("register_host_memory of " + region_string(ptr, bytes) +
                             ": already registered");
   }
-  if (backed() && mlock(ptr, bytes) != 0) {
+  if (backed() && lock_pages(ptr, bytes) != 0) {
     return internal_error("mlock of " + region_string(ptr, bytes) +
                           " (register_host_memory) failed: " + std::strerror(errno) +
                           " (RLIMIT_MEMLOCK, `ulimit -l`, caps how much a process may lock)");
@@ -284,7 +295,8 @@ Status CpuMemory::unregister_host_memory(void* ptr) {
     return invalid_argument("unregister_host_memory of " + address_string(ptr) +
                             ": not registered with this device");
   }
-  if (backed() && munlock(ptr, it->second) != 0) return syscall_error("munlock", it->second, errno);
+  if (backed() && unlock_pages(ptr, it->second) != 0)
+    return syscall_error("munlock", it->second, errno);
   registered_.erase(it);
   return ok_status();
 }
