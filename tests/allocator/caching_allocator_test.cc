@@ -241,6 +241,7 @@ TEST_P(CachingAllocatorTest, BlockFreedOnABusyStreamIsNotGivenToAnotherUntilItIs
                  while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
                }).ok());
   void* p = alloc(*a, 64 * kKiB, s);
+  void* guard = alloc(*a, 64 * kKiB, s);  // keeps p's segment in use through empty_cache below
   ASSERT_TRUE(a->free(p).ok());
   // Same stream: reusable at once, stream order makes it safe.
   void* same = alloc(*a, 64 * kKiB, s);
@@ -251,11 +252,14 @@ TEST_P(CachingAllocatorTest, BlockFreedOnABusyStreamIsNotGivenToAnotherUntilItIs
   EXPECT_NE(elsewhere, p);
   release = true;
   ASSERT_TRUE(s.synchronize().ok());
-  ASSERT_TRUE(a->free(elsewhere).ok());
-  // Now s has passed: after the allocator observes that, p's block serves t too.
+  // Now s has passed: once the allocator observes that (empty_cache waits for the streams; p's
+  // segment stays, `guard` lives in it), p's block serves t too, as the best fit it is.
   ASSERT_TRUE(a->empty_cache().ok());
   void* later = alloc(*a, 64 * kKiB, t);
+  EXPECT_EQ(later, p) << "the block freed on s was not reused on t after s had passed";
   ASSERT_TRUE(a->free(later).ok());
+  ASSERT_TRUE(a->free(elsewhere).ok());
+  ASSERT_TRUE(a->free(guard).ok());
 }
 
 TEST_P(CachingAllocatorTest, FreeOnTheLastUseStreamDefersReuseElsewhere) {

@@ -8,11 +8,12 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "engine/ebb.h"
+#include "kernels/sim/sim_device.h"
 #include "tests/engine/test_ops.h"
+#include "tests/support/forwarding_device.h"
 
 namespace ebb {
 namespace {
@@ -371,30 +372,84 @@ TEST(Engine, CheckOutputsReportsANondeterministicClosure) {
   EXPECT_TRUE(iteration.end().ok());
 }
 
+// The compute stream of a TimedSimDevice: every launch occupies the sim stream for the device's
+// kernel_cost, whatever cost the engine passes, so that an op with no given cost still has a
+// measured duration, and an exact one.
+class TimedStream final : public Stream {
+ public:
+  TimedStream(Stream& inner, const std::chrono::nanoseconds& kernel_cost)
+      : inner_(inner), kernel_cost_(kernel_cost) {}
+  std::uint32_t id() const override { return inner_.id(); }
+  Status copy_async(void* dst, const void* src, std::size_t bytes, CopyKind kind) override {
+    return inner_.copy_async(dst, src, bytes, kind);
+  }
+  Status memset_async(void* dst, std::uint8_t value, std::size_t bytes) override {
+    return inner_.memset_async(dst, value, bytes);
+  }
+  Status launch(Kernel kernel) override { return inner_.launch(std::move(kernel), kernel_cost_); }
+  Status launch(Kernel kernel, std::chrono::nanoseconds) override {
+    return launch(std::move(kernel));
+  }
+  Status record(Event& event) override { return inner_.record(event); }
+  Status wait(Event& event) override { return inner_.wait(event); }
+  Status synchronize() override { return inner_.synchronize(); }
+  Result<bool> query() override { return inner_.query(); }
+
+ private:
+  Stream& inner_;
+  const std::chrono::nanoseconds& kernel_cost_;
+};
+
+// A sim device (a virtual clock) whose default stream, the engine's compute stream, runs every
+// kernel for kernel_cost: what an op takes is set by the test, not by the machine's load.
+class TimedSimDevice final : public test_support::ForwardingDevice {
+ public:
+  TimedSimDevice()
+      : ForwardingDevice(create_sim_device(options()).value()),
+        default_stream_(inner().default_stream(), kernel_cost) {}
+  Stream& default_stream() override { return default_stream_; }
+
+  std::chrono::nanoseconds kernel_cost{0};
+
+ private:
+  static DeviceOptions options() {
+    DeviceOptions o;
+    o.capacity_bytes = 64 * kMiB;
+    return o;
+  }
+
+  TimedStream default_stream_;
+};
+
 // After the warm-up not every op is timed, but every op still carries a measured cost for
-// eviction: its name's last measurement, which a timed sample of the name keeps current.
+// eviction: its name's last measurement, which a timed sample of the name keeps current. On a
+// virtual clock, so that every measurement is exact.
 TEST(Engine, AfterTheWarmupOpsCarryTheirNamesMeasuredCostAndSamplesKeepItCurrent) {
-  auto device = test_ops::make_cpu_device();
-  auto engine = Engine::create({.device = *device, .warmup_iterations = 1}).value();
+  TimedSimDevice device;
+  auto engine = Engine::create({.device = device, .warmup_iterations = 1}).value();
   Tensor x = engine->input(f32("x", {4}), nullptr).value();
-  constexpr std::int64_t kSlowNs = 20'000'000;  // well above a preempted fast op
-  const OpFn slow = [](const OpArgs&) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  };
-  const OpFn fast = [](const OpArgs&) {};
-  const auto run_once = [&](const OpFn& fn) -> std::int64_t {
+  constexpr std::int64_t kSlowNs = 20'000'000;
+  constexpr std::int64_t kFastNs = 1'000'000;
+  const OpFn nothing = [](const OpArgs&) {};  // a sim device runs no closure
+  // The cost the op carries when it is run (a measurement lands when the iteration ends).
+  const auto run_once = [&](std::int64_t kernel_ns) -> std::int64_t {
+    device.kernel_cost = std::chrono::nanoseconds(kernel_ns);
     IterationScope iteration(*engine);
-    Result<std::vector<Tensor>> y = engine->run("op", {x}, {f32("y", {4})}, fn);
+    Result<std::vector<Tensor>> y = engine->run("op", {x}, {f32("y", {4})}, nothing);
     EXPECT_TRUE(y.ok()) << y.status().to_string();
     const std::int64_t cost_ns = engine->tape().empty() ? 0 : engine->tape()[0].cost_ns;
     EXPECT_TRUE(iteration.end().ok());
     return cost_ns;
   };
-  run_once(slow);  // the warm-up iteration: timed
-  // The closure is fast now, but until a sample of "op" is timed its cost is the warm-up's.
-  EXPECT_GE(run_once(fast), kSlowNs);
-  for (std::uint64_t i = 1; i < Engine::kTimingSamplePeriod; ++i) run_once(fast);
-  EXPECT_LT(run_once(fast), kSlowNs);
+  run_once(kSlowNs);  // the warm-up iteration: timed
+  // The op is fast now, but until a sample of "op" is timed its cost is the warm-up's.
+  for (std::uint64_t i = 1; i <= Engine::kTimingSamplePeriod; ++i) {
+    ASSERT_EQ(run_once(kFastNs), kSlowNs) << "run " << i << " after the warm-up";
+  }
+  // The last of those was the sample: its measurement is the name's cost from now on, also for a
+  // run that is slow again and not timed.
+  EXPECT_EQ(run_once(kFastNs), kFastNs);
+  EXPECT_EQ(run_once(kSlowNs), kFastNs);
 }
 
 }  // namespace

@@ -148,13 +148,50 @@ TEST_F(NvmeTierTest, DirectoryRemovedWhileInUseIsNamed) {
   EXPECT_EQ(read.code(), StatusCode::kNotFound) << read.to_string();
 }
 
-TEST_F(NvmeTierTest, RejectsBadOptions) {
-  EXPECT_EQ(NvmeTier::create({}).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(NvmeTier::create({.directories = {dir_.path()}, .block_bytes = 1000}).status().code(),
-            StatusCode::kInvalidArgument);
-  EXPECT_EQ(NvmeTier::create({.directories = {dir_.path() + "/missing"}}).status().code(),
-            StatusCode::kNotFound);
-  EXPECT_EQ(dir_.entries(), 0U);
+// Option checks come before the ring: they run, and must hold, where io_uring is disabled too.
+TEST(NvmeTierOptions, BadOptionsAreRejectedBeforeTheRingOrAnyFile) {
+  ScratchDir dir;
+  struct Case {
+    const char* what;
+    NvmeTierOptions options;
+    StatusCode code;
+    std::string message;
+  };
+  const Case cases[] = {
+      {"no directory", {}, StatusCode::kInvalidArgument, "no directory given"},
+      {"block of 1000 bytes",
+       {.directories = {dir.path()}, .block_bytes = 1000},
+       StatusCode::kInvalidArgument,
+       "block size 1000 bytes is not a positive multiple of 4 KiB"},
+      {"block of 0 bytes",
+       {.directories = {dir.path()}, .block_bytes = 0},
+       StatusCode::kInvalidArgument,
+       "block size 0 bytes"},
+      {"queue depth 0",
+       {.directories = {dir.path()}, .queue_depth = 0},
+       StatusCode::kInvalidArgument,
+       "queue depth 0 is not in 1..4096"},
+      {"queue depth 4097",
+       {.directories = {dir.path()}, .queue_depth = 4097},
+       StatusCode::kInvalidArgument,
+       "queue depth 4097 is not in 1..4096"},
+      {"no capacity",
+       {.directories = {dir.path()}, .capacity_bytes = 0},
+       StatusCode::kInvalidArgument,
+       "capacity of 0 bytes"},
+      {"missing directory",
+       {.directories = {dir.path() + "/missing"}},
+       StatusCode::kNotFound,
+       dir.path() + "/missing does not exist"},
+  };
+  for (const Case& c : cases) {
+    Result<std::unique_ptr<NvmeTier>> tier = NvmeTier::create(c.options);
+    ASSERT_FALSE(tier.ok()) << c.what;
+    EXPECT_EQ(tier.status().code(), c.code) << c.what << ": " << tier.status().to_string();
+    EXPECT_NE(tier.status().message().find(c.message), std::string::npos)
+        << c.what << ": " << tier.status().message();
+  }
+  EXPECT_EQ(dir.entries(), 0U) << "a rejected tier left files behind";
 }
 
 }  // namespace
