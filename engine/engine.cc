@@ -119,7 +119,8 @@ Result<Tensor> Engine::create_filled(TensorSpec spec, const void* host_data,
                             " must be non-empty with every dimension > 0");
   }
   tensors_.advance();
-  EBB_ASSIGN_OR_RETURN(void* block, pager_->allocate(bytes, spec.name, [&] { return what; }));
+  EBB_ASSIGN_OR_RETURN(void* block, pager_->allocate(bytes, spec.name,
+                                                     [&]() -> const std::string& { return what; }));
   Stream& compute = launcher_->stream();
   Status copied = host_data != nullptr
                       ? compute.copy_async(block, host_data, bytes, CopyKind::kHostToDevice)
