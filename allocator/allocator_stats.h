@@ -28,6 +28,10 @@ struct StatCounter {
 };
 
 enum class PoolKind : std::uint8_t { kSmall = 0, kLarge = 1 };
+// Categories a caller may tag its allocations with (CachingAllocator::allocate); the engine tags
+// each block with the kind of the tensor it holds, so that memory is told apart by what it is
+// for (parameters, gradients, optimizer state, activations, ...). Category 0 is the default.
+inline constexpr int kAllocationCategories = 8;
 inline constexpr int kPoolCount = 2;
 
 // Figures for one pool (small: requests up to 1 MiB, large: the rest) or for all pools.
@@ -54,6 +58,8 @@ struct AllocatorStats {
   std::int64_t num_evictions = 0;           // calls to the eviction callback
   std::int64_t num_cross_stream_waits = 0;  // blocks reused on another stream after a wait
   std::size_t budget_bytes = 0;             // the configured ceiling on reserved bytes
+  // Bytes of live blocks (as rounded) by the category the caller gave them.
+  StatCounter category_bytes[kAllocationCategories];
 };
 
 }  // namespace ebb

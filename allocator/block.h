@@ -46,6 +46,7 @@ struct Block {
   std::uint64_t free_seq = 0;  // the stream's sequence number at the free
   std::uint64_t alloc_id = 0;  // sequence number of the allocation (traces)
   std::uint16_t bin = 0;
+  std::uint8_t category = 0;  // the caller's category while allocated (AllocatorStats)
   bool allocated = false;
   bool indexed = false;  // in the free index
 

@@ -47,7 +47,12 @@ CachingAllocator::CachingAllocator(Device& device, CachingAllocatorOptions optio
 
 CachingAllocator::~CachingAllocator() = default;
 
-Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std::string_view tag) {
+Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std::string_view tag,
+                                         std::uint8_t category) {
+  if (category >= kAllocationCategories) {
+    return invalid_argument("allocation category " + std::to_string(category) + " is not below " +
+                            std::to_string(kAllocationCategories));
+  }
   if (bytes == 0) {
     return invalid_argument("zero-byte allocation request on stream " +
                             std::to_string(stream.id()) +
@@ -65,7 +70,7 @@ Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std:
     EBB_ASSIGN_OR_RETURN(Block * block, heap_->allocate(bytes, stream, effort));
     if (block != nullptr) {
       if (effort != Effort::kCache) heap_->stats().num_alloc_retries += 1;
-      heap_->trace_alloc(*block, stream, tag);
+      heap_->record_alloc(*block, stream, tag, category);
       return reinterpret_cast<void*>(block->address);
     }
   }
@@ -82,7 +87,7 @@ Result<void*> CachingAllocator::allocate(std::size_t bytes, Stream& stream, std:
     EBB_ASSIGN_OR_RETURN(Block * block, heap_->allocate(bytes, stream, Effort::kWait));
     if (block != nullptr) {
       heap_->stats().num_alloc_retries += 1;
-      heap_->trace_alloc(*block, stream, tag);
+      heap_->record_alloc(*block, stream, tag, category);
       return reinterpret_cast<void*>(block->address);
     }
   }
@@ -127,6 +132,7 @@ void CachingAllocator::reset_peak_stats() {
       c->peak = c->current;
     }
   }
+  for (StatCounter& c : s.category_bytes) c.peak = c.current;
 }
 
 Result<std::size_t> CachingAllocator::block_bytes(const void* ptr) const {

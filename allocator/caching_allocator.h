@@ -85,9 +85,12 @@ class CachingAllocator {
   CachingAllocator& operator=(const CachingAllocator&) = delete;
 
   // Returns a block of at least `bytes` bytes, 512-byte aligned, usable in stream order on
-  // `stream`. `tag` is recorded in the trace only. kInvalidArgument for 0 bytes or more than the
-  // budget; kOutOfMemory with a report when even evicting cannot make room.
-  Result<void*> allocate(std::size_t bytes, Stream& stream, std::string_view tag = {});
+  // `stream`. `tag` is recorded in the trace only; the block's bytes count in
+  // AllocatorStats::category_bytes[category] while it lives. kInvalidArgument for 0 bytes, more
+  // than the budget or a category >= kAllocationCategories; kOutOfMemory with a report when even
+  // evicting cannot make room.
+  Result<void*> allocate(std::size_t bytes, Stream& stream, std::string_view tag = {},
+                         std::uint8_t category = 0);
   // Frees a block whose last use was on its allocating stream.
   Status free(void* ptr);
   // Frees a block whose last use was on `last_use` (a copy stream, say): it is reusable on

@@ -201,6 +201,7 @@ Status CachingAllocator::Heap::free(void* ptr, Stream* last_use) {
     s->requested_bytes.decrease(static_cast<std::int64_t>(b->requested_bytes));
     s->allocation.decrease(1);
   }
+  stats_.category_bytes[b->category].decrease(static_cast<std::int64_t>(b->bytes));
   if (trace_ != nullptr) {
     AllocEvent e;
     e.op = AllocEvent::Op::kFree;

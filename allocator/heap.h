@@ -41,7 +41,9 @@ class CachingAllocator::Heap {
   Status free(void* ptr, Stream* last_use);
   Status empty_cache();
 
-  void trace_alloc(const Block& block, const Stream& stream, std::string_view tag);
+  // A block handed out: its category counted, and the allocation traced.
+  void record_alloc(Block& block, const Stream& stream, std::string_view tag,
+                    std::uint8_t category);
   void set_trace_sink(AllocTraceSink* sink);
 
   // The report of a failed request: what it asked, what is live, cached, free, the budget.

@@ -268,8 +268,10 @@ void CachingAllocator::Heap::set_trace_sink(AllocTraceSink* sink) {
   trace_start_ = std::chrono::steady_clock::now();
 }
 
-void CachingAllocator::Heap::trace_alloc(const Block& block, const Stream& stream,
-                                         std::string_view tag) {
+void CachingAllocator::Heap::record_alloc(Block& block, const Stream& stream, std::string_view tag,
+                                          std::uint8_t category) {
+  block.category = category;
+  stats_.category_bytes[category].increase(static_cast<std::int64_t>(block.bytes));
   if (trace_ == nullptr) return;
   AllocEvent e;
   e.op = AllocEvent::Op::kAlloc;
