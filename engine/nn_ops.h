@@ -13,9 +13,19 @@
 // and T from tokens [B, T] and writes [B*T, C]; attention, which needs the sequence structure,
 // takes batch and seq explicitly and checks batch*seq == rows. Parameters have the shapes of
 // kernels/nn.h (weight [OC, C], bias [OC], layernorm weight and bias [C], wte [V, C], wpe
-// [>= T, C]). Elementwise ops (gelu, add, adamw) take any shape, equal between their inputs. A
-// backward op's gradients have the shapes of what they are gradients of. Every float tensor is
-// f32. Every size a kernel takes as int (rows, channels, B, T, V, heads) must fit in an int.
+// [>= T, C]). Elementwise ops (gelu, add, adamw, cast) take any shape, equal between their
+// inputs. A backward op's gradients have the shapes of what they are gradients of. Every size a
+// kernel takes as int (rows, channels, B, T, V, heads) must fit in an int.
+//
+// Dtypes (mixed precision, kernels/nn.h). An op runs its kernels in the storage type of its
+// activations and parameters, f32, bf16 or f16, taken from the activation it checks first (in,
+// a, qkv, logits, probs; wte for embedding, dout for embedding_backward); every other
+// activation or parameter input must have that dtype (a mismatch is refused naming the tensor),
+// and its activation and activation-gradient outputs get it. These are f32 whatever the storage
+// type: layernorm's mean and rstd (in and out), the cross-entropy losses, mean's input and
+// output, and every weight and bias gradient (matmul and layernorm dweight and dbias, embedding
+// dwte and dwpe). adamw is f32 only. cast converts between the three. nn::accumulate, which adds
+// into a buffer it reads, has no op here: Engine::run never lets a closure write an input.
 //
 // Names. A single-output op's output is named after the op; a multi-output op's outputs are
 // named "<op>.<field>" after the fields of its result struct (e.g. "h0.ln1.mean"). adamw is the
@@ -130,12 +140,17 @@ Result<Tensor> softmax_cross_entropy_backward(Engine& engine, const std::string&
                                               const Tensor& probs, const Tensor& targets,
                                               float dloss);
 
-// out [1] = the mean of every element of in.
+// out [1] = the mean of every element of in (f32).
 Result<Tensor> mean(Engine& engine, const std::string& name, const Tensor& in);
 
-// One AdamW step out of place: param, grad, m and v of one shape; step >= 1.
+// One AdamW step out of place: param, grad, m and v of one shape, f32; step >= 1.
 Result<AdamWOut> adamw(Engine& engine, const std::string& name, const Tensor& param,
                        const Tensor& grad, const Tensor& m, const Tensor& v,
                        const nn::AdamWConfig& config, int step);
+
+// out = in converted to dtype `to` (f32, bf16 or f16; nn::cast: narrowing rounds to nearest
+// even, the same dtype copies). `kind` is the output's, as for add.
+Result<Tensor> cast(Engine& engine, const std::string& name, const Tensor& in, DType to,
+                    TensorKind kind = TensorKind::kActivation);
 
 }  // namespace ebb::ops

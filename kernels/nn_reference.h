@@ -6,11 +6,19 @@
 // outputs are overwritten, never accumulated into, and inputs are never written. Reductions run
 // sequentially in index order, in Real.
 //
+// The 16-bit versions (storage types Bf16 and F16 of kernels/nn_scalar.h) are nn.h's definition
+// of 16-bit arithmetic written out: every 16-bit input widened exactly to float, the float
+// reference run on the widened copies, and every 16-bit output rounded once with the helpers the
+// cpu backend uses; the fp32 outputs (statistics, losses, weight gradients) are written by the
+// float reference directly.
+//
 // Thread safety: reentrant (no shared state).
 #pragma once
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
+#include <cstring>
 #include <numbers>
 #include <vector>
 
@@ -19,7 +27,7 @@
 
 namespace ebb::nn::reference {
 
-template <typename Real>
+template <std::floating_point Real>
 void embedding_forward(Real* out, const std::int32_t* tokens, const Real* wte, const Real* wpe,
                        int B, int T, int C, int /*V*/) {
   for (int b = 0; b < B; b++) {
@@ -32,7 +40,7 @@ void embedding_forward(Real* out, const std::int32_t* tokens, const Real* wte, c
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void embedding_backward(Real* dwte, Real* dwpe, const Real* dout, const std::int32_t* tokens, int B,
                         int T, int C, int V) {
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(V) * C; i++) dwte[i] = 0;
@@ -50,7 +58,7 @@ void embedding_backward(Real* dwte, Real* dwpe, const Real* dout, const std::int
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const Real* weight,
                        const Real* bias, int N, int C) {
   const Real eps = 1e-5;
@@ -70,7 +78,7 @@ void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
                         const Real* weight, const Real* mean, const Real* rstd, int N, int C) {
   for (int i = 0; i < C; i++) dweight[i] = dbias[i] = 0;
@@ -99,7 +107,7 @@ void layernorm_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void matmul_forward(Real* out, const Real* inp, const Real* weight, const Real* bias, int N, int C,
                     int OC) {
   for (int n = 0; n < N; n++) {
@@ -114,7 +122,7 @@ void matmul_forward(Real* out, const Real* inp, const Real* weight, const Real* 
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void matmul_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
                      const Real* weight, int N, int C, int OC) {
   for (int n = 0; n < N; n++) {
@@ -145,7 +153,7 @@ void matmul_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, c
 }
 
 // GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-template <typename Real>
+template <std::floating_point Real>
 void gelu_forward(Real* out, const Real* inp, std::int64_t n) {
   const Real scaling = std::sqrt(Real{2} / std::numbers::pi_v<Real>);
   for (std::int64_t i = 0; i < n; i++) {
@@ -155,7 +163,7 @@ void gelu_forward(Real* out, const Real* inp, std::int64_t n) {
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void gelu_backward(Real* dinp, const Real* inp, const Real* dout, std::int64_t n) {
   const Real scaling = std::sqrt(Real{2} / std::numbers::pi_v<Real>);
   for (std::int64_t i = 0; i < n; i++) {
@@ -170,12 +178,12 @@ void gelu_backward(Real* dinp, const Real* inp, const Real* dout, std::int64_t n
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void add(Real* out, const Real* a, const Real* b, std::int64_t n) {
   for (std::int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int C, int NH) {
   const std::int64_t qkv_row = 3 * static_cast<std::int64_t>(C);
   const int hs = C / NH;
@@ -215,7 +223,7 @@ void attention_forward(Real* out, Real* att, const Real* qkv, int B, int T, int 
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void attention_backward(Real* dqkv, const Real* dout, const Real* qkv, const Real* att, int B,
                         int T, int C, int NH) {
   const std::int64_t qkv_row = 3 * static_cast<std::int64_t>(C);
@@ -257,7 +265,7 @@ void attention_backward(Real* dqkv, const Real* dout, const Real* qkv, const Rea
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void softmax_cross_entropy_forward(Real* losses, Real* probs, const Real* logits,
                                    const std::int32_t* targets, int N, int V) {
   for (int n = 0; n < N; n++) {
@@ -275,7 +283,7 @@ void softmax_cross_entropy_forward(Real* losses, Real* probs, const Real* logits
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void softmax_cross_entropy_backward(Real* dlogits, const Real* probs, const std::int32_t* targets,
                                     Real dloss, int N, int V) {
   for (int n = 0; n < N; n++) {
@@ -287,7 +295,7 @@ void softmax_cross_entropy_backward(Real* dlogits, const Real* probs, const std:
   }
 }
 
-template <typename Real>
+template <std::floating_point Real>
 void mean(Real* out, const Real* in, std::int64_t n) {
   Real sum = 0;
   for (std::int64_t i = 0; i < n; i++) sum += in[i];
@@ -301,13 +309,155 @@ inline void adamw(float* param_out, float* m_out, float* v_out, const float* par
   adamw_range(param_out, m_out, v_out, param, grad, m, v, 0, n, config, step);
 }
 
-// The casts element by element with kernels/nn_scalar.h's f32_to_bf16 and bf16_to_f32.
-inline void cast_f32_to_bf16(std::uint16_t* out, const float* in, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; i++) out[i] = f32_to_bf16(in[i]);
+// nn.h's cast element by element with kernels/nn_scalar.h's conversions; the same type copies.
+template <Storage To, Storage From>
+void cast(To* out, const From* in, std::int64_t n) {
+  if constexpr (std::same_as<To, From>) {
+    std::memcpy(out, in, static_cast<std::size_t>(n) * sizeof(To));
+  } else {
+    for (std::int64_t i = 0; i < n; i++) out[i] = from_float<To>(to_float(in[i]));
+  }
 }
 
-inline void cast_bf16_to_f32(float* out, const std::uint16_t* in, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; i++) out[i] = bf16_to_f32(in[i]);
+template <Storage S>
+void accumulate(S* acc, const float* add, std::int64_t n, bool assign) {
+  for (std::int64_t i = 0; i < n; i++) {
+    acc[i] = from_float<S>(assign ? add[i] : to_float(acc[i]) + add[i]);
+  }
+}
+
+// --- 16-bit storage ------------------------------------------------------------------------------
+
+// in[0, n) widened to float.
+template <Storage16 S>
+std::vector<float> widened(const S* in, std::int64_t n) {
+  std::vector<float> out(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; i++) out[static_cast<std::size_t>(i)] = to_float(in[i]);
+  return out;
+}
+
+// n floats for a 16-bit output, which round_into then stores.
+inline std::vector<float> float_output(std::int64_t n) {
+  return std::vector<float>(static_cast<std::size_t>(n));
+}
+
+// out[i] = values[i] rounded to S.
+template <Storage16 S>
+void round_into(S* out, const std::vector<float>& values) {
+  for (std::size_t i = 0; i < values.size(); i++) out[i] = from_float<S>(values[i]);
+}
+
+template <Storage16 S>
+void embedding_forward(S* out, const std::int32_t* tokens, const S* wte, const S* wpe, int B, int T,
+                       int C, int V) {
+  std::vector<float> out_f = float_output(std::int64_t{B} * T * C);
+  embedding_forward(out_f.data(), tokens, widened(wte, std::int64_t{V} * C).data(),
+                    widened(wpe, std::int64_t{T} * C).data(), B, T, C, V);
+  round_into(out, out_f);
+}
+
+template <Storage16 S>
+void embedding_backward(float* dwte, float* dwpe, const S* dout, const std::int32_t* tokens, int B,
+                        int T, int C, int V) {
+  embedding_backward(dwte, dwpe, widened(dout, std::int64_t{B} * T * C).data(), tokens, B, T, C, V);
+}
+
+template <Storage16 S>
+void layernorm_forward(S* out, float* mean, float* rstd, const S* inp, const S* weight,
+                       const S* bias, int N, int C) {
+  std::vector<float> out_f = float_output(std::int64_t{N} * C);
+  layernorm_forward(out_f.data(), mean, rstd, widened(inp, std::int64_t{N} * C).data(),
+                    widened(weight, C).data(), widened(bias, C).data(), N, C);
+  round_into(out, out_f);
+}
+
+template <Storage16 S>
+void layernorm_backward(S* dinp, float* dweight, float* dbias, const S* dout, const S* inp,
+                        const S* weight, const float* mean, const float* rstd, int N, int C) {
+  std::vector<float> dinp_f = float_output(std::int64_t{N} * C);
+  layernorm_backward(dinp_f.data(), dweight, dbias, widened(dout, std::int64_t{N} * C).data(),
+                     widened(inp, std::int64_t{N} * C).data(), widened(weight, C).data(), mean,
+                     rstd, N, C);
+  round_into(dinp, dinp_f);
+}
+
+template <Storage16 S>
+void matmul_forward(S* out, const S* inp, const S* weight, const S* bias, int N, int C, int OC) {
+  std::vector<float> out_f = float_output(std::int64_t{N} * OC);
+  const std::vector<float> bias_f = bias != nullptr ? widened(bias, OC) : std::vector<float>();
+  matmul_forward(out_f.data(), widened(inp, std::int64_t{N} * C).data(),
+                 widened(weight, std::int64_t{OC} * C).data(),
+                 bias != nullptr ? bias_f.data() : nullptr, N, C, OC);
+  round_into(out, out_f);
+}
+
+template <Storage16 S>
+void matmul_backward(S* dinp, float* dweight, float* dbias, const S* dout, const S* inp,
+                     const S* weight, int N, int C, int OC) {
+  std::vector<float> dinp_f = float_output(std::int64_t{N} * C);
+  matmul_backward(dinp_f.data(), dweight, dbias, widened(dout, std::int64_t{N} * OC).data(),
+                  widened(inp, std::int64_t{N} * C).data(),
+                  widened(weight, std::int64_t{OC} * C).data(), N, C, OC);
+  round_into(dinp, dinp_f);
+}
+
+template <Storage16 S>
+void gelu_forward(S* out, const S* inp, std::int64_t n) {
+  std::vector<float> out_f = float_output(n);
+  gelu_forward(out_f.data(), widened(inp, n).data(), n);
+  round_into(out, out_f);
+}
+
+template <Storage16 S>
+void gelu_backward(S* dinp, const S* inp, const S* dout, std::int64_t n) {
+  std::vector<float> dinp_f = float_output(n);
+  gelu_backward(dinp_f.data(), widened(inp, n).data(), widened(dout, n).data(), n);
+  round_into(dinp, dinp_f);
+}
+
+template <Storage16 S>
+void add(S* out, const S* a, const S* b, std::int64_t n) {
+  std::vector<float> out_f = float_output(n);
+  add(out_f.data(), widened(a, n).data(), widened(b, n).data(), n);
+  round_into(out, out_f);
+}
+
+template <Storage16 S>
+void attention_forward(S* out, S* att, const S* qkv, int B, int T, int C, int NH) {
+  std::vector<float> out_f = float_output(std::int64_t{B} * T * C);
+  std::vector<float> att_f = float_output(std::int64_t{B} * NH * T * T);
+  attention_forward(out_f.data(), att_f.data(), widened(qkv, std::int64_t{B} * T * 3 * C).data(), B,
+                    T, C, NH);
+  round_into(out, out_f);
+  round_into(att, att_f);
+}
+
+template <Storage16 S>
+void attention_backward(S* dqkv, const S* dout, const S* qkv, const S* att, int B, int T, int C,
+                        int NH) {
+  std::vector<float> dqkv_f = float_output(std::int64_t{B} * T * 3 * C);
+  attention_backward(dqkv_f.data(), widened(dout, std::int64_t{B} * T * C).data(),
+                     widened(qkv, std::int64_t{B} * T * 3 * C).data(),
+                     widened(att, std::int64_t{B} * NH * T * T).data(), B, T, C, NH);
+  round_into(dqkv, dqkv_f);
+}
+
+template <Storage16 S>
+void softmax_cross_entropy_forward(float* losses, S* probs, const S* logits,
+                                   const std::int32_t* targets, int N, int V) {
+  std::vector<float> probs_f = float_output(std::int64_t{N} * V);
+  softmax_cross_entropy_forward(losses, probs_f.data(), widened(logits, std::int64_t{N} * V).data(),
+                                targets, N, V);
+  round_into(probs, probs_f);
+}
+
+template <Storage16 S>
+void softmax_cross_entropy_backward(S* dlogits, const S* probs, const std::int32_t* targets,
+                                    float dloss, int N, int V) {
+  std::vector<float> dlogits_f = float_output(std::int64_t{N} * V);
+  softmax_cross_entropy_backward(dlogits_f.data(), widened(probs, std::int64_t{N} * V).data(),
+                                 targets, dloss, N, V);
+  round_into(dlogits, dlogits_f);
 }
 
 }  // namespace ebb::nn::reference

@@ -7,6 +7,10 @@
 // atomics are needed and the bits do not depend on scheduling. Per-row reductions (layernorm,
 // softmax) use the fixed trees of nn_cuda_launch.h.
 //
+// Every kernel is a template on the storage type S (nn_cuda_float.h): it loads with to_float,
+// computes in float exactly as the fp32 kernel does, and stores with from_float<S>; none reads
+// back an output it has stored, so 16-bit storage needs no float scratch here.
+//
 // Thread safety: reentrant (the functions only enqueue work on the stream they are given).
 #include <cuda_runtime_api.h>
 
@@ -15,6 +19,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/nn_cuda.h"
+#include "kernels/cuda/nn_cuda_float.h"
 #include "kernels/cuda/nn_cuda_launch.h"
 
 namespace ebb::nn::cuda {
@@ -29,14 +34,16 @@ cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream);
 
 // --- embedding --------------------------------------------------------------------------------
 
-__global__ void embedding_forward_kernel(float* out, const std::int32_t* tokens, const float* wte,
-                                         const float* wpe, std::int64_t n, int T, int C) {
+template <typename S>
+__global__ void embedding_forward_kernel(S* out, const std::int32_t* tokens, const S* wte,
+                                         const S* wpe, std::int64_t n, int T, int C) {
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
        i += std::int64_t{gridDim.x} * blockDim.x) {
     const std::int64_t bt = i / C;
     const int c = static_cast<int>(i % C);
     const int t = static_cast<int>(bt % T);
-    out[i] = wte[std::int64_t{tokens[bt]} * C + c] + wpe[std::int64_t{t} * C + c];
+    out[i] = from_float<S>(to_float(wte[std::int64_t{tokens[bt]} * C + c]) +
+                           to_float(wpe[std::int64_t{t} * C + c]));
   }
 }
 
@@ -45,7 +52,8 @@ __global__ void embedding_forward_kernel(float* out, const std::int32_t* tokens,
 // group. So each dwte element has one owning thread, which sums in (b, t) order.
 constexpr int kEmbeddingVocabSplits = 16;
 
-__global__ void embedding_backward_wte_kernel(float* dwte, const float* dout,
+template <typename S>
+__global__ void embedding_backward_wte_kernel(float* dwte, const S* dout,
                                               const std::int32_t* tokens, int BT, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   const int group = blockIdx.y;
@@ -53,16 +61,17 @@ __global__ void embedding_backward_wte_kernel(float* dwte, const float* dout,
   for (int bt = 0; bt < BT; ++bt) {
     const std::int32_t v = tokens[bt];
     if (v % kEmbeddingVocabSplits != group) continue;
-    dwte[std::int64_t{v} * C + c] += dout[std::int64_t{bt} * C + c];
+    dwte[std::int64_t{v} * C + c] += to_float(dout[std::int64_t{bt} * C + c]);
   }
 }
 
-__global__ void embedding_backward_wpe_kernel(float* dwpe, const float* dout, int B, int T, int C) {
+template <typename S>
+__global__ void embedding_backward_wpe_kernel(float* dwpe, const S* dout, int B, int T, int C) {
   const std::int64_t n = std::int64_t{T} * C;
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
        i += std::int64_t{gridDim.x} * blockDim.x) {
     float sum = 0.0F;
-    for (int b = 0; b < B; ++b) sum += dout[std::int64_t{b} * n + i];
+    for (int b = 0; b < B; ++b) sum += to_float(dout[std::int64_t{b} * n + i]);
     dwpe[i] = sum;
   }
 }
@@ -72,23 +81,26 @@ __global__ void embedding_backward_wpe_kernel(float* dwpe, const float* dout, in
 constexpr float kLayernormEps = 1e-5F;
 
 // One warp per row.
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp,
-                                         const float* weight, const float* bias, int N, int C) {
+template <typename S>
+__global__ void layernorm_forward_kernel(S* out, float* mean, float* rstd, const S* inp,
+                                         const S* weight, const S* bias, int N, int C) {
   const int row = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarpThreads;
   const int lane = threadIdx.x % kWarpThreads;
   if (row >= N) return;
-  const float* x = inp + std::int64_t{row} * C;
+  const S* x = inp + std::int64_t{row} * C;
   float sum = 0.0F;
-  for (int c = lane; c < C; c += kWarpThreads) sum += x[c];
+  for (int c = lane; c < C; c += kWarpThreads) sum += to_float(x[c]);
   const float m = warp_sum(sum) / static_cast<float>(C);
   float sq = 0.0F;
   for (int c = lane; c < C; c += kWarpThreads) {
-    const float d = x[c] - m;
+    const float d = to_float(x[c]) - m;
     sq += d * d;
   }
   const float s = 1.0F / sqrtf(warp_sum(sq) / static_cast<float>(C) + kLayernormEps);
-  float* y = out + std::int64_t{row} * C;
-  for (int c = lane; c < C; c += kWarpThreads) y[c] = (x[c] - m) * s * weight[c] + bias[c];
+  S* y = out + std::int64_t{row} * C;
+  for (int c = lane; c < C; c += kWarpThreads) {
+    y[c] = from_float<S>((to_float(x[c]) - m) * s * to_float(weight[c]) + to_float(bias[c]));
+  }
   if (lane == 0) {
     mean[row] = m;
     rstd[row] = s;
@@ -97,8 +109,9 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, c
 
 // dinp, one warp per row: dinp = (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd with
 // dnorm = weight * dout.
-__global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, const float* inp,
-                                               const float* weight, const float* mean,
+template <typename S>
+__global__ void layernorm_backward_dinp_kernel(S* dinp, const S* dout, const S* inp,
+                                               const S* weight, const float* mean,
                                                const float* rstd, int N, int C) {
   const int row = blockIdx.x * kWarpsPerBlock + threadIdx.x / kWarpThreads;
   const int lane = threadIdx.x % kWarpThreads;
@@ -109,25 +122,25 @@ __global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, c
   float dnorm_sum = 0.0F;
   float dnorm_norm_sum = 0.0F;
   for (int c = lane; c < C; c += kWarpThreads) {
-    const float norm = (inp[offset + c] - m) * s;
-    const float dnorm = weight[c] * dout[offset + c];
+    const float norm = (to_float(inp[offset + c]) - m) * s;
+    const float dnorm = to_float(weight[c]) * to_float(dout[offset + c]);
     dnorm_sum += dnorm;
     dnorm_norm_sum += dnorm * norm;
   }
   const float dnorm_mean = warp_sum(dnorm_sum) / static_cast<float>(C);
   const float dnorm_norm_mean = warp_sum(dnorm_norm_sum) / static_cast<float>(C);
   for (int c = lane; c < C; c += kWarpThreads) {
-    const float norm = (inp[offset + c] - m) * s;
-    const float dnorm = weight[c] * dout[offset + c];
-    dinp[offset + c] = (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+    const float norm = (to_float(inp[offset + c]) - m) * s;
+    const float dnorm = to_float(weight[c]) * to_float(dout[offset + c]);
+    dinp[offset + c] = from_float<S>((dnorm - dnorm_mean - norm * dnorm_norm_mean) * s);
   }
 }
 
 // Column sums of dout (into dsum) and, when norm_weighted is given, of dout * norm (layernorm's
 // dweight; mean and rstd give norm). Launch shape: (kColumnsPerBlock, kColumnRowLanes) threads.
-__global__ void column_sums_kernel(float* dsum, float* dsum_norm, const float* dout,
-                                   const float* inp, const float* mean, const float* rstd, int N,
-                                   int C) {
+template <typename S>
+__global__ void column_sums_kernel(float* dsum, float* dsum_norm, const S* dout, const S* inp,
+                                   const float* mean, const float* rstd, int N, int C) {
   __shared__ float partial[kColumnRowLanes][kColumnsPerBlock];
   __shared__ float partial_norm[kColumnRowLanes][kColumnsPerBlock];
   const int x = threadIdx.x;
@@ -138,8 +151,9 @@ __global__ void column_sums_kernel(float* dsum, float* dsum_norm, const float* d
   if (c < C) {
     for (int n = y; n < N; n += kColumnRowLanes) {
       const std::int64_t i = std::int64_t{n} * C + c;
-      sum += dout[i];
-      if (dsum_norm != nullptr) sum_norm += dout[i] * ((inp[i] - mean[n]) * rstd[n]);
+      const float d = to_float(dout[i]);
+      sum += d;
+      if (dsum_norm != nullptr) sum_norm += d * ((to_float(inp[i]) - mean[n]) * rstd[n]);
     }
   }
   partial[y][x] = sum;
@@ -156,39 +170,44 @@ __global__ void column_sums_kernel(float* dsum, float* dsum_norm, const float* d
   if (dsum_norm != nullptr) dsum_norm[c] = total_norm;
 }
 
-void launch_column_sums(cudaStream_t stream, float* dsum, float* dsum_norm, const float* dout,
-                        const float* inp, const float* mean, const float* rstd, int N, int C,
+template <typename S>
+void launch_column_sums(cudaStream_t stream, float* dsum, float* dsum_norm, const S* dout,
+                        const S* inp, const float* mean, const float* rstd, int N, int C,
                         const char* kernel) {
   const dim3 block(kColumnsPerBlock, kColumnRowLanes);
   const dim3 grid((C + kColumnsPerBlock - 1) / kColumnsPerBlock);
-  column_sums_kernel<<<grid, block, 0, stream>>>(dsum, dsum_norm, dout, inp, mean, rstd, N, C);
+  column_sums_kernel<S><<<grid, block, 0, stream>>>(dsum, dsum_norm, dout, inp, mean, rstd, N, C);
   check_launch(kernel);
 }
 
 // --- softmax + cross-entropy, one block per row -----------------------------------------------
 
-__global__ void softmax_cross_entropy_forward_kernel(float* losses, float* probs,
-                                                     const float* logits,
+template <typename S>
+__global__ void softmax_cross_entropy_forward_kernel(float* losses, S* probs, const S* logits,
                                                      const std::int32_t* targets, int V) {
   __shared__ float scratch[kBlockThreads];
   const std::int64_t offset = std::int64_t{blockIdx.x} * V;
-  const float* x = logits + offset;
+  const S* x = logits + offset;
   float lane_max = -INFINITY;
-  for (int i = threadIdx.x; i < V; i += kBlockThreads) lane_max = fmaxf(lane_max, x[i]);
+  for (int i = threadIdx.x; i < V; i += kBlockThreads) lane_max = fmaxf(lane_max, to_float(x[i]));
   const float max = block_max(lane_max, scratch);
   float lane_sum = 0.0F;
-  for (int i = threadIdx.x; i < V; i += kBlockThreads) lane_sum += expf(x[i] - max);
+  for (int i = threadIdx.x; i < V; i += kBlockThreads) lane_sum += expf(to_float(x[i]) - max);
   const float sum = block_sum(lane_sum, scratch);
-  float* p = probs + offset;
-  for (int i = threadIdx.x; i < V; i += kBlockThreads) p[i] = expf(x[i] - max) / sum;
+  S* p = probs + offset;
+  for (int i = threadIdx.x; i < V; i += kBlockThreads) {
+    p[i] = from_float<S>(expf(to_float(x[i]) - max) / sum);
+  }
   if (threadIdx.x == 0) {
-    // The same expression as probs[target] above, so the loss matches the saved probability.
-    const float target_prob = expf(x[targets[blockIdx.x]] - max) / sum;
+    // The same expression as probs[target] above, so the loss matches the saved probability
+    // (before a 16-bit probs rounds it).
+    const float target_prob = expf(to_float(x[targets[blockIdx.x]]) - max) / sum;
     losses[blockIdx.x] = -logf(target_prob);
   }
 }
 
-__global__ void softmax_cross_entropy_backward_kernel(float* dlogits, const float* probs,
+template <typename S>
+__global__ void softmax_cross_entropy_backward_kernel(S* dlogits, const S* probs,
                                                       const std::int32_t* targets, float dloss,
                                                       std::int64_t n, int V) {
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -196,7 +215,7 @@ __global__ void softmax_cross_entropy_backward_kernel(float* dlogits, const floa
     const std::int64_t row = i / V;
     const int v = static_cast<int>(i % V);
     const float indicator = v == targets[row] ? 1.0F : 0.0F;
-    dlogits[i] = (probs[i] - indicator) * dloss;
+    dlogits[i] = from_float<S>((to_float(probs[i]) - indicator) * dloss);
   }
 }
 
@@ -212,65 +231,85 @@ __global__ void mean_kernel(float* out, const float* in, std::int64_t n) {
 
 }  // namespace
 
-void column_sums(cudaStream_t stream, float* dsum, const float* in, int N, int C,
+void column_sums(cudaStream_t stream, FloatType t, float* dsum, const void* in, int N, int C,
                  const char* kernel) {
-  launch_column_sums(stream, dsum, nullptr, in, nullptr, nullptr, nullptr, N, C, kernel);
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    launch_column_sums<S>(stream, dsum, nullptr, static_cast<const S*>(in), nullptr, nullptr,
+                          nullptr, N, C, kernel);
+  });
 }
 
-void embedding_forward(void* stream, float* out, const std::int32_t* tokens, const float* wte,
-                       const float* wpe, int B, int T, int C, int V) {
+void embedding_forward(void* stream, FloatType t, void* out, const std::int32_t* tokens,
+                       const void* wte, const void* wpe, int B, int T, int C, int V) {
   (void)V;
   const std::int64_t n = std::int64_t{B} * T * C;
-  embedding_forward_kernel<<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(out, tokens, wte,
-                                                                                 wpe, n, T, C);
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    embedding_forward_kernel<S><<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(
+        static_cast<S*>(out), tokens, static_cast<const S*>(wte), static_cast<const S*>(wpe), n, T,
+        C);
+  });
   check_launch("embedding_forward");
 }
 
-void embedding_backward(void* stream, float* dwte, float* dwpe, const float* dout,
+void embedding_backward(void* stream, FloatType t, float* dwte, float* dwpe, const void* dout,
                         const std::int32_t* tokens, int B, int T, int C, int V) {
   cudaStream_t s = as_stream(stream);
   // dwte is an output: rows no token hits must read 0, and the owners below add into it.
   check_call(cudaMemsetAsync(dwte, 0, std::size_t(V) * C * sizeof(float), s), "embedding_backward",
              "cudaMemsetAsync(dwte)");
-  // Warp-wide blocks spread the few (C) column threads over many SMs.
-  const dim3 grid((C + kWarpThreads - 1) / kWarpThreads, kEmbeddingVocabSplits);
-  embedding_backward_wte_kernel<<<grid, kWarpThreads, 0, s>>>(dwte, dout, tokens, B * T, C);
-  check_launch("embedding_backward (dwte)");
-  embedding_backward_wpe_kernel<<<grid_for(std::int64_t{T} * C), kBlockThreads, 0, s>>>(dwpe, dout,
-                                                                                        B, T, C);
-  check_launch("embedding_backward (dwpe)");
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    const S* d = static_cast<const S*>(dout);
+    // Warp-wide blocks spread the few (C) column threads over many SMs.
+    const dim3 grid((C + kWarpThreads - 1) / kWarpThreads, kEmbeddingVocabSplits);
+    embedding_backward_wte_kernel<S><<<grid, kWarpThreads, 0, s>>>(dwte, d, tokens, B * T, C);
+    check_launch("embedding_backward (dwte)");
+    embedding_backward_wpe_kernel<S>
+        <<<grid_for(std::int64_t{T} * C), kBlockThreads, 0, s>>>(dwpe, d, B, T, C);
+    check_launch("embedding_backward (dwpe)");
+  });
 }
 
-void layernorm_forward(void* stream, float* out, float* mean, float* rstd, const float* inp,
-                       const float* weight, const float* bias, int N, int C) {
-  layernorm_forward_kernel<<<grid_for_warp_rows(N), kBlockThreads, 0, as_stream(stream)>>>(
-      out, mean, rstd, inp, weight, bias, N, C);
+void layernorm_forward(void* stream, FloatType t, void* out, float* mean, float* rstd,
+                       const void* inp, const void* weight, const void* bias, int N, int C) {
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    layernorm_forward_kernel<S><<<grid_for_warp_rows(N), kBlockThreads, 0, as_stream(stream)>>>(
+        static_cast<S*>(out), mean, rstd, static_cast<const S*>(inp), static_cast<const S*>(weight),
+        static_cast<const S*>(bias), N, C);
+  });
   check_launch("layernorm_forward");
 }
 
-void layernorm_backward(void* stream, float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const float* mean, const float* rstd,
-                        int N, int C) {
+void layernorm_backward(void* stream, FloatType t, void* dinp, float* dweight, float* dbias,
+                        const void* dout, const void* inp, const void* weight, const float* mean,
+                        const float* rstd, int N, int C) {
   cudaStream_t s = as_stream(stream);
-  layernorm_backward_dinp_kernel<<<grid_for_warp_rows(N), kBlockThreads, 0, s>>>(
-      dinp, dout, inp, weight, mean, rstd, N, C);
-  check_launch("layernorm_backward (dinp)");
-  launch_column_sums(s, dbias, dweight, dout, inp, mean, rstd, N, C,
-                     "layernorm_backward (dweight, dbias)");
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    const S* d = static_cast<const S*>(dout);
+    const S* x = static_cast<const S*>(inp);
+    layernorm_backward_dinp_kernel<S><<<grid_for_warp_rows(N), kBlockThreads, 0, s>>>(
+        static_cast<S*>(dinp), d, x, static_cast<const S*>(weight), mean, rstd, N, C);
+    check_launch("layernorm_backward (dinp)");
+    launch_column_sums<S>(s, dbias, dweight, d, x, mean, rstd, N, C,
+                          "layernorm_backward (dweight, dbias)");
+  });
 }
 
-void softmax_cross_entropy_forward(void* stream, float* losses, float* probs, const float* logits,
-                                   const std::int32_t* targets, int N, int V) {
-  softmax_cross_entropy_forward_kernel<<<N, kBlockThreads, 0, as_stream(stream)>>>(
-      losses, probs, logits, targets, V);
+void softmax_cross_entropy_forward(void* stream, FloatType t, float* losses, void* probs,
+                                   const void* logits, const std::int32_t* targets, int N, int V) {
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    softmax_cross_entropy_forward_kernel<S><<<N, kBlockThreads, 0, as_stream(stream)>>>(
+        losses, static_cast<S*>(probs), static_cast<const S*>(logits), targets, V);
+  });
   check_launch("softmax_cross_entropy_forward");
 }
 
-void softmax_cross_entropy_backward(void* stream, float* dlogits, const float* probs,
+void softmax_cross_entropy_backward(void* stream, FloatType t, void* dlogits, const void* probs,
                                     const std::int32_t* targets, float dloss, int N, int V) {
   const std::int64_t n = std::int64_t{N} * V;
-  softmax_cross_entropy_backward_kernel<<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(
-      dlogits, probs, targets, dloss, n, V);
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    softmax_cross_entropy_backward_kernel<S><<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(
+        static_cast<S*>(dlogits), static_cast<const S*>(probs), targets, dloss, n, V);
+  });
   check_launch("softmax_cross_entropy_backward");
 }
 

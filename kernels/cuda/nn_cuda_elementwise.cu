@@ -1,18 +1,21 @@
-// The cuda backend of kernels/nn.h, elementwise part: GELU, add, AdamW and the bf16 casts. Each
-// output element is computed by one thread from its own inputs, so these are deterministic by
-// construction; grid-stride loops with 64-bit indices cover any n.
+// The cuda backend of kernels/nn.h, elementwise part: GELU, add, AdamW, cast and accumulate.
+// Each output element is computed by one thread from its own inputs, so these are deterministic
+// by construction; grid-stride loops with 64-bit indices cover any n. GELU and add are templates
+// on the storage type S (nn_cuda_float.h); AdamW is fp32 only.
 //
-// The casts work on the bits with integer operations (as the cpu backend does), so both
-// backends give the same bf16 bits: round to nearest even, and a NaN stays a (quiet) NaN with
-// its sign instead of rounding into infinity.
+// cast and accumulate round with nn_cuda_float.h's integer conversions, which give the cpu
+// backend's bits: round to nearest even, and a NaN stays a (quiet) NaN with its sign instead of
+// rounding into infinity.
 //
 // Thread safety: reentrant (the functions only enqueue work on the stream they are given).
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/cuda/nn_cuda.h"
+#include "kernels/cuda/nn_cuda_float.h"
 #include "kernels/cuda/nn_cuda_launch.h"
 
 namespace ebb::nn::cuda {
@@ -28,18 +31,19 @@ constexpr float kGeluCubic = 0.044715F;
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < (n); \
        i += std::int64_t{gridDim.x} * blockDim.x)
 
-__global__ void gelu_forward_kernel(float* out, const float* inp, std::int64_t n) {
+template <typename S>
+__global__ void gelu_forward_kernel(S* out, const S* inp, std::int64_t n) {
   EBB_GRID_STRIDE_LOOP(i, n) {
-    const float x = inp[i];
+    const float x = to_float(inp[i]);
     const float cube = kGeluCubic * x * x * x;
-    out[i] = 0.5F * x * (1.0F + tanhf(kGeluScale * (x + cube)));
+    out[i] = from_float<S>(0.5F * x * (1.0F + tanhf(kGeluScale * (x + cube))));
   }
 }
 
-__global__ void gelu_backward_kernel(float* dinp, const float* inp, const float* dout,
-                                     std::int64_t n) {
+template <typename S>
+__global__ void gelu_backward_kernel(S* dinp, const S* inp, const S* dout, std::int64_t n) {
   EBB_GRID_STRIDE_LOOP(i, n) {
-    const float x = inp[i];
+    const float x = to_float(inp[i]);
     const float cube = kGeluCubic * x * x * x;
     const float tanh_arg = kGeluScale * (x + cube);
     const float tanh_out = tanhf(tanh_arg);
@@ -47,12 +51,13 @@ __global__ void gelu_backward_kernel(float* dinp, const float* inp, const float*
     const float sech_out = 1.0F / (cosh_out * cosh_out);
     const float local_grad = 0.5F * (1.0F + tanh_out) +
                              x * 0.5F * sech_out * kGeluScale * (1.0F + 3.0F * kGeluCubic * x * x);
-    dinp[i] = local_grad * dout[i];
+    dinp[i] = from_float<S>(local_grad * to_float(dout[i]));
   }
 }
 
-__global__ void add_kernel(float* out, const float* a, const float* b, std::int64_t n) {
-  EBB_GRID_STRIDE_LOOP(i, n) { out[i] = a[i] + b[i]; }
+template <typename S>
+__global__ void add_kernel(S* out, const S* a, const S* b, std::int64_t n) {
+  EBB_GRID_STRIDE_LOOP(i, n) { out[i] = from_float<S>(to_float(a[i]) + to_float(b[i])); }
 }
 
 // bias_correction1/2 are 1 - beta^step, computed once on the host.
@@ -73,43 +78,48 @@ __global__ void adamw_kernel(float* param_out, float* m_out, float* v_out, const
   }
 }
 
-__global__ void cast_f32_to_bf16_kernel(std::uint16_t* out, const float* in, std::int64_t n) {
-  EBB_GRID_STRIDE_LOOP(i, n) {
-    const std::uint32_t bits = __float_as_uint(in[i]);
-    if ((bits & 0x7fffffffU) > 0x7f800000U) {
-      // NaN: keep the sign and the top of the payload, and set the quiet bit so that truncating
-      // the low half cannot leave an infinity.
-      out[i] = static_cast<std::uint16_t>((bits >> 16) | 0x0040U);
-    } else {
-      const std::uint32_t rounding = 0x7fffU + ((bits >> 16) & 1U);  // ties go to even
-      out[i] = static_cast<std::uint16_t>((bits + rounding) >> 16);
-    }
-  }
+// Between different storage types (the same type is a copy, see cast below).
+template <typename To, typename From>
+__global__ void cast_kernel(To* out, const From* in, std::int64_t n) {
+  EBB_GRID_STRIDE_LOOP(i, n) { out[i] = from_float<To>(to_float(in[i])); }
 }
 
-__global__ void cast_bf16_to_f32_kernel(float* out, const std::uint16_t* in, std::int64_t n) {
-  EBB_GRID_STRIDE_LOOP(i, n) { out[i] = __uint_as_float(std::uint32_t{in[i]} << 16); }
+template <typename S>
+__global__ void accumulate_kernel(S* acc, const float* add, std::int64_t n, bool assign) {
+  EBB_GRID_STRIDE_LOOP(i, n) {
+    acc[i] = from_float<S>(assign ? add[i] : to_float(acc[i]) + add[i]);
+  }
 }
 
 #undef EBB_GRID_STRIDE_LOOP
 
 }  // namespace
 
-void gelu_forward(void* stream, float* out, const float* inp, std::int64_t n) {
+void gelu_forward(void* stream, FloatType t, void* out, const void* inp, std::int64_t n) {
   if (n <= 0) return;
-  gelu_forward_kernel<<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(out, inp, n);
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    gelu_forward_kernel<S><<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(
+        static_cast<S*>(out), static_cast<const S*>(inp), n);
+  });
   check_launch("gelu_forward");
 }
 
-void gelu_backward(void* stream, float* dinp, const float* inp, const float* dout, std::int64_t n) {
+void gelu_backward(void* stream, FloatType t, void* dinp, const void* inp, const void* dout,
+                   std::int64_t n) {
   if (n <= 0) return;
-  gelu_backward_kernel<<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(dinp, inp, dout, n);
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    gelu_backward_kernel<S><<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(
+        static_cast<S*>(dinp), static_cast<const S*>(inp), static_cast<const S*>(dout), n);
+  });
   check_launch("gelu_backward");
 }
 
-void add(void* stream, float* out, const float* a, const float* b, std::int64_t n) {
+void add(void* stream, FloatType t, void* out, const void* a, const void* b, std::int64_t n) {
   if (n <= 0) return;
-  add_kernel<<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(out, a, b, n);
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    add_kernel<S><<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(
+        static_cast<S*>(out), static_cast<const S*>(a), static_cast<const S*>(b), n);
+  });
   check_launch("add");
 }
 
@@ -126,16 +136,33 @@ void adamw(void* stream, float* param_out, float* m_out, float* v_out, const flo
   check_launch("adamw");
 }
 
-void cast_f32_to_bf16(void* stream, std::uint16_t* out, const float* in, std::int64_t n) {
+void cast(void* stream, FloatType to, void* out, FloatType from, const void* in, std::int64_t n) {
   if (n <= 0) return;
-  cast_f32_to_bf16_kernel<<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(out, in, n);
-  check_launch("cast_f32_to_bf16");
+  cudaStream_t s = as_stream(stream);
+  if (to == from) {
+    // A copy: rounding a value to its own type would quiet a signalling NaN.
+    check_call(cudaMemcpyAsync(out, in, static_cast<std::size_t>(n) * float_bytes(to),
+                               cudaMemcpyDeviceToDevice, s),
+               "cast", "cudaMemcpyAsync");
+    return;
+  }
+  with_storage(to, [&]<typename To>(StorageTag<To>) {
+    with_storage(from, [&]<typename From>(StorageTag<From>) {
+      cast_kernel<To, From><<<grid_for(n), kBlockThreads, 0, s>>>(static_cast<To*>(out),
+                                                                  static_cast<const From*>(in), n);
+    });
+  });
+  check_launch("cast");
 }
 
-void cast_bf16_to_f32(void* stream, float* out, const std::uint16_t* in, std::int64_t n) {
+void accumulate(void* stream, FloatType t, void* acc, const float* add, std::int64_t n,
+                bool assign) {
   if (n <= 0) return;
-  cast_bf16_to_f32_kernel<<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(out, in, n);
-  check_launch("cast_bf16_to_f32");
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    accumulate_kernel<S><<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(static_cast<S*>(acc),
+                                                                               add, n, assign);
+  });
+  check_launch("accumulate");
 }
 
 }  // namespace ebb::nn::cuda

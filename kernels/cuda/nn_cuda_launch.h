@@ -18,6 +18,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/nn.h"
+
 namespace ebb::nn::cuda {
 
 // Threads per block of the elementwise and per-row kernels. A power of two: the block
@@ -102,9 +104,9 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 }
 #endif  // __CUDACC__
 
-// dsum[c] = sum over n in [0, N) of in[n, c], deterministic (nn_cuda.cu). Used for matmul's
-// dbias. REQUIRES N, C > 0.
-void column_sums(cudaStream_t stream, float* dsum, const float* in, int N, int C,
+// dsum[c] (fp32) = sum over n in [0, N) of in[n, c] (in storage type t, widened), in fp32,
+// deterministic (nn_cuda.cu). Used for matmul's dbias. REQUIRES N, C > 0.
+void column_sums(cudaStream_t stream, FloatType t, float* dsum, const void* in, int N, int C,
                  const char* kernel);
 
 }  // namespace ebb::nn::cuda

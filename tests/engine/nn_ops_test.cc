@@ -1,7 +1,8 @@
 // The typed nn ops (engine/nn_ops.h): each wrapper gives the bits of its kernel called directly
-// on the same inputs, with the output shapes, kinds and names the header promises; and a bad
-// argument is refused with a message naming the op, the argument, the tensor, its shape and
-// dtype and what was expected, leaving the engine usable.
+// on the same inputs, with the output shapes, kinds and names the header promises, in f32 and in
+// bf16 (whose ops keep statistics, losses and weight gradients in f32); and a bad argument,
+// mixed dtypes included, is refused with a message naming the op, the argument, the tensor, its
+// shape and dtype and what was expected, leaving the engine usable.
 #include "engine/nn_ops.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "engine/ebb.h"
+#include "kernels/nn_scalar.h"
 #include "tests/engine/test_ops.h"
 
 namespace ebb {
@@ -30,6 +32,7 @@ constexpr int kV = 11;
 constexpr int kN = kB * kT;
 
 const LaunchContext kCpu{DeviceKind::kCpu, nullptr};
+constexpr nn::FloatType kF32 = nn::FloatType::kF32;
 
 std::vector<std::int32_t> random_tokens(std::size_t n, std::uint32_t seed) {
   std::vector<std::int32_t> tokens(n);
@@ -70,11 +73,28 @@ class NnOps : public ::testing::Test {
     return engine_->input({name, shape, DType::kI32, TensorKind::kInput}, tokens_[name].data())
         .value();
   }
+  // A bf16 tensor of random values, with `seed`; host_bf16(name) holds its elements.
+  Tensor bf16(const std::string& name, const Shape& shape, std::uint32_t seed) {
+    std::int64_t n = 1;
+    for (std::int64_t d : shape) n *= d;
+    std::vector<std::uint16_t>& h = host_bf16_[name];
+    for (const float x : test_ops::random_floats(static_cast<std::size_t>(n), seed)) {
+      h.push_back(nn::f32_to_bf16(x));
+    }
+    return engine_->input({name, shape, DType::kBF16, TensorKind::kInput}, h.data()).value();
+  }
+  const std::uint16_t* host_bf16(const std::string& name) { return host_bf16_[name].data(); }
   const float* host(const std::string& name) { return host_[name].data(); }
   const std::int32_t* host_tokens(const std::string& name) { return tokens_[name].data(); }
 
   std::vector<float> read(const Tensor& t) {
     std::vector<float> out(t.bytes() / sizeof(float));
+    Status s = engine_->read(t, out.data(), t.bytes());
+    EXPECT_TRUE(s.ok()) << s.to_string();
+    return out;
+  }
+  std::vector<std::uint16_t> read16(const Tensor& t) {
+    std::vector<std::uint16_t> out(t.bytes() / sizeof(std::uint16_t));
     Status s = engine_->read(t, out.data(), t.bytes());
     EXPECT_TRUE(s.ok()) << s.to_string();
     return out;
@@ -92,7 +112,7 @@ class NnOps : public ::testing::Test {
     ASSERT_TRUE(y.ok()) << y.status().to_string();
     EXPECT_EQ(engine_->tape().size(), ops + 1);
     std::vector<float> want(kN * kC);
-    nn::gelu_forward(kCpu, want.data(), host("after_error"), kN * kC);
+    nn::gelu_forward(kCpu, kF32, want.data(), host("after_error"), kN * kC);
     expect_same_bits(read(*y), want, "gelu after the error");
   }
 
@@ -100,7 +120,14 @@ class NnOps : public ::testing::Test {
   std::unique_ptr<Engine> engine_;
   std::map<std::string, std::vector<float>> host_;
   std::map<std::string, std::vector<std::int32_t>> tokens_;
+  std::map<std::string, std::vector<std::uint16_t>> host_bf16_;
 };
+
+void expect_same_bits(const std::vector<std::uint16_t>& got, const std::vector<std::uint16_t>& want,
+                      const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  EXPECT_EQ(got, want) << what;
+}
 
 TEST_F(NnOps, EmbeddingMatchesTheKernel) {
   Tensor tok = tokens("tokens", {kB, kT}, 1);
@@ -111,8 +138,8 @@ TEST_F(NnOps, EmbeddingMatchesTheKernel) {
   EXPECT_EQ(out.shape(), (Shape{kN, kC}));
   EXPECT_EQ(out.kind(), TensorKind::kActivation);
   std::vector<float> want(kN * kC);
-  nn::embedding_forward(kCpu, want.data(), host_tokens("tokens"), host("wte"), host("wpe"), kB, kT,
-                        kC, kV);
+  nn::embedding_forward(kCpu, kF32, want.data(), host_tokens("tokens"), host("wte"), host("wpe"),
+                        kB, kT, kC, kV);
   expect_same_bits(read(out), want, "embedding");
 
   Tensor dout = floats("dout", {kN, kC}, 4);
@@ -122,8 +149,8 @@ TEST_F(NnOps, EmbeddingMatchesTheKernel) {
   EXPECT_EQ(g.dwpe.shape(), (Shape{kT, kC}));
   EXPECT_EQ(g.dwte.kind(), TensorKind::kGradient);
   std::vector<float> dwte(kV * kC), dwpe(kT * kC);
-  nn::embedding_backward(kCpu, dwte.data(), dwpe.data(), host("dout"), host_tokens("tokens"), kB,
-                         kT, kC, kV);
+  nn::embedding_backward(kCpu, kF32, dwte.data(), dwpe.data(), host("dout"), host_tokens("tokens"),
+                         kB, kT, kC, kV);
   expect_same_bits(read(g.dwte), dwte, "dwte");
   expect_same_bits(read(g.dwpe), dwpe, "dwpe");
 }
@@ -137,7 +164,7 @@ TEST_F(NnOps, LayerNormMatchesTheKernel) {
   EXPECT_EQ(ln.mean.name(), "ln.mean");
   EXPECT_EQ(ln.rstd.shape(), (Shape{kN}));
   std::vector<float> out(kN * kC), mean(kN), rstd(kN);
-  nn::layernorm_forward(kCpu, out.data(), mean.data(), rstd.data(), host("in"), host("w"),
+  nn::layernorm_forward(kCpu, kF32, out.data(), mean.data(), rstd.data(), host("in"), host("w"),
                         host("b"), kN, kC);
   expect_same_bits(read(ln.out), out, "out");
   expect_same_bits(read(ln.mean), mean, "mean");
@@ -148,7 +175,7 @@ TEST_F(NnOps, LayerNormMatchesTheKernel) {
       ops::layernorm_backward(*engine_, "ln_bwd", dout, in, w, ln.mean, ln.rstd).value();
   EXPECT_EQ(g.dinp.kind(), TensorKind::kGradient);
   std::vector<float> dinp(kN * kC), dw(kC), db(kC);
-  nn::layernorm_backward(kCpu, dinp.data(), dw.data(), db.data(), host("dout"), host("in"),
+  nn::layernorm_backward(kCpu, kF32, dinp.data(), dw.data(), db.data(), host("dout"), host("in"),
                          host("w"), mean.data(), rstd.data(), kN, kC);
   expect_same_bits(read(g.dinp), dinp, "dinp");
   expect_same_bits(read(g.dweight), dw, "dweight");
@@ -164,10 +191,10 @@ TEST_F(NnOps, MatmulMatchesTheKernelWithAndWithoutBias) {
   Tensor y = ops::matmul(*engine_, "mm", in, w, &b).value();
   EXPECT_EQ(y.shape(), (Shape{kB, kT, kOC}));
   std::vector<float> want(kN * kOC);
-  nn::matmul_forward(kCpu, want.data(), host("in"), host("w"), host("b"), kN, kC, kOC);
+  nn::matmul_forward(kCpu, kF32, want.data(), host("in"), host("w"), host("b"), kN, kC, kOC);
   expect_same_bits(read(y), want, "matmul with bias");
   Tensor y0 = ops::matmul(*engine_, "mm0", in, w, nullptr).value();
-  nn::matmul_forward(kCpu, want.data(), host("in"), host("w"), nullptr, kN, kC, kOC);
+  nn::matmul_forward(kCpu, kF32, want.data(), host("in"), host("w"), nullptr, kN, kC, kOC);
   expect_same_bits(read(y0), want, "matmul without bias");
 
   Tensor dout = floats("dout", {kB, kT, kOC}, 4);
@@ -176,15 +203,15 @@ TEST_F(NnOps, MatmulMatchesTheKernelWithAndWithoutBias) {
   EXPECT_EQ(g.dweight.shape(), (Shape{kOC, kC}));
   EXPECT_EQ(g.dbias.name(), "mm_bwd.dbias");
   std::vector<float> dinp(kN * kC), dw(kOC * kC), db(kOC);
-  nn::matmul_backward(kCpu, dinp.data(), dw.data(), db.data(), host("dout"), host("in"), host("w"),
-                      kN, kC, kOC);
+  nn::matmul_backward(kCpu, kF32, dinp.data(), dw.data(), db.data(), host("dout"), host("in"),
+                      host("w"), kN, kC, kOC);
   expect_same_bits(read(g.dinp), dinp, "dinp");
   expect_same_bits(read(g.dweight), dw, "dweight");
   expect_same_bits(read(g.dbias), db, "dbias");
   ops::MatmulGrads g0 = ops::matmul_backward(*engine_, "mm0_bwd", dout, in, w, false).value();
   EXPECT_FALSE(g0.dbias.valid());
-  nn::matmul_backward(kCpu, dinp.data(), dw.data(), nullptr, host("dout"), host("in"), host("w"),
-                      kN, kC, kOC);
+  nn::matmul_backward(kCpu, kF32, dinp.data(), dw.data(), nullptr, host("dout"), host("in"),
+                      host("w"), kN, kC, kOC);
   expect_same_bits(read(g0.dinp), dinp, "dinp without bias");
   expect_same_bits(read(g0.dweight), dw, "dweight without bias");
 }
@@ -195,21 +222,21 @@ TEST_F(NnOps, ElementwiseOpsMatchTheKernels) {
   Tensor d = floats("d", {kN, kC}, 2);
   std::vector<float> want(kElements);
   Tensor g = ops::gelu(*engine_, "gelu", x).value();
-  nn::gelu_forward(kCpu, want.data(), host("x"), kElements);
+  nn::gelu_forward(kCpu, kF32, want.data(), host("x"), kElements);
   expect_same_bits(read(g), want, "gelu");
   Tensor gb = ops::gelu_backward(*engine_, "gelu_bwd", x, d).value();
   EXPECT_EQ(gb.kind(), TensorKind::kGradient);
-  nn::gelu_backward(kCpu, want.data(), host("x"), host("d"), kElements);
+  nn::gelu_backward(kCpu, kF32, want.data(), host("x"), host("d"), kElements);
   expect_same_bits(read(gb), want, "gelu_backward");
   Tensor s = ops::add(*engine_, "sum", x, d, TensorKind::kGradient).value();
   EXPECT_EQ(s.name(), "sum");
   EXPECT_EQ(s.kind(), TensorKind::kGradient);
-  nn::add(kCpu, want.data(), host("x"), host("d"), kElements);
+  nn::add(kCpu, kF32, want.data(), host("x"), host("d"), kElements);
   expect_same_bits(read(s), want, "add");
   Tensor m = ops::mean(*engine_, "mean", x).value();
   EXPECT_EQ(m.shape(), (Shape{1}));
   std::vector<float> one(1);
-  nn::mean(kCpu, one.data(), host("x"), kElements);
+  nn::mean(kCpu, kF32, one.data(), host("x"), kElements);
   expect_same_bits(read(m), one, "mean");
 }
 
@@ -220,7 +247,7 @@ TEST_F(NnOps, AttentionMatchesTheKernel) {
   EXPECT_EQ(a.att.shape(), (Shape{kB, kHeads, kT, kT}));
   EXPECT_EQ(a.att.name(), "attn.att");
   std::vector<float> out(kN * kC), att(kB * kHeads * kT * kT);
-  nn::attention_forward(kCpu, out.data(), att.data(), host("qkv"), kB, kT, kC, kHeads);
+  nn::attention_forward(kCpu, kF32, out.data(), att.data(), host("qkv"), kB, kT, kC, kHeads);
   expect_same_bits(read(a.out), out, "out");
   expect_same_bits(read(a.att), att, "att");
 
@@ -229,7 +256,7 @@ TEST_F(NnOps, AttentionMatchesTheKernel) {
       ops::attention_backward(*engine_, "attn_bwd", dout, qkv, a.att, kB, kT, kHeads).value();
   EXPECT_EQ(dqkv.shape(), (Shape{kN, 3 * kC}));
   std::vector<float> want(kN * 3 * kC);
-  nn::attention_backward(kCpu, want.data(), host("dout"), host("qkv"), att.data(), kB, kT, kC,
+  nn::attention_backward(kCpu, kF32, want.data(), host("dout"), host("qkv"), att.data(), kB, kT, kC,
                          kHeads);
   expect_same_bits(read(dqkv), want, "dqkv");
 }
@@ -241,7 +268,7 @@ TEST_F(NnOps, SoftmaxCrossEntropyMatchesTheKernel) {
   EXPECT_EQ(x.losses.shape(), (Shape{kN}));
   EXPECT_EQ(x.probs.name(), "xent.probs");
   std::vector<float> losses(kN), probs(kN * kV);
-  nn::softmax_cross_entropy_forward(kCpu, losses.data(), probs.data(), host("logits"),
+  nn::softmax_cross_entropy_forward(kCpu, kF32, losses.data(), probs.data(), host("logits"),
                                     host_tokens("targets"), kN, kV);
   expect_same_bits(read(x.losses), losses, "losses");
   expect_same_bits(read(x.probs), probs, "probs");
@@ -251,8 +278,8 @@ TEST_F(NnOps, SoftmaxCrossEntropyMatchesTheKernel) {
       ops::softmax_cross_entropy_backward(*engine_, "xent_bwd", x.probs, targets, dloss).value();
   EXPECT_EQ(d.kind(), TensorKind::kGradient);
   std::vector<float> want(kN * kV);
-  nn::softmax_cross_entropy_backward(kCpu, want.data(), probs.data(), host_tokens("targets"), dloss,
-                                     kN, kV);
+  nn::softmax_cross_entropy_backward(kCpu, kF32, want.data(), probs.data(), host_tokens("targets"),
+                                     dloss, kN, kV);
   expect_same_bits(read(d), want, "dlogits");
 }
 
@@ -277,11 +304,123 @@ TEST_F(NnOps, AdamWKeepsTheNamesAndKindsOfWhatItReplaces) {
   expect_same_bits(read(out.v), v2, "v");
 }
 
+TEST_F(NnOps, Bf16OpsMatchTheKernelsAndKeepStatisticsAndWeightGradientsInF32) {
+  constexpr nn::FloatType kBf16 = nn::FloatType::kBF16;
+  constexpr int kOC = 3 * kC;
+  Tensor in = bf16("in", {kN, kC}, 1);
+  Tensor lw = bf16("lw", {kC}, 2);
+  Tensor lb = bf16("lb", {kC}, 3);
+  ops::LayerNormOut ln = ops::layernorm(*engine_, "ln", in, lw, lb).value();
+  EXPECT_EQ(ln.out.dtype(), DType::kBF16);
+  EXPECT_EQ(ln.mean.dtype(), DType::kF32);
+  EXPECT_EQ(ln.rstd.dtype(), DType::kF32);
+  std::vector<std::uint16_t> ln_out(kN * kC);
+  std::vector<float> mean(kN), rstd(kN);
+  nn::layernorm_forward(kCpu, kBf16, ln_out.data(), mean.data(), rstd.data(), host_bf16("in"),
+                        host_bf16("lw"), host_bf16("lb"), kN, kC);
+  expect_same_bits(read16(ln.out), ln_out, "layernorm out");
+  expect_same_bits(read(ln.mean), mean, "layernorm mean");
+
+  Tensor w = bf16("w", {kOC, kC}, 4);
+  Tensor b = bf16("b", {kOC}, 5);
+  Tensor qkv = ops::matmul(*engine_, "qkv", ln.out, w, &b).value();
+  EXPECT_EQ(qkv.dtype(), DType::kBF16);
+  std::vector<std::uint16_t> qkv_want(kN * kOC);
+  nn::matmul_forward(kCpu, kBf16, qkv_want.data(), ln_out.data(), host_bf16("w"), host_bf16("b"),
+                     kN, kC, kOC);
+  expect_same_bits(read16(qkv), qkv_want, "matmul");
+
+  ops::AttentionOut a = ops::attention(*engine_, "attn", qkv, kB, kT, kHeads).value();
+  EXPECT_EQ(a.out.dtype(), DType::kBF16);
+  EXPECT_EQ(a.att.dtype(), DType::kBF16);
+  std::vector<std::uint16_t> att_out(kN * kC), att(kB * kHeads * kT * kT);
+  nn::attention_forward(kCpu, kBf16, att_out.data(), att.data(), qkv_want.data(), kB, kT, kC,
+                        kHeads);
+  expect_same_bits(read16(a.out), att_out, "attention out");
+  expect_same_bits(read16(a.att), att, "attention att");
+
+  Tensor dout = bf16("dout", {kN, kOC}, 6);
+  ops::MatmulGrads g = ops::matmul_backward(*engine_, "qkv_bwd", dout, ln.out, w, true).value();
+  EXPECT_EQ(g.dinp.dtype(), DType::kBF16);
+  EXPECT_EQ(g.dweight.dtype(), DType::kF32);
+  EXPECT_EQ(g.dbias.dtype(), DType::kF32);
+  std::vector<std::uint16_t> dinp(kN * kC);
+  std::vector<float> dw(kOC * kC), db(kOC);
+  nn::matmul_backward(kCpu, kBf16, dinp.data(), dw.data(), db.data(), host_bf16("dout"),
+                      ln_out.data(), host_bf16("w"), kN, kC, kOC);
+  expect_same_bits(read16(g.dinp), dinp, "matmul dinp");
+  expect_same_bits(read(g.dweight), dw, "matmul dweight");
+  expect_same_bits(read(g.dbias), db, "matmul dbias");
+
+  Tensor targets = tokens("targets", {kB, kT}, 7);
+  Tensor logits = bf16("logits", {kN, kV}, 8);
+  ops::CrossEntropyOut x = ops::softmax_cross_entropy(*engine_, "xent", logits, targets).value();
+  EXPECT_EQ(x.losses.dtype(), DType::kF32);
+  EXPECT_EQ(x.probs.dtype(), DType::kBF16);
+  std::vector<float> losses(kN);
+  std::vector<std::uint16_t> probs(kN * kV);
+  nn::softmax_cross_entropy_forward(kCpu, kBf16, losses.data(), probs.data(), host_bf16("logits"),
+                                    host_tokens("targets"), kN, kV);
+  expect_same_bits(read(x.losses), losses, "losses");
+  expect_same_bits(read16(x.probs), probs, "probs");
+  Tensor loss = ops::mean(*engine_, "loss", x.losses).value();
+  EXPECT_EQ(loss.dtype(), DType::kF32);
+
+  Tensor emb_dout = bf16("emb_dout", {kN, kC}, 9);
+  ops::EmbeddingGrads e =
+      ops::embedding_backward(*engine_, "emb_bwd", emb_dout, targets, kV).value();
+  EXPECT_EQ(e.dwte.dtype(), DType::kF32);
+  EXPECT_EQ(e.dwpe.dtype(), DType::kF32);
+  std::vector<float> dwte(kV * kC), dwpe(kT * kC);
+  nn::embedding_backward(kCpu, kBf16, dwte.data(), dwpe.data(), host_bf16("emb_dout"),
+                         host_tokens("targets"), kB, kT, kC, kV);
+  expect_same_bits(read(e.dwte), dwte, "dwte");
+  expect_same_bits(read(e.dwpe), dwpe, "dwpe");
+}
+
+TEST_F(NnOps, CastConvertsBetweenFloatDtypes) {
+  Tensor x = floats("x", {kN, kC}, 1);
+  Tensor h = ops::cast(*engine_, "x.bf16", x, DType::kBF16).value();
+  EXPECT_EQ(h.dtype(), DType::kBF16);
+  EXPECT_EQ(h.shape(), (Shape{kN, kC}));
+  EXPECT_EQ(h.kind(), TensorKind::kActivation);
+  std::vector<std::uint16_t> want(kN * kC);
+  nn::cast(kCpu, nn::FloatType::kBF16, want.data(), kF32, host("x"), kN * kC);
+  expect_same_bits(read16(h), want, "f32 to bf16");
+  Tensor back = ops::cast(*engine_, "x.f32", h, DType::kF32, TensorKind::kGradient).value();
+  EXPECT_EQ(back.kind(), TensorKind::kGradient);
+  std::vector<float> widened(kN * kC);
+  nn::cast(kCpu, kF32, widened.data(), nn::FloatType::kBF16, want.data(), kN * kC);
+  expect_same_bits(read(back), widened, "bf16 to f32");
+  expect_refused(ops::cast(*engine_, "x.i32", x, DType::kI32),
+                 "op 'x.i32': cast of in 'x' is [8,8] f32 to i32, expected f32, bf16 or f16");
+}
+
+TEST_F(NnOps, MixedDtypesAreRefused) {
+  Tensor in = bf16("h0.ln1.out", {kN, kC}, 1);
+  Tensor w = floats("h0.qkv_w", {3 * kC, kC}, 2);
+  expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, nullptr),
+                 "op 'h0.qkv': weight 'h0.qkv_w' is [24,8] f32, expected [*,8] bf16");
+  Tensor x = floats("x", {kN, kC}, 3);
+  Tensor y = bf16("y", {kN, kC}, 4);
+  expect_refused(ops::add(*engine_, "res", x, y),
+                 "op 'res': b 'y' is [8,8] bf16, expected [8,8] f32");
+  Tensor lw = bf16("lw", {kC}, 5);
+  Tensor lb = bf16("lb", {kC}, 6);
+  ops::LayerNormOut ln = ops::layernorm(*engine_, "ln", in, lw, lb).value();
+  // mean and rstd stay f32 with a bf16 input; a bf16 rstd is refused.
+  Tensor rstd16 = bf16("rstd16", {kN}, 7);
+  expect_refused(ops::layernorm_backward(*engine_, "ln_bwd", in, in, lw, ln.mean, rstd16),
+                 "op 'ln_bwd': rstd 'rstd16' is [8] bf16, expected [8] f32");
+  expect_refused(ops::mean(*engine_, "loss", in),
+                 "op 'loss': in 'h0.ln1.out' is [8,8] bf16, expected [...] f32");
+}
+
 TEST_F(NnOps, WrongDtypeIsRefused) {
   Tensor in = tokens("in", {kN, kC}, 1);
   Tensor w = floats("w", {kC, kC}, 2);
   expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, nullptr),
-                 "op 'h0.qkv': in 'in' is [8,8] i32, expected [...,*] f32");
+                 "op 'h0.qkv': in 'in' is [8,8] i32, expected [...,*] f32, bf16 or f16");
 }
 
 TEST_F(NnOps, WrongInnerDimensionIsRefused) {

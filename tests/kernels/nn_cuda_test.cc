@@ -3,7 +3,11 @@
 // - every kernel against the cpu backend (kernels/cpu/nn_cpu.h) on seeded random inputs, by
 //   normwise relative error (max |cuda - cpu| / max |cpu|), with outputs pre-filled with NaN so
 //   an element left unwritten fails;
-// - the bf16 casts bit for bit against the cpu backend and against hand-computed bits;
+// - the same kernels in bf16 and fp16 storage against the cpu backend's 16-bit kernels, to the
+//   fp32 tolerance plus one 16-bit ulp (rounded_tolerance: both compute in float and round once);
+// - the casts between every pair of storage types and accumulate bit for bit against the cpu
+//   backend (so the device conversions against kernels/nn_scalar.h's), and against
+//   hand-computed bits;
 // - determinism and overwrite: each kernel with a reduction (every backward, matmul, attention,
 //   softmax, mean) is run twice into the same output buffers, and the two results must have the
 //   same bits (an accumulating kernel would double them);
@@ -40,6 +44,8 @@ namespace {
 constexpr double kElementwiseTolerance = 1e-5;
 // Sums of up to a few thousand terms in different orders (cuBLAS blocking, tree reductions).
 constexpr double kReductionTolerance = 1e-4;
+
+constexpr FloatType kF32 = FloatType::kF32;
 
 void check(const Status& status) {
   if (!status.ok()) throw std::runtime_error(status.to_string());
@@ -144,13 +150,13 @@ TEST_F(NnCudaTest, EmbeddingMatchesCpuAndBackwardIsDeterministic) {
   float* d_dwte = allocate<float>(dwte.size());
   float* d_dwpe = allocate<float>(dwpe.size());
   run([&](const LaunchContext& ctx) {
-    embedding_forward(ctx, d_out, d_tokens, d_wte, d_wpe, B, T, C, V);
+    embedding_forward(ctx, kF32, d_out, d_tokens, d_wte, d_wpe, B, T, C, V);
   });
   expect_close(download(d_out, out.size()), out, kElementwiseTolerance, "embedding out");
 
   auto backward = [&] {
     run([&](const LaunchContext& ctx) {
-      embedding_backward(ctx, d_dwte, d_dwpe, d_dout, d_tokens, B, T, C, V);
+      embedding_backward(ctx, kF32, d_dwte, d_dwpe, d_dout, d_tokens, B, T, C, V);
     });
     return std::make_pair(download(d_dwte, dwte.size()), download(d_dwpe, dwpe.size()));
   };
@@ -187,7 +193,7 @@ TEST_F(NnCudaTest, LayernormMatchesCpuAndBackwardIsDeterministic) {
   float* d_mean = allocate<float>(N);
   float* d_rstd = allocate<float>(N);
   run([&](const LaunchContext& ctx) {
-    layernorm_forward(ctx, d_out, d_mean, d_rstd, d_inp, d_weight, d_bias, N, C);
+    layernorm_forward(ctx, kF32, d_out, d_mean, d_rstd, d_inp, d_weight, d_bias, N, C);
   });
   expect_close(download(d_out, out.size()), out, kReductionTolerance, "layernorm out");
   expect_close(download(d_mean, N), mean, kReductionTolerance, "layernorm mean");
@@ -201,7 +207,7 @@ TEST_F(NnCudaTest, LayernormMatchesCpuAndBackwardIsDeterministic) {
   float* d_dbias = allocate<float>(C);
   auto backward = [&] {
     run([&](const LaunchContext& ctx) {
-      layernorm_backward(ctx, d_dinp, d_dweight, d_dbias, d_dout, d_inp, d_weight, d_cpu_mean,
+      layernorm_backward(ctx, kF32, d_dinp, d_dweight, d_dbias, d_dout, d_inp, d_weight, d_cpu_mean,
                          d_cpu_rstd, N, C);
     });
     return std::vector<std::vector<float>>{download(d_dinp, dinp.size()), download(d_dweight, C),
@@ -253,13 +259,13 @@ TEST_P(NnCudaMatmulTest, MatchesCpuAndIsDeterministic) {
 
   auto forward = [&] {
     run([&](const LaunchContext& ctx) {
-      matmul_forward(ctx, d_out, d_inp, d_weight, d_bias, N, C, OC);
+      matmul_forward(ctx, kF32, d_out, d_inp, d_weight, d_bias, N, C, OC);
     });
     return download(d_out, out.size());
   };
   auto backward = [&] {
     run([&](const LaunchContext& ctx) {
-      matmul_backward(ctx, d_dinp, d_dweight, d_dbias, d_dout, d_inp, d_weight, N, C, OC);
+      matmul_backward(ctx, kF32, d_dinp, d_dweight, d_dbias, d_dout, d_inp, d_weight, N, C, OC);
     });
     std::vector<std::vector<float>> result{download(d_dinp, dinp.size()),
                                            download(d_dweight, dweight.size())};
@@ -303,9 +309,9 @@ TEST_F(NnCudaTest, GeluAndAddMatchCpu) {
   const auto [d_inp, d_other, d_dout] = upload_each(inp, other, dout);
   const auto [d_out, d_dinp, d_sum] = allocate_each<float, 3>(n);
   run([&](const LaunchContext& ctx) {
-    gelu_forward(ctx, d_out, d_inp, n);
-    gelu_backward(ctx, d_dinp, d_inp, d_dout, n);
-    add(ctx, d_sum, d_inp, d_other, n);
+    gelu_forward(ctx, kF32, d_out, d_inp, n);
+    gelu_backward(ctx, kF32, d_dinp, d_inp, d_dout, n);
+    add(ctx, kF32, d_sum, d_inp, d_other, n);
   });
   expect_close(download(d_out, n), out, kElementwiseTolerance, "gelu out");
   expect_close(download(d_dinp, n), dinp, kElementwiseTolerance, "gelu dinp");
@@ -337,7 +343,7 @@ TEST_P(NnCudaAttentionTest, MatchesCpuAndIsDeterministic) {
   float* d_att = allocate<float>(att.size());
   auto forward = [&] {
     run([&](const LaunchContext& ctx) {
-      attention_forward(ctx, d_out, d_att, d_qkv, B, T, C, NH);
+      attention_forward(ctx, kF32, d_out, d_att, d_qkv, B, T, C, NH);
     });
     return std::make_pair(download(d_out, out.size()), download(d_att, att.size()));
   };
@@ -359,7 +365,7 @@ TEST_P(NnCudaAttentionTest, MatchesCpuAndIsDeterministic) {
   float* d_dqkv = allocate<float>(dqkv.size());
   auto backward = [&] {
     run([&](const LaunchContext& ctx) {
-      attention_backward(ctx, d_dqkv, d_dout, d_qkv, d_cpu_att, B, T, C, NH);
+      attention_backward(ctx, kF32, d_dqkv, d_dout, d_qkv, d_cpu_att, B, T, C, NH);
     });
     return download(d_dqkv, dqkv.size());
   };
@@ -404,9 +410,9 @@ TEST_F(NnCudaTest, SoftmaxCrossEntropyAndMeanMatchCpuAndAreDeterministic) {
   float* d_avg = allocate<float>(1);
   auto all = [&] {
     run([&](const LaunchContext& ctx) {
-      softmax_cross_entropy_forward(ctx, d_losses, d_probs, d_logits, d_targets, N, V);
-      softmax_cross_entropy_backward(ctx, d_dlogits, d_cpu_probs, d_targets, dloss, N, V);
-      mean(ctx, d_avg, d_many, static_cast<std::int64_t>(many.size()));
+      softmax_cross_entropy_forward(ctx, kF32, d_losses, d_probs, d_logits, d_targets, N, V);
+      softmax_cross_entropy_backward(ctx, kF32, d_dlogits, d_cpu_probs, d_targets, dloss, N, V);
+      mean(ctx, kF32, d_avg, d_many, static_cast<std::int64_t>(many.size()));
     });
     return std::vector<std::vector<float>>{download(d_losses, N), download(d_probs, probs.size()),
                                            download(d_dlogits, dlogits.size()), download(d_avg, 1)};
@@ -457,8 +463,8 @@ TEST_F(NnCudaTest, AdamwMatchesCpu) {
   expect_close(update, cpu_update, 1e-3, "adamw update");
 }
 
-// --- casts
-// ----------------------------------------------------------------------------------------
+// --- casts, accumulate
+// ---------------------------------------------------------------------------
 
 float from_bits(std::uint32_t bits) {
   float f;
@@ -466,8 +472,28 @@ float from_bits(std::uint32_t bits) {
   return f;
 }
 
+// Floats of every kind: hand-picked edge cases for both 16-bit formats (ties, overflow,
+// subnormals, NaNs), then random bit patterns, then values in fp16's range.
+std::vector<float> cast_inputs() {
+  const std::uint32_t edge_cases[] = {
+      0x00000000U, 0x80000000U, 0x3f800000U, 0x3f808000U, 0x3f818000U, 0x3f808001U, 0x3f807fffU,
+      0x7f7fffffU, 0x7f800000U, 0xff800000U, 0x7fc00000U, 0xffc00000U, 0x7f800001U, 0x7fffffffU,
+      0x00000001U, 0x007fffffU, 0x3f801000U, 0x3f803000U, 0x477fe000U, 0x477fefffU, 0x477ff000U,
+      0x38800000U, 0x387fc000U, 0x387fe000U, 0x33800000U, 0x33c00000U, 0x33000000U, 0x33000001U,
+  };
+  std::vector<float> in;
+  for (const std::uint32_t bits : edge_cases) in.push_back(from_bits(bits));
+  std::mt19937 rng(70);
+  for (int i = 0; i < 100000; i++) in.push_back(from_bits(static_cast<std::uint32_t>(rng())));
+  const auto in_range = random_vector(100000, 71, -70000.0F, 70000.0F);
+  in.insert(in.end(), in_range.begin(), in_range.end());
+  const auto small = random_vector(10000, 72, -1e-4F, 1e-4F);  // fp16 subnormals
+  in.insert(in.end(), small.begin(), small.end());
+  return in;
+}
+
 TEST_F(NnCudaTest, CastsMatchCpuBitForBit) {
-  // Hand-checked cases first: {fp32 bits, bf16 bits}.
+  // Hand-checked bf16 cases first: {fp32 bits, bf16 bits}.
   const std::vector<std::pair<std::uint32_t, std::uint16_t>> cases = {
       {0x00000000U, 0x0000U},  // +0
       {0x80000000U, 0x8000U},  // -0
@@ -486,41 +512,342 @@ TEST_F(NnCudaTest, CastsMatchCpuBitForBit) {
       {0x00000001U, 0x0000U},  // smallest denormal
       {0x007fffffU, 0x0080U},  // largest denormal rounds up to the smallest normal
   };
-  std::vector<float> in;
-  for (const auto& c : cases) in.push_back(from_bits(c.first));
-  std::mt19937 rng(70);
-  for (int i = 0; i < 100000; i++) in.push_back(from_bits(static_cast<std::uint32_t>(rng())));
+  const std::vector<float> in = cast_inputs();
   const auto n = static_cast<std::int64_t>(in.size());
-  std::vector<std::uint16_t> cpu_bf16(n);
-  cpu::cast_f32_to_bf16(cpu_bf16.data(), in.data(), n);
+  std::vector<Bf16> cpu_bf16(n);
+  std::vector<F16> cpu_f16(n);
+  cpu::cast(cpu_bf16.data(), in.data(), n);
+  cpu::cast(cpu_f16.data(), in.data(), n);
 
-  std::vector<std::uint16_t> every_bf16(1 << 16);
-  for (std::uint32_t i = 0; i < every_bf16.size(); i++)
-    every_bf16[i] = static_cast<std::uint16_t>(i);
-  std::vector<float> cpu_f32(every_bf16.size());
-  cpu::cast_bf16_to_f32(cpu_f32.data(), every_bf16.data(),
-                        static_cast<std::int64_t>(every_bf16.size()));
+  // Every 16-bit pattern, widened and cast to the other 16-bit type.
+  std::vector<Bf16> every_bf16(1 << 16);
+  std::vector<F16> every_f16(1 << 16);
+  for (std::uint32_t i = 0; i < every_bf16.size(); i++) {
+    every_bf16[i].bits = static_cast<std::uint16_t>(i);
+    every_f16[i].bits = static_cast<std::uint16_t>(i);
+  }
+  const auto m = static_cast<std::int64_t>(every_bf16.size());
+  std::vector<float> cpu_from_bf16(m), cpu_from_f16(m);
+  std::vector<F16> cpu_bf16_to_f16(m);
+  std::vector<Bf16> cpu_f16_to_bf16(m);
+  cpu::cast(cpu_from_bf16.data(), every_bf16.data(), m);
+  cpu::cast(cpu_from_f16.data(), every_f16.data(), m);
+  cpu::cast(cpu_bf16_to_f16.data(), every_bf16.data(), m);
+  cpu::cast(cpu_f16_to_bf16.data(), every_f16.data(), m);
 
   const float* d_in = upload(in);
-  const std::uint16_t* d_every = upload(every_bf16);
-  std::uint16_t* d_bf16 = allocate<std::uint16_t>(n);
-  float* d_f32 = allocate<float>(every_bf16.size());
+  const Bf16* d_every_bf16 = upload(every_bf16);
+  const F16* d_every_f16 = upload(every_f16);
+  Bf16* d_bf16 = allocate<Bf16>(n);
+  F16* d_f16 = allocate<F16>(n);
+  const auto [d_from_bf16, d_from_f16] = allocate_each<float, 2>(m);
+  F16* d_bf16_to_f16 = allocate<F16>(m);
+  Bf16* d_f16_to_bf16 = allocate<Bf16>(m);
+  F16* d_f16_copy = allocate<F16>(m);
   run([&](const LaunchContext& ctx) {
-    cast_f32_to_bf16(ctx, d_bf16, d_in, n);
-    cast_bf16_to_f32(ctx, d_f32, d_every, static_cast<std::int64_t>(every_bf16.size()));
+    cast(ctx, FloatType::kBF16, d_bf16, kF32, d_in, n);
+    cast(ctx, FloatType::kF16, d_f16, kF32, d_in, n);
+    cast(ctx, kF32, d_from_bf16, FloatType::kBF16, d_every_bf16, m);
+    cast(ctx, kF32, d_from_f16, FloatType::kF16, d_every_f16, m);
+    cast(ctx, FloatType::kF16, d_bf16_to_f16, FloatType::kBF16, d_every_bf16, m);
+    cast(ctx, FloatType::kBF16, d_f16_to_bf16, FloatType::kF16, d_every_f16, m);
+    cast(ctx, FloatType::kF16, d_f16_copy, FloatType::kF16, d_every_f16, m);
   });
   const auto bf16 = download(d_bf16, n);
   for (std::size_t i = 0; i < cases.size(); i++) {
-    EXPECT_EQ(bf16[i], cases[i].second) << "fp32 bits 0x" << std::hex << cases[i].first;
+    EXPECT_EQ(bf16[i].bits, cases[i].second) << "fp32 bits 0x" << std::hex << cases[i].first;
   }
-  expect_same_bits(bf16, cpu_bf16, "cast_f32_to_bf16 vs cpu");
-  const auto f32 = download(d_f32, every_bf16.size());
-  expect_same_bits(f32, cpu_f32, "cast_bf16_to_f32 vs cpu");
+  expect_same_bits(bf16, cpu_bf16, "cast f32 to bf16 vs cpu");
+  expect_same_bits(download(d_f16, n), cpu_f16, "cast f32 to f16 vs cpu");
+  const auto from_bf16 = download(d_from_bf16, m);
+  expect_same_bits(from_bf16, cpu_from_bf16, "cast bf16 to f32 vs cpu");
+  expect_same_bits(download(d_from_f16, m), cpu_from_f16, "cast f16 to f32 vs cpu");
+  expect_same_bits(download(d_bf16_to_f16, m), cpu_bf16_to_f16, "cast bf16 to f16 vs cpu");
+  expect_same_bits(download(d_f16_to_bf16, m), cpu_f16_to_bf16, "cast f16 to bf16 vs cpu");
+  expect_same_bits(download(d_f16_copy, m), every_f16, "cast f16 to f16 (a copy)");
   for (std::uint32_t i = 0; i < every_bf16.size(); i++) {
     std::uint32_t bits;
-    std::memcpy(&bits, &f32[i], sizeof bits);
+    std::memcpy(&bits, &from_bf16[i], sizeof bits);
     ASSERT_EQ(bits, i << 16) << "bf16 0x" << std::hex << i;
   }
+}
+
+template <typename S>
+class NnCuda16Test : public NnCudaTest {};
+using Storage16Types = ::testing::Types<Bf16, F16>;
+TYPED_TEST_SUITE(NnCuda16Test, Storage16Types);
+
+TYPED_TEST(NnCuda16Test, AccumulateMatchesCpuBitForBit) {
+  using S = TypeParam;
+  const std::int64_t n = 10007;
+  const auto start = random_storage<S>(n, 73);
+  const auto add = random_vector(n, 74, -1e-2F, 1e-2F);
+  std::vector<S> summed = start, assigned = start;
+  cpu::accumulate(summed.data(), add.data(), n, /*assign=*/false);
+  cpu::accumulate(assigned.data(), add.data(), n, /*assign=*/true);
+  S* d_summed = this->upload(start);
+  S* d_assigned = this->upload(start);
+  const float* d_add = this->upload(add);
+  this->run([&](const LaunchContext& ctx) {
+    accumulate(ctx, float_type_of<S>(), d_summed, d_add, n, /*assign=*/false);
+    accumulate(ctx, float_type_of<S>(), d_assigned, d_add, n, /*assign=*/true);
+  });
+  expect_same_bits(this->download(d_summed, n), summed, "accumulate");
+  expect_same_bits(this->download(d_assigned, n), assigned, "accumulate, assign");
+}
+
+// --- 16-bit storage ---------------------------------------------------------------------------
+//
+// Each kernel in bf16 and fp16 against the cpu backend's 16-bit kernel on the same 16-bit
+// inputs: the float results before rounding agree to the fp32 tolerance above, and each side
+// rounds a 16-bit output once, so rounded_tolerance adds one 16-bit ulp; fp32 outputs (mean,
+// rstd, losses, weight gradients) keep the fp32 tolerance. Run twice for determinism.
+
+TYPED_TEST(NnCuda16Test, EmbeddingMatchesCpuAndBackwardIsDeterministic) {
+  using S = TypeParam;
+  const FloatType t = float_type_of<S>();
+  const int B = 3, T = 11, C = 70, V = 13;
+  const auto tokens = random_tokens(std::size_t(B) * T, V - 2, 1);
+  const auto wte = random_storage<S>(std::size_t(V) * C, 2);
+  const auto wpe = random_storage<S>(std::size_t(T) * C, 3);
+  const auto dout = random_storage<S>(std::size_t(B) * T * C, 4);
+  std::vector<S> out(std::size_t(B) * T * C);
+  std::vector<float> dwte(std::size_t(V) * C), dwpe(std::size_t(T) * C);
+  cpu::embedding_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C, V);
+  cpu::embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C, V);
+
+  const auto [d_tokens, d_wte, d_wpe, d_dout] = this->upload_each(tokens, wte, wpe, dout);
+  S* d_out = this->template allocate<S>(out.size());
+  float* d_dwte = this->template allocate<float>(dwte.size());
+  float* d_dwpe = this->template allocate<float>(dwpe.size());
+  this->run([&](const LaunchContext& ctx) {
+    embedding_forward(ctx, t, d_out, d_tokens, d_wte, d_wpe, B, T, C, V);
+  });
+  expect_close(this->download(d_out, out.size()), out, rounded_tolerance<S>(kElementwiseTolerance),
+               "embedding out");
+  auto backward = [&] {
+    this->run([&](const LaunchContext& ctx) {
+      embedding_backward(ctx, t, d_dwte, d_dwpe, d_dout, d_tokens, B, T, C, V);
+    });
+    return std::make_pair(this->download(d_dwte, dwte.size()), this->download(d_dwpe, dwpe.size()));
+  };
+  const auto first = backward();
+  expect_close(first.first, dwte, kElementwiseTolerance, "embedding dwte");
+  expect_close(first.second, dwpe, kElementwiseTolerance, "embedding dwpe");
+  const auto second = backward();
+  expect_same_bits(first.first, second.first, "embedding dwte, run twice");
+  expect_same_bits(first.second, second.second, "embedding dwpe, run twice");
+}
+
+TYPED_TEST(NnCuda16Test, LayernormMatchesCpuAndBackwardIsDeterministic) {
+  using S = TypeParam;
+  const FloatType t = float_type_of<S>();
+  const double tolerance = rounded_tolerance<S>(kReductionTolerance);
+  const int N = 37, C = 100;
+  const auto inp = random_storage<S>(std::size_t(N) * C, 10, -2, 3);
+  const auto weight = random_storage<S>(C, 11);
+  const auto bias = random_storage<S>(C, 12);
+  const auto dout = random_storage<S>(std::size_t(N) * C, 13);
+  std::vector<S> out(inp.size()), dinp(inp.size());
+  std::vector<float> mean(N), rstd(N), dweight(C), dbias(C);
+  cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(),
+                         bias.data(), N, C);
+  cpu::layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
+                          weight.data(), mean.data(), rstd.data(), N, C);
+
+  const auto [d_inp, d_weight, d_bias, d_dout] = this->upload_each(inp, weight, bias, dout);
+  S* d_out = this->template allocate<S>(out.size());
+  const auto [d_mean, d_rstd] = this->template allocate_each<float, 2>(N);
+  this->run([&](const LaunchContext& ctx) {
+    layernorm_forward(ctx, t, d_out, d_mean, d_rstd, d_inp, d_weight, d_bias, N, C);
+  });
+  expect_close(this->download(d_out, out.size()), out, tolerance, "layernorm out");
+  expect_close(this->download(d_mean, N), mean, kReductionTolerance, "layernorm mean");
+  expect_close(this->download(d_rstd, N), rstd, kReductionTolerance, "layernorm rstd");
+
+  // The backward gets the cpu's mean and rstd, so it is compared on identical inputs.
+  const auto [d_cpu_mean, d_cpu_rstd] = this->upload_each(mean, rstd);
+  S* d_dinp = this->template allocate<S>(dinp.size());
+  const auto [d_dweight, d_dbias] = this->template allocate_each<float, 2>(C);
+  auto backward = [&] {
+    this->run([&](const LaunchContext& ctx) {
+      layernorm_backward(ctx, t, d_dinp, d_dweight, d_dbias, d_dout, d_inp, d_weight, d_cpu_mean,
+                         d_cpu_rstd, N, C);
+    });
+    return std::make_tuple(this->download(d_dinp, dinp.size()), this->download(d_dweight, C),
+                           this->download(d_dbias, C));
+  };
+  const auto first = backward();
+  expect_close(std::get<0>(first), dinp, tolerance, "layernorm dinp");
+  expect_close(std::get<1>(first), dweight, kReductionTolerance, "layernorm dweight");
+  expect_close(std::get<2>(first), dbias, kReductionTolerance, "layernorm dbias");
+  const auto second = backward();
+  expect_same_bits(std::get<0>(first), std::get<0>(second), "layernorm dinp, run twice");
+  expect_same_bits(std::get<1>(first), std::get<1>(second), "layernorm dweight, run twice");
+  expect_same_bits(std::get<2>(first), std::get<2>(second), "layernorm dbias, run twice");
+}
+
+TYPED_TEST(NnCuda16Test, MatmulMatchesCpuAndIsDeterministic) {
+  using S = TypeParam;
+  const FloatType t = float_type_of<S>();
+  const double tolerance = rounded_tolerance<S>(kReductionTolerance);
+  for (const MatmulShape& shape : {MatmulShape{34, 72, 104, true}, MatmulShape{64, 128, 96, false},
+                                   MatmulShape{1, 5, 3, true}, MatmulShape{256, 384, 1152, true}}) {
+    const int N = shape.N, C = shape.C, OC = shape.OC;
+    const bool has_bias = shape.bias;
+    SCOPED_TRACE(::testing::Message() << "N " << N << " C " << C << " OC " << OC);
+    const auto inp = random_storage<S>(std::size_t(N) * C, 20);
+    const auto weight = random_storage<S>(std::size_t(OC) * C, 21);
+    const auto bias = random_storage<S>(OC, 22);
+    const auto dout = random_storage<S>(std::size_t(N) * OC, 23);
+    std::vector<S> out(std::size_t(N) * OC), dinp(inp.size());
+    std::vector<float> dweight(weight.size()), dbias(OC);
+    cpu::matmul_forward(out.data(), inp.data(), weight.data(), has_bias ? bias.data() : nullptr, N,
+                        C, OC);
+    cpu::matmul_backward(dinp.data(), dweight.data(), has_bias ? dbias.data() : nullptr,
+                         dout.data(), inp.data(), weight.data(), N, C, OC);
+
+    const auto [d_inp, d_weight, d_bias, d_dout] = this->upload_each(inp, weight, bias, dout);
+    S* d_out = this->template allocate<S>(out.size());
+    S* d_dinp = this->template allocate<S>(dinp.size());
+    float* d_dweight = this->template allocate<float>(dweight.size());
+    float* d_dbias = has_bias ? this->template allocate<float>(OC) : nullptr;
+    auto forward = [&] {
+      this->run([&](const LaunchContext& ctx) {
+        matmul_forward(ctx, t, d_out, d_inp, d_weight, has_bias ? d_bias : nullptr, N, C, OC);
+      });
+      return this->download(d_out, out.size());
+    };
+    auto backward = [&] {
+      this->run([&](const LaunchContext& ctx) {
+        matmul_backward(ctx, t, d_dinp, d_dweight, d_dbias, d_dout, d_inp, d_weight, N, C, OC);
+      });
+      return std::make_tuple(this->download(d_dinp, dinp.size()),
+                             this->download(d_dweight, dweight.size()),
+                             has_bias ? this->download(d_dbias, OC) : std::vector<float>());
+    };
+    const auto out1 = forward();
+    expect_close(out1, out, tolerance, "matmul out");
+    expect_same_bits(out1, forward(), "matmul out, run twice");
+    const auto first = backward();
+    expect_close(std::get<0>(first), dinp, tolerance, "matmul dinp");
+    expect_close(std::get<1>(first), dweight, kReductionTolerance, "matmul dweight");
+    if (has_bias) expect_close(std::get<2>(first), dbias, kReductionTolerance, "matmul dbias");
+    const auto second = backward();
+    expect_same_bits(std::get<0>(first), std::get<0>(second), "matmul dinp, run twice");
+    expect_same_bits(std::get<1>(first), std::get<1>(second), "matmul dweight, run twice");
+    expect_same_bits(std::get<2>(first), std::get<2>(second), "matmul dbias, run twice");
+  }
+}
+
+TYPED_TEST(NnCuda16Test, GeluAndAddMatchCpu) {
+  using S = TypeParam;
+  const FloatType t = float_type_of<S>();
+  const double tolerance = rounded_tolerance<S>(kElementwiseTolerance);
+  const std::int64_t n = 10007;
+  const auto inp = random_storage<S>(n, 30, -6, 6);
+  const auto other = random_storage<S>(n, 31);
+  const auto dout = random_storage<S>(n, 32);
+  std::vector<S> out(n), dinp(n), sum(n);
+  cpu::gelu_forward(out.data(), inp.data(), n);
+  cpu::gelu_backward(dinp.data(), inp.data(), dout.data(), n);
+  cpu::add(sum.data(), inp.data(), other.data(), n);
+
+  const auto [d_inp, d_other, d_dout] = this->upload_each(inp, other, dout);
+  const auto [d_out, d_dinp, d_sum] = this->template allocate_each<S, 3>(n);
+  this->run([&](const LaunchContext& ctx) {
+    gelu_forward(ctx, t, d_out, d_inp, n);
+    gelu_backward(ctx, t, d_dinp, d_inp, d_dout, n);
+    add(ctx, t, d_sum, d_inp, d_other, n);
+  });
+  expect_close(this->download(d_out, n), out, tolerance, "gelu out");
+  expect_close(this->download(d_dinp, n), dinp, tolerance, "gelu dinp");
+  // One float addition of the same two values on both sides: the same bits.
+  expect_same_bits(this->download(d_sum, n), sum, "add");
+}
+
+TYPED_TEST(NnCuda16Test, AttentionMatchesCpuAndIsDeterministic) {
+  using S = TypeParam;
+  const FloatType t = float_type_of<S>();
+  const double tolerance = rounded_tolerance<S>(kReductionTolerance);
+  // The shapes of NnCudaAttentionTest.
+  for (const AttentionShape& shape :
+       {AttentionShape{2, 40, 96, 2}, AttentionShape{1, 33, 64, 4}, AttentionShape{2, 17, 320, 2},
+        AttentionShape{1, 70, 256, 2}}) {
+    const int B = shape.B, T = shape.T, C = shape.C, NH = shape.NH;
+    SCOPED_TRACE(::testing::Message() << "B " << B << " T " << T << " C " << C << " NH " << NH);
+    const auto qkv = random_storage<S>(std::size_t(B) * T * 3 * C, 40);
+    const auto dout = random_storage<S>(std::size_t(B) * T * C, 41);
+    std::vector<S> out(std::size_t(B) * T * C), att(std::size_t(B) * NH * T * T);
+    std::vector<S> dqkv(qkv.size());
+    cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+    cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), att.data(), B, T, C, NH);
+
+    const auto [d_qkv, d_dout, d_cpu_att] = this->upload_each(qkv, dout, att);
+    S* d_out = this->template allocate<S>(out.size());
+    S* d_att = this->template allocate<S>(att.size());
+    S* d_dqkv = this->template allocate<S>(dqkv.size());
+    auto forward = [&] {
+      this->run([&](const LaunchContext& ctx) {
+        attention_forward(ctx, t, d_out, d_att, d_qkv, B, T, C, NH);
+      });
+      return std::make_pair(this->download(d_out, out.size()), this->download(d_att, att.size()));
+    };
+    const auto first = forward();
+    expect_close(first.first, out, tolerance, "attention out");
+    expect_close(first.second, att, tolerance, "attention att");
+    const auto second = forward();
+    expect_same_bits(first.first, second.first, "attention out, run twice");
+    expect_same_bits(first.second, second.second, "attention att, run twice");
+
+    // The backward gets the cpu's att, so it is compared on identical inputs.
+    auto backward = [&] {
+      this->run([&](const LaunchContext& ctx) {
+        attention_backward(ctx, t, d_dqkv, d_dout, d_qkv, d_cpu_att, B, T, C, NH);
+      });
+      return this->download(d_dqkv, dqkv.size());
+    };
+    const auto dqkv1 = backward();
+    expect_close(dqkv1, dqkv, tolerance, "attention dqkv");
+    expect_same_bits(dqkv1, backward(), "attention dqkv, run twice");
+  }
+}
+
+TYPED_TEST(NnCuda16Test, SoftmaxCrossEntropyMatchesCpuAndIsDeterministic) {
+  using S = TypeParam;
+  const FloatType t = float_type_of<S>();
+  const int N = 9, V = 3001;
+  const auto logits = random_storage<S>(std::size_t(N) * V, 50, -4, 4);
+  const auto targets = random_tokens(N, V, 51);
+  const float dloss = 1.0F / N;
+  std::vector<float> losses(N);
+  std::vector<S> probs(logits.size()), dlogits(logits.size());
+  cpu::softmax_cross_entropy_forward(losses.data(), probs.data(), logits.data(), targets.data(), N,
+                                     V);
+  cpu::softmax_cross_entropy_backward(dlogits.data(), probs.data(), targets.data(), dloss, N, V);
+
+  const auto [d_logits, d_targets, d_cpu_probs] = this->upload_each(logits, targets, probs);
+  float* d_losses = this->template allocate<float>(N);
+  S* d_probs = this->template allocate<S>(probs.size());
+  S* d_dlogits = this->template allocate<S>(dlogits.size());
+  auto all = [&] {
+    this->run([&](const LaunchContext& ctx) {
+      softmax_cross_entropy_forward(ctx, t, d_losses, d_probs, d_logits, d_targets, N, V);
+      softmax_cross_entropy_backward(ctx, t, d_dlogits, d_cpu_probs, d_targets, dloss, N, V);
+    });
+    return std::make_tuple(this->download(d_losses, N), this->download(d_probs, probs.size()),
+                           this->download(d_dlogits, dlogits.size()));
+  };
+  const auto first = all();
+  expect_close(std::get<0>(first), losses, kReductionTolerance, "cross-entropy losses");
+  expect_close(std::get<1>(first), probs, rounded_tolerance<S>(kReductionTolerance),
+               "softmax probs");
+  expect_close(std::get<2>(first), dlogits, rounded_tolerance<S>(kElementwiseTolerance),
+               "cross-entropy dlogits");
+  const auto second = all();
+  expect_same_bits(std::get<0>(first), std::get<0>(second), "losses, run twice");
+  expect_same_bits(std::get<1>(first), std::get<1>(second), "probs, run twice");
+  expect_same_bits(std::get<2>(first), std::get<2>(second), "dlogits, run twice");
 }
 
 }  // namespace

@@ -4,8 +4,12 @@
 //   with NaN so that an output element left unwritten fails the comparison;
 // - every backward kernel of the reference, in double, against central finite differences of
 //   the reference forward (loss = sum(out * w), so dout = w);
-// - determinism: the kernels with reductions give the same bits run twice and on one thread;
-// - adamw against a step computed by hand, the bf16 casts on chosen values;
+// - determinism: the kernels with reductions give the same bits run twice and on one thread, in
+//   fp32 and in 16-bit storage;
+// - the 16-bit (bf16, fp16) kernels against the 16-bit references, and bit for bit against the
+//   fp32 kernel run on the widened inputs with the outputs rounded (nn.h's arithmetic rule);
+// - adamw against a step computed by hand; the bf16 and fp16 conversions on chosen values and
+//   against an oracle, cast between every pair of storage types, accumulate;
 // - the dispatching ebb::nn API on a cpu LaunchContext.
 #include "kernels/nn.h"
 
@@ -15,11 +19,14 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/nn_cpu.h"
@@ -306,23 +313,29 @@ TEST(NnReferenceGradientTest, SoftmaxCrossEntropy) {
 
 // --- determinism ---------------------------------------------------------------------------------
 
-// Runs every kernel with a reduction and returns its outputs, concatenated.
+// Runs every kernel with a reduction in storage type S and returns its outputs, widened and
+// concatenated (widening is exact, so equal results have equal bits).
+template <Storage S>
 std::vector<float> run_reductions() {
   const int B = 4, T = 16, C = 48, NH = 4, V = 23, N = B * T, OC = 144;
   auto tokens = random_tokens(N, V, 39);
-  auto inp = random_vector<float>(N * C, 40), dout = random_vector<float>(N * C, 41);
-  auto weight = random_vector<float>(OC * C, 42), bias = random_vector<float>(OC, 43);
-  auto dout_oc = random_vector<float>(N * OC, 44), qkv = random_vector<float>(N * 3 * C, 45);
+  auto inp = random_storage<S>(N * C, 40), dout = random_storage<S>(N * C, 41);
+  auto weight = random_storage<S>(OC * C, 42), bias = random_storage<S>(OC, 43);
+  auto dout_oc = random_storage<S>(N * OC, 44), qkv = random_storage<S>(N * 3 * C, 45);
   std::vector<float> all;
-  auto keep = [&](const std::vector<float>& v) { all.insert(all.end(), v.begin(), v.end()); };
+  auto keep = [&]<Storage Elem>(const std::vector<Elem>& v) {
+    for (const Elem& x : v) all.push_back(to_float(x));
+  };
 
-  std::vector<float> out(N * OC), dinp(N * C), dweight(OC * C), dbias(OC);
+  std::vector<S> out(N * OC), dinp(N * C);
+  std::vector<float> dweight(OC * C), dbias(OC);
   cpu::matmul_forward(out.data(), inp.data(), weight.data(), bias.data(), N, C, OC);
   cpu::matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout_oc.data(), inp.data(),
                        weight.data(), N, C, OC);
   keep(out), keep(dinp), keep(dweight), keep(dbias);
 
-  std::vector<float> ln_out(N * C), mean(N), rstd(N), ln_dweight(C), ln_dbias(C);
+  std::vector<S> ln_out(N * C);
+  std::vector<float> mean(N), rstd(N), ln_dweight(C), ln_dbias(C);
   cpu::layernorm_forward(ln_out.data(), mean.data(), rstd.data(), inp.data(), weight.data(),
                          bias.data(), N, C);
   cpu::layernorm_backward(dinp.data(), ln_dweight.data(), ln_dbias.data(), dout.data(), inp.data(),
@@ -333,10 +346,17 @@ std::vector<float> run_reductions() {
   cpu::embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C, V);
   keep(dwte), keep(dwpe);
 
-  std::vector<float> att_out(N * C), att(B * NH * T * T), dqkv(N * 3 * C);
+  std::vector<S> att_out(N * C), att(B * NH * T * T), dqkv(N * 3 * C);
   cpu::attention_forward(att_out.data(), att.data(), qkv.data(), B, T, C, NH);
   cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), att.data(), B, T, C, NH);
-  keep(dqkv);
+  keep(att_out), keep(att), keep(dqkv);
+
+  auto logits = random_storage<S>(N * V, 47, -5, 5);
+  std::vector<S> probs(N * V);
+  std::vector<float> losses(N);
+  cpu::softmax_cross_entropy_forward(losses.data(), probs.data(), logits.data(), tokens.data(), N,
+                                     V);
+  keep(losses), keep(probs);
 
   std::vector<float> avg(1);
   auto values = random_vector<float>(100000, 46);
@@ -346,10 +366,10 @@ std::vector<float> run_reductions() {
 }
 
 TEST(NnCpuTest, ReductionsAreDeterministicForAnyThreadCount) {
-  const std::vector<float> first = run_reductions();
-  expect_same_bits(first, run_reductions(), "second run");
+  const std::vector<float> first = run_reductions<float>();
+  expect_same_bits(first, run_reductions<float>(), "second run");
   tbb::global_control one_thread(tbb::global_control::max_allowed_parallelism, 1);
-  expect_same_bits(first, run_reductions(), "one thread");
+  expect_same_bits(first, run_reductions<float>(), "one thread");
 }
 
 // --- adamw, casts --------------------------------------------------------------------------------
@@ -373,6 +393,232 @@ TEST(NnCpuTest, AdamwMatchesHandComputedStep) {
   EXPECT_NEAR(v_out[1], 0.0099F, 1e-8);
   EXPECT_NEAR(param_out[1], -2.034316F, 2e-6);
 }
+
+// --- 16-bit storage ------------------------------------------------------------------------------
+//
+// For each kernel, in bf16 and fp16: (1) against the 16-bit reference, with outputs pre-filled
+// with NaN, to the fp32 comparison's tolerance plus one 16-bit ulp (rounded_tolerance: both
+// compute in float from the same widened inputs, then each rounds once); (2) bit for bit against
+// the fp32 cpu kernel run on the widened inputs, its 16-bit outputs rounded: nn.h's arithmetic
+// rule, which the cpu backend keeps exactly.
+
+template <typename S>
+class NnCpu16Test : public testing::Test {};
+using Storage16Types = testing::Types<Bf16, F16>;
+TYPED_TEST_SUITE(NnCpu16Test, Storage16Types);
+
+TYPED_TEST(NnCpu16Test, Embedding) {
+  using S = TypeParam;
+  const int B = 3, T = 7, C = 40, V = 11;
+  auto tokens = random_tokens(B * T, V, 1);
+  auto wte = random_storage<S>(V * C, 2), wpe = random_storage<S>(T * C, 3);
+  auto dout = random_storage<S>(B * T * C, 4);
+  auto out = nan_storage<S>(B * T * C), out_ref = nan_storage<S>(B * T * C);
+  cpu::embedding_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C, V);
+  ref::embedding_forward(out_ref.data(), tokens.data(), wte.data(), wpe.data(), B, T, C, V);
+  expect_close(out, out_ref, 0, "out");
+  std::vector<float> out32(B * T * C);
+  cpu::embedding_forward(out32.data(), tokens.data(), widened(wte).data(), widened(wpe).data(), B,
+                         T, C, V);
+  expect_same_bits(out, rounded<S>(out32), "out vs fp32");
+
+  auto dwte = nan_vector(V * C), dwpe = nan_vector(T * C);
+  auto dwte_ref = nan_vector(V * C), dwpe_ref = nan_vector(T * C);
+  cpu::embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C, V);
+  ref::embedding_backward(dwte_ref.data(), dwpe_ref.data(), dout.data(), tokens.data(), B, T, C, V);
+  expect_close(dwte, dwte_ref, 0, "dwte");
+  expect_close(dwpe, dwpe_ref, 0, "dwpe");
+  std::vector<float> dwte32(V * C), dwpe32(T * C);
+  cpu::embedding_backward(dwte32.data(), dwpe32.data(), widened(dout).data(), tokens.data(), B, T,
+                          C, V);
+  expect_same_bits(dwte, dwte32, "dwte vs fp32");
+  expect_same_bits(dwpe, dwpe32, "dwpe vs fp32");
+}
+
+TYPED_TEST(NnCpu16Test, Layernorm) {
+  using S = TypeParam;
+  const int N = 37, C = 72;
+  const double tolerance = rounded_tolerance<S>(kFloatTolerance);
+  auto inp = random_storage<S>(N * C, 5, -2, 3);
+  auto weight = random_storage<S>(C, 6), bias = random_storage<S>(C, 7);
+  auto dout = random_storage<S>(N * C, 8);
+  auto out = nan_storage<S>(N * C), out_ref = nan_storage<S>(N * C);
+  auto mean = nan_vector(N), rstd = nan_vector(N), mean_ref = nan_vector(N);
+  auto rstd_ref = nan_vector(N);
+  cpu::layernorm_forward(out.data(), mean.data(), rstd.data(), inp.data(), weight.data(),
+                         bias.data(), N, C);
+  ref::layernorm_forward(out_ref.data(), mean_ref.data(), rstd_ref.data(), inp.data(),
+                         weight.data(), bias.data(), N, C);
+  expect_close(out, out_ref, tolerance, "out");
+  expect_close(mean, mean_ref, kFloatTolerance, "mean");  // fp32 outputs: no 16-bit rounding
+  expect_close(rstd, rstd_ref, kFloatTolerance, "rstd");
+  std::vector<float> out32(N * C), mean32(N), rstd32(N);
+  cpu::layernorm_forward(out32.data(), mean32.data(), rstd32.data(), widened(inp).data(),
+                         widened(weight).data(), widened(bias).data(), N, C);
+  expect_same_bits(out, rounded<S>(out32), "out vs fp32");
+  expect_same_bits(mean, mean32, "mean vs fp32");
+  expect_same_bits(rstd, rstd32, "rstd vs fp32");
+
+  auto dinp = nan_storage<S>(N * C), dinp_ref = nan_storage<S>(N * C);
+  auto dweight = nan_vector(C), dbias = nan_vector(C);
+  auto dweight_ref = nan_vector(C), dbias_ref = nan_vector(C);
+  cpu::layernorm_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
+                          weight.data(), mean.data(), rstd.data(), N, C);
+  ref::layernorm_backward(dinp_ref.data(), dweight_ref.data(), dbias_ref.data(), dout.data(),
+                          inp.data(), weight.data(), mean.data(), rstd.data(), N, C);
+  expect_close(dinp, dinp_ref, tolerance, "dinp");
+  expect_close(dweight, dweight_ref, kFloatTolerance, "dweight");
+  expect_close(dbias, dbias_ref, kFloatTolerance, "dbias");
+  std::vector<float> dinp32(N * C), dweight32(C), dbias32(C);
+  cpu::layernorm_backward(dinp32.data(), dweight32.data(), dbias32.data(), widened(dout).data(),
+                          widened(inp).data(), widened(weight).data(), mean.data(), rstd.data(), N,
+                          C);
+  expect_same_bits(dinp, rounded<S>(dinp32), "dinp vs fp32");
+  expect_same_bits(dweight, dweight32, "dweight vs fp32");
+  expect_same_bits(dbias, dbias32, "dbias vs fp32");
+}
+
+TYPED_TEST(NnCpu16Test, Matmul) {
+  using S = TypeParam;
+  const double tolerance = rounded_tolerance<S>(kFloatTolerance);
+  // The shapes of NnCpuMatmulTest: partial register and task tiles, several k blocks.
+  for (const auto [N, C, OC, has_bias] :
+       {MatmulShape{1, 1, 1, true}, MatmulShape{64, 64, 128, true}, MatmulShape{67, 33, 150, false},
+        MatmulShape{130, 300, 17, true}, MatmulShape{5, 3, 7, false}}) {
+    SCOPED_TRACE(testing::Message() << "N " << N << " C " << C << " OC " << OC);
+    auto inp = random_storage<S>(N * C, 9), weight = random_storage<S>(OC * C, 10);
+    auto bias = random_storage<S>(OC, 11), dout = random_storage<S>(N * OC, 12);
+    const S* bias_ptr = has_bias ? bias.data() : nullptr;
+    auto out = nan_storage<S>(N * OC), out_ref = nan_storage<S>(N * OC);
+    cpu::matmul_forward(out.data(), inp.data(), weight.data(), bias_ptr, N, C, OC);
+    ref::matmul_forward(out_ref.data(), inp.data(), weight.data(), bias_ptr, N, C, OC);
+    expect_close(out, out_ref, tolerance, "out");
+    const std::vector<float> bias32 = widened(bias);
+    std::vector<float> out32(N * OC);
+    cpu::matmul_forward(out32.data(), widened(inp).data(), widened(weight).data(),
+                        has_bias ? bias32.data() : nullptr, N, C, OC);
+    expect_same_bits(out, rounded<S>(out32), "out vs fp32");
+
+    auto dinp = nan_storage<S>(N * C), dinp_ref = nan_storage<S>(N * C);
+    auto dweight = nan_vector(OC * C), dbias = nan_vector(OC);
+    auto dweight_ref = nan_vector(OC * C), dbias_ref = nan_vector(OC);
+    cpu::matmul_backward(dinp.data(), dweight.data(), has_bias ? dbias.data() : nullptr,
+                         dout.data(), inp.data(), weight.data(), N, C, OC);
+    ref::matmul_backward(dinp_ref.data(), dweight_ref.data(), has_bias ? dbias_ref.data() : nullptr,
+                         dout.data(), inp.data(), weight.data(), N, C, OC);
+    expect_close(dinp, dinp_ref, tolerance, "dinp");
+    expect_close(dweight, dweight_ref, kFloatTolerance, "dweight");
+    if (has_bias) expect_close(dbias, dbias_ref, kFloatTolerance, "dbias");
+    std::vector<float> dinp32(N * C), dweight32(OC * C), dbias32(OC);
+    cpu::matmul_backward(dinp32.data(), dweight32.data(), has_bias ? dbias32.data() : nullptr,
+                         widened(dout).data(), widened(inp).data(), widened(weight).data(), N, C,
+                         OC);
+    expect_same_bits(dinp, rounded<S>(dinp32), "dinp vs fp32");
+    expect_same_bits(dweight, dweight32, "dweight vs fp32");
+    if (has_bias) expect_same_bits(dbias, dbias32, "dbias vs fp32");
+  }
+}
+
+TYPED_TEST(NnCpu16Test, GeluAndAdd) {
+  using S = TypeParam;
+  const int n = 40000;  // more than one elementwise chunk
+  const double tolerance = rounded_tolerance<S>(kFloatTolerance);
+  auto inp = random_storage<S>(n, 13, -6, 6), dout = random_storage<S>(n, 14);
+  auto out = nan_storage<S>(n), out_ref = nan_storage<S>(n);
+  cpu::gelu_forward(out.data(), inp.data(), n);
+  ref::gelu_forward(out_ref.data(), inp.data(), n);
+  expect_close(out, out_ref, tolerance, "gelu out");
+  auto dinp = nan_storage<S>(n), dinp_ref = nan_storage<S>(n);
+  cpu::gelu_backward(dinp.data(), inp.data(), dout.data(), n);
+  ref::gelu_backward(dinp_ref.data(), inp.data(), dout.data(), n);
+  expect_close(dinp, dinp_ref, tolerance, "gelu dinp");
+  auto sum = nan_storage<S>(n), sum_ref = nan_storage<S>(n);
+  cpu::add(sum.data(), inp.data(), dout.data(), n);
+  ref::add(sum_ref.data(), inp.data(), dout.data(), n);
+  expect_close(sum, sum_ref, 0, "add");
+
+  std::vector<float> out32(n), dinp32(n), sum32(n);
+  cpu::gelu_forward(out32.data(), widened(inp).data(), n);
+  cpu::gelu_backward(dinp32.data(), widened(inp).data(), widened(dout).data(), n);
+  cpu::add(sum32.data(), widened(inp).data(), widened(dout).data(), n);
+  expect_same_bits(out, rounded<S>(out32), "gelu out vs fp32");
+  expect_same_bits(dinp, rounded<S>(dinp32), "gelu dinp vs fp32");
+  expect_same_bits(sum, rounded<S>(sum32), "add vs fp32");
+}
+
+TYPED_TEST(NnCpu16Test, Attention) {
+  using S = TypeParam;
+  const int B = 2, T = 9, C = 24, NH = 3;
+  const double tolerance = rounded_tolerance<S>(kFloatTolerance);
+  auto qkv = random_storage<S>(B * T * 3 * C, 15, -2, 2);
+  auto dout = random_storage<S>(B * T * C, 16);
+  auto out = nan_storage<S>(B * T * C), att = nan_storage<S>(B * NH * T * T);
+  auto out_ref = nan_storage<S>(B * T * C), att_ref = nan_storage<S>(B * NH * T * T);
+  cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, NH);
+  ref::attention_forward(out_ref.data(), att_ref.data(), qkv.data(), B, T, C, NH);
+  expect_close(out, out_ref, tolerance, "out");
+  expect_close(att, att_ref, tolerance, "att");
+  std::vector<float> out32(B * T * C), att32(B * NH * T * T);
+  cpu::attention_forward(out32.data(), att32.data(), widened(qkv).data(), B, T, C, NH);
+  // out is summed from the float probabilities, not from their rounded copies in att.
+  expect_same_bits(out, rounded<S>(out32), "out vs fp32");
+  expect_same_bits(att, rounded<S>(att32), "att vs fp32");
+
+  auto dqkv = nan_storage<S>(B * T * 3 * C), dqkv_ref = nan_storage<S>(B * T * 3 * C);
+  cpu::attention_backward(dqkv.data(), dout.data(), qkv.data(), att.data(), B, T, C, NH);
+  ref::attention_backward(dqkv_ref.data(), dout.data(), qkv.data(), att.data(), B, T, C, NH);
+  expect_close(dqkv, dqkv_ref, tolerance, "dqkv");
+  std::vector<float> dqkv32(B * T * 3 * C);
+  cpu::attention_backward(dqkv32.data(), widened(dout).data(), widened(qkv).data(),
+                          widened(att).data(), B, T, C, NH);
+  expect_same_bits(dqkv, rounded<S>(dqkv32), "dqkv vs fp32");
+}
+
+TYPED_TEST(NnCpu16Test, SoftmaxCrossEntropy) {
+  using S = TypeParam;
+  const int N = 13, V = 50;
+  const double tolerance = rounded_tolerance<S>(kFloatTolerance);
+  auto logits = random_storage<S>(N * V, 17, -5, 5);
+  auto targets = random_tokens(N, V, 18);
+  auto losses = nan_vector(N), losses_ref = nan_vector(N);
+  auto probs = nan_storage<S>(N * V), probs_ref = nan_storage<S>(N * V);
+  cpu::softmax_cross_entropy_forward(losses.data(), probs.data(), logits.data(), targets.data(), N,
+                                     V);
+  ref::softmax_cross_entropy_forward(losses_ref.data(), probs_ref.data(), logits.data(),
+                                     targets.data(), N, V);
+  expect_close(losses, losses_ref, kFloatTolerance, "losses");
+  expect_close(probs, probs_ref, tolerance, "probs");
+  std::vector<float> losses32(N), probs32(N * V);
+  cpu::softmax_cross_entropy_forward(losses32.data(), probs32.data(), widened(logits).data(),
+                                     targets.data(), N, V);
+  // The losses come from the float probabilities, not from their rounded copies.
+  expect_same_bits(losses, losses32, "losses vs fp32");
+  expect_same_bits(probs, rounded<S>(probs32), "probs vs fp32");
+
+  auto dlogits = nan_storage<S>(N * V), dlogits_ref = nan_storage<S>(N * V);
+  cpu::softmax_cross_entropy_backward(dlogits.data(), probs.data(), targets.data(), 1.0F / N, N, V);
+  ref::softmax_cross_entropy_backward(dlogits_ref.data(), probs.data(), targets.data(), 1.0F / N, N,
+                                      V);
+  expect_close(dlogits, dlogits_ref, 0, "dlogits");
+  std::vector<float> dlogits32(N * V);
+  cpu::softmax_cross_entropy_backward(dlogits32.data(), widened(probs).data(), targets.data(),
+                                      1.0F / N, N, V);
+  expect_same_bits(dlogits, rounded<S>(dlogits32), "dlogits vs fp32");
+}
+
+TYPED_TEST(NnCpu16Test, ReductionsAreDeterministicForAnyThreadCount) {
+  using S = TypeParam;
+  const std::vector<float> first = run_reductions<S>();
+  expect_same_bits(first, run_reductions<S>(), "second run");
+  tbb::global_control one_thread(tbb::global_control::max_allowed_parallelism, 1);
+  expect_same_bits(first, run_reductions<S>(), "one thread");
+}
+
+// --- conversions ---------------------------------------------------------------------------------
+
+// A float from its bits, and the bits of a float.
+float f32(std::uint32_t bits) { return std::bit_cast<float>(bits); }
+std::uint32_t bits(float x) { return std::bit_cast<std::uint32_t>(x); }
 
 TEST(NnCpuTest, CastToBf16RoundsToNearestEven) {
   struct Case {
@@ -398,29 +644,226 @@ TEST(NnCpuTest, CastToBf16RoundsToNearestEven) {
       {0x80000000, 0x8000},  // -0
   };
   for (const Case& c : cases) {
-    const float in = std::bit_cast<float>(c.f32_bits);
-    std::uint16_t out = 0xABCD;
-    cpu::cast_f32_to_bf16(&out, &in, 1);
-    EXPECT_EQ(out, c.bf16) << std::hex << c.f32_bits;
-    std::uint16_t out_ref = 0xABCD;
-    ref::cast_f32_to_bf16(&out_ref, &in, 1);
-    EXPECT_EQ(out_ref, c.bf16) << std::hex << c.f32_bits;
+    const float in = f32(c.f32_bits);
+    Bf16 out{0xABCD};
+    cpu::cast(&out, &in, 1);
+    EXPECT_EQ(out.bits, c.bf16) << std::hex << c.f32_bits;
+    Bf16 out_ref{0xABCD};
+    ref::cast(&out_ref, &in, 1);
+    EXPECT_EQ(out_ref.bits, c.bf16) << std::hex << c.f32_bits;
   }
 }
 
 TEST(NnCpuTest, CastFromBf16IsExact) {
-  std::vector<std::uint16_t> all(65536);
-  for (std::size_t i = 0; i < all.size(); i++) all[i] = static_cast<std::uint16_t>(i);
+  std::vector<Bf16> all(65536);
+  for (std::size_t i = 0; i < all.size(); i++) all[i].bits = static_cast<std::uint16_t>(i);
   auto out = nan_vector(all.size());
-  cpu::cast_bf16_to_f32(out.data(), all.data(), static_cast<std::int64_t>(all.size()));
-  std::vector<std::uint16_t> back(all.size());
-  cpu::cast_f32_to_bf16(back.data(), out.data(), static_cast<std::int64_t>(out.size()));
+  cpu::cast(out.data(), all.data(), static_cast<std::int64_t>(all.size()));
+  std::vector<Bf16> back(all.size());
+  cpu::cast(back.data(), out.data(), static_cast<std::int64_t>(out.size()));
   for (std::size_t i = 0; i < all.size(); i++) {
-    ASSERT_EQ(std::bit_cast<std::uint32_t>(out[i]), static_cast<std::uint32_t>(i) << 16) << i;
+    ASSERT_EQ(bits(out[i]), static_cast<std::uint32_t>(i) << 16) << i;
     // Round trip: every bf16 value, NaNs included (they are quiet already or get quieted).
     const bool nan = std::isnan(out[i]);
-    ASSERT_EQ(back[i], nan ? (all[i] | 0x0040) : all[i]) << i;
+    ASSERT_EQ(back[i].bits, nan ? (all[i].bits | 0x0040) : all[i].bits) << i;
   }
+}
+
+TEST(NnCpuTest, CastToF16RoundsToNearestEven) {
+  struct Case {
+    std::uint32_t f32_bits;
+    std::uint16_t f16;
+  };
+  const Case cases[] = {
+      {0x3F800000, 0x3C00},  // 1.0: exact
+      {0xC0000000, 0xC000},  // -2.0
+      {0x3F801000, 0x3C00},  // 1 + 2^-11, a tie, even below: down
+      {0x3F803000, 0x3C02},  // 1 + 3*2^-11, a tie, odd below: up to even
+      {0x3F801001, 0x3C01},  // just above the tie: up
+      {0x477FE000, 0x7BFF},  // 65504, fp16's max: exact
+      {0x477FEFFF, 0x7BFF},  // just below 65520: stays finite
+      {0x477FF000, 0x7C00},  // 65520, the tie above the max: to even, which is infinity
+      {0x7F7FFFFF, 0x7C00},  // float's max overflows to infinity
+      {0xFF7FFFFF, 0xFC00},  // and its negative to -infinity
+      {0x7F800000, 0x7C00},  // +inf
+      {0xFF800000, 0xFC00},  // -inf
+      {0x7FC00000, 0x7E00},  // quiet NaN
+      {0xFFC00000, 0xFE00},  // negative quiet NaN
+      {0x7F800001, 0x7E00},  // signalling NaN with only low bits set: still NaN, not inf
+      {0x7FFFFFFF, 0x7FFF},  // NaN with a full payload: its top bits kept
+      {0x38800000, 0x0400},  // 2^-14, the smallest normal
+      {0x387FC000, 0x03FF},  // 1023 * 2^-24, the largest subnormal
+      {0x387FE000, 0x0400},  // 1023.5 * 2^-24, a tie: up to even, the smallest normal
+      {0x33800000, 0x0001},  // 2^-24, the smallest subnormal
+      {0x33C00000, 0x0002},  // 1.5 * 2^-24, a tie: up to even
+      {0x34200000, 0x0002},  // 2.5 * 2^-24, a tie: down to even
+      {0x33000000, 0x0000},  // 2^-25, a tie: down to even zero
+      {0x33000001, 0x0001},  // just above it: up
+      {0xB3000001, 0x8001},  // negative: the same magnitude
+      {0x00000001, 0x0000},  // float's smallest subnormal: zero
+      {0x80000001, 0x8000},  // negative: -0
+      {0x80000000, 0x8000},  // -0
+  };
+  for (const Case& c : cases) {
+    const float in = f32(c.f32_bits);
+    F16 out{0xABCD};
+    cpu::cast(&out, &in, 1);
+    EXPECT_EQ(out.bits, c.f16) << std::hex << c.f32_bits;
+    F16 out_ref{0xABCD};
+    ref::cast(&out_ref, &in, 1);
+    EXPECT_EQ(out_ref.bits, c.f16) << std::hex << c.f32_bits;
+  }
+}
+
+// The value of fp16 bits h, from the format's definition, in double: an oracle for f16_to_f32
+// that shares no code with it.
+double f16_value(std::uint16_t h) {
+  const int exponent = (h >> 10) & 0x1F;
+  const int fraction = h & 0x3FF;
+  const double sign = (h & 0x8000) != 0 ? -1.0 : 1.0;
+  if (exponent == 0x1F) {
+    return fraction == 0 ? sign * std::numeric_limits<double>::infinity()
+                         : std::numeric_limits<double>::quiet_NaN();
+  }
+  if (exponent == 0) return sign * std::ldexp(fraction, -24);
+  return sign * std::ldexp(1024 + fraction, exponent - 25);
+}
+
+TEST(NnCpuTest, CastFromF16IsExact) {
+  std::vector<F16> all(65536);
+  for (std::size_t i = 0; i < all.size(); i++) all[i].bits = static_cast<std::uint16_t>(i);
+  auto out = nan_vector(all.size());
+  cpu::cast(out.data(), all.data(), static_cast<std::int64_t>(all.size()));
+  std::vector<F16> back(all.size());
+  cpu::cast(back.data(), out.data(), static_cast<std::int64_t>(out.size()));
+  for (std::size_t i = 0; i < all.size(); i++) {
+    const double want = f16_value(all[i].bits);
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(out[i])) << i;
+      ASSERT_EQ(bits(out[i]) >> 31, i >> 15) << i;         // the sign survives
+      ASSERT_EQ(back[i].bits, all[i].bits | 0x0200) << i;  // quiet, with its payload
+    } else {
+      ASSERT_EQ(double{out[i]}, want) << i;
+      ASSERT_EQ(std::signbit(out[i]), (i & 0x8000) != 0) << i;  // -0 included
+      ASSERT_EQ(back[i].bits, all[i].bits) << i;
+    }
+  }
+}
+
+// f32_to_f16 against rounding to nearest even done in double over the table of every finite
+// fp16 value, on values spread over fp16's range, past it and below its subnormals.
+TEST(NnCpuTest, CastToF16MatchesAnOracle) {
+  std::vector<double> magnitudes;  // magnitudes[h] for h = 0 .. 0x7BFF, then 65536 for infinity
+  for (std::uint32_t h = 0; h <= 0x7BFF; h++) {
+    magnitudes.push_back(f16_value(static_cast<std::uint16_t>(h)));
+  }
+  magnitudes.push_back(65536.0);  // the next step after the max, where rounding up overflows
+  auto oracle = [&](float x) -> std::uint16_t {
+    const double a = std::abs(double{x});
+    const std::uint16_t sign = std::signbit(x) ? 0x8000 : 0;
+    if (a >= 65536.0) return sign | 0x7C00;
+    const auto above = std::upper_bound(magnitudes.begin(), magnitudes.end(), a);
+    auto h = static_cast<std::uint16_t>(above - magnitudes.begin() - 1);  // magnitudes[h] <= a
+    const double down = a - magnitudes[h];
+    const double up = magnitudes[h + 1] - a;
+    if (up < down || (up == down && (h & 1) != 0)) h++;
+    return static_cast<std::uint16_t>(sign | h);  // h == 0x7C00 when rounded past the max
+  };
+  std::vector<float> values;
+  std::mt19937 rng(80);
+  for (const auto& [lo, hi] : {std::pair{-70000.0F, 70000.0F}, std::pair{-2.0F, 2.0F},
+                               std::pair{-0x1p-13F, 0x1p-13F}, std::pair{-0x1p-23F, 0x1p-23F}}) {
+    std::uniform_real_distribution<float> dist(lo, hi);
+    for (int i = 0; i < 50000; i++) values.push_back(dist(rng));
+  }
+  for (int i = 0; i < 50000; i++) {
+    const float x = f32(static_cast<std::uint32_t>(rng()));
+    if (!std::isnan(x)) values.push_back(x);
+  }
+  for (const float x : values) {
+    ASSERT_EQ(f32_to_f16(x), oracle(x)) << std::hexfloat << x;
+  }
+}
+
+// Every pair of storage types: widening exact, narrowing rounded once, the same type a copy.
+template <Storage To, Storage From>
+void check_cast(const std::vector<float>& values) {
+  const std::vector<From> in = rounded<From>(values);
+  std::vector<To> out(in.size()), out_ref(in.size());
+  cpu::cast(out.data(), in.data(), static_cast<std::int64_t>(in.size()));
+  ref::cast(out_ref.data(), in.data(), static_cast<std::int64_t>(in.size()));
+  std::vector<To> want(in.size());
+  for (std::size_t i = 0; i < in.size(); i++) {
+    if constexpr (std::same_as<To, From>) {
+      want[i] = in[i];
+    } else {
+      want[i] = from_float<To>(to_float(in[i]));
+    }
+  }
+  const std::string what = std::string(float_type_name(float_type_of<From>())) + " to " +
+                           std::string(float_type_name(float_type_of<To>()));
+  expect_same_bits(out, want, what);
+  expect_same_bits(out_ref, want, what + " (reference)");
+}
+
+template <Storage To>
+void check_casts_to(const std::vector<float>& values) {
+  check_cast<To, float>(values);
+  check_cast<To, Bf16>(values);
+  check_cast<To, F16>(values);
+}
+
+TEST(NnCpuTest, CastBetweenEveryPairOfStorageTypes) {
+  std::vector<float> values = random_vector<float>(40000, 81, -3e5F, 3e5F);  // fp16 overflows
+  const auto small = random_vector<float>(1000, 82, -1e-6F, 1e-6F);          // fp16 subnormals
+  values.insert(values.end(), small.begin(), small.end());
+  // A signalling NaN, which a same-type cast copies and any other cast quiets.
+  values.push_back(f32(0x7F800001));
+  check_casts_to<float>(values);
+  check_casts_to<Bf16>(values);
+  check_casts_to<F16>(values);
+  // Between the 16-bit types the value goes through float once: bf16 1 + 2^-7 is an fp16 value,
+  // and bf16 65536 is past fp16's range.
+  const std::vector<Bf16> bf16{{0x3F81}, {0x4780}};
+  std::vector<F16> f16(2);
+  cpu::cast(f16.data(), bf16.data(), 2);
+  EXPECT_EQ(f16[0].bits, 0x3C08);
+  EXPECT_EQ(f16[1].bits, 0x7C00);
+  // A signalling-NaN pattern survives a same-type cast untouched.
+  const std::vector<F16> snan{{0x7C01}};
+  std::vector<F16> copy(1);
+  cpu::cast(copy.data(), snan.data(), 1);
+  EXPECT_EQ(copy[0].bits, 0x7C01);
+}
+
+TYPED_TEST(NnCpu16Test, AccumulateAddsInFloatAndRoundsOnce) {
+  using S = TypeParam;
+  const int n = 40000;  // more than one elementwise chunk
+  const auto start = random_storage<S>(n, 83);
+  const auto add = random_vector<float>(n, 84, -1e-2F, 1e-2F);
+  std::vector<S> acc = start, acc_ref = start;
+  cpu::accumulate(acc.data(), add.data(), n, /*assign=*/false);
+  ref::accumulate(acc_ref.data(), add.data(), n, /*assign=*/false);
+  std::vector<S> want(n);
+  for (int i = 0; i < n; i++) want[i] = from_float<S>(to_float(start[i]) + add[i]);
+  expect_same_bits(acc, want, "accumulate");
+  expect_same_bits(acc_ref, want, "accumulate (reference)");
+  cpu::accumulate(acc.data(), add.data(), n, /*assign=*/true);
+  expect_same_bits(acc, rounded<S>(add), "assign");
+  // A sum below half an ulp of the value it is added to is lost in one step, as the rounding says.
+  S one = from_float<S>(1.0F);
+  const float tiny = 0x1p-12F;
+  cpu::accumulate(&one, &tiny, 1, /*assign=*/false);
+  EXPECT_EQ(to_float(one), 1.0F);
+}
+
+TEST(NnCpuTest, FloatTypeSizesAndNames) {
+  EXPECT_EQ(float_bytes(FloatType::kF32), 4u);
+  EXPECT_EQ(float_bytes(FloatType::kBF16), 2u);
+  EXPECT_EQ(float_bytes(FloatType::kF16), 2u);
+  EXPECT_EQ(float_type_name(FloatType::kF32), "f32");
+  EXPECT_EQ(float_type_name(FloatType::kBF16), "bf16");
+  EXPECT_EQ(float_type_name(FloatType::kF16), "f16");
 }
 
 // --- the dispatching API -------------------------------------------------------------------------
@@ -430,12 +873,26 @@ TEST(NnDispatchTest, CpuContextRunsTheCpuKernels) {
   const int N = 6, C = 5, OC = 7;
   auto inp = random_vector<float>(N * C, 47), weight = random_vector<float>(OC * C, 48);
   auto out = nan_vector(N * OC), out_cpu = nan_vector(N * OC);
-  matmul_forward(ctx, out.data(), inp.data(), weight.data(), nullptr, N, C, OC);
+  matmul_forward(ctx, FloatType::kF32, out.data(), inp.data(), weight.data(), nullptr, N, C, OC);
   cpu::matmul_forward(out_cpu.data(), inp.data(), weight.data(), nullptr, N, C, OC);
   expect_same_bits(out, out_cpu, "matmul_forward");
   auto sum = nan_vector(1);
-  mean(ctx, sum.data(), inp.data(), N * C);
+  mean(ctx, FloatType::kF32, sum.data(), inp.data(), N * C);
   EXPECT_FALSE(std::isnan(sum[0]));
+}
+
+TEST(NnDispatchTest, FloatTypeSelectsTheStorageType) {
+  const LaunchContext ctx{DeviceKind::kCpu, nullptr};
+  const int N = 6, C = 5, OC = 7;
+  auto inp = random_storage<Bf16>(N * C, 49), weight = random_storage<Bf16>(OC * C, 50);
+  auto out = nan_storage<Bf16>(N * OC), out_cpu = nan_storage<Bf16>(N * OC);
+  matmul_forward(ctx, FloatType::kBF16, out.data(), inp.data(), weight.data(), nullptr, N, C, OC);
+  cpu::matmul_forward(out_cpu.data(), inp.data(), weight.data(), nullptr, N, C, OC);
+  expect_same_bits(out, out_cpu, "matmul_forward in bf16");
+  const auto f16 = random_storage<F16>(N * C, 51);
+  std::vector<float> wide(N * C);
+  cast(ctx, FloatType::kF32, wide.data(), FloatType::kF16, f16.data(), N * C);
+  expect_same_bits(wide, widened(f16), "cast from f16");
 }
 
 }  // namespace
