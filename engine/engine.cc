@@ -72,7 +72,50 @@ EngineStats Engine::stats() const {
 
 Result<Residency> Engine::residency(const Tensor& tensor) const {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "residency", "tensor"));
-  return tensors_.at(slot).residency;
+  return tensors_.at(tensors_.storage(slot)).residency;
+}
+
+StatCounter Engine::memory_by_kind(TensorKind kind) {
+  return allocator().stats().category_bytes[Pager::allocation_category(kind)];
+}
+
+Result<Tensor> Engine::view(const Tensor& base, std::size_t byte_offset, TensorSpec spec) {
+  EBB_ASSIGN_OR_RETURN(std::uint32_t base_slot, usable_slot(base, "view", "base"));
+  const std::uint32_t storage = tensors_.storage(base_slot);
+  const TensorRecord& b = tensors_.at(base_slot);
+  const std::size_t offset = b.base_offset + byte_offset;
+  const std::string what = "view " + quoted(spec.name) + " of " + quoted(b.name);
+  if (!b.carried) {
+    return invalid_argument(what + ": the base is not carried across iterations; views are of " +
+                            "model state (parameters, gradient buffers, optimizer state)");
+  }
+  const std::size_t bytes = tensor_bytes(spec.shape, spec.dtype);
+  if (bytes == 0) {
+    return invalid_argument(what + ": shape " + shape_string(spec.shape) +
+                            " must be non-empty with every dimension > 0");
+  }
+  if (byte_offset > b.bytes || bytes > b.bytes - byte_offset) {
+    return invalid_argument(what + ": bytes [" + std::to_string(byte_offset) + ", " +
+                            std::to_string(byte_offset + bytes) + ") pass the base's " +
+                            std::to_string(b.bytes) + " bytes");
+  }
+  if (offset % dtype_bytes(spec.dtype) != 0) {
+    return invalid_argument(what + ": offset " + std::to_string(offset) +
+                            " is not a multiple of the element size " +
+                            std::to_string(dtype_bytes(spec.dtype)));
+  }
+  TensorRecord r;
+  r.name = std::move(spec.name);
+  r.shape = std::move(spec.shape);
+  r.dtype = spec.dtype;
+  r.kind = spec.kind == TensorKind::kActivation ? tensors_.at(storage).kind : spec.kind;
+  r.bytes = bytes;
+  r.carried = true;
+  r.base = storage;
+  r.base_offset = offset;
+  const std::uint32_t slot = tensors_.add(std::move(r));
+  ++tensors_.at(storage).views;
+  return Tensor(this, tensors_.id_of(slot));
 }
 
 Result<std::uint32_t> Engine::usable_slot(const Tensor& tensor, std::string_view op,
@@ -119,7 +162,7 @@ Result<Tensor> Engine::create_filled(TensorSpec spec, const void* host_data,
                             " must be non-empty with every dimension > 0");
   }
   tensors_.advance();
-  EBB_ASSIGN_OR_RETURN(void* block, pager_->allocate(bytes, spec.name,
+  EBB_ASSIGN_OR_RETURN(void* block, pager_->allocate(bytes, spec.kind, spec.name,
                                                      [&]() -> const std::string& { return what; }));
   Stream& compute = launcher_->stream();
   Status copied = host_data != nullptr
@@ -153,20 +196,66 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
                                         std::chrono::nanoseconds cost) {
   EBB_RETURN_IF_ERROR(launcher_->take_error());
   EBB_RETURN_IF_ERROR(check_run(name, outputs, fn, cost));
-  EBB_ASSIGN_OR_RETURN(std::vector<std::uint32_t> slots, input_slots(name, inputs));
+  run_views_.clear();
+  std::vector<std::uint32_t> slots = tape_.take_slot_list();
+  EBB_RETURN_IF_ERROR(resolve(name, "input", inputs, slots));
   tensors_.advance();
   const std::size_t op_index = tape_.size();
   EBB_RETURN_IF_ERROR(executor_->before_op(op_index, name, slots));
   // Inputs resident and locked, so that allocating the outputs cannot evict them.
   EBB_RETURN_IF_ERROR(pager_->lock_resident(slots, name));
   run_pointers_.clear();
-  for (std::uint32_t slot : slots) run_pointers_.push_back(tensors_.at(slot).device_ptr);
+  for (std::uint32_t slot : run_views_) run_pointers_.push_back(tensors_.device_ptr(slot));
   auto code = std::make_shared<const OpCode>(OpCode{std::string(name), std::move(fn)});
   if (Status s = prepare_outputs(code, outputs, cost); !s.ok()) {
     pager_->unlock(slots);
     return s;
   }
-  std::vector<Tensor> result = record_op(std::move(code), std::move(slots), outputs, cost);
+  std::vector<Tensor> result = record_op(std::move(code), std::move(slots), {}, outputs, cost);
+  EBB_RETURN_IF_ERROR(launch_recorded(op_index));
+  return result;
+}
+
+Status Engine::update(std::string_view name, std::span<const Tensor> inputs,
+                      std::span<const Tensor> targets, OpFn fn, std::chrono::nanoseconds cost) {
+  EBB_RETURN_IF_ERROR(launcher_->take_error());
+  EBB_RETURN_IF_ERROR(check_op("update", name, fn, cost));
+  if (targets.empty()) return invalid_argument("update(" + quoted(name) + "): no targets");
+  run_views_.clear();
+  std::vector<std::uint32_t> reads = tape_.take_slot_list();
+  EBB_RETURN_IF_ERROR(resolve(name, "input", inputs, reads));
+  std::vector<std::uint32_t> writes;
+  EBB_RETURN_IF_ERROR(resolve(name, "target", targets, writes));
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    const TensorRecord& t = tensors_.at(writes[i]);
+    if (t.has_producer()) {
+      return invalid_argument(
+          "update(" + quoted(name) + "): target " + std::to_string(i) + " " + quoted(t.name) +
+          " was made by op " + quoted(tape_[static_cast<std::size_t>(t.producer)].code->name) +
+          " in this iteration; only tensors no op produced (parameters, gradient buffers, "
+          "optimizer state, inputs) are written in place, so that no replay depends on them");
+    }
+  }
+  tensors_.advance();
+  const std::size_t op_index = tape_.size();
+  // What the op touches, as the profile and the executor see it: its inputs, then its targets.
+  std::vector<std::uint32_t> touched = reads;
+  touched.insert(touched.end(), writes.begin(), writes.end());
+  EBB_RETURN_IF_ERROR(executor_->before_op(op_index, name, touched));
+  EBB_RETURN_IF_ERROR(pager_->lock_resident(touched, name));
+  if (Status s = pager_->prepare_write(writes, name); !s.ok()) {
+    pager_->unlock(touched);
+    return s;
+  }
+  run_pointers_.clear();
+  for (std::uint32_t slot : run_views_) run_pointers_.push_back(tensors_.device_ptr(slot));
+  auto code = std::make_shared<const OpCode>(OpCode{std::string(name), std::move(fn)});
+  std::vector<TensorSpec> no_outputs;
+  record_op(std::move(code), std::move(reads), std::move(writes), no_outputs, cost);
+  return launch_recorded(op_index);
+}
+
+Status Engine::launch_recorded(std::size_t op_index) {
   const OpRecord& op = tape_[op_index];
   Tape::NameStats& name_stats = tape_.name_stats(op.name_id);
   // Every op of a warm-up iteration is timed (the profile has every duration); afterwards a
@@ -174,6 +263,7 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
   const bool timed = profiler_->recording() || name_stats.runs % kTimingSamplePeriod == 0;
   Status launched = launcher_->launch(tape_, op_index, run_pointers_, timed);
   pager_->unlock(op.inputs);
+  pager_->unlock(op.writes);
   if (!launched.ok()) return launched;
   ++name_stats.runs;
   ++ops_run_;
@@ -182,22 +272,26 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
     profiler_->on_run(tensors_, op, op_index,
                       static_cast<std::size_t>(allocator().stats().all.reserved_bytes.current));
   }
-  EBB_RETURN_IF_ERROR(poll_timings(/*wait=*/false));
-  return result;
+  return poll_timings(/*wait=*/false);
+}
+
+Status Engine::check_op(std::string_view call, std::string_view name, const OpFn& fn,
+                        std::chrono::nanoseconds cost) const {
+  const std::string where = std::string(call) + "(" + quoted(name) + ")";
+  if (!in_iteration_) {
+    return failed_precondition(where + " outside an iteration: call begin_iteration() first");
+  }
+  if (!fn) return invalid_argument(where + ": empty closure");
+  if (cost.count() < 0) {
+    return invalid_argument(where + ": negative cost " + std::to_string(cost.count()) + " ns");
+  }
+  return ok_status();
 }
 
 Status Engine::check_run(std::string_view name, const std::vector<TensorSpec>& outputs,
                          const OpFn& fn, std::chrono::nanoseconds cost) {
-  if (!in_iteration_) {
-    return failed_precondition("run(" + quoted(name) +
-                               ") outside an iteration: call begin_iteration() first");
-  }
-  if (!fn) return invalid_argument("run(" + quoted(name) + "): empty closure");
+  EBB_RETURN_IF_ERROR(check_op("run", name, fn, cost));
   if (outputs.empty()) return invalid_argument("run(" + quoted(name) + "): no outputs");
-  if (cost.count() < 0) {
-    return invalid_argument("run(" + quoted(name) + "): negative cost " +
-                            std::to_string(cost.count()) + " ns");
-  }
   run_output_bytes_.resize(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     run_output_bytes_[i] = tensor_bytes(outputs[i].shape, outputs[i].dtype);
@@ -211,19 +305,19 @@ Status Engine::check_run(std::string_view name, const std::vector<TensorSpec>& o
   return ok_status();
 }
 
-Result<std::vector<std::uint32_t>> Engine::input_slots(std::string_view name,
-                                                       std::span<const Tensor> inputs) {
-  std::vector<std::uint32_t> slots = tape_.take_slot_list();
-  slots.reserve(inputs.size());
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    Result<std::uint32_t> slot = usable_slot(inputs[i], name, "input");
+Status Engine::resolve(std::string_view name, std::string_view role,
+                       std::span<const Tensor> tensors, std::vector<std::uint32_t>& storage) {
+  storage.reserve(storage.size() + tensors.size());
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    Result<std::uint32_t> slot = usable_slot(tensors[i], name, role);
     if (!slot.ok()) {
-      // Again, for the message that says which input.
-      return usable_slot(inputs[i], name, "input " + std::to_string(i)).status();
+      // Again, for the message that says which one.
+      return usable_slot(tensors[i], name, std::string(role) + " " + std::to_string(i)).status();
     }
-    slots.push_back(*slot);
+    run_views_.push_back(*slot);
+    storage.push_back(tensors_.storage(*slot));
   }
-  return slots;
+  return ok_status();
 }
 
 Status Engine::prepare_outputs(const std::shared_ptr<const OpCode>& code,
@@ -239,9 +333,9 @@ Status Engine::prepare_outputs(const std::shared_ptr<const OpCode>& code,
   };
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     // Described while the inputs are still locked, so the message tells them from pinned ones.
-    Result<void*> block = pager_->allocate(run_output_bytes_[i], outputs[i].name, [&] {
-      return "op " + quoted(code->name) + " (output " + quoted(outputs[i].name) + ")";
-    });
+    Result<void*> block = pager_->allocate(
+        run_output_bytes_[i], outputs[i].kind, outputs[i].name,
+        [&] { return "op " + quoted(code->name) + " (output " + quoted(outputs[i].name) + ")"; });
     if (!block.ok()) {
       free_outputs();
       return block.status();
@@ -261,6 +355,7 @@ Status Engine::prepare_outputs(const std::shared_ptr<const OpCode>& code,
 
 std::vector<Tensor> Engine::record_op(std::shared_ptr<const OpCode> code,
                                       std::vector<std::uint32_t> input_slots,
+                                      std::vector<std::uint32_t> writes,
                                       std::vector<TensorSpec>& outputs,
                                       std::chrono::nanoseconds cost) {
   const auto op_index = static_cast<std::int32_t>(tape_.size());
@@ -300,7 +395,16 @@ std::vector<Tensor> Engine::record_op(std::shared_ptr<const OpCode> code,
       ++tensors_.at(input_slots[i]).consumers;
     }
   }
+  for (std::uint32_t slot : writes) tensors_.touch(slot);
+  // run_views_ holds the slots as passed, inputs first: a view's offset is kept for replays.
+  for (std::size_t i = 0; i < input_slots.size(); ++i) {
+    const TensorRecord& passed = tensors_.at(run_views_[i]);
+    if (!passed.is_view() || passed.base_offset == 0) continue;
+    op.input_offsets.resize(input_slots.size(), 0);
+    op.input_offsets[i] = passed.base_offset;
+  }
   op.inputs = std::move(input_slots);
+  op.writes = std::move(writes);
   tape_.push_back(std::move(op));
   return result;
 }
@@ -314,16 +418,53 @@ Status Engine::read(const Tensor& tensor, void* host, std::size_t bytes) {
                             quoted(r.name) + " of " + std::to_string(r.bytes) + " bytes");
   }
   tensors_.advance();
-  EBB_RETURN_IF_ERROR(pager_->make_resident(slot, "read " + quoted(r.name)));
-  tensors_.touch(slot);
-  EBB_RETURN_IF_ERROR(launcher_->stream().copy_async(host, tensors_.at(slot).device_ptr, bytes,
+  const std::uint32_t storage = tensors_.storage(slot);
+  EBB_RETURN_IF_ERROR(pager_->make_resident(storage, "read " + quoted(r.name)));
+  tensors_.touch(storage);
+  EBB_RETURN_IF_ERROR(launcher_->stream().copy_async(host, tensors_.device_ptr(slot), bytes,
                                                      CopyKind::kDeviceToHost));
   return synchronize();
+}
+
+Status Engine::write(const Tensor& tensor, const void* host, std::size_t bytes) {
+  EBB_RETURN_IF_ERROR(launcher_->take_error());
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "write", "tensor"));
+  const TensorRecord& r = tensors_.at(slot);
+  if (in_iteration_) {
+    return failed_precondition("write of tensor " + quoted(r.name) +
+                               " inside an iteration: write() loads state between iterations");
+  }
+  if (bytes > r.bytes) {
+    return invalid_argument("write of " + std::to_string(bytes) + " bytes into tensor " +
+                            quoted(r.name) + " of " + std::to_string(r.bytes) + " bytes");
+  }
+  tensors_.advance();
+  const std::uint32_t storage[] = {tensors_.storage(slot)};
+  const std::string op = "write " + quoted(r.name);
+  EBB_RETURN_IF_ERROR(pager_->lock_resident(storage, op));
+  Status s = pager_->prepare_write(storage, op);
+  if (s.ok()) {
+    s = launcher_->stream().copy_async(tensors_.device_ptr(slot), host, bytes,
+                                       CopyKind::kHostToDevice);
+  }
+  if (s.ok()) s = synchronize();
+  pager_->unlock(storage);
+  return s;
 }
 
 Status Engine::release(const Tensor& tensor) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "release", "tensor"));
   TensorRecord& r = tensors_.at(slot);
+  if (r.views > 0) {
+    return failed_precondition("release: tensor " + quoted(r.name) + " has " +
+                               std::to_string(r.views) + " live views; release them first");
+  }
+  if (r.is_view()) {
+    --tensors_.at(r.base).views;
+    r.released = true;
+    r.carried = false;
+    return ok_status();
+  }
   if (in_iteration_ && profiler_->recording()) profiler_->on_release(tensors_, slot);
   r.released = true;
   r.carried = false;
@@ -374,7 +515,7 @@ Status Engine::rebuild_carried() {
   Status first;
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     const TensorRecord& r = tensors_.at(slot);
-    if (r.live && r.carried && r.residency == Residency::kDropped) {
+    if (r.live && r.carried && !r.is_view() && r.residency == Residency::kDropped) {
       keep_first(first, pager_->make_resident(slot, "end_iteration"));
     }
   }
@@ -386,7 +527,7 @@ void Engine::retire_iteration() {
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     TensorRecord& r = tensors_.at(slot);
     if (!r.live) continue;
-    if (r.carried && r.residency != Residency::kDropped) {
+    if (r.carried && (r.is_view() || r.residency != Residency::kDropped)) {
       r.producer = kNoProducer;
       r.consumers = 0;
       continue;

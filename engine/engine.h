@@ -123,9 +123,43 @@ class Engine {
                std::move(fn), cost);
   }
 
+  // Runs an op that changes tensors in place: `fn` reads `inputs` (OpArgs::inputs) and reads and
+  // writes `targets` (OpArgs::outputs). For model state: gradients accumulated into their
+  // buffers, an optimizer's update of parameters and moments. A target must not have been made
+  // by an op of this iteration (so no replay depends on it: parameters, gradient buffers,
+  // optimizer state, inputs, or views of them). Before the write, every dropped tensor a replay
+  // would rebuild from a target's old bytes is rebuilt; afterwards the ops that read them are
+  // not replayed again, and the targets' clean host copies are dropped. The op is recorded on the
+  // tape and in the profile (its inputs, then its targets) like any other, and is never replayed.
+  // Errors as run(); kInvalidArgument for a target an op of this iteration made.
+  Status update(std::string_view name, std::span<const Tensor> inputs,
+                std::span<const Tensor> targets, OpFn fn,
+                std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
+  Status update(std::string_view name, std::initializer_list<Tensor> inputs,
+                std::initializer_list<Tensor> targets, OpFn fn,
+                std::chrono::nanoseconds cost = std::chrono::nanoseconds(0)) {
+    return update(name, std::span<const Tensor>(inputs.begin(), inputs.size()),
+                  std::span<const Tensor>(targets.begin(), targets.size()), std::move(fn), cost);
+  }
+
+  // A tensor that names `spec`'s elements of `base`'s bytes from `byte_offset` (a parameter in a
+  // flat model-state buffer): no bytes of its own, always where its base is. Ops read and write
+  // views like any tensor; what the engine moves, profiles and plans is the base. Views are of
+  // carried tensors and are carried; a base cannot be released while a view of it lives. A view
+  // of a view is a view of the same base. kInvalidArgument for a base that is not carried, a
+  // range past the base's bytes, or an offset that is not a multiple of the element size.
+  // spec.kind kActivation (the default) takes the base's kind.
+  Result<Tensor> view(const Tensor& base, std::size_t byte_offset, TensorSpec spec);
+
   // Copies `bytes` (at most the tensor's) to `host`, bringing the tensor back first if it was
   // evicted; returns when the copy is done.
   Status read(const Tensor& tensor, void* host, std::size_t bytes);
+
+  // Copies `bytes` (at most the tensor's) from `host` into the tensor's first bytes, as an
+  // in-place write (update()'s rules: not a tensor an op of this iteration made); returns when
+  // the copy is done. Outside an iteration only (it is not an op of any profile): for loading
+  // model state, a checkpoint's, say. kFailedPrecondition inside an iteration.
+  Status write(const Tensor& tensor, const void* host, std::size_t bytes);
 
   // Releases a tensor now; the handle is invalid afterwards.
   Status release(const Tensor& tensor);
@@ -158,8 +192,12 @@ class Engine {
   // kFailedPrecondition while the warm-up is running (saying how many iterations are left) or
   // when the iterations disagree (naming the op index and how).
   Result<Profile> profile() const { return profiler_->profile(); }
-  // Where a live tensor's bytes are now; kInvalidArgument for a released or foreign tensor.
+  // Where a live tensor's bytes are now (a view's: its base's); kInvalidArgument for a released
+  // or foreign tensor.
   Result<Residency> residency(const Tensor& tensor) const;
+  // Device bytes held by tensors of `kind` (the allocator's blocks, as rounded), now and at their
+  // peak since the allocator's peaks were last reset.
+  StatCounter memory_by_kind(TensorKind kind);
 
   // Executor (engine/executor/plan_executor.h). Adds `plan`, made for `profile`, to the plans
   // the engine follows from the next iteration on (replacing one made for the same profile
@@ -186,20 +224,29 @@ class Engine {
   // The slot of `tensor` for `op` (error message context), or why it cannot be used.
   Result<std::uint32_t> usable_slot(const Tensor& tensor, std::string_view op,
                                     std::string_view role) const;
+  // The checks every op's arguments pass (`call` is "run" or "update", for messages).
+  Status check_op(std::string_view call, std::string_view name, const OpFn& fn,
+                  std::chrono::nanoseconds cost) const;
   // run()'s checks of its arguments; fills run_output_bytes_.
   Status check_run(std::string_view name, const std::vector<TensorSpec>& outputs, const OpFn& fn,
                    std::chrono::nanoseconds cost);
-  // The slots of run()'s inputs, in a slot list the tape entry will own.
-  Result<std::vector<std::uint32_t>> input_slots(std::string_view name,
-                                                 std::span<const Tensor> inputs);
+  // Appends the slots of `tensors` as named to run_views_ and their storage slots (a view's
+  // base) to `storage`; `role` ("input", "target") names them in errors.
+  Status resolve(std::string_view name, std::string_view role, std::span<const Tensor> tensors,
+                 std::vector<std::uint32_t>& storage);
   // Blocks for run()'s outputs, appended to run_pointers_ (after the inputs'), and with
   // options().check_outputs the closure checked on them; on failure the blocks are freed.
   Status prepare_outputs(const std::shared_ptr<const OpCode>& code,
                          const std::vector<TensorSpec>& outputs, std::chrono::nanoseconds cost);
-  // Registers op `op_index` on the tape and its outputs in the table; returns their handles.
+  // Registers the op on the tape (reading `input_slots`, writing `writes` in place) and its
+  // outputs in the table; returns their handles.
   std::vector<Tensor> record_op(std::shared_ptr<const OpCode> code,
                                 std::vector<std::uint32_t> input_slots,
-                                std::vector<TensorSpec>& outputs, std::chrono::nanoseconds cost);
+                                std::vector<std::uint32_t> writes, std::vector<TensorSpec>& outputs,
+                                std::chrono::nanoseconds cost);
+  // Launches the op just recorded with run_pointers_, unlocks what it locked, and lets the
+  // executor and the profiler see it.
+  Status launch_recorded(std::size_t op_index);
   // Carried tensors that are dropped lose their producer at the end of the iteration: they are
   // rebuilt now, while the tape lasts.
   Status rebuild_carried();
@@ -218,6 +265,8 @@ class Engine {
   // per op. Only run() uses them, and run() is not re-entered.
   std::vector<void*> run_pointers_;
   std::vector<std::size_t> run_output_bytes_;
+  // The op's inputs (and targets) as named, views included, for their device pointers.
+  std::vector<std::uint32_t> run_views_;
   std::int64_t ops_run_ = 0;
   bool in_iteration_ = false;
 

@@ -144,7 +144,7 @@ void PlanExecutor::begin_iteration() {
   next_unproduced_ = 0;
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     const TensorRecord& r = tensors_.at(slot);
-    if (r.live && !r.released) tensor_created(slot);
+    if (r.live && !r.released && !r.is_view()) tensor_created(slot);
   }
   // After a divergence, profile iterations until one shows the shape no plan covers.
   if (reprofile_ && !profiler_.recording()) profiler_.record_more(1);

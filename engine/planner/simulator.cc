@@ -124,17 +124,31 @@ Status run_iteration(const Profile& profile, Engine& engine, bool named_as_profi
       }
       inputs.push_back(*tensors[id]);
     }
-    std::vector<TensorSpec> outputs;
-    outputs.reserve(op.outputs.size());
-    for (std::size_t id : op.outputs) outputs.push_back(spec_of(profile.tensors[id]));
-    EBB_ASSIGN_OR_RETURN(
-        std::vector<Tensor> made,
-        engine.run(
-            named_as_profiled ? op.name : "op " + std::to_string(op.index) + " " + op.name, inputs,
-            std::move(outputs), [](const OpArgs&) {}, std::chrono::nanoseconds(op.duration_ns)));
-    for (std::size_t i = 0; i < op.outputs.size(); ++i) {
-      tensors[op.outputs[i]] = made[i];
-      if (ids != nullptr) ids->emplace(made[i].id(), op.outputs[i]);
+    const std::string name =
+        named_as_profiled ? op.name : "op " + std::to_string(op.index) + " " + op.name;
+    const std::chrono::nanoseconds cost(op.duration_ns);
+    if (!op.writes.empty()) {
+      // An in-place op: the inputs it writes are its targets, the others what it reads.
+      std::vector<Tensor> reads;
+      std::vector<Tensor> targets;
+      for (std::size_t i = 0; i < op.inputs.size(); ++i) {
+        const bool written =
+            std::find(op.writes.begin(), op.writes.end(), op.inputs[i]) != op.writes.end();
+        (written ? targets : reads).push_back(inputs[i]);
+      }
+      EBB_RETURN_IF_ERROR(engine.update(
+          name, reads, targets, [](const OpArgs&) {}, cost));
+    } else {
+      std::vector<TensorSpec> outputs;
+      outputs.reserve(op.outputs.size());
+      for (std::size_t id : op.outputs) outputs.push_back(spec_of(profile.tensors[id]));
+      EBB_ASSIGN_OR_RETURN(std::vector<Tensor> made,
+                           engine.run(
+                               name, inputs, std::move(outputs), [](const OpArgs&) {}, cost));
+      for (std::size_t i = 0; i < op.outputs.size(); ++i) {
+        tensors[op.outputs[i]] = made[i];
+        if (ids != nullptr) ids->emplace(made[i].id(), op.outputs[i]);
+      }
     }
     for (std::size_t id : op.frees) {
       if (!tensors[id].has_value()) continue;
@@ -150,14 +164,14 @@ Status run_iteration(const Profile& profile, Engine& engine, bool named_as_profi
 Profile as_engine_runs(const Profile& profile) {
   const bool engine_shaped =
       std::all_of(profile.ops.begin(), profile.ops.end(),
-                  [](const ProfiledOp& op) { return !op.outputs.empty(); }) &&
+                  [](const ProfiledOp& op) { return !op.outputs.empty() || !op.writes.empty(); }) &&
       std::all_of(profile.tensors.begin(), profile.tensors.end(),
                   [](const ProfiledTensor& t) { return t.bytes > 0; });
   if (engine_shaped) return profile;
   Profile p = profile;
   for (ProfiledTensor& t : p.tensors) t.bytes = std::max<std::size_t>(t.bytes, 1);
   for (ProfiledOp& op : p.ops) {
-    if (!op.outputs.empty()) continue;
+    if (!op.outputs.empty() || !op.writes.empty()) continue;
     ProfiledTensor t;
     t.id = p.tensors.size();
     t.name = op.name + ".placeholder";

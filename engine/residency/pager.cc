@@ -138,10 +138,10 @@ void Pager::unlock(std::span<const std::uint32_t> slots) {
 
 Status Pager::copy_back(std::uint32_t slot, std::string_view op) {
   const std::size_t bytes = tensors_.at(slot).bytes;
-  EBB_ASSIGN_OR_RETURN(void* block, allocate(bytes, tensors_.at(slot).name, [&] {
-                         return quoted(op) + " (swapping in " + quoted(tensors_.at(slot).name) +
-                                ")";
-                       }));
+  EBB_ASSIGN_OR_RETURN(
+      void* block, allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
+        return quoted(op) + " (swapping in " + quoted(tensors_.at(slot).name) + ")";
+      }));
   TensorRecord& r = tensors_.at(slot);
   Stream& compute = launcher_.stream();
   // After the compute stream's work so far (the block's previous user) and after the swap-out
@@ -162,10 +162,10 @@ Status Pager::copy_back(std::uint32_t slot, std::string_view op) {
 
 Status Pager::read_back_from_nvme(std::uint32_t slot, std::string_view op) {
   const std::size_t bytes = tensors_.at(slot).bytes;
-  EBB_ASSIGN_OR_RETURN(void* block, allocate(bytes, tensors_.at(slot).name, [&] {
-                         return quoted(op) + " (bringing " + quoted(tensors_.at(slot).name) +
-                                " back from NVMe)";
-                       }));
+  EBB_ASSIGN_OR_RETURN(
+      void* block, allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
+        return quoted(op) + " (bringing " + quoted(tensors_.at(slot).name) + " back from NVMe)";
+      }));
   TensorRecord& r = tensors_.at(slot);
   Result<std::shared_ptr<Transfer>> fetch = transfers_->nvme_to_device(
       r.nvme_extent, block, bytes, &launcher_.stream(),
@@ -186,6 +186,13 @@ Status Pager::read_back_from_nvme(std::uint32_t slot, std::string_view op) {
 Status Pager::replay(std::uint32_t slot, std::string_view op) {
   // The tape does not grow while an op's inputs are brought back, so `producer` stays valid.
   const auto producer = static_cast<std::size_t>(tensors_.at(slot).producer);
+  if (tape_[producer].stale) {
+    // prepare_write rebuilt every wanted tensor before its inputs changed: none should get here.
+    return failed_precondition(quoted(op) + ": tensor " + quoted(tensors_.at(slot).name) +
+                               " was dropped and its producer " +
+                               quoted(tape_[producer].code->name) +
+                               " read a tensor written in place since: it cannot be rebuilt");
+  }
   const std::vector<std::uint32_t> inputs = tape_[producer].inputs;
   const std::vector<std::uint32_t> outputs = tape_[producer].outputs;
   std::vector<std::uint32_t> locked;
@@ -211,9 +218,11 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
     ++tensors_.at(in).lock_count;
     locked.push_back(in);
   }
-  for (std::uint32_t in : inputs) {
-    tensors_.touch(in);
-    pointers.push_back(tensors_.at(in).device_ptr);
+  const std::vector<std::size_t>& offsets = tape_[producer].input_offsets;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    tensors_.touch(inputs[i]);
+    auto* base = static_cast<std::byte*>(tensors_.at(inputs[i]).device_ptr);
+    pointers.push_back(offsets.empty() ? base : base + offsets[i]);
   }
   // Every output needs a buffer for the replay. Dropped ones adopt theirs (locked until the
   // launch); the others (resident, on host, released) get scratch freed after the replay.
@@ -224,7 +233,7 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
     const bool adopt = o.residency == Residency::kDropped && (out == slot || !o.released);
     // Described while the replay's inputs are still locked, so the message tells them from the
     // pinned tensors.
-    Result<void*> block = allocate(o.bytes, o.name, [&] {
+    Result<void*> block = allocate(o.bytes, o.kind, o.name, [&] {
       return quoted(op) + " (recomputing " + quoted(tensors_.at(slot).name) + " by replaying " +
              quoted(tape_[producer].code->name) + ")";
     });
@@ -272,11 +281,54 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
   return ok_status();
 }
 
+Status Pager::prepare_write(std::span<const std::uint32_t> targets, std::string_view op) {
+  std::vector<std::uint8_t> target(tensors_.slot_count(), 0);
+  for (std::uint32_t t : targets) target[t] = 1;
+  // Whether rebuilding `slot` by replay would read a target: through the inputs of its producer,
+  // recursively through dropped inputs. memo: 0 unknown, 1 reads one, 2 does not.
+  std::vector<std::uint8_t> memo(tensors_.slot_count(), 0);
+  const auto reads_target = [&](auto& self, std::uint32_t slot) -> bool {
+    if (memo[slot] != 0) return memo[slot] == 1;
+    memo[slot] = 2;  // a cycle cannot occur on a tape, but this keeps the walk finite anyway
+    bool reads = false;
+    for (std::uint32_t in : tape_[static_cast<std::size_t>(tensors_.at(slot).producer)].inputs) {
+      const TensorRecord& r = tensors_.at(in);
+      if (target[in] != 0 ||
+          (r.residency == Residency::kDropped && r.has_producer() && self(self, in))) {
+        reads = true;
+        break;
+      }
+    }
+    memo[slot] = reads ? 1 : 2;
+    return reads;
+  };
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    const TensorRecord& r = tensors_.at(slot);
+    if (!r.live || r.released || r.residency != Residency::kDropped || !r.has_producer()) continue;
+    if (reads_target(reads_target, slot)) EBB_RETURN_IF_ERROR(make_resident(slot, op));
+  }
+  for (std::size_t i = 0; i < tape_.size(); ++i) {
+    OpRecord& reader = tape_[i];
+    for (std::uint32_t in : reader.inputs) {
+      if (target[in] != 0) reader.stale = true;
+    }
+  }
+  for (std::uint32_t t : targets) {
+    TensorRecord& r = tensors_.at(t);
+    if (r.residency == Residency::kDevice && r.host_ptr != nullptr) {
+      EBB_RETURN_IF_ERROR(settle_arrival(t, /*for_use=*/true));
+      free_host_copy(r);
+    }
+  }
+  return ok_status();
+}
+
 Result<bool> Pager::prefetch(std::uint32_t slot, TransferDeadline deadline, std::uint32_t id) {
   if (tensors_.at(slot).residency != Residency::kHost) return false;
   const std::size_t bytes = tensors_.at(slot).bytes;
   prefetching_ = true;
-  Result<void*> block = allocator_->allocate(bytes, launcher_.stream(), tensors_.at(slot).name);
+  Result<void*> block = allocator_->allocate(bytes, launcher_.stream(), tensors_.at(slot).name,
+                                             allocation_category(tensors_.at(slot).kind));
   prefetching_ = false;
   if (!block.ok()) {
     // No room yet: the op that reads it brings it back (and reports a failure).

@@ -92,12 +92,20 @@ class Pager {
   Pager(const Pager&) = delete;
   Pager& operator=(const Pager&) = delete;
 
-  // A device block of `bytes` for the compute stream (`tag` goes into the allocator's trace).
-  // When even evicting cannot make room: kOutOfMemory saying what `describe()` names needs the
-  // bytes, what is resident and held, and the allocator's report.
+  // The allocator's category for a tensor of `kind` (AllocatorStats::category_bytes): 1 + the
+  // kind, so that 0 stays the allocator's untagged default.
+  static std::uint8_t allocation_category(TensorKind kind) {
+    return static_cast<std::uint8_t>(1 + static_cast<int>(kind));
+  }
+
+  // A device block of `bytes` for a tensor of `kind` on the compute stream (`tag` goes into the
+  // allocator's trace). When even evicting cannot make room: kOutOfMemory saying what
+  // `describe()` names needs the bytes, what is resident and held, and the allocator's report.
   template <typename Describe>
-  Result<void*> allocate(std::size_t bytes, std::string_view tag, Describe&& describe) {
-    Result<void*> block = allocator_->allocate(bytes, launcher_.stream(), tag);
+  Result<void*> allocate(std::size_t bytes, TensorKind kind, std::string_view tag,
+                         Describe&& describe) {
+    Result<void*> block =
+        allocator_->allocate(bytes, launcher_.stream(), tag, allocation_category(kind));
     if (block.ok() || block.status().code() != StatusCode::kOutOfMemory) return block;
     return out_of_memory(out_of_memory_message(describe(), bytes, block.status()));
   }
@@ -132,6 +140,13 @@ class Pager {
   // A plan may drop tensors (so released tensors that replays read keep their bytes, and
   // replays are recorded in rebuilt()); `hooks` (may be null; not owned) join dynamic eviction.
   void follow_plans(bool plans, EvictionHooks* hooks);
+
+  // Before an in-place op (Engine::update) writes the tensors in `targets` (storage slots): every
+  // wanted dropped tensor whose replay would read one of them is rebuilt now, while it would
+  // still give the same bits; tape ops that read one are marked stale (their outputs can no
+  // longer be rebuilt by replay); and the targets' clean host copies, which the write makes
+  // out of date, are given back.
+  Status prepare_write(std::span<const std::uint32_t> targets, std::string_view op);
 
   // The program released the tensor: its bytes go now, unless a replay that can still happen
   // reads them and it cannot itself be rebuilt (then they go once no replay reads them).

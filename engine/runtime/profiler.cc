@@ -25,7 +25,7 @@ void Profiler::on_begin_iteration(const TensorTable& tensors) {
   in_iteration_ = true;
   for (std::uint32_t slot = 0; slot < tensors.slot_count(); ++slot) {
     const TensorRecord& r = tensors.at(slot);
-    if (r.live && !r.released) entry_of(tensors, slot);
+    if (r.live && !r.released && !r.is_view()) entry_of(tensors, slot);
   }
 }
 
@@ -58,6 +58,10 @@ void Profiler::on_run(const TensorTable& tensors, const OpRecord& op, std::size_
   e.tape_index = tape_index;
   e.reserved_bytes = reserved_bytes;
   for (std::uint32_t slot : op.inputs) e.inputs.push_back(entry_of(tensors, slot));
+  for (std::uint32_t slot : op.writes) {
+    e.writes.push_back(entry_of(tensors, slot));
+    e.inputs.push_back(e.writes.back());
+  }
   for (std::uint32_t slot : op.outputs) e.outputs.push_back(entry_of(tensors, slot));
   ops_.push_back(std::move(e));
   if (ops_.size() == 1) {
@@ -168,6 +172,7 @@ Profile Profiler::finish(const std::vector<OpRecord>& tape) const {
     for (std::size_t in : e.inputs) op.inputs.push_back(id[in]);
     for (std::size_t out : e.outputs) op.outputs.push_back(id[out]);
     for (std::size_t f : e.frees) op.frees.push_back(id[f]);
+    for (std::size_t w : e.writes) op.writes.push_back(id[w]);
     // The OpTimer measures every op unless too many timings were in flight at its launch; an
     // unmeasured op falls back to the cost the engine used for it (the last measured cost of
     // its name, else the tape's default).

@@ -7,8 +7,10 @@
 // order, the tensors they read and write, the tensors that exist when the iteration begins (or
 // are made inside it by input()/parameter(); a profile has no producer-less tensor appearing
 // mid-way, so those count as live from the start), and the frees the program asks for
-// (release() after op k frees after op k; end_iteration frees after the last op). Recompute
-// replays and swaps are the engine's doing and are not ops of the profile.
+// (release() after op k frees after op k; end_iteration frees after the last op). An in-place
+// op (Engine::update) reads its inputs, then its targets, and has no outputs. A view is recorded
+// as its base: the base is what the engine moves. Recompute replays and swaps are the engine's
+// doing and are not ops of the profile.
 //
 // Ownership: owned by the Engine; keeps copies of tensor descriptions, never pointers into the
 // engine's tables. Thread safety: not thread-safe; the engine's driving thread owns it.
@@ -71,6 +73,7 @@ class Profiler {
     std::vector<std::size_t> inputs;   // entry indices
     std::vector<std::size_t> outputs;  // entry indices
     std::vector<std::size_t> frees;    // entry indices
+    std::vector<std::size_t> writes;   // entry indices (an in-place op's targets, also inputs)
     std::size_t tape_index = 0;
     std::size_t reserved_bytes = 0;
   };

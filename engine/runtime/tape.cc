@@ -58,6 +58,8 @@ const std::string* TensorTable::retired_name(std::uint64_t id) const {
 
 void Tape::clear() {
   for (OpRecord& op : ops_) {
+    op.writes.clear();
+    op.input_offsets.clear();
     for (std::vector<std::uint32_t>* slots : {&op.inputs, &op.outputs}) {
       slots->clear();
       spare_slot_lists_.push_back(std::move(*slots));
@@ -103,7 +105,7 @@ bool recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape, 
   if (memo.size() < tensors.slot_count()) memo.resize(tensors.slot_count(), 0);
   if (memo[slot] != 0) return memo[slot] == 1;
   const TensorRecord& r = tensors.at(slot);
-  bool ok = r.has_producer();
+  bool ok = r.has_producer() && !tape[static_cast<std::size_t>(r.producer)].stale;
   if (ok) {
     for (std::uint32_t input : tape[static_cast<std::size_t>(r.producer)].inputs) {
       if (tensors.at(input).residency == Residency::kDropped &&

@@ -79,6 +79,7 @@ enum class Residency : std::uint8_t {
 };
 
 inline constexpr std::int32_t kNoProducer = -1;
+inline constexpr std::uint32_t kNoBase = 0xFFFFFFFFU;
 
 struct TensorRecord {
   std::string name;
@@ -111,14 +112,31 @@ struct TensorRecord {
   std::int32_t producer = kNoProducer;  // index into the tape, within the current iteration
   std::uint32_t consumers = 0;          // tape ops of the current iteration that read it
 
+  // A view (Engine::view) holds no bytes of its own: the tensor in slot `base` holds them, from
+  // byte `base_offset`. Every residency field above is its base's business (a view's stay at
+  // their defaults); ops, the profiler and the executor see the base. kNoBase: not a view.
+  std::uint32_t base = kNoBase;
+  std::size_t base_offset = 0;
+  std::uint32_t views = 0;  // live views of this tensor (it cannot be released while any is)
+
   bool has_producer() const { return producer != kNoProducer; }
+  bool is_view() const { return base != kNoBase; }
 };
 
 struct OpRecord {
   std::shared_ptr<const OpCode> code;
-  std::uint32_t name_id = 0;           // the engine's interned id of code->name
-  std::vector<std::uint32_t> inputs;   // tensor slots, in argument order (may repeat)
+  std::uint32_t name_id = 0;          // the engine's interned id of code->name
+  std::vector<std::uint32_t> inputs;  // tensor slots, in argument order (may repeat)
+  // Where an input was passed as a view: its byte offset into the input's storage, per input, so
+  // that a replay hands the op the pointer it was first given. Empty when no input is a view.
+  std::vector<std::size_t> input_offsets;
   std::vector<std::uint32_t> outputs;  // tensor slots; each has this op as producer
+  // An in-place op (Engine::update): the slots it writes (and may read), none of them produced on
+  // the tape. It has no outputs and is never replayed.
+  std::vector<std::uint32_t> writes;
+  // An in-place op wrote one of this op's inputs after it ran: a replay would not give the same
+  // bits, so its outputs can no longer be rebuilt by replay (recoverable() says so).
+  bool stale = false;
   // Measured, or the last known cost of the name, or 1 µs. After the warm-up not every op is
   // timed (Engine::run), so this is usually the name's last measured cost.
   std::int64_t cost_ns = 1000;
@@ -146,6 +164,16 @@ class TensorTable {
   TensorRecord& at(std::uint32_t slot) { return records_[slot]; }
   const TensorRecord& at(std::uint32_t slot) const { return records_[slot]; }
   std::uint64_t id_of(std::uint32_t slot) const { return make_id(slot, records_[slot].generation); }
+  // The slot that holds `slot`'s bytes: its base for a view, else itself.
+  std::uint32_t storage(std::uint32_t slot) const {
+    return records_[slot].is_view() ? records_[slot].base : slot;
+  }
+  // Where `slot`'s bytes are on the device now. REQUIRES: its storage is resident.
+  void* device_ptr(std::uint32_t slot) const {
+    const TensorRecord& r = records_[slot];
+    if (!r.is_view()) return r.device_ptr;
+    return static_cast<std::byte*>(records_[r.base].device_ptr) + r.base_offset;
+  }
   // Frees the slot for reuse; `remember_name` keeps its name for retired_name(). REQUIRES: its
   // storage has been returned.
   void retire(std::uint32_t slot, bool remember_name);
@@ -213,10 +241,10 @@ std::int64_t recompute_cost_ns(const TensorTable& tensors, const std::vector<OpR
                                std::uint32_t slot, std::vector<std::int64_t>& memo);
 
 // Whether `slot`, dropped (now or once evicted), can be rebuilt by replaying producers from the
-// tape: it has a producer and every input of that producer holds bytes (on device or host) or is
-// dropped and recoverable in turn. A released tensor without a producer whose storage was given
-// back holds nothing and breaks every chain through it. `memo` (one entry per slot: 0 unknown,
-// 1 recoverable, 2 not) caches results across calls that see the same tables.
+// tape: it has a producer that is not stale and every input of that producer holds bytes (on
+// device or host) or is dropped and recoverable in turn. A released tensor without a producer whose
+// storage was given back holds nothing and breaks every chain through it. `memo` (one entry per
+// slot: 0 unknown, 1 recoverable, 2 not) caches results across calls that see the same tables.
 bool recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape, std::uint32_t slot,
                  std::vector<std::uint8_t>& memo);
 

@@ -108,6 +108,20 @@ class Validator {
     for (std::size_t i = 0; i < o.frees.size(); ++i) {
       EBB_RETURN_IF_ERROR(tensor_ref(at + field(".frees", i), o.frees[i]));
     }
+    for (std::size_t i = 0; i < o.writes.size(); ++i) {
+      const std::string w = at + field(".writes", i);
+      EBB_RETURN_IF_ERROR(tensor_ref(w, o.writes[i]));
+      if (std::find(o.inputs.begin(), o.inputs.end(), o.writes[i]) == o.inputs.end()) {
+        return fail(w, "tensor " + std::to_string(o.writes[i]) + " is not among the op's inputs");
+      }
+      if (p_.tensors[o.writes[i]].producer.has_value()) {
+        return fail(w, "tensor " + std::to_string(o.writes[i]) +
+                           " is produced by an op; only tensors no op produced are written");
+      }
+    }
+    if (!o.writes.empty() && !o.outputs.empty()) {
+      return fail(at + ".writes", "an op that writes in place has no outputs");
+    }
     return ok_status();
   }
 

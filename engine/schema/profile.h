@@ -58,6 +58,10 @@ struct ProfiledOp {
   std::vector<std::size_t> outputs;  // tensor ids written; each has this op as producer
   std::int64_t duration_ns = 0;      // measured (device events; a DTR log's TIME)
   std::vector<std::size_t> frees;    // tensor ids freed right after this op
+  // An in-place op (Engine::update) has no outputs: the inputs it writes, a subset of `inputs`
+  // that no op produced (parameters, gradient buffers, optimizer state). Empty for other ops; in
+  // JSON the field is left out then.
+  std::vector<std::size_t> writes;
 
   friend bool operator==(const ProfiledOp&, const ProfiledOp&) = default;
 };

@@ -31,12 +31,14 @@ OrderedJson tensor_json(const ProfiledTensor& t) {
 }
 
 OrderedJson op_json(const ProfiledOp& op) {
-  return OrderedJson{{"index", op.index},
-                     {"name", op.name},
-                     {"inputs", op.inputs},
-                     {"outputs", op.outputs},
-                     {"duration_ns", op.duration_ns},
-                     {"frees", op.frees}};
+  OrderedJson j{{"index", op.index},
+                {"name", op.name},
+                {"inputs", op.inputs},
+                {"outputs", op.outputs},
+                {"duration_ns", op.duration_ns},
+                {"frees", op.frees}};
+  if (!op.writes.empty()) j["writes"] = op.writes;
+  return j;
 }
 
 OrderedJson memory_json(const MemoryPoint& m) {
@@ -99,6 +101,9 @@ class Reader : public JsonFieldReader {
     EBB_ASSIGN_OR_RETURN(op.outputs, index_array(j, p, "outputs"));
     EBB_ASSIGN_OR_RETURN(op.duration_ns, unsigned_field(j, p, "duration_ns"));
     EBB_ASSIGN_OR_RETURN(op.frees, index_array(j, p, "frees"));
+    if (j.contains("writes")) {
+      EBB_ASSIGN_OR_RETURN(op.writes, index_array(j, p, "writes"));
+    }
     return op;
   }
 
