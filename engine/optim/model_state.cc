@@ -1,0 +1,176 @@
+#include "engine/optim/model_state.h"
+
+#include <cstring>
+#include <utility>
+
+#include "kernels/nn_scalar.h"
+
+namespace ebb {
+namespace {
+
+std::string slice_name(const FlatGroup& g, std::size_t index, const char* buffer) {
+  return std::string(parameter_group_name(g.group)) + ".s" + std::to_string(index) + "." + buffer;
+}
+
+// `values` (fp32) as the bytes of a buffer of `dtype`, rounded to nearest even when narrower.
+std::vector<std::byte> encode(std::span<const float> values, DType dtype) {
+  std::vector<std::byte> bytes(values.size() * dtype_bytes(dtype));
+  if (dtype == DType::kF32) {
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    return bytes;
+  }
+  auto* out = reinterpret_cast<std::uint16_t*>(bytes.data());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    out[i] = dtype == DType::kBF16 ? nn::f32_to_bf16(values[i]) : nn::f32_to_f16(values[i]);
+  }
+  return bytes;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ModelState>> ModelState::create(
+    Engine& engine, std::vector<ParameterDecl> params, const ModelStateOptions& options,
+    std::span<const std::vector<float>> initial) {
+  if (engine.in_iteration()) {
+    return failed_precondition(
+        "ModelState::create inside an iteration: model state is created outside one so that it "
+        "is carried");
+  }
+  const DType work = precision_dtype(options.precision);
+  if (options.grad_dtype != DType::kF32 && options.grad_dtype != work) {
+    return invalid_argument("model state: gradient dtype " +
+                            std::string(dtype_name(options.grad_dtype)) +
+                            " is neither f32 nor the precision's " + std::string(dtype_name(work)));
+  }
+  if (initial.size() != params.size()) {
+    return invalid_argument("model state: " + std::to_string(initial.size()) +
+                            " initial value arrays for " + std::to_string(params.size()) +
+                            " parameters");
+  }
+  EBB_ASSIGN_OR_RETURN(FlatLayout layout, make_flat_layout(params, options.layout));
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    if (static_cast<std::int64_t>(initial[i].size()) != layout.entries[i].numel) {
+      return invalid_argument("model state: parameter '" + params[i].name + "' has " +
+                              std::to_string(layout.entries[i].numel) + " elements, given " +
+                              std::to_string(initial[i].size()) + " initial values");
+    }
+  }
+  std::unique_ptr<ModelState> state(
+      new ModelState(engine, std::move(layout), std::move(params), options));
+  ModelState& s = *state;
+  const bool master = has_master_weights(options.precision);
+  std::vector<float> values;
+  for (std::size_t g = 0; g < s.layout_.groups.size(); ++g) {
+    const FlatGroup& group = s.layout_.groups[g];
+    s.group_first_.push_back(s.slices_.size());
+    for (std::size_t k = 0; k < group.slices.size(); ++k) {
+      const FlatSlice& fs = group.slices[k];
+      values.assign(static_cast<std::size_t>(fs.numel()), 0.0F);
+      for (std::size_t p : fs.params) {
+        const FlatEntry& e = s.layout_.entries[p];
+        std::memcpy(values.data() + (e.offset - fs.begin), initial[p].data(),
+                    initial[p].size() * sizeof(float));
+      }
+      Slice slice;
+      slice.group = g;
+      slice.index = k;
+      slice.numel = fs.numel();
+      const std::vector<std::int64_t> shape{fs.numel()};
+      const std::vector<std::byte> work_bytes = encode(values, work);
+      EBB_ASSIGN_OR_RETURN(slice.params, engine.parameter({slice_name(group, k, "param"), shape,
+                                                           work, TensorKind::kParameter},
+                                                          work_bytes.data()));
+      EBB_ASSIGN_OR_RETURN(
+          slice.grads, engine.parameter({slice_name(group, k, "grad"), shape, options.grad_dtype,
+                                         TensorKind::kGradient},
+                                        nullptr));
+      if (master) {
+        EBB_ASSIGN_OR_RETURN(slice.master,
+                             engine.parameter({slice_name(group, k, "master"), shape, DType::kF32,
+                                               TensorKind::kOptimizerState},
+                                              values.data()));
+      }
+      s.slices_.push_back(std::move(slice));
+    }
+  }
+  for (std::size_t i = 0; i < s.params_.size(); ++i) {
+    const FlatEntry& e = s.layout_.entries[i];
+    const Slice& sl = s.slice(e.group, e.slice);
+    const std::int64_t first =
+        e.offset - s.layout_.groups[e.group].slices[e.slice].begin;  // within the slice
+    EBB_ASSIGN_OR_RETURN(
+        Tensor p,
+        engine.view(sl.params, static_cast<std::size_t>(first) * dtype_bytes(work),
+                    {s.params_[i].name, s.params_[i].shape, work, TensorKind::kParameter}));
+    EBB_ASSIGN_OR_RETURN(
+        Tensor gr,
+        engine.view(sl.grads, static_cast<std::size_t>(first) * dtype_bytes(options.grad_dtype),
+                    {s.params_[i].name + ".grad", s.params_[i].shape, options.grad_dtype,
+                     TensorKind::kGradient}));
+    s.param_views_.push_back(p);
+    s.grad_views_.push_back(gr);
+  }
+  s.written_.assign(s.params_.size(), 0);
+  return state;
+}
+
+ModelState::~ModelState() {
+  // Views first: a base cannot be released while a view of it lives.
+  for (const std::vector<Tensor>* views : {&param_views_, &grad_views_}) {
+    for (const Tensor& t : *views) (void)engine_.release(t);
+  }
+  for (const Slice& s : slices_) {
+    for (const Tensor* t : {&s.params, &s.grads, &s.master}) {
+      if (t->valid()) (void)engine_.release(*t);
+    }
+  }
+}
+
+const ModelState::Slice& ModelState::slice(std::size_t group, std::size_t index) const {
+  return slices_[group_first_[group] + index];
+}
+
+void ModelState::begin_step() { written_.assign(params_.size(), 0); }
+
+Status ModelState::accumulate(std::size_t i, const Tensor& d) {
+  if (i >= params_.size()) {
+    return invalid_argument("accumulate: parameter " + std::to_string(i) + " of " +
+                            std::to_string(params_.size()));
+  }
+  const std::int64_t n = layout_.entries[i].numel;
+  if (d.dtype() != DType::kF32 || d.bytes() != static_cast<std::size_t>(n) * sizeof(float)) {
+    return invalid_argument("accumulate into '" + params_[i].name + "': the gradient '" + d.name() +
+                            "' must be f32 with " + std::to_string(n) + " elements, it is " +
+                            std::string(dtype_name(d.dtype())) + " of " +
+                            std::to_string(d.bytes()) + " bytes");
+  }
+  const bool assign = written_[i] == 0;
+  const nn::FloatType t = *float_type_of(options_.grad_dtype);
+  EBB_RETURN_IF_ERROR(engine_.update(
+      "grad_accumulate." + params_[i].name, {d}, {grad_views_[i]}, [t, n, assign](const OpArgs& a) {
+        nn::accumulate(a.launch, t, a.outputs[0], static_cast<const float*>(a.inputs[0]), n,
+                       assign);
+      }));
+  written_[i] = 1;
+  return ok_status();
+}
+
+Result<std::vector<float>> ModelState::master_to_host(std::size_t i) {
+  const FlatEntry& e = layout_.entries[i];
+  const Slice& s = slice(e.group, e.slice);
+  const std::int64_t first = e.offset - layout_.groups[e.group].slices[e.slice].begin;
+  std::vector<float> all(static_cast<std::size_t>(s.numel));
+  EBB_RETURN_IF_ERROR(engine_.read(s.master_weights(), all.data(), all.size() * sizeof(float)));
+  return std::vector<float>(all.begin() + first, all.begin() + first + e.numel);
+}
+
+Result<std::vector<float>> ModelState::masters_to_host() {
+  std::vector<float> out;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    EBB_ASSIGN_OR_RETURN(std::vector<float> p, master_to_host(i));
+    out.insert(out.end(), p.begin(), p.end());
+  }
+  return out;
+}
+
+}  // namespace ebb

@@ -1,0 +1,115 @@
+// ModelState: a model's parameters, gradients and fp32 master weights as flat buffers in an
+// Engine (engine/optim/flat_layout.h), and each parameter and gradient as a view into them.
+//
+// Per slice of the layout it holds three engine tensors, carried across iterations: the working
+// parameters in the precision's dtype (kind kParameter; what forward and backward read), the
+// gradients in the gradient dtype (kind kGradient; accumulated in place during backward), and,
+// in bf16 and fp16, the fp32 master weights (kind kOptimizerState; what the optimizer updates,
+// rounding the working copy from them). In fp32 the working parameters are the master weights.
+// The optimizer's own state lives beside them (engine/optim/optimizer.h). Alignment gaps and
+// padding hold zeros and never change (their gradients are zero).
+//
+// Device bytes per parameter (ignoring alignment and padding): fp32: 4 parameters + 4 gradients;
+// bf16 or fp16: 2 parameters + 2 gradients (4 with --grad-dtype fp32) + 4 master weights; plus
+// the optimizer's state (AdamW: 8, the two moments).
+//
+// Ownership: references the Engine (which must outlive it and owns the storage); the tensors
+// are released when the ModelState is destroyed outside an iteration.
+// Thread safety: not thread-safe; the thread that drives the engine calls it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/optim/flat_layout.h"
+#include "engine/optim/precision.h"
+
+namespace ebb {
+
+struct ModelStateOptions {
+  Precision precision = Precision::kF32;
+  // The gradient buffers' dtype: kF32, or the precision's 16-bit dtype. REQUIRES: one of them.
+  DType grad_dtype = DType::kF32;
+  FlatLayoutOptions layout;
+};
+
+class ModelState {
+ public:
+  // The buffers of one slice of the layout.
+  struct Slice {
+    std::size_t group = 0;  // index into layout().groups
+    std::size_t index = 0;  // index into that group's slices
+    Tensor params;          // working dtype
+    Tensor grads;           // gradient dtype
+    Tensor master;          // fp32; invalid in fp32 (params is the master then)
+    std::int64_t numel = 0;
+
+    const Tensor& master_weights() const { return master.valid() ? master : params; }
+  };
+
+  // Lays the parameters out, creates the buffers outside any iteration, and fills them:
+  // `initial[i]` holds parameter i's values in fp32 (the master weights; the working copy is
+  // rounded to nearest even from them), gradients start at zero. kInvalidArgument for a bad
+  // declaration (make_flat_layout), a gradient dtype the precision does not allow, initial
+  // values of the wrong count, or an engine inside an iteration.
+  static Result<std::unique_ptr<ModelState>> create(Engine& engine,
+                                                    std::vector<ParameterDecl> params,
+                                                    const ModelStateOptions& options,
+                                                    std::span<const std::vector<float>> initial);
+  ~ModelState();
+  ModelState(const ModelState&) = delete;
+  ModelState& operator=(const ModelState&) = delete;
+
+  const FlatLayout& layout() const { return layout_; }
+  const std::vector<ParameterDecl>& params() const { return params_; }
+  const ModelStateOptions& options() const { return options_; }
+  Precision precision() const { return options_.precision; }
+  DType param_dtype() const { return precision_dtype(options_.precision); }
+  DType grad_dtype() const { return options_.grad_dtype; }
+  std::size_t size() const { return params_.size(); }
+  const std::vector<Slice>& slices() const { return slices_; }
+  // The slice of layout().groups[group].slices[index].
+  const Slice& slice(std::size_t group, std::size_t index) const;
+
+  // Parameter i's working copy and gradient, as views into their slice's buffers.
+  const Tensor& param(std::size_t i) const { return param_views_[i]; }
+  const Tensor& grad(std::size_t i) const { return grad_views_[i]; }
+
+  // Gradient accumulation. begin_step(): the next accumulate() of each gradient overwrites it
+  // (so no buffer needs zeroing between steps). accumulate(i, d): adds `d` (fp32, parameter i's
+  // shape, typically a backward op's output) into gradient i in place, rounded to the gradient
+  // dtype; in order of the calls, so that the bits do not depend on anything else.
+  void begin_step();
+  Status accumulate(std::size_t i, const Tensor& d);
+  // Whether gradient i has been written since begin_step().
+  bool has_grad(std::size_t i) const { return written_[i] != 0; }
+
+  // Master weights (fp32) of parameter i, or of every parameter in declaration order.
+  Result<std::vector<float>> master_to_host(std::size_t i);
+  Result<std::vector<float>> masters_to_host();
+
+ private:
+  ModelState(Engine& engine, FlatLayout layout, std::vector<ParameterDecl> params,
+             const ModelStateOptions& options)
+      : engine_(engine),
+        layout_(std::move(layout)),
+        params_(std::move(params)),
+        options_(options) {}
+
+  Engine& engine_;
+  FlatLayout layout_;
+  std::vector<ParameterDecl> params_;
+  ModelStateOptions options_;
+  std::vector<Slice> slices_;             // groups in order, slices in order within each
+  std::vector<std::size_t> group_first_;  // index into slices_ of each group's first slice
+  std::vector<Tensor> param_views_;       // declaration order
+  std::vector<Tensor> grad_views_;        // declaration order
+  std::vector<std::uint8_t> written_;     // per parameter, since begin_step()
+};
+
+}  // namespace ebb

@@ -1,0 +1,31 @@
+// Precision: the dtype a training run computes in. kF32 keeps everything in fp32. kBF16 and
+// kF16 run forward and backward on 16-bit parameter copies and 16-bit activations (every kernel
+// accumulates in fp32) and keep fp32 master weights that the optimizer updates; fp16 also needs
+// dynamic loss scaling (engine/optim/loss_scaler.h) because its range is narrow.
+//
+// Thread safety: constants and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+#include "engine/schema/tensor_kind.h"
+#include "kernels/nn.h"
+
+namespace ebb {
+
+enum class Precision : std::uint8_t { kF32, kBF16, kF16 };
+
+// "fp32", "bf16", "fp16": the names --precision takes.
+std::string_view precision_name(Precision p);
+std::optional<Precision> precision_from_name(std::string_view name);
+
+// The dtype of the working parameter copies and activations.
+DType precision_dtype(Precision p);
+// A float dtype of the engine as the kernels' storage type; nullopt for an integer dtype.
+std::optional<nn::FloatType> float_type_of(DType dtype);
+// Whether the precision keeps separate fp32 master weights (every precision but kF32).
+inline bool has_master_weights(Precision p) { return p != Precision::kF32; }
+
+}  // namespace ebb
