@@ -23,6 +23,10 @@ struct TrainArgs {
   std::string policy = "none";
   std::string host_tier;  // --host-tier: a byte size; empty = the engine's default
   std::string nvme_size;  // --nvme-size: a byte size; empty = TrainOptions' default
+  std::string precision = "fp32";
+  std::string grad_dtype;  // empty: the precision's dtype
+  std::string optimizer = "adamw";
+  std::optional<float> lr_min;
   bool json = false;
 };
 
@@ -34,7 +38,52 @@ nlohmann::json step_json(const train::StepStats& s) {
           {"peak_reserved_bytes", s.peak_reserved_bytes},
           {"swapped_bytes", s.swapped_bytes},
           {"recompute_ms", s.recompute_ms},
-          {"recomputed_ops", s.recomputed_ops}};
+          {"recomputed_ops", s.recomputed_ops},
+          {"lr", s.learning_rate},
+          {"loss_scale", s.loss_scale},
+          {"skipped", s.skipped},
+          {"grad_norm", s.grad_norm}};
+}
+
+// The model state on the device after the run, by kind, against the formula.
+nlohmann::json model_state_json(const train::TrainOptions& o, const train::TrainResult& r) {
+  const double n = static_cast<double>(r.parameters);
+  const double total = static_cast<double>(r.parameter_state_bytes + r.gradient_state_bytes +
+                                           r.optimizer_state_bytes);
+  return {{"parameters", r.parameters},
+          {"parameter_bytes", r.parameter_state_bytes},
+          {"gradient_bytes", r.gradient_state_bytes},
+          {"optimizer_state_bytes", r.optimizer_state_bytes},
+          {"bytes_per_parameter", total / n},
+          {"formula_bytes_per_parameter", train::model_state_bytes_per_parameter(o)}};
+}
+
+// The training options given as names, checked before any step runs.
+Status parse_training_names(TrainArgs& args) {
+  train::TrainOptions& o = args.options;
+  std::optional<Precision> precision = precision_from_name(args.precision);
+  if (!precision.has_value()) {
+    return invalid_argument("--precision \"" + args.precision + "\" is not fp32, bf16 or fp16");
+  }
+  o.precision = *precision;
+  if (!args.grad_dtype.empty()) {
+    const std::string& g = args.grad_dtype;
+    if (g == "fp32") {
+      o.grad_dtype = DType::kF32;
+    } else if (g == "bf16" || g == "fp16") {
+      o.grad_dtype = g == "bf16" ? DType::kBF16 : DType::kF16;
+    } else {
+      return invalid_argument("--grad-dtype \"" + g + "\" is not fp32, bf16 or fp16");
+    }
+  }
+  std::optional<OptimizerKind> optimizer = optimizer_from_name(args.optimizer);
+  if (!optimizer.has_value()) {
+    return invalid_argument("--optimizer \"" + args.optimizer +
+                            "\" is not adamw, adafactor or sm3");
+  }
+  o.optimizer.kind = *optimizer;
+  o.lr_min = args.lr_min;
+  return ok_status();
 }
 
 // A bar on stderr, redrawn in place, only when stderr is a terminal and stdout is not JSON.
@@ -76,6 +125,7 @@ int run_train(TrainArgs& args) {
   }
   train::TrainOptions& o = args.options;
   o.device = *device;
+  if (Status s = parse_training_names(args); !s.ok()) return report_error(s);
   // A planner's name: follow its plan after the warm-up, with dynamic eviction (both) under it.
   // "dynamic" is that dynamic eviction alone; the older names pick one dynamic policy.
   if (std::optional<PlanPolicy> planner = plan_policy_from_name(args.policy)) {
@@ -118,10 +168,10 @@ int run_train(TrainArgs& args) {
   if (!args.json) {
     std::printf(
         "ebb train: %d layers, d_model %d, %d heads, seq %d, batch %d, vocab %d (%lld "
-        "parameters) on %s, policy %s\n",
+        "parameters) on %s, policy %s, %s, %s\n",
         o.model.layers, o.model.d_model, o.model.heads, o.model.seq, o.model.batch, o.model.vocab,
         static_cast<long long>(train::parameter_count(o.model)), args.device.c_str(),
-        args.policy.c_str());
+        args.policy.c_str(), args.precision.c_str(), args.optimizer.c_str());
   }
   Result<train::TrainResult> result = train::train(o, [&](const train::StepStats& s) {
     if (args.json) {
@@ -130,10 +180,11 @@ int run_train(TrainArgs& args) {
       if (progress) std::fprintf(stderr, "\r%*s\r", 60, "");
       std::printf(
           "step %4d  loss %.4f  %8.1f ms  %9.0f tok/s  peak reserved %s  swapped %s  "
-          "recompute %.1f ms\n",
+          "recompute %.1f ms%s\n",
           s.step, static_cast<double>(s.loss), s.ms, s.tokens_per_s,
           format_bytes(s.peak_reserved_bytes).c_str(),
-          format_bytes(static_cast<std::size_t>(s.swapped_bytes)).c_str(), s.recompute_ms);
+          format_bytes(static_cast<std::size_t>(s.swapped_bytes)).c_str(), s.recompute_ms,
+          s.skipped ? "  (skipped: gradients overflowed)" : "");
       std::fflush(stdout);
       if (progress) draw_progress(s.step, o.steps);
     }
@@ -154,7 +205,13 @@ int run_train(TrainArgs& args) {
                               {"recomputed_ops", r.engine.recomputed_ops},
                               {"parameters_fnv1a", train::fingerprint(r.final_parameters)},
                               {"steady_peak_reserved_bytes", r.steady_peak_reserved_bytes},
-                              {"steady_ms_median", r.steady_ms_median}};
+                              {"steady_ms_median", r.steady_ms_median},
+                              {"precision", args.precision},
+                              {"optimizer", args.optimizer},
+                              {"model_state", model_state_json(o, r)},
+                              {"skipped_steps", r.skipped_steps},
+                              {"resumed_from_step", r.resumed_from_step},
+                              {"checkpoints_written", r.checkpoints_written}};
     if (r.plan.has_value()) summary["plan"] = plan_json(r);
     std::printf("%s\n", summary.dump().c_str());
     return 0;
@@ -178,6 +235,17 @@ int run_train(TrainArgs& args) {
     std::printf("no plan was followed (dynamic eviction throughout): %s\n",
                 r.executor.last_refusal.c_str());
   }
+  const nlohmann::json state = model_state_json(o, r);
+  std::printf("model state on the device: %.2f bytes per parameter (formula %.2f)%s\n",
+              state["bytes_per_parameter"].get<double>(),
+              state["formula_bytes_per_parameter"].get<double>(),
+              r.skipped_steps > 0
+                  ? (", " + std::to_string(r.skipped_steps) + " steps skipped for overflow").c_str()
+                  : "");
+  if (!r.checkpoints_written.empty()) {
+    std::printf("checkpoints written at step %d (latest) into %s\n", r.checkpoints_written.back(),
+                o.checkpoint_dir.c_str());
+  }
   if (!o.profile_out.empty()) std::printf("profile written to %s\n", o.profile_out.c_str());
   return 0;
 }
@@ -195,7 +263,8 @@ void add_model_options(CLI::App& app, train::TrainOptions& o) {
   app.add_option("--vocab", o.model.vocab, "vocabulary size (at most 65535)")
       ->capture_default_str();
   app.add_option("--steps", o.steps, "training steps")->capture_default_str();
-  app.add_option("--lr", o.adamw.learning_rate, "AdamW learning rate")->capture_default_str();
+  app.add_option("--lr", o.optimizer.learning_rate,
+                 "peak learning rate (default: the optimizer's own, engine/optim/optimizer.h)");
   app.add_option("--seed", o.seed, "seed of the weights and the synthetic tokens")
       ->capture_default_str();
   app.add_option("--data", o.data_path, "llm.c token file (default: synthetic tokens)");
@@ -224,6 +293,33 @@ Command add_train_command(CLI::App& parent) {
                   "NVMe tier directory below the host tier (repeat to stripe over several)");
   app->add_option("--nvme-size", args->nvme_size,
                   "bytes the NVMe tier reserves up front over its directories (default 1GiB)");
+  train::TrainOptions& o = args->options;
+  app->add_option("--precision", args->precision,
+                  "fp32, or bf16 / fp16 with fp32 master weights (fp16 with loss scaling)")
+      ->capture_default_str();
+  app->add_option("--grad-dtype", args->grad_dtype,
+                  "gradient buffers: fp32, or the precision's 16-bit type (the default)");
+  app->add_option("--optimizer", args->optimizer, "adamw, adafactor or sm3")->capture_default_str();
+  app->add_option("--weight-decay", o.optimizer.weight_decay,
+                  "decoupled weight decay of the block matrices")
+      ->capture_default_str();
+  app->add_option("--momentum", o.optimizer.momentum, "SM3's momentum (0: off; 0.9 when on)")
+      ->capture_default_str();
+  app->add_option("--grad-accum", o.grad_accum, "micro-batches (of --batch each) per step")
+      ->capture_default_str();
+  app->add_option("--clip-grad-norm", o.clip_grad_norm,
+                  "clip the global gradient norm to this (0: off)")
+      ->capture_default_str();
+  app->add_option("--lr-warmup", o.lr_warmup, "linear learning-rate warm-up steps")
+      ->capture_default_str();
+  app->add_option("--lr-min", args->lr_min,
+                  "cosine decay to this rate at the last step (default: no decay)");
+  app->add_option("--checkpoint-dir", o.checkpoint_dir, "where checkpoints are written and read");
+  app->add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (0: none)")
+      ->capture_default_str();
+  app->add_flag("--resume", o.resume,
+                "continue from the latest checkpoint in --checkpoint-dir (--steps still counts "
+                "from the run's start)");
   app->add_flag("--json", args->json, "one JSON object per step, then a summary object");
   return {app, [args] { return run_train(*args); }};
 }

@@ -149,7 +149,9 @@ Status ensure_directory(const std::string& dir) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     const int err = errno;
     return os_error("cannot create checkpoint directory " + dir +
-                        (err == ENOENT ? " (its parent directory does not exist)" : ""),
+                        (err == ENOENT ? " (no such parent directory, or one that makes no "
+                                         "new entries)"
+                                       : ""),
                     err);
   }
   return ok_status();

@@ -686,6 +686,41 @@ TEST(EbbCli, TrainPrintsAStepLineAndASummary) {
               1e-9 * summary["tokens_per_s"].get<double>());
 }
 
+// fp16 in JSON: each step says whether it was skipped and under which loss scale, and the
+// summary counts the skips and reports model state per parameter against its formula.
+TEST(EbbCli, TrainJsonReportsSkipsAndModelState) {
+  CliRun run =
+      ebb("train --layers 1 --d-model 32 --heads 2 --seq 16 --batch 2 --vocab 64 "
+          "--steps 3 --precision fp16 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::istringstream lines(run.out);
+  std::vector<nlohmann::json> steps;
+  for (std::string line; std::getline(lines, line);) steps.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(steps.size(), 4u) << run.out;
+  const nlohmann::json summary = steps.back();
+  steps.pop_back();
+  long long skipped = 0;
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const bool skip = steps[i].at("skipped").get<bool>();
+    skipped += skip ? 1 : 0;
+    EXPECT_GT(steps[i].at("loss_scale").get<double>(), 0);
+    if (i > 0 && steps[i - 1].at("skipped").get<bool>()) {
+      EXPECT_EQ(steps[i]["loss_scale"].get<double>(), steps[i - 1]["loss_scale"].get<double>() / 2);
+    }
+  }
+  EXPECT_EQ(summary.at("skipped_steps").get<long long>(), skipped);
+  EXPECT_EQ(summary.at("precision"), "fp16");
+  const nlohmann::json& state = summary.at("model_state");
+  EXPECT_EQ(state.at("formula_bytes_per_parameter").get<double>(), 16.0);
+  EXPECT_GE(state.at("bytes_per_parameter").get<double>(), 16.0);
+  EXPECT_EQ(state.at("parameter_bytes").get<long long>() +
+                state.at("gradient_bytes").get<long long>() +
+                state.at("optimizer_state_bytes").get<long long>(),
+            static_cast<long long>(state.at("bytes_per_parameter").get<double>() *
+                                       state.at("parameters").get<double>() +
+                                   0.5));
+}
+
 TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
   struct Case {
     const char* args;
@@ -700,6 +735,14 @@ TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
       {"--budget 1KiB --policy both", "below the"},
       {"--policy sometimes", "is not keep, recompute-all, sqrt, swap-all, plan, dynamic, none"},
       {"--device sim", "cannot train"},
+      {"--precision fp8", "--precision \"fp8\" is not fp32, bf16 or fp16"},
+      {"--optimizer sgd", "--optimizer \"sgd\" is not adamw, adafactor or sm3"},
+      {"--grad-dtype f64", "--grad-dtype \"f64\" is not fp32, bf16 or fp16"},
+      {"--precision bf16 --grad-dtype fp16", "neither f32 nor the precision's bf16"},
+      {"--grad-accum 0", "--grad-accum 0 must be at least 1"},
+      {"--clip-grad-norm -1", "--clip-grad-norm -1"},
+      {"--checkpoint-dir /proc/ebb-no-such --checkpoint-every 1", "/proc/ebb-no-such"},
+      {"--resume --checkpoint-dir /nonexistent/ebb-ckpt", "no checkpoint to resume from"},
   };
   for (const Case& c : cases) {
     CliRun run = ebb(std::string("train --steps 1 ") + c.args);

@@ -42,8 +42,29 @@ struct BlockSaved {
 
 }  // namespace
 
+std::vector<ParameterDecl> parameter_decls(const GptConfig& config) {
+  std::vector<ParameterDecl> decls;
+  const int final_key = config.layers;
+  for (const ParameterShape& p : parameter_shapes(config)) {
+    ParameterDecl d{.name = p.name, .shape = p.shape};
+    // GPT-2's convention: weight decay on the block matrices only; the embeddings (the token
+    // one doubles as the output head), biases and LayerNorm gains take none.
+    const bool block_matrix = p.shape.size() == 2 && p.name.front() == 'h';
+    d.group = block_matrix ? ParameterGroup::kDecay : ParameterGroup::kNoDecay;
+    // One slice per block ("hL." names), the embeddings and the final LayerNorm their own.
+    if (p.name.front() == 'h') {
+      d.slice_key = std::stoi(p.name.substr(1, p.name.find('.') - 1));
+    } else {
+      d.slice_key = p.name.starts_with("ln") ? final_key : -1;
+    }
+    decls.push_back(std::move(d));
+  }
+  return decls;
+}
+
 Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConfig& config,
-                                                   std::uint64_t seed) {
+                                                   std::uint64_t seed,
+                                                   const GptTraining& training) {
   EBB_RETURN_IF_ERROR(validate_config(config));
   if (engine.in_iteration()) {
     return failed_precondition(
@@ -54,11 +75,11 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
   SplitMix64 rng(seed);
   const double std_dev = 0.02;
   const double residual_std = 0.02 / std::sqrt(2.0 * config.layers);
-  std::vector<float> host;
+  std::vector<std::vector<float>> initial;
   for (const ParameterShape& p : parameter_shapes(config)) {
     std::int64_t n = 1;
     for (std::int64_t d : p.shape) n *= d;
-    host.assign(static_cast<std::size_t>(n), 0.0F);
+    std::vector<float> host(static_cast<std::size_t>(n), 0.0F);
     switch (p.init) {
       case ParameterShape::Init::kNormal:
         for (float& x : host) x = static_cast<float>(rng.normal() * std_dev);
@@ -72,66 +93,109 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
       case ParameterShape::Init::kZeros:
         break;
     }
-    EBB_ASSIGN_OR_RETURN(
-        Tensor param,
-        engine.parameter({p.name, p.shape, DType::kF32, TensorKind::kParameter}, host.data()));
-    EBB_ASSIGN_OR_RETURN(
-        Tensor m, engine.parameter(
-                      {p.name + ".m", p.shape, DType::kF32, TensorKind::kOptimizerState}, nullptr));
-    EBB_ASSIGN_OR_RETURN(
-        Tensor v, engine.parameter(
-                      {p.name + ".v", p.shape, DType::kF32, TensorKind::kOptimizerState}, nullptr));
-    model->params_.push_back(param);
-    model->m_.push_back(m);
-    model->v_.push_back(v);
-    model->parameter_bytes_ += param.bytes();
+    initial.push_back(std::move(host));
   }
+  EBB_ASSIGN_OR_RETURN(model->state_, ModelState::create(engine, parameter_decls(config),
+                                                         {.precision = training.precision,
+                                                          .grad_dtype = training.grad_dtype,
+                                                          .layout = {}},
+                                                         initial));
+  EBB_ASSIGN_OR_RETURN(model->optimizer_,
+                       Optimizer::create(engine, *model->state_, training.optimizer));
   return model;
 }
 
-Result<float> GptModel::step(std::span<const std::int32_t> inputs,
-                             std::span<const std::int32_t> targets, const nn::AdamWConfig& adamw,
-                             int step) {
+GptModel::~GptModel() {
+  // The optimizer's state before the model state it was made for.
+  optimizer_.reset();
+  state_.reset();
+}
+
+std::size_t GptModel::parameter_bytes() const {
+  return static_cast<std::size_t>(parameter_count(config_)) * dtype_bytes(state_->param_dtype());
+}
+
+Result<StepOutcome> GptModel::step(std::span<const std::vector<std::int32_t>> inputs,
+                                   std::span<const std::vector<std::int32_t>> targets,
+                                   const StepControl& control) {
   const std::int64_t n = static_cast<std::int64_t>(config_.batch) * config_.seq;
-  if (static_cast<std::int64_t>(inputs.size()) != n ||
-      static_cast<std::int64_t>(targets.size()) != n) {
-    return invalid_argument("step: " + std::to_string(inputs.size()) + " inputs and " +
+  if (inputs.empty() || inputs.size() != targets.size()) {
+    return invalid_argument("step: " + std::to_string(inputs.size()) + " input and " +
                             std::to_string(targets.size()) +
-                            " targets, expected batch * seq = " + std::to_string(n));
+                            " target micro-batches; expected the same number, at least 1");
+  }
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    if (static_cast<std::int64_t>(inputs[k].size()) != n ||
+        static_cast<std::int64_t>(targets[k].size()) != n) {
+      return invalid_argument("step: micro-batch " + std::to_string(k) + " has " +
+                              std::to_string(inputs[k].size()) + " inputs and " +
+                              std::to_string(targets[k].size()) +
+                              " targets, expected batch * seq = " + std::to_string(n));
+    }
   }
   IterationScope iteration(engine_);
   EBB_RETURN_IF_ERROR(iteration.status());
-  const std::vector<std::int64_t> shape{config_.batch, config_.seq};
-  EBB_ASSIGN_OR_RETURN(Tensor tokens, engine_.input({"tokens", shape, DType::kI32}, inputs.data()));
-  EBB_ASSIGN_OR_RETURN(Tensor target,
-                       engine_.input({"targets", shape, DType::kI32}, targets.data()));
-  Result<Tensor> loss = forward_backward_update(tokens, target, adamw, step);
-  if (!loss.ok()) {
-    (void)iteration.end();  // the step's error is the one to report
-    return loss.status();
-  }
-  float host_loss = 0;
-  Status read = engine_.read(*loss, &host_loss, sizeof(host_loss));
+  Result<StepOutcome> outcome = accumulate_and_update(inputs, targets, control);
   Status ended = iteration.end();
-  EBB_RETURN_IF_ERROR(read);
+  EBB_RETURN_IF_ERROR(outcome.status());
   EBB_RETURN_IF_ERROR(ended);
-  return host_loss;
+  return outcome;
 }
 
-Result<Tensor> GptModel::forward_backward_update(const Tensor& tokens, const Tensor& targets,
-                                                 const nn::AdamWConfig& adamw, int step) {
+Result<StepOutcome> GptModel::accumulate_and_update(
+    std::span<const std::vector<std::int32_t>> inputs,
+    std::span<const std::vector<std::int32_t>> targets, const StepControl& control) {
+  const std::vector<std::int64_t> shape{config_.batch, config_.seq};
+  const auto micro = static_cast<float>(inputs.size());
+  const float n = static_cast<float>(config_.batch) * static_cast<float>(config_.seq);
+  // d(loss)/d(each token's loss): the step's loss is the mean over micro-batches of their means,
+  // scaled for fp16 so that small gradients survive.
+  const float dloss = control.loss_scale / (n * micro);
+  state_->begin_step();
+  StepOutcome outcome;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    EBB_ASSIGN_OR_RETURN(Tensor tokens,
+                         engine_.input({"tokens", shape, DType::kI32}, inputs[k].data()));
+    EBB_ASSIGN_OR_RETURN(Tensor target,
+                         engine_.input({"targets", shape, DType::kI32}, targets[k].data()));
+    EBB_ASSIGN_OR_RETURN(Tensor loss, forward_backward(tokens, target, dloss));
+    float host_loss = 0;
+    EBB_RETURN_IF_ERROR(engine_.read(loss, &host_loss, sizeof(host_loss)));
+    outcome.loss += host_loss / micro;
+    for (const Tensor& t : {loss, tokens, target}) EBB_RETURN_IF_ERROR(engine_.release(t));
+  }
+  float grad_scale = 1.0F / control.loss_scale;
+  if (control.skip_nonfinite || control.clip_norm > 0) {
+    EBB_ASSIGN_OR_RETURN(GradientStats stats, gradient_stats(engine_, *state_, grad_scale));
+    outcome.grad_norm = stats.norm();
+    if (control.skip_nonfinite && stats.nonfinite > 0) {
+      outcome.skipped = true;
+      return outcome;
+    }
+    // PyTorch's clip_grad_norm_: scale by C / (norm + 1e-6) when that is below 1.
+    if (control.clip_norm > 0) {
+      const float clip = control.clip_norm / (outcome.grad_norm + 1e-6F);
+      if (clip < 1.0F) grad_scale *= clip;
+    }
+  }
+  EBB_RETURN_IF_ERROR(optimizer_->step(control.optimizer_step, control.learning_rate, grad_scale));
+  return outcome;
+}
+
+Result<Tensor> GptModel::forward_backward(const Tensor& tokens, const Tensor& targets,
+                                          float dloss) {
   const int B = config_.batch;
   const int T = config_.seq;
   const int NH = config_.heads;
   const int V = config_.vocab;
   const int L = config_.layers;
-  const int N = B * T;
+  const ModelState& state = *state_;
+  auto param = [&](std::size_t i) -> const Tensor& { return state.param(i); };
   auto block_param = [&](int l, BlockParam p) -> const Tensor& {
-    return params_[kBlockBase + static_cast<std::size_t>(l) * kPerBlock + p];
+    return param(kBlockBase + static_cast<std::size_t>(l) * kPerBlock + p);
   };
   const std::size_t lnf_w = kBlockBase + static_cast<std::size_t>(L) * kPerBlock;
   const std::size_t lnf_b = lnf_w + 1;
-  std::vector<Tensor> grads(params_.size());
   auto release = [&](std::initializer_list<Tensor> tensors) -> Status {
     for (const Tensor& t : tensors) EBB_RETURN_IF_ERROR(engine_.release(t));
     return ok_status();
@@ -139,7 +203,7 @@ Result<Tensor> GptModel::forward_backward_update(const Tensor& tokens, const Ten
 
   // ---- forward ----
   EBB_ASSIGN_OR_RETURN(Tensor x,
-                       ops::embedding(engine_, "embedding", tokens, params_[kWte], params_[kWpe]));
+                       ops::embedding(engine_, "embedding", tokens, param(kWte), param(kWpe)));
   std::vector<BlockSaved> saved(static_cast<std::size_t>(L));
   for (int l = 0; l < L; ++l) {
     const std::string h = "h" + std::to_string(l) + ".";
@@ -167,8 +231,8 @@ Result<Tensor> GptModel::forward_backward_update(const Tensor& tokens, const Ten
     EBB_RETURN_IF_ERROR(release({fcproj}));
   }
   EBB_ASSIGN_OR_RETURN(ops::LayerNormOut lnf,
-                       ops::layernorm(engine_, "lnf", x, params_[lnf_w], params_[lnf_b]));
-  EBB_ASSIGN_OR_RETURN(Tensor logits, ops::matmul(engine_, "logits", lnf.out, params_[kWte],
+                       ops::layernorm(engine_, "lnf", x, param(lnf_w), param(lnf_b)));
+  EBB_ASSIGN_OR_RETURN(Tensor logits, ops::matmul(engine_, "logits", lnf.out, param(kWte),
                                                   /*bias=*/nullptr));
   EBB_ASSIGN_OR_RETURN(ops::CrossEntropyOut xent,
                        ops::softmax_cross_entropy(engine_, "cross_entropy", logits, targets));
@@ -176,46 +240,50 @@ Result<Tensor> GptModel::forward_backward_update(const Tensor& tokens, const Ten
   EBB_ASSIGN_OR_RETURN(Tensor loss, ops::mean(engine_, "loss", xent.losses));
   EBB_RETURN_IF_ERROR(release({xent.losses}));
 
-  // ---- backward ----
-  const float dloss = 1.0F / static_cast<float>(N);
+  // ---- backward: weight and bias gradients (fp32) go into the gradient buffers at once ----
+  auto accumulate = [&](std::size_t i, const Tensor& g) -> Status {
+    EBB_RETURN_IF_ERROR(state_->accumulate(i, g));
+    return engine_.release(g);
+  };
   EBB_ASSIGN_OR_RETURN(Tensor dlogits,
                        ops::softmax_cross_entropy_backward(engine_, "cross_entropy_backward",
                                                            xent.probs, targets, dloss));
   EBB_RETURN_IF_ERROR(release({xent.probs}));
   EBB_ASSIGN_OR_RETURN(ops::MatmulGrads dhead,
                        ops::matmul_backward(engine_, "logits_backward", dlogits, lnf.out,
-                                            params_[kWte], /*has_bias=*/false));
+                                            param(kWte), /*has_bias=*/false));
   EBB_RETURN_IF_ERROR(release({dlogits, lnf.out}));
   EBB_ASSIGN_OR_RETURN(ops::LayerNormGrads dlnf,
-                       ops::layernorm_backward(engine_, "lnf_backward", dhead.dinp, x,
-                                               params_[lnf_w], lnf.mean, lnf.rstd));
+                       ops::layernorm_backward(engine_, "lnf_backward", dhead.dinp, x, param(lnf_w),
+                                               lnf.mean, lnf.rstd));
   EBB_RETURN_IF_ERROR(release({dhead.dinp, lnf.mean, lnf.rstd, x}));
-  grads[lnf_w] = dlnf.dweight;
-  grads[lnf_b] = dlnf.dbias;
+  EBB_RETURN_IF_ERROR(accumulate(kWte, dhead.dweight));  // the tied head's part of wte's
+  EBB_RETURN_IF_ERROR(accumulate(lnf_w, dlnf.dweight));
+  EBB_RETURN_IF_ERROR(accumulate(lnf_b, dlnf.dbias));
   Tensor dx = dlnf.dinp;
 
   for (int l = L - 1; l >= 0; --l) {
     const std::string h = "h" + std::to_string(l) + ".";
     const BlockSaved& s = saved[static_cast<std::size_t>(l)];
     const std::size_t base = kBlockBase + static_cast<std::size_t>(l) * kPerBlock;
-    // Runs the backward of the block's matmul `name` (weight w, bias w + 1) and records the
+    // Runs the backward of the block's matmul `name` (weight w, bias w + 1) and accumulates the
     // weight and bias gradients.
     auto matmul_backward = [&](const std::string& name, const Tensor& dout, const Tensor& in,
                                BlockParam w) -> Result<Tensor> {
       EBB_ASSIGN_OR_RETURN(ops::MatmulGrads g,
                            ops::matmul_backward(engine_, h + name + "_backward", dout, in,
-                                                params_[base + w], /*has_bias=*/true));
-      grads[base + w] = g.dweight;
-      grads[base + w + 1] = g.dbias;
+                                                param(base + w), /*has_bias=*/true));
+      EBB_RETURN_IF_ERROR(accumulate(base + w, g.dweight));
+      EBB_RETURN_IF_ERROR(accumulate(base + w + 1, g.dbias));
       return g.dinp;
     };
     auto layernorm_backward = [&](const std::string& name, const Tensor& dout, const Tensor& in,
                                   BlockParam w, const ops::LayerNormOut& ln) -> Result<Tensor> {
       EBB_ASSIGN_OR_RETURN(ops::LayerNormGrads g,
                            ops::layernorm_backward(engine_, h + name + "_backward", dout, in,
-                                                   params_[base + w], ln.mean, ln.rstd));
-      grads[base + w] = g.dweight;
-      grads[base + w + 1] = g.dbias;
+                                                   param(base + w), ln.mean, ln.rstd));
+      EBB_RETURN_IF_ERROR(accumulate(base + w, g.dweight));
+      EBB_RETURN_IF_ERROR(accumulate(base + w + 1, g.dbias));
       return g.dinp;
     };
     // MLP: res3 = res2 + fcproj(gelu(fc(ln2(res2)))); dx is d(res3).
@@ -252,35 +320,9 @@ Result<Tensor> GptModel::forward_backward_update(const Tensor& tokens, const Ten
   EBB_ASSIGN_OR_RETURN(ops::EmbeddingGrads demb,
                        ops::embedding_backward(engine_, "embedding_backward", dx, tokens, V));
   EBB_RETURN_IF_ERROR(release({dx}));
-  EBB_ASSIGN_OR_RETURN(grads[kWte],
-                       ops::add(engine_, "dwte", demb.dwte, dhead.dweight, TensorKind::kGradient));
-  EBB_RETURN_IF_ERROR(release({demb.dwte, dhead.dweight}));
-  grads[kWpe] = demb.dwpe;
-
-  // ---- AdamW, out of place: the outputs replace the parameter and moment handles ----
-  for (std::size_t i = 0; i < params_.size(); ++i) {
-    EBB_ASSIGN_OR_RETURN(ops::AdamWOut updated,
-                         ops::adamw(engine_, "adamw." + params_[i].name(), params_[i], grads[i],
-                                    m_[i], v_[i], adamw, step));
-    for (const Tensor& t : {updated.param, updated.m, updated.v}) {
-      EBB_RETURN_IF_ERROR(engine_.keep(t));
-    }
-    EBB_RETURN_IF_ERROR(release({params_[i], grads[i], m_[i], v_[i]}));
-    params_[i] = updated.param;
-    m_[i] = updated.m;
-    v_[i] = updated.v;
-  }
+  EBB_RETURN_IF_ERROR(accumulate(kWte, demb.dwte));
+  EBB_RETURN_IF_ERROR(accumulate(kWpe, demb.dwpe));
   return loss;
-}
-
-Result<std::vector<float>> GptModel::parameters_to_host() {
-  std::vector<float> out(parameter_bytes_ / sizeof(float));
-  std::size_t offset = 0;
-  for (const Tensor& p : params_) {
-    EBB_RETURN_IF_ERROR(engine_.read(p, out.data() + offset, p.bytes()));
-    offset += p.bytes() / sizeof(float);
-  }
-  return out;
 }
 
 }  // namespace ebb::train

@@ -1,15 +1,20 @@
 // GptModel: ebb's reference training loop, a GPT-2-style decoder (gpt_config.h) whose every
-// operator (forward, backward and the AdamW step) runs through the engine as one typed op of
-// engine/nn_ops.h (one kernel of kernels/nn.h, shapes checked), with the activations saved for
-// backward held as engine tensors, so the engine can swap or drop and recompute any of them. It
-// reads like llm.c's train_gpt2.c: step() goes from the embedding through each block, the loss,
-// then backward in reverse and the update.
+// operator (forward, backward and the optimizer's update) runs through the engine: forward and
+// backward as typed ops of engine/nn_ops.h (one kernel of kernels/nn.h each, shapes checked), the
+// update as the optimizer's in-place ops over the flat model-state buffers (engine/optim/). The
+// activations saved for backward are engine tensors, so the engine can swap or drop and
+// recompute any of them. It reads like llm.c's train_gpt2.c: step() goes from the embedding
+// through each block, the loss, then backward in reverse, once per micro-batch, then the update.
 //
-// Ownership: the model holds handles to its parameters and AdamW moments (carried engine
-// tensors); the Engine, which must outlive the model, owns their storage. Gradients flow as
-// fresh tensors and every update is out of place (the engine's closures never write an input),
-// so each step replaces the parameter and moment handles with the update's outputs.
+// Model state. The parameters live in a ModelState: flat buffers per group (weight decay for the
+// matrices; none for biases, LayerNorm gains and the two embeddings, as GPT-2 trains) sliced
+// per block, each parameter a view. In bf16 and fp16, forward and backward run on the 16-bit
+// working copies and 16-bit activations, and the optimizer updates fp32 master weights. Backward
+// writes each weight and bias gradient in fp32 and accumulates it into the gradient buffer in
+// place, so K micro-batches add up into one step.
 //
+// Ownership: the model holds its ModelState and Optimizer, whose storage the Engine owns; the
+// Engine must outlive the model.
 // Thread safety: not thread-safe; the thread that drives the engine calls it.
 #pragma once
 
@@ -19,46 +24,79 @@
 #include <vector>
 
 #include "engine/ebb.h"
-#include "kernels/nn.h"
 #include "tools/train/gpt_config.h"
 
 namespace ebb::train {
 
+// How the model's state is kept and updated.
+struct GptTraining {
+  Precision precision = Precision::kF32;
+  DType grad_dtype = DType::kF32;  // f32, or the precision's 16-bit dtype
+  OptimizerConfig optimizer;
+};
+
+// What one optimizer step needs besides the tokens.
+struct StepControl {
+  int optimizer_step = 1;   // the update's number (from 1): bias corrections, Adafactor's decay
+  float learning_rate = 0;  // this step's rate (the schedule's)
+  float loss_scale = 1;     // the loss is multiplied by it before backward (fp16); 1: none
+  float clip_norm = 0;      // clip the global gradient norm to this; 0: no clipping
+  // Look for infinities and NaNs in the gradients and skip the update when there are any
+  // (fp16's loss scaling).
+  bool skip_nonfinite = false;
+};
+
+struct StepOutcome {
+  float loss = 0;        // mean over the micro-batches' mean losses, before the update
+  bool skipped = false;  // the gradients held an infinity or a NaN: no update
+  float grad_norm = -1;  // the global gradient norm, when it was computed (clipping, fp16)
+};
+
 class GptModel {
  public:
-  // Creates and initializes the parameters from `seed` (GPT-2's scheme, parameter_shapes()) and
-  // zero AdamW moments, outside any iteration. REQUIRES: validate_config(config) is OK.
+  // Creates the model state and the optimizer outside any iteration, the parameters initialized
+  // from `seed` (GPT-2's scheme, parameter_shapes()). REQUIRES: validate_config(config) is OK.
   static Result<std::unique_ptr<GptModel>> create(Engine& engine, const GptConfig& config,
-                                                  std::uint64_t seed);
+                                                  std::uint64_t seed, const GptTraining& training);
+  ~GptModel();
 
-  // One training step as one engine iteration: forward, mean cross-entropy loss, backward,
-  // AdamW (step number `step`, from 1). inputs and targets hold batch*seq token ids in
-  // [0, vocab). Returns the loss (before the update). On error the iteration is ended and the
-  // engine stays usable, but an error inside the update leaves the parameters partly updated
-  // (each old parameter is released as soon as its update exists, to keep the peak low): discard
-  // the model after a failed step.
-  Result<float> step(std::span<const std::int32_t> inputs, std::span<const std::int32_t> targets,
-                     const nn::AdamWConfig& adamw, int step);
+  // One optimizer step as one engine iteration: for each micro-batch, forward, mean
+  // cross-entropy loss and backward, accumulating the gradients; then the update (unless
+  // skipped). inputs[k] and targets[k] hold micro-batch k's batch*seq token ids in [0, vocab).
+  // On error the iteration is ended and the engine stays usable, but an error inside the update
+  // may leave the state partly updated: discard the model after a failed step.
+  Result<StepOutcome> step(std::span<const std::vector<std::int32_t>> inputs,
+                           std::span<const std::vector<std::int32_t>> targets,
+                           const StepControl& control);
 
-  // Every parameter's bytes, copied to host in parameter_shapes() order.
-  Result<std::vector<float>> parameters_to_host();
+  // Every parameter's fp32 master weights, copied to host in parameter_shapes() order.
+  Result<std::vector<float>> parameters_to_host() { return state_->masters_to_host(); }
 
   const GptConfig& config() const { return config_; }
-  // Bytes of all parameters (the moments take as much again, twice).
-  std::size_t parameter_bytes() const { return parameter_bytes_; }
+  ModelState& state() { return *state_; }
+  Optimizer& optimizer() { return *optimizer_; }
+  // Bytes of all parameters in their working dtype.
+  std::size_t parameter_bytes() const;
 
  private:
   GptModel(Engine& engine, const GptConfig& config) : engine_(engine), config_(config) {}
-  // The step's body, run inside the iteration step() opens.
-  Result<Tensor> forward_backward_update(const Tensor& tokens, const Tensor& targets,
-                                         const nn::AdamWConfig& adamw, int step);
+  // step()'s body, inside its iteration: the micro-batches, the gradient check, the update.
+  Result<StepOutcome> accumulate_and_update(std::span<const std::vector<std::int32_t>> inputs,
+                                            std::span<const std::vector<std::int32_t>> targets,
+                                            const StepControl& control);
+  // One micro-batch's forward and backward, the loss's gradient per token being `dloss`; its
+  // weight and bias gradients are accumulated into the model state. Returns the loss tensor.
+  Result<Tensor> forward_backward(const Tensor& tokens, const Tensor& targets, float dloss);
 
   Engine& engine_;
   GptConfig config_;
-  std::vector<Tensor> params_;  // parameter_shapes() order
-  std::vector<Tensor> m_;       // AdamW first moments, same order
-  std::vector<Tensor> v_;       // AdamW second moments
-  std::size_t parameter_bytes_ = 0;
+  std::unique_ptr<ModelState> state_;
+  std::unique_ptr<Optimizer> optimizer_;
 };
+
+// The model's parameters as flat-buffer declarations: groups (decay for the block matrices;
+// none for biases, LayerNorm gains and the embeddings) and one slice per block (the embeddings
+// and the final LayerNorm their own).
+std::vector<ParameterDecl> parameter_decls(const GptConfig& config);
 
 }  // namespace ebb::train

@@ -7,6 +7,8 @@
 #include <memory>
 
 #include "engine/planner/hardware_probe.h"
+#include "engine/schema/checkpoint.h"
+#include "kernels/nn_scalar.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
 
@@ -49,7 +51,108 @@ double median(std::vector<double> values) {
   return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
-// Trains `steps` steps on a fresh engine of `device` with `budget_bytes` (0: the device's size).
+GptTraining training_of(const TrainOptions& o) {
+  return GptTraining{.precision = o.precision,
+                     .grad_dtype = o.grad_dtype.value_or(precision_dtype(o.precision)),
+                     .optimizer = o.optimizer};
+}
+
+float peak_learning_rate(const TrainOptions& o) {
+  return o.optimizer.learning_rate > 0 ? o.optimizer.learning_rate
+                                       : default_learning_rate(o.optimizer.kind);
+}
+
+// What a checkpoint holds besides the trainer's own state: the master weights of every slice
+// (the working copies are rounded from them) and every optimizer state buffer, by name.
+struct StateBuffers {
+  std::vector<std::string> names;
+  std::vector<Tensor> tensors;
+};
+
+StateBuffers state_buffers(GptModel& model) {
+  StateBuffers b;
+  const ModelState& state = model.state();
+  for (const ModelState::Slice& s : state.slices()) {
+    const FlatGroup& g = state.layout().groups[s.group];
+    b.names.push_back("master." + std::string(parameter_group_name(g.group)) + ".s" +
+                      std::to_string(s.index));
+    b.tensors.push_back(s.master_weights());
+  }
+  for (const Optimizer::StateBuffer& s : model.optimizer().state()) {
+    b.names.push_back("optimizer." + s.name);
+    b.tensors.push_back(s.tensor);
+  }
+  return b;
+}
+
+// The trainer's side of a checkpoint: where the run is and what the loss scaler knows.
+struct RunPosition {
+  int step = 0;           // the last step done
+  int applied_steps = 0;  // updates applied (fp16 skips do not count): the optimizer's step
+  LossScaler scaler;
+};
+
+Status save_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
+                       const RunPosition& at) {
+  const StateBuffers buffers = state_buffers(model);
+  std::vector<std::vector<std::byte>> bytes(buffers.tensors.size());
+  std::vector<CheckpointPayload> payloads;
+  for (std::size_t i = 0; i < buffers.tensors.size(); ++i) {
+    bytes[i].resize(buffers.tensors[i].bytes());
+    EBB_RETURN_IF_ERROR(engine.read(buffers.tensors[i], bytes[i].data(), bytes[i].size()));
+    payloads.push_back({buffers.names[i], bytes[i]});
+  }
+  CheckpointMeta meta{.step = at.step,
+                      .model_fingerprint = checkpoint_fingerprint(o),
+                      .precision = std::string(precision_name(o.precision)),
+                      .optimizer = std::string(optimizer_name(o.optimizer.kind))};
+  // The data position is the step: batches are cut from the stream by their index
+  // (TokenData::batch), and nothing else draws random numbers after initialization.
+  meta.state = {{"applied_steps", at.applied_steps},
+                {"loss_scale", at.scaler.scale()},
+                {"loss_scale_growth_tracker", at.scaler.growth_tracker()},
+                {"skipped_steps", at.scaler.skipped_steps()},
+                {"seed", o.seed},
+                {"next_batch_index", static_cast<std::int64_t>(at.step) * o.grad_accum},
+                {"schedule_step", at.step}};
+  return write_checkpoint(o.checkpoint_dir, meta, payloads);
+}
+
+// Loads the latest checkpoint of o.checkpoint_dir into the model (outside any iteration) and
+// returns where it left off.
+Result<RunPosition> load_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
+                                    RunPosition at) {
+  EBB_ASSIGN_OR_RETURN(Checkpoint ckpt,
+                       read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o)));
+  const StateBuffers buffers = state_buffers(model);
+  const ModelState& state = model.state();
+  const DType work = state.param_dtype();
+  std::vector<std::byte> bytes;
+  for (std::size_t i = 0; i < buffers.tensors.size(); ++i) {
+    bytes.resize(buffers.tensors[i].bytes());
+    EBB_RETURN_IF_ERROR(ckpt.read_payload(buffers.names[i], bytes));
+    EBB_RETURN_IF_ERROR(engine.write(buffers.tensors[i], bytes.data(), bytes.size()));
+    // The working copy of a 16-bit slice is its master rounded, as the optimizer leaves it.
+    if (i < state.slices().size() && has_master_weights(state.precision())) {
+      const Tensor& params = state.slices()[i].params;
+      std::vector<std::uint16_t> rounded(params.bytes() / 2);
+      const auto* master = reinterpret_cast<const float*>(bytes.data());
+      for (std::size_t k = 0; k < rounded.size(); ++k) {
+        rounded[k] = work == DType::kBF16 ? nn::f32_to_bf16(master[k]) : nn::f32_to_f16(master[k]);
+      }
+      EBB_RETURN_IF_ERROR(engine.write(params, rounded.data(), params.bytes()));
+    }
+  }
+  const nlohmann::json& s = ckpt.meta().state;
+  at.step = static_cast<int>(ckpt.meta().step);
+  at.applied_steps = s.at("applied_steps").get<int>();
+  at.scaler.restore(s.at("loss_scale").get<float>(), s.at("loss_scale_growth_tracker").get<int>(),
+                    s.at("skipped_steps").get<std::int64_t>());
+  return at;
+}
+
+// Trains steps up to `steps` on a fresh engine of `device` with `budget_bytes` (0: the device's
+// size), from a checkpoint when o.resume.
 Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& data,
                         std::size_t budget_bytes, int steps, bool write_profile_out,
                         const std::function<void(const StepStats&)>& on_step) {
@@ -72,26 +175,48 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     };
   }
   EBB_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(engine_options)));
-  EBB_ASSIGN_OR_RETURN(auto model, GptModel::create(*engine, o.model, o.seed));
+  EBB_ASSIGN_OR_RETURN(auto model, GptModel::create(*engine, o.model, o.seed, training_of(o)));
+  EBB_ASSIGN_OR_RETURN(LossScaler scaler, LossScaler::create(o.loss_scaler));
+  RunPosition at{.scaler = scaler};
+  if (o.resume) {
+    EBB_ASSIGN_OR_RETURN(at, load_checkpoint(o, *engine, *model, at));
+    result.resumed_from_step = at.step;
+  }
   result.budget_bytes = engine->allocator().stats().budget_bytes;
-  std::vector<std::int32_t> inputs;
-  std::vector<std::int32_t> targets;
+  const auto micro = static_cast<std::size_t>(o.grad_accum);
+  std::vector<std::vector<std::int32_t>> inputs(micro);
+  std::vector<std::vector<std::int32_t>> targets(micro);
   std::vector<double> step_ms;
   std::vector<double> steady_ms;
   std::size_t peak_reserved = 0;  // over every step (the allocator's peak is reset after warm-up)
-  const double tokens_per_step = static_cast<double>(o.model.batch) * o.model.seq;
-  for (int s = 1; s <= steps; ++s) {
-    data.batch(s - 1, o.model.batch, o.model.seq, inputs, targets);
+  const double tokens_per_step = static_cast<double>(o.model.batch) * o.model.seq * o.grad_accum;
+  const float peak_lr = peak_learning_rate(o);
+  const bool fp16 = o.precision == Precision::kF16;
+  const int first = at.step + 1;
+  for (int s = first; s <= steps; ++s) {
+    for (std::size_t k = 0; k < micro; ++k) {
+      data.batch(static_cast<std::int64_t>(s - 1) * o.grad_accum + static_cast<std::int64_t>(k),
+                 o.model.batch, o.model.seq, inputs[k], targets[k]);
+    }
     // The steady state starts after the warm-up (and the plan made at its end).
-    if (s == o.warmup_iterations + 1) engine->allocator().reset_peak_stats();
+    if (s == first + o.warmup_iterations) engine->allocator().reset_peak_stats();
+    StepControl control{.optimizer_step = at.applied_steps + 1,
+                        .learning_rate = scheduled_learning_rate(s, steps, peak_lr, o.lr_warmup,
+                                                                 o.lr_min.value_or(peak_lr)),
+                        .loss_scale = fp16 ? at.scaler.scale() : 1.0F,
+                        .clip_norm = o.clip_grad_norm,
+                        .skip_nonfinite = fp16};
     const EngineStats before = engine->stats();
     const auto start = std::chrono::steady_clock::now();
-    EBB_ASSIGN_OR_RETURN(float loss, model->step(inputs, targets, o.adamw, s));
+    EBB_ASSIGN_OR_RETURN(StepOutcome outcome, model->step(inputs, targets, control));
     const auto end = std::chrono::steady_clock::now();
     const EngineStats after = engine->stats();
+    if (!outcome.skipped) ++at.applied_steps;
+    if (fp16) EBB_RETURN_IF_ERROR(at.scaler.update(outcome.skipped));
+    at.step = s;
     StepStats st;
     st.step = s;
-    st.loss = loss;
+    st.loss = outcome.loss;
     st.ms = std::chrono::duration<double, std::milli>(end - start).count();
     st.tokens_per_s = st.ms > 0 ? tokens_per_step * 1000.0 / st.ms : 0;
     peak_reserved =
@@ -101,19 +226,27 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     st.swapped_bytes = after.swapped_out_bytes - before.swapped_out_bytes;
     st.recompute_ms = static_cast<double>(after.recompute_ns - before.recompute_ns) / 1e6;
     st.recomputed_ops = after.recomputed_ops - before.recomputed_ops;
+    st.learning_rate = control.learning_rate;
+    st.loss_scale = control.loss_scale;
+    st.skipped = outcome.skipped;
+    st.grad_norm = outcome.grad_norm;
     step_ms.push_back(st.ms);
-    if (s > o.warmup_iterations) steady_ms.push_back(st.ms);
+    if (s >= first + o.warmup_iterations) steady_ms.push_back(st.ms);
     result.steps.push_back(st);
     if (on_step) on_step(st);
-    if (write_profile_out && s == o.warmup_iterations) {
+    if (write_profile_out && s == first + o.warmup_iterations - 1) {
       EBB_ASSIGN_OR_RETURN(Profile profile, engine->profile());
       EBB_RETURN_IF_ERROR(write_profile(profile, o.profile_out));
+    }
+    if (o.checkpoint_every > 0 && s % o.checkpoint_every == 0) {
+      EBB_RETURN_IF_ERROR(save_checkpoint(o, *engine, *model, at));
+      result.checkpoints_written.push_back(s);
     }
   }
   const AllocatorStats stats = engine->allocator().stats();
   result.peak_reserved_bytes =
       std::max(peak_reserved, static_cast<std::size_t>(stats.all.reserved_bytes.peak));
-  if (steps > o.warmup_iterations) {
+  if (static_cast<int>(steady_ms.size()) > 0) {
     result.steady_peak_reserved_bytes = static_cast<std::size_t>(stats.all.reserved_bytes.peak);
     result.steady_ms_median = median(steady_ms);
   }
@@ -125,30 +258,76 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
       result.ms_per_step_median > 0 ? tokens_per_step * 1000.0 / result.ms_per_step_median : 0;
   EBB_ASSIGN_OR_RETURN(result.final_parameters, model->parameters_to_host());
   result.engine = engine->stats();
+  result.parameter_state_bytes = engine->memory_by_kind(TensorKind::kParameter).current;
+  result.gradient_state_bytes = engine->memory_by_kind(TensorKind::kGradient).current;
+  result.optimizer_state_bytes = engine->memory_by_kind(TensorKind::kOptimizerState).current;
+  result.parameters = parameter_count(o.model);
+  result.skipped_steps = at.scaler.skipped_steps();
   return result;
 }
 
 }  // namespace
 
-std::size_t minimum_budget_bytes(const GptConfig& c, EvictionPolicy policy) {
-  const std::size_t f = sizeof(float);
+double model_state_bytes_per_parameter(const TrainOptions& o) {
+  const double work = static_cast<double>(dtype_bytes(precision_dtype(o.precision)));
+  const double grad =
+      static_cast<double>(dtype_bytes(o.grad_dtype.value_or(precision_dtype(o.precision))));
+  const double master = has_master_weights(o.precision) ? 4.0 : 0.0;
+  double optimizer = 0;
+  switch (o.optimizer.kind) {
+    case OptimizerKind::kAdamW:
+      optimizer = 8;
+      break;
+    case OptimizerKind::kAdafactor:
+      optimizer = o.optimizer.adafactor_beta1 > 0 ? 4 : 0;
+      break;
+    case OptimizerKind::kSm3:
+      optimizer = o.optimizer.momentum > 0 ? 4 : 0;
+      break;
+  }
+  return work + grad + master + optimizer;
+}
+
+std::size_t minimum_budget_bytes(const TrainOptions& o) {
+  const GptConfig& c = o.model;
+  const std::size_t a = dtype_bytes(precision_dtype(o.precision));  // activations
+  const std::size_t f = sizeof(float);  // statistics, losses, weight gradients
   const std::size_t N = static_cast<std::size_t>(c.batch) * c.seq;
   const std::size_t C = c.d_model;
   const std::size_t V = c.vocab;
   const std::size_t att = static_cast<std::size_t>(c.batch) * c.heads * c.seq * c.seq;
-  // Each op's inputs and outputs that are not parameters or moments (those are counted apart).
+  // Each op's inputs and outputs that are not model state (counted apart).
   const std::size_t ops[] = {
-      N * V * 2 + N * 2,            // cross_entropy: logits, probs, losses, targets
-      N * V + N * C * 2 + V * C,    // logits_backward: dlogits, lnf, dlnf, dwte_head
-      N * C * 3 * 2 + att + N * C,  // attention_backward: dout, qkv, att, dqkv
-      N * C * 4 * 2 + N * C * 2 + C * C * 4 + C * 4,  // fc backward
-      V * C * 3,                                      // dwte: two contributions and their sum
+      N * V * 2 * a + N * 2 * f,              // cross_entropy: logits, probs, losses
+      N * V * a + N * C * 2 * a + V * C * f,  // logits_backward: dlogits, lnf, dlnf, dwte
+      (N * C * 3 * 2 + att + N * C) * a,      // attention_backward: dout, qkv, att, dqkv
+      N * C * 4 * 2 * a + N * C * 2 * a + C * C * 4 * f + C * 4 * f,  // fc backward
   };
   std::size_t working = 0;
-  for (std::size_t bytes : ops) working = std::max(working, bytes * f);
-  const bool can_swap = policy == EvictionPolicy::kSwap || policy == EvictionPolicy::kBoth;
-  const std::size_t pinned = can_swap ? 0 : static_cast<std::size_t>(parameter_count(c)) * f * 3;
-  return working + pinned;
+  for (std::size_t bytes : ops) working = std::max(working, bytes);
+  const bool can_swap = o.policy == EvictionPolicy::kSwap || o.policy == EvictionPolicy::kBoth;
+  const auto state = static_cast<std::size_t>(static_cast<double>(parameter_count(c)) *
+                                              model_state_bytes_per_parameter(o));
+  return working + (can_swap ? 0 : state);
+}
+
+std::string checkpoint_fingerprint(const TrainOptions& o) {
+  const GptConfig& c = o.model;
+  std::string f = "gpt layers=" + std::to_string(c.layers) +
+                  " d_model=" + std::to_string(c.d_model) + " heads=" + std::to_string(c.heads) +
+                  " seq=" + std::to_string(c.seq) + " batch=" + std::to_string(c.batch) +
+                  " vocab=" + std::to_string(c.vocab) +
+                  " grad_accum=" + std::to_string(o.grad_accum) +
+                  " precision=" + std::string(precision_name(o.precision)) + " grad_dtype=" +
+                  std::string(dtype_name(o.grad_dtype.value_or(precision_dtype(o.precision)))) +
+                  " optimizer=" + std::string(optimizer_name(o.optimizer.kind));
+  if (o.optimizer.kind == OptimizerKind::kAdafactor) {
+    f += o.optimizer.adafactor_beta1 > 0 ? " first_moment" : " no_first_moment";
+  }
+  if (o.optimizer.kind == OptimizerKind::kSm3) {
+    f += o.optimizer.momentum > 0 ? " momentum" : " no_momentum";
+  }
+  return f;
 }
 
 bool same_bits(float a, float b) {
@@ -189,6 +368,47 @@ Result<TrainResult> train(const TrainOptions& o,
     return invalid_argument("--profile-out needs at least " + std::to_string(o.warmup_iterations) +
                             " steps (the warm-up)");
   }
+  if (o.grad_accum < 1) {
+    return invalid_argument("--grad-accum " + std::to_string(o.grad_accum) +
+                            " must be at least 1 (micro-batches per optimizer step)");
+  }
+  if (!(o.clip_grad_norm >= 0)) {
+    return invalid_argument("--clip-grad-norm " + std::to_string(o.clip_grad_norm) +
+                            " must be >= 0 (0: no clipping)");
+  }
+  if (o.lr_warmup < 0 || (o.lr_min.has_value() && !(*o.lr_min >= 0))) {
+    return invalid_argument("--lr-warmup and --lr-min must be >= 0");
+  }
+  const DType work = precision_dtype(o.precision);
+  if (o.grad_dtype.has_value() && *o.grad_dtype != DType::kF32 && *o.grad_dtype != work) {
+    return invalid_argument("--grad-dtype " + std::string(dtype_name(*o.grad_dtype)) +
+                            " is neither f32 nor the precision's " + std::string(dtype_name(work)));
+  }
+  if (o.checkpoint_every < 0) {
+    return invalid_argument("--checkpoint-every must be >= 0 (0: never)");
+  }
+  if ((o.checkpoint_every > 0 || o.resume) && o.checkpoint_dir.empty()) {
+    return invalid_argument("--checkpoint-every and --resume need --checkpoint-dir");
+  }
+  if (o.checkpoint_every > 0) EBB_RETURN_IF_ERROR(check_checkpoint_dir(o.checkpoint_dir));
+  if (o.resume) {
+    // The latest checkpoint must exist and be this model's before anything runs.
+    Result<Checkpoint> latest = read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o));
+    if (!latest.ok()) {
+      return Status(latest.status().code(),
+                    "--resume: " + latest.status().message() +
+                        (latest.status().code() == StatusCode::kNotFound
+                             ? " (no checkpoint to resume from in " + o.checkpoint_dir + ")"
+                             : std::string()));
+    }
+    if (latest->meta().step >= o.steps) {
+      return invalid_argument("--resume: the latest checkpoint is at step " +
+                              std::to_string(latest->meta().step) + ", not before --steps " +
+                              std::to_string(o.steps) +
+                              " (steps count from the run's start, not from the checkpoint)");
+    }
+  }
+  EBB_RETURN_IF_ERROR(LossScaler::create(o.loss_scaler).status());
   EBB_ASSIGN_OR_RETURN(TokenData data, load_data(o));
   EBB_ASSIGN_OR_RETURN(auto device, make_device(o.device, o.link_gbps));
   std::size_t budget = o.budget_bytes;
@@ -197,13 +417,15 @@ Result<TrainResult> train(const TrainOptions& o,
     TrainOptions probe = o;
     probe.policy = EvictionPolicy::kNone;
     probe.plan_policy.reset();
+    probe.resume = false;
+    probe.checkpoint_every = 0;
     EBB_ASSIGN_OR_RETURN(TrainResult unconstrained,
                          run(probe, *device, data, 0, std::min(2, o.steps), false, {}));
     budget = static_cast<std::size_t>(static_cast<double>(unconstrained.peak_reserved_bytes) *
                                       o.budget_fraction);
   }
   if (budget > 0) {
-    const std::size_t floor = minimum_budget_bytes(o.model, o.policy);
+    const std::size_t floor = minimum_budget_bytes(o);
     if (budget < floor) {
       return invalid_argument(
           "--budget " + std::to_string(budget) + " B is below the " + std::to_string(floor) +
@@ -211,7 +433,7 @@ Result<TrainResult> train(const TrainOptions& o,
           std::string(eviction_policy_name(o.policy)) + " (the largest op's working set" +
           (o.policy == EvictionPolicy::kSwap || o.policy == EvictionPolicy::kBoth
                ? ")"
-               : ", plus parameters and AdamW moments, which only swapping could evict)"));
+               : ", plus the model state, which only swapping could evict)"));
     }
     if (budget > device->capacity_bytes()) {
       return invalid_argument("--budget " + std::to_string(budget) + " B is above the device's " +

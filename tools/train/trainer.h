@@ -1,7 +1,10 @@
 // Trainer: runs GptModel for a number of steps on one device under a budget and eviction policy,
-// measuring what users judge ebb by: the loss curve, the memory peaks, the time per step, and
-// what the engine did (bytes swapped, ops recomputed). `ebb train` and `ebb demo` are thin
-// front ends over it; the tests drive it directly.
+// measuring what users judge ebb by: the loss curve, the memory peaks (model state by kind), the
+// time per step, and what the engine did (bytes swapped, ops recomputed). It owns the training
+// schedule around the model: precision and loss scaling, gradient accumulation over
+// micro-batches, clipping, the learning-rate schedule, and checkpoints (engine/schema/
+// checkpoint.h) that a run resumes from bit for bit. `ebb train` and `ebb demo` are thin front
+// ends over it; the tests drive it directly.
 //
 // Thread safety: not thread-safe; one call at a time per Trainer.
 #pragma once
@@ -16,13 +19,29 @@
 #include "engine/planner/planner.h"
 #include "kernels/nn.h"
 #include "tools/train/gpt_config.h"
+#include "tools/train/gpt_model.h"
 
 namespace ebb::train {
 
 struct TrainOptions {
   GptConfig model;
   int steps = 20;
-  nn::AdamWConfig adamw{.learning_rate = 3e-3F, .weight_decay = 0.0F};
+  // What the model trains in, and how it is updated.
+  Precision precision = Precision::kF32;
+  std::optional<DType> grad_dtype;  // the gradient buffers' dtype; default the precision's
+  // The optimizer; learning_rate 0: the optimizer's default (engine/optim/optimizer.h), which
+  // is the schedule's peak.
+  OptimizerConfig optimizer;
+  int grad_accum = 1;             // micro-batches per optimizer step (each of `model.batch`)
+  float clip_grad_norm = 0;       // clip the global gradient norm to this; 0: off
+  int lr_warmup = 0;              // linear warm-up steps
+  std::optional<float> lr_min;    // the cosine decay's floor; none: no decay (a constant rate)
+  LossScalerOptions loss_scaler;  // fp16 only
+  // Checkpoints: every `checkpoint_every` steps into `checkpoint_dir` (0: never); `resume`
+  // continues from the latest one there (steps count from the run's step 0 either way).
+  std::string checkpoint_dir;
+  int checkpoint_every = 0;
+  bool resume = false;
   std::uint64_t seed = 1337;
   std::string data_path;  // empty: synthetic tokens
   DeviceKind device = DeviceKind::kCpu;
@@ -58,6 +77,10 @@ struct StepStats {
   std::int64_t swapped_bytes = 0;       // device->host bytes swapped out by this step
   double recompute_ms = 0;              // estimated device time of this step's recomputes
   std::int64_t recomputed_ops = 0;
+  float learning_rate = 0;  // the schedule's rate of this step
+  float loss_scale = 1;     // fp16's scale during this step (1 otherwise)
+  bool skipped = false;     // the gradients overflowed: no update (fp16)
+  float grad_norm = -1;     // the global gradient norm, when computed (clipping, fp16)
 };
 
 struct TrainResult {
@@ -76,6 +99,16 @@ struct TrainResult {
   std::optional<Plan> plan;
   ExecutorStats executor;
   HardwareModel hardware;  // the model the planner used
+  // Model state on the device at the end (the allocator's bytes by tensor kind): parameters in
+  // the working dtype, gradient buffers, optimizer state (master weights included), and the
+  // parameter count they hold.
+  std::int64_t parameter_state_bytes = 0;
+  std::int64_t gradient_state_bytes = 0;
+  std::int64_t optimizer_state_bytes = 0;
+  std::int64_t parameters = 0;
+  std::int64_t skipped_steps = 0;        // fp16 steps skipped for overflow, this run and before
+  int resumed_from_step = 0;             // the checkpoint's step, 0 when not resumed
+  std::vector<int> checkpoints_written;  // steps
 };
 
 // Validates the options up front (model shape, data file, budget against the largest op's
@@ -85,9 +118,20 @@ Result<TrainResult> train(const TrainOptions& options,
                           const std::function<void(const StepStats&)>& on_step = {});
 
 // The bytes a step cannot do without at once: its largest op's inputs and outputs, plus, when
-// the policy cannot swap, every parameter and AdamW moment (they have no producer to recompute
-// them from). A budget below this cannot work whatever the engine evicts.
-std::size_t minimum_budget_bytes(const GptConfig& config, EvictionPolicy policy);
+// the policy cannot swap, the whole model state (parameters, gradients, master weights and
+// optimizer state have no producer to recompute them from). A budget below this cannot work
+// whatever the engine evicts.
+std::size_t minimum_budget_bytes(const TrainOptions& options);
+
+// Device bytes of model state per parameter for these options, by the formula (alignment and
+// padding aside): parameters and gradients in their dtypes, fp32 master weights in 16-bit
+// precisions, and the optimizer's state (AdamW's two moments; Adafactor's and SM3's factored
+// statistics, about 0 per element of a matrix, plus a momentum or first moment when on).
+double model_state_bytes_per_parameter(const TrainOptions& options);
+
+// The model's fingerprint for checkpoints: everything a checkpoint's bytes depend on (shape,
+// batch, micro-batches, precision, gradient dtype, optimizer and its state-shaping options).
+std::string checkpoint_fingerprint(const TrainOptions& options);
 
 // Bitwise equality, the comparison ebb's promise is about (unlike ==, it tells -0 from 0 and a
 // NaN equals itself).
