@@ -35,7 +35,7 @@ struct ModelStateOptions {
   Precision precision = Precision::kF32;
   // The gradient buffers' dtype: kF32, or the precision's 16-bit dtype. REQUIRES: one of them.
   DType grad_dtype = DType::kF32;
-  FlatLayoutOptions layout;
+  FlatLayoutOptions layout{};
 };
 
 class ModelState {

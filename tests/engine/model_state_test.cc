@@ -97,9 +97,9 @@ TEST_P(ModelStateTest, BuffersViewsAndMemoryByKind) {
   const std::vector<ParameterDecl> params = small_model();
   const std::vector<std::vector<float>> init = initial_values(params);
   const DType work = precision_dtype(precision);
-  auto state = ModelState::create(*engine, params,
-                                  {.precision = precision, .grad_dtype = work, .layout = {}}, init)
-                   .value();
+  auto state =
+      ModelState::create(*engine, params, {.precision = precision, .grad_dtype = work}, init)
+          .value();
   const std::int64_t padded = state->layout().padded_numel();  // 768 + 768
   EXPECT_EQ(padded, 1536);
   const auto bytes = [&](TensorKind k) { return engine->memory_by_kind(k).current; };
@@ -140,8 +140,7 @@ TEST_P(ModelStateTest, AccumulatesGradientsInPlaceAndAssignsAfterBeginStep) {
   auto engine = Engine::create({.device = *device}).value();
   const std::vector<ParameterDecl> params = small_model();
   const DType work = precision_dtype(precision);
-  auto state = ModelState::create(*engine, params,
-                                  {.precision = precision, .grad_dtype = work, .layout = {}},
+  auto state = ModelState::create(*engine, params, {.precision = precision, .grad_dtype = work},
                                   initial_values(params))
                    .value();
   const std::size_t w2 = 2;  // 12 elements
@@ -236,12 +235,10 @@ TEST(Optimizer, EveryKindStepsEveryPrecisionAndReportsItsState) {
       auto engine = Engine::create({.device = *device}).value();
       const std::vector<ParameterDecl> params = small_model();
       const std::vector<std::vector<float>> init = initial_values(params);
-      auto state =
-          ModelState::create(
-              *engine, params,
-              {.precision = precision, .grad_dtype = precision_dtype(precision), .layout = {}},
-              init)
-              .value();
+      auto state = ModelState::create(
+                       *engine, params,
+                       {.precision = precision, .grad_dtype = precision_dtype(precision)}, init)
+                       .value();
       auto opt = Optimizer::create(*engine, *state, {.kind = kind}).value();
       EXPECT_EQ(opt->config().learning_rate, default_learning_rate(kind));
       state->begin_step();

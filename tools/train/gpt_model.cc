@@ -97,8 +97,7 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
   }
   EBB_ASSIGN_OR_RETURN(model->state_, ModelState::create(engine, parameter_decls(config),
                                                          {.precision = training.precision,
-                                                          .grad_dtype = training.grad_dtype,
-                                                          .layout = {}},
+                                                          .grad_dtype = training.grad_dtype},
                                                          initial));
   EBB_ASSIGN_OR_RETURN(model->optimizer_,
                        Optimizer::create(engine, *model->state_, training.optimizer));
