@@ -305,6 +305,11 @@ Command add_train_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--momentum", o.optimizer.momentum, "SM3's momentum (0: off; 0.9 when on)")
       ->capture_default_str();
+  app->add_flag("--relative-step", o.optimizer.relative_step,
+                "Adafactor: the paper's relative step size instead of --lr's rate");
+  app->add_option("--adafactor-beta1", o.optimizer.adafactor_beta1,
+                  "Adafactor's first moment (0: off, the paper's default)")
+      ->capture_default_str();
   app->add_option("--grad-accum", o.grad_accum, "micro-batches (of --batch each) per step")
       ->capture_default_str();
   app->add_option("--clip-grad-norm", o.clip_grad_norm,
