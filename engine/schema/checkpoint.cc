@@ -148,11 +148,17 @@ Status ensure_directory(const std::string& dir) {
   if (errno != ENOENT) return os_error("cannot reach checkpoint directory " + dir, errno);
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     const int err = errno;
-    return os_error("cannot create checkpoint directory " + dir +
-                        (err == ENOENT ? " (no such parent directory, or one that makes no "
-                                         "new entries)"
-                                       : ""),
-                    err);
+    // ENOENT names a missing parent, except where the parent is a file system that makes no new
+    // entries (/proc): say which it was.
+    const std::size_t slash = dir.find_last_of('/', dir.find_last_not_of('/'));
+    const std::string parent =
+        slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
+    struct stat parent_st {};
+    const bool parent_missing = stat(parent.c_str(), &parent_st) != 0;
+    return os_error(
+        "cannot create checkpoint directory " + dir +
+            (err == ENOENT && parent_missing ? " (its parent directory does not exist)" : ""),
+        err);
   }
   return ok_status();
 }
