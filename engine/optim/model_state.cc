@@ -90,7 +90,7 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
                                                TensorKind::kOptimizerState},
                                               values.data()));
       }
-      s.slices_.push_back(std::move(slice));
+      s.slices_.push_back(slice);
     }
   }
   for (std::size_t i = 0; i < s.params_.size(); ++i) {

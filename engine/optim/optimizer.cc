@@ -46,7 +46,6 @@ std::optional<OptimizerKind> optimizer_from_name(std::string_view name) {
 float default_learning_rate(OptimizerKind kind) {
   switch (kind) {
     case OptimizerKind::kAdamW:
-      return 1e-3F;
     case OptimizerKind::kAdafactor:
       return 1e-3F;
     case OptimizerKind::kSm3:

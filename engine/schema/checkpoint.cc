@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <optional>
 
 #include "engine/schema/atomic_file.h"
@@ -35,6 +36,20 @@ constexpr std::string_view kStepPrefix = "step-";
 constexpr std::string_view kTemporaryPrefix = ".tmp-";
 // One pread at most this long (1 GiB), so that a huge payload is read in bounded calls.
 constexpr std::size_t kReadChunkBytes = std::size_t{1} << 30;
+
+// The pieces one after the other, in one allocation (paths and messages).
+std::string join(std::initializer_list<std::string_view> pieces) {
+  std::size_t size = 0;
+  for (std::string_view p : pieces) size += p.size();
+  std::string out;
+  out.reserve(size);
+  for (std::string_view p : pieces) out.append(p);
+  return out;
+}
+template <typename... Pieces>
+std::string join(const Pieces&... pieces) {
+  return join({std::string_view(pieces)...});
+}
 
 Status os_error(const std::string& what, int err) {
   return io_error(what + ": " + std::strerror(err));
@@ -122,7 +137,7 @@ bool is_directory(const std::string& path) {
 Status remove_directory(const std::string& dir) {
   EBB_ASSIGN_OR_RETURN(std::vector<std::string> names, entry_names(dir));
   for (const std::string& name : names) {
-    const std::string path = dir + "/" + name;
+    const std::string path = join(dir, "/", name);
     if (unlink(path.c_str()) != 0 && errno != ENOENT) {
       return os_error("cannot remove " + path, errno);
     }
@@ -186,7 +201,7 @@ Status remove_leftovers(const std::string& dir) {
   EBB_ASSIGN_OR_RETURN(std::vector<std::string> names, entry_names(dir));
   for (const std::string& name : names) {
     if (!name.starts_with(kTemporaryPrefix)) continue;
-    const std::string path = dir + "/" + name;
+    const std::string path = join(dir, "/", name);
     if (is_directory(path)) {
       EBB_RETURN_IF_ERROR(remove_directory(path));
     } else if (unlink(path.c_str()) != 0 && errno != ENOENT) {
@@ -202,7 +217,7 @@ Status remove_leftovers(const std::string& dir) {
 // fsyncs it.
 Status write_file(int dir_fd, const std::string& dir, const std::string& name,
                   std::span<const std::byte> bytes) {
-  const std::string path = dir + "/" + name;
+  const std::string path = join(dir, "/", name);
   const int fd =
       openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return os_error("cannot create " + path, errno);
@@ -352,10 +367,11 @@ Status remove_older(const std::string& dir, std::size_t keep, const std::string&
         dir + "/" + std::string(kTemporaryPrefix) + "old-" + step_dir_name(steps[i]);
     Status removed = rename(old.c_str(), doomed.c_str()) == 0
                          ? remove_directory(doomed)
-                         : os_error("cannot rename " + old + " to " + doomed, errno);
+                         : os_error(join("cannot rename ", old, " to ", doomed), errno);
     if (!removed.ok()) {
-      return io_error("checkpoint " + written + " is complete, but removing the older checkpoint " +
-                      old + " failed: " + removed.message());
+      return io_error(join("checkpoint ", written,
+                           " is complete, but removing the older checkpoint ", old,
+                           " failed: ", removed.message()));
     }
   }
   return ok_status();
@@ -505,7 +521,7 @@ Result<std::vector<std::int64_t>> list_checkpoints(const std::string& dir) {
   std::vector<std::int64_t> steps;
   for (const std::string& name : names) {
     const std::optional<std::int64_t> step = step_of(name);
-    if (step && is_directory(dir + "/" + name)) steps.push_back(*step);
+    if (step && is_directory(join(dir, "/", name))) steps.push_back(*step);
   }
   std::sort(steps.begin(), steps.end());
   return steps;
