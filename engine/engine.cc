@@ -277,13 +277,14 @@ Status Engine::launch_recorded(std::size_t op_index) {
 
 Status Engine::check_op(std::string_view call, std::string_view name, const OpFn& fn,
                         std::chrono::nanoseconds cost) const {
-  const std::string where = std::string(call) + "(" + quoted(name) + ")";
+  // The message's "run(\"name\")" is built only on failure: this runs once per op.
+  const auto where = [&] { return std::string(call) + "(" + quoted(name) + ")"; };
   if (!in_iteration_) {
-    return failed_precondition(where + " outside an iteration: call begin_iteration() first");
+    return failed_precondition(where() + " outside an iteration: call begin_iteration() first");
   }
-  if (!fn) return invalid_argument(where + ": empty closure");
+  if (!fn) return invalid_argument(where() + ": empty closure");
   if (cost.count() < 0) {
-    return invalid_argument(where + ": negative cost " + std::to_string(cost.count()) + " ns");
+    return invalid_argument(where() + ": negative cost " + std::to_string(cost.count()) + " ns");
   }
   return ok_status();
 }
