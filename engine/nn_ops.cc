@@ -85,20 +85,6 @@ Shape with_last(Shape shape, std::int64_t last) {
   return shape;
 }
 
-// The kernels' storage type of a float dtype; nullopt for the others.
-std::optional<nn::FloatType> float_type(DType dtype) {
-  switch (dtype) {
-    case DType::kF32:
-      return nn::FloatType::kF32;
-    case DType::kBF16:
-      return nn::FloatType::kBF16;
-    case DType::kF16:
-      return nn::FloatType::kF16;
-    default:
-      return std::nullopt;
-  }
-}
-
 // The checks of one op's arguments; every message starts "op '<name>': ".
 class Checks {
  public:
@@ -143,7 +129,7 @@ class Checks {
   Result<nn::FloatType> expect_float(const Tensor& t, std::string_view role,
                                      const Pattern& pattern) const {
     EBB_RETURN_IF_ERROR(live(t, role));
-    const std::optional<nn::FloatType> type = float_type(t.dtype());
+    const std::optional<nn::FloatType> type = float_type_of(t.dtype());
     if (type.has_value() && matches(t.shape(), pattern)) return *type;
     return error(describe(t, role) + ", expected " + pattern_string(pattern) + " f32, bf16 or f16");
   }
@@ -220,6 +206,19 @@ Result<AttentionDims> attention_dims(const Checks& check, const Tensor& qkv, int
 }
 
 }  // namespace
+
+std::optional<nn::FloatType> float_type_of(DType dtype) {
+  switch (dtype) {
+    case DType::kF32:
+      return nn::FloatType::kF32;
+    case DType::kBF16:
+      return nn::FloatType::kBF16;
+    case DType::kF16:
+      return nn::FloatType::kF16;
+    default:
+      return std::nullopt;
+  }
+}
 
 Result<Tensor> embedding(Engine& engine, const std::string& name, const Tensor& tokens,
                          const Tensor& wte, const Tensor& wpe) {
@@ -540,7 +539,7 @@ Result<Tensor> cast(Engine& engine, const std::string& name, const Tensor& in, D
                     TensorKind kind) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType from, check.expect_float(in, "in", any_shape()));
-  const std::optional<nn::FloatType> to_type = float_type(to);
+  const std::optional<nn::FloatType> to_type = float_type_of(to);
   if (!to_type.has_value()) {
     return check.error("cast of " + Checks::describe(in, "in") + " to " +
                        std::string(dtype_name(to)) + ", expected f32, bf16 or f16");

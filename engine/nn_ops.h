@@ -40,6 +40,7 @@
 // Thread safety: as Engine (not thread-safe; the thread that drives the engine calls these).
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "engine/engine.h"
@@ -147,6 +148,9 @@ Result<Tensor> mean(Engine& engine, const std::string& name, const Tensor& in);
 Result<AdamWOut> adamw(Engine& engine, const std::string& name, const Tensor& param,
                        const Tensor& grad, const Tensor& m, const Tensor& v,
                        const nn::AdamWConfig& config, int step);
+
+// The kernels' storage type of an engine float dtype (f32, bf16, f16); nullopt for the others.
+std::optional<nn::FloatType> float_type_of(DType dtype);
 
 // out = in converted to dtype `to` (f32, bf16 or f16; nn::cast: narrowing rounds to nearest
 // even, the same dtype copies). `kind` is the output's, as for add.

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <utility>
 
+#include "engine/nn_ops.h"
 #include "kernels/nn_scalar.h"
 
 namespace ebb {
@@ -145,7 +146,7 @@ Status ModelState::accumulate(std::size_t i, const Tensor& d) {
                             std::to_string(d.bytes()) + " bytes");
   }
   const bool assign = written_[i] == 0;
-  const nn::FloatType t = *float_type_of(options_.grad_dtype);
+  const nn::FloatType t = *ops::float_type_of(options_.grad_dtype);
   EBB_RETURN_IF_ERROR(engine_.update(
       "grad_accumulate." + params_[i].name, {d}, {grad_views_[i]}, [t, n, assign](const OpArgs& a) {
         nn::accumulate(a.launch, t, a.outputs[0], static_cast<const float*>(a.inputs[0]), n,

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "engine/nn_ops.h"
 #include "kernels/optim.h"
 
 namespace ebb {
@@ -159,8 +160,8 @@ double Optimizer::state_bytes_per_parameter() const {
 
 Status Optimizer::step(int step, float lr, float grad_scale) {
   if (step < 1) return invalid_argument("optimizer step " + std::to_string(step) + " (from 1)");
-  const nn::FloatType param_t = *float_type_of(model_.param_dtype());
-  const nn::FloatType grad_t = *float_type_of(model_.grad_dtype());
+  const nn::FloatType param_t = *ops::float_type_of(model_.param_dtype());
+  const nn::FloatType grad_t = *ops::float_type_of(model_.grad_dtype());
   const bool master = has_master_weights(model_.precision());
   const FlatLayout& layout = model_.layout();
   for (std::size_t k = 0; k < slices_.size(); ++k) {
@@ -242,7 +243,7 @@ Status Optimizer::step(int step, float lr, float grad_scale) {
 }
 
 Result<GradientStats> gradient_stats(Engine& engine, const ModelState& state, float inv_scale) {
-  const nn::FloatType grad_t = *float_type_of(state.grad_dtype());
+  const nn::FloatType grad_t = *ops::float_type_of(state.grad_dtype());
   std::vector<Tensor> grads;
   std::vector<std::int64_t> numels;
   std::int64_t workspace = 1;

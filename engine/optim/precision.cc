@@ -33,17 +33,4 @@ DType precision_dtype(Precision p) {
   return DType::kF32;
 }
 
-std::optional<nn::FloatType> float_type_of(DType dtype) {
-  switch (dtype) {
-    case DType::kF32:
-      return nn::FloatType::kF32;
-    case DType::kBF16:
-      return nn::FloatType::kBF16;
-    case DType::kF16:
-      return nn::FloatType::kF16;
-    default:
-      return std::nullopt;
-  }
-}
-
 }  // namespace ebb

@@ -11,7 +11,6 @@
 #include <string_view>
 
 #include "engine/schema/tensor_kind.h"
-#include "kernels/nn.h"
 
 namespace ebb {
 
@@ -23,8 +22,6 @@ std::optional<Precision> precision_from_name(std::string_view name);
 
 // The dtype of the working parameter copies and activations.
 DType precision_dtype(Precision p);
-// A float dtype of the engine as the kernels' storage type; nullopt for an integer dtype.
-std::optional<nn::FloatType> float_type_of(DType dtype);
 // Whether the precision keeps separate fp32 master weights (every precision but kF32).
 inline bool has_master_weights(Precision p) { return p != Precision::kF32; }
 
