@@ -34,6 +34,7 @@
 #include "kernels/cpu/nn_cpu.h"
 #include "kernels/device.h"
 #include "kernels/nn.h"
+#include "tests/kernels/cuda_kernel_test.h"
 #include "tests/kernels/nn_test_support.h"
 
 namespace ebb::nn {
@@ -47,84 +48,10 @@ constexpr double kReductionTolerance = 1e-4;
 
 constexpr FloatType kF32 = FloatType::kF32;
 
-void check(const Status& status) {
-  if (!status.ok()) throw std::runtime_error(status.to_string());
-}
+using test_support::check;
+using test_support::value;
 
-template <typename T>
-T value(Result<T> result) {
-  check(result.status());
-  return std::move(result).value();
-}
-
-class NnCudaTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!cuda_device_present()) GTEST_SKIP() << "no CUDA GPU is visible";
-    DeviceOptions options;
-    options.kind = DeviceKind::kCuda;
-    options.capacity_bytes = 256 * kMiB;
-    device_ = value(create_device(options));
-  }
-
-  void TearDown() override {
-    if (device_ == nullptr) return;
-    (void)device_->synchronize();
-    for (void* p : allocations_) (void)device_->free(p);
-  }
-
-  Stream& stream() { return device_->default_stream(); }
-
-  // n elements of device memory, every byte 0xff: a NaN in fp32 and bf16, so an output element
-  // a kernel does not write shows up.
-  template <typename T>
-  T* allocate(std::size_t n) {
-    void* p = value(device_->allocate(n * sizeof(T)));
-    allocations_.push_back(p);
-    check(stream().memset_async(p, 0xff, n * sizeof(T)));
-    return static_cast<T*>(p);
-  }
-
-  template <typename T>
-  T* upload(const std::vector<T>& host) {
-    T* p = allocate<T>(host.size());
-    check(stream().copy_async(p, host.data(), host.size() * sizeof(T), CopyKind::kHostToDevice));
-    check(stream().synchronize());
-    return p;
-  }
-
-  // upload() of each vector, in order.
-  template <typename... T>
-  std::tuple<const T*...> upload_each(const std::vector<T>&... hosts) {
-    return {upload(hosts)...};
-  }
-
-  // N buffers of allocate<T>(n).
-  template <typename T, std::size_t N>
-  std::array<T*, N> allocate_each(std::size_t n) {
-    std::array<T*, N> buffers;
-    for (T*& p : buffers) p = allocate<T>(n);
-    return buffers;
-  }
-
-  template <typename T>
-  std::vector<T> download(const T* p, std::size_t n) {
-    std::vector<T> host(n);
-    check(stream().copy_async(host.data(), p, n * sizeof(T), CopyKind::kDeviceToHost));
-    check(stream().synchronize());
-    return host;
-  }
-
-  // Runs `kernel` on the stream (the nn call inside dispatches on the cuda LaunchContext) and
-  // waits for it, so a launch error or a fault surfaces here.
-  void run(const std::function<void(const LaunchContext&)>& kernel) {
-    check(stream().launch(kernel));
-    check(stream().synchronize());
-  }
-
-  std::unique_ptr<Device> device_;
-  std::vector<void*> allocations_;
-};
+class NnCudaTest : public test_support::CudaKernelTest {};
 
 // --- embedding ----------------------------------------------------------------------------------
 

@@ -28,76 +28,36 @@
 #include "kernels/optim.h"
 #include "kernels/optim_reference.h"
 #include "kernels/optim_scalar.h"
+#include "tests/kernels/cuda_kernel_test.h"
 #include "tests/kernels/nn_test_support.h"
+#include "tests/kernels/optim_test_support.h"
 
 namespace ebb::optim {
 namespace {
 
 using nn::expect_same_bits;
 using nn::random_vector;
+using test_support::Config;
+using test_support::initial_state;
+using test_support::kConfigs;
+using test_support::kTypes;
+using test_support::ModelState;
+using test_support::Optimizer;
+using test_support::random_gradient;
+using test_support::reference_step;
+using test_support::test_name;
+using test_support::Types;
 
-void check(const Status& status) {
-  if (!status.ok()) throw std::runtime_error(status.to_string());
-}
+using ::ebb::test_support::check;
+using ::ebb::test_support::value;
 
-template <typename T>
-T value(Result<T> result) {
-  check(result.status());
-  return std::move(result).value();
-}
-
-class OptimCudaTest : public ::testing::Test {
+class OptimCudaTest : public ::ebb::test_support::CudaKernelTest {
  protected:
-  void SetUp() override {
-    if (!cuda_device_present()) GTEST_SKIP() << "no CUDA GPU is visible";
-    DeviceOptions options;
-    options.kind = DeviceKind::kCuda;
-    options.capacity_bytes = 512 * kMiB;
-    device_ = value(create_device(options));
-  }
-
-  void TearDown() override {
-    if (device_ == nullptr) return;
-    (void)device_->synchronize();
-    for (void* p : allocations_) (void)device_->free(p);
-  }
-
-  Stream& stream() { return device_->default_stream(); }
-
-  // A device copy of `host`; null for an empty vector (a buffer the kernel does not use).
-  template <typename T>
-  T* upload(const std::vector<T>& host) {
-    if (host.empty()) return nullptr;
-    void* p = value(device_->allocate(host.size() * sizeof(T)));
-    allocations_.push_back(p);
-    check(stream().copy_async(p, host.data(), host.size() * sizeof(T), CopyKind::kHostToDevice));
-    check(stream().synchronize());
-    return static_cast<T*>(p);
-  }
-
-  template <typename T>
-  std::vector<T> download(const T* p, std::size_t n) {
-    std::vector<T> host(n);
-    if (n == 0) return host;
-    check(stream().copy_async(host.data(), p, n * sizeof(T), CopyKind::kDeviceToHost));
-    check(stream().synchronize());
-    return host;
-  }
-
   // A workspace of `floats` floats, filled with NaN so that a partial read before it is written
   // shows.
   float* workspace(std::int64_t floats) {
     return upload(std::vector<float>(floats, std::numeric_limits<float>::quiet_NaN()));
   }
-
-  // Runs `kernel` on the stream and waits for it, so that a launch error surfaces here.
-  void run(const std::function<void(const LaunchContext&)>& kernel) {
-    check(stream().launch(kernel));
-    check(stream().synchronize());
-  }
-
-  std::unique_ptr<Device> device_;
-  std::vector<void*> allocations_;
 };
 
 // --- gradient statistics -------------------------------------------------------------------------
@@ -150,63 +110,6 @@ TEST_F(OptimCudaTest, CombineStatsAddsInOrder) {
 
 // --- optimizers ----------------------------------------------------------------------------------
 
-enum class Optimizer { kAdamW, kAdafactor, kSm3 };
-
-// One optimizer and its hyperparameters (the step counter is set at each step).
-struct Config {
-  std::string name;
-  Optimizer optimizer;
-  AdamWStep adamw;
-  AdafactorStep adafactor;
-  Sm3Step sm3;
-};
-
-// The storage of a parameter and of its gradient.
-struct Types {
-  FloatType param;
-  bool master;  // an fp32 master; always there for bf16 and fp16 parameters
-  FloatType grad;
-};
-
-void PrintTo(const Config& config, std::ostream* os) { *os << config.name; }
-void PrintTo(const Types& types, std::ostream* os) {
-  *os << nn::float_type_name(types.param) << (types.master ? " with master" : "") << ", grad "
-      << nn::float_type_name(types.grad);
-}
-
-// One parameter's model state on the host; an empty vector is a buffer the configuration does
-// not use.
-struct ModelState {
-  std::vector<std::uint8_t> param;
-  std::vector<float> master, m, v, row, col;
-};
-
-float* data_or_null(std::vector<float>& buffer) { return buffer.empty() ? nullptr : buffer.data(); }
-
-ModelState initial_state(const Config& c, const Types& t, std::int64_t rows, std::int64_t cols) {
-  const std::int64_t n = rows * cols;
-  const std::vector<float> x = random_vector(n, 20, -2, 2);
-  ModelState s;
-  s.param.resize(n * nn::float_bytes(t.param));
-  for (std::int64_t i = 0; i < n; i++) store(t.param, s.param.data(), i, x[i]);
-  if (t.master) s.master = x;
-  bool first_moment = true;
-  if (c.optimizer == Optimizer::kAdamW) {
-    s.v.assign(n, 0.0F);
-  } else {
-    if (cols == 1) {
-      s.v.assign(n, 0.0F);
-    } else {
-      s.row.assign(rows, 0.0F);
-      s.col.assign(cols, 0.0F);
-    }
-    first_moment =
-        c.optimizer == Optimizer::kAdafactor ? c.adafactor.beta1 > 0.0F : c.sm3.momentum > 0.0F;
-  }
-  if (first_moment) s.m.assign(n, 0.0F);
-  return s;
-}
-
 // Device pointers of a model state (null where the host vector is empty).
 struct DeviceState {
   void* param;
@@ -220,13 +123,12 @@ class OptimCudaStepTest : public OptimCudaTest,
   void step(const Config& c, const Types& t, const DeviceState& d, ModelState& h,
             const std::vector<std::uint8_t>& grad, std::int64_t rows, std::int64_t cols, int step) {
     const std::uint8_t* d_grad = upload(grad);
+    reference_step(c, t, h, grad, rows, cols, step);
     const std::int64_t n = rows * cols;
     switch (c.optimizer) {
       case Optimizer::kAdamW: {
         AdamWStep a = c.adamw;
         a.step = step;
-        reference::adamw(t.param, h.param.data(), data_or_null(h.master), h.m.data(), h.v.data(),
-                         t.grad, grad.data(), n, a);
         run([&](const LaunchContext& ctx) {
           adamw(ctx, t.param, d.param, d.master, d.m, d.v, t.grad, d_grad, n, a);
         });
@@ -235,9 +137,6 @@ class OptimCudaStepTest : public OptimCudaTest,
       case Optimizer::kAdafactor: {
         AdafactorStep a = c.adafactor;
         a.step = step;
-        reference::adafactor(t.param, h.param.data(), data_or_null(h.master), data_or_null(h.row),
-                             data_or_null(h.col), data_or_null(h.v), data_or_null(h.m), t.grad,
-                             grad.data(), rows, cols, a);
         float* ws = workspace(adafactor_workspace_floats(rows, cols));
         run([&](const LaunchContext& ctx) {
           adafactor(ctx, t.param, d.param, d.master, d.row, d.col, d.v, d.m, t.grad, d_grad, rows,
@@ -246,9 +145,6 @@ class OptimCudaStepTest : public OptimCudaTest,
         return;
       }
       case Optimizer::kSm3: {
-        reference::sm3(t.param, h.param.data(), data_or_null(h.master), data_or_null(h.row),
-                       data_or_null(h.col), data_or_null(h.v), data_or_null(h.m), t.grad,
-                       grad.data(), rows, cols, c.sm3);
         float* ws = workspace(sm3_workspace_floats(rows, cols));
         run([&](const LaunchContext& ctx) {
           sm3(ctx, t.param, d.param, d.master, d.row, d.col, d.v, d.m, t.grad, d_grad, rows, cols,
@@ -272,11 +168,7 @@ TEST_P(OptimCudaStepTest, MatchesReferenceBitForBit) {
     const DeviceState d{upload(host.param), upload(host.master), upload(host.m),
                         upload(host.v),     upload(host.row),    upload(host.col)};
     for (int s = 1; s <= 3; s++) {
-      const std::vector<float> values = random_vector(rows * cols, 30 + s, -1, 1);
-      std::vector<std::uint8_t> grad(values.size() * nn::float_bytes(types.grad));
-      for (std::size_t i = 0; i < values.size(); i++) {
-        store(types.grad, grad.data(), static_cast<std::int64_t>(i), values[i]);
-      }
+      const std::vector<std::uint8_t> grad = random_gradient(types.grad, rows * cols, 30 + s);
       step(config, types, d, host, grad, rows, cols, s);
       const std::string what = shape + ", step " + std::to_string(s);
       expect_same_bits(download(static_cast<const std::uint8_t*>(d.param), host.param.size()),
@@ -288,43 +180,6 @@ TEST_P(OptimCudaStepTest, MatchesReferenceBitForBit) {
       expect_same_bits(download(d.col, host.col.size()), host.col, what + ": col");
     }
   }
-}
-
-const Config kConfigs[] = {
-    {"AdamW",
-     Optimizer::kAdamW,
-     AdamWStep{.lr = 1e-2F, .weight_decay = 0.05F, .grad_scale = 0.5F},
-     {},
-     {}},
-    {"Adafactor", Optimizer::kAdafactor, {}, AdafactorStep{.lr = 1e-2F, .grad_scale = 0.5F}, {}},
-    {"AdafactorRelativeStepFirstMomentDecayClip",
-     Optimizer::kAdafactor,
-     {},
-     AdafactorStep{.relative_step = true,
-                   .clip_d = 0.25F,
-                   .beta1 = 0.9F,
-                   .weight_decay = 0.1F,
-                   .grad_scale = 2.0F},
-     {}},
-    {"Sm3", Optimizer::kSm3, {}, {}, Sm3Step{.lr = 1e-2F, .grad_scale = 0.5F}},
-    {"Sm3MomentumDecay",
-     Optimizer::kSm3,
-     {},
-     {},
-     Sm3Step{.lr = 1e-2F, .momentum = 0.9F, .weight_decay = 0.1F, .grad_scale = 0.5F}},
-};
-
-const Types kTypes[] = {
-    {FloatType::kF32, false, FloatType::kF32}, {FloatType::kF32, false, FloatType::kBF16},
-    {FloatType::kF32, true, FloatType::kF16},  {FloatType::kBF16, true, FloatType::kBF16},
-    {FloatType::kBF16, true, FloatType::kF32}, {FloatType::kF16, true, FloatType::kF16},
-    {FloatType::kF16, true, FloatType::kBF16},
-};
-
-std::string test_name(const testing::TestParamInfo<std::tuple<Config, Types>>& info) {
-  const auto& [config, types] = info.param;
-  return config.name + "_" + std::string(nn::float_type_name(types.param)) +
-         (types.master ? "Master" : "") + "_grad" + std::string(nn::float_type_name(types.grad));
 }
 
 INSTANTIATE_TEST_SUITE_P(All, OptimCudaStepTest,

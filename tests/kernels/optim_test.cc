@@ -30,11 +30,23 @@
 #include "kernels/optim_reference.h"
 #include "kernels/optim_scalar.h"
 #include "tests/kernels/nn_test_support.h"
+#include "tests/kernels/optim_test_support.h"
 
 namespace ebb::optim {
 namespace {
 
 using nn::random_vector;
+using test_support::Config;
+using test_support::data_or_null;
+using test_support::initial_state;
+using test_support::kConfigs;
+using test_support::kTypes;
+using test_support::ModelState;
+using test_support::Optimizer;
+using test_support::random_gradient;
+using test_support::reference_step;
+using test_support::test_name;
+using test_support::Types;
 
 const LaunchContext kCpu{DeviceKind::kCpu, nullptr};
 
@@ -330,69 +342,13 @@ TEST(OptimTest, StateAndWorkspaceSizes) {
 
 // --- the cpu against the reference, bit for bit --------------------------------------------------
 
-enum class Optimizer { kAdamW, kAdafactor, kSm3 };
-
-// One optimizer and its hyperparameters (the step counter is set at each step).
-struct Config {
-  std::string name;
-  Optimizer optimizer;
-  AdamWStep adamw;
-  AdafactorStep adafactor;
-  Sm3Step sm3;
-};
-
-// The storage of a parameter and of its gradient.
-struct Types {
-  FloatType param;
-  bool master;  // an fp32 master; always there for bf16 and fp16 parameters
-  FloatType grad;
-};
-
-// One parameter's model state: every buffer a step reads or writes. An empty vector is a buffer
-// the configuration does not use, passed as null.
-struct ModelState {
-  std::vector<std::uint8_t> param;
-  std::vector<float> master, m, v, row, col;
-};
-
-// gtest prints parameters with these (the names, not the bytes).
-void PrintTo(const Config& config, std::ostream* os) { *os << config.name; }
-void PrintTo(const Types& types, std::ostream* os) {
-  *os << nn::float_type_name(types.param) << (types.master ? " with master" : "") << ", grad "
-      << nn::float_type_name(types.grad);
-}
-
-float* data_or_null(std::vector<float>& buffer) { return buffer.empty() ? nullptr : buffer.data(); }
-
-ModelState initial_state(const Config& c, const Types& t, std::int64_t rows, std::int64_t cols) {
-  const std::int64_t n = rows * cols;
-  const std::vector<float> x = random_vector(n, 20, -2, 2);
-  ModelState s;
-  s.param.resize(n * nn::float_bytes(t.param));
-  for (std::int64_t i = 0; i < n; i++) store(t.param, s.param.data(), i, x[i]);
-  if (t.master) s.master = x;
-  const bool vector = cols == 1;
-  bool first_moment = false;
-  if (c.optimizer == Optimizer::kAdamW) {
-    s.v.assign(n, 0.0F);
-    first_moment = true;
-  } else {
-    if (vector) {
-      s.v.assign(n, 0.0F);
-    } else {
-      s.row.assign(rows, 0.0F);
-      s.col.assign(cols, 0.0F);
-    }
-    first_moment =
-        c.optimizer == Optimizer::kAdafactor ? c.adafactor.beta1 > 0.0F : c.sm3.momentum > 0.0F;
-  }
-  if (first_moment) s.m.assign(n, 0.0F);
-  return s;
-}
-
 // Step `step` of c on s, with the cpu kernels (through the dispatchers) or with the reference.
 void run_step(const Config& c, const Types& t, ModelState& s, const std::vector<std::uint8_t>& grad,
               std::int64_t rows, std::int64_t cols, int step, bool use_reference) {
+  if (use_reference) {
+    reference_step(c, t, s, grad, rows, cols, step);
+    return;
+  }
   void* p = s.param.data();
   float* master = data_or_null(s.master);
   float* m = data_or_null(s.m);
@@ -404,34 +360,22 @@ void run_step(const Config& c, const Types& t, ModelState& s, const std::vector<
     case Optimizer::kAdamW: {
       AdamWStep a = c.adamw;
       a.step = step;
-      if (use_reference) {
-        reference::adamw(t.param, p, master, m, v, t.grad, g, rows * cols, a);
-      } else {
-        adamw(kCpu, t.param, p, master, m, v, t.grad, g, rows * cols, a);
-      }
+      adamw(kCpu, t.param, p, master, m, v, t.grad, g, rows * cols, a);
       return;
     }
     case Optimizer::kAdafactor: {
       AdafactorStep a = c.adafactor;
       a.step = step;
-      if (use_reference) {
-        reference::adafactor(t.param, p, master, row, col, v, m, t.grad, g, rows, cols, a);
-      } else {
-        std::vector<float> workspace(adafactor_workspace_floats(rows, cols));
-        adafactor(kCpu, t.param, p, master, row, col, v, m, t.grad, g, rows, cols, a,
-                  workspace.data());
-      }
+      std::vector<float> workspace(adafactor_workspace_floats(rows, cols));
+      adafactor(kCpu, t.param, p, master, row, col, v, m, t.grad, g, rows, cols, a,
+                workspace.data());
       return;
     }
-    case Optimizer::kSm3:
-      if (use_reference) {
-        reference::sm3(t.param, p, master, row, col, v, m, t.grad, g, rows, cols, c.sm3);
-      } else {
-        std::vector<float> workspace(sm3_workspace_floats(rows, cols));
-        sm3(kCpu, t.param, p, master, row, col, v, m, t.grad, g, rows, cols, c.sm3,
-            workspace.data());
-      }
+    case Optimizer::kSm3: {
+      std::vector<float> workspace(sm3_workspace_floats(rows, cols));
+      sm3(kCpu, t.param, p, master, row, col, v, m, t.grad, g, rows, cols, c.sm3, workspace.data());
       return;
+    }
   }
 }
 
@@ -457,11 +401,7 @@ TEST_P(OptimCpuTest, MatchesReferenceBitForBitForAnyThreadCount) {
     const std::string shape = std::to_string(rows) + "x" + std::to_string(cols);
     std::vector<std::vector<std::uint8_t>> grads(kSteps);
     for (int step = 0; step < kSteps; step++) {
-      const std::vector<float> values = random_vector(rows * cols, 30 + step, -1, 1);
-      grads[step].resize(values.size() * nn::float_bytes(types.grad));
-      for (std::size_t i = 0; i < values.size(); i++) {
-        store(types.grad, grads[step].data(), static_cast<std::int64_t>(i), values[i]);
-      }
+      grads[step] = random_gradient(types.grad, rows * cols, 30 + step);
     }
     const ModelState initial = initial_state(config, types, rows, cols);
     ModelState expected = initial;
@@ -478,44 +418,6 @@ TEST_P(OptimCpuTest, MatchesReferenceBitForBitForAnyThreadCount) {
       expect_same_state(state, expected, shape + ", " + std::to_string(threads) + " threads");
     }
   }
-}
-
-const Config kConfigs[] = {
-    {"AdamW",
-     Optimizer::kAdamW,
-     AdamWStep{.lr = 1e-2F, .weight_decay = 0.05F, .grad_scale = 0.5F},
-     {},
-     {}},
-    {"Adafactor", Optimizer::kAdafactor, {}, AdafactorStep{.lr = 1e-2F, .grad_scale = 0.5F}, {}},
-    // Every option, and a d that clips.
-    {"AdafactorRelativeStepFirstMomentDecayClip",
-     Optimizer::kAdafactor,
-     {},
-     AdafactorStep{.relative_step = true,
-                   .clip_d = 0.25F,
-                   .beta1 = 0.9F,
-                   .weight_decay = 0.1F,
-                   .grad_scale = 2.0F},
-     {}},
-    {"Sm3", Optimizer::kSm3, {}, {}, Sm3Step{.lr = 1e-2F, .grad_scale = 0.5F}},
-    {"Sm3MomentumDecay",
-     Optimizer::kSm3,
-     {},
-     {},
-     Sm3Step{.lr = 1e-2F, .momentum = 0.9F, .weight_decay = 0.1F, .grad_scale = 0.5F}},
-};
-
-const Types kTypes[] = {
-    {FloatType::kF32, false, FloatType::kF32}, {FloatType::kF32, false, FloatType::kBF16},
-    {FloatType::kF32, true, FloatType::kF16},  {FloatType::kBF16, true, FloatType::kBF16},
-    {FloatType::kBF16, true, FloatType::kF32}, {FloatType::kF16, true, FloatType::kF16},
-    {FloatType::kF16, true, FloatType::kBF16},
-};
-
-std::string test_name(const testing::TestParamInfo<std::tuple<Config, Types>>& info) {
-  const auto& [config, types] = info.param;
-  return config.name + "_" + std::string(nn::float_type_name(types.param)) +
-         (types.master ? "Master" : "") + "_grad" + std::string(nn::float_type_name(types.grad));
 }
 
 INSTANTIATE_TEST_SUITE_P(All, OptimCpuTest,
