@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/ebb.h"
@@ -32,6 +34,28 @@ std::vector<float> read_all(Engine& engine, const Tensor& t) {
   std::vector<float> host(t.bytes() / sizeof(float));
   EXPECT_TRUE(engine.read(t, host.data(), t.bytes()).ok());
   return host;
+}
+
+// An engine that makes room by recompute alone under `budget` (0: none), no warm-up.
+std::unique_ptr<Engine> recompute_engine(Device& device, std::size_t budget) {
+  return Engine::create({.device = device,
+                         .budget_bytes = budget,
+                         .policy = EvictionPolicy::kRecompute,
+                         .warmup_iterations = 0})
+      .value();
+}
+
+// Six activations of n floats made one from the other after `from`: enough that `from` must be
+// dropped under a budget of a few such tensors.
+void run_chain_after(Engine& engine, const Tensor& from, std::size_t n) {
+  Tensor x = from;
+  for (int i = 0; i < 6; ++i) {
+    x = engine
+            .run("b" + std::to_string(i), {x},
+                 {f32("b" + std::to_string(i), {static_cast<std::int64_t>(n)})},
+                 test_ops::scale(n, 0.5F, 1.0F))
+            .value()[0];
+  }
 }
 
 TEST(EngineView, OpsReadAndWriteTheBytesOfTheirBase) {
@@ -97,24 +121,13 @@ TEST(EngineUpdate, RebuildsWhatReplayWouldReadBeforeTheWrite) {
   constexpr std::size_t kN = 64 * 1024;  // 256 KiB per tensor
   auto run = [&](std::size_t budget, std::vector<float>* kept, std::int64_t* replays) {
     auto device = make_cpu_device();
-    auto engine = Engine::create({.device = *device,
-                                  .budget_bytes = budget,
-                                  .policy = EvictionPolicy::kRecompute,
-                                  .warmup_iterations = 0})
-                      .value();
+    auto engine = recompute_engine(*device, budget);
     std::vector<float> w0(kN);
     for (std::size_t i = 0; i < kN; ++i) w0[i] = 0.001F * static_cast<float>(i % 97);
     Tensor w = engine->parameter(f32("w", {kN}, TensorKind::kParameter), w0.data()).value();
     IterationScope it(*engine);
     Tensor a = engine->run("a", {w}, {f32("a", {kN})}, test_ops::tanh_op(kN)).value()[0];
-    // Enough activations after it that `a` must be dropped under the small budget.
-    Tensor x = a;
-    for (int i = 0; i < 6; ++i) {
-      x = engine
-              ->run("b" + std::to_string(i), {x}, {f32("b" + std::to_string(i), {kN})},
-                    test_ops::scale(kN, 0.5F, 1.0F))
-              .value()[0];
-    }
+    run_chain_after(*engine, a, kN);
     Tensor g = engine->input(f32("g", {kN}), std::vector<float>(kN, 0.25F).data()).value();
     EXPECT_TRUE(engine->update("w_update", {g}, {w}, accumulate(kN)).ok());
     *kept = read_all(*engine, a);
@@ -204,11 +217,7 @@ TEST(EngineView, ReplayReadsTheViewNotTheStartOfItsBase) {
   constexpr std::size_t kN = 64 * 1024;  // 256 KiB per tensor
   auto run = [&](std::size_t budget, std::int64_t* replays) {
     auto device = make_cpu_device();
-    auto engine = Engine::create({.device = *device,
-                                  .budget_bytes = budget,
-                                  .policy = EvictionPolicy::kRecompute,
-                                  .warmup_iterations = 0})
-                      .value();
+    auto engine = recompute_engine(*device, budget);
     std::vector<float> flat(2 * kN);
     for (std::size_t i = 0; i < flat.size(); ++i) flat[i] = i < kN ? 1.0F : 0.001F * (i % 89);
     Tensor buffer =
@@ -216,13 +225,7 @@ TEST(EngineView, ReplayReadsTheViewNotTheStartOfItsBase) {
     Tensor second = engine->view(buffer, kN * sizeof(float), f32("second", {kN})).value();
     IterationScope it(*engine);
     Tensor a = engine->run("a", {second}, {f32("a", {kN})}, test_ops::tanh_op(kN)).value()[0];
-    Tensor x = a;
-    for (int i = 0; i < 6; ++i) {
-      x = engine
-              ->run("b" + std::to_string(i), {x}, {f32("b" + std::to_string(i), {kN})},
-                    test_ops::scale(kN, 0.5F, 1.0F))
-              .value()[0];
-    }
+    run_chain_after(*engine, a, kN);
     std::vector<float> result = read_all(*engine, a);
     *replays = engine->stats().recomputed_ops;
     return result;

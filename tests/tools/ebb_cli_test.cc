@@ -649,14 +649,20 @@ TEST(EbbCli, DemoJsonSaysIdentical) {
   EXPECT_NEAR(out["overhead"].get<double>(), budgeted_ms / unconstrained_ms - 1, 1e-9);
 }
 
+// `ebb train --json`'s output: one object per line (each step, then the summary).
+std::vector<nlohmann::json> json_lines(const std::string& out) {
+  std::istringstream lines(out);
+  std::vector<nlohmann::json> objects;
+  for (std::string line; std::getline(lines, line);) objects.push_back(nlohmann::json::parse(line));
+  return objects;
+}
+
 TEST(EbbCli, TrainPrintsAStepLineAndASummary) {
   CliRun run =
       ebb("train --layers 1 --d-model 32 --heads 2 --seq 16 --batch 2 --vocab 64 "
           "--steps 2 --json");
   ASSERT_EQ(run.exit_code, 0) << run.err;
-  std::istringstream lines(run.out);
-  std::vector<nlohmann::json> steps;
-  for (std::string line; std::getline(lines, line);) steps.push_back(nlohmann::json::parse(line));
+  std::vector<nlohmann::json> steps = json_lines(run.out);
   ASSERT_FALSE(steps.empty());
   const nlohmann::json summary = steps.back();
   steps.pop_back();
@@ -693,9 +699,7 @@ TEST(EbbCli, TrainJsonReportsSkipsAndModelState) {
       ebb("train --layers 1 --d-model 32 --heads 2 --seq 16 --batch 2 --vocab 64 "
           "--steps 3 --precision fp16 --json");
   ASSERT_EQ(run.exit_code, 0) << run.err;
-  std::istringstream lines(run.out);
-  std::vector<nlohmann::json> steps;
-  for (std::string line; std::getline(lines, line);) steps.push_back(nlohmann::json::parse(line));
+  std::vector<nlohmann::json> steps = json_lines(run.out);
   ASSERT_EQ(steps.size(), 4u) << run.out;
   const nlohmann::json summary = steps.back();
   steps.pop_back();

@@ -37,12 +37,17 @@ std::string temp_path(const std::string& name) {
 struct PolicyCase {
   EvictionPolicy policy;
   double fraction;
+  Precision precision = Precision::kF32;
 };
 
 class TrainUnderBudget : public testing::TestWithParam<PolicyCase> {};
 
+// The promise at every precision: in bf16 and fp16 too (16-bit activations swapped and
+// recomputed, fp32 masters updated in place) a run under a budget is the unconstrained run of
+// the same precision, bit for bit, fp16's skipped steps included.
 TEST_P(TrainUnderBudget, LossesAndParametersAreBitwiseIdentical) {
-  const TrainOptions base = small_options();
+  TrainOptions base = small_options();
+  base.precision = GetParam().precision;
   Result<TrainResult> free_run = train(base);
   ASSERT_TRUE(free_run.ok()) << free_run.status().to_string();
 
@@ -57,6 +62,7 @@ TEST_P(TrainUnderBudget, LossesAndParametersAreBitwiseIdentical) {
   for (std::size_t i = 0; i < tight->steps.size(); ++i) {
     EXPECT_TRUE(same_bits(tight->steps[i].loss, free_run->steps[i].loss))
         << "step " << i + 1 << ": " << tight->steps[i].loss << " vs " << free_run->steps[i].loss;
+    EXPECT_EQ(tight->steps[i].skipped, free_run->steps[i].skipped) << "step " << i + 1;
   }
   EXPECT_TRUE(same_bits(tight->final_parameters, free_run->final_parameters));
   EXPECT_LE(tight->peak_reserved_bytes, budgeted.budget_bytes);
@@ -64,18 +70,25 @@ TEST_P(TrainUnderBudget, LossesAndParametersAreBitwiseIdentical) {
   EXPECT_GT(tight->engine.evictions, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(PoliciesAndBudgets, TrainUnderBudget,
-                         testing::Values(PolicyCase{EvictionPolicy::kSwap, 0.7},
-                                         PolicyCase{EvictionPolicy::kSwap, 0.4},
-                                         PolicyCase{EvictionPolicy::kRecompute, 0.7},
-                                         PolicyCase{EvictionPolicy::kRecompute, 0.4},
-                                         PolicyCase{EvictionPolicy::kBoth, 0.7},
-                                         PolicyCase{EvictionPolicy::kBoth, 0.4}),
-                         [](const testing::TestParamInfo<PolicyCase>& info) {
-                           return std::string(eviction_policy_name(info.param.policy)) + "_" +
-                                  std::to_string(static_cast<int>(info.param.fraction * 100)) +
-                                  "pct";
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    PoliciesAndBudgets, TrainUnderBudget,
+    testing::Values(PolicyCase{EvictionPolicy::kSwap, 0.7}, PolicyCase{EvictionPolicy::kSwap, 0.4},
+                    PolicyCase{EvictionPolicy::kRecompute, 0.7},
+                    PolicyCase{EvictionPolicy::kRecompute, 0.4},
+                    PolicyCase{EvictionPolicy::kBoth, 0.7}, PolicyCase{EvictionPolicy::kBoth, 0.4},
+                    PolicyCase{EvictionPolicy::kSwap, 0.5, Precision::kBF16},
+                    PolicyCase{EvictionPolicy::kRecompute, 0.7, Precision::kBF16},
+                    PolicyCase{EvictionPolicy::kBoth, 0.5, Precision::kBF16},
+                    PolicyCase{EvictionPolicy::kSwap, 0.5, Precision::kF16},
+                    PolicyCase{EvictionPolicy::kRecompute, 0.7, Precision::kF16},
+                    PolicyCase{EvictionPolicy::kBoth, 0.5, Precision::kF16}),
+    [](const testing::TestParamInfo<PolicyCase>& info) {
+      const std::string precision = info.param.precision == Precision::kF32
+                                        ? ""
+                                        : std::string(precision_name(info.param.precision)) + "_";
+      return precision + std::string(eviction_policy_name(info.param.policy)) + "_" +
+             std::to_string(static_cast<int>(info.param.fraction * 100)) + "pct";
+    });
 
 // The promise with NVMe in the path: a host tier far too small for the swapped activations, so
 // that most swap-outs spill to the NVMe tier and come back through staging.
