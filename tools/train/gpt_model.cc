@@ -152,16 +152,23 @@ Result<StepOutcome> GptModel::accumulate_and_update(
   const float dloss = control.loss_scale / (n * micro);
   state_->begin_step();
   StepOutcome outcome;
+  // Each micro-batch's loss (one float) is read after the last one, so that the host does not
+  // wait for the device between micro-batches.
+  std::vector<Tensor> losses;
   for (std::size_t k = 0; k < inputs.size(); ++k) {
     EBB_ASSIGN_OR_RETURN(Tensor tokens,
                          engine_.input({"tokens", shape, DType::kI32}, inputs[k].data()));
     EBB_ASSIGN_OR_RETURN(Tensor target,
                          engine_.input({"targets", shape, DType::kI32}, targets[k].data()));
     EBB_ASSIGN_OR_RETURN(Tensor loss, forward_backward(tokens, target, dloss));
+    losses.push_back(loss);
+    for (const Tensor& t : {tokens, target}) EBB_RETURN_IF_ERROR(engine_.release(t));
+  }
+  for (const Tensor& loss : losses) {
     float host_loss = 0;
     EBB_RETURN_IF_ERROR(engine_.read(loss, &host_loss, sizeof(host_loss)));
     outcome.loss += host_loss / micro;
-    for (const Tensor& t : {loss, tokens, target}) EBB_RETURN_IF_ERROR(engine_.release(t));
+    EBB_RETURN_IF_ERROR(engine_.release(loss));
   }
   float grad_scale = 1.0F / control.loss_scale;
   if (control.skip_nonfinite || control.clip_norm > 0) {
