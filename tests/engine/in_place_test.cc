@@ -3,6 +3,7 @@
 // may change a bit of what replay and eviction give back.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -45,15 +46,21 @@ std::unique_ptr<Engine> recompute_engine(Device& device, std::size_t budget) {
       .value();
 }
 
-// Six activations of n floats made one from the other after `from`: enough that `from` must be
-// dropped under a budget of a few such tensors.
+// Recompute costs given to the ops rather than measured, so that which tensor eviction drops
+// does not depend on how fast this build runs the kernels (a sanitizer build runs tanh far
+// slower): `a` is cheap to rebuild, the chain after it dear.
+constexpr std::chrono::nanoseconds kCheap{1000};
+constexpr std::chrono::nanoseconds kDear{1000000};
+
+// Six activations of n floats made one from the other after `from`: enough that `from`, the
+// cheapest to rebuild, must be dropped under a budget of a few such tensors.
 void run_chain_after(Engine& engine, const Tensor& from, std::size_t n) {
   Tensor x = from;
   for (int i = 0; i < 6; ++i) {
+    const std::string name = "b" + std::to_string(i);
     x = engine
-            .run("b" + std::to_string(i), {x},
-                 {f32("b" + std::to_string(i), {static_cast<std::int64_t>(n)})},
-                 test_ops::scale(n, 0.5F, 1.0F))
+            .run(name, {x}, {f32(name, {static_cast<std::int64_t>(n)})},
+                 test_ops::scale(n, 0.5F, 1.0F), kDear)
             .value()[0];
   }
 }
@@ -126,7 +133,7 @@ TEST(EngineUpdate, RebuildsWhatReplayWouldReadBeforeTheWrite) {
     for (std::size_t i = 0; i < kN; ++i) w0[i] = 0.001F * static_cast<float>(i % 97);
     Tensor w = engine->parameter(f32("w", {kN}, TensorKind::kParameter), w0.data()).value();
     IterationScope it(*engine);
-    Tensor a = engine->run("a", {w}, {f32("a", {kN})}, test_ops::tanh_op(kN)).value()[0];
+    Tensor a = engine->run("a", {w}, {f32("a", {kN})}, test_ops::tanh_op(kN), kCheap).value()[0];
     run_chain_after(*engine, a, kN);
     Tensor g = engine->input(f32("g", {kN}), std::vector<float>(kN, 0.25F).data()).value();
     EXPECT_TRUE(engine->update("w_update", {g}, {w}, accumulate(kN)).ok());
@@ -224,7 +231,8 @@ TEST(EngineView, ReplayReadsTheViewNotTheStartOfItsBase) {
         engine->parameter(f32("flat", {2 * kN}, TensorKind::kParameter), flat.data()).value();
     Tensor second = engine->view(buffer, kN * sizeof(float), f32("second", {kN})).value();
     IterationScope it(*engine);
-    Tensor a = engine->run("a", {second}, {f32("a", {kN})}, test_ops::tanh_op(kN)).value()[0];
+    Tensor a =
+        engine->run("a", {second}, {f32("a", {kN})}, test_ops::tanh_op(kN), kCheap).value()[0];
     run_chain_after(*engine, a, kN);
     std::vector<float> result = read_all(*engine, a);
     *replays = engine->stats().recomputed_ops;
