@@ -37,6 +37,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "kernels/device.h"
 #include "kernels/nn.h"
@@ -149,6 +150,26 @@ void sm3(const LaunchContext& ctx, FloatType param_t, void* param, float* master
 // (kernels/cuda/optim_cuda.cu, built with the CUDA backend only) enqueueing on `stream`, a
 // cudaStream_t. Same arguments and contracts as above. Callers use the dispatchers.
 namespace cpu {
+// The vector instructions the cpu backend's element loops run with (kernels/cpu/optim_cpu_loops.h):
+// each level gives the same bits, only the speed differs. Ordered: a level's instructions include
+// those of the levels before it.
+enum class SimdLevel : std::uint8_t {
+  kScalar,  // no vector instructions: the fallback
+  kAvx2,    // 256-bit: avx2
+  kAvx512,  // 512-bit: avx512f, avx512bw and avx512vl
+};
+// The highest level this CPU (and its OS) supports, by __builtin_cpu_supports.
+SimdLevel detected_simd_level();
+// The level in use: at first use, the environment variable EBB_CPU_SIMD (scalar, avx2 or avx512)
+// when set and not empty, else detected_simd_level(); either way at most the detected level.
+// Throws std::invalid_argument when EBB_CPU_SIMD is set to another word. Thread-safe.
+SimdLevel simd_level();
+// Sets the level in use to min(level, detected_simd_level()), for tests and benchmarks; a kernel
+// already running keeps the level it started with. Thread-safe.
+void set_simd_level(SimdLevel level);
+// "scalar", "avx2" or "avx512"; throws std::invalid_argument for a value outside the enum.
+std::string_view simd_level_name(SimdLevel level);
+
 void grad_stats(FloatType grad_t, const void* grad, std::int64_t n, float inv_scale, float* out,
                 float* workspace);
 void combine_stats(const float* parts, int k, float* out);

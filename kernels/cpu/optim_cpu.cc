@@ -6,12 +6,15 @@
 //
 // The task split (for_each_task, for_each_chunk) is the nn backend's (kernels/cpu/nn_cpu_launch.h).
 // The loops are compiled per pair of storage types (parameter, gradient), so that a load or a
-// store is the conversion itself and not a switch per element.
+// store is the conversion itself and not a switch per element. The element loops (AdamW, the
+// update of X in Adafactor and SM3) are compiled once more per SimdLevel and picked at each call
+// by the level in use (kernels/cpu/optim_cpu_loops.h); the sums stay the scalar loops here.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/nn_cpu_launch.h"
+#include "kernels/cpu/optim_cpu_loops.h"
 #include "kernels/nn_scalar.h"
 #include "kernels/optim.h"
 #include "kernels/optim_scalar.h"
@@ -21,7 +24,6 @@ namespace {
 
 using nn::cpu::for_each_chunk;
 using nn::cpu::for_each_task;
-using nn::cpu::Index;
 using nn::cpu::kElementwiseChunk;
 
 constexpr Index kColumnBlock = 64;  // columns per task of a sum over rows: 256 B of a row
@@ -33,23 +35,6 @@ float ordered_sum(const float* parts, Index count, Index stride = 1) {
   return sum;
 }
 
-// Typed access to one parameter's X (the master, or the fp32 parameter) and scaled gradient; P and
-// G are nn's storage types (float, nn::Bf16, nn::F16).
-template <typename P, typename G>
-struct Views {
-  P* param;
-  float* master;
-  const G* grad;
-  float grad_scale;
-
-  float x(Index i) const { return master != nullptr ? master[i] : nn::to_float(param[i]); }
-  void set_x(Index i, float value) const {
-    if (master != nullptr) master[i] = value;
-    param[i] = nn::from_float<P>(value);
-  }
-  float g(Index i) const { return nn::to_float(grad[i]) * grad_scale; }
-};
-
 // fn(Views<P, G>) for the storage types of the parameter and the gradient.
 template <typename Fn>
 void with_views(FloatType param_t, void* param, float* master, FloatType grad_t, const void* grad,
@@ -60,9 +45,6 @@ void with_views(FloatType param_t, void* param, float* master, FloatType grad_t,
     });
   });
 }
-
-// The element of m at i, or null where there is no m.
-float* element_or_null(float* m, Index i) { return m != nullptr ? m + i : nullptr; }
 
 // sum of f(i) over [0, n) by the chunked tree, with the chunk sums in `partial`.
 template <typename Term>
@@ -106,8 +88,8 @@ float add(float acc, float term) { return acc + term; }
 
 // --- Adafactor's two shapes ---------------------------------------------------------------------
 
-template <typename V>
-void adafactor_vector(const V& a, float* v, float* m, Index n, const AdafactorStep& s,
+template <typename P, typename G>
+void adafactor_vector(const Views<P, G>& a, float* v, float* m, Index n, const AdafactorStep& s,
                       const AdafactorConstants& k, float* partial) {
   float alpha = s.lr;
   if (s.relative_step) {
@@ -120,19 +102,16 @@ void adafactor_vector(const V& a, float* v, float* m, Index n, const AdafactorSt
     return u * u;
   });
   const float clip_divisor = adafactor_clip_divisor(root_mean(sum, n), s);
+  const auto update = element_loops<P, G>().adafactor_vector;
   for_each_chunk(n, kElementwiseChunk, [&](Index i0, Index i1) {
-    for (Index i = i0; i < i1; i++) {
-      float x = a.x(i);
-      adafactor_element(adafactor_vector_u(a.g(i), v[i]), clip_divisor, alpha, x,
-                        element_or_null(m, i), s);
-      a.set_x(i, x);
-    }
+    update(a, m, v + i0, 0.0F, 0.0F, i0, i1, clip_divisor, alpha, s);
   });
 }
 
-template <typename V>
-void adafactor_matrix(const V& a, float* row, float* col, float* m, Index rows, Index cols,
-                      const AdafactorStep& s, const AdafactorConstants& k, float* partial) {
+template <typename P, typename G>
+void adafactor_matrix(const Views<P, G>& a, float* row, float* col, float* m, Index rows,
+                      Index cols, const AdafactorStep& s, const AdafactorConstants& k,
+                      float* partial) {
   const Index n = rows * cols;
   float alpha = s.lr;
   if (s.relative_step) {
@@ -158,12 +137,9 @@ void adafactor_matrix(const V& a, float* row, float* col, float* m, Index rows, 
     return u * u;
   });
   const float clip_divisor = adafactor_clip_divisor(root_mean(sum, n), s);
+  const auto update = element_loops<P, G>().adafactor_row;
   for_each_task(rows, [&](Index i) {
-    for (Index j = 0; j < cols; j++) {
-      float x = a.x(i * cols + j);
-      adafactor_element(u_at(i, j), clip_divisor, alpha, x, element_or_null(m, i * cols + j), s);
-      a.set_x(i * cols + j, x);
-    }
+    update(a, m, col, row[i], row_total, i * cols, (i + 1) * cols, clip_divisor, alpha, s);
   });
 }
 
@@ -198,15 +174,12 @@ void combine_stats(const float* parts, int k, float* out) {
 void adamw(FloatType param_t, void* param, float* master, float* m, float* v, FloatType grad_t,
            const void* grad, std::int64_t n, const AdamWStep& s) {
   const AdamWConstants k = adamw_constants(s);
-  with_views(param_t, param, master, grad_t, grad, s.grad_scale, [&](const auto& a) {
-    for_each_chunk(n, kElementwiseChunk, [&](Index i0, Index i1) {
-      for (Index i = i0; i < i1; i++) {
-        float x = a.x(i);
-        adamw_element(a.g(i), x, m[i], v[i], s, k);
-        a.set_x(i, x);
-      }
-    });
-  });
+  with_views(param_t, param, master, grad_t, grad, s.grad_scale,
+             [&]<typename P, typename G>(const Views<P, G>& a) {
+               const auto update = element_loops<P, G>().adamw;
+               for_each_chunk(n, kElementwiseChunk,
+                              [&](Index i0, Index i1) { update(a, m, v, i0, i1, s, k); });
+             });
 }
 
 void adafactor(FloatType param_t, void* param, float* master, float* row, float* col, float* v,
@@ -226,43 +199,29 @@ void adafactor(FloatType param_t, void* param, float* master, float* row, float*
 void sm3(FloatType param_t, void* param, float* master, float* row, float* col, float* acc,
          float* m, FloatType grad_t, const void* grad, std::int64_t rows, std::int64_t cols,
          const Sm3Step& s, float* workspace) {
-  with_views(param_t, param, master, grad_t, grad, s.grad_scale, [&](const auto& a) {
-    if (cols == 1) {
-      for_each_chunk(rows, kElementwiseChunk, [&](Index i0, Index i1) {
-        for (Index i = i0; i < i1; i++) {
-          const float g = a.g(i);
-          const float nu = sm3_vector_nu(acc[i], g);
-          acc[i] = nu;
-          float x = a.x(i);
-          sm3_element(g, nu, x, element_or_null(m, i), s);
-          a.set_x(i, x);
-        }
-      });
-      return;
-    }
-    // Rows: the update of every element and the new row maxima, into the workspace while the
-    // old ones are still read.
-    float* new_row = workspace;
-    for_each_task(rows, [&](Index i) {
-      float max = 0.0F;
-      for (Index j = 0; j < cols; j++) {
-        const Index e = i * cols + j;
-        const float g = a.g(e);
-        const float nu = sm3_nu(row[i], col[j], g);
-        max = sm3_max(max, nu);
-        float x = a.x(e);
-        sm3_element(g, nu, x, element_or_null(m, e), s);
-        a.set_x(e, x);
-      }
-      new_row[i] = max;
-    });
-    // Columns, from the old row maxima; each task reads only its own columns' old maxima.
-    fold_columns(
-        rows, cols, 0.0F,
-        [&](Index i, Index j) { return sm3_nu(row[i], col[j], a.g(i * cols + j)); }, sm3_max,
-        [&](Index j, float max) { col[j] = max; });
-    std::copy(new_row, new_row + rows, row);
-  });
+  with_views(param_t, param, master, grad_t, grad, s.grad_scale,
+             [&]<typename P, typename G>(const Views<P, G>& a) {
+               const ElementLoops<P, G>& loops = element_loops<P, G>();
+               if (cols == 1) {
+                 for_each_chunk(rows, kElementwiseChunk, [&](Index i0, Index i1) {
+                   loops.sm3_vector(a, m, acc + i0, 0.0F, i0, i1, s);
+                 });
+                 return;
+               }
+               // Rows: the update of every element and the new row maxima, into the workspace while
+               // the old ones are still read.
+               float* new_row = workspace;
+               for_each_task(rows, [&](Index i) {
+                 new_row[i] = loops.sm3_row(a, m, col, row[i], i * cols, (i + 1) * cols, s);
+               });
+               // Columns, from the old row maxima; each task reads only its own columns' old
+               // maxima.
+               fold_columns(
+                   rows, cols, 0.0F,
+                   [&](Index i, Index j) { return sm3_nu(row[i], col[j], a.g(i * cols + j)); },
+                   sm3_max, [&](Index j, float max) { col[j] = max; });
+               std::copy(new_row, new_row + rows, row);
+             });
 }
 
 }  // namespace ebb::optim::cpu
