@@ -53,7 +53,10 @@ Engine::Engine(EngineOptions options) : options_(std::move(options)) {}
 
 // The members go in reverse order: the executor, then the pager (which waits for the device and
 // returns every tensor's storage), then the profiler and the launcher.
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // A copy still running would write into a buffer its owner is about to free.
+  (void)wait_reads();
+}
 
 const TensorRecord& Engine::record(const Tensor& tensor) const {
   const TensorRecord* r = tensors_.find(tensor.id());
@@ -243,6 +246,10 @@ Status Engine::update(std::string_view name, std::span<const Tensor> inputs,
   touched.insert(touched.end(), writes.begin(), writes.end());
   EBB_RETURN_IF_ERROR(executor_->before_op(op_index, name, touched));
   EBB_RETURN_IF_ERROR(pager_->lock_resident(touched, name));
+  if (Status s = order_after_reads(writes); !s.ok()) {
+    pager_->unlock(touched);
+    return s;
+  }
   if (Status s = pager_->prepare_write(writes, name); !s.ok()) {
     pager_->unlock(touched);
     return s;
@@ -453,6 +460,82 @@ Status Engine::write(const Tensor& tensor, const void* host, std::size_t bytes) 
   return s;
 }
 
+Status Engine::read_async(const Tensor& tensor, void* host, std::size_t bytes) {
+  EBB_RETURN_IF_ERROR(launcher_->take_error());
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "read_async", "tensor"));
+  const TensorRecord& r = tensors_.at(slot);
+  if (bytes > r.bytes) {
+    return invalid_argument("read_async of " + std::to_string(bytes) + " bytes from tensor " +
+                            quoted(r.name) + " of " + std::to_string(r.bytes) + " bytes");
+  }
+  if (r.has_producer()) {
+    return invalid_argument("read_async of tensor " + quoted(r.name) +
+                            ": made by an op of this iteration; read it with read()");
+  }
+  tensors_.advance();
+  const std::uint32_t storage[] = {tensors_.storage(slot)};
+  const std::string op = "read_async " + quoted(r.name);
+  EBB_RETURN_IF_ERROR(pager_->lock_resident(storage, op));
+  tensors_.touch(storage[0]);
+  Result<std::shared_ptr<Transfer>> copy =
+      transfers().copy_to_host(host, tensors_.device_ptr(slot), bytes, &launcher_->stream());
+  if (!copy.ok()) {
+    pager_->unlock(storage);
+    return copy.status();
+  }
+  pending_reads_.emplace_back(storage[0], std::move(*copy));
+  return ok_status();
+}
+
+Status Engine::wait_reads() {
+  Status first;
+  for (auto& [slot, copy] : pending_reads_) {
+    keep_first(first, copy->wait());
+    const std::uint32_t slots[] = {slot};
+    pager_->unlock(slots);
+  }
+  pending_reads_.clear();
+  return first;
+}
+
+Status Engine::order_after_reads(std::span<const std::uint32_t> slots) {
+  for (const auto& [slot, copy] : pending_reads_) {
+    if (std::find(slots.begin(), slots.end(), slot) != slots.end()) {
+      EBB_RETURN_IF_ERROR(transfers().stream_wait(launcher_->stream(), *copy));
+    }
+  }
+  return ok_status();
+}
+
+Status Engine::replace_on_host(const Tensor& tensor, const void* host, std::size_t bytes) {
+  EBB_RETURN_IF_ERROR(launcher_->take_error());
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "replace_on_host", "tensor"));
+  const TensorRecord& r = tensors_.at(slot);
+  if (r.is_view() || bytes != r.bytes) {
+    return invalid_argument("replace_on_host of tensor " + quoted(r.name) + ": " +
+                            std::to_string(bytes) + " bytes for a " +
+                            (r.is_view() ? "view" : "tensor") + " of " + std::to_string(r.bytes) +
+                            " bytes; it replaces a whole base tensor");
+  }
+  if (r.has_producer()) {
+    return invalid_argument("replace_on_host of tensor " + quoted(r.name) +
+                            ": made by an op of this iteration; only carried state is replaced");
+  }
+  for (const auto& [pending, copy] : pending_reads_) {
+    if (pending == slot) EBB_RETURN_IF_ERROR(copy->wait());
+  }
+  tensors_.advance();
+  const std::uint32_t storage[] = {slot};
+  const std::string op = "replace_on_host " + quoted(r.name);
+  EBB_RETURN_IF_ERROR(pager_->prepare_write(storage, op));
+  return pager_->replace_on_host(slot, host, bytes, op);
+}
+
+Result<bool> Engine::prefetch(const Tensor& tensor) {
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "prefetch", "tensor"));
+  return pager_->prefetch(tensors_.storage(slot), TransferDeadline{}, 0);
+}
+
 Status Engine::release(const Tensor& tensor) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "release", "tensor"));
   TensorRecord& r = tensors_.at(slot);
@@ -465,6 +548,9 @@ Status Engine::release(const Tensor& tensor) {
     r.released = true;
     r.carried = false;
     return ok_status();
+  }
+  for (const auto& [pending, copy] : pending_reads_) {
+    if (pending == slot) EBB_RETURN_IF_ERROR(copy->wait());
   }
   if (in_iteration_ && profiler_->recording()) profiler_->on_release(tensors_, slot);
   r.released = true;
@@ -496,7 +582,8 @@ Status Engine::begin_iteration() {
 
 Status Engine::end_iteration() {
   if (!in_iteration_) return failed_precondition("end_iteration() without begin_iteration()");
-  Status first = rebuild_carried();
+  Status first = wait_reads();
+  keep_first(first, rebuild_carried());
   keep_first(first, synchronize());
   keep_first(first, poll_timings(/*wait=*/true));
   // Every timing of the iteration has been read: the profiler can finish it.

@@ -56,6 +56,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "allocator/caching_allocator.h"
@@ -161,6 +162,24 @@ class Engine {
   // model state, a checkpoint's, say. kFailedPrecondition inside an iteration.
   Status write(const Tensor& tensor, const void* host, std::size_t bytes);
 
+  // Model state updated off the device (engine/optim/offload_step.h) moves with these three.
+  // read_async: starts copying the first `bytes` of a tensor no op of this iteration made (a
+  // gradient buffer) to `host` on the device-to-host lane, after the compute stream's work so
+  // far; the tensor stays on the device, and an update() that writes it later waits for the
+  // copy. wait_reads() waits for every such copy (end_iteration() does too); `host` must stay
+  // valid until then.
+  Status read_async(const Tensor& tensor, void* host, std::size_t bytes);
+  Status wait_reads();
+  // replace_on_host: the tensor's bytes become `bytes` (all of them) from `host`, kept on the
+  // host tier: its device block is given back, and its next use copies the new bytes in, or a
+  // prefetch() does, ahead of it, as for a swapped tensor. An in-place write (update()'s rules),
+  // inside an iteration or outside. kInvalidArgument for a view or a partial size; kOutOfMemory
+  // naming the tensor when the host tier has no room (the tensor is then unchanged).
+  Status replace_on_host(const Tensor& tensor, const void* host, std::size_t bytes);
+  // Starts bringing a tensor that is on the host back to the device on the host-to-device lane,
+  // into free room only; its next use waits for the copy. Returns whether a copy started (false:
+  // already there, or no room yet; the use brings it back then).
+  Result<bool> prefetch(const Tensor& tensor);
   // Releases a tensor now; the handle is invalid afterwards.
   Status release(const Tensor& tensor);
   // Carries a tensor of the current iteration into the next ones.
@@ -253,6 +272,8 @@ class Engine {
   // Frees the iteration's tensors that are not carried, and forgets the producers of the rest.
   void retire_iteration();
   Status poll_timings(bool wait);
+  // Makes the compute stream wait for read_async() copies of any of `slots` (storage slots).
+  Status order_after_reads(std::span<const std::uint32_t> slots);
 
   EngineOptions options_;
   TensorTable tensors_;
@@ -267,6 +288,8 @@ class Engine {
   std::vector<std::size_t> run_output_bytes_;
   // The op's inputs (and targets) as named, views included, for their device pointers.
   std::vector<std::uint32_t> run_views_;
+  // read_async() copies not yet waited for: the tensor's storage slot (locked) and the copy.
+  std::vector<std::pair<std::uint32_t, std::shared_ptr<Transfer>>> pending_reads_;
   std::int64_t ops_run_ = 0;
   bool in_iteration_ = false;
 

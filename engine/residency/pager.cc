@@ -3,6 +3,7 @@
 #include "engine/residency/pager.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -320,6 +321,41 @@ Status Pager::prepare_write(std::span<const std::uint32_t> targets, std::string_
       free_host_copy(r);
     }
   }
+  return ok_status();
+}
+
+Status Pager::replace_on_host(std::uint32_t slot, const void* src, std::size_t bytes,
+                              std::string_view op) {
+  EBB_RETURN_IF_ERROR(settle_arrival(slot, /*for_use=*/false));
+  TensorRecord& r = tensors_.at(slot);
+  EBB_CHECK(r.lock_count == 0, quoted(op) + ": " + quoted(r.name) + " is locked");
+  if (r.host_ptr == nullptr) {
+    Result<void*> host = host_tier_->allocate(r.name, r.bytes);
+    if (!host.ok()) {
+      reclaim_clean_copies(r.bytes);
+      host = host_tier_->allocate(r.name, r.bytes);
+    }
+    if (!host.ok()) {
+      return out_of_memory(quoted(op) + ": no room in the host tier for " + quoted(r.name) + " (" +
+                           std::to_string(r.bytes) + " bytes): " + host.status().message());
+    }
+    r.host_ptr = *host;
+  } else if (r.host_copy != nullptr) {
+    // A swap-out may still be filling the buffer, or a copy back reading it.
+    EBB_RETURN_IF_ERROR(r.host_copy->wait());
+  }
+  r.host_copy = nullptr;
+  std::memcpy(r.host_ptr, src, bytes);
+  if (r.device_ptr != nullptr) {
+    // Its last user is on the compute stream.
+    Status freed = allocator_->free(r.device_ptr);
+    EBB_CHECK(freed.ok(), freed.to_string());
+    r.device_ptr = nullptr;
+  }
+  if (r.nvme_extent != kNoExtent) free_nvme_copy(r);
+  // Not an eviction: the program put the bytes there.
+  r.residency = Residency::kHost;
+  log_residency(slot, Residency::kHost);
   return ok_status();
 }
 

@@ -148,6 +148,16 @@ class Pager {
   // out of date, are given back.
   Status prepare_write(std::span<const std::uint32_t> targets, std::string_view op);
 
+  // Replaces a carried tensor's bytes with `bytes` bytes from `src` (host memory) and leaves it
+  // on the host: the device block (or NVMe copy) is given back, the bytes go into the tensor's
+  // host tier buffer, and the next use copies them in (or a prefetch() does, ahead of it), as
+  // for a swapped tensor. For an update computed off the device (an optimizer step on the host):
+  // the new values never take device memory until they are needed. REQUIRES: prepare_write()
+  // for the slot first; not locked. kOutOfMemory naming the tensor when the host tier has no
+  // room (the tensor is then unchanged).
+  Status replace_on_host(std::uint32_t slot, const void* src, std::size_t bytes,
+                         std::string_view op);
+
   // The program released the tensor: its bytes go now, unless a replay that can still happen
   // reads them and it cannot itself be rebuilt (then they go once no replay reads them).
   void release(std::uint32_t slot);
