@@ -49,6 +49,12 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
                             " parameters");
   }
   EBB_ASSIGN_OR_RETURN(FlatLayout layout, make_flat_layout(params, options.layout));
+  std::size_t slice_count = 0;
+  for (const FlatGroup& g : layout.groups) slice_count += g.slices.size();
+  if (!options.placement.empty() && options.placement.size() != slice_count) {
+    return invalid_argument("model state: " + std::to_string(options.placement.size()) +
+                            " slice placements for " + std::to_string(slice_count) + " slices");
+  }
   for (std::size_t i = 0; i < params.size(); ++i) {
     if (static_cast<std::int64_t>(initial[i].size()) != layout.entries[i].numel) {
       return invalid_argument("model state: parameter '" + params[i].name + "' has " +
@@ -76,6 +82,7 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
       slice.group = g;
       slice.index = k;
       slice.numel = fs.numel();
+      if (!options.placement.empty()) slice.placement = options.placement[s.slices_.size()];
       const std::vector<std::int64_t> shape{fs.numel()};
       const std::vector<std::byte> work_bytes = encode(values, work);
       EBB_ASSIGN_OR_RETURN(slice.params, engine.parameter({slice_name(group, k, "param"), shape,
@@ -85,7 +92,10 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
           slice.grads, engine.parameter({slice_name(group, k, "grad"), shape, options.grad_dtype,
                                          TensorKind::kGradient},
                                         nullptr));
-      if (master) {
+      if (slice.placement != StatePlacement::kDevice) {
+        s.initial_master_.resize(s.slices_.size() + 1);
+        s.initial_master_.back() = values;
+      } else if (master) {
         EBB_ASSIGN_OR_RETURN(slice.master,
                              engine.parameter({slice_name(group, k, "master"), shape, DType::kF32,
                                                TensorKind::kOptimizerState},
@@ -112,6 +122,9 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
     s.grad_views_.push_back(gr);
   }
   s.written_.assign(s.params_.size(), 0);
+  s.initial_master_.resize(s.slices_.size());
+  s.step_accumulations_.assign(s.slices_.size(), 0);
+  s.final_accumulations_.assign(s.slices_.size(), 0);
   return state;
 }
 
@@ -131,14 +144,26 @@ const ModelState::Slice& ModelState::slice(std::size_t group, std::size_t index)
   return slices_[group_first_[group] + index];
 }
 
-void ModelState::begin_step() { written_.assign(params_.size(), 0); }
+void ModelState::begin_step() {
+  ++steps_begun_;
+  written_.assign(params_.size(), 0);
+  for (std::size_t k = 0; k < slices_.size(); ++k) {
+    if (step_accumulations_[k] > 0) final_accumulations_[k] = step_accumulations_[k];
+  }
+  step_accumulations_.assign(slices_.size(), 0);
+}
+
+std::vector<float> ModelState::take_initial_master(std::size_t slice) {
+  return std::exchange(initial_master_[slice], {});
+}
 
 Status ModelState::accumulate(std::size_t i, const Tensor& d) {
   if (i >= params_.size()) {
     return invalid_argument("accumulate: parameter " + std::to_string(i) + " of " +
                             std::to_string(params_.size()));
   }
-  const std::int64_t n = layout_.entries[i].numel;
+  const FlatEntry& e = layout_.entries[i];
+  const std::int64_t n = e.numel;
   if (d.dtype() != DType::kF32 || d.bytes() != static_cast<std::size_t>(n) * sizeof(float)) {
     return invalid_argument("accumulate into '" + params_[i].name + "': the gradient '" + d.name() +
                             "' must be f32 with " + std::to_string(n) + " elements, it is " +
@@ -153,6 +178,9 @@ Status ModelState::accumulate(std::size_t i, const Tensor& d) {
                        assign);
       }));
   written_[i] = 1;
+  const std::size_t k = group_first_[e.group] + e.slice;
+  ++step_accumulations_[k];
+  if (listener_ && step_accumulations_[k] == final_accumulations_[k]) return listener_(k);
   return ok_status();
 }
 
@@ -161,7 +189,16 @@ Result<std::vector<float>> ModelState::master_to_host(std::size_t i) {
   const Slice& s = slice(e.group, e.slice);
   const std::int64_t first = e.offset - layout_.groups[e.group].slices[e.slice].begin;
   std::vector<float> all(static_cast<std::size_t>(s.numel));
-  EBB_RETURN_IF_ERROR(engine_.read(s.master_weights(), all.data(), all.size() * sizeof(float)));
+  if (s.placement == StatePlacement::kDevice) {
+    EBB_RETURN_IF_ERROR(engine_.read(s.master_weights(), all.data(), all.size() * sizeof(float)));
+  } else {
+    if (!master_reader_) {
+      return failed_precondition("master weights of '" + params_[i].name + "' are " +
+                                 std::string(placement_name(s.placement)) +
+                                 " and no optimizer reads them");
+    }
+    EBB_RETURN_IF_ERROR(master_reader_(group_first_[e.group] + e.slice, all));
+  }
   return std::vector<float>(all.begin() + first, all.begin() + first + e.numel);
 }
 

@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -27,6 +28,7 @@
 
 #include "engine/engine.h"
 #include "engine/optim/flat_layout.h"
+#include "engine/optim/placement.h"
 #include "engine/optim/precision.h"
 
 namespace ebb {
@@ -36,6 +38,11 @@ struct ModelStateOptions {
   // The gradient buffers' dtype: kF32, or the precision's 16-bit dtype. REQUIRES: one of them.
   DType grad_dtype = DType::kF32;
   FlatLayoutOptions layout{};
+  // Where each slice's master weights live (engine/optim/placement.h), in slices() order; empty:
+  // every slice on the device. A slice off the device has no master tensor: the Optimizer made
+  // for this state takes its initial values (take_initial_master) and keeps them where they go,
+  // in every precision (in fp32 too, so that the host step never reads the device).
+  std::vector<StatePlacement> placement{};
 };
 
 class ModelState {
@@ -46,8 +53,9 @@ class ModelState {
     std::size_t index = 0;  // index into that group's slices
     Tensor params;          // working dtype
     Tensor grads;           // gradient dtype
-    Tensor master;          // fp32; invalid in fp32 (params is the master then)
+    Tensor master;          // fp32; invalid in fp32 (params is the master then) or off the device
     std::int64_t numel = 0;
+    StatePlacement placement = StatePlacement::kDevice;
 
     const Tensor& master_weights() const { return master.valid() ? master : params; }
   };
@@ -89,6 +97,25 @@ class ModelState {
   // Whether gradient i has been written since begin_step().
   bool has_grad(std::size_t i) const { return written_[i] != 0; }
 
+  // Off-device master weights. take_initial_master(k): slice k's initial master weights (numel
+  // floats), once, for the optimizer that keeps them; empty for a device slice or a second call.
+  // set_master_reader: how master_to_host() reads an off-device slice's master weights (the
+  // optimizer's; null: not readable, kFailedPrecondition).
+  std::vector<float> take_initial_master(std::size_t slice);
+  using MasterReader = std::function<Status(std::size_t slice, std::span<float> out)>;
+  void set_master_reader(MasterReader reader) { master_reader_ = std::move(reader); }
+
+  // When a slice's gradients are final in a step: from the second step on, after the
+  // accumulate() that brings the slice's count of accumulations to what the previous step had
+  // (the loop does the same thing every step), `listener(slice)` is called, so that the
+  // optimizer can start moving them (an off-device step's host copy). accumulations(k): this
+  // step's count so far, so that a listener that acted early can tell it must act again.
+  using GradientListener = std::function<Status(std::size_t slice)>;
+  void set_gradient_listener(GradientListener listener) { listener_ = std::move(listener); }
+  int accumulations(std::size_t slice) const { return step_accumulations_[slice]; }
+  // begin_step() calls so far: tells one step's accumulations from the next one's.
+  std::int64_t step_serial() const { return steps_begun_; }
+
   // Master weights (fp32) of parameter i, or of every parameter in declaration order.
   Result<std::vector<float>> master_to_host(std::size_t i);
   Result<std::vector<float>> masters_to_host();
@@ -110,6 +137,12 @@ class ModelState {
   std::vector<Tensor> param_views_;       // declaration order
   std::vector<Tensor> grad_views_;        // declaration order
   std::vector<std::uint8_t> written_;     // per parameter, since begin_step()
+  std::vector<std::vector<float>> initial_master_;  // per slice, off the device, until taken
+  MasterReader master_reader_;
+  GradientListener listener_;
+  std::vector<int> step_accumulations_;   // per slice, since begin_step()
+  std::vector<int> final_accumulations_;  // per slice, the previous step's count (0: unknown)
+  std::int64_t steps_begun_ = 0;
 };
 
 }  // namespace ebb

@@ -23,7 +23,34 @@ std::pair<std::int64_t, std::int64_t> matrix_shape(const std::vector<std::int64_
   return {shape[0], shape_numel(shape) / shape[0]};
 }
 
+// State floats of a factored optimizer (Adafactor, SM3) for one parameter: a row and a column
+// vector for a matrix, one full vector for a vector, aligned.
+std::int64_t factored_floats(std::int64_t rows, std::int64_t cols) {
+  return round_up(cols >= 2 ? rows + cols : rows, kStateAlignFloats);
+}
+
+bool has_second_buffer(const OptimizerConfig& c) {
+  return c.kind == OptimizerKind::kAdamW ||
+         (c.kind == OptimizerKind::kAdafactor && c.adafactor_beta1 > 0) ||
+         (c.kind == OptimizerKind::kSm3 && c.momentum > 0);
+}
+
 }  // namespace
+
+SliceStateFloats slice_state_floats(const OptimizerConfig& config,
+                                    std::span<const ParameterDecl> params, const FlatSlice& slice) {
+  SliceStateFloats f;
+  if (config.kind == OptimizerKind::kAdamW) {
+    f.a = slice.numel();
+  } else {
+    for (std::size_t p : slice.params) {
+      const auto [rows, cols] = matrix_shape(params[p].shape);
+      f.a += factored_floats(rows, cols);
+    }
+  }
+  f.b = has_second_buffer(config) ? slice.numel() : 0;
+  return f;
+}
 
 std::string_view optimizer_name(OptimizerKind kind) {
   switch (kind) {
@@ -58,7 +85,8 @@ float default_learning_rate(OptimizerKind kind) {
 float GradientStats::norm() const { return std::sqrt(sum_of_squares); }
 
 Result<std::unique_ptr<Optimizer>> Optimizer::create(Engine& engine, ModelState& model,
-                                                     const OptimizerConfig& config) {
+                                                     const OptimizerConfig& config,
+                                                     const OffloadOptions& offload) {
   const auto in_unit = [](float x) { return x >= 0 && x < 1; };
   if (!(config.learning_rate >= 0) || !(config.weight_decay >= 0)) {
     return invalid_argument("optimizer " + std::string(optimizer_name(config.kind)) +
@@ -75,7 +103,13 @@ Result<std::unique_ptr<Optimizer>> Optimizer::create(Engine& engine, ModelState&
   if (engine.in_iteration()) {
     return failed_precondition("Optimizer::create inside an iteration: its state is carried");
   }
-  std::unique_ptr<Optimizer> opt(new Optimizer(engine, model, config));
+  std::unique_ptr<Optimizer> opt(new Optimizer(engine, model, config, offload));
+  if (offload.delayed_update && !opt->has_off_device()) {
+    return invalid_argument(
+        "--delayed-update with every slice's optimizer state on the device: the delayed update "
+        "overlaps a CPU step with the next forward and backward, so it needs state on the host "
+        "or on NVMe (--optimizer-state host, nvme or auto)");
+  }
   OptimizerConfig& c = opt->config_;
   if (c.learning_rate == 0) c.learning_rate = default_learning_rate(c.kind);
   const FlatLayout& layout = model.layout();
@@ -94,16 +128,23 @@ Result<std::unique_ptr<Optimizer>> Optimizer::create(Engine& engine, ModelState&
         case OptimizerKind::kAdamW:
           break;
         case OptimizerKind::kAdafactor:
-          factored += round_up(cols >= 2 ? rows + cols : rows, kStateAlignFloats);
+          factored += factored_floats(rows, cols);
           workspace_floats =
               std::max(workspace_floats, optim::adafactor_workspace_floats(rows, cols));
           break;
         case OptimizerKind::kSm3:
-          factored += round_up(cols >= 2 ? rows + cols : rows, kStateAlignFloats);
+          factored += factored_floats(rows, cols);
           workspace_floats = std::max(workspace_floats, optim::sm3_workspace_floats(rows, cols));
           break;
       }
       ss.where.push_back(w);
+    }
+    const SliceStateFloats floats = slice_state_floats(c, model.params(), fs);
+    ss.a_floats = floats.a;
+    ss.b_floats = floats.b;
+    if (ms.placement != StatePlacement::kDevice) {
+      opt->slices_.push_back(std::move(ss));
+      continue;
     }
     const std::string base =
         std::string(parameter_group_name(group.group)) + ".s" + std::to_string(ms.index) + ".";
@@ -132,6 +173,8 @@ Result<std::unique_ptr<Optimizer>> Optimizer::create(Engine& engine, ModelState&
     }
     opt->slices_.push_back(std::move(ss));
   }
+  opt->host_workspace_.assign(static_cast<std::size_t>(workspace_floats), 0.0F);
+  EBB_RETURN_IF_ERROR(opt->create_off_device());
   if (workspace_floats > 0) {
     EBB_ASSIGN_OR_RETURN(
         opt->workspace_,
@@ -142,14 +185,14 @@ Result<std::unique_ptr<Optimizer>> Optimizer::create(Engine& engine, ModelState&
   return opt;
 }
 
-Optimizer::~Optimizer() {
-  for (const StateBuffer& s : state_) (void)engine_.release(s.tensor);
-  if (workspace_.valid()) (void)engine_.release(workspace_);
-}
-
 std::size_t Optimizer::state_bytes() const {
   std::size_t bytes = 0;
   for (const StateBuffer& s : state_) bytes += s.tensor.bytes();
+  for (std::size_t k = 0; k < slices_.size(); ++k) {
+    if (off_[k] != nullptr) {
+      bytes += static_cast<std::size_t>(slices_[k].a_floats + slices_[k].b_floats) * sizeof(float);
+    }
+  }
   return bytes;
 }
 
@@ -158,17 +201,72 @@ double Optimizer::state_bytes_per_parameter() const {
   return n > 0 ? static_cast<double>(state_bytes()) / static_cast<double>(n) : 0.0;
 }
 
-Status Optimizer::step(int step, float lr, float grad_scale) {
-  if (step < 1) return invalid_argument("optimizer step " + std::to_string(step) + " (from 1)");
+float Optimizer::weight_decay(std::size_t slice) const {
+  const ModelState::Slice& ms = model_.slices()[slice];
+  return model_.layout().groups[ms.group].group == ParameterGroup::kDecay ? config_.weight_decay
+                                                                          : 0.0F;
+}
+
+std::string Optimizer::slice_base(std::size_t slice) const {
+  const ModelState::Slice& ms = model_.slices()[slice];
+  return std::string(parameter_group_name(model_.layout().groups[ms.group].group)) + ".s" +
+         std::to_string(ms.index);
+}
+
+void Optimizer::run_update(const LaunchContext& ctx, std::size_t slice,
+                           std::span<const ParamState> where, std::int64_t numel,
+                           const UpdateBuffers& b, const StepArgs& args) const {
   const nn::FloatType param_t = *ops::float_type_of(model_.param_dtype());
   const nn::FloatType grad_t = *ops::float_type_of(model_.grad_dtype());
+  const OptimizerConfig& c = config_;
+  const float wd = weight_decay(slice);
+  if (c.kind == OptimizerKind::kAdamW) {
+    const optim::AdamWStep s{.lr = args.lr,
+                             .beta1 = c.beta1,
+                             .beta2 = c.beta2,
+                             .eps = c.eps,
+                             .weight_decay = wd,
+                             .step = args.step,
+                             .grad_scale = args.grad_scale};
+    optim::adamw(ctx, param_t, b.param, b.master, b.a, b.b, grad_t, b.grad, numel, s);
+    return;
+  }
+  const std::size_t pbytes = nn::float_bytes(param_t);
+  const std::size_t gbytes = nn::float_bytes(grad_t);
+  for (const ParamState& w : where) {
+    void* p = static_cast<std::byte*>(b.param) + w.first * pbytes;
+    float* xm = b.master != nullptr ? b.master + w.first : nullptr;
+    const void* g = static_cast<const std::byte*>(b.grad) + w.first * gbytes;
+    float* first_moment = b.b != nullptr ? b.b + w.first : nullptr;
+    float* state = b.a + w.offset;
+    const bool matrix = w.cols >= 2;
+    if (c.kind == OptimizerKind::kAdafactor) {
+      const optim::AdafactorStep s{.lr = args.lr,
+                                   .relative_step = c.relative_step,
+                                   .beta1 = c.adafactor_beta1,
+                                   .weight_decay = wd,
+                                   .step = args.step,
+                                   .grad_scale = args.grad_scale};
+      optim::adafactor(ctx, param_t, p, xm, matrix ? state : nullptr,
+                       matrix ? state + w.rows : nullptr, matrix ? nullptr : state, first_moment,
+                       grad_t, g, w.rows, w.cols, s, b.workspace);
+    } else {
+      const optim::Sm3Step s{
+          .lr = args.lr, .momentum = c.momentum, .weight_decay = wd, .grad_scale = args.grad_scale};
+      optim::sm3(ctx, param_t, p, xm, matrix ? state : nullptr, matrix ? state + w.rows : nullptr,
+                 matrix ? nullptr : state, first_moment, grad_t, g, w.rows, w.cols, s, b.workspace);
+    }
+  }
+}
+
+Status Optimizer::step(int step, float lr, float grad_scale) {
+  if (step < 1) return invalid_argument("optimizer step " + std::to_string(step) + " (from 1)");
   const bool master = has_master_weights(model_.precision());
-  const FlatLayout& layout = model_.layout();
+  const StepArgs args{.step = step, .lr = lr, .grad_scale = grad_scale};
   for (std::size_t k = 0; k < slices_.size(); ++k) {
     const ModelState::Slice& ms = model_.slices()[k];
+    if (ms.placement != StatePlacement::kDevice) continue;
     const SliceState& ss = slices_[k];
-    const float wd =
-        layout.groups[ms.group].group == ParameterGroup::kDecay ? config_.weight_decay : 0.0F;
     // Targets: [master], parameters, state a, [state b], [workspace]; the closure finds each by
     // the index it gets here.
     std::vector<Tensor> targets;
@@ -181,65 +279,40 @@ Status Optimizer::step(int step, float lr, float grad_scale) {
     const int t_param = target(ms.params);
     const int t_a = target(ss.a);
     const int t_b = target(ss.b);
-    const bool uses_workspace = config_.kind != OptimizerKind::kAdamW;
-    const int t_ws = uses_workspace ? target(workspace_) : -1;
-    const std::int64_t numel = ms.numel;
-    const OptimizerConfig c = config_;
-    const std::vector<ParamState> where = ss.where;
+    const int t_ws = config_.kind != OptimizerKind::kAdamW ? target(workspace_) : -1;
     const auto ptr = [](const OpArgs& a, int i) -> void* { return i < 0 ? nullptr : a.outputs[i]; };
-    OpFn fn = [=](const OpArgs& a) {
-      const void* grad = a.inputs[0];
-      auto* x = static_cast<float*>(ptr(a, t_master));
-      void* param = ptr(a, t_param);
-      auto* sa = static_cast<float*>(ptr(a, t_a));
-      auto* sb = static_cast<float*>(ptr(a, t_b));
-      auto* ws = static_cast<float*>(ptr(a, t_ws));
-      if (c.kind == OptimizerKind::kAdamW) {
-        const optim::AdamWStep s{.lr = lr,
-                                 .beta1 = c.beta1,
-                                 .beta2 = c.beta2,
-                                 .eps = c.eps,
-                                 .weight_decay = wd,
-                                 .step = step,
-                                 .grad_scale = grad_scale};
-        optim::adamw(a.launch, param_t, param, x, sa, sb, grad_t, grad, numel, s);
-        return;
-      }
-      const std::size_t pbytes = nn::float_bytes(param_t);
-      const std::size_t gbytes = nn::float_bytes(grad_t);
-      for (const ParamState& w : where) {
-        void* p = static_cast<std::byte*>(param) + w.first * pbytes;
-        float* xm = x != nullptr ? x + w.first : nullptr;
-        const void* g = static_cast<const std::byte*>(grad) + w.first * gbytes;
-        float* first_moment = sb != nullptr ? sb + w.first : nullptr;
-        float* state = sa + w.offset;
-        const bool matrix = w.cols >= 2;
-        if (c.kind == OptimizerKind::kAdafactor) {
-          const optim::AdafactorStep s{.lr = lr,
-                                       .relative_step = c.relative_step,
-                                       .beta1 = c.adafactor_beta1,
-                                       .weight_decay = wd,
-                                       .step = step,
-                                       .grad_scale = grad_scale};
-          optim::adafactor(a.launch, param_t, p, xm, matrix ? state : nullptr,
-                           matrix ? state + w.rows : nullptr, matrix ? nullptr : state,
-                           first_moment, grad_t, g, w.rows, w.cols, s, ws);
-        } else {
-          const optim::Sm3Step s{
-              .lr = lr, .momentum = c.momentum, .weight_decay = wd, .grad_scale = grad_scale};
-          optim::sm3(a.launch, param_t, p, xm, matrix ? state : nullptr,
-                     matrix ? state + w.rows : nullptr, matrix ? nullptr : state, first_moment,
-                     grad_t, g, w.rows, w.cols, s, ws);
-        }
-      }
+    OpFn fn = [this, k, where = ss.where, numel = ms.numel, args, t_master, t_param, t_a, t_b, t_ws,
+               ptr](const OpArgs& a) {
+      const UpdateBuffers b{.param = ptr(a, t_param),
+                            .master = static_cast<float*>(ptr(a, t_master)),
+                            .a = static_cast<float*>(ptr(a, t_a)),
+                            .b = static_cast<float*>(ptr(a, t_b)),
+                            .grad = a.inputs[0],
+                            .workspace = static_cast<float*>(ptr(a, t_ws))};
+      run_update(a.launch, k, where, numel, b, args);
     };
-    const std::string name = "optimizer." +
-                             std::string(parameter_group_name(layout.groups[ms.group].group)) +
-                             ".s" + std::to_string(ms.index);
     const Tensor grads[] = {ms.grads};
-    EBB_RETURN_IF_ERROR(engine_.update(name, grads, targets, std::move(fn)));
+    EBB_RETURN_IF_ERROR(
+        engine_.update("optimizer." + slice_base(k), grads, targets, std::move(fn)));
   }
-  return ok_status();
+  if (!has_off_device()) return ok_status();
+  // Off the device: the previous step's CPU step first (a delayed update), then this one's.
+  EBB_RETURN_IF_ERROR(wait_for_worker());
+  EBB_RETURN_IF_ERROR(install_parameters());
+  for (std::size_t k = 0; k < slices_.size(); ++k) {
+    if (off_[k] != nullptr) EBB_RETURN_IF_ERROR(copy_gradients(k));
+  }
+  EBB_RETURN_IF_ERROR(engine_.wait_reads());
+  const int buffer = grad_buffer_;
+  if (offload_.delayed_update) grad_buffer_ ^= 1;  // the next step's copies fill the other one
+  if (offload_.delayed_update && step >= 2) {
+    worker_ =
+        std::async(std::launch::async, [this, args, buffer] { return cpu_step(args, buffer); });
+    return ok_status();
+  }
+  EBB_RETURN_IF_ERROR(cpu_step(args, buffer));
+  parameters_ready_ = true;
+  return install_parameters();
 }
 
 Result<GradientStats> gradient_stats(Engine& engine, const ModelState& state, float inv_scale) {

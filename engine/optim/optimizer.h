@@ -20,21 +20,41 @@
 //  - SM3 1e-2: the default learning_rate of the Trax implementation by the paper's authors
 //    (trax/optimizers/sm3.py).
 //
+// Off the device (engine/optim/placement.h). A slice the ModelState placed on the host or on NVMe
+// keeps its master weights and state there, not in engine tensors: in pinned host tier buffers,
+// or in an NvmeChunkStore (offload/chunk_store.h) of chunks that each hold whole parameters (an
+// AdamW slice is cut by elements). Its step runs on the CPU, with the same kernels the cpu
+// device runs (kernels/optim.h: the same bits), from a host copy of the slice's gradients that
+// starts as soon as the slice's gradients are final in backward (ModelState's gradient
+// listener; at the step for any not yet copied). The updated working parameters are put on the
+// host tier as the parameter tensor's new bytes (Engine::replace_on_host) and prefetched back,
+// so that they take device memory again only from when they are needed. An NVMe slice streams
+// its chunks through the step: chunk i+1 is read while chunk i is updated and chunk i-1 written,
+// and a step that fails leaves the previous step's state on disk.
+// With OffloadOptions::delayed_update (ZeRO-Offload's DPU), the CPU step of step t >= 2 runs
+// on a worker thread while the loop's next forward and backward run, on parameters one update
+// stale; step t+1 waits for it, puts its parameters on their way, and starts its own. The device
+// slices (auto placement) are updated at once, as without it.
+//
 // Ownership: references the Engine and the ModelState, which must outlive it; owns (through the
-// engine) its state tensors and a workspace, released when it is destroyed.
+// engine) its state tensors, a workspace and its host tier buffers and NVMe chunks, released
+// when it is destroyed (after the CPU step in flight, if any, has finished).
 // Thread safety: not thread-safe; the thread that drives the engine calls it.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "engine/engine.h"
 #include "engine/optim/model_state.h"
+#include "kernels/device.h"
 
 namespace ebb {
 
@@ -57,6 +77,40 @@ struct OptimizerConfig {
   float momentum = 0.0F;         // SM3: momentum when > 0 (0.9 when on)
 };
 
+struct OffloadOptions {
+  // ZeRO-Offload's delayed parameter update for the off-device slices (changes the results:
+  // theta(t+1) = theta(t) - u(g(theta(t-1))) from step 2 on). kInvalidArgument when every slice
+  // is on the device.
+  bool delayed_update = false;
+  // Bytes of state per NVMe chunk; 0: stream_chunk_bytes(tier) (offload/chunk_store.h).
+  std::size_t nvme_chunk_bytes = 0;
+};
+
+// What the off-device step did, since the optimizer was created.
+struct OffloadStats {
+  std::int64_t cpu_steps = 0;       // CPU steps run (one per step with off-device slices)
+  double cpu_step_s = 0;            // wall seconds of the CPU steps (NVMe streaming included)
+  double wait_s = 0;                // of which the loop's thread waited for (delayed update)
+  std::int64_t gradient_bytes = 0;  // gradients copied to the host
+  std::int64_t early_gradient_copies = 0;  // of the slices' copies: started during backward
+  std::int64_t parameter_bytes = 0;        // working parameters sent back to the device
+  std::size_t host_bytes = 0;              // host tier bytes held: state, masters and staging
+  std::size_t nvme_bytes = 0;              // state bytes on NVMe
+  double nvme_read_s = 0;                  // the chunk streams' phases (ChunkStoreStats), summed
+  double nvme_write_s = 0;
+  double nvme_update_s = 0;
+};
+
+// The optimizer state of one slice of a flat layout, in floats, as Optimizer::create lays it out:
+// `a` (AdamW's m; Adafactor's and SM3's factored statistics) and `b` (AdamW's v; a first moment
+// or momentum when on; else 0). For planning a placement before any optimizer exists.
+struct SliceStateFloats {
+  std::int64_t a = 0;
+  std::int64_t b = 0;
+};
+SliceStateFloats slice_state_floats(const OptimizerConfig& config,
+                                    std::span<const ParameterDecl> params, const FlatSlice& slice);
+
 // The gradients' global statistics, for clipping and for fp16's overflow check.
 struct GradientStats {
   float sum_of_squares = 0;  // of the unscaled gradients, in fp32, in one fixed order
@@ -72,10 +126,14 @@ class Optimizer {
     Tensor tensor;
   };
 
-  // Creates the state (zeros) outside any iteration. kInvalidArgument for a negative rate or
-  // weight decay, betas outside [0, 1), momentum outside [0, 1).
+  // Creates the state (zeros) outside any iteration, each slice where the ModelState placed it.
+  // kInvalidArgument for a negative rate or weight decay, betas outside [0, 1), momentum outside
+  // [0, 1), a delayed update with every slice on the device; kFailedPrecondition for NVMe slices
+  // without an NVMe tier (EngineOptions::nvme_directories); kOutOfMemory when the host tier (or
+  // the NVMe tier) cannot hold what is placed there, saying how many bytes it needs.
   static Result<std::unique_ptr<Optimizer>> create(Engine& engine, ModelState& state,
-                                                   const OptimizerConfig& config);
+                                                   const OptimizerConfig& config,
+                                                   const OffloadOptions& offload = {});
   ~Optimizer();
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
@@ -83,17 +141,37 @@ class Optimizer {
   // One step, number `step` (from 1), at learning rate `lr`, every gradient multiplied by
   // `grad_scale` first (1 / loss scale, times the clipping factor). Inside an iteration.
   Status step(int step, float lr, float grad_scale);
+  // With a delayed update: waits for the CPU step in flight and puts its parameters on their way
+  // to the device, so that the state is that of every step taken (before a checkpoint, at the
+  // end of a run). Otherwise nothing to do.
+  Status flush();
 
   const OptimizerConfig& config() const { return config_; }
-  // Every state buffer, in a fixed order (the master weights are the ModelState's).
+  const OffloadOptions& offload() const { return offload_; }
+  // The state buffers of the device slices, in a fixed order (their master weights are the
+  // ModelState's).
   const std::vector<StateBuffer>& state() const { return state_; }
+  // Everything a checkpoint holds, wherever it lives: every slice's master weights
+  // ("master.<group>.s<k>"), then every slice's state buffers ("optimizer.<group>.s<k>.adamw_m",
+  // ...), with the same names and bytes in every placement, so that a checkpoint moves between
+  // placements. write_blob() of a master also sets the working parameters (rounded); outside an
+  // iteration, after flush().
+  struct Blob {
+    std::string name;
+    std::size_t bytes = 0;
+  };
+  std::vector<Blob> blobs() const;
+  Status read_blob(std::size_t i, std::span<std::byte> out);
+  Status write_blob(std::size_t i, std::span<const std::byte> in);
+  OffloadStats offload_stats() const;
   // Bytes of optimizer state (not counting the master weights), and per parameter element.
   std::size_t state_bytes() const;
   double state_bytes_per_parameter() const;
 
  private:
-  Optimizer(Engine& engine, ModelState& model, const OptimizerConfig& config)
-      : engine_(engine), model_(model), config_(config) {}
+  // Out of line (offload_step.cc), where OffSlice is complete.
+  Optimizer(Engine& engine, ModelState& model, const OptimizerConfig& config,
+            const OffloadOptions& offload);
 
   // Where one parameter's state is in its slice's state buffers (floats).
   struct ParamState {
@@ -107,12 +185,60 @@ class Optimizer {
     std::vector<ParamState> where;    // same order
     Tensor a;                         // AdamW m; Adafactor and SM3: their factored state
     Tensor b;                         // AdamW v; Adafactor and SM3: the first moment, if any
+    std::int64_t a_floats = 0;        // of a (numel for AdamW)
+    std::int64_t b_floats = 0;        // of b; 0: none
   };
+  // The pointers of one update: a slice's, or a chunk's of an NVMe slice.
+  struct UpdateBuffers {
+    void* param = nullptr;
+    float* master = nullptr;
+    float* a = nullptr;
+    float* b = nullptr;
+    const void* grad = nullptr;
+    float* workspace = nullptr;
+  };
+  struct StepArgs {
+    int step = 1;
+    float lr = 0;
+    float grad_scale = 1;
+  };
+  // A chunk of an NVMe slice: elements [e0, e1) and state a floats [s0, s1), whole parameters
+  // (`where` rebased to the chunk) except for AdamW.
+  struct Chunk {
+    std::int64_t e0 = 0, e1 = 0, s0 = 0, s1 = 0;
+    std::vector<ParamState> where;
+  };
+  // A slice off the device (engine/optim/offload_step.cc).
+  struct OffSlice;
+
+  // The kernels of one update, on `ctx`'s backend.
+  void run_update(const LaunchContext& ctx, std::size_t slice, std::span<const ParamState> where,
+                  std::int64_t numel, const UpdateBuffers& b, const StepArgs& args) const;
+  float weight_decay(std::size_t slice) const;
+  std::string slice_base(std::size_t slice) const;
+
+  // Off the device (offload_step.cc).
+  Status create_off_device();
+  Status on_gradients_final(std::size_t slice);
+  Status copy_gradients(std::size_t slice);
+  // The CPU step of every off-device slice, from gradient buffer `buffer`.
+  Status cpu_step(const StepArgs& args, int buffer);
+  // Puts the updated working parameters on their way to the device.
+  Status install_parameters();
+  Status wait_for_worker();
+  bool has_off_device() const;
 
   Engine& engine_;
   ModelState& model_;
   OptimizerConfig config_;
-  std::vector<SliceState> slices_;  // as model_.slices()
+  OffloadOptions offload_;
+  std::vector<SliceState> slices_;              // as model_.slices()
+  std::vector<std::unique_ptr<OffSlice>> off_;  // as model_.slices(); null on the device
+  std::vector<float> host_workspace_;
+  int grad_buffer_ = 0;                        // the staging buffer this step's copies fill
+  bool parameters_ready_ = false;              // a CPU step's parameters wait to be installed
+  std::optional<std::future<Status>> worker_;  // the delayed CPU step in flight
+  OffloadStats offload_stats_;
   std::vector<StateBuffer> state_;
   Tensor workspace_;  // scratch the kernels with reductions need, for the largest parameter
 };
