@@ -18,4 +18,12 @@ namespace ebb {
 // device are returned as they are.
 Result<HardwareModel> measure_host_link(Device& device);
 
+// The optimizer step's speed, for placing its state (engine/planner/state_placement.h): bytes of
+// state (an fp32 parameter and AdamW's two moments, 12 B per element) updated per second by
+// AdamW over 4 Mi elements, the median of a few steps. On `device`, as its own kernels run it
+// (buffers of 64 MiB on the device, returned before it does); on the host, by the cpu kernels
+// over pageable memory, as a host placement's step runs.
+Result<double> measure_device_optimizer_bytes_per_s(Device& device);
+double measure_host_optimizer_bytes_per_s();
+
 }  // namespace ebb

@@ -94,6 +94,17 @@ struct ProfileKey {
 // are left out: two profiles of the same work on different days have the same key).
 ProfileKey profile_key(const Profile& profile);
 
+// Where one slice of model state's master weights and optimizer state go, as --optimizer-state
+// auto chose (engine/planner/state_placement.h): "device", "swapped", "host" or "nvme".
+struct StateSliceDecision {
+  std::string slice;  // "<group>.s<k>"
+  std::string choice;
+  std::size_t state_bytes = 0;
+  double predicted_s = 0;  // the slice's part of the optimizer's step
+
+  friend bool operator==(const StateSliceDecision&, const StateSliceDecision&) = default;
+};
+
 struct Plan {
   static constexpr int kSchemaVersion = 1;
 
@@ -105,6 +116,9 @@ struct Plan {
   std::vector<Eviction> evictions;  // sorted by (evict_after, tensor)
   PlanPrediction predicted;
   double planner_seconds = 0;  // how long planning took
+  // With --optimizer-state auto: the choice per slice of model state; empty otherwise (every
+  // slice on the device). Optional in JSON.
+  std::vector<StateSliceDecision> state_placement;
 
   friend bool operator==(const Plan&, const Plan&) = default;
 };

@@ -81,6 +81,18 @@ std::string plan_to_json(const Plan& plan) {
              .dump() +
          ",\n";
   out += "\"planner_seconds\": " + Json(plan.planner_seconds).dump() + ",\n";
+  if (!plan.state_placement.empty()) {
+    out += "\"state_placement\": [";
+    for (std::size_t i = 0; i < plan.state_placement.size(); ++i) {
+      const StateSliceDecision& d = plan.state_placement[i];
+      out += (i ? ",\n  " : "\n  ") + OrderedJson{{"slice", d.slice},
+                                                 {"choice", d.choice},
+                                                 {"state_bytes", d.state_bytes},
+                                                 {"predicted_s", d.predicted_s}}
+                                         .dump();
+    }
+    out += "\n],\n";
+  }
   out += "\"evictions\": [";
   for (std::size_t i = 0; i < plan.evictions.size(); ++i) {
     out += (i ? ",\n  " : "\n  ") + eviction_json(plan.evictions[i]).dump();
@@ -129,6 +141,25 @@ Result<Plan> plan_from_json(std::string_view text, const std::string& source_nam
   EBB_ASSIGN_OR_RETURN(p.recomputed_ops, r.signed_field(*predicted, pp, "recomputed_ops"));
   EBB_ASSIGN_OR_RETURN(p.checked_on_sim, r.bool_field(*predicted, pp, "checked_on_sim"));
   EBB_ASSIGN_OR_RETURN(plan.planner_seconds, r.number_field(root, "", "planner_seconds"));
+  if (root.contains("state_placement")) {
+    EBB_ASSIGN_OR_RETURN(const Json* slices, r.member(root, "", "state_placement"));
+    if (!slices->is_array()) return r.fail("state_placement", "expected an array");
+    for (std::size_t i = 0; i < slices->size(); ++i) {
+      const std::string at = "state_placement[" + std::to_string(i) + "].";
+      const Json& j = (*slices)[i];
+      if (!j.is_object()) return r.fail(at, "expected an object");
+      StateSliceDecision d;
+      EBB_ASSIGN_OR_RETURN(d.slice, r.string_field(j, at, "slice"));
+      EBB_ASSIGN_OR_RETURN(d.choice, r.string_field(j, at, "choice"));
+      if (d.choice != "device" && d.choice != "swapped" && d.choice != "host" &&
+          d.choice != "nvme") {
+        return r.fail(at + "choice", "\"" + d.choice + "\" is not device, swapped, host or nvme");
+      }
+      EBB_ASSIGN_OR_RETURN(d.state_bytes, r.unsigned_field(j, at, "state_bytes"));
+      EBB_ASSIGN_OR_RETURN(d.predicted_s, r.number_field(j, at, "predicted_s"));
+      plan.state_placement.push_back(std::move(d));
+    }
+  }
   EBB_ASSIGN_OR_RETURN(const Json* evictions, r.member(root, "", "evictions"));
   if (!evictions->is_array()) return r.fail("evictions", "expected an array");
   plan.evictions.reserve(evictions->size());

@@ -59,6 +59,18 @@ TEST(Plan, JsonRoundTripsAndTheFileIsAtomic) {
   Result<Plan> back = plan_from_json(plan_to_json(plan), "plan.json");
   ASSERT_TRUE(back.ok()) << back.status().to_string();
   EXPECT_EQ(*back, plan);
+  // With the optimizer state placed per slice (--optimizer-state auto).
+  Plan placed = plan;
+  placed.state_placement = {{"decay.s0", "host", 4096, 0.25}, {"no_decay.s0", "device", 512, 0.5}};
+  Result<Plan> placed_back = plan_from_json(plan_to_json(placed), "plan.json");
+  ASSERT_TRUE(placed_back.ok()) << placed_back.status().to_string();
+  EXPECT_EQ(*placed_back, placed);
+  std::string bad = plan_to_json(placed);
+  bad.replace(bad.find("\"host\""), 6, "\"disk\"");
+  Result<Plan> refused = plan_from_json(bad, "plan.json");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("state_placement[0].choice"), std::string::npos)
+      << refused.status().message();
 
   const std::string dir = ::testing::TempDir() + "ebb_plan_test_" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
