@@ -10,8 +10,10 @@
 #include <optional>
 #include <string>
 
+#include "engine/planner/hardware_probe.h"
 #include "engine/planner/plan_bounds.h"
 #include "engine/planner/planner.h"
+#include "engine/planner/state_placement.h"
 #include "tools/commands.h"
 #include "tools/plan_eval.h"
 
@@ -25,6 +27,8 @@ struct PlanArgs {
   std::string hw_file;
   std::string out;
   double link_gbps = 0;
+  std::string optimizer_state;  // "auto": also place each slice's state (or empty)
+  double cpu_state_gbps = 0;    // the CPU step's rate for it; 0: measured here
   bool classic = false;
   bool json = false;
 };
@@ -70,6 +74,23 @@ int run_plan(const PlanArgs& args) {
     }
     return report_error(status);
   }
+  // --optimizer-state auto: each slice's master weights and moments, placed for the budget.
+  std::optional<StatePlacementPlan> state;
+  if (!args.optimizer_state.empty()) {
+    if (args.optimizer_state != "auto") {
+      return report_error(invalid_argument("--optimizer-state \"" + args.optimizer_state +
+                                           "\": `ebb plan` places state only with auto"));
+    }
+    const double cpu = args.cpu_state_gbps > 0 ? args.cpu_state_gbps * 1e9
+                                               : measure_host_optimizer_bytes_per_s();
+    Result<StatePlacementInputs> inputs =
+        state_placement_inputs(*profile, *budget, *hardware, cpu);
+    if (!inputs.ok()) return report_error(inputs.status());
+    Result<StatePlacementPlan> placed = plan_state_placement(*inputs);
+    if (!placed.ok()) return report_error(placed.status());
+    state = *std::move(placed);
+    if (result->plan.has_value()) result->plan->state_placement = state_decisions(*state);
+  }
   if (!args.out.empty() && result->plan.has_value()) {
     Status written = write_plan(*result->plan, args.out);
     if (!written.ok()) return report_error(written);
@@ -101,6 +122,18 @@ int run_plan(const PlanArgs& args) {
     out["recomputed_ops"] = r.stats.recomputed_ops;
     out["planned_evictions"] = evictions;
     out["planner_seconds"] = planner_s;
+    if (state.has_value()) {
+      nlohmann::ordered_json slices = nlohmann::ordered_json::array();
+      for (const StateSliceDecision& d : state_decisions(*state)) {
+        slices.push_back({{"slice", d.slice},
+                          {"choice", d.choice},
+                          {"state_bytes", d.state_bytes},
+                          {"predicted_s", d.predicted_s}});
+      }
+      out["state_placement"] = slices;
+      out["state_predicted_s"] = state->predicted_s;
+      out["state_smallest_budget_bytes"] = state->smallest_budget_bytes;
+    }
     bound_json(out);
     std::printf("%s\n", out.dump().c_str());
     return 0;
@@ -118,6 +151,14 @@ int run_plan(const PlanArgs& args) {
   std::printf("  evictions        %zu planned; %lld recomputed ops, %lld B swapped\n", evictions,
               static_cast<long long>(r.stats.recomputed_ops), static_cast<long long>(swapped));
   std::printf("  planner          %.3f s\n", planner_s);
+  if (state.has_value()) {
+    std::printf("  optimizer state  placed per slice for the budget: %.6f s predicted\n",
+                state->predicted_s);
+    for (const StateSliceChoice& c : state->slices) {
+      std::printf("    %-14s %-8s %12zu B  %.6f s\n", c.name.c_str(),
+                  std::string(state_choice_name(c.choice)).c_str(), c.state_bytes, c.predicted_s);
+    }
+  }
   if (bound.has_value()) {
     std::printf(
         "  lower bound      %.6f s extra (%.4f of base) for any recompute-only plan; none "
@@ -151,6 +192,12 @@ Command add_plan_command(CLI::App& parent) {
                   "host<->device bandwidth of each direction in GB/s (default 0: no host link, "
                   "recompute only)");
   app->add_option("--out", args->out, "write the plan JSON here");
+  app->add_option("--optimizer-state", args->optimizer_state,
+                  "auto: also place each slice's master weights and optimizer state (device, "
+                  "swapped, host or nvme) for the budget, shown per slice and in --out");
+  app->add_option("--cpu-state-gbps", args->cpu_state_gbps,
+                  "with --optimizer-state auto: GB of state the CPU step updates per second "
+                  "(default: measured on this machine)");
   app->add_flag("--classic", args->classic,
                 "classic (cudaMalloc-style) segments instead of expandable segments");
   app->add_flag("--json", args->json, "print one JSON object instead of the summary");

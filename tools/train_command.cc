@@ -27,6 +27,8 @@ struct TrainArgs {
   std::string grad_dtype;  // empty: the precision's dtype
   std::string optimizer = "adamw";
   std::optional<float> lr_min;
+  std::string optimizer_state = "device";
+  std::string nvme_chunk;  // --nvme-chunk: a byte size; empty = the tier's default
   bool json = false;
 };
 
@@ -83,7 +85,77 @@ Status parse_training_names(TrainArgs& args) {
   }
   o.optimizer.kind = *optimizer;
   o.lr_min = args.lr_min;
+  std::optional<StatePolicy> state = state_policy_from_name(args.optimizer_state);
+  if (!state.has_value()) {
+    return invalid_argument("--optimizer-state \"" + args.optimizer_state +
+                            "\" is not device, host, nvme or auto");
+  }
+  o.optimizer_state = *state;
   return ok_status();
+}
+
+// Where the optimizer's state lived, what the planner chose (auto) and what the off-device step
+// did, for the JSON summary.
+nlohmann::json optimizer_state_json(const train::TrainOptions& o, const train::TrainResult& r) {
+  nlohmann::json placement = nlohmann::json::array();
+  for (StatePlacement p : r.state_placement) placement.push_back(placement_name(p));
+  const OffloadStats& f = r.offload;
+  nlohmann::json j = {{"policy", state_policy_name(o.optimizer_state)},
+                      {"delayed_update", o.delayed_update},
+                      {"placement", placement},
+                      {"offload",
+                       {{"cpu_steps", f.cpu_steps},
+                        {"cpu_step_s", f.cpu_step_s},
+                        {"wait_s", f.wait_s},
+                        {"hidden_share", f.cpu_step_s > 0 ? 1.0 - f.wait_s / f.cpu_step_s : 0.0},
+                        {"gradient_bytes", f.gradient_bytes},
+                        {"early_gradient_copies", f.early_gradient_copies},
+                        {"parameter_bytes", f.parameter_bytes},
+                        {"host_bytes", f.host_bytes},
+                        {"nvme_bytes", f.nvme_bytes},
+                        {"nvme_read_s", f.nvme_read_s},
+                        {"nvme_write_s", f.nvme_write_s},
+                        {"nvme_update_s", f.nvme_update_s}}}};
+  if (r.state_plan.has_value()) {
+    const StatePlacementPlan& p = *r.state_plan;
+    nlohmann::json slices = nlohmann::json::array();
+    for (const StateSliceChoice& c : p.slices) {
+      slices.push_back({{"slice", c.name},
+                        {"choice", state_choice_name(c.choice)},
+                        {"state_bytes", c.state_bytes},
+                        {"predicted_s", c.predicted_s}});
+    }
+    j["plan"] = {{"slices", slices},
+                 {"predicted_s", p.predicted_s},
+                 {"forward_peak_bytes", p.forward_peak_bytes},
+                 {"step_peak_bytes", p.step_peak_bytes},
+                 {"smallest_budget_bytes", p.smallest_budget_bytes}};
+  }
+  return j;
+}
+
+// One line: how many slices went where, and the planner's per-slice choice with auto.
+void print_optimizer_state(const train::TrainOptions& o, const train::TrainResult& r) {
+  std::size_t counts[3] = {0, 0, 0};
+  for (StatePlacement p : r.state_placement) ++counts[static_cast<int>(p)];
+  std::printf("optimizer state (%s): %zu slices on the device, %zu on the host, %zu on NVMe",
+              std::string(state_policy_name(o.optimizer_state)).c_str(), counts[0], counts[1],
+              counts[2]);
+  const OffloadStats& f = r.offload;
+  if (f.cpu_steps > 0) {
+    std::printf("; CPU step %.1f ms per step", f.cpu_step_s * 1e3 / static_cast<double>(f.cpu_steps));
+    if (o.delayed_update && f.cpu_step_s > 0) {
+      std::printf(" (%.0f%% hidden by the delayed update)", 100.0 * (1.0 - f.wait_s / f.cpu_step_s));
+    }
+  }
+  std::printf("\n");
+  if (r.state_plan.has_value()) {
+    for (const StateSliceChoice& c : r.state_plan->slices) {
+      std::printf("  %-12s %-8s %s, predicted %.3f ms\n", c.name.c_str(),
+                  std::string(state_choice_name(c.choice)).c_str(),
+                  format_bytes(c.state_bytes).c_str(), c.predicted_s * 1e3);
+    }
+  }
 }
 
 // A bar on stderr, redrawn in place, only when stderr is a terminal and stdout is not JSON.
@@ -164,6 +236,11 @@ int run_train(TrainArgs& args) {
     if (!bytes.ok()) return report_error(bytes.status());
     o.nvme_tier_bytes = *bytes;
   }
+  if (!args.nvme_chunk.empty()) {
+    Result<std::size_t> bytes = parse_byte_size(args.nvme_chunk, "--nvme-chunk");
+    if (!bytes.ok()) return report_error(bytes.status());
+    o.nvme_chunk_bytes = *bytes;
+  }
   const bool progress = !args.json && isatty(STDERR_FILENO) == 1;
   if (!args.json) {
     std::printf(
@@ -213,6 +290,7 @@ int run_train(TrainArgs& args) {
                               {"resumed_from_step", r.resumed_from_step},
                               {"checkpoints_written", r.checkpoints_written}};
     if (r.plan.has_value()) summary["plan"] = plan_json(r);
+    summary["optimizer_state"] = optimizer_state_json(o, r);
     std::printf("%s\n", summary.dump().c_str());
     return 0;
   }
@@ -242,6 +320,7 @@ int run_train(TrainArgs& args) {
               r.skipped_steps > 0
                   ? (", " + std::to_string(r.skipped_steps) + " steps skipped for overflow").c_str()
                   : "");
+  print_optimizer_state(o, r);
   if (!r.checkpoints_written.empty()) {
     std::printf("checkpoints written at step %d (latest) into %s\n", r.checkpoints_written.back(),
                 o.checkpoint_dir.c_str());
@@ -325,6 +404,17 @@ Command add_train_command(CLI::App& parent) {
   app->add_flag("--resume", o.resume,
                 "continue from the latest checkpoint in --checkpoint-dir (--steps still counts "
                 "from the run's start)");
+  app->add_option("--optimizer-state", args->optimizer_state,
+                  "where master weights and optimizer state live: device, host (a CPU step), "
+                  "nvme (streamed from --nvme-dir through the CPU step) or auto (per slice, "
+                  "planned to fit --budget)")
+      ->capture_default_str();
+  app->add_flag("--delayed-update", o.delayed_update,
+                "host/nvme: overlap the CPU step with the next forward and backward, on "
+                "parameters one update stale (ZeRO-Offload's DPU; changes the results)");
+  app->add_option("--nvme-chunk", args->nvme_chunk,
+                  "bytes of state per NVMe stream chunk (default: the tier's queue depth x block, "
+                  "at least 4MiB)");
   app->add_flag("--json", args->json, "one JSON object per step, then a summary object");
   return {app, [args] { return run_train(*args); }};
 }

@@ -725,6 +725,66 @@ TEST(EbbCli, TrainJsonReportsSkipsAndModelState) {
                                    0.5));
 }
 
+// The state on the host: the same losses as on the device, no optimizer state on the device, and
+// the placement and the CPU step in the summary.
+TEST(EbbCli, TrainWithTheOptimizerStateOnTheHost) {
+  const std::string model =
+      "train --layers 1 --d-model 32 --heads 2 --seq 16 --batch 2 --vocab 64 --steps 3 "
+      "--precision bf16 --json ";
+  CliRun device = ebb(model);
+  CliRun host = ebb(model + "--optimizer-state host --delayed-update");
+  CliRun host_plain = ebb(model + "--optimizer-state host");
+  ASSERT_EQ(device.exit_code, 0) << device.err;
+  ASSERT_EQ(host.exit_code, 0) << host.err;
+  ASSERT_EQ(host_plain.exit_code, 0) << host_plain.err;
+  const nlohmann::json d = json_lines(device.out).back();
+  const nlohmann::json h = json_lines(host_plain.out).back();
+  EXPECT_EQ(d.at("parameters_fnv1a"), h.at("parameters_fnv1a"));
+  EXPECT_EQ(h.at("model_state").at("optimizer_state_bytes").get<long long>(), 0);
+  const nlohmann::json& state = h.at("optimizer_state");
+  EXPECT_EQ(state.at("policy"), "host");
+  for (const auto& p : state.at("placement")) EXPECT_EQ(p, "host");
+  EXPECT_EQ(state.at("offload").at("cpu_steps").get<long long>(), 3);
+  const nlohmann::json delayed = json_lines(host.out).back().at("optimizer_state");
+  EXPECT_TRUE(delayed.at("delayed_update").get<bool>());
+  EXPECT_LE(delayed.at("offload").at("hidden_share").get<double>(), 1.0);
+}
+
+// `ebb plan --optimizer-state auto` on a trainer's profile: a choice per slice, in the JSON and
+// in the plan file; a profile without optimizer state is refused.
+TEST(EbbCli, PlanPlacesTheOptimizerStatePerSlice) {
+  const std::string profile = write_temp("state_profile.json", "");
+  CliRun train = ebb(
+      "train --layers 2 --d-model 32 --heads 2 --seq 16 --batch 2 --vocab 64 --steps 2 "
+      "--precision bf16 --profile-out " +
+      profile);
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  const std::string plan_path = write_temp("state_plan.json", "");
+  CliRun run = ebb("plan " + profile +
+                   " --budget 4MiB --link-gbps 16 --optimizer-state auto --cpu-state-gbps 10 --json "
+                   "--out " +
+                   plan_path);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json r = nlohmann::json::parse(run.out);
+  ASSERT_TRUE(r.contains("state_placement")) << run.out;
+  // Two groups: decay (a slice per block) and no_decay (embeddings, a slice per block, the
+  // final LayerNorm).
+  EXPECT_GE(r["state_placement"].size(), 4u);
+  for (const auto& s : r["state_placement"]) {
+    const std::string choice = s.at("choice");
+    EXPECT_TRUE(choice == "device" || choice == "swapped" || choice == "host" || choice == "nvme")
+        << choice;
+  }
+  std::ifstream file(plan_path);
+  const nlohmann::json plan = nlohmann::json::parse(file);
+  EXPECT_EQ(plan.at("state_placement").size(), r["state_placement"].size());
+  CliRun bare = ebb("plan " + generated_profile() + " --budget 90% --optimizer-state auto");
+  EXPECT_EQ(bare.exit_code, 1);
+  EXPECT_NE(bare.err.find("no optimizer state"), std::string::npos) << bare.err;
+  std::remove(profile.c_str());
+  std::remove(plan_path.c_str());
+}
+
 TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
   struct Case {
     const char* args;
@@ -747,6 +807,11 @@ TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
       {"--clip-grad-norm -1", "--clip-grad-norm -1"},
       {"--checkpoint-dir /proc/ebb-no-such --checkpoint-every 1", "/proc/ebb-no-such"},
       {"--resume --checkpoint-dir /nonexistent/ebb-ckpt", "no checkpoint to resume from"},
+      {"--optimizer-state disk", "--optimizer-state \"disk\" is not device, host, nvme or auto"},
+      {"--optimizer-state nvme", "--nvme-dir"},
+      {"--optimizer-state auto", "give --budget"},
+      {"--delayed-update", "--delayed-update with --optimizer-state device"},
+      {"--optimizer-state host --host-tier 16KiB", "needs"},
   };
   for (const Case& c : cases) {
     CliRun run = ebb(std::string("train --steps 1 ") + c.args);

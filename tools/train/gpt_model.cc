@@ -97,10 +97,11 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
   }
   EBB_ASSIGN_OR_RETURN(model->state_, ModelState::create(engine, parameter_decls(config),
                                                          {.precision = training.precision,
-                                                          .grad_dtype = training.grad_dtype},
+                                                          .grad_dtype = training.grad_dtype,
+                                                          .placement = training.placement},
                                                          initial));
-  EBB_ASSIGN_OR_RETURN(model->optimizer_,
-                       Optimizer::create(engine, *model->state_, training.optimizer));
+  EBB_ASSIGN_OR_RETURN(model->optimizer_, Optimizer::create(engine, *model->state_,
+                                                            training.optimizer, training.offload));
   return model;
 }
 

@@ -33,6 +33,10 @@ struct GptTraining {
   Precision precision = Precision::kF32;
   DType grad_dtype = DType::kF32;  // f32, or the precision's 16-bit dtype
   OptimizerConfig optimizer;
+  // Where each slice's master weights and optimizer state live (ModelStateOptions::placement;
+  // empty: on the device), and the off-device step's options.
+  std::vector<StatePlacement> placement;
+  OffloadOptions offload;
 };
 
 // What one optimizer step needs besides the tokens.

@@ -51,38 +51,18 @@ double median(std::vector<double> values) {
   return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
-GptTraining training_of(const TrainOptions& o) {
-  return GptTraining{.precision = o.precision,
-                     .grad_dtype = o.grad_dtype.value_or(precision_dtype(o.precision)),
-                     .optimizer = o.optimizer};
+GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> placement) {
+  return GptTraining{
+      .precision = o.precision,
+      .grad_dtype = o.grad_dtype.value_or(precision_dtype(o.precision)),
+      .optimizer = o.optimizer,
+      .placement = std::move(placement),
+      .offload = {.delayed_update = o.delayed_update, .nvme_chunk_bytes = o.nvme_chunk_bytes}};
 }
 
 float peak_learning_rate(const TrainOptions& o) {
   return o.optimizer.learning_rate > 0 ? o.optimizer.learning_rate
                                        : default_learning_rate(o.optimizer.kind);
-}
-
-// What a checkpoint holds besides the trainer's own state: the master weights of every slice
-// (the working copies are rounded from them) and every optimizer state buffer, by name.
-struct StateBuffers {
-  std::vector<std::string> names;
-  std::vector<Tensor> tensors;
-};
-
-StateBuffers state_buffers(GptModel& model) {
-  StateBuffers b;
-  const ModelState& state = model.state();
-  for (const ModelState::Slice& s : state.slices()) {
-    const FlatGroup& g = state.layout().groups[s.group];
-    b.names.push_back("master." + std::string(parameter_group_name(g.group)) + ".s" +
-                      std::to_string(s.index));
-    b.tensors.push_back(s.master_weights());
-  }
-  for (const Optimizer::StateBuffer& s : model.optimizer().state()) {
-    b.names.push_back("optimizer." + s.name);
-    b.tensors.push_back(s.tensor);
-  }
-  return b;
 }
 
 // The trainer's side of a checkpoint: where the run is and what the loss scaler knows.
@@ -94,13 +74,20 @@ struct RunPosition {
 
 Status save_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
                        const RunPosition& at) {
-  const StateBuffers buffers = state_buffers(model);
-  std::vector<std::vector<std::byte>> bytes(buffers.tensors.size());
+  // The master weights and the optimizer's state, wherever they live, by name (the same in
+  // every placement, so a checkpoint moves between them).
+  // A delayed update's CPU step in flight lands first, so that the checkpoint holds every step
+  // taken; the run goes on from there as a resumed one does (the next step's forward sees the
+  // update, not one stale), which keeps resume bit-exact.
+  Optimizer& optimizer = model.optimizer();
+  EBB_RETURN_IF_ERROR(optimizer.flush());
+  const std::vector<Optimizer::Blob> blobs = optimizer.blobs();
+  std::vector<std::vector<std::byte>> bytes(blobs.size());
   std::vector<CheckpointPayload> payloads;
-  for (std::size_t i = 0; i < buffers.tensors.size(); ++i) {
-    bytes[i].resize(buffers.tensors[i].bytes());
-    EBB_RETURN_IF_ERROR(engine.read(buffers.tensors[i], bytes[i].data(), bytes[i].size()));
-    payloads.push_back({buffers.names[i], bytes[i]});
+  for (std::size_t i = 0; i < blobs.size(); ++i) {
+    bytes[i].resize(blobs[i].bytes);
+    EBB_RETURN_IF_ERROR(optimizer.read_blob(i, bytes[i]));
+    payloads.push_back({blobs[i].name, bytes[i]});
   }
   CheckpointMeta meta{.step = at.step,
                       .model_fingerprint = checkpoint_fingerprint(o),
@@ -124,24 +111,14 @@ Result<RunPosition> load_checkpoint(const TrainOptions& o, Engine& engine, GptMo
                                     RunPosition at) {
   EBB_ASSIGN_OR_RETURN(Checkpoint ckpt,
                        read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o)));
-  const StateBuffers buffers = state_buffers(model);
-  const ModelState& state = model.state();
-  const DType work = state.param_dtype();
+  // Each blob where it lives; a master also sets the working parameters (rounded).
+  Optimizer& optimizer = model.optimizer();
+  const std::vector<Optimizer::Blob> blobs = optimizer.blobs();
   std::vector<std::byte> bytes;
-  for (std::size_t i = 0; i < buffers.tensors.size(); ++i) {
-    bytes.resize(buffers.tensors[i].bytes());
-    EBB_RETURN_IF_ERROR(ckpt.read_payload(buffers.names[i], bytes));
-    EBB_RETURN_IF_ERROR(engine.write(buffers.tensors[i], bytes.data(), bytes.size()));
-    // The working copy of a 16-bit slice is its master rounded, as the optimizer leaves it.
-    if (i < state.slices().size() && has_master_weights(state.precision())) {
-      const Tensor& params = state.slices()[i].params;
-      std::vector<std::uint16_t> rounded(params.bytes() / 2);
-      const auto* master = reinterpret_cast<const float*>(bytes.data());
-      for (std::size_t k = 0; k < rounded.size(); ++k) {
-        rounded[k] = work == DType::kBF16 ? nn::f32_to_bf16(master[k]) : nn::f32_to_f16(master[k]);
-      }
-      EBB_RETURN_IF_ERROR(engine.write(params, rounded.data(), params.bytes()));
-    }
+  for (std::size_t i = 0; i < blobs.size(); ++i) {
+    bytes.resize(blobs[i].bytes);
+    EBB_RETURN_IF_ERROR(ckpt.read_payload(blobs[i].name, bytes));
+    EBB_RETURN_IF_ERROR(optimizer.write_blob(i, bytes));
   }
   const nlohmann::json& s = ckpt.meta().state;
   at.step = static_cast<int>(ckpt.meta().step);
@@ -155,6 +132,7 @@ Result<RunPosition> load_checkpoint(const TrainOptions& o, Engine& engine, GptMo
 // size), from a checkpoint when o.resume.
 Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& data,
                         std::size_t budget_bytes, int steps, bool write_profile_out,
+                        const std::vector<StatePlacement>& placement,
                         const std::function<void(const StepStats&)>& on_step) {
   EngineOptions engine_options{.device = device,
                                .budget_bytes = budget_bytes,
@@ -175,7 +153,8 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     };
   }
   EBB_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(engine_options)));
-  EBB_ASSIGN_OR_RETURN(auto model, GptModel::create(*engine, o.model, o.seed, training_of(o)));
+  EBB_ASSIGN_OR_RETURN(auto model,
+                       GptModel::create(*engine, o.model, o.seed, training_of(o, placement)));
   EBB_ASSIGN_OR_RETURN(LossScaler scaler, LossScaler::create(o.loss_scaler));
   RunPosition at{.scaler = scaler};
   if (o.resume) {
@@ -243,6 +222,10 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
       result.checkpoints_written.push_back(s);
     }
   }
+  // A delayed update's last CPU step lands before the results are read.
+  EBB_RETURN_IF_ERROR(model->optimizer().flush());
+  result.state_placement = placement;
+  result.offload = model->optimizer().offload_stats();
   const AllocatorStats stats = engine->allocator().stats();
   result.peak_reserved_bytes =
       std::max(peak_reserved, static_cast<std::size_t>(stats.all.reserved_bytes.peak));
@@ -266,12 +249,100 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   return result;
 }
 
+// Where each slice's state lives for this run, and with auto the planner's choice.
+struct PlacementChoice {
+  std::vector<StatePlacement> slices;  // in the ModelState's slice order
+  std::optional<StatePlacementPlan> plan;
+};
+
+// Per slice of the model's layout (the ModelState's order): the device bytes its master weights
+// and optimizer state take when kept, and what a host step moves over the link.
+Result<std::vector<StateSliceCost>> slice_costs(const TrainOptions& o) {
+  const std::vector<ParameterDecl> decls = parameter_decls(o.model);
+  EBB_ASSIGN_OR_RETURN(FlatLayout layout, make_flat_layout(decls, {}));
+  const std::size_t master = has_master_weights(o.precision) ? sizeof(float) : 0;
+  const std::size_t param = dtype_bytes(precision_dtype(o.precision));
+  const std::size_t grad = dtype_bytes(o.grad_dtype.value_or(precision_dtype(o.precision)));
+  std::vector<StateSliceCost> costs;
+  for (const FlatGroup& g : layout.groups) {
+    for (std::size_t k = 0; k < g.slices.size(); ++k) {
+      const FlatSlice& slice = g.slices[k];
+      const SliceStateFloats floats = slice_state_floats(o.optimizer, decls, slice);
+      const auto numel = static_cast<std::size_t>(slice.numel());
+      costs.push_back(
+          {.name = std::string(parameter_group_name(g.group)) + ".s" + std::to_string(k),
+           .state_bytes = numel * master +
+                          static_cast<std::size_t>(floats.a + floats.b) * sizeof(float),
+           .gradient_bytes = numel * grad,
+           .parameter_bytes = numel * param});
+    }
+  }
+  return costs;
+}
+
+Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
+                                         const TokenData& data, std::size_t budget) {
+  EBB_ASSIGN_OR_RETURN(std::vector<StateSliceCost> costs, slice_costs(o));
+  PlacementChoice choice;
+  switch (o.optimizer_state) {
+    case StatePolicy::kDevice:
+      choice.slices.assign(costs.size(), StatePlacement::kDevice);
+      return choice;
+    case StatePolicy::kHost:
+      choice.slices.assign(costs.size(), StatePlacement::kHost);
+      return choice;
+    case StatePolicy::kNvme:
+      choice.slices.assign(costs.size(), StatePlacement::kNvme);
+      return choice;
+    case StatePolicy::kAuto:
+      break;
+  }
+  // The device's bytes without the state, from a two-step run with every slice on the device
+  // and nothing evicted: the peak less the state, and the model state a step needs besides.
+  TrainOptions probe = o;
+  probe.policy = EvictionPolicy::kNone;
+  probe.plan_policy.reset();
+  probe.resume = false;
+  probe.checkpoint_every = 0;
+  probe.optimizer_state = StatePolicy::kDevice;
+  probe.delayed_update = false;
+  const std::vector<StatePlacement> on_device(costs.size(), StatePlacement::kDevice);
+  EBB_ASSIGN_OR_RETURN(TrainResult unconstrained,
+                       run(probe, device, data, 0, std::min(2, o.steps), false, on_device, {}));
+  const auto state = static_cast<std::size_t>(unconstrained.optimizer_state_bytes);
+  StatePlacementInputs in;
+  in.slices = std::move(costs);
+  in.budget_bytes = budget;
+  // Where the engine may evict, activations beyond the budget are evicted anyway, and the state
+  // gets only what they leave (the planner does not trade recomputes against state moves).
+  in.other_peak_bytes =
+      unconstrained.peak_reserved_bytes - std::min(unconstrained.peak_reserved_bytes, state);
+  if (o.policy != EvictionPolicy::kNone) in.other_peak_bytes = std::min(in.other_peak_bytes, budget);
+  in.step_other_bytes = static_cast<std::size_t>(unconstrained.parameter_state_bytes +
+                                                 unconstrained.gradient_state_bytes);
+  EBB_ASSIGN_OR_RETURN(HardwareModel link, measure_host_link(device));
+  in.link_bytes_per_s = std::min(link.host_to_device_bytes_per_s, link.device_to_host_bytes_per_s);
+  EBB_ASSIGN_OR_RETURN(in.device_state_bytes_per_s, measure_device_optimizer_bytes_per_s(device));
+  in.cpu_state_bytes_per_s = measure_host_optimizer_bytes_per_s();
+  // NVMe is not measured here, so auto places no slice there (--optimizer-state nvme does).
+  in.allow_swap = o.policy == EvictionPolicy::kSwap || o.policy == EvictionPolicy::kBoth;
+  Result<StatePlacementPlan> plan = plan_state_placement(in);
+  if (!plan.ok()) {
+    return Status(plan.status().code(), "--optimizer-state auto: " + plan.status().message());
+  }
+  for (const StateSliceChoice& c : plan->slices) choice.slices.push_back(placement_of(c.choice));
+  choice.plan = *std::move(plan);
+  return choice;
+}
+
 }  // namespace
 
 double model_state_bytes_per_parameter(const TrainOptions& o) {
   const double work = static_cast<double>(dtype_bytes(precision_dtype(o.precision)));
   const double grad =
       static_cast<double>(dtype_bytes(o.grad_dtype.value_or(precision_dtype(o.precision))));
+  // Off the device (auto: possibly all of it), master weights and moments take no device bytes.
+  if (o.optimizer_state != StatePolicy::kDevice) return work + grad;
   const double master = has_master_weights(o.precision) ? 4.0 : 0.0;
   double optimizer = 0;
   switch (o.optimizer.kind) {
@@ -408,6 +479,22 @@ Result<TrainResult> train(const TrainOptions& o,
                               " (steps count from the run's start, not from the checkpoint)");
     }
   }
+  if (o.optimizer_state == StatePolicy::kNvme && o.nvme_directories.empty()) {
+    return invalid_argument(
+        "--optimizer-state nvme needs an NVMe tier to stream the state through: give --nvme-dir "
+        "DIR (or use --optimizer-state host)");
+  }
+  if (o.delayed_update && o.optimizer_state == StatePolicy::kDevice) {
+    return invalid_argument(
+        "--delayed-update with --optimizer-state device: the delayed update overlaps the CPU "
+        "step with the next forward and backward, so it needs the state on the host or on NVMe "
+        "(--optimizer-state host, nvme or auto)");
+  }
+  if (o.optimizer_state == StatePolicy::kAuto && o.budget_bytes == 0 && o.budget_fraction == 0) {
+    return invalid_argument(
+        "--optimizer-state auto places the state to fit a budget: give --budget (or choose "
+        "device, host or nvme)");
+  }
   EBB_RETURN_IF_ERROR(LossScaler::create(o.loss_scaler).status());
   EBB_ASSIGN_OR_RETURN(TokenData data, load_data(o));
   EBB_ASSIGN_OR_RETURN(auto device, make_device(o.device, o.link_gbps));
@@ -419,8 +506,10 @@ Result<TrainResult> train(const TrainOptions& o,
     probe.plan_policy.reset();
     probe.resume = false;
     probe.checkpoint_every = 0;
+    probe.optimizer_state = StatePolicy::kDevice;
+    probe.delayed_update = false;
     EBB_ASSIGN_OR_RETURN(TrainResult unconstrained,
-                         run(probe, *device, data, 0, std::min(2, o.steps), false, {}));
+                         run(probe, *device, data, 0, std::min(2, o.steps), false, {}, {}));
     budget = static_cast<std::size_t>(static_cast<double>(unconstrained.peak_reserved_bytes) *
                                       o.budget_fraction);
   }
@@ -440,7 +529,14 @@ Result<TrainResult> train(const TrainOptions& o,
                               std::to_string(device->capacity_bytes()) + " B");
     }
   }
-  return run(o, *device, data, budget, o.steps, !o.profile_out.empty(), on_step);
+  EBB_ASSIGN_OR_RETURN(PlacementChoice placement, choose_placement(o, *device, data, budget));
+  EBB_ASSIGN_OR_RETURN(TrainResult result, run(o, *device, data, budget, o.steps,
+                                               !o.profile_out.empty(), placement.slices, on_step));
+  if (placement.plan.has_value() && result.plan.has_value()) {
+    result.plan->state_placement = state_decisions(*placement.plan);
+  }
+  result.state_plan = std::move(placement.plan);
+  return result;
 }
 
 }  // namespace ebb::train

@@ -17,6 +17,7 @@
 
 #include "engine/ebb.h"
 #include "engine/planner/planner.h"
+#include "engine/planner/state_placement.h"
 #include "kernels/nn.h"
 #include "tools/train/gpt_config.h"
 #include "tools/train/gpt_model.h"
@@ -65,6 +66,12 @@ struct TrainOptions {
   // NVMe tier below the host tier (EngineOptions::nvme_directories); empty: none.
   std::vector<std::string> nvme_directories;
   std::size_t nvme_tier_bytes = kGiB;  // reserved on disk up front
+  // Where master weights and optimizer state live (--optimizer-state): on the device, the host
+  // (a CPU step), NVMe (streamed through the CPU step; needs nvme_directories), or per slice as
+  // plan_state_placement chooses for the budget (auto; needs a budget).
+  StatePolicy optimizer_state = StatePolicy::kDevice;
+  bool delayed_update = false;       // --delayed-update (off-device slices; changes the results)
+  std::size_t nvme_chunk_bytes = 0;  // the NVMe stream's chunk; 0: the tier's default
 };
 
 // One step's measurements.
@@ -109,6 +116,10 @@ struct TrainResult {
   std::int64_t skipped_steps = 0;        // fp16 steps skipped for overflow, this run and before
   int resumed_from_step = 0;             // the checkpoint's step, 0 when not resumed
   std::vector<int> checkpoints_written;  // steps
+  // Where each slice's state lived, and with auto the planner's choice and its inputs.
+  std::vector<StatePlacement> state_placement;
+  std::optional<StatePlacementPlan> state_plan;
+  OffloadStats offload;  // what the off-device step did
 };
 
 // Validates the options up front (model shape, data file, budget against the largest op's
@@ -123,8 +134,9 @@ Result<TrainResult> train(const TrainOptions& options,
 // whatever the engine evicts.
 std::size_t minimum_budget_bytes(const TrainOptions& options);
 
-// Device bytes of model state per parameter for these options, by the formula (alignment and
-// padding aside): parameters and gradients in their dtypes, fp32 master weights in 16-bit
+// Device bytes of model state per parameter for these options, by the formula (with the
+// master weights and optimizer state counted only when they are on the device: kDevice) (alignment
+// and padding aside): parameters and gradients in their dtypes, fp32 master weights in 16-bit
 // precisions, and the optimizer's state (AdamW's two moments; Adafactor's and SM3's factored
 // statistics, about 0 per element of a matrix, plus a momentum or first moment when on).
 double model_state_bytes_per_parameter(const TrainOptions& options);
