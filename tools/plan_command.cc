@@ -81,10 +81,9 @@ int run_plan(const PlanArgs& args) {
       return report_error(invalid_argument("--optimizer-state \"" + args.optimizer_state +
                                            "\": `ebb plan` places state only with auto"));
     }
-    const double cpu = args.cpu_state_gbps > 0 ? args.cpu_state_gbps * 1e9
-                                               : measure_host_optimizer_bytes_per_s();
-    Result<StatePlacementInputs> inputs =
-        state_placement_inputs(*profile, *budget, *hardware, cpu);
+    const double cpu =
+        args.cpu_state_gbps > 0 ? args.cpu_state_gbps * 1e9 : measure_host_optimizer_bytes_per_s();
+    Result<StatePlacementInputs> inputs = state_placement_inputs(*profile, *budget, *hardware, cpu);
     if (!inputs.ok()) return report_error(inputs.status());
     Result<StatePlacementPlan> placed = plan_state_placement(*inputs);
     if (!placed.ok()) return report_error(placed.status());

@@ -47,17 +47,26 @@ nlohmann::json step_json(const train::StepStats& s) {
           {"grad_norm", s.grad_norm}};
 }
 
-// The model state on the device after the run, by kind, against the formula.
+// The model state on the device after the run, by kind, against the formula (with auto, plus
+// the state of the slices the plan keeps on the device).
 nlohmann::json model_state_json(const train::TrainOptions& o, const train::TrainResult& r) {
   const double n = static_cast<double>(r.parameters);
   const double total = static_cast<double>(r.parameter_state_bytes + r.gradient_state_bytes +
                                            r.optimizer_state_bytes);
+  double formula = train::model_state_bytes_per_parameter(o);
+  if (r.state_plan.has_value()) {
+    for (const StateSliceChoice& c : r.state_plan->slices) {
+      if (placement_of(c.choice) == StatePlacement::kDevice) {
+        formula += static_cast<double>(c.state_bytes) / n;
+      }
+    }
+  }
   return {{"parameters", r.parameters},
           {"parameter_bytes", r.parameter_state_bytes},
           {"gradient_bytes", r.gradient_state_bytes},
           {"optimizer_state_bytes", r.optimizer_state_bytes},
           {"bytes_per_parameter", total / n},
-          {"formula_bytes_per_parameter", train::model_state_bytes_per_parameter(o)}};
+          {"formula_bytes_per_parameter", formula}};
 }
 
 // The training options given as names, checked before any step runs.
@@ -143,9 +152,11 @@ void print_optimizer_state(const train::TrainOptions& o, const train::TrainResul
               counts[2]);
   const OffloadStats& f = r.offload;
   if (f.cpu_steps > 0) {
-    std::printf("; CPU step %.1f ms per step", f.cpu_step_s * 1e3 / static_cast<double>(f.cpu_steps));
+    std::printf("; CPU step %.1f ms per step",
+                f.cpu_step_s * 1e3 / static_cast<double>(f.cpu_steps));
     if (o.delayed_update && f.cpu_step_s > 0) {
-      std::printf(" (%.0f%% hidden by the delayed update)", 100.0 * (1.0 - f.wait_s / f.cpu_step_s));
+      std::printf(" (%.0f%% hidden by the delayed update)",
+                  100.0 * (1.0 - f.wait_s / f.cpu_step_s));
     }
   }
   std::printf("\n");

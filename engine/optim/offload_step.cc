@@ -36,15 +36,18 @@ void round_to(DType dtype, std::span<const float> master, std::byte* out) {
 }  // namespace
 
 // A slice off the device. Host: master, a and b in host tier buffers. NVMe: the three as the
-// parts of each chunk of `store`. Both: two gradient staging buffers (one with no delayed
-// update) and one for the updated working parameters, on the host tier.
+// parts of its chunks [first_chunk, first_chunk + chunks.size()) of the optimizer's one chunk
+// store, which streams every NVMe slice in one pass, so that one slice's chunks are read while
+// another's are updated. Both: two gradient staging buffers (one with no delayed update) and
+// one for the updated working parameters, on the host tier.
 struct Optimizer::OffSlice {
   HostTier* tier = nullptr;
   float* master = nullptr;
   float* a = nullptr;
   float* b = nullptr;
-  std::unique_ptr<NvmeChunkStore> store;
+  bool on_nvme = false;
   std::vector<Chunk> chunks;
+  std::size_t first_chunk = 0;  // in the optimizer's chunk store
   void* grads[2] = {nullptr, nullptr};
   void* params = nullptr;
   // When this slice's gradient copy started: ModelState::step_serial() and accumulations().
@@ -111,6 +114,9 @@ Status Optimizer::create_off_device() {
         std::to_string(((needed - tier.free_bytes()) >> 20) + 1) +
         "MiB, or place more state on the device or NVMe");
   }
+  // The NVMe slices' chunks, all in one store: shapes and initial master weights, in order.
+  std::vector<ChunkShape> nvme_shapes;
+  std::vector<std::vector<float>> nvme_initial;
   for (std::size_t k = 0; k < slices_.size(); ++k) {
     const ModelState::Slice& ms = model_.slices()[k];
     if (ms.placement == StatePlacement::kDevice) continue;
@@ -179,30 +185,33 @@ Status Optimizer::create_off_device() {
           bytes += (next_first - w.first) * per_element + (next_offset - w.offset) * 4;
         }
       }
-      ChunkStoreOptions options{.name = "optimizer." + base, .chunks = {}};
+      off->on_nvme = true;
+      off->first_chunk = nvme_chunk_slices_.size();
       for (const Chunk& c : off->chunks) {
         ChunkShape shape;
         shape.part_bytes = {static_cast<std::size_t>(c.e1 - c.e0) * 4,
                             static_cast<std::size_t>(c.s1 - c.s0) * 4};
         if (ss.b_floats > 0) shape.part_bytes.push_back(static_cast<std::size_t>(c.e1 - c.e0) * 4);
-        options.chunks.push_back(std::move(shape));
+        nvme_shapes.push_back(std::move(shape));
+        nvme_chunk_slices_.push_back(k);
+        nvme_initial.push_back(std::vector<float>(initial.begin() + c.e0, initial.begin() + c.e1));
       }
-      const std::vector<Chunk>& chunks = off->chunks;
-      EBB_ASSIGN_OR_RETURN(off->store,
-                           NvmeChunkStore::create(
-                               *nvme, tier, std::move(options),
-                               [&](std::size_t chunk, std::size_t part, std::span<std::byte> out) {
-                                 if (part == 0) {
-                                   std::memcpy(out.data(), initial.data() + chunks[chunk].e0,
-                                               out.size());
-                                 } else {
-                                   std::memset(out.data(), 0, out.size());
-                                 }
-                               }));
       offload_stats_.nvme_bytes += (n + static_cast<std::size_t>(ss.a_floats + ss.b_floats)) * 4;
     }
     offload_stats_.host_bytes += n * (gbytes * static_cast<std::size_t>(grad_buffers) + pbytes);
     off_[k] = std::move(off);
+  }
+  if (!nvme_shapes.empty()) {
+    EBB_ASSIGN_OR_RETURN(
+        nvme_store_, NvmeChunkStore::create(
+                         *nvme, tier, {.name = "optimizer_state", .chunks = std::move(nvme_shapes)},
+                         [&](std::size_t chunk, std::size_t part, std::span<std::byte> out) {
+                           if (part == 0) {
+                             std::memcpy(out.data(), nvme_initial[chunk].data(), out.size());
+                           } else {
+                             std::memset(out.data(), 0, out.size());
+                           }
+                         }));
   }
   model_.set_master_reader([this](std::size_t slice, std::span<float> out) -> Status {
     // The masters are the first blobs, one per slice.
@@ -221,6 +230,7 @@ Optimizer::~Optimizer() {
   model_.set_gradient_listener(nullptr);
   model_.set_master_reader(nullptr);
   (void)engine_.wait_reads();
+  nvme_store_.reset();
   off_.clear();
   for (const StateBuffer& s : state_) (void)engine_.release(s.tensor);
   if (workspace_.valid()) (void)engine_.release(workspace_);
@@ -252,19 +262,22 @@ Status Optimizer::cpu_step(const StepArgs& args, int buffer) {
     if (off_[k] == nullptr) continue;
     OffSlice& off = *off_[k];
     const SliceState& ss = slices_[k];
-    if (off.store == nullptr) {
-      const UpdateBuffers b{.param = off.params,
-                            .master = off.master,
-                            .a = off.a,
-                            .b = off.b,
-                            .grad = off.grads[buffer],
-                            .workspace = host_workspace_.data()};
-      run_update(kHostContext, k, ss.where, model_.slices()[k].numel, b, args);
-      continue;
-    }
-    EBB_RETURN_IF_ERROR(off.store->stream(
+    if (off.on_nvme) continue;
+    const UpdateBuffers b{.param = off.params,
+                          .master = off.master,
+                          .a = off.a,
+                          .b = off.b,
+                          .grad = off.grads[buffer],
+                          .workspace = host_workspace_.data()};
+    run_update(kHostContext, k, ss.where, model_.slices()[k].numel, b, args);
+  }
+  if (nvme_store_ != nullptr) {
+    // Every NVMe slice's chunks in one stream.
+    EBB_RETURN_IF_ERROR(nvme_store_->stream(
         [&](std::size_t chunk, std::span<const std::span<std::byte>> parts) -> Status {
-          const Chunk& c = off.chunks[chunk];
+          const std::size_t k = nvme_chunk_slices_[chunk];
+          OffSlice& off = *off_[k];
+          const Chunk& c = off.chunks[chunk - off.first_chunk];
           const UpdateBuffers b{
               .param =
                   static_cast<std::byte*>(off.params) + c.e0 * static_cast<std::int64_t>(pbytes),
@@ -277,7 +290,7 @@ Status Optimizer::cpu_step(const StepArgs& args, int buffer) {
           run_update(kHostContext, k, c.where, c.e1 - c.e0, b, args);
           return ok_status();
         }));
-    const ChunkStoreStats st = off.store->stats();
+    const ChunkStoreStats st = nvme_store_->stats();
     offload_stats_.nvme_read_s += st.last_read_s;
     offload_stats_.nvme_write_s += st.last_write_s;
     offload_stats_.nvme_update_s += st.last_compute_s;
@@ -376,17 +389,17 @@ Status Optimizer::read_blob(std::size_t i, std::span<std::byte> out) {
   }
   EBB_RETURN_IF_ERROR(wait_for_worker());
   OffSlice& off = *off_[k];
-  if (off.store == nullptr) {
+  if (!off.on_nvme) {
     const float* src = part == 0 ? off.master : part == 1 ? off.a : off.b;
     const std::int64_t floats = part == 0 ? ms.numel : part == 1 ? ss.a_floats : ss.b_floats;
     std::memcpy(out.data(), src,
                 std::min(out.size(), static_cast<std::size_t>(floats) * sizeof(float)));
     return ok_status();
   }
-  return off.store->read_all(
+  return nvme_store_->read_all(
       [&](std::size_t chunk, std::size_t p, std::span<const std::byte> bytes) {
-        if (static_cast<int>(p) != part) return;
-        const Chunk& c = off.chunks[chunk];
+        if (static_cast<int>(p) != part || nvme_chunk_slices_[chunk] != k) return;
+        const Chunk& c = off.chunks[chunk - off.first_chunk];
         const std::int64_t first = part == 1 ? c.s0 : c.e0;
         const std::size_t at = static_cast<std::size_t>(first) * sizeof(float);
         if (at < out.size())
@@ -416,25 +429,25 @@ Status Optimizer::write_blob(std::size_t i, std::span<const std::byte> in) {
     return engine_.write(t, in.data(), std::min(in.size(), t.bytes()));
   }
   OffSlice& off = *off_[k];
-  if (off.store == nullptr) {
+  if (!off.on_nvme) {
     float* dst = part == 0 ? off.master : part == 1 ? off.a : off.b;
     const std::int64_t floats = part == 0 ? ms.numel : part == 1 ? ss.a_floats : ss.b_floats;
     std::memcpy(dst, in.data(), std::min(in.size(), static_cast<std::size_t>(floats) * 4));
     return ok_status();
   }
   // Every part of every chunk is rewritten: this part from `in`, the others as they are.
-  std::vector<std::vector<std::vector<std::byte>>> keep(off.chunks.size());
-  EBB_RETURN_IF_ERROR(
-      off.store->read_all([&](std::size_t chunk, std::size_t p, std::span<const std::byte> bytes) {
+  std::vector<std::vector<std::vector<std::byte>>> keep(nvme_chunk_slices_.size());
+  EBB_RETURN_IF_ERROR(nvme_store_->read_all(
+      [&](std::size_t chunk, std::size_t p, std::span<const std::byte> bytes) {
         keep[chunk].resize(std::max(keep[chunk].size(), p + 1));
         keep[chunk][p].assign(bytes.begin(), bytes.end());
       }));
-  return off.store->write_all([&](std::size_t chunk, std::size_t p, std::span<std::byte> out) {
-    if (static_cast<int>(p) != part) {
+  return nvme_store_->write_all([&](std::size_t chunk, std::size_t p, std::span<std::byte> out) {
+    if (static_cast<int>(p) != part || nvme_chunk_slices_[chunk] != k) {
       std::memcpy(out.data(), keep[chunk][p].data(), out.size());
       return;
     }
-    const Chunk& c = off.chunks[chunk];
+    const Chunk& c = off.chunks[chunk - off.first_chunk];
     const std::size_t at = static_cast<std::size_t>(part == 1 ? c.s0 : c.e0) * sizeof(float);
     std::memset(out.data(), 0, out.size());
     if (at < in.size())

@@ -28,9 +28,10 @@
 // starts as soon as the slice's gradients are final in backward (ModelState's gradient
 // listener; at the step for any not yet copied). The updated working parameters are put on the
 // host tier as the parameter tensor's new bytes (Engine::replace_on_host) and prefetched back,
-// so that they take device memory again only from when they are needed. An NVMe slice streams
-// its chunks through the step: chunk i+1 is read while chunk i is updated and chunk i-1 written,
-// and a step that fails leaves the previous step's state on disk.
+// so that they take device memory again only from when they are needed. The NVMe slices' chunks
+// all stream through the step in one pass of one chunk store: chunk i+1 (of the same slice or
+// the next) is read while chunk i is updated and chunk i-1 written, and a step that fails leaves
+// the previous step's state on disk.
 // With OffloadOptions::delayed_update (ZeRO-Offload's DPU), the CPU step of step t >= 2 runs
 // on a worker thread while the loop's next forward and backward run, on parameters one update
 // stale; step t+1 waits for it, puts its parameters on their way, and starts its own. The device
@@ -55,6 +56,7 @@
 #include "engine/engine.h"
 #include "engine/optim/model_state.h"
 #include "kernels/device.h"
+#include "offload/chunk_store.h"
 
 namespace ebb {
 
@@ -234,6 +236,9 @@ class Optimizer {
   OffloadOptions offload_;
   std::vector<SliceState> slices_;              // as model_.slices()
   std::vector<std::unique_ptr<OffSlice>> off_;  // as model_.slices(); null on the device
+  // Every NVMe slice's chunks, slice after slice, and the slice of each chunk.
+  std::unique_ptr<NvmeChunkStore> nvme_store_;
+  std::vector<std::size_t> nvme_chunk_slices_;
   std::vector<float> host_workspace_;
   int grad_buffer_ = 0;                        // the staging buffer this step's copies fill
   bool parameters_ready_ = false;              // a CPU step's parameters wait to be installed

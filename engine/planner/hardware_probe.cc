@@ -65,8 +65,8 @@ Result<double> measure_device_optimizer_bytes_per_s(Device& device) {
     std::vector<double> times;
     for (int i = 0; i < kRepetitions; ++i) {
       EBB_RETURN_IF_ERROR(stream->record(*start));
-      EBB_RETURN_IF_ERROR(stream->launch(
-          [=](const LaunchContext& ctx) { probe_step(ctx, param, m, v, grad); }));
+      EBB_RETURN_IF_ERROR(
+          stream->launch([=](const LaunchContext& ctx) { probe_step(ctx, param, m, v, grad); }));
       EBB_RETURN_IF_ERROR(stream->record(*end));
       EBB_RETURN_IF_ERROR(end->synchronize());
       EBB_ASSIGN_OR_RETURN(double ms, end->elapsed_ms_since(*start));

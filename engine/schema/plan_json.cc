@@ -86,10 +86,10 @@ std::string plan_to_json(const Plan& plan) {
     for (std::size_t i = 0; i < plan.state_placement.size(); ++i) {
       const StateSliceDecision& d = plan.state_placement[i];
       out += (i ? ",\n  " : "\n  ") + OrderedJson{{"slice", d.slice},
-                                                 {"choice", d.choice},
-                                                 {"state_bytes", d.state_bytes},
-                                                 {"predicted_s", d.predicted_s}}
-                                         .dump();
+                                                  {"choice", d.choice},
+                                                  {"state_bytes", d.state_bytes},
+                                                  {"predicted_s", d.predicted_s}}
+                                          .dump();
     }
     out += "\n],\n";
   }

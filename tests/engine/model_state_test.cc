@@ -14,6 +14,7 @@
 #include "engine/optim/loss_scaler.h"
 #include "engine/optim/optimizer.h"
 #include "kernels/nn_scalar.h"
+#include "tests/engine/model_state_support.h"
 #include "tests/engine/test_ops.h"
 
 namespace ebb {
@@ -21,25 +22,8 @@ namespace {
 
 using test_ops::make_cpu_device;
 
-std::vector<ParameterDecl> small_model() {
-  return {
-      {"w1", {3, 100}, ParameterGroup::kDecay, 0},  // 300 elements
-      {"b1", {3}, ParameterGroup::kNoDecay, 0},    {"w2", {4, 3}, ParameterGroup::kDecay, 1},  // 12
-      {"b2", {4}, ParameterGroup::kNoDecay, 1},    {"gain", {5}, ParameterGroup::kNoDecay, 2},
-  };
-}
-
-std::vector<std::vector<float>> initial_values(const std::vector<ParameterDecl>& params) {
-  std::vector<std::vector<float>> values;
-  for (std::size_t p = 0; p < params.size(); ++p) {
-    std::vector<float> v(static_cast<std::size_t>(shape_numel(params[p].shape)));
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      v[i] = 0.01F * static_cast<float>((i * 7 + p * 13) % 29) - 0.1F;
-    }
-    values.push_back(std::move(v));
-  }
-  return values;
-}
+using test_support::initial_values;
+using test_support::small_model;
 
 TEST(FlatLayout, AlignsEachParameterAndPadsEachGroupForTheRanks) {
   const std::vector<ParameterDecl> params = small_model();

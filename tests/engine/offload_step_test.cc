@@ -14,6 +14,7 @@
 #include "engine/optim/model_state.h"
 #include "engine/optim/optimizer.h"
 #include "kernels/nn_scalar.h"
+#include "tests/engine/model_state_support.h"
 #include "tests/engine/test_ops.h"
 #include "tests/offload/offload_test_support.h"
 
@@ -22,33 +23,15 @@ namespace {
 
 using test_ops::make_cpu_device;
 
-// Five slices: w1 (a 3 x 100 matrix), b1, w2 and b2, gain.
-std::vector<ParameterDecl> small_model() {
-  return {
-      {"w1", {3, 100}, ParameterGroup::kDecay, 0}, {"b1", {3}, ParameterGroup::kNoDecay, 0},
-      {"w2", {4, 3}, ParameterGroup::kDecay, 1},   {"b2", {4}, ParameterGroup::kNoDecay, 1},
-      {"gain", {5}, ParameterGroup::kNoDecay, 2},
-  };
-}
-
-std::vector<std::vector<float>> initial_values(const std::vector<ParameterDecl>& params) {
-  std::vector<std::vector<float>> values;
-  for (std::size_t p = 0; p < params.size(); ++p) {
-    std::vector<float> v(static_cast<std::size_t>(shape_numel(params[p].shape)));
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      v[i] = 0.01F * static_cast<float>((i * 7 + p * 13) % 29) - 0.1F;
-    }
-    values.push_back(std::move(v));
-  }
-  return values;
-}
+using test_support::initial_values;
+using test_support::small_model;
 
 struct Setup {
   OptimizerKind kind = OptimizerKind::kAdamW;
   Precision precision = Precision::kF32;
   std::vector<StatePlacement> placement;  // empty: every slice on the device
   bool delayed = false;
-  std::string nvme_dir;                  // empty: no NVMe tier
+  std::string nvme_dir;  // empty: no NVMe tier
   std::size_t host_tier_bytes = 64 * kMiB;
 };
 
@@ -225,19 +208,18 @@ TEST_P(OffloadStepTest, EveryPlacementGivesTheDeviceBits) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    KindsAndPrecisions, OffloadStepTest,
-    ::testing::Values(Case{OptimizerKind::kAdamW, Precision::kF32},
-                      Case{OptimizerKind::kAdamW, Precision::kBF16},
-                      Case{OptimizerKind::kAdamW, Precision::kF16},
-                      Case{OptimizerKind::kAdafactor, Precision::kBF16},
-                      Case{OptimizerKind::kAdafactor, Precision::kF32},
-                      Case{OptimizerKind::kSm3, Precision::kF16},
-                      Case{OptimizerKind::kSm3, Precision::kF32}),
-    [](const ::testing::TestParamInfo<Case>& info) {
-      return std::string(optimizer_name(info.param.kind)) + "_" +
-             std::string(precision_name(info.param.precision));
-    });
+INSTANTIATE_TEST_SUITE_P(KindsAndPrecisions, OffloadStepTest,
+                         ::testing::Values(Case{OptimizerKind::kAdamW, Precision::kF32},
+                                           Case{OptimizerKind::kAdamW, Precision::kBF16},
+                                           Case{OptimizerKind::kAdamW, Precision::kF16},
+                                           Case{OptimizerKind::kAdafactor, Precision::kBF16},
+                                           Case{OptimizerKind::kAdafactor, Precision::kF32},
+                                           Case{OptimizerKind::kSm3, Precision::kF16},
+                                           Case{OptimizerKind::kSm3, Precision::kF32}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(optimizer_name(info.param.kind)) + "_" +
+                                  std::string(precision_name(info.param.precision));
+                         });
 
 TEST(OffloadStep, DelayedUpdateFollowsTheStaleRecurrence) {
   for (Precision precision : {Precision::kF32, Precision::kBF16}) {
@@ -261,8 +243,8 @@ TEST(OffloadStep, DelayedUpdateFollowsTheStaleRecurrence) {
     for (int t = 1; t <= kSteps; ++t) {
       const std::vector<std::vector<float>> at = all_working(delayed);
       // The forward of step t sees theta(t - 1) from step 3 on.
-      const std::size_t seen = t >= 3 ? static_cast<std::size_t>(t - 2)
-                                      : static_cast<std::size_t>(t - 1);
+      const std::size_t seen =
+          t >= 3 ? static_cast<std::size_t>(t - 2) : static_cast<std::size_t>(t - 1);
       for (std::size_t p = 0; p < at.size(); ++p) {
         ASSERT_TRUE(same_bits(at[p], history[seen][p])) << "step " << t << " parameter " << p;
       }
@@ -292,7 +274,8 @@ TEST(OffloadStep, ASkippedStepSkipsItsDelayedUpdate) {
       const std::vector<std::vector<float>> at = all_working(r);
       for (std::size_t p = r.state->size(); p-- > 0;) {
         const std::vector<float> g = gradient(at[p], p, 99, 0);
-        Tensor gt = r.engine->input({"g", r.state->params()[p].shape, DType::kF32}, g.data()).value();
+        Tensor gt =
+            r.engine->input({"g", r.state->params()[p].shape, DType::kF32}, g.data()).value();
         EXPECT_TRUE(r.state->accumulate(p, gt).ok());
       }
       EXPECT_TRUE(it.end().ok());

@@ -224,10 +224,20 @@ TEST(StatePlacement, InputsFromAProfileGroupTheStateBySlice) {
   p.tensors[grads].accesses = {1};
   p.tensors[master].accesses = {1};
   p.tensors[m].accesses = {1};
-  p.ops.push_back({.index = 0, .name = "forward", .inputs = {params}, .outputs = {act},
-                   .duration_ns = 1000, .frees = {act}, .writes = {}});
-  p.ops.push_back({.index = 1, .name = "adamw", .inputs = {grads, master, m}, .outputs = {},
-                   .duration_ns = 400, .frees = {}, .writes = {master, m}});
+  p.ops.push_back({.index = 0,
+                   .name = "forward",
+                   .inputs = {params},
+                   .outputs = {act},
+                   .duration_ns = 1000,
+                   .frees = {act},
+                   .writes = {}});
+  p.ops.push_back({.index = 1,
+                   .name = "adamw",
+                   .inputs = {grads, master, m},
+                   .outputs = {},
+                   .duration_ns = 400,
+                   .frees = {},
+                   .writes = {master, m}});
   p.memory = {{1600, 0}, {600, 0}};
   HardwareModel hw;
   hw.host_to_device_bytes_per_s = 2e9;

@@ -37,7 +37,9 @@ namespace {
 
 using nn::random_vector;
 using test_support::Config;
+using test_support::cpu_step;
 using test_support::data_or_null;
+using test_support::expect_same_state;
 using test_support::initial_state;
 using test_support::kConfigs;
 using test_support::kTypes;
@@ -349,43 +351,7 @@ void run_step(const Config& c, const Types& t, ModelState& s, const std::vector<
     reference_step(c, t, s, grad, rows, cols, step);
     return;
   }
-  void* p = s.param.data();
-  float* master = data_or_null(s.master);
-  float* m = data_or_null(s.m);
-  float* v = data_or_null(s.v);
-  float* row = data_or_null(s.row);
-  float* col = data_or_null(s.col);
-  const void* g = grad.data();
-  switch (c.optimizer) {
-    case Optimizer::kAdamW: {
-      AdamWStep a = c.adamw;
-      a.step = step;
-      adamw(kCpu, t.param, p, master, m, v, t.grad, g, rows * cols, a);
-      return;
-    }
-    case Optimizer::kAdafactor: {
-      AdafactorStep a = c.adafactor;
-      a.step = step;
-      std::vector<float> workspace(adafactor_workspace_floats(rows, cols));
-      adafactor(kCpu, t.param, p, master, row, col, v, m, t.grad, g, rows, cols, a,
-                workspace.data());
-      return;
-    }
-    case Optimizer::kSm3: {
-      std::vector<float> workspace(sm3_workspace_floats(rows, cols));
-      sm3(kCpu, t.param, p, master, row, col, v, m, t.grad, g, rows, cols, c.sm3, workspace.data());
-      return;
-    }
-  }
-}
-
-void expect_same_state(const ModelState& a, const ModelState& b, const std::string& what) {
-  nn::expect_same_bits(a.param, b.param, what + ": param");
-  nn::expect_same_bits(a.master, b.master, what + ": master");
-  nn::expect_same_bits(a.m, b.m, what + ": m");
-  nn::expect_same_bits(a.v, b.v, what + ": v");
-  nn::expect_same_bits(a.row, b.row, what + ": row");
-  nn::expect_same_bits(a.col, b.col, what + ": col");
+  cpu_step(c, t, s, grad, rows, cols, step);
 }
 
 class OptimCpuTest : public testing::TestWithParam<std::tuple<Config, Types>> {};

@@ -121,6 +121,51 @@ inline void reference_step(const Config& c, const Types& t, ModelState& s,
   }
 }
 
+// Step `step` of c on s with the cpu kernels through the dispatchers (at the SIMD level in use).
+inline void cpu_step(const Config& c, const Types& t, ModelState& s,
+                     const std::vector<std::uint8_t>& grad, std::int64_t rows, std::int64_t cols,
+                     int step) {
+  const LaunchContext cpu{DeviceKind::kCpu, nullptr};
+  void* p = s.param.data();
+  float* master = data_or_null(s.master);
+  float* m = data_or_null(s.m);
+  float* v = data_or_null(s.v);
+  float* row = data_or_null(s.row);
+  float* col = data_or_null(s.col);
+  switch (c.optimizer) {
+    case Optimizer::kAdamW: {
+      AdamWStep a = c.adamw;
+      a.step = step;
+      adamw(cpu, t.param, p, master, m, v, t.grad, grad.data(), rows * cols, a);
+      return;
+    }
+    case Optimizer::kAdafactor: {
+      AdafactorStep a = c.adafactor;
+      a.step = step;
+      std::vector<float> workspace(adafactor_workspace_floats(rows, cols));
+      adafactor(cpu, t.param, p, master, row, col, v, m, t.grad, grad.data(), rows, cols, a,
+                workspace.data());
+      return;
+    }
+    case Optimizer::kSm3: {
+      std::vector<float> workspace(sm3_workspace_floats(rows, cols));
+      sm3(cpu, t.param, p, master, row, col, v, m, t.grad, grad.data(), rows, cols, c.sm3,
+          workspace.data());
+      return;
+    }
+  }
+}
+
+// Every buffer of a and b, bit for bit.
+inline void expect_same_state(const ModelState& a, const ModelState& b, const std::string& what) {
+  nn::expect_same_bits(a.param, b.param, what + ": param");
+  nn::expect_same_bits(a.master, b.master, what + ": master");
+  nn::expect_same_bits(a.m, b.m, what + ": m");
+  nn::expect_same_bits(a.v, b.v, what + ": v");
+  nn::expect_same_bits(a.row, b.row, what + ": row");
+  nn::expect_same_bits(a.col, b.col, what + ": col");
+}
+
 // Each optimizer plainly, and with every option.
 inline const Config kConfigs[] = {
     {"AdamW",

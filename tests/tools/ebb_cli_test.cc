@@ -754,16 +754,17 @@ TEST(EbbCli, TrainWithTheOptimizerStateOnTheHost) {
 // in the plan file; a profile without optimizer state is refused.
 TEST(EbbCli, PlanPlacesTheOptimizerStatePerSlice) {
   const std::string profile = write_temp("state_profile.json", "");
-  CliRun train = ebb(
-      "train --layers 2 --d-model 32 --heads 2 --seq 16 --batch 2 --vocab 64 --steps 2 "
-      "--precision bf16 --profile-out " +
-      profile);
+  CliRun train =
+      ebb("train --layers 2 --d-model 32 --heads 2 --seq 16 --batch 2 --vocab 64 --steps 2 "
+          "--precision bf16 --profile-out " +
+          profile);
   ASSERT_EQ(train.exit_code, 0) << train.err;
   const std::string plan_path = write_temp("state_plan.json", "");
-  CliRun run = ebb("plan " + profile +
-                   " --budget 4MiB --link-gbps 16 --optimizer-state auto --cpu-state-gbps 10 --json "
-                   "--out " +
-                   plan_path);
+  CliRun run =
+      ebb("plan " + profile +
+          " --budget 4MiB --link-gbps 16 --optimizer-state auto --cpu-state-gbps 10 --json "
+          "--out " +
+          plan_path);
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const nlohmann::json r = nlohmann::json::parse(run.out);
   ASSERT_TRUE(r.contains("state_placement")) << run.out;

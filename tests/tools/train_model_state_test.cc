@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_device.h"
+#include "tests/tools/train_test_support.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
 #include "tools/train/trainer.h"
@@ -44,10 +45,7 @@ TrainOptions tiny_options(Precision precision, OptimizerKind optimizer) {
 }
 
 std::string temp_dir(const std::string& name) {
-  const std::string dir =
-      testing::TempDir() + "train_state_test_" + std::to_string(getpid()) + "_" + name;
-  std::filesystem::remove_all(dir);
-  return dir;
+  return test_support::temp_dir("train_state_test", name);
 }
 
 void expect_same_run(const TrainResult& a, const TrainResult& b) {
@@ -380,15 +378,7 @@ INSTANTIATE_TEST_SUITE_P(EveryPrecisionAndOptimizer, TrainResume,
 
 // Bad options fail before any step runs, each naming what is wrong.
 TEST(TrainModelStateBadInput, EachIsRefusedUpFrontByName) {
-  const auto refused = [](const TrainOptions& o, const std::string& needle) {
-    int steps_run = 0;
-    Result<TrainResult> r = train(o, [&](const StepStats&) { ++steps_run; });
-    EXPECT_FALSE(r.ok()) << needle;
-    EXPECT_EQ(steps_run, 0) << needle;
-    if (!r.ok()) {
-      EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().to_string();
-    }
-  };
+  const auto refused = test_support::expect_refused;
   const TrainOptions base = tiny_options(Precision::kBF16, OptimizerKind::kAdamW);
   TrainOptions o = base;
   o.grad_accum = 0;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tests/offload/offload_test_support.h"
+#include "tests/tools/train_test_support.h"
 #include "tools/train/trainer.h"
 
 namespace ebb::train {
@@ -28,15 +29,12 @@ TrainOptions tiny(Precision precision, OptimizerKind optimizer) {
 }
 
 std::string temp_dir(const std::string& name) {
-  const std::string dir =
-      testing::TempDir() + "train_offload_test_" + std::to_string(getpid()) + "_" + name;
-  std::filesystem::remove_all(dir);
-  return dir;
+  return test_support::temp_dir("train_offload_test", name);
 }
 
 bool have_nvme() {
   return probe_io_uring().ok() &&
-         test_support::direct_io_unsupported(test_support::scratch_base()).empty();
+         ebb::test_support::direct_io_unsupported(ebb::test_support::scratch_base()).empty();
 }
 
 // An NVMe tier small enough for a test, in a scratch directory.
@@ -80,7 +78,7 @@ TEST_P(TrainOffload, EveryPlacementGivesTheDeviceBits) {
   for (StatePlacement p : on_host->state_placement) EXPECT_EQ(p, StatePlacement::kHost);
 
   if (!have_nvme()) GTEST_SKIP() << "no io_uring or O_DIRECT here: NVMe placement not run";
-  test_support::ScratchDir dir;
+  ebb::test_support::ScratchDir dir;
   TrainOptions nvme = base;
   nvme.optimizer_state = StatePolicy::kNvme;
   use_nvme(nvme, dir.path());
@@ -129,7 +127,7 @@ TEST(TrainOffloadResume, IsBitExactWithinAndAcrossPlacements) {
   o.lr_min = 1e-5F;
   Result<TrainResult> straight = train(o);
   ASSERT_TRUE(straight.ok()) << straight.status().to_string();
-  test_support::ScratchDir dir;
+  ebb::test_support::ScratchDir dir;
   const bool nvme = have_nvme();
   TrainOptions first = o;
   first.steps = 2;
@@ -182,15 +180,7 @@ TEST(TrainOffloadDelayed, RunsOneUpdateStaleAndReportsTheHiddenShare) {
 }
 
 TEST(TrainOffloadBadInput, EachIsRefusedBeforeAnyStep) {
-  const auto refused = [](const TrainOptions& o, const std::string& needle) {
-    int steps_run = 0;
-    Result<TrainResult> r = train(o, [&](const StepStats&) { ++steps_run; });
-    EXPECT_FALSE(r.ok()) << needle;
-    EXPECT_EQ(steps_run, 0) << needle;
-    if (!r.ok()) {
-      EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status().to_string();
-    }
-  };
+  const auto refused = test_support::expect_refused;
   const TrainOptions base = tiny(Precision::kBF16, OptimizerKind::kAdamW);
   TrainOptions o = base;
   o.optimizer_state = StatePolicy::kNvme;

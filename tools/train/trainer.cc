@@ -249,6 +249,21 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   return result;
 }
 
+// Two steps of the same model on a fresh engine of `device`, nothing evicted and every slice's
+// state on the device (empty placement): the unconstrained peak that a budget's percentage and
+// auto placement start from.
+Result<TrainResult> unconstrained_run(const TrainOptions& o, Device& device,
+                                      const TokenData& data) {
+  TrainOptions probe = o;
+  probe.policy = EvictionPolicy::kNone;
+  probe.plan_policy.reset();
+  probe.resume = false;
+  probe.checkpoint_every = 0;
+  probe.optimizer_state = StatePolicy::kDevice;
+  probe.delayed_update = false;
+  return run(probe, device, data, 0, std::min(2, o.steps), false, {}, {});
+}
+
 // Where each slice's state lives for this run, and with auto the planner's choice.
 struct PlacementChoice {
   std::vector<StatePlacement> slices;  // in the ModelState's slice order
@@ -271,8 +286,8 @@ Result<std::vector<StateSliceCost>> slice_costs(const TrainOptions& o) {
       const auto numel = static_cast<std::size_t>(slice.numel());
       costs.push_back(
           {.name = std::string(parameter_group_name(g.group)) + ".s" + std::to_string(k),
-           .state_bytes = numel * master +
-                          static_cast<std::size_t>(floats.a + floats.b) * sizeof(float),
+           .state_bytes =
+               numel * master + static_cast<std::size_t>(floats.a + floats.b) * sizeof(float),
            .gradient_bytes = numel * grad,
            .parameter_bytes = numel * param});
     }
@@ -299,16 +314,7 @@ Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
   }
   // The device's bytes without the state, from a two-step run with every slice on the device
   // and nothing evicted: the peak less the state, and the model state a step needs besides.
-  TrainOptions probe = o;
-  probe.policy = EvictionPolicy::kNone;
-  probe.plan_policy.reset();
-  probe.resume = false;
-  probe.checkpoint_every = 0;
-  probe.optimizer_state = StatePolicy::kDevice;
-  probe.delayed_update = false;
-  const std::vector<StatePlacement> on_device(costs.size(), StatePlacement::kDevice);
-  EBB_ASSIGN_OR_RETURN(TrainResult unconstrained,
-                       run(probe, device, data, 0, std::min(2, o.steps), false, on_device, {}));
+  EBB_ASSIGN_OR_RETURN(TrainResult unconstrained, unconstrained_run(o, device, data));
   const auto state = static_cast<std::size_t>(unconstrained.optimizer_state_bytes);
   StatePlacementInputs in;
   in.slices = std::move(costs);
@@ -317,7 +323,8 @@ Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
   // gets only what they leave (the planner does not trade recomputes against state moves).
   in.other_peak_bytes =
       unconstrained.peak_reserved_bytes - std::min(unconstrained.peak_reserved_bytes, state);
-  if (o.policy != EvictionPolicy::kNone) in.other_peak_bytes = std::min(in.other_peak_bytes, budget);
+  if (o.policy != EvictionPolicy::kNone)
+    in.other_peak_bytes = std::min(in.other_peak_bytes, budget);
   in.step_other_bytes = static_cast<std::size_t>(unconstrained.parameter_state_bytes +
                                                  unconstrained.gradient_state_bytes);
   EBB_ASSIGN_OR_RETURN(HardwareModel link, measure_host_link(device));
@@ -501,15 +508,7 @@ Result<TrainResult> train(const TrainOptions& o,
   std::size_t budget = o.budget_bytes;
   if (budget == 0 && o.budget_fraction > 0) {
     // The unconstrained peak, from a short run of the same model on a fresh engine.
-    TrainOptions probe = o;
-    probe.policy = EvictionPolicy::kNone;
-    probe.plan_policy.reset();
-    probe.resume = false;
-    probe.checkpoint_every = 0;
-    probe.optimizer_state = StatePolicy::kDevice;
-    probe.delayed_update = false;
-    EBB_ASSIGN_OR_RETURN(TrainResult unconstrained,
-                         run(probe, *device, data, 0, std::min(2, o.steps), false, {}, {}));
+    EBB_ASSIGN_OR_RETURN(TrainResult unconstrained, unconstrained_run(o, *device, data));
     budget = static_cast<std::size_t>(static_cast<double>(unconstrained.peak_reserved_bytes) *
                                       o.budget_fraction);
   }
