@@ -475,7 +475,15 @@ Status Engine::read_async(const Tensor& tensor, void* host, std::size_t bytes) {
   tensors_.advance();
   const std::uint32_t storage[] = {tensors_.storage(slot)};
   const std::string op = "read_async " + quoted(r.name);
-  EBB_RETURN_IF_ERROR(pager_->lock_resident(storage, op));
+  // A finished copy no longer holds its tensor on the device; when the tensor does not fit
+  // beside those still running, they finish first (each holds its source until it is done).
+  EBB_RETURN_IF_ERROR(reap_reads(/*wait=*/false));
+  Status locked = pager_->lock_resident(storage, op);
+  if (locked.code() == StatusCode::kOutOfMemory && !pending_reads_.empty()) {
+    EBB_RETURN_IF_ERROR(reap_reads(/*wait=*/true));
+    locked = pager_->lock_resident(storage, op);
+  }
+  EBB_RETURN_IF_ERROR(locked);
   tensors_.touch(storage[0]);
   Result<std::shared_ptr<Transfer>> copy =
       transfers().copy_to_host(host, tensors_.device_ptr(slot), bytes, &launcher_->stream());
@@ -487,14 +495,18 @@ Status Engine::read_async(const Tensor& tensor, void* host, std::size_t bytes) {
   return ok_status();
 }
 
-Status Engine::wait_reads() {
+Status Engine::wait_reads() { return reap_reads(/*wait=*/true); }
+
+Status Engine::reap_reads(bool wait) {
   Status first;
-  for (auto& [slot, copy] : pending_reads_) {
+  std::erase_if(pending_reads_, [&](const auto& pending) {
+    const auto& [slot, copy] = pending;
+    if (!wait && !copy->done()) return false;
     keep_first(first, copy->wait());
     const std::uint32_t slots[] = {slot};
     pager_->unlock(slots);
-  }
-  pending_reads_.clear();
+    return true;
+  });
   return first;
 }
 

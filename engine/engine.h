@@ -162,12 +162,13 @@ class Engine {
   // model state, a checkpoint's, say. kFailedPrecondition inside an iteration.
   Status write(const Tensor& tensor, const void* host, std::size_t bytes);
 
-  // Model state updated off the device (engine/optim/offload_step.h) moves with these three.
+  // Model state updated off the device (engine/optim/offload_step.cc) moves with these three.
   // read_async: starts copying the first `bytes` of a tensor no op of this iteration made (a
   // gradient buffer) to `host` on the device-to-host lane, after the compute stream's work so
-  // far; the tensor stays on the device, and an update() that writes it later waits for the
-  // copy. wait_reads() waits for every such copy (end_iteration() does too); `host` must stay
-  // valid until then.
+  // far; the tensor stays on the device until its copy is done, and an update() that writes it
+  // later waits for the copy. A read_async whose tensor does not fit beside those held by
+  // running copies waits for them first. wait_reads() waits for every such copy
+  // (end_iteration() does too); `host` must stay valid until then.
   Status read_async(const Tensor& tensor, void* host, std::size_t bytes);
   Status wait_reads();
   // replace_on_host: the tensor's bytes become `bytes` (all of them) from `host`, kept on the
@@ -274,6 +275,8 @@ class Engine {
   Status poll_timings(bool wait);
   // Makes the compute stream wait for read_async() copies of any of `slots` (storage slots).
   Status order_after_reads(std::span<const std::uint32_t> slots);
+  // Unlocks the read_async() copies that are done (with `wait`: every one, after waiting).
+  Status reap_reads(bool wait);
 
   EngineOptions options_;
   TensorTable tensors_;

@@ -126,8 +126,10 @@ Status Optimizer::create_off_device() {
     const std::string base = slice_base(k);
     const auto n = static_cast<std::size_t>(ms.numel);
     const auto host = [&](const std::string& what, std::size_t bytes) -> Result<void*> {
-      EBB_ASSIGN_OR_RETURN(void* p,
-                           tier.allocate(base + "." + what, std::max<std::size_t>(bytes, 1)));
+      std::string name = base;
+      name += '.';
+      name += what;
+      EBB_ASSIGN_OR_RETURN(void* p, tier.allocate(name, std::max<std::size_t>(bytes, 1)));
       std::memset(p, 0, bytes);
       return p;
     };
@@ -378,7 +380,10 @@ std::pair<std::size_t, int> blob_place(std::size_t i, std::size_t slices,
 Status Optimizer::read_blob(std::size_t i, std::span<std::byte> out) {
   std::vector<bool> has_b;
   for (const SliceState& ss : slices_) has_b.push_back(ss.b_floats > 0);
-  const auto [k, part] = blob_place(i, slices_.size(), has_b);
+  // Plain variables, not a structured binding: the lambdas below capture them.
+  const std::pair<std::size_t, int> place = blob_place(i, slices_.size(), has_b);
+  const std::size_t k = place.first;
+  const int part = place.second;
   if (part < 0) return invalid_argument("optimizer state blob " + std::to_string(i));
   const ModelState::Slice& ms = model_.slices()[k];
   const SliceState& ss = slices_[k];
@@ -410,7 +415,10 @@ Status Optimizer::read_blob(std::size_t i, std::span<std::byte> out) {
 Status Optimizer::write_blob(std::size_t i, std::span<const std::byte> in) {
   std::vector<bool> has_b;
   for (const SliceState& ss : slices_) has_b.push_back(ss.b_floats > 0);
-  const auto [k, part] = blob_place(i, slices_.size(), has_b);
+  // Plain variables, not a structured binding: the lambdas below capture them.
+  const std::pair<std::size_t, int> place = blob_place(i, slices_.size(), has_b);
+  const std::size_t k = place.first;
+  const int part = place.second;
   if (part < 0) return invalid_argument("optimizer state blob " + std::to_string(i));
   EBB_RETURN_IF_ERROR(flush());
   const ModelState::Slice& ms = model_.slices()[k];

@@ -334,6 +334,56 @@ TEST(OffloadStep, CheckpointBlobsMoveBetweenPlacements) {
   }
 }
 
+// The engine's side: read_async holds a tensor on the device only until its copy is done, so
+// three gradients that do not fit at once are all read within a budget for two; replace_on_host
+// gives a carried tensor new bytes on the host and prefetch brings them back.
+TEST(OffloadStep, EngineReadsAsyncWithinTheBudgetAndReplacesOnTheHost) {
+  auto device = make_cpu_device();
+  EngineOptions options{
+      .device = *device, .budget_bytes = 5 * kMiB, .policy = EvictionPolicy::kBoth};
+  options.host_tier_bytes = 64 * kMiB;
+  auto engine = Engine::create(std::move(options)).value();
+  constexpr std::int64_t kFloats = 512 * 1024;  // 2 MiB each
+  std::vector<Tensor> grads;
+  std::vector<std::vector<float>> values;
+  for (int k = 0; k < 3; ++k) {
+    std::vector<float> v(kFloats);
+    for (std::int64_t i = 0; i < kFloats; ++i) v[static_cast<std::size_t>(i)] = float(i % 97 + k);
+    grads.push_back(
+        engine
+            ->parameter(test_ops::f32("g" + std::to_string(k), {kFloats}, TensorKind::kGradient),
+                        v.data())
+            .value());
+    values.push_back(std::move(v));
+  }
+  std::vector<std::vector<float>> host(3, std::vector<float>(kFloats, -1.0F));
+  {
+    IterationScope it(*engine);
+    for (int k = 0; k < 3; ++k) {
+      const Status s = engine->read_async(grads[k], host[k].data(), kFloats * sizeof(float));
+      ASSERT_TRUE(s.ok()) << "gradient " << k << ": " << s.to_string();
+    }
+    ASSERT_TRUE(engine->wait_reads().ok());
+    ASSERT_TRUE(it.end().ok());
+  }
+  for (int k = 0; k < 3; ++k) EXPECT_EQ(host[k], values[k]) << "gradient " << k;
+  EXPECT_LE(engine->allocator().stats().all.reserved_bytes.peak, std::int64_t{5} * kMiB);
+
+  // New bytes for g0, left on the host, then brought back by a prefetch.
+  std::vector<float> fresh(kFloats, 0.5F);
+  ASSERT_TRUE(engine->replace_on_host(grads[0], fresh.data(), kFloats * sizeof(float)).ok());
+  // g1 and g2 fill the budget, and a prefetch evicts nothing: no copy yet. With room, one starts.
+  EXPECT_FALSE(engine->prefetch(grads[0]).value());
+  ASSERT_TRUE(engine->release(grads[2]).ok());
+  EXPECT_TRUE(engine->prefetch(grads[0]).value()) << "on the host, with room: a copy starts";
+  std::vector<float> back(kFloats);
+  ASSERT_TRUE(engine->read(grads[0], back.data(), kFloats * sizeof(float)).ok());
+  EXPECT_EQ(back, fresh);
+  EXPECT_EQ(engine->replace_on_host(grads[1], fresh.data(), 16).code(),
+            StatusCode::kInvalidArgument)
+      << "a partial replacement is refused";
+}
+
 TEST(OffloadStep, BadPlacementsFailBeforeAnyStep) {
   const std::vector<StatePlacement> nvme(5, StatePlacement::kNvme);
   Rig no_tier = make_run({.placement = nvme});
