@@ -15,26 +15,25 @@
 #
 #   tools/offload_figures.sh BUILD_DIR OUT_DIR NVME_DIR [LINK_GBPS]
 #   e.g. tools/offload_figures.sh build /tmp/off /var/tmp/ebb-nvme 16
+# SECTIONS picks some (default 1234: all), e.g. SECTIONS=34; PLACEMENTS the placements of 4
+# (default "device host nvme").
 set -euo pipefail
 
 if (($# < 3)); then
-  sed -n '2,19p' "$0"
+  sed -n '2,21p' "$0"
   exit 2
 fi
 readonly BUILD=$1 OUT=$2 NVME=$3 LINK=${4:-16}
 readonly EBB=$BUILD/bin/ebb
+readonly SECTIONS=${SECTIONS:-1234}
 mkdir -p "$OUT" "$NVME"
+section() { [[ $SECTIONS == *$1* ]]; }
 
-summary() {  # a field path of the last line of a --json run: summary FILE 'a.b'
-  python3 - "$1" "$2" <<'EOF'
-import json, sys
-v = json.loads(open(sys.argv[1]).read().splitlines()[-1])
-for k in sys.argv[2].split("."):
-    v = v[k]
-print(v)
-EOF
-}
 
+readonly MODEL=(--layers 4 --d-model 128 --heads 4 --seq 64 --batch 8 --vocab 512 --precision bf16)
+readonly NVME_ARGS=(--nvme-dir "$NVME" --nvme-size 2GiB)
+
+if section 1; then
 echo "== 1. CPU optimizer step against a STREAM triad (median of 5 repetitions)"
 for level in scalar avx2 avx512; do
   EBB_CPU_SIMD=$level "$BUILD/bench/optim_cpu_benchmark" --benchmark_repetitions=5 \
@@ -49,9 +48,8 @@ for b in json.load(open(sys.argv[1]))["benchmarks"]:
 EOF
 done
 
-readonly MODEL=(--layers 4 --d-model 128 --heads 4 --seq 64 --batch 8 --vocab 512 --precision bf16)
-readonly NVME_ARGS=(--nvme-dir "$NVME" --nvme-size 2GiB)
-
+fi
+if section 2; then
 echo
 echo "== 2. model state on the device (bf16 AdamW, ${MODEL[*]})"
 printf '%-22s %14s %12s %10s %s\n' placement device_bytes per_param formula slices
@@ -79,7 +77,8 @@ for budget in 90% 70% 50%; do
     --policy dynamic >"$OUT/bytes_auto_${budget%\%}.json"
   row "auto, budget $budget" "$OUT/bytes_auto_${budget%\%}.json"
 done
-
+fi
+if section 3; then
 echo
 echo "== 3. step time with a ${LINK} GB/s link (median of 20 steps after 2 warm-up)"
 "$EBB" iobench --dir "$NVME" --size 512MiB --json >"$OUT/iobench.json"
@@ -115,14 +114,15 @@ for name in ("host", "nvme", "host-delayed", "nvme-delayed"):
         line += f"; hidden {100 * f['hidden_share']:.0f}% of the CPU step"
     print(line)
 EOF
-
+fi
+if section 4; then
 echo
 echo "== 4. the largest model under a 512 MiB device budget (bf16 AdamW, dynamic eviction)"
 # Width grows with the depth fixed; the largest width whose 3 steps train is reported, with the
 # bitwise check against the same placement unconstrained (tests/tools/train_offload_test.cc
 # checks every placement against the device placement), which must fit the cpu device's 4 GiB.
 readonly BIG=(--layers 4 --heads 8 --seq 64 --batch 2 --vocab 4096 --precision bf16)
-for placement in device host nvme; do
+for placement in ${PLACEMENTS:-device host nvme}; do
   extra=(--host-tier 16GiB)
   [[ $placement == nvme ]] && extra+=(--nvme-dir "$NVME" --nvme-size 24GiB)
   best=0
@@ -155,3 +155,4 @@ print(f"{sys.argv[3]:<7} d_model {sys.argv[4]:>5}: {s['model_state']['parameters
       f"{s['peak_reserved_bytes'] / 2**20:.0f} MiB, bitwise equal to the unconstrained run: {same}")
 EOF
 done
+fi
