@@ -1,6 +1,7 @@
 // The reference trainer on a GPU: its losses follow the cpu run's (to a stated tolerance: the
 // backends' reductions differ in order), and under a budget the GPU run is bitwise identical to
-// the unconstrained GPU run. Skipped where no GPU is visible.
+// the unconstrained GPU run; AdamW's state on the host (the cpu kernels) gives the bits of the
+// device step. Skipped where no GPU is visible.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -52,6 +53,31 @@ TEST(TrainCuda, BudgetedRunIsBitwiseIdenticalOnTheGpu) {
     EXPECT_TRUE(same_bits(tight->final_parameters, free_run->final_parameters))
         << eviction_policy_name(policy);
     EXPECT_LE(tight->peak_reserved_bytes, tight->budget_bytes) << eviction_policy_name(policy);
+  }
+}
+
+// The host step (the cpu kernels, AVX-512, AVX2 or scalar) against the device step (the CUDA
+// kernel, built with --fmad=false, IEEE division and square root, the bias corrections computed
+// on the host): AdamW has no reduction, so the two give the same bits, in fp32 and in bf16.
+TEST(TrainCuda, HostAdamWStepGivesTheDeviceStepsBits) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no GPU";
+  for (Precision precision : {Precision::kF32, Precision::kBF16}) {
+    TrainOptions o = options(DeviceKind::kCuda);
+    o.steps = 5;
+    o.precision = precision;
+    o.optimizer.weight_decay = 0.1F;
+    Result<TrainResult> device = train(o);
+    ASSERT_TRUE(device.ok()) << device.status().to_string();
+    o.optimizer_state = StatePolicy::kHost;
+    Result<TrainResult> host = train(o);
+    ASSERT_TRUE(host.ok()) << host.status().to_string();
+    EXPECT_TRUE(same_bits(host->final_parameters, device->final_parameters))
+        << precision_name(precision);
+    for (std::size_t i = 0; i < host->steps.size(); ++i) {
+      EXPECT_TRUE(same_bits(host->steps[i].loss, device->steps[i].loss))
+          << precision_name(precision) << " step " << i + 1;
+    }
+    EXPECT_EQ(host->optimizer_state_bytes, 0);
   }
 }
 
