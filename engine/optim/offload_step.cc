@@ -359,29 +359,29 @@ std::vector<Optimizer::Blob> Optimizer::blobs() const {
 
 namespace {
 
-// Which slice and which part (0 master, 1 a, 2 b) blob i is, given each slice's b.
-std::pair<std::size_t, int> blob_place(std::size_t i, std::size_t slices,
-                                       const std::vector<bool>& has_b) {
-  if (i < slices) return {i, 0};
-  std::size_t j = slices;
-  for (std::size_t k = 0; k < slices; ++k) {
+// Which slice and which part (0 master, 1 a, 2 b) blob i is, over slices that each have a `b`
+// buffer when b_floats > 0 (blobs() order); part -1 when there is no blob i.
+template <typename SliceState>
+std::pair<std::size_t, int> blob_place(std::size_t i, const std::vector<SliceState>& slices) {
+  const std::size_t n = slices.size();
+  if (i < n) return {i, 0};
+  std::size_t j = n;
+  for (std::size_t k = 0; k < n; ++k) {
     if (j == i) return {k, 1};
     ++j;
-    if (has_b[k]) {
+    if (slices[k].b_floats > 0) {
       if (j == i) return {k, 2};
       ++j;
     }
   }
-  return {slices, -1};
+  return {n, -1};
 }
 
 }  // namespace
 
 Status Optimizer::read_blob(std::size_t i, std::span<std::byte> out) {
-  std::vector<bool> has_b;
-  for (const SliceState& ss : slices_) has_b.push_back(ss.b_floats > 0);
   // Plain variables, not a structured binding: the lambdas below capture them.
-  const std::pair<std::size_t, int> place = blob_place(i, slices_.size(), has_b);
+  const std::pair<std::size_t, int> place = blob_place(i, slices_);
   const std::size_t k = place.first;
   const int part = place.second;
   if (part < 0) return invalid_argument("optimizer state blob " + std::to_string(i));
@@ -413,10 +413,8 @@ Status Optimizer::read_blob(std::size_t i, std::span<std::byte> out) {
 }
 
 Status Optimizer::write_blob(std::size_t i, std::span<const std::byte> in) {
-  std::vector<bool> has_b;
-  for (const SliceState& ss : slices_) has_b.push_back(ss.b_floats > 0);
   // Plain variables, not a structured binding: the lambdas below capture them.
-  const std::pair<std::size_t, int> place = blob_place(i, slices_.size(), has_b);
+  const std::pair<std::size_t, int> place = blob_place(i, slices_);
   const std::size_t k = place.first;
   const int part = place.second;
   if (part < 0) return invalid_argument("optimizer state blob " + std::to_string(i));
