@@ -196,7 +196,8 @@ TEST(StatePlacement, SwapsWhenTheLinkIsFastAndTheCpuSlow) {
   EXPECT_EQ(plan.step_peak_bytes, 2000U + 2000 + 1000);
   // The engine may not swap: the host it is.
   in.allow_swap = false;
-  for (const StateSliceChoice& c : plan_state_placement(in).value().slices) {
+  const StatePlacementPlan no_swap = plan_state_placement(in).value();  // kept: the loop reads it
+  for (const StateSliceChoice& c : no_swap.slices) {
     EXPECT_NE(c.choice, StateChoice::kSwapped);
   }
 }
