@@ -417,14 +417,22 @@ std::vector<Tensor> Engine::record_op(std::shared_ptr<const OpCode> code,
   return result;
 }
 
-Status Engine::read(const Tensor& tensor, void* host, std::size_t bytes) {
+Result<std::uint32_t> Engine::readable_slot(const Tensor& tensor, const char* what,
+                                            std::size_t bytes) {
   EBB_RETURN_IF_ERROR(launcher_->take_error());
-  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "read", "tensor"));
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, what, "tensor"));
   const TensorRecord& r = tensors_.at(slot);
   if (bytes > r.bytes) {
-    return invalid_argument("read of " + std::to_string(bytes) + " bytes from tensor " +
-                            quoted(r.name) + " of " + std::to_string(r.bytes) + " bytes");
+    return invalid_argument(std::string(what) + " of " + std::to_string(bytes) +
+                            " bytes from tensor " + quoted(r.name) + " of " +
+                            std::to_string(r.bytes) + " bytes");
   }
+  return slot;
+}
+
+Status Engine::read(const Tensor& tensor, void* host, std::size_t bytes) {
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, readable_slot(tensor, "read", bytes));
+  const TensorRecord& r = tensors_.at(slot);
   tensors_.advance();
   const std::uint32_t storage = tensors_.storage(slot);
   EBB_RETURN_IF_ERROR(pager_->make_resident(storage, "read " + quoted(r.name)));
@@ -461,13 +469,8 @@ Status Engine::write(const Tensor& tensor, const void* host, std::size_t bytes) 
 }
 
 Status Engine::read_async(const Tensor& tensor, void* host, std::size_t bytes) {
-  EBB_RETURN_IF_ERROR(launcher_->take_error());
-  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "read_async", "tensor"));
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, readable_slot(tensor, "read_async", bytes));
   const TensorRecord& r = tensors_.at(slot);
-  if (bytes > r.bytes) {
-    return invalid_argument("read_async of " + std::to_string(bytes) + " bytes from tensor " +
-                            quoted(r.name) + " of " + std::to_string(r.bytes) + " bytes");
-  }
   if (r.has_producer()) {
     return invalid_argument("read_async of tensor " + quoted(r.name) +
                             ": made by an op of this iteration; read it with read()");
@@ -496,6 +499,13 @@ Status Engine::read_async(const Tensor& tensor, void* host, std::size_t bytes) {
 }
 
 Status Engine::wait_reads() { return reap_reads(/*wait=*/true); }
+
+Status Engine::wait_read_of(std::uint32_t slot) {
+  for (const auto& [pending, copy] : pending_reads_) {
+    if (pending == slot) EBB_RETURN_IF_ERROR(copy->wait());
+  }
+  return ok_status();
+}
 
 Status Engine::reap_reads(bool wait) {
   Status first;
@@ -533,9 +543,7 @@ Status Engine::replace_on_host(const Tensor& tensor, const void* host, std::size
     return invalid_argument("replace_on_host of tensor " + quoted(r.name) +
                             ": made by an op of this iteration; only carried state is replaced");
   }
-  for (const auto& [pending, copy] : pending_reads_) {
-    if (pending == slot) EBB_RETURN_IF_ERROR(copy->wait());
-  }
+  EBB_RETURN_IF_ERROR(wait_read_of(slot));
   tensors_.advance();
   const std::uint32_t storage[] = {slot};
   const std::string op = "replace_on_host " + quoted(r.name);
@@ -561,9 +569,7 @@ Status Engine::release(const Tensor& tensor) {
     r.carried = false;
     return ok_status();
   }
-  for (const auto& [pending, copy] : pending_reads_) {
-    if (pending == slot) EBB_RETURN_IF_ERROR(copy->wait());
-  }
+  EBB_RETURN_IF_ERROR(wait_read_of(slot));
   if (in_iteration_ && profiler_->recording()) profiler_->on_release(tensors_, slot);
   r.released = true;
   r.carried = false;

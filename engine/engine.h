@@ -277,6 +277,10 @@ class Engine {
   Status order_after_reads(std::span<const std::uint32_t> slots);
   // Unlocks the read_async() copies that are done (with `wait`: every one, after waiting).
   Status reap_reads(bool wait);
+  // Waits for the read_async() copy of storage slot `slot`, if one is running.
+  Status wait_read_of(std::uint32_t slot);
+  // read() and read_async(): the tensor's slot, after the launcher's error and a size check.
+  Result<std::uint32_t> readable_slot(const Tensor& tensor, const char* what, std::size_t bytes);
 
   EngineOptions options_;
   TensorTable tensors_;

@@ -14,6 +14,10 @@ std::string_view parameter_group_name(ParameterGroup group) {
   return group == ParameterGroup::kDecay ? "decay" : "no_decay";
 }
 
+std::string slice_name(ParameterGroup group, std::size_t index) {
+  return std::string(parameter_group_name(group)) + ".s" + std::to_string(index);
+}
+
 std::int64_t shape_numel(std::span<const std::int64_t> shape) {
   if (shape.empty()) return 0;
   std::int64_t n = 1;

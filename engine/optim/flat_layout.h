@@ -31,6 +31,10 @@ namespace ebb {
 enum class ParameterGroup : std::uint8_t { kDecay, kNoDecay };
 // "decay", "no_decay".
 std::string_view parameter_group_name(ParameterGroup group);
+// A slice's name, "<group>.s<index>" ("decay.s3"): the prefix of its engine tensors' names
+// ("decay.s3.param", "decay.s3.adamw_m"), of its checkpoint blobs, and what a plan's
+// state_placement calls it.
+std::string slice_name(ParameterGroup group, std::size_t index);
 
 // One parameter of the model, as the training loop declares it.
 struct ParameterDecl {

@@ -4,27 +4,12 @@
 #include <utility>
 
 #include "engine/nn_ops.h"
-#include "kernels/nn_scalar.h"
 
 namespace ebb {
 namespace {
 
 std::string slice_name(const FlatGroup& g, std::size_t index, const char* buffer) {
-  return std::string(parameter_group_name(g.group)) + ".s" + std::to_string(index) + "." + buffer;
-}
-
-// `values` (fp32) as the bytes of a buffer of `dtype`, rounded to nearest even when narrower.
-std::vector<std::byte> encode(std::span<const float> values, DType dtype) {
-  std::vector<std::byte> bytes(values.size() * dtype_bytes(dtype));
-  if (dtype == DType::kF32) {
-    std::memcpy(bytes.data(), values.data(), bytes.size());
-    return bytes;
-  }
-  auto* out = reinterpret_cast<std::uint16_t*>(bytes.data());
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    out[i] = dtype == DType::kBF16 ? nn::f32_to_bf16(values[i]) : nn::f32_to_f16(values[i]);
-  }
-  return bytes;
+  return slice_name(g.group, index) + "." + buffer;
 }
 
 }  // namespace
@@ -84,7 +69,7 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
       slice.numel = fs.numel();
       if (!options.placement.empty()) slice.placement = options.placement[s.slices_.size()];
       const std::vector<std::int64_t> shape{fs.numel()};
-      const std::vector<std::byte> work_bytes = encode(values, work);
+      const std::vector<std::byte> work_bytes = round_to_dtype(values, work);
       EBB_ASSIGN_OR_RETURN(slice.params, engine.parameter({slice_name(group, k, "param"), shape,
                                                            work, TensorKind::kParameter},
                                                           work_bytes.data()));

@@ -8,7 +8,6 @@
 
 #include "engine/nn_ops.h"
 #include "engine/optim/optimizer.h"
-#include "kernels/nn_scalar.h"
 #include "kernels/optim.h"
 #include "offload/chunk_store.h"
 
@@ -19,18 +18,6 @@ constexpr LaunchContext kHostContext{.kind = DeviceKind::kCpu, .native_stream = 
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-// Rounds fp32 master weights to the working dtype's bytes.
-void round_to(DType dtype, std::span<const float> master, std::byte* out) {
-  if (dtype == DType::kF32) {
-    std::memcpy(out, master.data(), master.size_bytes());
-    return;
-  }
-  auto* half = reinterpret_cast<std::uint16_t*>(out);
-  for (std::size_t i = 0; i < master.size(); ++i) {
-    half[i] = dtype == DType::kBF16 ? nn::f32_to_bf16(master[i]) : nn::f32_to_f16(master[i]);
-  }
 }
 
 }  // namespace
@@ -423,10 +410,9 @@ Status Optimizer::write_blob(std::size_t i, std::span<const std::byte> in) {
   const SliceState& ss = slices_[k];
   if (part == 0) {
     // The working copy is the master rounded, as the optimizer leaves it.
-    std::vector<std::byte> rounded(ms.params.bytes());
     const std::span<const float> master(reinterpret_cast<const float*>(in.data()),
                                         static_cast<std::size_t>(ms.numel));
-    round_to(model_.param_dtype(), master, rounded.data());
+    const std::vector<std::byte> rounded = round_to_dtype(master, model_.param_dtype());
     EBB_RETURN_IF_ERROR(engine_.write(ms.params, rounded.data(), rounded.size()));
   }
   if (off_[k] == nullptr) {

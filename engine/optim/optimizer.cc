@@ -146,8 +146,7 @@ Result<std::unique_ptr<Optimizer>> Optimizer::create(Engine& engine, ModelState&
       opt->slices_.push_back(std::move(ss));
       continue;
     }
-    const std::string base =
-        std::string(parameter_group_name(group.group)) + ".s" + std::to_string(ms.index) + ".";
+    const std::string base = slice_name(group.group, ms.index) + ".";
     const auto make = [&](const std::string& name, std::int64_t floats) -> Result<Tensor> {
       EBB_ASSIGN_OR_RETURN(
           Tensor t,
@@ -209,8 +208,7 @@ float Optimizer::weight_decay(std::size_t slice) const {
 
 std::string Optimizer::slice_base(std::size_t slice) const {
   const ModelState::Slice& ms = model_.slices()[slice];
-  return std::string(parameter_group_name(model_.layout().groups[ms.group].group)) + ".s" +
-         std::to_string(ms.index);
+  return slice_name(model_.layout().groups[ms.group].group, ms.index);
 }
 
 void Optimizer::run_update(const LaunchContext& ctx, std::size_t slice,

@@ -6,9 +6,12 @@
 // Thread safety: constants and pure functions.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "engine/schema/tensor_kind.h"
 
@@ -24,5 +27,9 @@ std::optional<Precision> precision_from_name(std::string_view name);
 DType precision_dtype(Precision p);
 // Whether the precision keeps separate fp32 master weights (every precision but kF32).
 inline bool has_master_weights(Precision p) { return p != Precision::kF32; }
+
+// `values` (fp32) as the bytes of a buffer of `dtype` (kF32, kBF16 or kF16), rounded to nearest
+// even when narrower: how working parameters are rounded from master weights on the host.
+std::vector<std::byte> round_to_dtype(std::span<const float> values, DType dtype);
 
 }  // namespace ebb

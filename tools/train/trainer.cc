@@ -284,12 +284,11 @@ Result<std::vector<StateSliceCost>> slice_costs(const TrainOptions& o) {
       const FlatSlice& slice = g.slices[k];
       const SliceStateFloats floats = slice_state_floats(o.optimizer, decls, slice);
       const auto numel = static_cast<std::size_t>(slice.numel());
-      costs.push_back(
-          {.name = std::string(parameter_group_name(g.group)) + ".s" + std::to_string(k),
-           .state_bytes =
-               numel * master + static_cast<std::size_t>(floats.a + floats.b) * sizeof(float),
-           .gradient_bytes = numel * grad,
-           .parameter_bytes = numel * param});
+      costs.push_back({.name = slice_name(g.group, k),
+                       .state_bytes = numel * master +
+                                      static_cast<std::size_t>(floats.a + floats.b) * sizeof(float),
+                       .gradient_bytes = numel * grad,
+                       .parameter_bytes = numel * param});
     }
   }
   return costs;
