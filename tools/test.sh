@@ -87,8 +87,11 @@ run_asan() {
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEBB_SANITIZE=ON -DEBB_CUDA=OFF \
     -DEBB_BUILD_BENCHMARKS=OFF
   cmake --build build-asan -j"$jobs"
+  # Not the mpi label (here nor in tsan): Open MPI is not built with the sanitizers, which
+  # report its own allocations and threads, and those suites have not been made to pass
+  # cleanly under them; they run in the build stage.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE gpu
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE 'gpu|mpi'
   end
 }
 
@@ -98,7 +101,7 @@ run_tsan() {
     -DEBB_CUDA=OFF -DEBB_BUILD_BENCHMARKS=OFF
   cmake --build build-tsan -j"$jobs"
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-    ctest --test-dir build-tsan --output-on-failure -j"$jobs" -LE gpu
+    ctest --test-dir build-tsan --output-on-failure -j"$jobs" -LE 'gpu|mpi'
   end
 }
 
