@@ -19,5 +19,7 @@
 #include "engine/runtime/tensor.h"        // IWYU pragma: export
 #include "engine/schema/profile.h"        // IWYU pragma: export
 #include "engine/schema/tensor_kind.h"    // IWYU pragma: export
+#include "engine/zero/zero.h"             // IWYU pragma: export
+#include "kernels/comm/communicator.h"    // IWYU pragma: export
 #include "kernels/device.h"               // IWYU pragma: export
 #include "kernels/status.h"               // IWYU pragma: export

@@ -578,6 +578,18 @@ Status Engine::release(const Tensor& tensor) {
   return ok_status();
 }
 
+Status Engine::discard(const Tensor& tensor) {
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "discard", "tensor"));
+  const TensorRecord& r = tensors_.at(slot);
+  if (r.is_view() || !r.carried) {
+    return invalid_argument(
+        "discard: tensor " + quoted(r.name) +
+        (r.is_view() ? " is a view; discard its base" : " is not carried (release it instead)"));
+  }
+  EBB_RETURN_IF_ERROR(wait_read_of(slot));
+  return pager_->discard(slot, "discard");
+}
+
 Status Engine::keep(const Tensor& tensor) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "keep", "tensor"));
   tensors_.at(slot).carried = true;
@@ -621,7 +633,7 @@ Status Engine::rebuild_carried() {
   Status first;
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     const TensorRecord& r = tensors_.at(slot);
-    if (r.live && r.carried && !r.is_view() && r.residency == Residency::kDropped) {
+    if (r.live && r.carried && !r.is_view() && r.residency == Residency::kDropped && !r.discarded) {
       keep_first(first, pager_->make_resident(slot, "end_iteration"));
     }
   }
@@ -633,7 +645,7 @@ void Engine::retire_iteration() {
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     TensorRecord& r = tensors_.at(slot);
     if (!r.live) continue;
-    if (r.carried && (r.is_view() || r.residency != Residency::kDropped)) {
+    if (r.carried && (r.is_view() || r.residency != Residency::kDropped || r.discarded)) {
       r.producer = kNoProducer;
       r.consumers = 0;
       continue;

@@ -183,6 +183,11 @@ class Engine {
   Result<bool> prefetch(const Tensor& tensor);
   // Releases a tensor now; the handle is invalid afterwards.
   Status release(const Tensor& tensor);
+  // Gives a carried tensor's bytes back without keeping them anywhere (ZeRO stage 2's gradient
+  // buffers once reduced, engine/zero/): its next use finds zeros, as a freshly made tensor.
+  // Dropped tensors whose replay would read it are rebuilt first, as before an update().
+  // Inside an iteration or outside. kInvalidArgument for a view or a tensor that is not carried.
+  Status discard(const Tensor& tensor);
   // Carries a tensor of the current iteration into the next ones.
   Status keep(const Tensor& tensor);
 

@@ -239,4 +239,15 @@ void accumulate(const LaunchContext& ctx, FloatType t, void* acc, const float* a
   with_storage(t, [&]<Storage S>(S) { cpu::accumulate(typed<S>(acc), add, n, assign); });
 }
 
+void fold_chunks(const LaunchContext& ctx, FloatType t, void* out, const void* in, int chunks,
+                 std::int64_t stride, std::int64_t n, float divisor) {
+  if (ctx.kind == DeviceKind::kCuda) {
+    EBB_NN_CUDA(fold_chunks(ctx.native_stream, t, out, in, chunks, stride, n, divisor));
+    return;
+  }
+  with_storage(t, [&]<Storage S>(S) {
+    cpu::fold_chunks(typed<S>(out), static_cast<const S*>(in), chunks, stride, n, divisor);
+  });
+}
+
 }  // namespace ebb::nn

@@ -151,4 +151,12 @@ void cast(const LaunchContext& ctx, FloatType to, void* out, FloatType from, con
 void accumulate(const LaunchContext& ctx, FloatType t, void* acc, const float* add, std::int64_t n,
                 bool assign);
 
+// out[i] (in t) = round_t((in[0][i] + in[1][i] + ... + in[chunks-1][i]) / divisor), where chunk c
+// starts `stride` elements after chunk c-1: the sum in fp32, chunk after chunk in order, then one
+// division and one rounding. ZeRO's reduction of the chunks that every rank sent this one
+// (engine/zero/): a fixed order, so the same bits whatever the ranks' library does. With one
+// chunk and divisor 1 it is a copy. REQUIRES: out does not overlap in; divisor > 0.
+void fold_chunks(const LaunchContext& ctx, FloatType t, void* out, const void* in, int chunks,
+                 std::int64_t stride, std::int64_t n, float divisor);
+
 }  // namespace ebb::nn

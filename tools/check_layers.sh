@@ -10,6 +10,7 @@
 #   engine/executor/   PlanExecutor: following a Plan
 #   engine/            the facade a loop includes (engine.h) and the typed ops
 #   engine/optim/      model state over the facade: flat buffers, optimizers, loss scaling
+#   engine/zero/       ZeRO data parallelism over a Communicator (kernels/comm/)
 #   engine/ebb.h       the umbrella header: everything above but the planner
 #   engine/planner/    plan model, bounds, planners, simulator (library ebb_planner)
 #   tools/             anything
@@ -50,11 +51,11 @@ for f in "${existing[@]}"; do
   [[ "$f" == engine/* ]] || continue
   case "$f" in
     engine/schema/* | engine/runtime/* | engine/residency/* | engine/executor/* | \
-      engine/optim/* | engine/planner/*) ;;
+      engine/optim/* | engine/zero/* | engine/planner/*) ;;
     engine/engine.h | engine/engine.cc | engine/ebb.h | engine/nn_ops.h | engine/nn_ops.cc) ;;
     *)
       echo "  $f: not in a sub-layer folder of engine/ (schema, runtime, residency, executor," \
-        "optim, planner) nor one of the facade files" >&2
+        "optim, zero, planner) nor one of the facade files" >&2
       bad_paths=1
       ;;
   esac
@@ -64,7 +65,7 @@ done
 awk '
   BEGIN {
     n = split("kernels allocator offload engine/schema engine/runtime engine/residency " \
-              "engine/executor engine engine/optim engine/ebb.h engine/planner tools", order, " ")
+              "engine/executor engine engine/optim engine/zero engine/ebb.h engine/planner tools", order, " ")
     for (i = 1; i <= n; ++i) rank[order[i]] = i
     cuda = "^(cuda[A-Za-z0-9_]*\\.h|cuda/|nccl[A-Za-z0-9_]*\\.h|cublas[A-Za-z0-9_]*\\.h|" \
            "cudnn[A-Za-z0-9_]*\\.h|curand[A-Za-z0-9_]*\\.h|cusparse[A-Za-z0-9_]*\\.h|" \

@@ -29,6 +29,9 @@ struct TrainArgs {
   std::optional<float> lr_min;
   std::string optimizer_state = "device";
   std::string nvme_chunk;  // --nvme-chunk: a byte size; empty = the tier's default
+  int zero = -1;           // --zero: the stage; -1: no ZeRO
+  double bucket_mb = 32;   // --bucket-mb
+  double comm_timeout_s = 120;
   bool json = false;
 };
 
@@ -53,7 +56,7 @@ nlohmann::json model_state_json(const train::TrainOptions& o, const train::Train
   const double n = static_cast<double>(r.parameters);
   const double total = static_cast<double>(r.parameter_state_bytes + r.gradient_state_bytes +
                                            r.optimizer_state_bytes);
-  double formula = train::model_state_bytes_per_parameter(o);
+  double formula = train::model_state_bytes_per_parameter(o, r.ranks);
   if (r.state_plan.has_value()) {
     for (const StateSliceChoice& c : r.state_plan->slices) {
       if (placement_of(c.choice) == StatePlacement::kDevice) {
@@ -67,6 +70,28 @@ nlohmann::json model_state_json(const train::TrainOptions& o, const train::Train
           {"optimizer_state_bytes", r.optimizer_state_bytes},
           {"bytes_per_parameter", total / n},
           {"formula_bytes_per_parameter", formula}};
+}
+
+// ZeRO: the ranks, the steady state's peak device bytes per kind, and what was sent.
+nlohmann::json zero_json(const train::TrainOptions& o, const train::TrainResult& r) {
+  nlohmann::json sent = nlohmann::json::object();
+  for (std::size_t i = 0; i < kCommOpCount; ++i) {
+    if (r.comm.calls[i] == 0) continue;
+    sent[std::string(comm_op_name(static_cast<CommOp>(i)))] = {{"calls", r.comm.calls[i]},
+                                                               {"bytes", r.comm.bytes_sent[i]}};
+  }
+  return {{"stage", *o.zero_stage},
+          {"rank", r.rank},
+          {"ranks", r.ranks},
+          {"peak_parameter_bytes", r.peak_parameter_bytes},
+          {"peak_gradient_bytes", r.peak_gradient_bytes},
+          {"peak_optimizer_state_bytes", r.peak_optimizer_state_bytes},
+          {"peak_workspace_bytes", r.peak_workspace_bytes},
+          {"reduce_bytes", r.zero.reduce_bytes},
+          {"gather_bytes", r.zero.gather_bytes},
+          {"buckets_reduced", r.zero.buckets_reduced},
+          {"early_buckets", r.zero.early_buckets},
+          {"sent", sent}};
 }
 
 // The training options given as names, checked before any step runs.
@@ -252,7 +277,39 @@ int run_train(TrainArgs& args) {
     if (!bytes.ok()) return report_error(bytes.status());
     o.nvme_chunk_bytes = *bytes;
   }
-  const bool progress = !args.json && isatty(STDERR_FILENO) == 1;
+  if (args.zero >= 0) {
+    o.zero_stage = args.zero;
+    if (!(args.bucket_mb > 0)) {
+      return report_error(invalid_argument("--bucket-mb must be positive"));
+    }
+    o.zero_bucket_bytes = static_cast<std::size_t>(args.bucket_mb * 1024 * 1024);
+    if (!(args.comm_timeout_s > 0)) {
+      return report_error(invalid_argument("--comm-timeout must be positive (seconds)"));
+    }
+    o.comm_timeout =
+        std::chrono::milliseconds(static_cast<std::int64_t>(args.comm_timeout_s * 1e3));
+  }
+  // Under a launcher, rank 0 speaks for the job; the others print only their errors, by rank.
+  const RankEnv ranks = rank_env_from_environment();
+  if (ranks.rank != 0 && o.zero_stage.has_value()) {
+    if (std::freopen("/dev/null", "w", stdout) == nullptr) {
+      return report_error(Status(StatusCode::kIoError,
+                                 "rank " + std::to_string(ranks.rank) + ": cannot quiet stdout"));
+    }
+  }
+  const auto failed = [&](const Status& s) {
+    if (!ranks.under_launcher) return report_error(s);
+    const Status named(s.code(), "rank " + std::to_string(ranks.rank) + " of " +
+                                     std::to_string(ranks.size) + ": " + s.message());
+    const int code = report_error(named);
+    // The job ends with this rank: peers waiting in a collective are not left to their watchdog.
+    if (o.zero_stage.has_value() && ranks.size > 1) {
+      Result<Communicator*> comm = train::process_communicator(o.device, o.comm_timeout);
+      if (comm.ok()) (*comm)->abort(named.message());
+    }
+    return code;
+  };
+  const bool progress = !args.json && isatty(STDERR_FILENO) == 1 && ranks.rank == 0;
   if (!args.json) {
     std::printf(
         "ebb train: %d layers, d_model %d, %d heads, seq %d, batch %d, vocab %d (%lld "
@@ -277,7 +334,7 @@ int run_train(TrainArgs& args) {
       if (progress) draw_progress(s.step, o.steps);
     }
   });
-  if (!result.ok()) return report_error(result.status());
+  if (!result.ok()) return failed(result.status());
   const train::TrainResult& r = *result;
   const float final_loss = r.steps.back().loss;
   if (args.json) {
@@ -302,6 +359,7 @@ int run_train(TrainArgs& args) {
                               {"checkpoints_written", r.checkpoints_written}};
     if (r.plan.has_value()) summary["plan"] = plan_json(r);
     summary["optimizer_state"] = optimizer_state_json(o, r);
+    if (o.zero_stage.has_value()) summary["zero"] = zero_json(o, r);
     std::printf("%s\n", summary.dump().c_str());
     return 0;
   }
@@ -332,6 +390,19 @@ int run_train(TrainArgs& args) {
                   ? (", " + std::to_string(r.skipped_steps) + " steps skipped for overflow").c_str()
                   : "");
   print_optimizer_state(o, r);
+  if (o.zero_stage.has_value()) {
+    std::printf(
+        "ZeRO stage %d over %d ranks (rank 0): peak device bytes parameters %s, gradients %s, "
+        "optimizer state %s, collective buffers %s; sent per rank: gradients %s, %s %s\n",
+        *o.zero_stage, r.ranks,
+        format_bytes(static_cast<std::size_t>(r.peak_parameter_bytes)).c_str(),
+        format_bytes(static_cast<std::size_t>(r.peak_gradient_bytes)).c_str(),
+        format_bytes(static_cast<std::size_t>(r.peak_optimizer_state_bytes)).c_str(),
+        format_bytes(static_cast<std::size_t>(r.peak_workspace_bytes)).c_str(),
+        format_bytes(static_cast<std::size_t>(r.zero.reduce_bytes)).c_str(),
+        *o.zero_stage == 0 ? "gradients gathered" : "parameters gathered",
+        format_bytes(static_cast<std::size_t>(r.zero.gather_bytes)).c_str());
+  }
   if (!r.checkpoints_written.empty()) {
     std::printf("checkpoints written at step %d (latest) into %s\n", r.checkpoints_written.back(),
                 o.checkpoint_dir.c_str());
@@ -426,6 +497,21 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--nvme-chunk", args->nvme_chunk,
                   "bytes of state per NVMe stream chunk (default: the tier's queue depth x block, "
                   "at least 4MiB)");
+  app->add_option("--zero", args->zero,
+                  "ZeRO data parallelism over the ranks of mpirun: stage 0 (data parallel), 1 "
+                  "(optimizer state partitioned) or 2 (and gradients)");
+  app->add_option("--bucket-mb", args->bucket_mb,
+                  "ZeRO: MiB of gradients reduced by one collective op (consecutive slices)")
+      ->capture_default_str();
+  app->add_option("--comm-timeout", args->comm_timeout_s,
+                  "ZeRO: seconds a collective waits for its peers before the job ends")
+      ->capture_default_str();
+  app->add_option("--inject-exit-step", args->options.inject_exit_step,
+                  "testing: a rank exits at the start of this step (0: never)")
+      ->group("");
+  app->add_option("--inject-exit-rank", args->options.inject_exit_rank,
+                  "testing: the rank --inject-exit-step ends")
+      ->group("");
   app->add_flag("--json", args->json, "one JSON object per step, then a summary object");
   return {app, [args] { return run_train(*args); }};
 }

@@ -80,6 +80,8 @@ Result<FlatLayout> make_flat_layout(std::span<const ParameterDecl> params,
       const ParameterDecl& p = params[i];
       if (p.group != group) continue;
       if (!open || p.slice_key != key) {
+        // Every slice splits into `ranks` equal, aligned shards (ZeRO's unit of ownership).
+        offset = round_up(offset, layout.alignment_elements * options.ranks);
         if (open) g.slices.back().end = offset;
         g.slices.push_back(FlatSlice{.begin = offset});
         open = true;

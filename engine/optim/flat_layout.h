@@ -6,8 +6,9 @@
 // in its own dtype. Each parameter starts at a multiple of `alignment_elements`, so that its
 // first byte is aligned to at least `alignment_bytes` in a buffer of 2-byte elements and to twice
 // that in one of 4-byte elements. A group's length is padded to a multiple of ranks x
-// alignment_elements, so that it splits into `ranks` equal, aligned shards (ZeRO partitions the
-// buffers by rank; re-partitioning for another rank count lays them out again).
+// alignment_elements, and so is every slice, so that each slice splits into `ranks` equal,
+// aligned shards (ZeRO partitions every slice by rank, engine/zero/; another rank count lays the
+// buffers out again). With one rank, slices are only aligned.
 //
 // The unit the engine moves is a slice: a contiguous range of a group's buffer holding whole
 // parameters (the consecutive parameters that share a slice key, e.g. one transformer block's),

@@ -8,8 +8,9 @@
 namespace ebb {
 namespace {
 
-std::string slice_name(const FlatGroup& g, std::size_t index, const char* buffer) {
-  return slice_name(g.group, index) + "." + buffer;
+std::string slice_name(const std::string& prefix, const FlatGroup& g, std::size_t index,
+                       const char* buffer) {
+  return prefix + slice_name(g.group, index) + "." + buffer;
 }
 
 }  // namespace
@@ -47,6 +48,17 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
                               std::to_string(initial[i].size()) + " initial values");
     }
   }
+  if (!options.shared.empty() && options.shared.size() != slice_count) {
+    return invalid_argument("model state: " + std::to_string(options.shared.size()) +
+                            " shared slice buffers for " + std::to_string(slice_count) + " slices");
+  }
+  for (std::size_t k = 0; k < options.shared.size(); ++k) {
+    if (options.shared[k].params.valid() && !options.placement.empty() &&
+        options.placement[k] != StatePlacement::kDevice) {
+      return invalid_argument("model state: slice " + std::to_string(k) +
+                              " is placed off the device and cannot share its parameters");
+    }
+  }
   std::unique_ptr<ModelState> state(
       new ModelState(engine, std::move(layout), std::move(params), options));
   ModelState& s = *state;
@@ -69,21 +81,40 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
       slice.numel = fs.numel();
       if (!options.placement.empty()) slice.placement = options.placement[s.slices_.size()];
       const std::vector<std::int64_t> shape{fs.numel()};
-      const std::vector<std::byte> work_bytes = round_to_dtype(values, work);
-      EBB_ASSIGN_OR_RETURN(slice.params, engine.parameter({slice_name(group, k, "param"), shape,
-                                                           work, TensorKind::kParameter},
-                                                          work_bytes.data()));
-      EBB_ASSIGN_OR_RETURN(
-          slice.grads, engine.parameter({slice_name(group, k, "grad"), shape, options.grad_dtype,
-                                         TensorKind::kGradient},
-                                        nullptr));
-      if (slice.placement != StatePlacement::kDevice) {
+      const std::string& prefix = options.name_prefix;
+      const ModelStateOptions::Shared* shared =
+          options.shared.empty() ? nullptr : &options.shared[s.slices_.size()];
+      if (shared != nullptr && shared->params.valid()) {
+        EBB_ASSIGN_OR_RETURN(
+            slice.params,
+            engine.view(
+                shared->params, static_cast<std::size_t>(shared->first) * dtype_bytes(work),
+                {slice_name(prefix, group, k, "param"), shape, work, TensorKind::kParameter}));
+      } else {
+        const std::vector<std::byte> work_bytes = round_to_dtype(values, work);
+        EBB_ASSIGN_OR_RETURN(slice.params, engine.parameter({slice_name(prefix, group, k, "param"),
+                                                             shape, work, TensorKind::kParameter},
+                                                            work_bytes.data()));
+      }
+      if (shared != nullptr && shared->grads.valid()) {
+        EBB_ASSIGN_OR_RETURN(slice.grads, engine.view(shared->grads,
+                                                      static_cast<std::size_t>(shared->first) *
+                                                          dtype_bytes(options.grad_dtype),
+                                                      {slice_name(prefix, group, k, "grad"), shape,
+                                                       options.grad_dtype, TensorKind::kGradient}));
+      } else {
+        EBB_ASSIGN_OR_RETURN(slice.grads,
+                             engine.parameter({slice_name(prefix, group, k, "grad"), shape,
+                                               options.grad_dtype, TensorKind::kGradient},
+                                              nullptr));
+      }
+      if (slice.placement != StatePlacement::kDevice || options.external_master) {
         s.initial_master_.resize(s.slices_.size() + 1);
         s.initial_master_.back() = values;
       } else if (master) {
         EBB_ASSIGN_OR_RETURN(slice.master,
-                             engine.parameter({slice_name(group, k, "master"), shape, DType::kF32,
-                                               TensorKind::kOptimizerState},
+                             engine.parameter({slice_name(prefix, group, k, "master"), shape,
+                                               DType::kF32, TensorKind::kOptimizerState},
                                               values.data()));
       }
       s.slices_.push_back(slice);
@@ -169,12 +200,22 @@ Status ModelState::accumulate(std::size_t i, const Tensor& d) {
   return ok_status();
 }
 
+Status ModelState::gradients_written(std::size_t slice) {
+  ++step_accumulations_[slice];
+  return listener_ ? listener_(slice) : ok_status();
+}
+
+std::string ModelState::slice_label(std::size_t slice) const {
+  const Slice& s = slices_[slice];
+  return options_.name_prefix + slice_name(layout_.groups[s.group].group, s.index);
+}
+
 Result<std::vector<float>> ModelState::master_to_host(std::size_t i) {
   const FlatEntry& e = layout_.entries[i];
   const Slice& s = slice(e.group, e.slice);
   const std::int64_t first = e.offset - layout_.groups[e.group].slices[e.slice].begin;
   std::vector<float> all(static_cast<std::size_t>(s.numel));
-  if (s.placement == StatePlacement::kDevice) {
+  if (s.placement == StatePlacement::kDevice && !options_.external_master) {
     EBB_RETURN_IF_ERROR(engine_.read(s.master_weights(), all.data(), all.size() * sizeof(float)));
   } else {
     if (!master_reader_) {

@@ -43,6 +43,25 @@ struct ModelStateOptions {
   // for this state takes its initial values (take_initial_master) and keeps them where they go,
   // in every precision (in fp32 too, so that the host step never reads the device).
   std::vector<StatePlacement> placement{};
+  // Put before every name the state gives (its tensors, the optimizer's state tensors, ops and
+  // checkpoint blobs), so that a second state in the same engine (ZeRO's shard, engine/zero/)
+  // keeps apart from the first.
+  std::string name_prefix{};
+  // No slice keeps master weights in this state (ZeRO stages 1 and 2, where each rank keeps a
+  // shard of them): the initial values wait for take_initial_master(), and master_to_host() asks
+  // the master reader, as for a slice off the device.
+  bool external_master = false;
+  // Per slice (in slices() order), buffers of another state to share instead of new ones: the
+  // slice's working parameters, and its gradients when `grads` is valid, become views of them
+  // from element `first` (ZeRO's shard of a full state: no second copy). Empty: new buffers.
+  // REQUIRES: a slice placed off the device has no shared `params` (the off-device step replaces
+  // its parameters on the host, which a view cannot be).
+  struct Shared {
+    Tensor params;
+    Tensor grads;
+    std::int64_t first = 0;
+  };
+  std::vector<Shared> shared{};
 };
 
 class ModelState {
@@ -113,8 +132,16 @@ class ModelState {
   using GradientListener = std::function<Status(std::size_t slice)>;
   void set_gradient_listener(GradientListener listener) { listener_ = std::move(listener); }
   int accumulations(std::size_t slice) const { return step_accumulations_[slice]; }
+  // For a slice whose gradients an op other than accumulate() wrote whole (ZeRO's reduction into
+  // its shard, engine/zero/): counts it as one accumulation and calls the listener at once, the
+  // gradients being final.
+  Status gradients_written(std::size_t slice);
   // begin_step() calls so far: tells one step's accumulations from the next one's.
   std::int64_t step_serial() const { return steps_begun_; }
+
+  // Slice k's name with the state's prefix ("zero.decay.s3"): what its tensors, its optimizer
+  // state and its checkpoint blobs are named after.
+  std::string slice_label(std::size_t slice) const;
 
   // Master weights (fp32) of parameter i, or of every parameter in declaration order.
   Result<std::vector<float>> master_to_host(std::size_t i);

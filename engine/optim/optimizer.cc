@@ -146,7 +146,7 @@ Result<std::unique_ptr<Optimizer>> Optimizer::create(Engine& engine, ModelState&
       opt->slices_.push_back(std::move(ss));
       continue;
     }
-    const std::string base = slice_name(group.group, ms.index) + ".";
+    const std::string base = model.slice_label(opt->slices_.size()) + ".";
     const auto make = [&](const std::string& name, std::int64_t floats) -> Result<Tensor> {
       EBB_ASSIGN_OR_RETURN(
           Tensor t,
@@ -206,10 +206,7 @@ float Optimizer::weight_decay(std::size_t slice) const {
                                                                           : 0.0F;
 }
 
-std::string Optimizer::slice_base(std::size_t slice) const {
-  const ModelState::Slice& ms = model_.slices()[slice];
-  return slice_name(model_.layout().groups[ms.group].group, ms.index);
-}
+std::string Optimizer::slice_base(std::size_t slice) const { return model_.slice_label(slice); }
 
 void Optimizer::run_update(const LaunchContext& ctx, std::size_t slice,
                            std::span<const ParamState> where, std::int64_t numel,

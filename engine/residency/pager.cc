@@ -111,6 +111,7 @@ Status Pager::make_resident(std::uint32_t slot, std::string_view op) {
     case Residency::kHost:
       return copy_back(slot, op);
     case Residency::kDropped:
+      if (r.discarded) return refill_discarded(slot, op);
       if (!r.has_producer()) {
         return failed_precondition(quoted(op) + ": tensor " + quoted(r.name) +
                                    " holds no bytes and has no producer to recompute it from");
@@ -135,6 +136,39 @@ Status Pager::lock_resident(std::span<const std::uint32_t> slots, std::string_vi
 
 void Pager::unlock(std::span<const std::uint32_t> slots) {
   for (std::uint32_t slot : slots) --tensors_.at(slot).lock_count;
+}
+
+Status Pager::discard(std::uint32_t slot, std::string_view op) {
+  const std::uint32_t targets[] = {slot};
+  EBB_RETURN_IF_ERROR(prepare_write(targets, op));
+  TensorRecord& r = tensors_.at(slot);
+  if (r.lock_count > 0) {
+    return failed_precondition(quoted(op) + ": tensor " + quoted(r.name) +
+                               " is in use by a running op");
+  }
+  free_storage(slot);  // the block goes back after the compute stream's queued work
+  tensors_.at(slot).discarded = true;
+  log_residency(slot, Residency::kDropped);
+  return ok_status();
+}
+
+Status Pager::refill_discarded(std::uint32_t slot, std::string_view op) {
+  const std::size_t bytes = tensors_.at(slot).bytes;
+  EBB_ASSIGN_OR_RETURN(void* block,
+                       allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
+                         return quoted(op) + " (making room for the discarded " +
+                                quoted(tensors_.at(slot).name) + ")";
+                       }));
+  if (Status s = launcher_.stream().memset_async(block, 0, bytes); !s.ok()) {
+    (void)allocator_->free(block);
+    return s;
+  }
+  TensorRecord& r = tensors_.at(slot);
+  r.discarded = false;
+  r.device_ptr = block;
+  r.residency = Residency::kDevice;
+  log_residency(slot, Residency::kDevice);
+  return ok_status();
 }
 
 Status Pager::copy_back(std::uint32_t slot, std::string_view op) {

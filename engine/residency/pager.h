@@ -147,6 +147,9 @@ class Pager {
   // longer be rebuilt by replay); and the targets' clean host copies, which the write makes
   // out of date, are given back.
   Status prepare_write(std::span<const std::uint32_t> targets, std::string_view op);
+  // Engine::discard: prepare_write's rebuilds, then every copy of the tensor is given back; its
+  // next make_resident() allocates a block and fills it with zeros on the compute stream.
+  Status discard(std::uint32_t slot, std::string_view op);
 
   // Replaces a carried tensor's bytes with `bytes` bytes from `src` (host memory) and leaves it
   // on the host: the device block (or NVMe copy) is given back, the bytes go into the tensor's
@@ -189,6 +192,7 @@ class Pager {
 
   // Bringing back (pager.cc).
   Status copy_back(std::uint32_t slot, std::string_view op);
+  Status refill_discarded(std::uint32_t slot, std::string_view op);
   Status read_back_from_nvme(std::uint32_t slot, std::string_view op);
   Status replay(std::uint32_t slot, std::string_view op);
   // Makes the compute stream wait for a copy back into `slot` it has not waited for yet;

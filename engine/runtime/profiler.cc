@@ -98,7 +98,7 @@ void Profiler::on_end_iteration(const TensorTable& tensors, const std::vector<Op
   for (std::size_t i = 0; i < entries_.size(); ++i) {
     const TensorRecord* r = tensors.find(entries_[i].id);
     if (r == nullptr || r->released) continue;
-    if (r->carried && r->residency != Residency::kDropped) continue;
+    if (r->carried && (r->residency != Residency::kDropped || r->discarded)) continue;
     free_entry(i);
   }
   profiles_.push_back(finish(tape));

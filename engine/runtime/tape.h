@@ -106,6 +106,9 @@ struct TensorRecord {
   // While arrival_pending: the id the prefetch was given (0: none), for late-arrival feedback.
   std::uint32_t prefetch_id = 0;
   std::uint64_t nvme_extent = 0;  // the NVMe tier's ExtentId of a spilled tensor; 0 = none
+  // Engine::discard: kDropped with no bytes anywhere, and its next use finds zeros (a carried
+  // tensor whose contents the loop no longer needs: ZeRO stage 2's reduced gradient buffers).
+  bool discarded = false;
 
   int lock_count = 0;                   // > 0 while an op (or a recompute) needs it resident
   std::uint64_t last_access = 0;        // TensorTable::tick() of its last use

@@ -407,6 +407,18 @@ void accumulate(S* acc, const float* add, std::int64_t n, bool assign) {
   });
 }
 
+template <Storage S>
+void fold_chunks(S* out, const S* in, int chunks, std::int64_t stride, std::int64_t n,
+                 float divisor) {
+  for_each_chunk(n, kElementwiseChunk, [&](Index i0, Index i1) {
+    for (Index i = i0; i < i1; i++) {
+      float sum = to_float(in[i]);
+      for (int c = 1; c < chunks; c++) sum += to_float(in[c * stride + i]);
+      out[i] = from_float<S>(sum / divisor);
+    }
+  });
+}
+
 // --- instantiations for the three storage types ------------------------------------------------
 
 #define EBB_NN_CPU_INSTANTIATE(S)                                                                 \
@@ -427,6 +439,7 @@ void accumulate(S* acc, const float* add, std::int64_t n, bool assign) {
   template void softmax_cross_entropy_backward<S>(S*, const S*, const std::int32_t*, float, int,  \
                                                   int);                                           \
   template void accumulate<S>(S*, const float*, std::int64_t, bool);                              \
+  template void fold_chunks<S>(S*, const S*, int, std::int64_t, std::int64_t, float);             \
   template void cast<S, float>(S*, const float*, std::int64_t);                                   \
   template void cast<S, Bf16>(S*, const Bf16*, std::int64_t);                                     \
   template void cast<S, F16>(S*, const F16*, std::int64_t);

@@ -63,5 +63,8 @@ template <Storage To, Storage From>
 void cast(To* out, const From* in, std::int64_t n);
 template <Storage S>
 void accumulate(S* acc, const float* add, std::int64_t n, bool assign);
+template <Storage S>
+void fold_chunks(S* out, const S* in, int chunks, std::int64_t stride, std::int64_t n,
+                 float divisor);
 
 }  // namespace ebb::nn::cpu

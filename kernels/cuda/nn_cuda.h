@@ -46,5 +46,7 @@ void adamw(void* stream, float* param_out, float* m_out, float* v_out, const flo
 void cast(void* stream, FloatType to, void* out, FloatType from, const void* in, std::int64_t n);
 void accumulate(void* stream, FloatType t, void* acc, const float* add, std::int64_t n,
                 bool assign);
+void fold_chunks(void* stream, FloatType t, void* out, const void* in, int chunks,
+                 std::int64_t stride, std::int64_t n, float divisor);
 
 }  // namespace ebb::nn::cuda

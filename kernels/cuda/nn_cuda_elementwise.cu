@@ -91,6 +91,16 @@ __global__ void accumulate_kernel(S* acc, const float* add, std::int64_t n, bool
   }
 }
 
+template <typename S>
+__global__ void fold_chunks_kernel(S* out, const S* in, int chunks, std::int64_t stride,
+                                   std::int64_t n, float divisor) {
+  EBB_GRID_STRIDE_LOOP(i, n) {
+    float sum = to_float(in[i]);
+    for (int c = 1; c < chunks; c++) sum += to_float(in[c * stride + i]);
+    out[i] = from_float<S>(sum / divisor);
+  }
+}
+
 #undef EBB_GRID_STRIDE_LOOP
 
 }  // namespace
@@ -163,6 +173,16 @@ void accumulate(void* stream, FloatType t, void* acc, const float* add, std::int
                                                                                add, n, assign);
   });
   check_launch("accumulate");
+}
+
+void fold_chunks(void* stream, FloatType t, void* out, const void* in, int chunks,
+                 std::int64_t stride, std::int64_t n, float divisor) {
+  if (n <= 0) return;
+  with_storage(t, [&]<typename S>(StorageTag<S>) {
+    fold_chunks_kernel<S><<<grid_for(n), kBlockThreads, 0, as_stream(stream)>>>(
+        static_cast<S*>(out), static_cast<const S*>(in), chunks, stride, n, divisor);
+  });
+  check_launch("fold_chunks");
 }
 
 }  // namespace ebb::nn::cuda

@@ -95,18 +95,39 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
     }
     initial.push_back(std::move(host));
   }
-  EBB_ASSIGN_OR_RETURN(model->state_, ModelState::create(engine, parameter_decls(config),
-                                                         {.precision = training.precision,
-                                                          .grad_dtype = training.grad_dtype,
-                                                          .placement = training.placement},
-                                                         initial));
-  EBB_ASSIGN_OR_RETURN(model->optimizer_, Optimizer::create(engine, *model->state_,
-                                                            training.optimizer, training.offload));
+  ModelStateOptions options{.precision = training.precision,
+                            .grad_dtype = training.grad_dtype,
+                            .placement = training.placement};
+  if (!training.zero_stage.has_value()) {
+    EBB_ASSIGN_OR_RETURN(model->state_,
+                         ModelState::create(engine, parameter_decls(config), options, initial));
+    EBB_ASSIGN_OR_RETURN(
+        model->optimizer_,
+        Optimizer::create(engine, *model->state_, training.optimizer, training.offload));
+    return model;
+  }
+  if (training.comm == nullptr) return invalid_argument("ZeRO without a communicator");
+  const int stage = *training.zero_stage;
+  ZeroOptions zero{.stage = stage,
+                   .bucket_bytes = training.zero_bucket_bytes,
+                   .placement = {},
+                   .offload = training.offload};
+  if (stage >= 1) {
+    zero.placement = std::move(options.placement);
+    options.placement.clear();
+  }
+  EBB_ASSIGN_OR_RETURN(options, zero_model_state_options(options, training.comm->size(), stage));
+  EBB_ASSIGN_OR_RETURN(model->state_,
+                       ModelState::create(engine, parameter_decls(config), options, initial));
+  EBB_ASSIGN_OR_RETURN(
+      model->zero_,
+      ZeroOptimizer::create(engine, *model->state_, training.optimizer, *training.comm, zero));
   return model;
 }
 
 GptModel::~GptModel() {
   // The optimizer's state before the model state it was made for.
+  zero_.reset();
   optimizer_.reset();
   state_.reset();
 }
@@ -173,7 +194,9 @@ Result<StepOutcome> GptModel::accumulate_and_update(
   }
   float grad_scale = 1.0F / control.loss_scale;
   if (control.skip_nonfinite || control.clip_norm > 0) {
-    EBB_ASSIGN_OR_RETURN(GradientStats stats, gradient_stats(engine_, *state_, grad_scale));
+    EBB_ASSIGN_OR_RETURN(GradientStats stats, zero_ != nullptr
+                                                  ? zero_->gradient_stats(grad_scale)
+                                                  : gradient_stats(engine_, *state_, grad_scale));
     outcome.grad_norm = stats.norm();
     if (control.skip_nonfinite && stats.nonfinite > 0) {
       outcome.skipped = true;
@@ -185,7 +208,10 @@ Result<StepOutcome> GptModel::accumulate_and_update(
       if (clip < 1.0F) grad_scale *= clip;
     }
   }
-  EBB_RETURN_IF_ERROR(optimizer_->step(control.optimizer_step, control.learning_rate, grad_scale));
+  EBB_RETURN_IF_ERROR(
+      zero_ != nullptr
+          ? zero_->step(control.optimizer_step, control.learning_rate, grad_scale)
+          : optimizer_->step(control.optimizer_step, control.learning_rate, grad_scale));
   return outcome;
 }
 

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -37,6 +38,11 @@ struct GptTraining {
   // empty: on the device), and the off-device step's options.
   std::vector<StatePlacement> placement;
   OffloadOptions offload;
+  // ZeRO data parallelism (engine/zero/) over `comm`: the stage, or nullopt for none. With a
+  // stage >= 1 `placement` is each rank's range's.
+  std::optional<int> zero_stage;
+  std::size_t zero_bucket_bytes = ZeroOptions{}.bucket_bytes;
+  Communicator* comm = nullptr;
 };
 
 // What one optimizer step needs besides the tokens.
@@ -78,7 +84,9 @@ class GptModel {
 
   const GptConfig& config() const { return config_; }
   ModelState& state() { return *state_; }
-  Optimizer& optimizer() { return *optimizer_; }
+  // The optimizer that steps this process's state (with ZeRO, its rank's part).
+  Optimizer& optimizer() { return zero_ != nullptr ? zero_->optimizer() : *optimizer_; }
+  ZeroOptimizer* zero() { return zero_.get(); }
   // Bytes of all parameters in their working dtype.
   std::size_t parameter_bytes() const;
 
@@ -95,7 +103,8 @@ class GptModel {
   Engine& engine_;
   GptConfig config_;
   std::unique_ptr<ModelState> state_;
-  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;  // without ZeRO
+  std::unique_ptr<ZeroOptimizer> zero_;   // with ZeRO
 };
 
 // The model's parameters as flat-buffer declarations: groups (decay for the block matrices;

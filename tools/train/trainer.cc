@@ -3,11 +3,16 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <map>
 #include <memory>
 
 #include "engine/planner/hardware_probe.h"
 #include "engine/schema/checkpoint.h"
+#include "engine/schema/sharded_checkpoint.h"
 #include "kernels/nn_scalar.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
@@ -51,13 +56,30 @@ double median(std::vector<double> values) {
   return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
-GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> placement) {
+GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> placement,
+                        Communicator* comm) {
   return GptTraining{
       .precision = o.precision,
       .grad_dtype = o.grad_dtype.value_or(precision_dtype(o.precision)),
       .optimizer = o.optimizer,
       .placement = std::move(placement),
-      .offload = {.delayed_update = o.delayed_update, .nvme_chunk_bytes = o.nvme_chunk_bytes}};
+      .offload = {.delayed_update = o.delayed_update, .nvme_chunk_bytes = o.nvme_chunk_bytes},
+      .zero_stage = o.zero_stage,
+      .zero_bucket_bytes = o.zero_bucket_bytes,
+      .comm = comm};
+}
+
+// The ranks as the sharded checkpoint sees them (engine/schema/sharded_checkpoint.h).
+RankGroup rank_group(Communicator* comm) {
+  if (comm == nullptr) return single_rank();
+  return RankGroup{
+      .rank = comm->rank(),
+      .size = comm->size(),
+      .all_gather = [comm](std::span<const std::byte> send) -> Result<std::vector<std::byte>> {
+        std::vector<std::byte> all(send.size() * static_cast<std::size_t>(comm->size()));
+        EBB_RETURN_IF_ERROR(comm->host_all_gather(send.data(), all.data(), send.size()));
+        return all;
+      }};
 }
 
 float peak_learning_rate(const TrainOptions& o) {
@@ -73,7 +95,7 @@ struct RunPosition {
 };
 
 Status save_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
-                       const RunPosition& at) {
+                       const RunPosition& at, Communicator* comm) {
   // The master weights and the optimizer's state, wherever they live, by name (the same in
   // every placement, so a checkpoint moves between them).
   // A delayed update's CPU step in flight lands first, so that the checkpoint holds every step
@@ -89,10 +111,11 @@ Status save_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
     EBB_RETURN_IF_ERROR(optimizer.read_blob(i, bytes[i]));
     payloads.push_back({blobs[i].name, bytes[i]});
   }
-  CheckpointMeta meta{.step = at.step,
-                      .model_fingerprint = checkpoint_fingerprint(o),
-                      .precision = std::string(precision_name(o.precision)),
-                      .optimizer = std::string(optimizer_name(o.optimizer.kind))};
+  CheckpointMeta meta{
+      .step = at.step,
+      .model_fingerprint = checkpoint_fingerprint(o, comm != nullptr ? comm->size() : 1),
+      .precision = std::string(precision_name(o.precision)),
+      .optimizer = std::string(optimizer_name(o.optimizer.kind))};
   // The data position is the step: batches are cut from the stream by their index
   // (TokenData::batch), and nothing else draws random numbers after initialization.
   meta.state = {{"applied_steps", at.applied_steps},
@@ -102,15 +125,26 @@ Status save_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
                 {"seed", o.seed},
                 {"next_batch_index", static_cast<std::int64_t>(at.step) * o.grad_accum},
                 {"schedule_step", at.step}};
+  // With ZeRO each rank writes its part, and rank 0 publishes the step once all have.
+  if (o.zero_stage.has_value()) {
+    return write_sharded_checkpoint(o.checkpoint_dir, meta, payloads, rank_group(comm));
+  }
   return write_checkpoint(o.checkpoint_dir, meta, payloads);
+}
+
+Result<Checkpoint> latest_checkpoint(const TrainOptions& o, Communicator* comm) {
+  if (o.zero_stage.has_value()) {
+    return read_latest_sharded_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o, comm->size()),
+                                          rank_group(comm));
+  }
+  return read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o));
 }
 
 // Loads the latest checkpoint of o.checkpoint_dir into the model (outside any iteration) and
 // returns where it left off.
 Result<RunPosition> load_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
-                                    RunPosition at) {
-  EBB_ASSIGN_OR_RETURN(Checkpoint ckpt,
-                       read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o)));
+                                    RunPosition at, Communicator* comm) {
+  EBB_ASSIGN_OR_RETURN(Checkpoint ckpt, latest_checkpoint(o, comm));
   // Each blob where it lives; a master also sets the working parameters (rounded).
   Optimizer& optimizer = model.optimizer();
   const std::vector<Optimizer::Blob> blobs = optimizer.blobs();
@@ -120,6 +154,8 @@ Result<RunPosition> load_checkpoint(const TrainOptions& o, Engine& engine, GptMo
     EBB_RETURN_IF_ERROR(ckpt.read_payload(blobs[i].name, bytes));
     EBB_RETURN_IF_ERROR(optimizer.write_blob(i, bytes));
   }
+  // Each rank set the working parameters of its range; every rank needs all of them.
+  if (model.zero() != nullptr) EBB_RETURN_IF_ERROR(model.zero()->sync_parameters());
   const nlohmann::json& s = ckpt.meta().state;
   at.step = static_cast<int>(ckpt.meta().step);
   at.applied_steps = s.at("applied_steps").get<int>();
@@ -132,7 +168,7 @@ Result<RunPosition> load_checkpoint(const TrainOptions& o, Engine& engine, GptMo
 // size), from a checkpoint when o.resume.
 Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& data,
                         std::size_t budget_bytes, int steps, bool write_profile_out,
-                        const std::vector<StatePlacement>& placement,
+                        const std::vector<StatePlacement>& placement, Communicator* comm,
                         const std::function<void(const StepStats&)>& on_step) {
   EngineOptions engine_options{.device = device,
                                .budget_bytes = budget_bytes,
@@ -154,11 +190,11 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   }
   EBB_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(engine_options)));
   EBB_ASSIGN_OR_RETURN(auto model,
-                       GptModel::create(*engine, o.model, o.seed, training_of(o, placement)));
+                       GptModel::create(*engine, o.model, o.seed, training_of(o, placement, comm)));
   EBB_ASSIGN_OR_RETURN(LossScaler scaler, LossScaler::create(o.loss_scaler));
   RunPosition at{.scaler = scaler};
   if (o.resume) {
-    EBB_ASSIGN_OR_RETURN(at, load_checkpoint(o, *engine, *model, at));
+    EBB_ASSIGN_OR_RETURN(at, load_checkpoint(o, *engine, *model, at, comm));
     result.resumed_from_step = at.step;
   }
   result.budget_bytes = engine->allocator().stats().budget_bytes;
@@ -172,10 +208,19 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   const float peak_lr = peak_learning_rate(o);
   const bool fp16 = o.precision == Precision::kF16;
   const int first = at.step + 1;
+  const int rank = comm != nullptr ? comm->rank() : 0;
+  const int ranks = comm != nullptr ? comm->size() : 1;
   for (int s = first; s <= steps; ++s) {
+    if (o.inject_exit_step == s && rank == o.inject_exit_rank) {
+      std::fprintf(stderr, "ebb train: rank %d: injected exit at step %d (testing)\n", rank, s);
+      std::fflush(stderr);
+      std::_Exit(3);
+    }
+    // Rank r of N reads global sample (s*K + m)*N + r: the same global order for every N.
     for (std::size_t k = 0; k < micro; ++k) {
-      data.batch(static_cast<std::int64_t>(s - 1) * o.grad_accum + static_cast<std::int64_t>(k),
-                 o.model.batch, o.model.seq, inputs[k], targets[k]);
+      const std::int64_t global =
+          static_cast<std::int64_t>(s - 1) * o.grad_accum + static_cast<std::int64_t>(k);
+      data.batch(global * ranks + rank, o.model.batch, o.model.seq, inputs[k], targets[k]);
     }
     // The steady state starts after the warm-up (and the plan made at its end).
     if (s == first + o.warmup_iterations) engine->allocator().reset_peak_stats();
@@ -188,6 +233,14 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     const EngineStats before = engine->stats();
     const auto start = std::chrono::steady_clock::now();
     EBB_ASSIGN_OR_RETURN(StepOutcome outcome, model->step(inputs, targets, control));
+    if (ranks > 1) {
+      // The job's loss: every rank's, each divided by N and added in rank order (as one
+      // process adds its micro-batches' losses).
+      std::vector<float> losses(static_cast<std::size_t>(ranks));
+      EBB_RETURN_IF_ERROR(comm->host_all_gather(&outcome.loss, losses.data(), sizeof(float)));
+      outcome.loss = 0;
+      for (const float l : losses) outcome.loss += l / static_cast<float>(ranks);
+    }
     const auto end = std::chrono::steady_clock::now();
     const EngineStats after = engine->stats();
     if (!outcome.skipped) ++at.applied_steps;
@@ -218,7 +271,7 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
       EBB_RETURN_IF_ERROR(write_profile(profile, o.profile_out));
     }
     if (o.checkpoint_every > 0 && s % o.checkpoint_every == 0) {
-      EBB_RETURN_IF_ERROR(save_checkpoint(o, *engine, *model, at));
+      EBB_RETURN_IF_ERROR(save_checkpoint(o, *engine, *model, at, comm));
       result.checkpoints_written.push_back(s);
     }
   }
@@ -246,14 +299,22 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   result.optimizer_state_bytes = engine->memory_by_kind(TensorKind::kOptimizerState).current;
   result.parameters = parameter_count(o.model);
   result.skipped_steps = at.scaler.skipped_steps();
+  result.rank = rank;
+  result.ranks = ranks;
+  if (model->zero() != nullptr) result.zero = model->zero()->stats();
+  if (comm != nullptr) result.comm = comm->stats();
+  result.peak_parameter_bytes = engine->memory_by_kind(TensorKind::kParameter).peak;
+  result.peak_gradient_bytes = engine->memory_by_kind(TensorKind::kGradient).peak;
+  result.peak_optimizer_state_bytes = engine->memory_by_kind(TensorKind::kOptimizerState).peak;
+  result.peak_workspace_bytes = engine->memory_by_kind(TensorKind::kWorkspace).peak;
   return result;
 }
 
 // Two steps of the same model on a fresh engine of `device`, nothing evicted and every slice's
 // state on the device (empty placement): the unconstrained peak that a budget's percentage and
 // auto placement start from.
-Result<TrainResult> unconstrained_run(const TrainOptions& o, Device& device,
-                                      const TokenData& data) {
+Result<TrainResult> unconstrained_run(const TrainOptions& o, Device& device, const TokenData& data,
+                                      Communicator* comm) {
   TrainOptions probe = o;
   probe.policy = EvictionPolicy::kNone;
   probe.plan_policy.reset();
@@ -261,7 +322,8 @@ Result<TrainResult> unconstrained_run(const TrainOptions& o, Device& device,
   probe.checkpoint_every = 0;
   probe.optimizer_state = StatePolicy::kDevice;
   probe.delayed_update = false;
-  return run(probe, device, data, 0, std::min(2, o.steps), false, {}, {});
+  probe.inject_exit_step = 0;
+  return run(probe, device, data, 0, std::min(2, o.steps), false, {}, comm, {});
 }
 
 // Where each slice's state lives for this run, and with auto the planner's choice.
@@ -272,9 +334,14 @@ struct PlacementChoice {
 
 // Per slice of the model's layout (the ModelState's order): the device bytes its master weights
 // and optimizer state take when kept, and what a host step moves over the link.
-Result<std::vector<StateSliceCost>> slice_costs(const TrainOptions& o) {
+// With ZeRO (stage >= 1) a rank keeps 1/N of each slice's state (and at stage 2 of its
+// gradients).
+Result<std::vector<StateSliceCost>> slice_costs(const TrainOptions& o, int ranks) {
   const std::vector<ParameterDecl> decls = parameter_decls(o.model);
-  EBB_ASSIGN_OR_RETURN(FlatLayout layout, make_flat_layout(decls, {}));
+  EBB_ASSIGN_OR_RETURN(FlatLayout layout, make_flat_layout(decls, {.ranks = ranks}));
+  const int stage = o.zero_stage.value_or(0);
+  const std::size_t state_share = stage >= 1 ? static_cast<std::size_t>(ranks) : 1;
+  const std::size_t grad_share = stage >= 2 ? static_cast<std::size_t>(ranks) : 1;
   const std::size_t master = has_master_weights(o.precision) ? sizeof(float) : 0;
   const std::size_t param = dtype_bytes(precision_dtype(o.precision));
   const std::size_t grad = dtype_bytes(o.grad_dtype.value_or(precision_dtype(o.precision)));
@@ -284,19 +351,23 @@ Result<std::vector<StateSliceCost>> slice_costs(const TrainOptions& o) {
       const FlatSlice& slice = g.slices[k];
       const SliceStateFloats floats = slice_state_floats(o.optimizer, decls, slice);
       const auto numel = static_cast<std::size_t>(slice.numel());
-      costs.push_back({.name = slice_name(g.group, k),
-                       .state_bytes = numel * master +
-                                      static_cast<std::size_t>(floats.a + floats.b) * sizeof(float),
-                       .gradient_bytes = numel * grad,
-                       .parameter_bytes = numel * param});
+      costs.push_back(
+          {.name = slice_name(g.group, k),
+           .state_bytes =
+               (numel * master + static_cast<std::size_t>(floats.a + floats.b) * sizeof(float)) /
+               state_share,
+           .gradient_bytes = numel * grad / grad_share,
+           .parameter_bytes = numel * param / state_share});
     }
   }
   return costs;
 }
 
 Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
-                                         const TokenData& data, std::size_t budget) {
-  EBB_ASSIGN_OR_RETURN(std::vector<StateSliceCost> costs, slice_costs(o));
+                                         const TokenData& data, std::size_t budget,
+                                         Communicator* comm) {
+  EBB_ASSIGN_OR_RETURN(std::vector<StateSliceCost> costs,
+                       slice_costs(o, comm != nullptr ? comm->size() : 1));
   PlacementChoice choice;
   switch (o.optimizer_state) {
     case StatePolicy::kDevice:
@@ -313,7 +384,7 @@ Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
   }
   // The device's bytes without the state, from a two-step run with every slice on the device
   // and nothing evicted: the peak less the state, and the model state a step needs besides.
-  EBB_ASSIGN_OR_RETURN(TrainResult unconstrained, unconstrained_run(o, device, data));
+  EBB_ASSIGN_OR_RETURN(TrainResult unconstrained, unconstrained_run(o, device, data, comm));
   const auto state = static_cast<std::size_t>(unconstrained.optimizer_state_bytes);
   StatePlacementInputs in;
   in.slices = std::move(costs);
@@ -343,10 +414,13 @@ Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
 
 }  // namespace
 
-double model_state_bytes_per_parameter(const TrainOptions& o) {
+double model_state_bytes_per_parameter(const TrainOptions& o, int ranks) {
+  const int stage = o.zero_stage.value_or(0);
+  const double n = static_cast<double>(std::max(ranks, 1));
   const double work = static_cast<double>(dtype_bytes(precision_dtype(o.precision)));
   const double grad =
-      static_cast<double>(dtype_bytes(o.grad_dtype.value_or(precision_dtype(o.precision))));
+      static_cast<double>(dtype_bytes(o.grad_dtype.value_or(precision_dtype(o.precision)))) /
+      (stage >= 2 ? n : 1.0);
   // Off the device (auto: possibly all of it), master weights and moments take no device bytes.
   if (o.optimizer_state != StatePolicy::kDevice) return work + grad;
   const double master = has_master_weights(o.precision) ? 4.0 : 0.0;
@@ -362,10 +436,10 @@ double model_state_bytes_per_parameter(const TrainOptions& o) {
       optimizer = o.optimizer.momentum > 0 ? 4 : 0;
       break;
   }
-  return work + grad + master + optimizer;
+  return work + grad + (master + optimizer) / (stage >= 1 ? n : 1.0);
 }
 
-std::size_t minimum_budget_bytes(const TrainOptions& o) {
+std::size_t minimum_budget_bytes(const TrainOptions& o, int ranks) {
   const GptConfig& c = o.model;
   const std::size_t a = dtype_bytes(precision_dtype(o.precision));  // activations
   const std::size_t f = sizeof(float);  // statistics, losses, weight gradients
@@ -384,11 +458,11 @@ std::size_t minimum_budget_bytes(const TrainOptions& o) {
   for (std::size_t bytes : ops) working = std::max(working, bytes);
   const bool can_swap = o.policy == EvictionPolicy::kSwap || o.policy == EvictionPolicy::kBoth;
   const auto state = static_cast<std::size_t>(static_cast<double>(parameter_count(c)) *
-                                              model_state_bytes_per_parameter(o));
+                                              model_state_bytes_per_parameter(o, ranks));
   return working + (can_swap ? 0 : state);
 }
 
-std::string checkpoint_fingerprint(const TrainOptions& o) {
+std::string checkpoint_fingerprint(const TrainOptions& o, int ranks) {
   const GptConfig& c = o.model;
   std::string f = "gpt layers=" + std::to_string(c.layers) +
                   " d_model=" + std::to_string(c.d_model) + " heads=" + std::to_string(c.heads) +
@@ -404,8 +478,97 @@ std::string checkpoint_fingerprint(const TrainOptions& o) {
   if (o.optimizer.kind == OptimizerKind::kSm3) {
     f += o.optimizer.momentum > 0 ? " momentum" : " no_momentum";
   }
+  // A ZeRO rank's part depends on the stage and on how many ranks share the state.
+  if (o.zero_stage.has_value()) {
+    f += " zero=" + std::to_string(*o.zero_stage) + " ranks=" + std::to_string(ranks);
+  }
   return f;
 }
+
+Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milliseconds timeout) {
+  // MPI starts once per process, and NCCL's communicator is tied to its GPU: one per kind, kept.
+  struct Held {
+    std::unique_ptr<Device> device;
+    std::unique_ptr<Communicator> comm;
+  };
+  // Never destroyed: MPI is finalized at exit by its plugin, which must come last.
+  static auto& held = *new std::map<DeviceKind, Held>();
+  auto it = held.find(device);
+  if (it == held.end()) {
+    EBB_ASSIGN_OR_RETURN(std::unique_ptr<Device> d, make_device(device, 0));
+    CommOptions options;
+    options.timeout = timeout;
+    EBB_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm, make_communicator(*d, options));
+    it = held.emplace(device, Held{std::move(d), std::move(comm)}).first;
+  }
+  return it->second.comm.get();
+}
+
+namespace {
+
+// Each rank's status, shared: every rank returns the first failing rank's code and every failing
+// rank's message, prefixed by its rank; OK when all are.
+Status agree(Communicator* comm, const Status& local) {
+  if (comm == nullptr || comm->size() == 1) return local;
+  struct Vote {
+    std::int32_t code = 0;
+    char message[1020] = {};
+  };
+  Vote mine;
+  mine.code = static_cast<std::int32_t>(local.code());
+  const std::string text = local.message().substr(0, sizeof mine.message - 1);
+  std::memcpy(mine.message, text.data(), text.size());
+  std::vector<Vote> all(static_cast<std::size_t>(comm->size()));
+  EBB_RETURN_IF_ERROR(comm->host_all_gather(&mine, all.data(), sizeof mine));
+  std::optional<StatusCode> code;
+  std::string message;
+  for (int r = 0; r < comm->size(); ++r) {
+    const Vote& v = all[static_cast<std::size_t>(r)];
+    if (v.code == 0) continue;
+    if (!code.has_value()) code = static_cast<StatusCode>(v.code);
+    message += (message.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " +
+               std::string(v.message);
+  }
+  return code.has_value() ? Status(*code, message) : ok_status();
+}
+
+// Every rank compares a hash of its configuration with rank 0's before any step: flags that
+// differ across ranks would make them run different collectives, or train different models.
+Status check_same_configuration(const TrainOptions& o, Communicator& comm) {
+  std::string c = checkpoint_fingerprint(o, comm.size());
+  c += " steps=" + std::to_string(o.steps) + " seed=" + std::to_string(o.seed) +
+       " lr=" + std::to_string(o.optimizer.learning_rate) +
+       " wd=" + std::to_string(o.optimizer.weight_decay) +
+       " clip=" + std::to_string(o.clip_grad_norm) + " warmup=" + std::to_string(o.lr_warmup) +
+       " lr_min=" + (o.lr_min.has_value() ? std::to_string(*o.lr_min) : "none") +
+       " budget=" + std::to_string(o.budget_bytes) + "/" + std::to_string(o.budget_fraction) +
+       " policy=" + std::string(eviction_policy_name(o.policy)) + " plan=" +
+       (o.plan_policy.has_value() ? std::to_string(static_cast<int>(*o.plan_policy)) : "none") +
+       " state=" + std::to_string(static_cast<int>(o.optimizer_state)) +
+       " delayed=" + std::to_string(static_cast<int>(o.delayed_update)) +
+       " bucket=" + std::to_string(o.zero_bucket_bytes) + " data=" + o.data_path +
+       " device=" + std::to_string(static_cast<int>(o.device)) +
+       " checkpoint_every=" + std::to_string(o.checkpoint_every) +
+       " resume=" + std::to_string(static_cast<int>(o.resume)) +
+       " warmup_iterations=" + std::to_string(o.warmup_iterations);
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char ch : c) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ULL;
+  std::vector<std::uint64_t> all(static_cast<std::size_t>(comm.size()));
+  EBB_RETURN_IF_ERROR(comm.host_all_gather(&h, all.data(), sizeof h));
+  std::string differ;
+  for (int r = 1; r < comm.size(); ++r) {
+    if (all[static_cast<std::size_t>(r)] != all[0]) {
+      differ += (differ.empty() ? "" : ", ") + std::to_string(r);
+    }
+  }
+  if (!differ.empty()) {
+    return invalid_argument("--zero: the configuration of rank(s) " + differ +
+                            " differs from rank 0's (every rank must run the same flags)");
+  }
+  return ok_status();
+}
+
+}  // namespace
 
 bool same_bits(float a, float b) {
   return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
@@ -467,10 +630,66 @@ Result<TrainResult> train(const TrainOptions& o,
   if ((o.checkpoint_every > 0 || o.resume) && o.checkpoint_dir.empty()) {
     return invalid_argument("--checkpoint-every and --resume need --checkpoint-dir");
   }
-  if (o.checkpoint_every > 0) EBB_RETURN_IF_ERROR(check_checkpoint_dir(o.checkpoint_dir));
+  if (o.optimizer_state == StatePolicy::kNvme && o.nvme_directories.empty()) {
+    return invalid_argument(
+        "--optimizer-state nvme needs an NVMe tier to stream the state through: give --nvme-dir "
+        "DIR (or use --optimizer-state host)");
+  }
+  if (o.delayed_update && o.optimizer_state == StatePolicy::kDevice) {
+    return invalid_argument(
+        "--delayed-update with --optimizer-state device: the delayed update overlaps the CPU "
+        "step with the next forward and backward, so it needs the state on the host or on NVMe "
+        "(--optimizer-state host, nvme or auto)");
+  }
+  if (o.zero_stage.has_value() && (*o.zero_stage < 0 || *o.zero_stage > 2)) {
+    return invalid_argument("--zero " + std::to_string(*o.zero_stage) +
+                            ": the stage must be 0, 1 or 2 (stage 3 is not built yet)");
+  }
+  if (!o.zero_stage.has_value() && o.inject_exit_step > 0) {
+    return invalid_argument("--inject-exit-step is for testing ZeRO ranks: give --zero");
+  }
+  if (o.optimizer_state == StatePolicy::kAuto && o.budget_bytes == 0 && o.budget_fraction == 0) {
+    return invalid_argument(
+        "--optimizer-state auto places the state to fit a budget: give --budget (or choose "
+        "device, host or nvme)");
+  }
+  EBB_RETURN_IF_ERROR(LossScaler::create(o.loss_scaler).status());
+  Communicator* comm = nullptr;
+  if (o.zero_stage.has_value()) {
+    EBB_ASSIGN_OR_RETURN(comm, process_communicator(o.device, o.comm_timeout));
+    EBB_RETURN_IF_ERROR(check_same_configuration(o, *comm));
+    if (comm->size() == 1) {
+      std::fprintf(stderr,
+                   "ebb train: warning: --zero %d with one rank partitions nothing (run under "
+                   "mpirun -np N); going on\n",
+                   *o.zero_stage);
+    }
+  }
+  // What depends on this rank's machine (its checkpoint directory, the data file), checked on
+  // every rank and agreed, so that no rank waits for one that has already failed.
+  Result<TokenData> loaded = load_data(o);
+  Status local = loaded.status();
+  if (local.ok() && o.checkpoint_every > 0) {
+    if (comm == nullptr) {
+      local = check_checkpoint_dir(o.checkpoint_dir);
+    } else {
+      // Each rank writes its shard into DIR/rank-R (engine/schema/sharded_checkpoint.h).
+      std::error_code ignored;
+      std::filesystem::create_directories(o.checkpoint_dir, ignored);
+      local = check_checkpoint_dir(o.checkpoint_dir + "/rank-" + std::to_string(comm->rank()));
+    }
+  }
+  if (local.ok() && comm != nullptr && parameter_count(o.model) < comm->size()) {
+    local = invalid_argument(
+        "--zero over " + std::to_string(comm->size()) + " ranks: the model has only " +
+        std::to_string(parameter_count(o.model)) + " parameter elements, fewer than the ranks");
+  }
+  EBB_RETURN_IF_ERROR(agree(comm, local));
+  const TokenData& data = *loaded;
   if (o.resume) {
-    // The latest checkpoint must exist and be this model's before anything runs.
-    Result<Checkpoint> latest = read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o));
+    // The latest checkpoint must exist and be this model's before anything runs (with ZeRO,
+    // every rank's shard, agreed by the ranks).
+    Result<Checkpoint> latest = latest_checkpoint(o, comm);
     if (!latest.ok()) {
       return Status(latest.status().code(),
                     "--resume: " + latest.status().message() +
@@ -485,34 +704,18 @@ Result<TrainResult> train(const TrainOptions& o,
                               " (steps count from the run's start, not from the checkpoint)");
     }
   }
-  if (o.optimizer_state == StatePolicy::kNvme && o.nvme_directories.empty()) {
-    return invalid_argument(
-        "--optimizer-state nvme needs an NVMe tier to stream the state through: give --nvme-dir "
-        "DIR (or use --optimizer-state host)");
-  }
-  if (o.delayed_update && o.optimizer_state == StatePolicy::kDevice) {
-    return invalid_argument(
-        "--delayed-update with --optimizer-state device: the delayed update overlaps the CPU "
-        "step with the next forward and backward, so it needs the state on the host or on NVMe "
-        "(--optimizer-state host, nvme or auto)");
-  }
-  if (o.optimizer_state == StatePolicy::kAuto && o.budget_bytes == 0 && o.budget_fraction == 0) {
-    return invalid_argument(
-        "--optimizer-state auto places the state to fit a budget: give --budget (or choose "
-        "device, host or nvme)");
-  }
-  EBB_RETURN_IF_ERROR(LossScaler::create(o.loss_scaler).status());
-  EBB_ASSIGN_OR_RETURN(TokenData data, load_data(o));
-  EBB_ASSIGN_OR_RETURN(auto device, make_device(o.device, o.link_gbps));
+  Result<std::unique_ptr<Device>> made = make_device(o.device, o.link_gbps);
+  EBB_RETURN_IF_ERROR(agree(comm, made.status()));
+  std::unique_ptr<Device> device = std::move(made).value();
   std::size_t budget = o.budget_bytes;
   if (budget == 0 && o.budget_fraction > 0) {
     // The unconstrained peak, from a short run of the same model on a fresh engine.
-    EBB_ASSIGN_OR_RETURN(TrainResult unconstrained, unconstrained_run(o, *device, data));
+    EBB_ASSIGN_OR_RETURN(TrainResult unconstrained, unconstrained_run(o, *device, data, comm));
     budget = static_cast<std::size_t>(static_cast<double>(unconstrained.peak_reserved_bytes) *
                                       o.budget_fraction);
   }
   if (budget > 0) {
-    const std::size_t floor = minimum_budget_bytes(o);
+    const std::size_t floor = minimum_budget_bytes(o, comm != nullptr ? comm->size() : 1);
     if (budget < floor) {
       return invalid_argument(
           "--budget " + std::to_string(budget) + " B is below the " + std::to_string(floor) +
@@ -527,9 +730,10 @@ Result<TrainResult> train(const TrainOptions& o,
                               std::to_string(device->capacity_bytes()) + " B");
     }
   }
-  EBB_ASSIGN_OR_RETURN(PlacementChoice placement, choose_placement(o, *device, data, budget));
-  EBB_ASSIGN_OR_RETURN(TrainResult result, run(o, *device, data, budget, o.steps,
-                                               !o.profile_out.empty(), placement.slices, on_step));
+  EBB_ASSIGN_OR_RETURN(PlacementChoice placement, choose_placement(o, *device, data, budget, comm));
+  EBB_ASSIGN_OR_RETURN(TrainResult result,
+                       run(o, *device, data, budget, o.steps, !o.profile_out.empty(),
+                           placement.slices, comm, on_step));
   if (placement.plan.has_value() && result.plan.has_value()) {
     result.plan->state_placement = state_decisions(*placement.plan);
   }

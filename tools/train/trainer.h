@@ -9,6 +9,7 @@
 // Thread safety: not thread-safe; one call at a time per Trainer.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -72,6 +73,18 @@ struct TrainOptions {
   StatePolicy optimizer_state = StatePolicy::kDevice;
   bool delayed_update = false;       // --delayed-update (off-device slices; changes the results)
   std::size_t nvme_chunk_bytes = 0;  // the NVMe stream's chunk; 0: the tier's default
+  // ZeRO data parallelism (--zero; engine/zero/): the stage, or nullopt for one process without
+  // it. The ranks come from the launcher (mpirun); rank r of N reads global sample
+  // (s*K + m)*N + r at step s, micro-batch m, so the global order does not depend on N. With a
+  // stage >= 1, --optimizer-state places each rank's range of the state.
+  std::optional<int> zero_stage;
+  std::size_t zero_bucket_bytes = ZeroOptions{}.bucket_bytes;  // --bucket-mb
+  // How long a collective waits for its peers before the job is ended (--comm-timeout).
+  std::chrono::milliseconds comm_timeout{std::chrono::seconds(120)};
+  // Testing a dying rank: rank `inject_exit_rank` exits with status 3, telling no one, when step
+  // `inject_exit_step` begins (0: never).
+  int inject_exit_step = 0;
+  int inject_exit_rank = 0;
 };
 
 // One step's measurements.
@@ -120,6 +133,16 @@ struct TrainResult {
   std::vector<StatePlacement> state_placement;
   std::optional<StatePlacementPlan> state_plan;
   OffloadStats offload;  // what the off-device step did
+  // ZeRO: this process's rank, the job's ranks, what the collectives sent, and the steady
+  // state's peak device bytes per kind (the allocator's, after the warm-up).
+  int rank = 0;
+  int ranks = 1;
+  ZeroStats zero;
+  CommStats comm;
+  std::int64_t peak_parameter_bytes = 0;
+  std::int64_t peak_gradient_bytes = 0;
+  std::int64_t peak_optimizer_state_bytes = 0;
+  std::int64_t peak_workspace_bytes = 0;
 };
 
 // Validates the options up front (model shape, data file, budget against the largest op's
@@ -132,18 +155,23 @@ Result<TrainResult> train(const TrainOptions& options,
 // the policy cannot swap, the whole model state (parameters, gradients, master weights and
 // optimizer state have no producer to recompute them from). A budget below this cannot work
 // whatever the engine evicts.
-std::size_t minimum_budget_bytes(const TrainOptions& options);
+std::size_t minimum_budget_bytes(const TrainOptions& options, int ranks = 1);
 
 // Device bytes of model state per parameter for these options, by the formula (with the
 // master weights and optimizer state counted only when they are on the device: kDevice) (alignment
 // and padding aside): parameters and gradients in their dtypes, fp32 master weights in 16-bit
 // precisions, and the optimizer's state (AdamW's two moments; Adafactor's and SM3's factored
 // statistics, about 0 per element of a matrix, plus a momentum or first moment when on).
-double model_state_bytes_per_parameter(const TrainOptions& options);
+double model_state_bytes_per_parameter(const TrainOptions& options, int ranks = 1);
 
 // The model's fingerprint for checkpoints: everything a checkpoint's bytes depend on (shape,
-// batch, micro-batches, precision, gradient dtype, optimizer and its state-shaping options).
-std::string checkpoint_fingerprint(const TrainOptions& options);
+// batch, micro-batches, precision, gradient dtype, optimizer and its state-shaping options, and
+// with ZeRO the stage and the number of ranks).
+std::string checkpoint_fingerprint(const TrainOptions& options, int ranks = 1);
+
+// The communicator of this process for ZeRO on `device` (made once, kept for the process: MPI
+// starts once per process). kUnavailable naming what is missing.
+Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milliseconds timeout);
 
 // Bitwise equality, the comparison ebb's promise is about (unlike ==, it tells -0 from 0 and a
 // NaN equals itself).
