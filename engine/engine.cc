@@ -82,6 +82,10 @@ StatCounter Engine::memory_by_kind(TensorKind kind) {
   return allocator().stats().category_bytes[Pager::allocation_category(kind)];
 }
 
+StatCounter Engine::op_gradient_memory() {
+  return allocator().stats().category_bytes[Pager::kOpGradientCategory];
+}
+
 Result<Tensor> Engine::view(const Tensor& base, std::size_t byte_offset, TensorSpec spec) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t base_slot, usable_slot(base, "view", "base"));
   const std::uint32_t storage = tensors_.storage(base_slot);
@@ -343,7 +347,8 @@ Status Engine::prepare_outputs(const std::shared_ptr<const OpCode>& code,
     // Described while the inputs are still locked, so the message tells them from pinned ones.
     Result<void*> block = pager_->allocate(
         run_output_bytes_[i], outputs[i].kind, outputs[i].name,
-        [&] { return "op " + quoted(code->name) + " (output " + quoted(outputs[i].name) + ")"; });
+        [&] { return "op " + quoted(code->name) + " (output " + quoted(outputs[i].name) + ")"; },
+        /*op_output=*/true);
     if (!block.ok()) {
       free_outputs();
       return block.status();

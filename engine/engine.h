@@ -221,8 +221,11 @@ class Engine {
   // or foreign tensor.
   Result<Residency> residency(const Tensor& tensor) const;
   // Device bytes held by tensors of `kind` (the allocator's blocks, as rounded), now and at their
-  // peak since the allocator's peaks were last reset.
+  // peak since the allocator's peaks were last reset. kGradient counts the gradient buffers made
+  // outside iterations (the model state's); the gradients ops output (an activation's, a
+  // weight's before it is accumulated) are op_gradient_memory().
   StatCounter memory_by_kind(TensorKind kind);
+  StatCounter op_gradient_memory();
 
   // Executor (engine/executor/plan_executor.h). Adds `plan`, made for `profile`, to the plans
   // the engine follows from the next iteration on (replacing one made for the same profile

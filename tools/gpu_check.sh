@@ -36,7 +36,7 @@ readonly BUNDLE="${EBB_GPU_BUNDLE:-$DEFAULT_BUNDLE}"
 readonly BUILD="${EBB_GPU_BUILD:-$REPO/build-gpu}"
 readonly BUNDLE_LIMIT_MIB=60
 readonly TEST_BINARIES=(kernels_cuda_test allocator_cuda_test kernels_nn_cuda_test
-  kernels_optim_cuda_test train_cuda_test offload_cuda_test)
+  kernels_optim_cuda_test train_cuda_test offload_cuda_test comm_nccl_test)
 readonly TOTAL_RUN_S=470  # the run half's budget: under 8 minutes
 
 die() {

@@ -87,6 +87,7 @@ nlohmann::json zero_json(const train::TrainOptions& o, const train::TrainResult&
           {"peak_gradient_bytes", r.peak_gradient_bytes},
           {"peak_optimizer_state_bytes", r.peak_optimizer_state_bytes},
           {"peak_workspace_bytes", r.peak_workspace_bytes},
+          {"peak_op_gradient_bytes", r.peak_op_gradient_bytes},
           {"reduce_bytes", r.zero.reduce_bytes},
           {"gather_bytes", r.zero.gather_bytes},
           {"buckets_reduced", r.zero.buckets_reduced},

@@ -174,9 +174,11 @@ Status Pager::refill_discarded(std::uint32_t slot, std::string_view op) {
 Status Pager::copy_back(std::uint32_t slot, std::string_view op) {
   const std::size_t bytes = tensors_.at(slot).bytes;
   EBB_ASSIGN_OR_RETURN(
-      void* block, allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
-        return quoted(op) + " (swapping in " + quoted(tensors_.at(slot).name) + ")";
-      }));
+      void* block,
+      allocate(
+          bytes, tensors_.at(slot).kind, tensors_.at(slot).name,
+          [&] { return quoted(op) + " (swapping in " + quoted(tensors_.at(slot).name) + ")"; },
+          !tensors_.at(slot).carried));
   TensorRecord& r = tensors_.at(slot);
   Stream& compute = launcher_.stream();
   // After the compute stream's work so far (the block's previous user) and after the swap-out
@@ -197,10 +199,14 @@ Status Pager::copy_back(std::uint32_t slot, std::string_view op) {
 
 Status Pager::read_back_from_nvme(std::uint32_t slot, std::string_view op) {
   const std::size_t bytes = tensors_.at(slot).bytes;
-  EBB_ASSIGN_OR_RETURN(
-      void* block, allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
-        return quoted(op) + " (bringing " + quoted(tensors_.at(slot).name) + " back from NVMe)";
-      }));
+  EBB_ASSIGN_OR_RETURN(void* block, allocate(
+                                        bytes, tensors_.at(slot).kind, tensors_.at(slot).name,
+                                        [&] {
+                                          return quoted(op) + " (bringing " +
+                                                 quoted(tensors_.at(slot).name) +
+                                                 " back from NVMe)";
+                                        },
+                                        !tensors_.at(slot).carried));
   TensorRecord& r = tensors_.at(slot);
   Result<std::shared_ptr<Transfer>> fetch = transfers_->nvme_to_device(
       r.nvme_extent, block, bytes, &launcher_.stream(),
@@ -268,10 +274,13 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
     const bool adopt = o.residency == Residency::kDropped && (out == slot || !o.released);
     // Described while the replay's inputs are still locked, so the message tells them from the
     // pinned tensors.
-    Result<void*> block = allocate(o.bytes, o.kind, o.name, [&] {
-      return quoted(op) + " (recomputing " + quoted(tensors_.at(slot).name) + " by replaying " +
-             quoted(tape_[producer].code->name) + ")";
-    });
+    Result<void*> block = allocate(
+        o.bytes, o.kind, o.name,
+        [&] {
+          return quoted(op) + " (recomputing " + quoted(tensors_.at(slot).name) + " by replaying " +
+                 quoted(tape_[producer].code->name) + ")";
+        },
+        /*op_output=*/true);
     if (!block.ok()) {
       for (void* p : scratch) (void)allocator_->free(p);
       for (std::uint32_t a : adopted) {
@@ -397,8 +406,9 @@ Result<bool> Pager::prefetch(std::uint32_t slot, TransferDeadline deadline, std:
   if (tensors_.at(slot).residency != Residency::kHost) return false;
   const std::size_t bytes = tensors_.at(slot).bytes;
   prefetching_ = true;
-  Result<void*> block = allocator_->allocate(bytes, launcher_.stream(), tensors_.at(slot).name,
-                                             allocation_category(tensors_.at(slot).kind));
+  Result<void*> block =
+      allocator_->allocate(bytes, launcher_.stream(), tensors_.at(slot).name,
+                           allocation_category(tensors_.at(slot).kind, !tensors_.at(slot).carried));
   prefetching_ = false;
   if (!block.ok()) {
     // No room yet: the op that reads it brings it back (and reports a failure).

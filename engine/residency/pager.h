@@ -93,19 +93,24 @@ class Pager {
   Pager& operator=(const Pager&) = delete;
 
   // The allocator's category for a tensor of `kind` (AllocatorStats::category_bytes): 1 + the
-  // kind, so that 0 stays the allocator's untagged default.
-  static std::uint8_t allocation_category(TensorKind kind) {
+  // kind, so that 0 stays the allocator's untagged default; except the gradients ops output
+  // (`op_output`: an activation's gradient, a weight's before it is accumulated), which are
+  // kOpGradientCategory, so that kGradient's bytes are the gradient buffers of the model state.
+  static constexpr std::uint8_t kOpGradientCategory = 7;
+  static std::uint8_t allocation_category(TensorKind kind, bool op_output = false) {
+    if (op_output && kind == TensorKind::kGradient) return kOpGradientCategory;
     return static_cast<std::uint8_t>(1 + static_cast<int>(kind));
   }
 
   // A device block of `bytes` for a tensor of `kind` on the compute stream (`tag` goes into the
   // allocator's trace). When even evicting cannot make room: kOutOfMemory saying what
   // `describe()` names needs the bytes, what is resident and held, and the allocator's report.
+  // `op_output`: the tensor is (or is rebuilt as) an op's output, not carried model state.
   template <typename Describe>
   Result<void*> allocate(std::size_t bytes, TensorKind kind, std::string_view tag,
-                         Describe&& describe) {
+                         Describe&& describe, bool op_output = false) {
     Result<void*> block =
-        allocator_->allocate(bytes, launcher_.stream(), tag, allocation_category(kind));
+        allocator_->allocate(bytes, launcher_.stream(), tag, allocation_category(kind, op_output));
     if (block.ok() || block.status().code() != StatusCode::kOutOfMemory) return block;
     return out_of_memory(out_of_memory_message(describe(), bytes, block.status()));
   }

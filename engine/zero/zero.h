@@ -72,8 +72,8 @@ struct ZeroOptions {
   std::size_t bucket_bytes = std::size_t{32} << 20;
   // Stage >= 1: where this rank's range of each slice keeps its master weights and optimizer
   // state, in the full state's slice order; empty: on the device.
-  std::vector<StatePlacement> placement;
-  OffloadOptions offload;
+  std::vector<StatePlacement> placement{};
+  OffloadOptions offload{};
 };
 
 // The ModelStateOptions a full state needs for ZeRO over `ranks` at `stage`: the layout split

@@ -65,6 +65,41 @@ void run_chain_after(Engine& engine, const Tensor& from, std::size_t n) {
   }
 }
 
+// Engine::discard gives a carried tensor's block back without saving it; the next use finds
+// zeros, and a view of it reads the refilled base.
+TEST(EngineDiscard, GivesTheBytesBackAndRefillsWithZeros) {
+  auto device = make_cpu_device();
+  auto engine = Engine::create({.device = *device}).value();
+  std::vector<float> flat{1, 2, 3, 4, 5, 6, 7, 8};
+  Tensor buffer = engine->parameter(f32("grads", {8}, TensorKind::kGradient), flat.data()).value();
+  Tensor tail = engine->view(buffer, 4 * sizeof(float), f32("tail", {4})).value();
+  const std::int64_t held = engine->memory_by_kind(TensorKind::kGradient).current;
+  EXPECT_GE(held, static_cast<std::int64_t>(8 * sizeof(float)));
+  {
+    IterationScope it(*engine);
+    ASSERT_TRUE(engine->discard(buffer).ok());
+    EXPECT_EQ(engine->memory_by_kind(TensorKind::kGradient).current, 0);
+    EXPECT_EQ(engine->residency(buffer).value(), Residency::kDropped);
+    EXPECT_EQ(engine->discard(tail).code(), StatusCode::kInvalidArgument) << "a view";
+    Tensor g = engine->input(f32("g", {4}), std::vector<float>{1, 1, 1, 1}.data()).value();
+    ASSERT_TRUE(engine->update("accumulate", {g}, {tail}, accumulate(4)).ok());
+  }
+  // The iteration's end neither rebuilt nor released it: it stays, refilled by the update.
+  EXPECT_EQ(read_all(*engine, buffer), (std::vector<float>{0, 0, 0, 0, 1, 1, 1, 1}));
+  {
+    IterationScope it(*engine);
+    ASSERT_TRUE(engine->discard(buffer).ok());
+  }
+  EXPECT_EQ(engine->residency(buffer).value(), Residency::kDropped) << "kept across iterations";
+  EXPECT_EQ(read_all(*engine, tail), (std::vector<float>{0, 0, 0, 0}));
+  Tensor made;
+  {
+    IterationScope it(*engine);
+    made = engine->run("twice", {tail}, {f32("made", {4})}, twice(4)).value()[0];
+    EXPECT_EQ(engine->discard(made).code(), StatusCode::kInvalidArgument) << "not carried";
+  }
+}
+
 TEST(EngineView, OpsReadAndWriteTheBytesOfTheirBase) {
   auto device = make_cpu_device();
   auto engine = Engine::create({.device = *device}).value();

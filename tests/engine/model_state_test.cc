@@ -25,37 +25,48 @@ using test_ops::make_cpu_device;
 using test_support::initial_values;
 using test_support::small_model;
 
-TEST(FlatLayout, AlignsEachParameterAndPadsEachGroupForTheRanks) {
+TEST(FlatLayout, AlignsEachParameterAndPadsEachSliceForTheRanks) {
   const std::vector<ParameterDecl> params = small_model();
+  // One rank: parameters aligned, slices end where their last parameter does (aligned).
+  FlatLayout one = make_flat_layout(params, {.alignment_bytes = 512}).value();
+  EXPECT_EQ(one.groups[0].slices[0].end, 512);
+  EXPECT_EQ(one.entries[2].offset, 512);
+  EXPECT_EQ(one.groups[0].numel, 768);
   FlatLayout layout = make_flat_layout(params, {.alignment_bytes = 512, .ranks = 3}).value();
   EXPECT_EQ(layout.alignment_elements, 256);
   ASSERT_EQ(layout.groups.size(), 2U);
-  // decay: w1 at 0 (300 -> 512), w2 at 512 (12 -> 256): 768, padded to 3 x 256 = 768.
+  // decay: w1 at 0 (300 -> 512), its slice padded to 3 x 256 = 768; w2 at 768 (12 -> 256),
+  // the group padded to a multiple of 768: 1536.
   const FlatGroup& decay = layout.groups[0];
   EXPECT_EQ(decay.group, ParameterGroup::kDecay);
   EXPECT_EQ(layout.entries[0].offset, 0);
-  EXPECT_EQ(layout.entries[2].offset, 512);
-  EXPECT_EQ(decay.numel, 768);
+  EXPECT_EQ(layout.entries[2].offset, 768);
+  EXPECT_EQ(decay.numel, 1536);
   EXPECT_EQ(decay.parameter_numel, 312);
   // Slices by key: w1's and w2's.
   ASSERT_EQ(decay.slices.size(), 2U);
   EXPECT_EQ(decay.slices[0].begin, 0);
-  EXPECT_EQ(decay.slices[0].end, 512);
-  EXPECT_EQ(decay.slices[1].begin, 512);
-  EXPECT_EQ(decay.slices[1].end, 768);
-  // no decay: b1 0, b2 256, gain 512 -> 768, padded to a multiple of 768: 768.
+  EXPECT_EQ(decay.slices[0].end, 768);
+  EXPECT_EQ(decay.slices[1].begin, 768);
+  EXPECT_EQ(decay.slices[1].end, 1536);
+  // no decay: b1 0, b2 768, gain 1536 -> 1792, padded to a multiple of 768: 2304.
   const FlatGroup& no_decay = layout.groups[1];
   EXPECT_EQ(layout.entries[1].offset, 0);
-  EXPECT_EQ(layout.entries[3].offset, 256);
-  EXPECT_EQ(layout.entries[4].offset, 512);
-  EXPECT_EQ(no_decay.numel, 768);
+  EXPECT_EQ(layout.entries[3].offset, 768);
+  EXPECT_EQ(layout.entries[4].offset, 1536);
+  EXPECT_EQ(no_decay.numel, 2304);
   ASSERT_EQ(no_decay.slices.size(), 3U);
-  EXPECT_EQ(no_decay.slices.back().end, 768) << "the last slice holds the padding";
-  // Four ranks: each group padded to a multiple of 1024.
-  FlatLayout four = make_flat_layout(params, {.alignment_bytes = 512, .ranks = 4}).value();
-  EXPECT_EQ(four.groups[0].numel, 1024);
-  EXPECT_EQ(four.groups[0].numel % (4 * four.alignment_elements), 0);
-  EXPECT_EQ(four.parameter_numel(), 300 + 3 + 12 + 4 + 5);
+  EXPECT_EQ(no_decay.slices.back().end, 2304) << "the last slice holds the padding";
+  // Every slice splits into equal, aligned shards: ZeRO's unit of ownership.
+  for (int ranks : {2, 3, 4}) {
+    FlatLayout l = make_flat_layout(params, {.alignment_bytes = 512, .ranks = ranks}).value();
+    for (const FlatGroup& g : l.groups) {
+      for (const FlatSlice& sl : g.slices) {
+        EXPECT_EQ(sl.numel() % (ranks * l.alignment_elements), 0) << ranks << " ranks";
+      }
+    }
+    EXPECT_EQ(l.parameter_numel(), 300 + 3 + 12 + 4 + 5);
+  }
 }
 
 TEST(FlatLayout, RefusesBadDeclarationsByName) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/ebb.h"
+#include "tests/engine/model_state_support.h"
 #include "tests/engine/test_ops.h"
 
 namespace ebb {
@@ -42,17 +43,7 @@ std::vector<ParameterDecl> model() {
   };
 }
 
-std::vector<std::vector<float>> initial(const std::vector<ParameterDecl>& params) {
-  std::vector<std::vector<float>> values;
-  for (std::size_t p = 0; p < params.size(); ++p) {
-    std::vector<float> v(static_cast<std::size_t>(shape_numel(params[p].shape)));
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      v[i] = 0.01F * static_cast<float>((i * 7 + p * 13) % 29) - 0.1F;
-    }
-    values.push_back(std::move(v));
-  }
-  return values;
-}
+using test_support::initial_values;
 
 // Rank r's gradient of parameter p at step `step`.
 std::vector<float> gradient(std::size_t numel, std::size_t p, int step, int rank) {
@@ -106,7 +97,7 @@ Rig make_rig(const ZeroSetup& s, std::size_t bucket_bytes = 1) {
   if (s.stage < 0) {
     state.layout.ranks = n;
     if (s.placement != StatePlacement::kDevice) state.placement.assign(slices, s.placement);
-    r.state = ModelState::create(*r.engine, params, state, initial(params)).value();
+    r.state = ModelState::create(*r.engine, params, state, initial_values(params)).value();
     r.reference = Optimizer::create(*r.engine, *r.state, config_of(s.kind)).value();
     return r;
   }
@@ -117,7 +108,7 @@ Rig make_rig(const ZeroSetup& s, std::size_t bucket_bytes = 1) {
     zero.placement.assign(slices, s.placement);
   }
   state = zero_model_state_options(state, n, s.stage).value();
-  r.state = ModelState::create(*r.engine, params, state, initial(params)).value();
+  r.state = ModelState::create(*r.engine, params, state, initial_values(params)).value();
   r.zero = ZeroOptimizer::create(*r.engine, *r.state, config_of(s.kind), comm(), zero).value();
   return r;
 }
@@ -343,6 +334,21 @@ TEST(Zero, BucketsStartDuringBackwardFromTheSecondStep) {
   EXPECT_EQ(z.zero->stats().early_buckets, slices);
 }
 
+TEST(Zero, MoreRanksThanParameterElementsAreRefused) {
+  if (comm().size() == 1) GTEST_SKIP() << "one rank always has an element";
+  auto device = make_cpu_device();
+  auto engine = Engine::create(EngineOptions{.device = *device}).value();
+  const std::vector<ParameterDecl> one{{"scalar", {1}, ParameterGroup::kNoDecay, 0}};
+  const ModelStateOptions options = zero_model_state_options({}, comm().size(), 1).value();
+  const std::vector<std::vector<float>> init{{0.5F}};
+  auto state = ModelState::create(*engine, one, options, init).value();
+  const Result<std::unique_ptr<ZeroOptimizer>> z =
+      ZeroOptimizer::create(*engine, *state, {}, comm(), {.stage = 1});
+  ASSERT_FALSE(z.ok());
+  EXPECT_NE(z.status().message().find("fewer than the ranks"), std::string::npos)
+      << z.status().message();
+}
+
 TEST(Zero, BadConfigurationsAreRefusedBeforeAnyStep) {
   auto device = make_cpu_device();
   auto engine = Engine::create(EngineOptions{.device = *device}).value();
@@ -353,7 +359,7 @@ TEST(Zero, BadConfigurationsAreRefusedBeforeAnyStep) {
   ModelStateOptions other;
   other.layout.ranks = comm().size() + 1;
   other.external_master = true;
-  auto state = ModelState::create(*engine, params, other, initial(params)).value();
+  auto state = ModelState::create(*engine, params, other, initial_values(params)).value();
   const Result<std::unique_ptr<ZeroOptimizer>> z =
       ZeroOptimizer::create(*engine, *state, {}, comm(), {.stage = 1});
   ASSERT_FALSE(z.ok());

@@ -857,6 +857,27 @@ TYPED_TEST(NnCpu16Test, AccumulateAddsInFloatAndRoundsOnce) {
   EXPECT_EQ(to_float(one), 1.0F);
 }
 
+// ZeRO's reduction (engine/zero/): chunk after chunk in fp32, one division, one rounding.
+TYPED_TEST(NnCpu16Test, FoldChunksSumsInChunkOrderAndRoundsOnce) {
+  using S = TypeParam;
+  const int n = 40000;  // more than one elementwise chunk
+  const int chunks = 3;
+  const std::int64_t stride = n + 17;
+  const auto in = random_storage<S>(static_cast<int>(stride) * chunks, 85);
+  std::vector<S> out(n);
+  cpu::fold_chunks(out.data(), in.data(), chunks, stride, n, 4.0F);
+  std::vector<S> want(n);
+  for (int i = 0; i < n; i++) {
+    float sum = to_float(in[i]);
+    for (int c = 1; c < chunks; c++) sum += to_float(in[c * stride + i]);
+    want[i] = from_float<S>(sum / 4.0F);
+  }
+  expect_same_bits(out, want, "fold_chunks");
+  // One chunk, divisor 1: a copy.
+  cpu::fold_chunks(out.data(), in.data(), 1, stride, n, 1.0F);
+  expect_same_bits(out, std::vector<S>(in.begin(), in.begin() + n), "fold_chunks as a copy");
+}
+
 TEST(NnCpuTest, FloatTypeSizesAndNames) {
   EXPECT_EQ(float_bytes(FloatType::kF32), 4u);
   EXPECT_EQ(float_bytes(FloatType::kBF16), 2u);

@@ -37,6 +37,28 @@ TEST(TrainCuda, LossesFollowTheCpuRunOverTwentySteps) {
   EXPECT_LT(gpu->steps.back().loss, gpu->steps.front().loss - 1.0);
 }
 
+// NCCL with one rank (a GPU machine here has one GPU, and NCCL refuses two ranks on one): the
+// reduction's all-to-all and fold are copies, so every stage gives the bits of the run without
+// ZeRO. The multi-rank logic is the mpi tests' (tests/tools/train_zero_test.cc), over the same
+// code and interface.
+TEST(TrainCuda, ZeroStagesOverNcclGiveTheBitsOfTheRunWithoutZero) {
+  if (!cuda_device_present()) GTEST_SKIP() << "no GPU";
+  TrainOptions base = options(DeviceKind::kCuda);
+  base.steps = 4;
+  base.precision = Precision::kBF16;
+  base.clip_grad_norm = 1.0F;
+  Result<TrainResult> plain = train(base);
+  ASSERT_TRUE(plain.ok()) << plain.status().to_string();
+  for (int stage = 0; stage <= 2; ++stage) {
+    TrainOptions zero = base;
+    zero.zero_stage = stage;
+    Result<TrainResult> z = train(zero);
+    ASSERT_TRUE(z.ok()) << "stage " << stage << ": " << z.status().to_string();
+    EXPECT_TRUE(same_losses(*z, *plain)) << "stage " << stage;
+    EXPECT_TRUE(same_bits(z->final_parameters, plain->final_parameters)) << "stage " << stage;
+  }
+}
+
 TEST(TrainCuda, BudgetedRunIsBitwiseIdenticalOnTheGpu) {
   if (!cuda_device_present()) GTEST_SKIP() << "no GPU";
   TrainOptions base = options(DeviceKind::kCuda);

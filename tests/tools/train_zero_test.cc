@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/offload/offload_test_support.h"
 #include "tests/tools/train_test_support.h"
 #include "tools/train/trainer.h"
 
@@ -77,6 +78,42 @@ TEST(TrainZero, StagesGiveTheSameBitsUnderEveryPolicy) {
   EXPECT_TRUE(same(train(host).value(), base)) << "stage 1 with the state on the host";
   // The same run again.
   EXPECT_TRUE(same(train(tiny(0)).value(), base)) << "a second run";
+}
+
+// With one rank the reduction's all-to-all and fold are copies: every stage gives the bits of
+// the run without ZeRO (the layout, the order of the gradient norm and the update are the same).
+TEST(TrainZero, OneRankGivesTheBitsOfTheRunWithoutZero) {
+  if (comm().size() != 1) GTEST_SKIP() << "one rank only";
+  TrainOptions plain = tiny(0);
+  plain.zero_stage.reset();
+  const TrainResult want = train(plain).value();
+  for (int stage = 0; stage <= 2; ++stage) {
+    EXPECT_TRUE(same(train(tiny(stage)).value(), want)) << "stage " << stage;
+  }
+}
+
+// ZeRO-Infinity's placement: each rank streams its range of the state through its own NVMe
+// tier, with the device placement's bits.
+TEST(TrainZero, RangesOnNvmeGiveTheBitsOfTheDevicePlacement) {
+  const bool nvme =
+      probe_io_uring().ok() &&
+      ebb::test_support::direct_io_unsupported(ebb::test_support::scratch_base()).empty();
+  if (!nvme) GTEST_SKIP() << "no io_uring or O_DIRECT here: NVMe placement not run";
+  const TrainResult base = train(tiny(2)).value();
+  TrainOptions o = tiny(2);
+  o.optimizer_state = StatePolicy::kNvme;
+  char dir[] = "/tmp/ebb_zero_nvme_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  o.nvme_directories = {ebb::test_support::scratch_base().string() + "/" +
+                        std::filesystem::path(dir).filename().string()};
+  std::filesystem::remove(dir);
+  std::filesystem::create_directories(o.nvme_directories[0]);
+  o.nvme_tier_bytes = 64 * kMiB;
+  o.nvme_chunk_bytes = 16 * kKiB;
+  const TrainResult r = train(o).value();
+  EXPECT_TRUE(same(r, base));
+  EXPECT_GT(r.offload.nvme_bytes, 0U);
+  std::filesystem::remove_all(o.nvme_directories[0]);
 }
 
 TEST(TrainZero, RanksGiveTheBitsOfOneProcessAccumulatingAsManyMicroBatches) {
