@@ -202,6 +202,7 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
                                         std::vector<TensorSpec> outputs, OpFn fn,
                                         std::chrono::nanoseconds cost) {
   EBB_RETURN_IF_ERROR(launcher_->take_error());
+  EBB_RETURN_IF_ERROR(call_op_hook());
   EBB_RETURN_IF_ERROR(check_run(name, outputs, fn, cost));
   run_views_.clear();
   std::vector<std::uint32_t> slots = tape_.take_slot_list();
@@ -226,6 +227,7 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
 Status Engine::update(std::string_view name, std::span<const Tensor> inputs,
                       std::span<const Tensor> targets, OpFn fn, std::chrono::nanoseconds cost) {
   EBB_RETURN_IF_ERROR(launcher_->take_error());
+  EBB_RETURN_IF_ERROR(call_op_hook());
   EBB_RETURN_IF_ERROR(check_op("update", name, fn, cost));
   if (targets.empty()) return invalid_argument("update(" + quoted(name) + "): no targets");
   run_views_.clear();
@@ -250,6 +252,10 @@ Status Engine::update(std::string_view name, std::span<const Tensor> inputs,
   touched.insert(touched.end(), writes.begin(), writes.end());
   EBB_RETURN_IF_ERROR(executor_->before_op(op_index, name, touched));
   EBB_RETURN_IF_ERROR(pager_->lock_resident(touched, name));
+  if (Status s = pager_->settle_gathers_reading(writes); !s.ok()) {
+    pager_->unlock(touched);
+    return s;
+  }
   if (Status s = order_after_reads(writes); !s.ok()) {
     pager_->unlock(touched);
     return s;
@@ -462,6 +468,7 @@ Status Engine::write(const Tensor& tensor, const void* host, std::size_t bytes) 
   tensors_.advance();
   const std::uint32_t storage[] = {tensors_.storage(slot)};
   const std::string op = "write " + quoted(r.name);
+  EBB_RETURN_IF_ERROR(pager_->settle_gathers_reading(storage));
   EBB_RETURN_IF_ERROR(pager_->lock_resident(storage, op));
   Status s = pager_->prepare_write(storage, op);
   if (s.ok()) {
@@ -595,6 +602,52 @@ Status Engine::discard(const Tensor& tensor) {
   return pager_->discard(slot, "discard");
 }
 
+Status Engine::make_gathered(const Tensor& tensor, std::span<const Tensor> sources,
+                             GatherKernelFactory make, std::chrono::nanoseconds cost) {
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "make_gathered", "tensor"));
+  auto recipe = std::make_shared<GatherRecipe>();
+  for (std::size_t i = 0; i <= sources.size(); ++i) {
+    const Tensor& t = i == sources.size() ? tensor : sources[i];
+    EBB_ASSIGN_OR_RETURN(std::uint32_t s, usable_slot(t, "make_gathered", "tensor"));
+    const TensorRecord& r = tensors_.at(s);
+    if (r.is_view() || !r.carried) {
+      return invalid_argument("make_gathered: tensor " + quoted(r.name) +
+                              (r.is_view() ? " is a view" : " is not carried"));
+    }
+    if (i < sources.size()) recipe->sources.push_back(s);
+  }
+  if (!make) {
+    // An ordinary tensor again; whatever gather is in flight ends first.
+    EBB_RETURN_IF_ERROR(pager_->settle_all_gathers());
+    tensors_.at(slot).gather = nullptr;
+    return ok_status();
+  }
+  if (cost.count() < 0) return invalid_argument("make_gathered: negative cost");
+  recipe->make = std::move(make);
+  recipe->cost = cost;
+  tensors_.at(slot).gather = std::move(recipe);
+  return ok_status();
+}
+
+Status Engine::gather(const Tensor& tensor) {
+  EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "gather", "tensor"));
+  if (tensors_.at(slot).gather == nullptr) {
+    return invalid_argument("gather: tensor " + quoted(tensors_.at(slot).name) +
+                            " is not gathered (make_gathered)");
+  }
+  return pager_->start_gather(slot, "gather");
+}
+
+Status Engine::wait_gathers() { return pager_->settle_all_gathers(); }
+
+Status Engine::call_op_hook() {
+  if (!op_hook_ || in_op_hook_ || !in_iteration_) return ok_status();
+  in_op_hook_ = true;
+  Status s = op_hook_(tape_.size());
+  in_op_hook_ = false;
+  return s;
+}
+
 Status Engine::keep(const Tensor& tensor) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "keep", "tensor"));
   tensors_.at(slot).carried = true;
@@ -620,6 +673,7 @@ Status Engine::end_iteration() {
   Status first = wait_reads();
   keep_first(first, rebuild_carried());
   keep_first(first, synchronize());
+  pager_->account_gather_waits();
   keep_first(first, poll_timings(/*wait=*/true));
   // Every timing of the iteration has been read: the profiler can finish it.
   const bool was_recording = profiler_->recording();

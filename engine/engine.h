@@ -191,6 +191,32 @@ class Engine {
   // Carries a tensor of the current iteration into the next ones.
   Status keep(const Tensor& tensor);
 
+  // Gathered tensors: ZeRO stage 3's full parameters (engine/zero/), whose bytes live split
+  // across the ranks. make_gathered: `tensor` (carried, not a view) becomes gathered: once
+  // discard()ed, its bytes come back not as zeros but by the collective `make` returns (from
+  // the new block and the device pointers of `sources`, carried tensors that are not views,
+  // locked while it runs), launched on the transfer engine's communication lane
+  // (offload/transfer_engine.h): by gather(), ahead of its use, or by the op that needs it.
+  // Either way the op waits for it on the device, as for a prefetched copy. A gathered tensor
+  // that holds bytes is like any other (eviction may swap it; it is never dropped, as carried
+  // tensors are not); its bytes are let go only by discard(). Collectives must run in the same
+  // order on every rank: gather() and discard() calls, and the uses, follow the program, so the
+  // order is the program's. An update() that writes a source waits for the gathers reading it.
+  // A null `make` makes the tensor ordinary again (when discarded, its next use finds zeros).
+  // kInvalidArgument for a view or a tensor that is not carried, among the tensor or sources.
+  using GatherKernelFactory = std::function<Kernel(void* dst, const std::vector<void*>& sources)>;
+  Status make_gathered(const Tensor& tensor, std::span<const Tensor> sources,
+                       GatherKernelFactory make,
+                       std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
+  // Starts gathering a discarded gathered tensor now (nothing when it holds bytes).
+  Status gather(const Tensor& tensor);
+  // The compute stream waits for every gather in flight (their errors are returned).
+  Status wait_gathers();
+  // Called by run() and update() first of all, with the index the op will have in the
+  // iteration's tape (inside an iteration only): where a ZeRO stage 3 schedule starts and ends
+  // gathers. The hook may call gather() and discard(), not run() or update(). Null: none.
+  void set_op_hook(std::function<Status(std::size_t op_index)> hook) { op_hook_ = std::move(hook); }
+
   Status begin_iteration();
   // Releases the iteration's tensors that are not carried, clears the tape and waits for the
   // device. Returns the first error the iteration's work raised.
@@ -307,6 +333,10 @@ class Engine {
   std::vector<std::pair<std::uint32_t, std::shared_ptr<Transfer>>> pending_reads_;
   std::int64_t ops_run_ = 0;
   bool in_iteration_ = false;
+  std::function<Status(std::size_t)> op_hook_;
+  bool in_op_hook_ = false;
+  // Calls op_hook_ (not re-entered).
+  Status call_op_hook();
 
   friend class IterationScope;
 };

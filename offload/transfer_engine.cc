@@ -8,7 +8,8 @@ namespace ebb {
 namespace {
 
 bool is_copy(TransferKind kind) {
-  return kind == TransferKind::kDeviceToHost || kind == TransferKind::kHostToDevice;
+  return kind == TransferKind::kDeviceToHost || kind == TransferKind::kHostToDevice ||
+         kind == TransferKind::kCollective;
 }
 
 }  // namespace
@@ -152,7 +153,10 @@ Status CopyLane::issue_locked(const std::shared_ptr<Transfer>& t) {
   }
   if (s.ok() && t->after_event_ != nullptr) s = stream->wait(*t->after_event_);
   if (s.ok() && t->borrowed_after_ != nullptr) s = stream->wait(*t->borrowed_after_);
-  if (s.ok()) s = stream->copy_async(t->dst_, t->src_, t->bytes_, kind);
+  if (s.ok()) {
+    s = t->kernel_ ? stream->launch(t->kernel_, t->cost_)
+                   : stream->copy_async(t->dst_, t->src_, t->bytes_, kind);
+  }
   if (s.ok()) s = stream->record(*t->event_);
   std::lock_guard<std::mutex> lock(t->mu_);
   if (!s.ok()) {
@@ -239,7 +243,8 @@ TransferEngine::TransferEngine(Device& device, NvmeTier* nvme)
       nvme_(nvme),
       events_(std::make_shared<EventPool>(device)),
       to_host_(std::make_unique<CopyLane>()),
-      to_device_(std::make_unique<CopyLane>()) {}
+      to_device_(std::make_unique<CopyLane>()),
+      comm_(std::make_unique<CopyLane>()) {}
 
 Result<std::unique_ptr<TransferEngine>> TransferEngine::create(Device& device, NvmeTier* nvme,
                                                                TransferOptions options) {
@@ -270,7 +275,7 @@ TransferEngine::~TransferEngine() {
   work_.notify_all();
   for (const auto& t : queued) t->cancel();
   if (io_thread_.joinable()) io_thread_.join();
-  for (CopyLane* lane : {to_host_.get(), to_device_.get()}) {
+  for (CopyLane* lane : {to_host_.get(), to_device_.get(), comm_.get()}) {
     std::vector<std::shared_ptr<Transfer>> held;
     {
       std::lock_guard<std::mutex> lock(lane->mu);
@@ -289,7 +294,8 @@ TransferEngine::~TransferEngine() {
 
 Status TransferEngine::synchronize() {
   Status first;
-  for (CopyLane* lane : {to_host_.get(), to_device_.get()}) {
+  for (CopyLane* lane : {to_host_.get(), to_device_.get(), comm_.get()}) {
+    if (lane->stream == nullptr) continue;
     {
       std::lock_guard<std::mutex> lock(lane->mu);
       while (!lane->queued.empty()) {
@@ -385,8 +391,36 @@ Result<std::shared_ptr<Transfer>> TransferEngine::copy_to_device(
               deadline, std::move(after_copy));
 }
 
+Result<std::shared_ptr<Transfer>> TransferEngine::collective(std::string_view name, Kernel kernel,
+                                                             std::chrono::nanoseconds cost,
+                                                             Stream* after) {
+  std::shared_ptr<Transfer> t(new Transfer(TransferKind::kCollective, events_));
+  t->lane_ = comm_.get();
+  t->kernel_ = std::move(kernel);
+  t->cost_ = cost;
+  t->tensor_ = std::string(name);
+  t->deadline_ = TransferDeadline::now();
+  EBB_ASSIGN_OR_RETURN(t->event_, events_->acquire());
+  if (after != nullptr) {
+    EBB_ASSIGN_OR_RETURN(t->after_event_, events_->acquire());
+    EBB_RETURN_IF_ERROR(after->record(*t->after_event_));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    t->sequence_ = next_sequence_++;
+  }
+  std::lock_guard<std::mutex> lock(comm_->mu);
+  if (comm_->stopping) return failed_precondition("transfer engine is closing");
+  if (comm_->stream == nullptr) {
+    EBB_ASSIGN_OR_RETURN(comm_->stream, device_.create_stream());
+  }
+  comm_->reap_locked();
+  EBB_RETURN_IF_ERROR(comm_->issue_locked(t));
+  return t;
+}
+
 Status TransferEngine::stream_wait(Stream& stream, Transfer& t) {
-  EBB_CHECK(t.lane_ == to_host_.get() || t.lane_ == to_device_.get(),
+  EBB_CHECK(t.lane_ == to_host_.get() || t.lane_ == to_device_.get() || t.lane_ == comm_.get(),
             "stream_wait on a transfer that is not a copy of this engine");
   EBB_ASSIGN_OR_RETURN(bool expedited, t.lane_->expedite(t));
   if (expedited) {
@@ -534,9 +568,10 @@ Status TransferEngine::run_nvme(Transfer& t, ExtentId& written) {
     }
     case TransferKind::kDeviceToHost:
     case TransferKind::kHostToDevice:
+    case TransferKind::kCollective:
       break;
   }
-  return internal_error("transfer engine: a stream copy reached the I/O thread");
+  return internal_error("transfer engine: a stream request reached the I/O thread");
 }
 
 }  // namespace ebb

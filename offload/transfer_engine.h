@@ -31,11 +31,19 @@
 // cancel() returns the request touches nothing, so a prefetch whose tensor was freed can be
 // cancelled safely.
 //
+// Collectives (ZeRO stage 3's parameter all-gathers) run on a third lane, the communication
+// lane: collective() launches a kernel there, after the `after` stream's work, and the request
+// is a Transfer like a copy (waited for, stream_wait()ed, with a completion event). The lane
+// issues every request when it is made, in request order, and never reorders: every rank of a
+// data-parallel job must run the same collectives in the same order, so no deadline, no
+// expediting. Its stream is created on the first request.
+//
 // Ownership: owns its streams, events and threads; references the Device and the NvmeTier
 // (optional), which must outlive it. The destructor cancels what has not been issued and joins.
 // Thread safety: thread-safe; Transfer handles may be waited on from any thread.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -74,6 +82,7 @@ enum class TransferKind : std::uint8_t {
   kNvmeToHost,
   kDeviceToNvme,
   kNvmeToDevice,
+  kCollective,  // a kernel on the communication lane (collective())
 };
 
 struct TransferOptions {
@@ -145,6 +154,8 @@ class Transfer {
   CopyLane* lane_ = nullptr;  // copies: the lane that issues it
 
   // What the request does (set at creation, read by the thread that carries it out).
+  Kernel kernel_;                     // a collective: launched instead of a copy
+  std::chrono::nanoseconds cost_{0};  // its modelled cost
   std::string tensor_;
   void* dst_ = nullptr;
   const void* src_ = nullptr;
@@ -204,8 +215,14 @@ class TransferEngine {
                                                    std::size_t bytes, Stream* after,
                                                    TransferDeadline deadline);
 
-  // Issues every queued copy, then waits until both lanes' streams have drained; returns the
-  // first stream error. NVMe requests are not waited for.
+  // Launches `kernel` on the communication lane now, after the work queued on `after` (may be
+  // null), with `cost` for a sim device's clock (Stream::launch). REQUIRES: whatever the kernel
+  // touches stays valid until the transfer is done. `name` names it in errors.
+  Result<std::shared_ptr<Transfer>> collective(std::string_view name, Kernel kernel,
+                                               std::chrono::nanoseconds cost, Stream* after);
+
+  // Issues every queued copy, then waits until the lanes' streams (the communication lane's
+  // too) have drained; returns the first stream error. NVMe requests are not waited for.
   Status synchronize();
 
   NvmeTier* nvme() const { return nvme_; }
@@ -235,6 +252,7 @@ class TransferEngine {
   std::shared_ptr<EventPool> events_;
   std::unique_ptr<CopyLane> to_host_;
   std::unique_ptr<CopyLane> to_device_;
+  std::unique_ptr<CopyLane> comm_;  // its stream is made by the first collective()
 
   mutable std::mutex mu_;
   std::condition_variable work_;

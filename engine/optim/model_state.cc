@@ -24,6 +24,11 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
         "is carried");
   }
   const DType work = precision_dtype(options.precision);
+  if (options.discarded_params && !options.external_master) {
+    return invalid_argument(
+        "model state: discarded parameters need external master weights (their initial values "
+        "go to take_initial_master)");
+  }
   if (options.grad_dtype != DType::kF32 && options.grad_dtype != work) {
     return invalid_argument("model state: gradient dtype " +
                             std::string(dtype_name(options.grad_dtype)) +
@@ -91,10 +96,13 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
                 shared->params, static_cast<std::size_t>(shared->first) * dtype_bytes(work),
                 {slice_name(prefix, group, k, "param"), shape, work, TensorKind::kParameter}));
       } else {
-        const std::vector<std::byte> work_bytes = round_to_dtype(values, work);
-        EBB_ASSIGN_OR_RETURN(slice.params, engine.parameter({slice_name(prefix, group, k, "param"),
-                                                             shape, work, TensorKind::kParameter},
-                                                            work_bytes.data()));
+        const std::vector<std::byte> work_bytes =
+            options.discarded_params ? std::vector<std::byte>() : round_to_dtype(values, work);
+        EBB_ASSIGN_OR_RETURN(
+            slice.params, engine.parameter({slice_name(prefix, group, k, "param"), shape, work,
+                                            TensorKind::kParameter},
+                                           options.discarded_params ? nullptr : work_bytes.data()));
+        if (options.discarded_params) EBB_RETURN_IF_ERROR(engine.discard(slice.params));
       }
       if (shared != nullptr && shared->grads.valid()) {
         EBB_ASSIGN_OR_RETURN(slice.grads, engine.view(shared->grads,
@@ -107,6 +115,7 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
                              engine.parameter({slice_name(prefix, group, k, "grad"), shape,
                                                options.grad_dtype, TensorKind::kGradient},
                                               nullptr));
+        if (options.discarded_grads) EBB_RETURN_IF_ERROR(engine.discard(slice.grads));
       }
       if (slice.placement != StatePlacement::kDevice || options.external_master) {
         s.initial_master_.resize(s.slices_.size() + 1);

@@ -51,6 +51,13 @@ struct ModelStateOptions {
   // shard of them): the initial values wait for take_initial_master(), and master_to_host() asks
   // the master reader, as for a slice off the device.
   bool external_master = false;
+  // The working parameters (and, with discarded_grads, the gradient buffers) are made discarded
+  // (Engine::discard), one slice at a time, so that the whole buffer never exists at once: ZeRO
+  // stage 3's full parameters, which come by gathers, and stage 2's and 3's full gradients,
+  // which live only while a slice is accumulated. Their initial values wait for
+  // take_initial_master() (REQUIRES: external_master for discarded_params).
+  bool discarded_params = false;
+  bool discarded_grads = false;
   // Per slice (in slices() order), buffers of another state to share instead of new ones: the
   // slice's working parameters, and its gradients when `grads` is valid, become views of them
   // from element `first` (ZeRO's shard of a full state: no second copy). Empty: new buffers.

@@ -50,6 +50,7 @@ Pager::~Pager() {
   (void)launcher_.stream().synchronize();
   if (allocator_ != nullptr) allocator_->set_eviction_callback(nullptr);
   for (const ArrivalWait& w : arrival_waits_) launcher_.events().release(w.ready);
+  for (const ArrivalWait& w : gather_waits_) launcher_.events().release(w.ready);
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     if (tensors_.at(slot).live && allocator_ != nullptr) free_storage(slot);
   }
@@ -111,6 +112,10 @@ Status Pager::make_resident(std::uint32_t slot, std::string_view op) {
     case Residency::kHost:
       return copy_back(slot, op);
     case Residency::kDropped:
+      if (r.discarded && r.gather != nullptr) {
+        EBB_RETURN_IF_ERROR(start_gather(slot, op, /*at_use=*/true));
+        return settle_arrival(slot, /*for_use=*/true);
+      }
       if (r.discarded) return refill_discarded(slot, op);
       if (!r.has_producer()) {
         return failed_precondition(quoted(op) + ": tensor " + quoted(r.name) +
@@ -140,6 +145,8 @@ void Pager::unlock(std::span<const std::uint32_t> slots) {
 
 Status Pager::discard(std::uint32_t slot, std::string_view op) {
   const std::uint32_t targets[] = {slot};
+  // A gather in flight into it ends first (its block goes back after the gather).
+  EBB_RETURN_IF_ERROR(settle_arrival(slot, /*for_use=*/false));
   EBB_RETURN_IF_ERROR(prepare_write(targets, op));
   TensorRecord& r = tensors_.at(slot);
   if (r.lock_count > 0) {
@@ -168,6 +175,70 @@ Status Pager::refill_discarded(std::uint32_t slot, std::string_view op) {
   r.device_ptr = block;
   r.residency = Residency::kDevice;
   log_residency(slot, Residency::kDevice);
+  return ok_status();
+}
+
+Status Pager::start_gather(std::uint32_t slot, std::string_view op, bool at_use) {
+  {
+    const TensorRecord& r = tensors_.at(slot);
+    EBB_CHECK(r.gather != nullptr, "start_gather of a tensor that is not gathered");
+    if (!(r.residency == Residency::kDropped && r.discarded)) return ok_status();
+  }
+  const std::shared_ptr<const GatherRecipe> recipe = tensors_.at(slot).gather;
+  // The sources first, locked: allocating the block cannot evict them then.
+  EBB_RETURN_IF_ERROR(lock_resident(recipe->sources, op));
+  const std::size_t bytes = tensors_.at(slot).bytes;
+  Result<void*> block = allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
+    return quoted(op) + " (gathering " + quoted(tensors_.at(slot).name) + ")";
+  });
+  if (!block.ok()) {
+    unlock(recipe->sources);
+    return block.status();
+  }
+  std::vector<void*> sources;
+  sources.reserve(recipe->sources.size());
+  for (std::uint32_t s : recipe->sources) sources.push_back(tensors_.at(s).device_ptr);
+  // After the compute stream's work so far: the sources' writers and the block's last users.
+  Result<std::shared_ptr<Transfer>> gathered = transfers_->collective(
+      tensors_.at(slot).name, recipe->make(*block, sources), recipe->cost, &launcher_.stream());
+  if (!gathered.ok()) {
+    (void)allocator_->free(*block);
+    unlock(recipe->sources);
+    return gathered.status();
+  }
+  TensorRecord& r = tensors_.at(slot);
+  r.discarded = false;
+  r.device_ptr = *block;
+  r.residency = Residency::kDevice;
+  r.host_copy = std::move(*gathered);
+  r.arrival_pending = true;
+  r.gather_in_flight = true;
+  ++r.lock_count;
+  ++stats_.gathers;
+  stats_.gathered_bytes += static_cast<std::int64_t>(bytes);
+  if (at_use) ++stats_.gathers_at_use;
+  log_residency(slot, Residency::kDevice);
+  return ok_status();
+}
+
+Status Pager::settle_gathers_reading(std::span<const std::uint32_t> slots) {
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    const TensorRecord& r = tensors_.at(slot);
+    if (!r.live || !r.gather_in_flight) continue;
+    const bool reads = std::any_of(
+        r.gather->sources.begin(), r.gather->sources.end(),
+        [&](std::uint32_t s) { return std::find(slots.begin(), slots.end(), s) != slots.end(); });
+    if (reads) EBB_RETURN_IF_ERROR(settle_arrival(slot, /*for_use=*/false));
+  }
+  return ok_status();
+}
+
+Status Pager::settle_all_gathers() {
+  for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
+    if (tensors_.at(slot).live && tensors_.at(slot).gather_in_flight) {
+      EBB_RETURN_IF_ERROR(settle_arrival(slot, /*for_use=*/false));
+    }
+  }
   return ok_status();
 }
 
@@ -437,6 +508,28 @@ Status Pager::settle_arrival(std::uint32_t slot, bool for_use) {
   r.arrival_pending = false;
   const std::uint32_t id = std::exchange(r.prefetch_id, 0);
   Stream& compute = launcher_.stream();
+  if (std::exchange(r.gather_in_flight, false)) {
+    // A gather: once the compute stream waits for it, whatever reuses its sources' blocks or
+    // the tensor's comes after it, so they are unlocked.
+    Event* ready = nullptr;
+    if (for_use) {
+      Result<Event*> e = launcher_.events().acquire();
+      if (e.ok() && compute.record(**e).ok()) {
+        ready = *e;
+      } else if (e.ok()) {
+        launcher_.events().release(*e);
+      }
+    }
+    Status waited = transfers_->stream_wait(compute, *r.host_copy);
+    if (ready != nullptr) gather_waits_.push_back({ready, r.host_copy, 0});
+    r.host_copy = nullptr;
+    unlock(r.gather->sources);
+    --r.lock_count;
+    if (!waited.ok()) {
+      return Status(waited.code(), "gathering " + quoted(r.name) + ": " + waited.message());
+    }
+    return ok_status();
+  }
   if (!for_use && r.host_copy->cancel_if_queued()) {
     // Never issued: nothing will write the block, and nothing needs to wait.
     return ok_status();
@@ -469,5 +562,16 @@ std::vector<std::uint32_t> Pager::take_late_prefetches() {
 }
 
 Status Pager::synchronize_transfers() { return transfers_->synchronize(); }
+
+void Pager::account_gather_waits() {
+  for (ArrivalWait& w : gather_waits_) {
+    Result<double> late_ms = w.copy->completion().elapsed_ms_since(*w.ready);
+    if (late_ms.ok() && *late_ms > 0) {
+      stats_.exposed_gather_ns += static_cast<std::int64_t>(*late_ms * 1e6);
+    }
+    launcher_.events().release(w.ready);
+  }
+  gather_waits_.clear();
+}
 
 }  // namespace ebb

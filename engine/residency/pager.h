@@ -60,6 +60,13 @@ struct ResidencyStats {
   std::int64_t nvme_spills = 0;         // swap-outs that went to the NVMe tier
   std::int64_t nvme_written_bytes = 0;  // tensor bytes written device -> NVMe
   std::int64_t nvme_read_bytes = 0;     // tensor bytes read NVMe -> device
+  std::int64_t gathers = 0;             // gathered tensors brought back by their collective
+  std::int64_t gathered_bytes = 0;      // their bytes
+  std::int64_t gathers_at_use = 0;      // of those, started by the op that needed them
+  // Exposed gather time: for each gather an op waited for, how long after the op asked for it
+  // (an event on the compute stream) the gather completed, when it did after; summed. Counted
+  // once the device has passed them (end of iteration).
+  std::int64_t exposed_gather_ns = 0;
 };
 
 // One move of a tensor's bytes during an iteration, as Engine::set_residency_log records it.
@@ -156,6 +163,20 @@ class Pager {
   // next make_resident() allocates a block and fills it with zeros on the compute stream.
   Status discard(std::uint32_t slot, std::string_view op);
 
+  // Gathered tensors (Engine::make_gathered). start_gather: when the tensor is discarded,
+  // allocates its block (evicting if it must: a gather is never skipped, every rank runs the
+  // same ones), locks its sources resident, and launches its recipe's collective on the
+  // communication lane after the compute stream's work so far; the tensor is then resident with
+  // its arrival pending (the next use waits for it). Nothing when it holds bytes.
+  // settle_gathers_reading: the compute stream waits for every gather in flight that reads one
+  // of `slots` (before an in-place write of them). settle_all_gathers: for every one.
+  Status start_gather(std::uint32_t slot, std::string_view op, bool at_use = false);
+  Status settle_gathers_reading(std::span<const std::uint32_t> slots);
+  Status settle_all_gathers();
+  // Adds the gathers waited for since the last call to stats().exposed_gather_ns. REQUIRES: the
+  // device synchronized since those waits.
+  void account_gather_waits();
+
   // Replaces a carried tensor's bytes with `bytes` bytes from `src` (host memory) and leaves it
   // on the host: the device block (or NVMe copy) is given back, the bytes go into the tensor's
   // host tier buffer, and the next use copies them in (or a prefetch() does, ahead of it), as
@@ -242,6 +263,7 @@ class Pager {
   bool prefetching_ = false;  // prefetch() is allocating: evict() frees nothing for it
   std::vector<std::uint32_t> rebuilt_;
   std::vector<ArrivalWait> arrival_waits_;
+  std::vector<ArrivalWait> gather_waits_;  // id unused
   // Last: destroyed first, returning every block before the streams and events go away.
   std::unique_ptr<CachingAllocator> allocator_;
 };

@@ -11,6 +11,7 @@ Profiler::Profiler(int iterations, std::string device_name)
 void Profiler::record_more(int iterations) {
   iterations_ = completed_ + std::max(iterations, 0);
   warmup_start_ = completed_;
+  extended_ = 0;
   profiles_.clear();
   result_.reset();
 }
@@ -106,17 +107,30 @@ void Profiler::on_end_iteration(const TensorTable& tensors, const std::vector<Op
   if (completed_ < iterations_) return;
   // The warm-up is complete: decide once, and keep only the answer.
   const Profile& last = profiles_.back();
+  // The window's iterations, numbered from the warm-up's first.
+  const int first = completed_ - static_cast<int>(profiles_.size()) - warmup_start_ + 1;
   Status agree;
+  bool differ = false;
   for (std::size_t i = 0; i + 1 < profiles_.size() && agree.ok(); ++i) {
-    if (Status s = validate_profile(profiles_[i], "warm-up iteration " + std::to_string(i + 1));
+    const int number = first + static_cast<int>(i);
+    if (Status s = validate_profile(profiles_[i], "warm-up iteration " + std::to_string(number));
         !s.ok()) {
       agree = internal_error("profiler recorded an invalid profile: " + s.message());
       break;
     }
     if (Status s = check_profiles_agree(profiles_[i], last); !s.ok()) {
-      agree = failed_precondition("warm-up iterations " + std::to_string(i + 1) + " and " +
-                                  std::to_string(profiles_.size()) + " disagree: " + s.message());
+      differ = true;
+      agree = failed_precondition("warm-up iterations " + std::to_string(number) + " and " +
+                                  std::to_string(completed_ - warmup_start_) +
+                                  " disagree: " + s.message());
     }
+  }
+  if (differ && extended_ < kMaxWarmupExtension) {
+    // One more iteration, the oldest one out of the window.
+    profiles_.erase(profiles_.begin());
+    ++iterations_;
+    ++extended_;
+    return;
   }
   if (agree.ok()) {
     if (Status s = validate_profile(last, "last warm-up iteration"); !s.ok()) {

@@ -58,8 +58,15 @@ class Profiler {
   // and does not count as a warm-up iteration.
   void on_end_iteration(const TensorTable& tensors, const std::vector<OpRecord>& tape, bool ok);
 
-  // The last warm-up iteration's profile if every warm-up iteration agrees with it; the
-  // disagreement (kFailedPrecondition naming the iterations and the op index) otherwise;
+  // A warm-up whose iterations disagree is extended, one iteration at a time (the oldest one
+  // dropped), up to kMaxWarmupExtension more iterations, so that a loop whose first iteration
+  // differs from the rest (ZeRO's first step reduces at the step, later ones during backward,
+  // as soon as each slice is final) is still profiled on the iterations that repeat.
+  static constexpr int kMaxWarmupExtension = 2;
+
+  // The last warm-up iteration's profile if every iteration of the warm-up window agrees with
+  // it; the disagreement of the last window (kFailedPrecondition naming the iterations, counted
+  // from the warm-up's start, and the op index) otherwise;
   // kFailedPrecondition saying how many iterations are left before the warm-up is complete.
   Result<Profile> profile() const;
 
@@ -86,6 +93,7 @@ class Profiler {
   const std::string device_name_;
   int completed_ = 0;
   int warmup_start_ = 0;  // completed_ when the current warm-up began (record_more)
+  int extended_ = 0;      // iterations added to the current warm-up because it disagreed
   bool in_iteration_ = false;
 
   // The iteration being recorded.

@@ -81,6 +81,16 @@ enum class Residency : std::uint8_t {
 inline constexpr std::int32_t kNoProducer = -1;
 inline constexpr std::uint32_t kNoBase = 0xFFFFFFFFU;
 
+// How a gathered tensor (Engine::make_gathered: ZeRO stage 3's full parameters) gets its bytes
+// back: a collective on the transfer engine's communication lane that reads `sources` (storage
+// slots, locked while it runs) and writes the tensor's block.
+struct GatherRecipe {
+  std::vector<std::uint32_t> sources;
+  // The kernel, from the destination block and the sources' device pointers (in order).
+  std::function<Kernel(void* dst, const std::vector<void*>& sources)> make;
+  std::chrono::nanoseconds cost{0};  // its modelled time (a sim device's clock)
+};
+
 struct TensorRecord {
   std::string name;
   std::vector<std::int64_t> shape;
@@ -109,6 +119,11 @@ struct TensorRecord {
   // Engine::discard: kDropped with no bytes anywhere, and its next use finds zeros (a carried
   // tensor whose contents the loop no longer needs: ZeRO stage 2's reduced gradient buffers).
   bool discarded = false;
+  // A gathered tensor: once discarded, it comes back by `gather` rather than as zeros.
+  std::shared_ptr<const GatherRecipe> gather;
+  // host_copy is a gather that the compute stream has not waited for yet: the tensor and its
+  // recipe's sources are locked until it has (Pager::settle_arrival).
+  bool gather_in_flight = false;
 
   int lock_count = 0;                   // > 0 while an op (or a recompute) needs it resident
   std::uint64_t last_access = 0;        // TensorTable::tick() of its last use

@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include "kernels/comm/comm_backend.h"
 
@@ -103,6 +104,13 @@ void Communicator::count(CommOp op, std::int64_t bytes_sent) {
   const auto i = static_cast<std::size_t>(op);
   bytes_[i].fetch_add(bytes_sent, std::memory_order_relaxed);
   calls_[i].fetch_add(1, std::memory_order_relaxed);
+  if ((link_.bytes_per_second > 0 || link_.latency.count() > 0) &&
+      backend() != CommBackend::kNccl) {
+    const double seconds =
+        link_.bytes_per_second > 0 ? static_cast<double>(bytes_sent) / link_.bytes_per_second : 0.0;
+    std::this_thread::sleep_for(link_.latency +
+                                std::chrono::nanoseconds(static_cast<std::int64_t>(seconds * 1e9)));
+  }
 }
 
 RankEnv rank_env_from_environment() {

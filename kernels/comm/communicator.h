@@ -134,6 +134,13 @@ class Communicator {
 
   CommStats stats() const;
 
+  // A modelled link, for measuring on one machine how much communication a schedule hides:
+  // every collective of the cpu backends (single, mpi) then also takes latency + the bytes it
+  // sends / bytes_per_second, its stream's thread sleeping that long. nccl ignores it. Default:
+  // none. Set it before any collective runs.
+  void set_link_model(LinkModel link) { link_ = link; }
+  const LinkModel& link_model() const { return link_; }
+
  protected:
   // Backends count each collective they run.
   void count(CommOp op, std::int64_t bytes_sent);
@@ -141,6 +148,7 @@ class Communicator {
  private:
   std::array<std::atomic<std::int64_t>, kCommOpCount> bytes_{};
   std::array<std::atomic<std::int64_t>, kCommOpCount> calls_{};
+  LinkModel link_{};
 };
 
 // The communicator for this process: kUnavailable naming what is missing (no MPI plugin, no

@@ -183,20 +183,47 @@ TEST(Profiler, RecordsTheWarmUpOfAnMlp) {
   std::remove(path.c_str());
 }
 
+// Iterations that keep disagreeing: the warm-up is extended kMaxWarmupExtension times, then the
+// last window's disagreement is the answer.
 TEST(Profiler, DisagreeingWarmUpIterationsNameTheOp) {
   auto device = test_ops::make_cpu_device();
   auto engine = make_engine(*device, /*warmup=*/2);
   const Mlp mlp = make_mlp(*engine);
-  run_iteration(*engine, mlp, 1);
-  run_iteration(*engine, mlp, 2, /*extra_op=*/true);
+  const int last = 2 + Profiler::kMaxWarmupExtension;
+  for (int it = 1; it <= last; ++it) {
+    EXPECT_EQ(engine->profile().status().code(), StatusCode::kFailedPrecondition);
+    run_iteration(*engine, mlp, static_cast<std::uint32_t>(it), /*extra_op=*/it % 2 == 0);
+  }
   Result<Profile> got = engine->profile();
   ASSERT_EQ(got.status().code(), StatusCode::kFailedPrecondition) << got.status().to_string();
   const std::string& m = got.status().message();
-  EXPECT_NE(m.find("warm-up iterations 1 and 2"), std::string::npos) << m;
+  const std::string pair =
+      "warm-up iterations " + std::to_string(last - 1) + " and " + std::to_string(last);
+  EXPECT_NE(m.find(pair), std::string::npos) << m;
   EXPECT_NE(m.find("op 9"), std::string::npos) << m;
   // The answer stays after the warm-up: later iterations are not recorded.
-  run_iteration(*engine, mlp, 3);
+  run_iteration(*engine, mlp, static_cast<std::uint32_t>(last + 1));
   EXPECT_EQ(engine->profile().status().message(), m);
+}
+
+// A first iteration that differs from the rest (a loop's lazy set-up): the warm-up goes on one
+// iteration, and the profile is that of the iterations that repeat.
+TEST(Profiler, AFirstIterationThatDiffersExtendsTheWarmUp) {
+  auto device = test_ops::make_cpu_device();
+  auto engine = make_engine(*device, /*warmup=*/2);
+  const Mlp mlp = make_mlp(*engine);
+  run_iteration(*engine, mlp, 1, /*extra_op=*/true);
+  run_iteration(*engine, mlp, 2);
+  EXPECT_EQ(engine->profile().status().code(), StatusCode::kFailedPrecondition);
+  run_iteration(*engine, mlp, 3);
+  Result<Profile> got = engine->profile();
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  auto reference_device = test_ops::make_cpu_device();
+  auto reference = make_engine(*reference_device, /*warmup=*/2);
+  const Mlp r = make_mlp(*reference);
+  run_iteration(*reference, r, 1);
+  run_iteration(*reference, r, 2);
+  EXPECT_EQ(got->ops.size(), reference->profile().value().ops.size());
 }
 
 TEST(Profiler, ProfilingChangesNoResultAndNoStat) {
