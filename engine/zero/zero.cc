@@ -7,40 +7,19 @@
 #include <utility>
 
 #include "engine/nn_ops.h"
+#include "engine/zero/zero_collectives.h"
 #include "kernels/nn.h"
 
 namespace ebb {
-namespace {
 
-CommDType comm_dtype(DType t) {
-  switch (t) {
-    case DType::kBF16:
-      return CommDType::kBF16;
-    case DType::kF16:
-      return CommDType::kF16;
-    default:
-      return CommDType::kF32;
-  }
-}
-
-// Collectives run inside op closures, whose failures are exceptions (the stream records them
-// and names the op).
-void check(const Status& s) {
-  if (!s.ok()) throw std::runtime_error(s.to_string());
-}
-
-std::byte* at(void* base, std::int64_t elements, std::size_t element_bytes) {
-  return static_cast<std::byte*>(base) + static_cast<std::size_t>(elements) * element_bytes;
-}
-const std::byte* at(const void* base, std::int64_t elements, std::size_t element_bytes) {
-  return static_cast<const std::byte*>(base) + static_cast<std::size_t>(elements) * element_bytes;
-}
-
-}  // namespace
+using zero_internal::at;
+using zero_internal::check;
+using zero_internal::comm_dtype;
+using zero_internal::gather_chunks;
 
 Result<ModelStateOptions> zero_model_state_options(ModelStateOptions base, int ranks, int stage) {
-  if (stage < 0 || stage > 2) {
-    return invalid_argument("--zero " + std::to_string(stage) + ": the stage must be 0, 1 or 2");
+  if (stage < 0 || stage > 3) {
+    return invalid_argument("--zero " + std::to_string(stage) + ": the stage must be 0, 1, 2 or 3");
   }
   if (ranks < 1) return invalid_argument("ZeRO over " + std::to_string(ranks) + " ranks");
   if (stage >= 1 && !base.placement.empty()) {
@@ -50,6 +29,8 @@ Result<ModelStateOptions> zero_model_state_options(ModelStateOptions base, int r
   }
   base.layout.ranks = ranks;
   base.external_master = stage >= 1;
+  base.discarded_grads = stage >= 2;
+  base.discarded_params = stage == 3;
   return base;
 }
 
@@ -60,9 +41,20 @@ Result<std::unique_ptr<ZeroOptimizer>> ZeroOptimizer::create(Engine& engine, Mod
   if (engine.in_iteration()) {
     return failed_precondition("ZeroOptimizer::create inside an iteration");
   }
-  if (options.stage < 0 || options.stage > 2) {
+  if (options.stage < 0 || options.stage > 3) {
     return invalid_argument("--zero " + std::to_string(options.stage) +
-                            ": the stage must be 0, 1 or 2");
+                            ": the stage must be 0, 1, 2 or 3");
+  }
+  if (options.stage == 3 && options.gather_comm == nullptr) {
+    return invalid_argument(
+        "ZeRO stage 3: no gather communicator (ZeroOptions::gather_comm: a second communicator "
+        "of the same ranks, for the collectives of the communication lane)");
+  }
+  if (options.gather_comm != nullptr &&
+      (options.gather_comm == &comm || options.gather_comm->size() != comm.size() ||
+       options.gather_comm->rank() != comm.rank())) {
+    return invalid_argument(
+        "ZeRO: the gather communicator must be a second communicator of the same ranks");
   }
   const int n = comm.size();
   const int rank = comm.rank();
@@ -175,8 +167,9 @@ Result<std::unique_ptr<ZeroOptimizer>> ZeroOptimizer::create(Engine& engine, Mod
     const StatePlacement place =
         options.placement.empty() ? StatePlacement::kDevice : options.placement[k];
     shard_options.placement.push_back(place);
+    // Stage 3: the full parameters come and go (gathered); the shard keeps its own.
     shard_options.shared.push_back(
-        {.params = place == StatePlacement::kDevice ? ms.params : Tensor{},
+        {.params = place == StatePlacement::kDevice && options.stage <= 2 ? ms.params : Tensor{},
          .grads = options.stage <= 1 ? ms.grads : Tensor{},
          .first = first});
     z->shard_of_.push_back(static_cast<std::int64_t>(shard_options.shared.size()) - 1);
@@ -225,6 +218,8 @@ Result<std::unique_ptr<ZeroOptimizer>> ZeroOptimizer::create(Engine& engine, Mod
                                          TensorKind::kWorkspace},
                                         nullptr));
 
+  if (options.stage == 3) EBB_RETURN_IF_ERROR(z->make_gathered());
+
   ZeroOptimizer* self = z.get();
   full.set_gradient_listener([self](std::size_t slice) { return self->on_gradients_final(slice); });
   if (options.stage >= 1) {
@@ -235,11 +230,30 @@ Result<std::unique_ptr<ZeroOptimizer>> ZeroOptimizer::create(Engine& engine, Mod
 }
 
 ZeroOptimizer::~ZeroOptimizer() {
+  if (options_.stage == 3) {
+    // No collective here (a rank may be going down alone): the full parameters become ordinary
+    // tensors, holding what they hold (nothing when discarded).
+    engine_.set_op_hook(nullptr);
+    for (const ModelState::Slice& ms : full_.slices()) {
+      (void)engine_.make_gathered(ms.params, {}, nullptr);
+    }
+    (void)engine_.synchronize();
+  }
+  if (gather_scratch_.valid()) (void)engine_.release(gather_scratch_);
   full_.set_gradient_listener(nullptr);
   if (options_.stage >= 1) full_.set_master_reader(nullptr);
   inner_.reset();
   shard_.reset();
   if (scratch_.valid()) (void)engine_.release(scratch_);
+}
+
+ZeroStats ZeroOptimizer::stats() const {
+  ZeroStats s = stats_;
+  if (options_.stage == 3) {
+    s.gather_bytes +=
+        options_.gather_comm->stats().bytes_sent[static_cast<std::size_t>(CommOp::kAllGather)];
+  }
+  return s;
 }
 
 std::pair<std::int64_t, std::int64_t> ZeroOptimizer::owned(std::size_t slice) const {
@@ -329,7 +343,7 @@ Status ZeroOptimizer::reduce_bucket(std::size_t bucket, bool early) {
       EBB_RETURN_IF_ERROR(shard_->gradients_written(static_cast<std::size_t>(shard_of_[k])));
     }
   }
-  if (options_.stage == 2) {
+  if (options_.stage >= 2) {
     for (std::size_t k : b.slices) EBB_RETURN_IF_ERROR(engine_.discard(full_.slices()[k].grads));
   }
   b.serial = full_.step_serial();
@@ -362,23 +376,9 @@ Status ZeroOptimizer::gather_slice(std::size_t slice, const Tensor& full_buffer,
   Communicator* comm = &comm_;
   const bool even = even_;
   OpFn fn = [comm, ranges, chunk, n, rank, ft, ct, eb, even](const OpArgs& a) {
-    void* out = a.outputs[0];
-    void* scratch = a.outputs[1];
-    const Range mine = ranges[static_cast<std::size_t>(rank)];
-    const std::int64_t own = mine.second - mine.first;
-    // The rank's range, copied out first: it is sent from a buffer the gather does not write.
-    if (own > 0) nn::cast(a.launch, ft, scratch, ft, a.inputs[0], own);
-    if (even) {
-      check(comm->all_gather(a.launch, scratch, out, static_cast<std::size_t>(chunk), ct));
-      return;
-    }
-    void* recv = at(scratch, chunk, eb);
-    check(comm->all_gather(a.launch, scratch, recv, static_cast<std::size_t>(chunk), ct));
-    for (int j = 0; j < n; ++j) {
-      const Range& from = ranges[static_cast<std::size_t>(j)];
-      nn::cast(a.launch, ft, at(out, from.first, eb), ft, at(recv, j * chunk, eb),
-               from.second - from.first);
-    }
+    gather_chunks(*comm, a.launch, ranges, chunk, rank, ft, ct, eb, even,
+                  a.inputs.empty() ? nullptr : a.inputs[0], a.outputs[0], a.outputs[1],
+                  /*copy_own=*/true);
   };
   return engine_.update("zero.gather." + full_.slice_label(slice), inputs, targets, std::move(fn));
 }
@@ -419,6 +419,10 @@ Status ZeroOptimizer::step(int step, float lr, float grad_scale) {
     return inner_->step(step, lr, grad_scale);
   }
   EBB_RETURN_IF_ERROR(inner_->step(step, lr, grad_scale));
+  if (options_.stage == 3) {
+    // The shard changed: every gathered parameter is out of date, and the next use gathers it.
+    return release_gathered();
+  }
   // A delayed update leaves the off-device ranges' parameters to the next step; they are
   // gathered as they stand (the rank's current working copy), the same on every rank.
   return gather_all(/*parameters=*/true);
@@ -426,6 +430,7 @@ Status ZeroOptimizer::step(int step, float lr, float grad_scale) {
 
 Status ZeroOptimizer::sync_parameters() {
   if (options_.stage == 0) return ok_status();
+  if (options_.stage == 3) return release_gathered();  // gathered again at their next use
   IterationScope iteration(engine_);
   EBB_RETURN_IF_ERROR(iteration.status());
   Status gathered = gather_all(/*parameters=*/true);

@@ -1,4 +1,4 @@
-// ZeroOptimizer: ZeRO data parallelism, stages 0 to 2, over a Communicator
+// ZeroOptimizer: ZeRO data parallelism, stages 0 to 3, over a Communicator
 // (kernels/comm/communicator.h), around the flat model state of engine/optim/.
 //
 // Every rank runs the same loop on its own samples and keeps a full ModelState (the working
@@ -20,6 +20,25 @@
 //   stage 2: as 1, and gradients: the full gradient buffer of a slice lives from its first
 //            accumulation in a step to its reduction (Engine::discard), and the rank keeps its
 //            range's reduced gradients only (2 Psi / N).
+//   stage 3: as 2, and parameters: the rank keeps the working parameters of its range (its
+//            shard's own buffers, 2 Psi / N); the full parameters of each slice are a gathered
+//            tensor of the engine (Engine::make_gathered), whose bytes come and go: discarded
+//            after their last use of a window and brought back by an all-gather of every rank's
+//            range on the transfer engine's communication lane (a second communicator,
+//            ZeroOptions::gather_comm), ahead of their use as the gather schedule says or by the
+//            op that needs them. Per rank: 16 Psi / N plus the gathered working set.
+//
+// Stage 3's schedule. Until the engine's warm-up profile exists every slice is gathered at its
+// first use in the step and kept to the step's end (so the warm-up runs as stage 2 does, plus a
+// gather per slice). At the first op after it, every rank builds the same GatherProblem
+// (engine/zero/gather_plan.h) from the profile, rank 0's op times and the communicator's link
+// model, and the policy (ZeroOptions::gather_policy) turns it into a schedule: which op each
+// gather is started before, and after which op its window ends, so that a layer's parameters
+// can stay gathered from forward into backward where the budget has room. The op hook
+// (Engine::set_op_hook) starts and ends them. Correctness never depends on the schedule: an op
+// that finds its parameters discarded gathers them itself, at the same point on every rank
+// (what is discarded follows the program, never the eviction, which only swaps a gathered
+// tensor to host and back). After the step's update every gathered slice is discarded.
 //
 // The reduction (every stage the same): when all the slices of a bucket (consecutive slices, up
 // to ZeroOptions::bucket_bytes of gradients; a larger slice alone) have their gradients final in
@@ -53,19 +72,28 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "engine/engine.h"
 #include "engine/optim/model_state.h"
 #include "engine/optim/optimizer.h"
+#include "engine/zero/gather_plan.h"
 #include "kernels/comm/communicator.h"
 
 namespace ebb {
 
+enum class GatherPolicy : std::uint8_t { kPlan, kJustInTime, kDeepSpeed, kAtUse };
+
+// "plan", "jit", "deepspeed", "at-use".
+std::string_view gather_policy_name(GatherPolicy policy);
+std::optional<GatherPolicy> gather_policy_from_name(std::string_view name);
+
 struct ZeroOptions {
-  int stage = 0;  // 0, 1 or 2
+  int stage = 0;  // 0, 1, 2 or 3
   // Gradients reduced by one op: consecutive slices up to this many bytes (a larger slice alone).
   // DeepSpeed's reduce_bucket_size default is 5e8 elements; this default is smaller because ebb's
   // slices (a transformer block each) already are the unit the reduction waits for.
@@ -74,6 +102,23 @@ struct ZeroOptions {
   // state, in the full state's slice order; empty: on the device.
   std::vector<StatePlacement> placement{};
   OffloadOptions offload{};
+  // Stage 3: a second communicator of the same ranks (another make_communicator()), for the
+  // parameter gathers on the communication lane; the first one serves the reductions on the
+  // compute stream. Two, because the two streams run collectives at once and each
+  // communicator's collectives must come in one order on every rank. Its link model
+  // (Communicator::set_link_model) is the gathers' modelled cost.
+  Communicator* gather_comm = nullptr;
+  // Stage 3: how the gathers are scheduled once the engine's profile exists (before it: each
+  // gathered at its first use in the step and kept to the step's end).
+  //   kPlan: the planner's schedule (engine/planner/gather_plan.h) under the engine's budget;
+  //   kJustInTime, kDeepSpeed: the two fixed baselines; kAtUse: never a schedule.
+  GatherPolicy gather_policy = GatherPolicy::kPlan;
+  // A gather's cost when the gather communicator has no link model (bytes sent / this).
+  double assumed_gather_bytes_per_second = 10e9;
+  // What moving activations out and back costs the plan when it reserves room for prefetched
+  // gathers: about a PCIe 4.0 x16 link's measured rate (the engine's swaps, or recomputes of
+  // similar cost).
+  double assumed_swap_bytes_per_second = 25e9;
 };
 
 // The ModelStateOptions a full state needs for ZeRO over `ranks` at `stage`: the layout split
@@ -87,7 +132,8 @@ struct ZeroStats {
   std::int64_t gather_bytes = 0;   // working parameters (stages 1, 2) or gradients (stage 0)
   std::int64_t control_bytes = 0;  // gradient statistics, flags
   std::int64_t buckets_reduced = 0;
-  std::int64_t early_buckets = 0;  // of which started during backward
+  std::int64_t early_buckets = 0;      // of which started during backward
+  std::int64_t scheduled_gathers = 0;  // stage 3: gathers the schedule started ahead of use
 };
 
 class ZeroOptimizer {
@@ -121,7 +167,18 @@ class ZeroOptimizer {
   const ModelState& shard() const { return *shard_; }
   // Element range [first, last) of full slice k that this rank owns.
   std::pair<std::int64_t, std::int64_t> owned(std::size_t slice) const;
-  ZeroStats stats() const { return stats_; }
+  // Every rank's element range [first, last) of full slice k, in rank order (owned() is this
+  // rank's), and whether the ranges are equal shards (AdamW) or on parameter boundaries.
+  const std::vector<std::pair<std::int64_t, std::int64_t>>& ranges(std::size_t slice) const {
+    return ranges_[slice];
+  }
+  bool equal_shards() const { return even_; }
+  // The shard's slice that holds this rank's range of full slice k; -1 when it owns none.
+  std::int64_t shard_slice(std::size_t slice) const { return shard_of_[slice]; }
+  // Stage 3's gathers are counted by the gather communicator (its all-gathers, at use or ahead).
+  ZeroStats stats() const;
+  // Stage 3: the schedule's simulated step (engine/planner/gather_plan.h), once planned.
+  const std::optional<GatherTimeline>& predicted_gathers() const { return predicted_; }
 
   // This rank's checkpoint: its part's blobs (Optimizer::blobs of optimizer()).
   std::vector<Optimizer::Blob> blobs() const { return inner_->blobs(); }
@@ -154,6 +211,21 @@ class ZeroOptimizer {
   Status gather_all(bool parameters);
   // The full state's master reader (stages 1, 2): every rank's range of slice k, gathered.
   Status read_master(std::size_t slice, std::span<float> out);
+  // Stage 3: makes every full slice's parameters a gathered tensor (Engine::make_gathered) and
+  // discards them; installs the op hook.
+  Status make_gathered();
+  // Stage 3: discards every full slice's parameters (after the step, after a load).
+  Status release_gathered();
+  // Stage 3's op hook: the schedule's releases and gathers at op `op` of the step.
+  Status on_op(std::size_t op);
+  // Stage 3: once the engine's profile exists, the gather schedule from it (every rank the same).
+  Status plan_gathers_from_profile();
+  // The scheduling problem of the profiled step (engine/zero/gather_plan.h): a unit per block.
+  Result<GatherProblem> gather_problem(const Profile& profile) const;
+  // The policy's schedule, and the problem it was planned on (the other bytes capped as the
+  // budget and the chosen prefetch reserve leave them).
+  Result<GatherSchedule> schedule_gathers(const GatherProblem& problem,
+                                          GatherProblem& planned_for) const;
 
   Engine& engine_;
   ModelState& full_;
@@ -172,6 +244,14 @@ class ZeroOptimizer {
   std::unique_ptr<Optimizer> inner_;
   Tensor scratch_;  // the collectives' buffer: send chunks and received chunks
   ZeroStats stats_;
+  // Stage 3.
+  Tensor gather_scratch_;                           // the gathers' buffer
+  std::vector<std::int64_t> unit_gather_bytes_;     // per full slice: bytes one gather sends
+  std::vector<std::vector<std::size_t>> units_;     // the schedule's units: full slices of a block
+  std::vector<std::vector<std::size_t>> issues_;    // per op of the step: units gathered before it
+  std::vector<std::vector<std::size_t>> releases_;  // per op: units discarded before it
+  bool planned_ = false;
+  std::optional<GatherTimeline> predicted_;  // the schedule's simulated step
 };
 
 }  // namespace ebb

@@ -1,7 +1,9 @@
-// ZeRO stages 0 to 2 (engine/zero/zero.h) over the communicator of the process: one rank under
+// ZeRO stages 0 to 3 (engine/zero/zero.h) over the communicator of the process: one rank under
 // plain ctest (the single backend), 2 and 4 cpu ranks under mpirun (the mpi backend). Every rank
 // runs every test in the same order, so their collectives match.
-//  - Stages 0, 1 and 2 give the same bits, for every optimizer and precision and with the state
+//  - Every step reads every parameter in a forward op first (stage 3 gathers them: at use in the
+//    warm-up, then as each gather schedule says); what the ops read is the same in every stage.
+//  - Stages 0 to 3 give the same bits, for every optimizer and precision and with the state
 //    on the host, and those bits are a single process's: an Optimizer stepped with the ranks'
 //    gradients averaged on the host (summed in rank order in fp32, then divided by N), the
 //    independent oracle of the reduction.
@@ -25,9 +27,17 @@ namespace {
 
 using test_ops::make_cpu_device;
 
-Communicator& comm() {
+std::unique_ptr<Device>& comm_device() {
   static std::unique_ptr<Device> device = make_cpu_device();
-  static std::unique_ptr<Communicator> c = make_communicator(*device).value();
+  return device;
+}
+Communicator& comm() {
+  static std::unique_ptr<Communicator> c = make_communicator(*comm_device()).value();
+  return *c;
+}
+// Stage 3's second communicator (ZeroOptions::gather_comm).
+Communicator& gather_comm() {
+  static std::unique_ptr<Communicator> c = make_communicator(*comm_device()).value();
   return *c;
 }
 
@@ -36,10 +46,15 @@ Communicator& comm() {
 std::vector<ParameterDecl> model() {
   // In backward (last first) each slice's gradients are final before the next slice's start.
   return {
-      {"emb", {96, 32}, ParameterGroup::kNoDecay, 0}, {"w1", {32, 80}, ParameterGroup::kDecay, 1},
-      {"w2", {80, 32}, ParameterGroup::kDecay, 1},    {"w3", {32, 48}, ParameterGroup::kDecay, 2},
-      {"b3", {48}, ParameterGroup::kNoDecay, 2},      {"gain", {32}, ParameterGroup::kNoDecay, 3},
+      {"emb", {96, 32}, ParameterGroup::kNoDecay, 0},
+      {"w1", {32, 80}, ParameterGroup::kDecay, 1},
+      {"w2", {80, 32}, ParameterGroup::kDecay, 1},
+      {"w3", {32, 48}, ParameterGroup::kDecay, 2},
+      {"b3", {48}, ParameterGroup::kNoDecay, 2},
+      {"gain", {32}, ParameterGroup::kNoDecay, 3},
       {"b1", {80}, ParameterGroup::kNoDecay, 4},
+      // Fewer elements than ranks: its slice's padding gives every rank a range all the same.
+      {"scalar", {1}, ParameterGroup::kNoDecay, 4},
   };
 }
 
@@ -65,6 +80,8 @@ struct ZeroSetup {
   DType grad_dtype = DType::kF32;
   StatePlacement placement = StatePlacement::kDevice;
   bool clip = true;
+  GatherPolicy gathers = GatherPolicy::kPlan;  // stage 3
+  std::size_t budget_bytes = 0;                // 0: the device's
 };
 
 OptimizerConfig config_of(OptimizerKind kind) {
@@ -80,6 +97,7 @@ struct Rig {
   std::unique_ptr<ModelState> state;
   std::unique_ptr<Optimizer> reference;  // stage -1
   std::unique_ptr<ZeroOptimizer> zero;
+  std::vector<std::byte> seen;  // the bytes the forward ops read, every step
 };
 
 Rig make_rig(const ZeroSetup& s, std::size_t bucket_bytes = 1) {
@@ -87,6 +105,10 @@ Rig make_rig(const ZeroSetup& s, std::size_t bucket_bytes = 1) {
   r.device = make_cpu_device();
   EngineOptions options{.device = *r.device};
   options.host_tier_bytes = 64 * kMiB;
+  if (s.budget_bytes > 0) {
+    options.budget_bytes = s.budget_bytes;
+    options.policy = EvictionPolicy::kBoth;
+  }
   r.engine = Engine::create(std::move(options)).value();
   const std::vector<ParameterDecl> params = model();
   const int n = comm().size();
@@ -102,6 +124,10 @@ Rig make_rig(const ZeroSetup& s, std::size_t bucket_bytes = 1) {
     return r;
   }
   ZeroOptions zero{.stage = s.stage, .bucket_bytes = bucket_bytes};
+  if (s.stage == 3) {
+    zero.gather_comm = &gather_comm();
+    zero.gather_policy = s.gathers;
+  }
   if (s.stage == 0 && s.placement != StatePlacement::kDevice) {
     state.placement.assign(slices, s.placement);
   } else if (s.placement != StatePlacement::kDevice) {
@@ -120,6 +146,21 @@ void step(Rig& r, const ZeroSetup& s, int step_number) {
   const std::vector<ParameterDecl>& params = r.state->params();
   r.state->begin_step();
   IterationScope it(*r.engine);
+  // Forward: each parameter read by an op of its own, its copy read back.
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    const Tensor& view = r.state->param(p);
+    const std::size_t bytes = view.bytes();
+    std::vector<Tensor> out =
+        r.engine
+            ->run("forward." + params[p].name, {view},
+                  {{"copy", {static_cast<std::int64_t>(bytes)}, DType::kU8}},
+                  [bytes](const OpArgs& a) { std::memcpy(a.outputs[0], a.inputs[0], bytes); })
+            .value();
+    const std::size_t at = r.seen.size();
+    r.seen.resize(at + bytes);
+    ASSERT_TRUE(r.engine->read(out[0], r.seen.data() + at, bytes).ok());
+    ASSERT_TRUE(r.engine->release(out[0]).ok());
+  }
   for (std::size_t p = params.size(); p-- > 0;) {  // backward order
     const auto numel = static_cast<std::size_t>(shape_numel(params[p].shape));
     std::vector<float> g;
@@ -183,11 +224,12 @@ TEST_P(ZeroStagesTest, EveryStageGivesTheBitsOfOneProcessOnTheAveragedGradients)
   s.stage = -1;
   Rig ref = make_rig(s);
   const std::vector<float> want = train(ref, s, 3);
-  for (int stage = 0; stage <= 2; ++stage) {
+  for (int stage = 0; stage <= 3; ++stage) {
     s.stage = stage;
     Rig z = make_rig(s);
     const std::vector<float> got = train(z, s, 3);
     EXPECT_TRUE(same_bits(got, want)) << "stage " << stage << " on " << comm().size() << " ranks";
+    EXPECT_EQ(z.seen, ref.seen) << "the parameters forward read, stage " << stage;
   }
 }
 
@@ -200,7 +242,7 @@ TEST_P(ZeroStagesTest, StagesAgreeWith16BitGradientsOnTheDeviceAndOnTheHost) {
   std::vector<float> first;
   for (StatePlacement placement : {StatePlacement::kDevice, StatePlacement::kHost}) {
     s.placement = placement;
-    for (int stage = 0; stage <= 2; ++stage) {
+    for (int stage = 0; stage <= 3; ++stage) {
       s.stage = stage;
       Rig z = make_rig(s);
       const std::vector<float> got = train(z, s, 3);
@@ -241,6 +283,55 @@ INSTANTIATE_TEST_SUITE_P(KindsAndPrecisions, ZeroStagesTest,
                            return std::string(optimizer_name(info.param.kind)) + "_" +
                                   std::string(precision_name(info.param.precision));
                          });
+
+// Stage 3 under every gather schedule, unconstrained and under a budget with dynamic eviction:
+// the bits of stage 2 (masters and what forward read), gathers scheduled ahead of use once the
+// warm-up's profile exists, and with the just-in-time schedule at most one slice's parameters
+// gathered at a time.
+TEST(Zero, Stage3GivesStage2sBitsUnderEveryScheduleAndBudget) {
+  ZeroSetup s{.stage = 2,
+              .kind = OptimizerKind::kAdamW,
+              .precision = Precision::kBF16,
+              .grad_dtype = DType::kBF16};
+  Rig two = make_rig(s);
+  const std::vector<float> want = train(two, s, 5);
+  // A budget under what stage 2 reserved at its peak: something must be evicted.
+  const std::size_t tight =
+      static_cast<std::size_t>(two.engine->allocator().stats().all.reserved_bytes.peak) * 9 / 10;
+  s.stage = 3;
+  for (GatherPolicy policy : {GatherPolicy::kPlan, GatherPolicy::kJustInTime,
+                              GatherPolicy::kDeepSpeed, GatherPolicy::kAtUse}) {
+    for (std::size_t budget : {std::size_t{0}, tight}) {
+      s.gathers = policy;
+      s.budget_bytes = budget;
+      Rig z = make_rig(s);
+      for (int k = 1; k <= 4; ++k) step(z, s, k);
+      if (policy == GatherPolicy::kJustInTime) z.engine->allocator().reset_peak_stats();
+      step(z, s, 5);
+      const std::string what = std::string(gather_policy_name(policy)) + ", budget " +
+                               std::to_string(budget) + ", " + std::to_string(comm().size()) +
+                               " ranks";
+      EXPECT_TRUE(same_bits(z.state->masters_to_host().value(), want)) << what;
+      EXPECT_EQ(z.seen, two.seen) << what;
+      if (policy != GatherPolicy::kAtUse) {
+        EXPECT_GT(z.zero->stats().scheduled_gathers, 0) << what;
+        EXPECT_TRUE(z.zero->predicted_gathers().has_value()) << what;
+      }
+      if (policy == GatherPolicy::kJustInTime && budget == 0) {
+        std::int64_t largest = 0;
+        std::int64_t shard = 0;
+        for (const ModelState::Slice& sl : z.state->slices()) {
+          largest = std::max<std::int64_t>(largest, static_cast<std::int64_t>(sl.params.bytes()));
+        }
+        for (const ModelState::Slice& sl : z.zero->shard().slices()) {
+          shard += static_cast<std::int64_t>(sl.params.bytes());
+        }
+        EXPECT_LE(z.engine->memory_by_kind(TensorKind::kParameter).peak, shard + largest + 4 * 512)
+            << what;
+      }
+    }
+  }
+}
 
 // Device bytes per rank by kind, after a first step (the second's gradient buffers are reduced
 // and discarded as each slice is final): the ZeRO paper's table with Psi the padded elements.
@@ -353,8 +444,20 @@ TEST(Zero, BadConfigurationsAreRefusedBeforeAnyStep) {
   auto device = make_cpu_device();
   auto engine = Engine::create(EngineOptions{.device = *device}).value();
   const std::vector<ParameterDecl> params = model();
-  EXPECT_EQ(zero_model_state_options({}, comm().size(), 3).status().code(),
+  EXPECT_EQ(zero_model_state_options({}, comm().size(), 4).status().code(),
             StatusCode::kInvalidArgument);
+  {
+    // Stage 3 without its second communicator.
+    auto e = Engine::create(EngineOptions{.device = *device}).value();
+    auto s3 = ModelState::create(*e, params, zero_model_state_options({}, comm().size(), 3).value(),
+                                 initial_values(params))
+                  .value();
+    const Result<std::unique_ptr<ZeroOptimizer>> no_gather =
+        ZeroOptimizer::create(*e, *s3, {}, comm(), {.stage = 3});
+    ASSERT_FALSE(no_gather.ok());
+    EXPECT_NE(no_gather.status().message().find("gather communicator"), std::string::npos)
+        << no_gather.status().message();
+  }
   // A full state laid out for another rank count.
   ModelStateOptions other;
   other.layout.ranks = comm().size() + 1;

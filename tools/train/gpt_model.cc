@@ -111,7 +111,9 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
   ZeroOptions zero{.stage = stage,
                    .bucket_bytes = training.zero_bucket_bytes,
                    .placement = {},
-                   .offload = training.offload};
+                   .offload = training.offload,
+                   .gather_comm = training.gather_comm,
+                   .gather_policy = training.gather_policy};
   if (stage >= 1) {
     zero.placement = std::move(options.placement);
     options.placement.clear();

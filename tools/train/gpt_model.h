@@ -42,7 +42,9 @@ struct GptTraining {
   // stage >= 1 `placement` is each rank's range's.
   std::optional<int> zero_stage;
   std::size_t zero_bucket_bytes = ZeroOptions{}.bucket_bytes;
+  GatherPolicy gather_policy = GatherPolicy::kPlan;
   Communicator* comm = nullptr;
+  Communicator* gather_comm = nullptr;  // stage 3: ZeroOptions::gather_comm
 };
 
 // What one optimizer step needs besides the tokens.
