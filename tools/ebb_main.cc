@@ -153,10 +153,11 @@ int run_cli(int argc, char** argv) {
   app.set_version_flag("--version", "ebb " EBB_VERSION);
   app.require_subcommand(1);
   std::vector<ebb::cli::Command> commands = {
-      ebb::cli::add_replay_command(app),   ebb::cli::add_bench_command(app),
-      ebb::cli::add_simulate_command(app), ebb::cli::add_train_command(app),
-      ebb::cli::add_demo_command(app),     ebb::cli::add_arena_plan_command(app),
-      ebb::cli::add_plan_command(app),     ebb::cli::add_iobench_command(app),
+      ebb::cli::add_replay_command(app),     ebb::cli::add_bench_command(app),
+      ebb::cli::add_simulate_command(app),   ebb::cli::add_train_command(app),
+      ebb::cli::add_demo_command(app),       ebb::cli::add_arena_plan_command(app),
+      ebb::cli::add_plan_command(app),       ebb::cli::add_iobench_command(app),
+      ebb::cli::add_checkpoint_command(app),
   };
   try {
     app.parse(argc, argv);

@@ -32,6 +32,9 @@ struct TrainArgs {
   int zero = -1;           // --zero: the stage; -1: no ZeRO
   double bucket_mb = 32;   // --bucket-mb
   double comm_timeout_s = 120;
+  double comm_gbps = 0;
+  std::string gather_schedule = "plan";
+  double comm_latency_us = 0;
   bool json = false;
 };
 
@@ -47,7 +50,10 @@ nlohmann::json step_json(const train::StepStats& s) {
           {"lr", s.learning_rate},
           {"loss_scale", s.loss_scale},
           {"skipped", s.skipped},
-          {"grad_norm", s.grad_norm}};
+          {"grad_norm", s.grad_norm},
+          {"gathers", s.gathers},
+          {"gather_bytes", s.gather_bytes},
+          {"exposed_gather_ms", s.exposed_gather_ms}};
 }
 
 // The model state on the device after the run, by kind, against the formula (with auto, plus
@@ -92,7 +98,20 @@ nlohmann::json zero_json(const train::TrainOptions& o, const train::TrainResult&
           {"gather_bytes", r.zero.gather_bytes},
           {"buckets_reduced", r.zero.buckets_reduced},
           {"early_buckets", r.zero.early_buckets},
-          {"sent", sent}};
+          {"sent", sent},
+          {"gather_schedule", *o.zero_stage == 3 ? gather_policy_name(o.gather_policy) : "none"},
+          {"gathers_sent",
+           {{"calls", r.gather_comm.calls[static_cast<std::size_t>(CommOp::kAllGather)]},
+            {"bytes", r.gather_comm.bytes_sent[static_cast<std::size_t>(CommOp::kAllGather)]}}},
+          {"predicted",
+           r.predicted_gathers.has_value()
+               ? nlohmann::json{{"step_s", r.predicted_gathers->step_seconds},
+                                {"exposed_s", r.predicted_gathers->exposed_seconds},
+                                {"gather_s", r.predicted_gathers->gather_seconds},
+                                {"peak_bytes", r.predicted_gathers->peak_bytes},
+                                {"peak_gathered_bytes", r.predicted_gathers->peak_gathered_bytes},
+                                {"gathers", r.predicted_gathers->gathers}}
+               : nlohmann::json()}};
 }
 
 // The training options given as names, checked before any step runs.
@@ -289,6 +308,18 @@ int run_train(TrainArgs& args) {
     }
     o.comm_timeout =
         std::chrono::milliseconds(static_cast<std::int64_t>(args.comm_timeout_s * 1e3));
+    if (args.comm_gbps < 0 || args.comm_latency_us < 0) {
+      return report_error(invalid_argument("--comm-gbps and --comm-latency-us must be >= 0"));
+    }
+    const std::optional<GatherPolicy> policy = gather_policy_from_name(args.gather_schedule);
+    if (!policy.has_value()) {
+      return report_error(invalid_argument("--gather-schedule " + args.gather_schedule +
+                                           ": expected plan, jit, deepspeed or at-use"));
+    }
+    o.gather_policy = *policy;
+    o.comm_link = {
+        .bytes_per_second = args.comm_gbps * 1e9,
+        .latency = std::chrono::nanoseconds(static_cast<std::int64_t>(args.comm_latency_us * 1e3))};
   }
   // Under a launcher, rank 0 speaks for the job; the others print only their errors, by rank.
   const RankEnv ranks = rank_env_from_environment();
@@ -487,6 +518,13 @@ Command add_train_command(CLI::App& parent) {
   app->add_flag("--resume", o.resume,
                 "continue from the latest checkpoint in --checkpoint-dir (--steps still counts "
                 "from the run's start)");
+  app->add_option("--init-from", o.init_from,
+                  "start a fresh run (step 0, fresh optimizer state) from the weights of this "
+                  "file (`ebb checkpoint export`), checked against the model");
+  app->add_option("--checkpoint-at-start", o.checkpoint_at_start,
+                  "also write the state the run starts from (initialized, --init-from or resumed) "
+                  "as a checkpoint into this directory before the first step (with --resume: "
+                  "re-sharded for this run's ranks)");
   app->add_option("--optimizer-state", args->optimizer_state,
                   "where master weights and optimizer state live: device, host (a CPU step), "
                   "nvme (streamed from --nvme-dir through the CPU step) or auto (per slice, "
@@ -500,13 +538,24 @@ Command add_train_command(CLI::App& parent) {
                   "at least 4MiB)");
   app->add_option("--zero", args->zero,
                   "ZeRO data parallelism over the ranks of mpirun: stage 0 (data parallel), 1 "
-                  "(optimizer state partitioned) or 2 (and gradients)");
+                  "(optimizer state partitioned), 2 (and gradients) or 3 (and parameters, "
+                  "gathered on a communication stream as the plan schedules)");
   app->add_option("--bucket-mb", args->bucket_mb,
                   "ZeRO: MiB of gradients reduced by one collective op (consecutive slices)")
       ->capture_default_str();
   app->add_option("--comm-timeout", args->comm_timeout_s,
                   "ZeRO: seconds a collective waits for its peers before the job ends")
       ->capture_default_str();
+  app->add_option("--gather-schedule", args->gather_schedule,
+                  "ZeRO stage 3: when parameters are gathered: plan (the planner's schedule "
+                  "under the budget), jit (just before each layer's use), deepspeed (DeepSpeed's "
+                  "default prefetch window) or at-use (at first use, kept to the step's end)")
+      ->capture_default_str();
+  app->add_option("--comm-gbps", args->comm_gbps,
+                  "ZeRO on cpu ranks: a modelled link, GB/s each collective's payload takes (0: "
+                  "none)");
+  app->add_option("--comm-latency-us", args->comm_latency_us,
+                  "ZeRO on cpu ranks: the modelled link's latency per collective, microseconds");
   app->add_option("--inject-exit-step", args->options.inject_exit_step,
                   "testing: a rank exits at the start of this step (0: never)")
       ->group("");

@@ -370,9 +370,11 @@ Status publish(const std::string& dir, const CheckpointMeta& meta, const std::ve
   return write_file_atomically(top_manifest_path(dir), text);
 }
 
-// Reads `file` whole in bounded chunks and checks its size and CRC32C against `e`.
+// Reads `file` whole in bounded chunks and checks its size and CRC32C against `e`, copying the
+// bytes of each of `pieces` out on the way.
 Status check_payload_file(const std::string& file, const CheckpointPayloadEntry& e,
-                          std::vector<std::byte>& buffer) {
+                          std::vector<std::byte>& buffer,
+                          std::span<const PayloadPiece> pieces = {}) {
   const int fd = open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) {
@@ -392,8 +394,15 @@ Status check_payload_file(const std::string& file, const CheckpointPayloadEntry&
       return os_error("cannot read checkpoint shard file " + file, err);
     }
     if (n == 0) break;
-    crc = crc32c(buffer.data(), static_cast<std::size_t>(n), crc);
-    done += static_cast<std::size_t>(n);
+    const auto got = static_cast<std::size_t>(n);
+    crc = crc32c(buffer.data(), got, crc);
+    for (const PayloadPiece& p : pieces) {
+      const std::size_t lo = std::max(p.offset, done);
+      const std::size_t hi = std::min(p.offset + p.out.size(), done + got);
+      if (lo < hi)
+        std::memcpy(p.out.data() + (lo - p.offset), buffer.data() + (lo - done), hi - lo);
+    }
+    done += got;
   }
   close(fd);
   if (done != e.bytes) {
@@ -408,6 +417,24 @@ Status check_payload_file(const std::string& file, const CheckpointPayloadEntry&
                      ": the file is corrupt");
   }
   return ok_status();
+}
+
+// Shard `rank` of the published step `top`, its manifest checked against the published one.
+Result<Checkpoint> open_published_shard(const std::string& dir, const TopManifest& top,
+                                        const std::string& model_fingerprint, int rank) {
+  const ShardRecord& record = top.shards[static_cast<std::size_t>(rank)];
+  EBB_ASSIGN_OR_RETURN(Checkpoint shard,
+                       read_checkpoint(dir + "/" + rank_dir_name(rank), top.step,
+                                       shard_fingerprint(model_fingerprint, top.ranks, rank)));
+  EBB_ASSIGN_OR_RETURN(std::uint32_t crc, shard_manifest_crc32c(shard.path()));
+  if (crc != record.manifest_crc32c) {
+    char text[96];
+    std::snprintf(text, sizeof text, "CRC32C 0x%08x, %s lists 0x%08x", crc, kTopManifestFile,
+                  record.manifest_crc32c);
+    return data_loss("checkpoint shard manifest " + shard.path() + "/" + kShardManifestFile +
+                     " has " + text + ": it is not the published one");
+  }
+  return shard;
 }
 
 // This rank's shard of the published step, every file checked.
@@ -425,19 +452,8 @@ Result<Checkpoint> open_shard(const std::string& dir, const std::string& model_f
                             " ranks, this run has " + std::to_string(ranks.size) +
                             ": each rank's shard holds its own part of the state");
   }
-  const ShardRecord& record = top.shards[static_cast<std::size_t>(ranks.rank)];
-  EBB_ASSIGN_OR_RETURN(
-      Checkpoint shard,
-      read_checkpoint(dir + "/" + rank_dir_name(ranks.rank), top.step,
-                      shard_fingerprint(model_fingerprint, ranks.size, ranks.rank)));
-  EBB_ASSIGN_OR_RETURN(std::uint32_t crc, shard_manifest_crc32c(shard.path()));
-  if (crc != record.manifest_crc32c) {
-    char text[96];
-    std::snprintf(text, sizeof text, "CRC32C 0x%08x, %s lists 0x%08x", crc, kTopManifestFile,
-                  record.manifest_crc32c);
-    return data_loss("checkpoint shard manifest " + shard.path() + "/" + kShardManifestFile +
-                     " has " + text + ": it is not the published one");
-  }
+  EBB_ASSIGN_OR_RETURN(Checkpoint shard,
+                       open_published_shard(dir, top, model_fingerprint, ranks.rank));
   std::size_t largest = 0;
   for (const CheckpointPayloadEntry& e : shard.payloads()) largest = std::max(largest, e.bytes);
   std::vector<std::byte> buffer(std::clamp<std::size_t>(largest, 1, kCheckChunkBytes));
@@ -450,6 +466,52 @@ Result<Checkpoint> open_shard(const std::string& dir, const std::string& model_f
 }
 
 }  // namespace
+
+bool is_sharded_checkpoint_dir(const std::string& dir) {
+  struct stat st {};
+  return stat(top_manifest_path(dir).c_str(), &st) == 0;
+}
+
+Result<ShardedCheckpoint> open_sharded_checkpoint(const std::string& dir,
+                                                  const std::string& model_fingerprint) {
+  EBB_ASSIGN_OR_RETURN(TopManifest top, read_top_manifest(dir));
+  if (!model_fingerprint.empty() && top.model_fingerprint != model_fingerprint) {
+    return invalid_argument(top_manifest_path(dir) +
+                            ": model_fingerprint: the checkpoint is of model \"" +
+                            top.model_fingerprint + "\", this run's is \"" + model_fingerprint +
+                            "\": a resume into another model is refused");
+  }
+  ShardedCheckpoint out{.step = top.step, .model_fingerprint = top.model_fingerprint, .shards = {}};
+  for (int r = 0; r < top.ranks; ++r) {
+    EBB_ASSIGN_OR_RETURN(Checkpoint shard,
+                         open_published_shard(dir, top, top.model_fingerprint, r));
+    CheckpointMeta meta = shard.meta();
+    meta.model_fingerprint = top.model_fingerprint;
+    out.shards.emplace_back(shard.path(), std::move(meta), shard.payloads());
+  }
+  return out;
+}
+
+Status read_payload_pieces(const Checkpoint& checkpoint, std::string_view name,
+                           std::span<const PayloadPiece> pieces) {
+  const auto& entries = checkpoint.payloads();
+  const auto e = std::find_if(entries.begin(), entries.end(),
+                              [&](const CheckpointPayloadEntry& x) { return x.name == name; });
+  if (e == entries.end()) {
+    return not_found("checkpoint " + checkpoint.path() + " has no payload \"" + std::string(name) +
+                     "\"");
+  }
+  for (const PayloadPiece& p : pieces) {
+    if (p.offset > e->bytes || p.out.size() > e->bytes - p.offset) {
+      return invalid_argument("checkpoint " + checkpoint.path() + ": payload \"" + e->name +
+                              "\" is " + std::to_string(e->bytes) + " bytes, a read asks for " +
+                              std::to_string(p.out.size()) + " from byte " +
+                              std::to_string(p.offset));
+    }
+  }
+  std::vector<std::byte> buffer(std::clamp<std::size_t>(e->bytes, 1, kCheckChunkBytes));
+  return check_payload_file(checkpoint.path() + "/" + e->file, *e, buffer, pieces);
+}
 
 RankGroup single_rank() {
   return {.rank = 0,

@@ -31,6 +31,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/schema/checkpoint.h"
@@ -76,6 +77,36 @@ Status write_sharded_checkpoint(const std::string& dir, const CheckpointMeta& me
 Result<Checkpoint> read_latest_sharded_checkpoint(const std::string& dir,
                                                   const std::string& model_fingerprint,
                                                   const RankGroup& ranks);
+
+// Whether DIR holds a sharded-manifest.json (a sharded checkpoint, complete or damaged), rather
+// than one process's checkpoints (checkpoint.h). Never writes.
+bool is_sharded_checkpoint_dir(const std::string& dir);
+
+// Every rank's shard of the published step, for a reader that runs with another number of ranks
+// (or one process): each opened with read_checkpoint, so that a shard whose step, model or rank
+// count is not the published one is refused naming its file, and its manifest's CRC32C checked
+// against the published one. Payload files are not read: read_payload_pieces checks each file
+// it reads. Not a collective; never writes. `model_fingerprint` empty: any model (the published
+// one is returned).
+struct ShardedCheckpoint {
+  std::int64_t step = 0;
+  std::string model_fingerprint;
+  std::vector<Checkpoint> shards;  // in rank order; shards.size() ranks wrote it
+};
+Result<ShardedCheckpoint> open_sharded_checkpoint(const std::string& dir,
+                                                  const std::string& model_fingerprint);
+
+// One byte range of a payload: `out.size()` bytes from byte `offset`.
+struct PayloadPiece {
+  std::size_t offset = 0;
+  std::span<std::byte> out;
+};
+// Reads payload `name` of `checkpoint` whole, in bounded chunks, checking its size and CRC32C
+// against the manifest, and copies each piece out of it on the way. kNotFound: no such payload
+// or file; kInvalidArgument: a piece past the payload's end; kDataLoss: the file's size or
+// checksum is not the manifest's (the pieces hold whatever was read). Never writes a file.
+Status read_payload_pieces(const Checkpoint& checkpoint, std::string_view name,
+                           std::span<const PayloadPiece> pieces);
 
 // The steps, ascending, for which DIR/rank-R holds a shard for every rank R of the published
 // sharded-manifest.json, up to the published step (the last one: the only one

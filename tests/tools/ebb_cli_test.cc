@@ -89,8 +89,8 @@ TEST(EbbCli, HelpListsTheSubcommands) {
   EXPECT_EQ(run.exit_code, 0);
   // Whole names, each once: "bench" is not "iobench", "plan" not "arena-plan".
   EXPECT_EQ(listed_subcommands(run.out),
-            (std::vector<std::string>{"arena-plan", "bench", "demo", "iobench", "plan", "replay",
-                                      "simulate", "train"}))
+            (std::vector<std::string>{"arena-plan", "bench", "checkpoint", "demo", "iobench",
+                                      "plan", "replay", "simulate", "train"}))
       << run.out;
 }
 

@@ -65,7 +65,7 @@ bool same(const TrainResult& a, const TrainResult& b) {
 
 TEST(TrainZero, StagesGiveTheSameBitsUnderEveryPolicy) {
   const TrainResult base = train(tiny(0)).value();
-  for (int stage = 1; stage <= 2; ++stage) {
+  for (int stage = 1; stage <= 3; ++stage) {
     EXPECT_TRUE(same(train(tiny(stage)).value(), base)) << "stage " << stage;
   }
   // Under a budget, with eviction, and with the rank's range of the state on the host.
@@ -73,6 +73,30 @@ TEST(TrainZero, StagesGiveTheSameBitsUnderEveryPolicy) {
   budget.budget_fraction = 0.7;
   budget.policy = EvictionPolicy::kBoth;
   EXPECT_TRUE(same(train(budget).value(), base)) << "stage 2 at 70% with dynamic eviction";
+  // Stage 3 under each gather schedule, under a budget with eviction and with a plan.
+  for (GatherPolicy gathers :
+       {GatherPolicy::kPlan, GatherPolicy::kJustInTime, GatherPolicy::kDeepSpeed}) {
+    TrainOptions three = tiny(3);
+    three.steps = 5;
+    three.gather_policy = gathers;
+    three.budget_fraction = 0.6;
+    three.policy = EvictionPolicy::kBoth;
+    TrainOptions two = three;
+    two.zero_stage = 2;
+    const TrainResult got = train(three).value();
+    EXPECT_TRUE(same(got, train(two).value()))
+        << "stage 3 (" << gather_policy_name(gathers) << ") at 60% against stage 2";
+    EXPECT_GT(got.zero.scheduled_gathers, 0) << gather_policy_name(gathers);
+  }
+  TrainOptions planned = tiny(3);
+  planned.steps = 5;
+  planned.budget_fraction = 0.6;
+  planned.plan_policy = PlanPolicy::kPlan;
+  planned.policy = EvictionPolicy::kBoth;
+  TrainOptions planned_two = planned;
+  planned_two.zero_stage = 2;
+  EXPECT_TRUE(same(train(planned).value(), train(planned_two).value()))
+      << "stage 3 following the engine's plan at 60%";
   TrainOptions host = tiny(1);
   host.optimizer_state = StatePolicy::kHost;
   EXPECT_TRUE(same(train(host).value(), base)) << "stage 1 with the state on the host";
@@ -212,7 +236,7 @@ TEST(TrainZero, FlagsThatDifferAcrossRanksAreRefused) {
 }
 
 TEST(TrainZero, BadZeroOptionsAreRefused) {
-  test_support::expect_refused(tiny(3), "--zero 3");
+  test_support::expect_refused(tiny(4), "--zero 4");
   TrainOptions no = tiny(0);
   no.zero_stage.reset();
   no.inject_exit_step = 2;

@@ -14,6 +14,7 @@
 #include "engine/schema/checkpoint.h"
 #include "engine/schema/sharded_checkpoint.h"
 #include "kernels/nn_scalar.h"
+#include "tools/train/checkpoint_io.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
 
@@ -56,6 +57,12 @@ double median(std::vector<double> values) {
   return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
+// Stage 3's second communicator, made (by every rank) before any model is (run_training).
+Communicator* gather_communicator(const TrainOptions& o) {
+  Result<Communicator*> gather = process_communicator(o.device, o.comm_timeout, true);
+  return gather.ok() ? *gather : nullptr;
+}
+
 GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> placement,
                         Communicator* comm) {
   return GptTraining{
@@ -66,7 +73,10 @@ GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> place
       .offload = {.delayed_update = o.delayed_update, .nvme_chunk_bytes = o.nvme_chunk_bytes},
       .zero_stage = o.zero_stage,
       .zero_bucket_bytes = o.zero_bucket_bytes,
-      .comm = comm};
+      .gather_policy = o.gather_policy,
+      .comm = comm,
+      // Made with the first one (run_training) when the stage is 3.
+      .gather_comm = o.zero_stage == 3 && comm != nullptr ? gather_communicator(o) : nullptr};
 }
 
 // The ranks as the sharded checkpoint sees them (engine/schema/sharded_checkpoint.h).
@@ -94,7 +104,11 @@ struct RunPosition {
   LossScaler scaler;
 };
 
-Status save_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
+// Each rank's status, shared (defined below).
+Status agree(Communicator* comm, const Status& local);
+
+// Writes the model's state at `at` into `dir` (o.checkpoint_dir, or o.checkpoint_at_start).
+Status save_checkpoint(const TrainOptions& o, const std::string& dir, GptModel& model,
                        const RunPosition& at, Communicator* comm) {
   // The master weights and the optimizer's state, wherever they live, by name (the same in
   // every placement, so a checkpoint moves between them).
@@ -111,11 +125,10 @@ Status save_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
     EBB_RETURN_IF_ERROR(optimizer.read_blob(i, bytes[i]));
     payloads.push_back({blobs[i].name, bytes[i]});
   }
-  CheckpointMeta meta{
-      .step = at.step,
-      .model_fingerprint = checkpoint_fingerprint(o, comm != nullptr ? comm->size() : 1),
-      .precision = std::string(precision_name(o.precision)),
-      .optimizer = std::string(optimizer_name(o.optimizer.kind))};
+  CheckpointMeta meta{.step = at.step,
+                      .model_fingerprint = checkpoint_fingerprint(o),
+                      .precision = std::string(precision_name(o.precision)),
+                      .optimizer = std::string(optimizer_name(o.optimizer.kind))};
   // The data position is the step: batches are cut from the stream by their index
   // (TokenData::batch), and nothing else draws random numbers after initialization.
   meta.state = {{"applied_steps", at.applied_steps},
@@ -125,39 +138,128 @@ Status save_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
                 {"seed", o.seed},
                 {"next_batch_index", static_cast<std::int64_t>(at.step) * o.grad_accum},
                 {"schedule_step", at.step}};
+  // What each blob holds, so that another number of ranks can read it (checkpoint_io.h).
+  const int rank = comm != nullptr ? comm->rank() : 0;
+  const int ranks = comm != nullptr ? comm->size() : 1;
+  EBB_ASSIGN_OR_RETURN(StateLayout layout, model_state_layout(model, rank, ranks));
+  meta.state["layout"] = state_layout_json(layout);
+  if (o.zero_stage.has_value()) meta.state["zero_stage"] = *o.zero_stage;
+  // The samples a step reads: ranks x micro-batches (a resume must read as many).
+  meta.state["global_micro_batches"] = ranks * o.grad_accum;
   // With ZeRO each rank writes its part, and rank 0 publishes the step once all have.
   if (o.zero_stage.has_value()) {
-    return write_sharded_checkpoint(o.checkpoint_dir, meta, payloads, rank_group(comm));
+    return write_sharded_checkpoint(dir, meta, payloads, rank_group(comm));
   }
-  return write_checkpoint(o.checkpoint_dir, meta, payloads);
+  return write_checkpoint(dir, meta, payloads);
 }
 
-Result<Checkpoint> latest_checkpoint(const TrainOptions& o, Communicator* comm) {
-  if (o.zero_stage.has_value()) {
-    return read_latest_sharded_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o, comm->size()),
-                                          rank_group(comm));
+// The latest checkpoint's step, checked before anything runs. With ZeRO and as many ranks as
+// wrote it, this rank's shard is read whole and checked (as the load will); with another number
+// of ranks, every shard's manifest (the load checks each file it reads).
+Result<std::int64_t> latest_checkpoint_step(const TrainOptions& o, Communicator* comm) {
+  if (!o.zero_stage.has_value()) {
+    EBB_ASSIGN_OR_RETURN(Checkpoint c,
+                         read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o)));
+    return c.meta().step;
   }
-  return read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o));
+  Result<ShardedCheckpoint> all =
+      open_sharded_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o));
+  EBB_RETURN_IF_ERROR(agree(comm, all.status()));
+  if (static_cast<int>(all->shards.size()) != comm->size()) return all->step;
+  EBB_ASSIGN_OR_RETURN(Checkpoint own,
+                       read_latest_sharded_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o),
+                                                      rank_group(comm)));
+  return own.meta().step;
+}
+
+// Writes every blob of `blobs` through the optimizer, then (ZeRO) gathers the working
+// parameters every rank needs. Empty buffers are skipped.
+template <typename Buffer>
+Status write_blobs(GptModel& model, const std::vector<Buffer>& blobs) {
+  Optimizer& optimizer = model.optimizer();
+  for (std::size_t i = 0; i < blobs.size(); ++i) {
+    if (blobs[i].empty()) continue;
+    EBB_RETURN_IF_ERROR(optimizer.write_blob(i, std::as_bytes(std::span(blobs[i]))));
+  }
+  // Each rank set the working parameters of its range; every rank needs all of them.
+  if (model.zero() != nullptr) EBB_RETURN_IF_ERROR(model.zero()->sync_parameters());
+  return ok_status();
+}
+
+// --init-from: every rank's master weights from the weights file, the optimizer's state fresh.
+Status init_from_weights(const TrainOptions& o, GptModel& model, Communicator* comm) {
+  const int rank = comm != nullptr ? comm->rank() : 0;
+  const int ranks = comm != nullptr ? comm->size() : 1;
+  EBB_ASSIGN_OR_RETURN(StateLayout mine, model_state_layout(model, rank, ranks));
+  Result<std::vector<std::vector<float>>> masters = masters_from_weights_file(o.init_from, mine);
+  EBB_RETURN_IF_ERROR(agree(comm, masters.status()));
+  return write_blobs(model, *masters);
+}
+
+// With ZeRO: this rank's blobs from a sharded checkpoint, read as written when the checkpoint's
+// shard of this rank holds exactly them (as many ranks, the same layout), else re-partitioned
+// from the shards that overlap this rank's ranges. Returns the checkpoint's meta.
+Result<CheckpointMeta> load_sharded(const TrainOptions& o, GptModel& model, Communicator& comm) {
+  EBB_ASSIGN_OR_RETURN(StateLayout mine, model_state_layout(model, comm.rank(), comm.size()));
+  Result<ShardedCheckpoint> all =
+      open_sharded_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o));
+  EBB_RETURN_IF_ERROR(agree(&comm, all.status()));
+  std::uint8_t as_written = 0;
+  if (static_cast<int>(all->shards.size()) == comm.size()) {
+    Result<StateLayout> theirs =
+        recorded_state_layout(all->shards[static_cast<std::size_t>(comm.rank())]);
+    as_written = theirs.ok() && same_blobs(mine, *theirs) ? 1 : 0;
+  }
+  std::vector<std::uint8_t> votes(static_cast<std::size_t>(comm.size()));
+  EBB_RETURN_IF_ERROR(comm.host_all_gather(&as_written, votes.data(), 1));
+  std::vector<std::vector<std::byte>> blobs(mine.blobs.size());
+  if (std::all_of(votes.begin(), votes.end(), [](std::uint8_t v) { return v == 1; })) {
+    EBB_ASSIGN_OR_RETURN(Checkpoint ckpt,
+                         read_latest_sharded_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o),
+                                                        rank_group(&comm)));
+    for (std::size_t i = 0; i < blobs.size(); ++i) {
+      blobs[i].resize(mine.blobs[i].bytes);
+      EBB_RETURN_IF_ERROR(ckpt.read_payload(mine.blobs[i].name, blobs[i]));
+    }
+  } else {
+    EBB_RETURN_IF_ERROR(agree(&comm, read_repartitioned(*all, mine, blobs)));
+  }
+  EBB_RETURN_IF_ERROR(write_blobs(model, blobs));
+  return all->shards[0].meta();
 }
 
 // Loads the latest checkpoint of o.checkpoint_dir into the model (outside any iteration) and
 // returns where it left off.
-Result<RunPosition> load_checkpoint(const TrainOptions& o, Engine& engine, GptModel& model,
-                                    RunPosition at, Communicator* comm) {
-  EBB_ASSIGN_OR_RETURN(Checkpoint ckpt, latest_checkpoint(o, comm));
-  // Each blob where it lives; a master also sets the working parameters (rounded).
-  Optimizer& optimizer = model.optimizer();
-  const std::vector<Optimizer::Blob> blobs = optimizer.blobs();
-  std::vector<std::byte> bytes;
-  for (std::size_t i = 0; i < blobs.size(); ++i) {
-    bytes.resize(blobs[i].bytes);
-    EBB_RETURN_IF_ERROR(ckpt.read_payload(blobs[i].name, bytes));
-    EBB_RETURN_IF_ERROR(optimizer.write_blob(i, bytes));
+Result<RunPosition> load_checkpoint(const TrainOptions& o, GptModel& model, RunPosition at,
+                                    Communicator* comm) {
+  CheckpointMeta meta;
+  if (comm != nullptr) {
+    EBB_ASSIGN_OR_RETURN(meta, load_sharded(o, model, *comm));
+  } else {
+    EBB_ASSIGN_OR_RETURN(Checkpoint ckpt,
+                         read_latest_checkpoint(o.checkpoint_dir, checkpoint_fingerprint(o)));
+    // Each blob where it lives; a master also sets the working parameters (rounded).
+    const std::vector<Optimizer::Blob> blobs = model.optimizer().blobs();
+    std::vector<std::vector<std::byte>> bytes(blobs.size());
+    for (std::size_t i = 0; i < blobs.size(); ++i) {
+      bytes[i].resize(blobs[i].bytes);
+      EBB_RETURN_IF_ERROR(ckpt.read_payload(blobs[i].name, bytes[i]));
+    }
+    EBB_RETURN_IF_ERROR(write_blobs(model, bytes));
+    meta = ckpt.meta();
   }
-  // Each rank set the working parameters of its range; every rank needs all of them.
-  if (model.zero() != nullptr) EBB_RETURN_IF_ERROR(model.zero()->sync_parameters());
-  const nlohmann::json& s = ckpt.meta().state;
-  at.step = static_cast<int>(ckpt.meta().step);
+  const nlohmann::json& s = meta.state;
+  // Rank r of N reads global sample (s*K + m)*N + r: the data position is the step's only when
+  // N x K is the checkpoint's (another N resumes with --grad-accum making up the difference).
+  const int global = (comm != nullptr ? comm->size() : 1) * o.grad_accum;
+  if (s.value("global_micro_batches", global) != global) {
+    return invalid_argument("--resume: the checkpoint's steps read " +
+                            std::to_string(s.at("global_micro_batches").get<int>()) +
+                            " micro-batches each (ranks x --grad-accum), this run's " +
+                            std::to_string(global) +
+                            ": give --grad-accum so that ranks x grad-accum is the same");
+  }
+  at.step = static_cast<int>(meta.step);
   at.applied_steps = s.at("applied_steps").get<int>();
   at.scaler.restore(s.at("loss_scale").get<float>(), s.at("loss_scale_growth_tracker").get<int>(),
                     s.at("skipped_steps").get<std::int64_t>());
@@ -193,9 +295,13 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
                        GptModel::create(*engine, o.model, o.seed, training_of(o, placement, comm)));
   EBB_ASSIGN_OR_RETURN(LossScaler scaler, LossScaler::create(o.loss_scaler));
   RunPosition at{.scaler = scaler};
+  if (!o.init_from.empty()) EBB_RETURN_IF_ERROR(init_from_weights(o, *model, comm));
   if (o.resume) {
-    EBB_ASSIGN_OR_RETURN(at, load_checkpoint(o, *engine, *model, at, comm));
+    EBB_ASSIGN_OR_RETURN(at, load_checkpoint(o, *model, at, comm));
     result.resumed_from_step = at.step;
+  }
+  if (!o.checkpoint_at_start.empty()) {
+    EBB_RETURN_IF_ERROR(save_checkpoint(o, o.checkpoint_at_start, *model, at, comm));
   }
   result.budget_bytes = engine->allocator().stats().budget_bytes;
   const auto micro = static_cast<std::size_t>(o.grad_accum);
@@ -210,6 +316,9 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   const int first = at.step + 1;
   const int rank = comm != nullptr ? comm->rank() : 0;
   const int ranks = comm != nullptr ? comm->size() : 1;
+  std::int64_t gathered_before = model->zero() != nullptr ? model->zero()->stats().gather_bytes : 0;
+  bool steady = false;
+  bool profile_written = false;
   for (int s = first; s <= steps; ++s) {
     if (o.inject_exit_step == s && rank == o.inject_exit_rank) {
       std::fprintf(stderr, "ebb train: rank %d: injected exit at step %d (testing)\n", rank, s);
@@ -223,7 +332,12 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
       data.batch(global * ranks + rank, o.model.batch, o.model.seq, inputs[k], targets[k]);
     }
     // The steady state starts after the warm-up (and the plan made at its end).
-    if (s == first + o.warmup_iterations) engine->allocator().reset_peak_stats();
+    // (The profiler extends a warm-up whose first iteration differs, as ZeRO's does: the steady
+    // state starts once the profile exists.)
+    if (!steady && (o.warmup_iterations == 0 || engine->profile().ok())) {
+      steady = true;
+      engine->allocator().reset_peak_stats();
+    }
     StepControl control{.optimizer_step = at.applied_steps + 1,
                         .learning_rate = scheduled_learning_rate(s, steps, peak_lr, o.lr_warmup,
                                                                  o.lr_min.value_or(peak_lr)),
@@ -262,19 +376,30 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     st.loss_scale = control.loss_scale;
     st.skipped = outcome.skipped;
     st.grad_norm = outcome.grad_norm;
+    st.gathers = after.gathers - before.gathers;
+    st.exposed_gather_ms =
+        static_cast<double>(after.exposed_gather_ns - before.exposed_gather_ns) / 1e6;
+    if (model->zero() != nullptr && o.zero_stage == 3) {
+      const std::int64_t sent = model->zero()->stats().gather_bytes;
+      st.gather_bytes = sent - gathered_before;
+      gathered_before = sent;
+    }
     step_ms.push_back(st.ms);
-    if (s >= first + o.warmup_iterations) steady_ms.push_back(st.ms);
+    if (steady) steady_ms.push_back(st.ms);
     result.steps.push_back(st);
     if (on_step) on_step(st);
-    if (write_profile_out && s == first + o.warmup_iterations - 1) {
+    if (write_profile_out && !profile_written && engine->profile().ok()) {
+      profile_written = true;
       EBB_ASSIGN_OR_RETURN(Profile profile, engine->profile());
       EBB_RETURN_IF_ERROR(write_profile(profile, o.profile_out));
     }
     if (o.checkpoint_every > 0 && s % o.checkpoint_every == 0) {
-      EBB_RETURN_IF_ERROR(save_checkpoint(o, *engine, *model, at, comm));
+      EBB_RETURN_IF_ERROR(save_checkpoint(o, o.checkpoint_dir, *model, at, comm));
       result.checkpoints_written.push_back(s);
     }
   }
+  // The warm-up never agreed (or the run was shorter than it): say why there is no profile.
+  if (write_profile_out && !profile_written) EBB_RETURN_IF_ERROR(engine->profile().status());
   // A delayed update's last CPU step lands before the results are read.
   EBB_RETURN_IF_ERROR(model->optimizer().flush());
   result.state_placement = placement;
@@ -303,6 +428,10 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   result.ranks = ranks;
   if (model->zero() != nullptr) result.zero = model->zero()->stats();
   if (comm != nullptr) result.comm = comm->stats();
+  if (model->zero() != nullptr && o.zero_stage == 3) {
+    result.gather_comm = model->zero()->options().gather_comm->stats();
+    result.predicted_gathers = model->zero()->predicted_gathers();
+  }
   result.peak_parameter_bytes = engine->memory_by_kind(TensorKind::kParameter).peak;
   result.peak_gradient_bytes = engine->memory_by_kind(TensorKind::kGradient).peak;
   result.peak_optimizer_state_bytes = engine->memory_by_kind(TensorKind::kOptimizerState).peak;
@@ -321,6 +450,8 @@ Result<TrainResult> unconstrained_run(const TrainOptions& o, Device& device, con
   probe.plan_policy.reset();
   probe.resume = false;
   probe.checkpoint_every = 0;
+  probe.init_from.clear();
+  probe.checkpoint_at_start.clear();
   probe.optimizer_state = StatePolicy::kDevice;
   probe.delayed_update = false;
   probe.inject_exit_step = 0;
@@ -418,7 +549,8 @@ Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
 double model_state_bytes_per_parameter(const TrainOptions& o, int ranks) {
   const int stage = o.zero_stage.value_or(0);
   const double n = static_cast<double>(std::max(ranks, 1));
-  const double work = static_cast<double>(dtype_bytes(precision_dtype(o.precision)));
+  const double work =
+      static_cast<double>(dtype_bytes(precision_dtype(o.precision))) / (stage >= 3 ? n : 1.0);
   const double grad =
       static_cast<double>(dtype_bytes(o.grad_dtype.value_or(precision_dtype(o.precision)))) /
       (stage >= 2 ? n : 1.0);
@@ -463,13 +595,12 @@ std::size_t minimum_budget_bytes(const TrainOptions& o, int ranks) {
   return working + (can_swap ? 0 : state);
 }
 
-std::string checkpoint_fingerprint(const TrainOptions& o, int ranks) {
+std::string checkpoint_fingerprint(const TrainOptions& o) {
   const GptConfig& c = o.model;
   std::string f = "gpt layers=" + std::to_string(c.layers) +
                   " d_model=" + std::to_string(c.d_model) + " heads=" + std::to_string(c.heads) +
                   " seq=" + std::to_string(c.seq) + " batch=" + std::to_string(c.batch) +
                   " vocab=" + std::to_string(c.vocab) +
-                  " grad_accum=" + std::to_string(o.grad_accum) +
                   " precision=" + std::string(precision_name(o.precision)) + " grad_dtype=" +
                   std::string(dtype_name(o.grad_dtype.value_or(precision_dtype(o.precision)))) +
                   " optimizer=" + std::string(optimizer_name(o.optimizer.kind));
@@ -479,18 +610,19 @@ std::string checkpoint_fingerprint(const TrainOptions& o, int ranks) {
   if (o.optimizer.kind == OptimizerKind::kSm3) {
     f += o.optimizer.momentum > 0 ? " momentum" : " no_momentum";
   }
-  // A ZeRO rank's part depends on the stage and on how many ranks share the state.
-  if (o.zero_stage.has_value()) {
-    f += " zero=" + std::to_string(*o.zero_stage) + " ranks=" + std::to_string(ranks);
-  }
+  // ZeRO writes a sharded checkpoint (one shard per rank), which any stage and any number of
+  // ranks read (re-partitioned when the ranks' blobs differ: checkpoint_io.h).
+  if (o.zero_stage.has_value()) f += " zero";
   return f;
 }
 
-Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milliseconds timeout) {
+Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milliseconds timeout,
+                                           bool gather) {
   // MPI starts once per process, and NCCL's communicator is tied to its GPU: one per kind, kept.
   struct Held {
     std::unique_ptr<Device> device;
     std::unique_ptr<Communicator> comm;
+    std::unique_ptr<Communicator> gather;
   };
   // Never destroyed: MPI is finalized at exit by its plugin, which must come last.
   static auto& held = *new std::map<DeviceKind, Held>();
@@ -500,9 +632,15 @@ Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milli
     CommOptions options;
     options.timeout = timeout;
     EBB_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm, make_communicator(*d, options));
-    it = held.emplace(device, Held{std::move(d), std::move(comm)}).first;
+    it = held.emplace(device, Held{std::move(d), std::move(comm), nullptr}).first;
   }
-  return it->second.comm.get();
+  if (!gather) return it->second.comm.get();
+  if (it->second.gather == nullptr) {
+    CommOptions options;
+    options.timeout = timeout;
+    EBB_ASSIGN_OR_RETURN(it->second.gather, make_communicator(*it->second.device, options));
+  }
+  return it->second.gather.get();
 }
 
 namespace {
@@ -536,7 +674,7 @@ Status agree(Communicator* comm, const Status& local) {
 // Every rank compares a hash of its configuration with rank 0's before any step: flags that
 // differ across ranks would make them run different collectives, or train different models.
 Status check_same_configuration(const TrainOptions& o, Communicator& comm) {
-  std::string c = checkpoint_fingerprint(o, comm.size());
+  std::string c = checkpoint_fingerprint(o) + " stage=" + std::to_string(o.zero_stage.value_or(-1));
   c += " steps=" + std::to_string(o.steps) + " seed=" + std::to_string(o.seed) +
        " lr=" + std::to_string(o.optimizer.learning_rate) +
        " wd=" + std::to_string(o.optimizer.weight_decay) +
@@ -550,7 +688,8 @@ Status check_same_configuration(const TrainOptions& o, Communicator& comm) {
        " bucket=" + std::to_string(o.zero_bucket_bytes) + " data=" + o.data_path +
        " device=" + std::to_string(static_cast<int>(o.device)) +
        " checkpoint_every=" + std::to_string(o.checkpoint_every) +
-       " resume=" + std::to_string(static_cast<int>(o.resume)) +
+       " resume=" + std::to_string(static_cast<int>(o.resume)) + " init_from=" + o.init_from +
+       " checkpoint_at_start=" + o.checkpoint_at_start +
        " warmup_iterations=" + std::to_string(o.warmup_iterations);
   std::uint64_t h = 0xcbf29ce484222325ULL;
   for (const char ch : c) h = (h ^ static_cast<unsigned char>(ch)) * 0x100000001b3ULL;
@@ -628,6 +767,11 @@ Result<TrainResult> train(const TrainOptions& o,
   if (o.checkpoint_every < 0) {
     return invalid_argument("--checkpoint-every must be >= 0 (0: never)");
   }
+  if (o.resume && !o.init_from.empty()) {
+    return invalid_argument(
+        "--init-from starts a fresh run from a weights file; --resume continues a checkpointed "
+        "one: give one of them");
+  }
   if ((o.checkpoint_every > 0 || o.resume) && o.checkpoint_dir.empty()) {
     return invalid_argument("--checkpoint-every and --resume need --checkpoint-dir");
   }
@@ -642,9 +786,9 @@ Result<TrainResult> train(const TrainOptions& o,
         "step with the next forward and backward, so it needs the state on the host or on NVMe "
         "(--optimizer-state host, nvme or auto)");
   }
-  if (o.zero_stage.has_value() && (*o.zero_stage < 0 || *o.zero_stage > 2)) {
+  if (o.zero_stage.has_value() && (*o.zero_stage < 0 || *o.zero_stage > 3)) {
     return invalid_argument("--zero " + std::to_string(*o.zero_stage) +
-                            ": the stage must be 0, 1 or 2 (stage 3 is not built yet)");
+                            ": the stage must be 0, 1, 2 or 3");
   }
   if (!o.zero_stage.has_value() && o.inject_exit_step > 0) {
     return invalid_argument("--inject-exit-step is for testing ZeRO ranks: give --zero");
@@ -659,6 +803,12 @@ Result<TrainResult> train(const TrainOptions& o,
   if (o.zero_stage.has_value()) {
     EBB_ASSIGN_OR_RETURN(comm, process_communicator(o.device, o.comm_timeout));
     EBB_RETURN_IF_ERROR(check_same_configuration(o, *comm));
+    comm->set_link_model(o.comm_link);
+    if (*o.zero_stage == 3) {
+      EBB_ASSIGN_OR_RETURN(Communicator * gather,
+                           process_communicator(o.device, o.comm_timeout, true));
+      gather->set_link_model(o.comm_link);
+    }
     if (comm->size() == 1) {
       std::fprintf(stderr,
                    "ebb train: warning: --zero %d with one rank partitions nothing (run under "
@@ -690,7 +840,7 @@ Result<TrainResult> train(const TrainOptions& o,
   if (o.resume) {
     // The latest checkpoint must exist and be this model's before anything runs (with ZeRO,
     // every rank's shard, agreed by the ranks).
-    Result<Checkpoint> latest = latest_checkpoint(o, comm);
+    Result<std::int64_t> latest = latest_checkpoint_step(o, comm);
     if (!latest.ok()) {
       return Status(latest.status().code(),
                     "--resume: " + latest.status().message() +
@@ -698,9 +848,9 @@ Result<TrainResult> train(const TrainOptions& o,
                              ? " (no checkpoint to resume from in " + o.checkpoint_dir + ")"
                              : std::string()));
     }
-    if (latest->meta().step >= o.steps) {
+    if (*latest >= o.steps) {
       return invalid_argument("--resume: the latest checkpoint is at step " +
-                              std::to_string(latest->meta().step) + ", not before --steps " +
+                              std::to_string(*latest) + ", not before --steps " +
                               std::to_string(o.steps) +
                               " (steps count from the run's start, not from the checkpoint)");
     }

@@ -41,9 +41,19 @@ struct TrainOptions {
   LossScalerOptions loss_scaler;  // fp16 only
   // Checkpoints: every `checkpoint_every` steps into `checkpoint_dir` (0: never); `resume`
   // continues from the latest one there (steps count from the run's step 0 either way).
+  // With ZeRO the checkpoint may come from another number of ranks or another stage: it is
+  // re-partitioned on load.
   std::string checkpoint_dir;
   int checkpoint_every = 0;
   bool resume = false;
+  // Before the first step, also write the state the run starts from (initialized, --init-from or
+  // resumed) as a checkpoint of its start step into this directory, sharded for this run's ranks
+  // with ZeRO (--checkpoint-at-start: re-sharding a checkpoint for another number of ranks, and
+  // how the tests see the state a run starts from). Empty: no.
+  std::string checkpoint_at_start;
+  // A fresh run (step 0, fresh optimizer state) from the weights of a weights file
+  // (engine/schema/weights_file.h, `ebb checkpoint export`); empty: the seed's initialization.
+  std::string init_from;
   std::uint64_t seed = 1337;
   std::string data_path;  // empty: synthetic tokens
   DeviceKind device = DeviceKind::kCpu;
@@ -81,6 +91,11 @@ struct TrainOptions {
   std::size_t zero_bucket_bytes = ZeroOptions{}.bucket_bytes;  // --bucket-mb
   // How long a collective waits for its peers before the job is ended (--comm-timeout).
   std::chrono::milliseconds comm_timeout{std::chrono::seconds(120)};
+  // A modelled link for the cpu ranks' collectives (--comm-gbps, --comm-latency-us;
+  // Communicator::set_link_model): none by default.
+  LinkModel comm_link{};
+  // Stage 3: how parameter gathers are scheduled (--gather-schedule; ZeroOptions::gather_policy).
+  GatherPolicy gather_policy = GatherPolicy::kPlan;
   // Testing a dying rank: rank `inject_exit_rank` exits with status 3, telling no one, when step
   // `inject_exit_step` begins (0: never).
   int inject_exit_step = 0;
@@ -101,6 +116,11 @@ struct StepStats {
   float loss_scale = 1;     // fp16's scale during this step (1 otherwise)
   bool skipped = false;     // the gradients overflowed: no update (fp16)
   float grad_norm = -1;     // the global gradient norm, when computed (clipping, fp16)
+  // ZeRO stage 3: this step's parameter gathers (bytes this rank sent for them) and the time
+  // ops waited for them past when they asked (Pager's exposed gather time).
+  std::int64_t gather_bytes = 0;
+  std::int64_t gathers = 0;
+  double exposed_gather_ms = 0;
 };
 
 struct TrainResult {
@@ -139,6 +159,10 @@ struct TrainResult {
   int ranks = 1;
   ZeroStats zero;
   CommStats comm;
+  CommStats gather_comm;  // stage 3: the gathers' communicator
+  // Stage 3: the gather schedule's simulated step (when planned) and which schedule.
+  std::optional<GatherTimeline> predicted_gathers;
+  std::string gather_schedule;
   std::int64_t peak_parameter_bytes = 0;
   std::int64_t peak_gradient_bytes = 0;
   std::int64_t peak_optimizer_state_bytes = 0;
@@ -166,13 +190,18 @@ std::size_t minimum_budget_bytes(const TrainOptions& options, int ranks = 1);
 double model_state_bytes_per_parameter(const TrainOptions& options, int ranks = 1);
 
 // The model's fingerprint for checkpoints: everything a checkpoint's bytes depend on (shape,
-// batch, micro-batches, precision, gradient dtype, optimizer and its state-shaping options, and
-// with ZeRO the stage and the number of ranks).
-std::string checkpoint_fingerprint(const TrainOptions& options, int ranks = 1);
+// batch, precision, gradient dtype, optimizer and its state-shaping options, and
+// whether it is sharded: ZeRO). Not the stage nor the number of ranks: a ZeRO checkpoint resumes
+// under any stage and any number of ranks (tools/train/checkpoint_io.h re-partitions it), with
+// --grad-accum such that ranks x micro-batches per step stays the checkpoint's.
+std::string checkpoint_fingerprint(const TrainOptions& options);
 
 // The communicator of this process for ZeRO on `device` (made once, kept for the process: MPI
 // starts once per process). kUnavailable naming what is missing.
-Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milliseconds timeout);
+// `gather`: the second one, which ZeRO stage 3's parameter gathers run on (ZeroOptions::
+// gather_comm); made on first request, by every rank at once (it is a collective).
+Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milliseconds timeout,
+                                           bool gather = false);
 
 // Bitwise equality, the comparison ebb's promise is about (unlike ==, it tells -0 from 0 and a
 // NaN equals itself).
