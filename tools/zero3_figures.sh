@@ -148,8 +148,8 @@ print()
 
 print("## 3. Exposed gather time per step (modelled link; measured on the cpu ranks, predicted by the schedule's simulation)")
 print()
-print("| N | schedule | measured exposed ms/step (median) | predicted exposed ms | predicted gather ms | measured step ms (median) | predicted step ms | gathers/step |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+print("| N | schedule | measured exposed ms/step (median) | predicted exposed ms | predicted gather ms | measured step ms (median) | predicted step ms | gathers/step | peak params MiB | predicted gathered set MiB |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for n in [1] + ranks:
     for sched in ("plan", "jit", "deepspeed"):
         r = load(f"link_n{n}_{sched}")
@@ -162,7 +162,8 @@ for n in [1] + ranks:
         print(f"| {n} | {sched} | {statistics.median(st['exposed_gather_ms'] for st in steady):.2f} | "
               f"{pred.get('exposed_s', float('nan')) * 1e3:.2f} | {pred.get('gather_s', float('nan')) * 1e3:.2f} | "
               f"{statistics.median(st['ms'] for st in steady):.1f} | {pred.get('step_s', float('nan')) * 1e3:.1f} | "
-              f"{statistics.mean(st['gathers'] for st in steady):.1f} |")
+              f"{statistics.mean(st['gathers'] for st in steady):.1f} | "
+              f"{s['zero']['peak_parameter_bytes'] / MiB:.2f} | {pred.get('peak_gathered_bytes', 0) / MiB:.2f} |")
 print()
 print("N = 1: one rank, no peer, each gather modelled as the link latency alone "
       "(ONE_RANK_LATENCY_US); N >= 2: the link of the header, ranks oversubscribing the cores, so "

@@ -36,7 +36,6 @@ std::vector<std::size_t> slot_offsets(const GatherProblem& problem) {
 // The model's clock (see the header). `gathers` in request order; cover[slot]: the gather whose
 // window covers that read, or kPersistent. Fills the per-op ready times and the stream's free
 // time before each op's gathers, and each gather's arrival, when asked.
-
 void time_step(const GatherProblem& problem, const std::vector<std::size_t>& slot_begin,
                const std::vector<GatherAction>& gathers, const std::vector<std::uint32_t>& cover,
                bool detail, StepTimes& out) {
@@ -199,7 +198,6 @@ using gather_internal::cover_reads;
 using gather_internal::find_runs;
 using gather_internal::held_bytes;
 using gather_internal::is_time;
-using gather_internal::kPersistent;
 using gather_internal::Run;
 using gather_internal::slot_offsets;
 using gather_internal::StepTimes;
