@@ -202,7 +202,7 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
                                         std::vector<TensorSpec> outputs, OpFn fn,
                                         std::chrono::nanoseconds cost) {
   EBB_RETURN_IF_ERROR(launcher_->take_error());
-  EBB_RETURN_IF_ERROR(call_op_hook());
+  EBB_RETURN_IF_ERROR(call_op_hook(inputs));
   EBB_RETURN_IF_ERROR(check_run(name, outputs, fn, cost));
   run_views_.clear();
   std::vector<std::uint32_t> slots = tape_.take_slot_list();
@@ -227,7 +227,11 @@ Result<std::vector<Tensor>> Engine::run(std::string_view name, std::span<const T
 Status Engine::update(std::string_view name, std::span<const Tensor> inputs,
                       std::span<const Tensor> targets, OpFn fn, std::chrono::nanoseconds cost) {
   EBB_RETURN_IF_ERROR(launcher_->take_error());
-  EBB_RETURN_IF_ERROR(call_op_hook());
+  if (op_hook_) {
+    std::vector<Tensor> reads(inputs.begin(), inputs.end());
+    reads.insert(reads.end(), targets.begin(), targets.end());
+    EBB_RETURN_IF_ERROR(call_op_hook(reads));
+  }
   EBB_RETURN_IF_ERROR(check_op("update", name, fn, cost));
   if (targets.empty()) return invalid_argument("update(" + quoted(name) + "): no targets");
   run_views_.clear();
@@ -640,10 +644,10 @@ Status Engine::gather(const Tensor& tensor) {
 
 Status Engine::wait_gathers() { return pager_->settle_all_gathers(); }
 
-Status Engine::call_op_hook() {
+Status Engine::call_op_hook(std::span<const Tensor> reads) {
   if (!op_hook_ || in_op_hook_ || !in_iteration_) return ok_status();
   in_op_hook_ = true;
-  Status s = op_hook_(tape_.size());
+  Status s = op_hook_(tape_.size(), reads);
   in_op_hook_ = false;
   return s;
 }

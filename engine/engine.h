@@ -213,9 +213,11 @@ class Engine {
   // The compute stream waits for every gather in flight (their errors are returned).
   Status wait_gathers();
   // Called by run() and update() first of all, with the index the op will have in the
-  // iteration's tape (inside an iteration only): where a ZeRO stage 3 schedule starts and ends
-  // gathers. The hook may call gather() and discard(), not run() or update(). Null: none.
-  void set_op_hook(std::function<Status(std::size_t op_index)> hook) { op_hook_ = std::move(hook); }
+  // iteration's tape and the tensors it reads (update(): its inputs, then its targets), inside
+  // an iteration only: where a ZeRO stage 3 schedule starts and ends gathers. The hook may call
+  // gather() and discard(), not run() or update(). Null: none.
+  using OpHook = std::function<Status(std::size_t op_index, std::span<const Tensor> reads)>;
+  void set_op_hook(OpHook hook) { op_hook_ = std::move(hook); }
 
   Status begin_iteration();
   // Releases the iteration's tensors that are not carried, clears the tape and waits for the
@@ -333,10 +335,10 @@ class Engine {
   std::vector<std::pair<std::uint32_t, std::shared_ptr<Transfer>>> pending_reads_;
   std::int64_t ops_run_ = 0;
   bool in_iteration_ = false;
-  std::function<Status(std::size_t)> op_hook_;
+  OpHook op_hook_;
   bool in_op_hook_ = false;
   // Calls op_hook_ (not re-entered).
-  Status call_op_hook();
+  Status call_op_hook(std::span<const Tensor> reads);
 
   friend class IterationScope;
 };

@@ -549,7 +549,8 @@ Command add_train_command(CLI::App& parent) {
   app->add_option("--gather-schedule", args->gather_schedule,
                   "ZeRO stage 3: when parameters are gathered: plan (the planner's schedule "
                   "under the budget), jit (just before each layer's use), deepspeed (DeepSpeed's "
-                  "default prefetch window) or at-use (at first use, kept to the step's end)")
+                  "default prefetch window) or at-use (by its first use, released when an op reads "
+                  "another block)")
       ->capture_default_str();
   app->add_option("--comm-gbps", args->comm_gbps,
                   "ZeRO on cpu ranks: a modelled link, GB/s each collective's payload takes (0: "

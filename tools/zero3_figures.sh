@@ -20,11 +20,13 @@
 # Environment: RANKS ("2 4"), MPIRUN (mpirun), the model of 1-3: LAYERS (4), D_MODEL (256),
 # HEADS (4), SEQ (128), BATCH (4), VOCAB (4096), STEPS (8), BUCKET_MB (1); 3's link: COMM_GBPS
 # (2), COMM_LATENCY_US (20), ONE_RANK_LATENCY_US (1000) and its budget BUDGET3 (60%); 4's: BUDGET (256MiB), D_MODEL_BIG (512),
-# SEQ_BIG (32), BATCH_BIG (1), STEPS_BIG (3), MAX_LAYERS (256); SKIP_LARGEST=1 skips 4.
+# SEQ_BIG (32), BATCH_BIG (1), STEPS_BIG (3), START_LAYERS (1, where the doubling starts),
+# MAX_LAYERS (256), LARGEST_ONLY (a word the configurations of 4 must contain, e.g. 'stage 3');
+# SKIP_SMALL=1 skips 1-3, SKIP_LARGEST=1 skips 4.
 set -euo pipefail
 
 if (($# != 2)); then
-  sed -n '2,24p' "$0"
+  sed -n '2,26p' "$0"
   exit 2
 fi
 readonly EBB=$1 OUT=$2
@@ -53,6 +55,7 @@ echo "- machine: $(nproc) cores (nproc), $(grep -m1 'model name' /proc/cpuinfo |
 echo "- model (1-3): \`${MODEL[*]}\`; link (3): \`${LINK[*]}\`, budget ${BUDGET3:-60%}"
 echo
 
+if [[ ${SKIP_SMALL:-0} != 1 ]]; then
 for n in $RANKS; do
   run "mem_n$n" "$n" --zero 3 --gather-schedule jit "${MODEL[@]}" ||
     echo "**memory run N=$n failed**, see $OUT/mem_n$n.err" >&2
@@ -173,6 +176,7 @@ print("N = 1: one rank, no peer, each gather modelled as the link latency alone 
       "gathers count slices.")
 print()
 EOF
+fi
 
 if [[ ${SKIP_LARGEST:-0} != 1 ]]; then
   readonly BUDGET=${BUDGET:-256MiB}
@@ -191,9 +195,10 @@ if [[ ${SKIP_LARGEST:-0} != 1 ]]; then
   for cfg in "stage 2|--zero 2" "stage 3|--zero 3 --gather-schedule plan" \
     "stage 3, optimizer state on the host|--zero 3 --gather-schedule plan --optimizer-state host"; do
     label=${cfg%%|*}
+    [[ $label == *"${LARGEST_ONLY:-}"* ]] || continue
     read -r -a args <<<"${cfg#*|}"
     key=$(echo "$label" | tr -c 'a-z0-9' '_')
-    good=0 bad=0 l=1
+    good=0 bad=0 l=${START_LAYERS:-1}
     while ((l <= ${MAX_LAYERS:-256})); do
       if big "$key" "$l" "${args[@]}"; then good=$l; l=$((l * 2)); else bad=$l; break; fi
     done
@@ -209,7 +214,7 @@ if [[ ${SKIP_LARGEST:-0} != 1 ]]; then
     fi
     err=""
     if ((bad > 0)); then
-      err=$(grep -m1 -o 'error: .*' "$OUT/big_${key}_$bad.err" | cut -c1-160 | tr '|' '/' || true)
+      err=$(grep -m1 -oE '(ebb: [A-Za-z]+: |error: ).*' "$OUT/big_${key}_$bad.err" | cut -c1-200 | tr '|' '/' || true)
     fi
     echo "| $label | $good | $params | $( ((bad > 0)) && echo "$bad" || echo "> ${MAX_LAYERS:-256}") | $err |"
   done

@@ -28,17 +28,17 @@
 //            ZeroOptions::gather_comm), ahead of their use as the gather schedule says or by the
 //            op that needs them. Per rank: 16 Psi / N plus the gathered working set.
 //
-// Stage 3's schedule. Until the engine's warm-up profile exists every slice is gathered at its
-// first use in the step and kept to the step's end (so the warm-up runs as stage 2 does, plus a
-// gather per slice). At the first op after it, every rank builds the same GatherProblem
-// (engine/zero/gather_plan.h) from the profile, rank 0's op times and the communicator's link
-// model, and the policy (ZeroOptions::gather_policy) turns it into a schedule: which op each
-// gather is started before, and after which op its window ends, so that a layer's parameters
-// can stay gathered from forward into backward where the budget has room. The op hook
-// (Engine::set_op_hook) starts and ends them. Correctness never depends on the schedule: an op
-// that finds its parameters discarded gathers them itself, at the same point on every rank
-// (what is discarded follows the program, never the eviction, which only swaps a gathered
-// tensor to host and back). After the step's update every gathered slice is discarded.
+// Stage 3's schedule. Until the engine's warm-up profile exists each block's slices are gathered
+// by their first use, and released when an op reads another block (Engine::set_op_hook sees
+// what each op reads), so the warm-up holds one block at a time. At the first op after it, every
+// rank builds the same GatherProblem (engine/zero/gather_plan.h) from the profile, rank 0's op
+// times and the communicator's link model, and the policy (ZeroOptions::gather_policy) turns it
+// into a schedule: which op each gather is started before, and after which op its window ends, so
+// that a layer's parameters can stay gathered from forward into backward where the budget has room.
+// The op hook (Engine::set_op_hook) starts and ends them. Correctness never depends on the
+// schedule: an op that finds its parameters discarded gathers them itself, at the same point on
+// every rank (what is discarded follows the program, never the eviction, which only swaps a
+// gathered tensor to host and back). After the step's update every gathered slice is discarded.
 //
 // The reduction (every stage the same): when all the slices of a bucket (consecutive slices, up
 // to ZeroOptions::bucket_bytes of gradients; a larger slice alone) have their gradients final in
@@ -75,6 +75,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -109,9 +110,10 @@ struct ZeroOptions {
   // (Communicator::set_link_model) is the gathers' modelled cost.
   Communicator* gather_comm = nullptr;
   // Stage 3: how the gathers are scheduled once the engine's profile exists (before it: each
-  // gathered at its first use in the step and kept to the step's end).
-  //   kPlan: the planner's schedule (engine/planner/gather_plan.h) under the engine's budget;
-  //   kJustInTime, kDeepSpeed: the two fixed baselines; kAtUse: never a schedule.
+  // block gathered by its first use and released when an op reads another).
+  //   kPlan: the planner's schedule (engine/zero/gather_plan.h) under the engine's budget;
+  //   kJustInTime, kDeepSpeed: the two fixed baselines; kAtUse: never a schedule (each block
+  //   gathered by its first use and released when an op needs another, as in the warm-up).
   GatherPolicy gather_policy = GatherPolicy::kPlan;
   // A gather's cost when the gather communicator has no link model (bytes sent / this).
   double assumed_gather_bytes_per_second = 10e9;
@@ -217,7 +219,7 @@ class ZeroOptimizer {
   // Stage 3: discards every full slice's parameters (after the step, after a load).
   Status release_gathered();
   // Stage 3's op hook: the schedule's releases and gathers at op `op` of the step.
-  Status on_op(std::size_t op);
+  Status on_op(std::size_t op, std::span<const Tensor> reads);
   // Stage 3: once the engine's profile exists, the gather schedule from it (every rank the same).
   Status plan_gathers_from_profile();
   // The scheduling problem of the profiled step (engine/zero/gather_plan.h): a unit per block.
@@ -245,9 +247,11 @@ class ZeroOptimizer {
   Tensor scratch_;  // the collectives' buffer: send chunks and received chunks
   ZeroStats stats_;
   // Stage 3.
-  Tensor gather_scratch_;                           // the gathers' buffer
-  std::vector<std::int64_t> unit_gather_bytes_;     // per full slice: bytes one gather sends
-  std::vector<std::vector<std::size_t>> units_;     // the schedule's units: full slices of a block
+  Tensor gather_scratch_;                        // the gathers' buffer
+  std::vector<std::int64_t> unit_gather_bytes_;  // per full slice: bytes one gather sends
+  std::vector<std::vector<std::size_t>> units_;  // the schedule's units: full slices of a block
+  std::unordered_map<std::uint64_t, std::size_t> unit_of_tensor_;  // full params and views
+  std::vector<std::uint8_t> held_;  // without a schedule: the units gathered by their use
   std::vector<std::vector<std::size_t>> issues_;    // per op of the step: units gathered before it
   std::vector<std::vector<std::size_t>> releases_;  // per op: units discarded before it
   bool planned_ = false;

@@ -97,8 +97,12 @@ Status ZeroOptimizer::make_gathered() {
     auto [it, added] = unit_of_key.emplace(key, units_.size());
     if (added) units_.emplace_back();
     units_[it->second].push_back(k);
+    unit_of_tensor_[ms.params.id()] = it->second;
+    for (std::size_t p : fs.params) unit_of_tensor_[full_.param(p).id()] = it->second;
   }
-  engine_.set_op_hook([this](std::size_t op) { return on_op(op); });
+  held_.assign(units_.size(), 0);
+  engine_.set_op_hook(
+      [this](std::size_t op, std::span<const Tensor> reads) { return on_op(op, reads); });
   return ok_status();
 }
 
@@ -106,13 +110,37 @@ Status ZeroOptimizer::release_gathered() {
   for (const ModelState::Slice& ms : full_.slices()) {
     EBB_RETURN_IF_ERROR(engine_.discard(ms.params));
   }
+  std::fill(held_.begin(), held_.end(), 0);
   return ok_status();
 }
 
-Status ZeroOptimizer::on_op(std::size_t op) {
+Status ZeroOptimizer::on_op(std::size_t op, std::span<const Tensor> reads) {
   // The schedule is made at the first op of the first step after the warm-up, and followed from
   // that op on.
   if (op == 0 && !planned_) EBB_RETURN_IF_ERROR(plan_gathers_from_profile());
+  if (issues_.empty()) {
+    // No schedule (the warm-up, or kAtUse): an op that reads blocks releases every other block
+    // gathered so far; its own are gathered by its use. One block at a time, as the program
+    // (not the eviction) decides, so every rank gathers the same.
+    std::vector<std::uint8_t> wanted(units_.size(), 0);
+    bool any = false;
+    for (const Tensor& t : reads) {
+      auto it = unit_of_tensor_.find(t.id());
+      if (it == unit_of_tensor_.end()) continue;
+      wanted[it->second] = 1;
+      any = true;
+    }
+    if (!any) return ok_status();
+    for (std::size_t u = 0; u < units_.size(); ++u) {
+      if (held_[u] != 0 && wanted[u] == 0) {
+        for (std::size_t k : units_[u]) {
+          EBB_RETURN_IF_ERROR(engine_.discard(full_.slices()[k].params));
+        }
+      }
+      held_[u] = wanted[u];
+    }
+    return ok_status();
+  }
   if (op < releases_.size()) {
     for (std::size_t u : releases_[op]) {
       for (std::size_t k : units_[u])
