@@ -19,14 +19,17 @@
 #   tools/zero3_figures.sh EBB_BINARY OUT_DIR
 # Environment: RANKS ("2 4"), MPIRUN (mpirun), the model of 1-3: LAYERS (4), D_MODEL (256),
 # HEADS (4), SEQ (128), BATCH (4), VOCAB (4096), STEPS (8), BUCKET_MB (1); 3's link: COMM_GBPS
-# (2), COMM_LATENCY_US (20), ONE_RANK_LATENCY_US (1000) and its budget BUDGET3 (60%); 4's: BUDGET (256MiB), D_MODEL_BIG (512),
-# SEQ_BIG (32), BATCH_BIG (1), STEPS_BIG (3), START_LAYERS (1, where the doubling starts),
-# MAX_LAYERS (256), LARGEST_ONLY (a word the configurations of 4 must contain, e.g. 'stage 3');
-# SKIP_SMALL=1 skips 1-3, SKIP_LARGEST=1 skips 4.
+# (2), COMM_LATENCY_US (20), ONE_RANK_LATENCY_US (1000) and its budget BUDGET3 (60%); 4's:
+# BUDGET (256MiB), D_MODEL_BIG (512), SEQ_BIG (32), BATCH_BIG (1), STEPS_BIG (4: stage 3 plans
+# its gathers from the fourth step, after the warm-up the profiler extends by one),
+# START_LAYERS (1, where the doubling starts), MAX_LAYERS (256), RESOLUTION (1: the bisection
+# stops when the layers that train and those that fail are this close), LARGEST_ONLY (a word
+# the configurations of 4 must contain, e.g. 'stage 3'); SKIP_SMALL=1 skips 1-3,
+# SKIP_LARGEST=1 skips 4.
 set -euo pipefail
 
 if (($# != 2)); then
-  sed -n '2,26p' "$0"
+  sed -n '2,28p' "$0"
   exit 2
 fi
 readonly EBB=$1 OUT=$2
@@ -185,7 +188,7 @@ if [[ ${SKIP_LARGEST:-0} != 1 ]]; then
     shift 2
     run "big_${name}_$layers" 4 --layers "$layers" --d-model "${D_MODEL_BIG:-512}" \
       --heads 8 --seq "${SEQ_BIG:-32}" --batch "${BATCH_BIG:-1}" --vocab 4096 \
-      --steps "${STEPS_BIG:-3}" --precision bf16 --grad-dtype bf16 --optimizer adamw \
+      --steps "${STEPS_BIG:-4}" --precision bf16 --grad-dtype bf16 --optimizer adamw \
       --budget "$BUDGET" --policy dynamic --bucket-mb 4 "$@"
   }
   echo "## 4. The largest model that trains on 4 cpu ranks, $BUDGET each"
@@ -203,7 +206,7 @@ if [[ ${SKIP_LARGEST:-0} != 1 ]]; then
       if big "$key" "$l" "${args[@]}"; then good=$l; l=$((l * 2)); else bad=$l; break; fi
     done
     if ((bad > 0)); then
-      while ((bad - good > 1)); do
+      while ((bad - good > ${RESOLUTION:-1})); do
         mid=$(((good + bad) / 2))
         if big "$key" "$mid" "${args[@]}"; then good=$mid; else bad=$mid; fi
       done
@@ -219,7 +222,7 @@ if [[ ${SKIP_LARGEST:-0} != 1 ]]; then
     echo "| $label | $good | $params | $( ((bad > 0)) && echo "$bad" || echo "> ${MAX_LAYERS:-256}") | $err |"
   done
   echo
-  echo "Width ${D_MODEL_BIG:-512}, 8 heads, vocab 4096, seq ${SEQ_BIG:-32}, batch ${BATCH_BIG:-1}, bf16 with bf16 gradients, AdamW, --policy dynamic (activations swapped to the host tier or recomputed as the budget needs), ${STEPS_BIG:-3} steps; the trainer's own --budget check refuses a model whose largest op does not fit before any step."
+  echo "Width ${D_MODEL_BIG:-512}, 8 heads, vocab 4096, seq ${SEQ_BIG:-32}, batch ${BATCH_BIG:-1}, bf16 with bf16 gradients, AdamW, --policy dynamic (activations swapped to the host tier or recomputed as the budget needs), ${STEPS_BIG:-4} steps; the trainer's own --budget check refuses a model whose largest op does not fit before any step."
   echo
 fi
 echo "Whole script: $(($(date +%s) - start)) s."

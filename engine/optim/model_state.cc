@@ -34,6 +34,20 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
                             std::string(dtype_name(options.grad_dtype)) +
                             " is neither f32 nor the precision's " + std::string(dtype_name(work)));
   }
+  if (!options.accumulations.empty()) {
+    if (options.accumulations.size() != params.size()) {
+      return invalid_argument("model state: " + std::to_string(options.accumulations.size()) +
+                              " accumulation counts for " + std::to_string(params.size()) +
+                              " parameters");
+    }
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (options.accumulations[i] < 1) {
+        return invalid_argument("model state: parameter '" + params[i].name + "' is declared " +
+                                std::to_string(options.accumulations[i]) +
+                                " accumulations per step; at least 1");
+      }
+    }
+  }
   if (initial.size() != params.size()) {
     return invalid_argument("model state: " + std::to_string(initial.size()) +
                             " initial value arrays for " + std::to_string(params.size()) +
@@ -150,6 +164,10 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
   s.initial_master_.resize(s.slices_.size());
   s.step_accumulations_.assign(s.slices_.size(), 0);
   s.final_accumulations_.assign(s.slices_.size(), 0);
+  for (std::size_t i = 0; i < options.accumulations.size(); ++i) {
+    const FlatEntry& e = s.layout_.entries[i];
+    s.final_accumulations_[s.group_first_[e.group] + e.slice] += options.accumulations[i];
+  }
   return state;
 }
 
@@ -172,8 +190,10 @@ const ModelState::Slice& ModelState::slice(std::size_t group, std::size_t index)
 void ModelState::begin_step() {
   ++steps_begun_;
   written_.assign(params_.size(), 0);
-  for (std::size_t k = 0; k < slices_.size(); ++k) {
-    if (step_accumulations_[k] > 0) final_accumulations_[k] = step_accumulations_[k];
+  if (options_.accumulations.empty()) {
+    for (std::size_t k = 0; k < slices_.size(); ++k) {
+      if (step_accumulations_[k] > 0) final_accumulations_[k] = step_accumulations_[k];
+    }
   }
   step_accumulations_.assign(slices_.size(), 0);
 }
@@ -195,6 +215,13 @@ Status ModelState::accumulate(std::size_t i, const Tensor& d) {
                             std::string(dtype_name(d.dtype())) + " of " +
                             std::to_string(d.bytes()) + " bytes");
   }
+  const std::size_t k = group_first_[e.group] + e.slice;
+  if (!options_.accumulations.empty() && step_accumulations_[k] >= final_accumulations_[k]) {
+    return failed_precondition(
+        "accumulate into '" + params_[i].name + "': its slice " + slice_label(k) + " has had the " +
+        std::to_string(final_accumulations_[k]) +
+        " accumulations per step its parameters declare (ModelStateOptions::accumulations)");
+  }
   const bool assign = written_[i] == 0;
   const nn::FloatType t = *ops::float_type_of(options_.grad_dtype);
   EBB_RETURN_IF_ERROR(engine_.update(
@@ -203,7 +230,6 @@ Status ModelState::accumulate(std::size_t i, const Tensor& d) {
                        assign);
       }));
   written_[i] = 1;
-  const std::size_t k = group_first_[e.group] + e.slice;
   ++step_accumulations_[k];
   if (listener_ && step_accumulations_[k] == final_accumulations_[k]) return listener_(k);
   return ok_status();

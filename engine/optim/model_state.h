@@ -58,6 +58,12 @@ struct ModelStateOptions {
   // take_initial_master() (REQUIRES: external_master for discarded_params).
   bool discarded_params = false;
   bool discarded_grads = false;
+  // How many times each parameter's gradient is accumulated in a step, in parameters order (the
+  // micro-batches; twice that for a weight a model uses twice). Empty: learned from the first
+  // step. Declared, the gradient listener runs from the first step on (so that ZeRO reduces its
+  // buckets during the first backward too, and stages 2 and 3 never hold every full gradient
+  // buffer at once); an accumulate() past the declared count fails.
+  std::vector<int> accumulations{};
   // Per slice (in slices() order), buffers of another state to share instead of new ones: the
   // slice's working parameters, and its gradients when `grads` is valid, become views of them
   // from element `first` (ZeRO's shard of a full state: no second copy). Empty: new buffers.
@@ -131,9 +137,10 @@ class ModelState {
   using MasterReader = std::function<Status(std::size_t slice, std::span<float> out)>;
   void set_master_reader(MasterReader reader) { master_reader_ = std::move(reader); }
 
-  // When a slice's gradients are final in a step: from the second step on, after the
-  // accumulate() that brings the slice's count of accumulations to what the previous step had
-  // (the loop does the same thing every step), `listener(slice)` is called, so that the
+  // When a slice's gradients are final in a step: after the accumulate() that brings the slice's
+  // count of accumulations to the declared one (ModelStateOptions::accumulations), or else, from
+  // the second step on, to what the previous step had (the loop does the same thing every step),
+  // `listener(slice)` is called, so that the
   // optimizer can start moving them (an off-device step's host copy). accumulations(k): this
   // step's count so far, so that a listener that acted early can tell it must act again.
   using GradientListener = std::function<Status(std::size_t slice)>;

@@ -172,6 +172,56 @@ TEST_P(ModelStateTest, AccumulatesGradientsInPlaceAndAssignsAfterBeginStep) {
   EXPECT_EQ(state->accumulate(w2, wrong).code(), StatusCode::kInvalidArgument);
 }
 
+// Declared accumulation counts make the first step's gradients final as early as a later
+// step's: the listener runs at the accumulate() that completes the slice's declared count, an
+// accumulate() past it is refused by name, and bad declarations are refused. Undeclared, the
+// count is learned from the first step, whose listener never runs.
+TEST(ModelState, DeclaredAccumulationsCallTheListenerFromTheFirstStep) {
+  auto device = make_cpu_device();
+  auto engine = Engine::create({.device = *device}).value();
+  const std::vector<ParameterDecl> params = small_model();
+  const std::size_t w2 = 2;  // alone with b2 in the decay group's slice 1
+  for (const bool declared : {true, false}) {
+    SCOPED_TRACE(declared ? "declared" : "learned");
+    ModelStateOptions options;
+    if (declared) options.accumulations = {1, 1, 3, 1, 1};
+    auto state = ModelState::create(*engine, params, options, initial_values(params)).value();
+    std::vector<std::pair<int, int>> calls;  // (step, accumulations so far) per call for w2's
+    int step = 0;
+    state->set_gradient_listener([&](std::size_t slice) {
+      if (slice == 1) calls.emplace_back(step, state->accumulations(slice));
+      return ok_status();
+    });
+    for (step = 0; step < 2; ++step) {
+      state->begin_step();
+      IterationScope it(*engine);
+      for (int micro = 0; micro < 3; ++micro) {
+        std::vector<float> d(12, 1.0F);
+        Tensor dt = engine->input({"d", {4, 3}, DType::kF32}, d.data()).value();
+        ASSERT_TRUE(state->accumulate(w2, dt).ok());
+      }
+      if (declared && step == 1) {
+        std::vector<float> d(12, 1.0F);
+        Tensor dt = engine->input({"d", {4, 3}, DType::kF32}, d.data()).value();
+        const Status extra = state->accumulate(w2, dt);
+        EXPECT_EQ(extra.code(), StatusCode::kFailedPrecondition);
+        EXPECT_NE(extra.message().find("'w2'"), std::string::npos) << extra.message();
+      }
+    }
+    const std::vector<std::pair<int, int>> want =
+        declared ? std::vector<std::pair<int, int>>{{0, 3}, {1, 3}}
+                 : std::vector<std::pair<int, int>>{{1, 3}};
+    EXPECT_EQ(calls, want);
+    state->set_gradient_listener(nullptr);
+  }
+  ModelStateOptions short_list{.accumulations = {1, 1}};
+  EXPECT_EQ(ModelState::create(*engine, params, short_list, initial_values(params)).status().code(),
+            StatusCode::kInvalidArgument);
+  ModelStateOptions zero{.accumulations = {1, 1, 0, 1, 1}};
+  const Status z = ModelState::create(*engine, params, zero, initial_values(params)).status();
+  EXPECT_NE(z.message().find("'w2'"), std::string::npos) << z.message();
+}
+
 INSTANTIATE_TEST_SUITE_P(Precisions, ModelStateTest,
                          ::testing::Values(Precision::kF32, Precision::kBF16, Precision::kF16),
                          [](const auto& info) { return std::string(precision_name(info.param)); });

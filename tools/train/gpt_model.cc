@@ -98,6 +98,14 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
   ModelStateOptions options{.precision = training.precision,
                             .grad_dtype = training.grad_dtype,
                             .placement = training.placement};
+  if (training.micro_batches < 1) {
+    return invalid_argument("model: " + std::to_string(training.micro_batches) +
+                            " micro-batches per step; at least 1");
+  }
+  // Every parameter's gradient is accumulated once per micro-batch, wte's twice: the embedding's
+  // part and the tied head's.
+  options.accumulations.assign(parameter_decls(config).size(), training.micro_batches);
+  options.accumulations[kWte] = 2 * training.micro_batches;
   if (!training.zero_stage.has_value()) {
     EBB_ASSIGN_OR_RETURN(model->state_,
                          ModelState::create(engine, parameter_decls(config), options, initial));

@@ -45,6 +45,10 @@ struct GptTraining {
   GatherPolicy gather_policy = GatherPolicy::kPlan;
   Communicator* comm = nullptr;
   Communicator* gather_comm = nullptr;  // stage 3: ZeroOptions::gather_comm
+  // Micro-batches per optimizer step: each parameter's gradient is accumulated once per
+  // micro-batch (the tied wte twice), declared to the model state (ModelStateOptions::
+  // accumulations) so that the first step's gradients are final as early as the later steps'.
+  int micro_batches = 1;
 };
 
 // What one optimizer step needs besides the tokens.

@@ -76,7 +76,8 @@ GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> place
       .gather_policy = o.gather_policy,
       .comm = comm,
       // Made with the first one (run_training) when the stage is 3.
-      .gather_comm = o.zero_stage == 3 && comm != nullptr ? gather_communicator(o) : nullptr};
+      .gather_comm = o.zero_stage == 3 && comm != nullptr ? gather_communicator(o) : nullptr,
+      .micro_batches = o.grad_accum};
 }
 
 // The ranks as the sharded checkpoint sees them (engine/schema/sharded_checkpoint.h).
