@@ -41,6 +41,9 @@ struct Frame {
   Offset bound_offset = -1;      // canonical order: candidates must follow (offset, rank)
   int bound_rank = -1;
   int placed = -1;  // the buffer this frame's current branch placed, or -1
+  // The placed buffer overlaps no unplaced buffer in time: its offset is final in every
+  // completion, so when its subtree fails no other branch of this frame can succeed.
+  bool hatless = false;
   std::size_t offset_mark = 0;
   std::size_t floor_mark = 0;
 };
@@ -269,7 +272,12 @@ class PackingSearch {
     PartOutcome outcome = PartOutcome::kInfeasible;
     while (!frames.empty()) {
       Frame& f = frames.back();
-      if (f.placed >= 0) unplace(f);
+      if (f.placed >= 0) {
+        // Hatless: every canonical completion from here places f.placed next (or a candidate
+        // before it, already tried), since nothing can move it; its subtree failed, so all do.
+        if (f.hatless) f.next = f.order.size();
+        unplace(f);
+      }
       bool descended = false;
       while (f.next < f.order.size()) {
         const Candidate c = f.order[f.next++];
@@ -299,6 +307,7 @@ class PackingSearch {
               if (groups_outcome != PartOutcome::kFound) break;
             }
             if (groups_outcome == PartOutcome::kInfeasible) {
+              if (f.hatless) f.next = f.order.size();
               unplace(f);
               continue;
             }
@@ -331,6 +340,8 @@ class PackingSearch {
     const int b = c.buffer;
     const Offset top = c.offset + static_cast<Offset>(buffers_[b].size_bytes);
     f.placed = b;
+    f.hatless = std::none_of(overlaps_[b].begin(), overlaps_[b].end(),
+                             [&](int o) { return offset_[o] < 0; });
     f.offset_mark = offset_log_.size();
     f.floor_mark = floor_log_.size();
     offset_[b] = c.offset;
