@@ -46,6 +46,12 @@ struct Frame {
   bool hatless = false;
   std::size_t offset_mark = 0;
   std::size_t floor_mark = 0;
+  // Over the part's sections, relative to its first: the most unplaced bytes in any section
+  // before s (prefix) and from s on (suffix). A candidate at offset o leaves the sections
+  // outside its lifetime untouched, and the section bound then needs o + total <= capacity
+  // there, so most failing candidates are refused without placing them.
+  std::vector<Offset> prefix_total;  // [k]: max total of sections first..first+k-1
+  std::vector<Offset> suffix_total;  // [k]: max total of sections first+k..end-1
 };
 
 class PackingSearch {
@@ -269,6 +275,7 @@ class PackingSearch {
     for (int b : part.buffers) all.push_back(Candidate{0, rank[b], b});
     std::vector<Frame> frames;
     frames.push_back(make_frame(all, bound_offset, bound_rank));
+    fill_section_totals(part, frames.back());
     PartOutcome outcome = PartOutcome::kInfeasible;
     while (!frames.empty()) {
       Frame& f = frames.back();
@@ -286,6 +293,11 @@ class PackingSearch {
           continue;
         }
         if (c.offset + static_cast<Offset>(buffers_[c.buffer].size_bytes) > capacity_) continue;
+        if (c.offset + std::max(f.prefix_total[lo_[c.buffer] - part.first_section],
+                                f.suffix_total[hi_[c.buffer] - part.first_section]) >
+            capacity_) {
+          continue;
+        }
         place(f, c);
         if (!check(part, c.offset)) {
           unplace(f);
@@ -316,6 +328,7 @@ class PackingSearch {
             outcome = PartOutcome::kFound;
           } else {
             frames.push_back(make_frame(f.order, c.offset, c.rank));  // f dangles from here
+            fill_section_totals(part, frames.back());
             descended = true;
             break;
           }
@@ -334,6 +347,18 @@ class PackingSearch {
       if (!descended) frames.pop_back();
     }
     return PartOutcome::kInfeasible;
+  }
+
+  void fill_section_totals(const Part& part, Frame& f) const {
+    const int count = part.end_section - part.first_section;
+    f.prefix_total.assign(count + 1, 0);
+    f.suffix_total.assign(count + 1, 0);
+    for (int k = 0; k < count; ++k) {
+      f.prefix_total[k + 1] = std::max(f.prefix_total[k], total_[part.first_section + k]);
+    }
+    for (int k = count - 1; k >= 0; --k) {
+      f.suffix_total[k] = std::max(f.suffix_total[k + 1], total_[part.first_section + k]);
+    }
   }
 
   void place(Frame& f, const Candidate& c) {
