@@ -41,8 +41,17 @@ struct Frame {
   Offset bound_offset = -1;      // canonical order: candidates must follow (offset, rank)
   int bound_rank = -1;
   int placed = -1;  // the buffer this frame's current branch placed, or -1
+  // The placed buffer overlaps no unplaced buffer in time: its offset is final in every
+  // completion, so when its subtree fails no other branch of this frame can succeed.
+  bool hatless = false;
   std::size_t offset_mark = 0;
   std::size_t floor_mark = 0;
+  // Over the part's sections, relative to its first: the most unplaced bytes in any section
+  // before s (prefix) and from s on (suffix). A candidate at offset o leaves the sections
+  // outside its lifetime untouched, and the section bound then needs o + total <= capacity
+  // there, so most failing candidates are refused without placing them.
+  std::vector<Offset> prefix_total;  // [k]: max total of sections first..first+k-1
+  std::vector<Offset> suffix_total;  // [k]: max total of sections first+k..end-1
 };
 
 class PackingSearch {
@@ -266,10 +275,16 @@ class PackingSearch {
     for (int b : part.buffers) all.push_back(Candidate{0, rank[b], b});
     std::vector<Frame> frames;
     frames.push_back(make_frame(all, bound_offset, bound_rank));
+    fill_section_totals(part, frames.back());
     PartOutcome outcome = PartOutcome::kInfeasible;
     while (!frames.empty()) {
       Frame& f = frames.back();
-      if (f.placed >= 0) unplace(f);
+      if (f.placed >= 0) {
+        // Hatless: every canonical completion from here places f.placed next (or a candidate
+        // before it, already tried), since nothing can move it; its subtree failed, so all do.
+        if (f.hatless) f.next = f.order.size();
+        unplace(f);
+      }
       bool descended = false;
       while (f.next < f.order.size()) {
         const Candidate c = f.order[f.next++];
@@ -278,6 +293,11 @@ class PackingSearch {
           continue;
         }
         if (c.offset + static_cast<Offset>(buffers_[c.buffer].size_bytes) > capacity_) continue;
+        if (c.offset + std::max(f.prefix_total[lo_[c.buffer] - part.first_section],
+                                f.suffix_total[hi_[c.buffer] - part.first_section]) >
+            capacity_) {
+          continue;
+        }
         place(f, c);
         if (!check(part, c.offset)) {
           unplace(f);
@@ -299,6 +319,7 @@ class PackingSearch {
               if (groups_outcome != PartOutcome::kFound) break;
             }
             if (groups_outcome == PartOutcome::kInfeasible) {
+              if (f.hatless) f.next = f.order.size();
               unplace(f);
               continue;
             }
@@ -307,6 +328,7 @@ class PackingSearch {
             outcome = PartOutcome::kFound;
           } else {
             frames.push_back(make_frame(f.order, c.offset, c.rank));  // f dangles from here
+            fill_section_totals(part, frames.back());
             descended = true;
             break;
           }
@@ -327,10 +349,24 @@ class PackingSearch {
     return PartOutcome::kInfeasible;
   }
 
+  void fill_section_totals(const Part& part, Frame& f) const {
+    const int count = part.end_section - part.first_section;
+    f.prefix_total.assign(count + 1, 0);
+    f.suffix_total.assign(count + 1, 0);
+    for (int k = 0; k < count; ++k) {
+      f.prefix_total[k + 1] = std::max(f.prefix_total[k], total_[part.first_section + k]);
+    }
+    for (int k = count - 1; k >= 0; --k) {
+      f.suffix_total[k] = std::max(f.suffix_total[k + 1], total_[part.first_section + k]);
+    }
+  }
+
   void place(Frame& f, const Candidate& c) {
     const int b = c.buffer;
     const Offset top = c.offset + static_cast<Offset>(buffers_[b].size_bytes);
     f.placed = b;
+    f.hatless = std::none_of(overlaps_[b].begin(), overlaps_[b].end(),
+                             [&](int o) { return offset_[o] < 0; });
     f.offset_mark = offset_log_.size();
     f.floor_mark = floor_log_.size();
     offset_[b] = c.offset;

@@ -13,7 +13,11 @@
 //    least the offset just placed and the least offset its unplaced buffers can take) plus the
 //    sizes of its unplaced buffers must stay within the capacity;
 //  - decomposition: time is cut where no buffer is live across the cut, and the parts are
-//    solved independently.
+//    solved independently;
+//  - hatless buffers: a placed buffer that overlaps no unplaced buffer in time has its final
+//    offset, so when its subtree fails, its frame fails.
+// A candidate is refused before it is placed when its offset plus the largest unplaced total of
+// a section outside its lifetime passes the capacity (prefix and suffix maxima per frame).
 // Preorder ranks come from three orderings (by the largest section total, by lifetime width,
 // by size x lifetime area), tried round-robin under a node limit that triples each round.
 //

@@ -29,6 +29,7 @@ struct Command {
 
 Command add_replay_command(CLI::App& parent);
 Command add_arena_plan_command(CLI::App& parent);
+Command add_arena_generate_command(CLI::App& parent);
 Command add_bench_command(CLI::App& parent);
 Command add_simulate_command(CLI::App& parent);
 Command add_train_command(CLI::App& parent);

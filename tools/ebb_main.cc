@@ -157,7 +157,7 @@ int run_cli(int argc, char** argv) {
       ebb::cli::add_simulate_command(app),   ebb::cli::add_train_command(app),
       ebb::cli::add_demo_command(app),       ebb::cli::add_arena_plan_command(app),
       ebb::cli::add_plan_command(app),       ebb::cli::add_iobench_command(app),
-      ebb::cli::add_checkpoint_command(app),
+      ebb::cli::add_checkpoint_command(app), ebb::cli::add_arena_generate_command(app),
   };
   try {
     app.parse(argc, argv);

@@ -89,8 +89,8 @@ TEST(EbbCli, HelpListsTheSubcommands) {
   EXPECT_EQ(run.exit_code, 0);
   // Whole names, each once: "bench" is not "iobench", "plan" not "arena-plan".
   EXPECT_EQ(listed_subcommands(run.out),
-            (std::vector<std::string>{"arena-plan", "bench", "checkpoint", "demo", "iobench",
-                                      "plan", "replay", "simulate", "train"}))
+            (std::vector<std::string>{"arena-generate", "arena-plan", "bench", "checkpoint", "demo",
+                                      "iobench", "plan", "replay", "simulate", "train"}))
       << run.out;
 }
 
@@ -312,6 +312,26 @@ TEST(EbbCli, ArenaPlanPrintsTheHeightItFound) {
   EXPECT_NE(run.out.find("height           " + bytes), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("lower bound      " + bytes), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("height / lower   1.0000 (optimal"), std::string::npos) << run.out;
+}
+
+// A generated tight problem: the file carries the packing at its capacity, and arena-plan,
+// reading the capacity from the name, packs it at exactly that height.
+TEST(EbbCli, ArenaGenerateWritesAProblemArenaPlanPacksAtItsCapacity) {
+  const std::string path = write_temp("generated.4096.csv", "");
+  CliRun made = ebb("arena-generate " + path + " --buffers 40 --capacity 4096 --seed 3");
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  CliRun run = ebb("arena-plan --json " + path);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  nlohmann::json out = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_FALSE(out.is_discarded()) << run.out;
+  EXPECT_EQ(out["buffers"].get<std::size_t>(), 40u);
+  EXPECT_EQ(out["lower_bound"].get<std::size_t>(), 4096u);
+  EXPECT_EQ(out["height"].get<std::size_t>(), 4096u);
+  std::remove(path.c_str());
+  CliRun bad = ebb("arena-generate " + path + " --buffers 9 --capacity 2 --time-steps 4");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("capacity_bytes 2 x time_steps 4 cannot be cut into 9"), std::string::npos)
+      << bad.err;
 }
 
 TEST(EbbCli, ArenaPlanSummaryAndOffsetsFile) {
