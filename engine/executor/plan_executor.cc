@@ -86,10 +86,11 @@ Status PlanExecutor::set_plan(const Plan& plan, const Profile& profile, std::siz
         std::to_string(budget_bytes) + " bytes"));
   }
   for (const Eviction& ev : plan.evictions) {
-    if (ev.method == EvictionMethod::kSwap && ev.tier != OffloadTier::kHost) {
+    if (ev.method == EvictionMethod::kSwap && ev.tier == OffloadTier::kNvme &&
+        pager_.nvme_tier() == nullptr) {
       return refuse(invalid_argument(
-          "set_plan: plan.evictions: tensor " + std::to_string(ev.tensor) + " is swapped to tier " +
-          std::string(offload_tier_name(ev.tier)) + ", which this engine does not have"));
+          "set_plan: plan.evictions: tensor " + std::to_string(ev.tensor) +
+          " is swapped to tier nvme, which this engine does not have (no nvme_directories)"));
     }
   }
   CachedPlan cached{plan, profile, profile_op_signatures(profile),
@@ -203,7 +204,8 @@ Status PlanExecutor::before_op(std::size_t op_index, std::string_view name,
     const Eviction& ev = cached.plan.evictions[e];
     const std::uint32_t slot = slot_of_[ev.tensor];
     if (slot == kNoSlot || !tensors_.at(slot).live) continue;
-    if (tensors_.at(slot).residency != Residency::kHost) continue;
+    const Residency where = tensors_.at(slot).residency;
+    if (where != Residency::kHost && where != Residency::kNvme) continue;
     prefetch_ids_.emplace_back(active_, e);
     const auto id = static_cast<std::uint32_t>(prefetch_ids_.size());
     const TransferDeadline deadline{.op_index = static_cast<std::int64_t>(*ev.needed_at)};
@@ -232,8 +234,12 @@ void PlanExecutor::after_op(std::size_t op_index) {
         tensors_.at(slot).residency == Residency::kDropped) {
       continue;
     }
-    const bool moved = ev.method == EvictionMethod::kRecompute ? pager_.drop_recoverable(slot)
-                                                               : pager_.swap_out(slot);
+    bool moved = false;
+    if (ev.method == EvictionMethod::kRecompute) {
+      moved = pager_.drop_recoverable(slot);
+    } else {
+      moved = ev.tier == OffloadTier::kNvme ? pager_.swap_out_to_nvme(slot) : pager_.swap_out(slot);
+    }
     if (!moved) {
       ++stats_.skipped_actions;
       continue;

@@ -16,7 +16,10 @@
 // agrees with every op run so far (alternating shapes); when none does, the iteration has
 // diverged: it finishes under dynamic eviction and the engine profiles the next iteration that
 // does not match a cached plan, to plan for it. A prefetch that arrived after its op asked for
-// it starts one op earlier in the next iteration.
+// it starts one op earlier in the next iteration. A swap to the NVMe tier (Eviction::tier) is
+// written through the transfer engine's I/O thread, and its prefetch is an NVMe read queued by
+// the deadline of the op that needs it; a plan that swaps to NVMe is refused by an engine
+// without an NVMe tier.
 //
 // Ownership: owned by the Engine; references the options, the tensor table, the tape, the pager
 // and the profiler, which outlive it.

@@ -169,6 +169,30 @@ std::int64_t PlanModel::out_ns(std::size_t bytes) const {
              std::ceil(static_cast<double>(bytes) * 1e9 / hardware_.device_to_host_bytes_per_s));
 }
 
+std::int64_t PlanModel::nvme_ns(std::size_t bytes, double bytes_per_s) const {
+  return hardware_.link_latency.count() +
+         static_cast<std::int64_t>(std::ceil(static_cast<double>(bytes) * 1e9 / bytes_per_s));
+}
+
+void PlanModel::add_nvme_swap(const Eviction& e, Interval& i) {
+  // The executor waits for the write before it gives the block back (the I/O thread reads it):
+  // the compute stream idles for it. The read is queued on the I/O thread by its deadline, which
+  // carries one request at a time, and needs no copy engine.
+  const std::size_t bytes = profile_.tensors[e.tensor].bytes;
+  const std::int64_t write = nvme_ns(bytes, hardware_.nvme_write_bytes_per_s);
+  const std::int64_t write_start = nvme_.earliest_slot(start_ns_[e.evict_after + 1], write);
+  nvme_.reserve(write_start, write);
+  late_ns_ += write_start + write - start_ns_[e.evict_after + 1];
+  i.off_from = e.evict_after + 1;
+  i.off_to = e.needed_at ? e.prefetch_at : death_[e.tensor] + 1;
+  if (!e.needed_at.has_value()) return;
+  const std::int64_t read = nvme_ns(bytes, hardware_.nvme_read_bytes_per_s);
+  const std::int64_t read_start =
+      nvme_.earliest_slot(std::max(start_ns_[e.prefetch_at], write_start + write), read);
+  nvme_.reserve(read_start, read);
+  late_ns_ += std::max<std::int64_t>(0, read_start + read - start_ns_[*e.needed_at]);
+}
+
 PlanModel::SwapTiming PlanModel::swap_timing(std::size_t tensor, std::size_t after,
                                              std::size_t needed, std::size_t by_op) const {
   const std::size_t bytes = profile_.tensors[tensor].bytes;
@@ -238,6 +262,8 @@ void PlanModel::add(const Eviction& e, std::size_t swap_off_by) {
   if (e.method == EvictionMethod::kRecompute) {
     i.off_from = e.evict_after + 1;
     i.off_to = e.needed_at ? e.prefetch_at : death_[t] + 1;
+  } else if (e.tier == OffloadTier::kNvme) {
+    add_nvme_swap(e, i);
   } else {
     const std::int64_t out = out_ns(profile_.tensors[t].bytes);
     LinkTimeline& out_link = hardware_.duplex ? to_host_ : to_device_;

@@ -135,6 +135,10 @@ class PlanModel {
                      std::int64_t* replays) const;
   std::int64_t in_ns(std::size_t bytes) const;
   std::int64_t out_ns(std::size_t bytes) const;
+  // One NVMe request of `bytes` at `bytes_per_s` (the link latency included: the bytes cross it).
+  std::int64_t nvme_ns(std::size_t bytes, double bytes_per_s) const;
+  // add() for a swap to the NVMe tier: the write is waited for, the read queued by its deadline.
+  void add_nvme_swap(const Eviction& e, Interval& i);
 
   const Profile& profile_;
   HardwareModel hardware_;
@@ -151,6 +155,7 @@ class PlanModel {
   std::vector<Eviction> evictions_;
   LinkTimeline to_device_;
   LinkTimeline to_host_;  // unused when the link is not duplex: both directions use to_device_
+  LinkTimeline nvme_;     // the transfer engine's I/O thread: NVMe writes and reads, in turn
   std::int64_t late_ns_ = 0;
 };
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "engine/planner/plan_model.h"
+#include "engine/planner/plan_tiers.h"
 #include "engine/planner/planner_policies.h"
 #include "engine/planner/simulator.h"
 
@@ -370,6 +371,9 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
   }
   if (plan.ok()) {
     plan->planner_seconds = seconds;
+    if (options.host_tier_bytes > 0) {
+      EBB_RETURN_IF_ERROR(assign_offload_tiers(*plan, profile, options.host_tier_bytes).status());
+    }
     return plan;
   }
   if (plan.status().code() != StatusCode::kOutOfMemory) return plan.status();

@@ -53,6 +53,9 @@ struct PlannerOptions {
   // Sim checks of `plan` (each may tighten the target and re-plan); 0: the model alone, and the
   // plan's prediction is the model's (checked_on_sim false).
   int check_rounds = 4;
+  // The host tier's size; 0: unbounded. Swaps past it go to the NVMe tier, priced at its
+  // bandwidth (engine/planner/plan_tiers.h); without NVMe in `hardware` such a plan is refused.
+  std::size_t host_tier_bytes = 0;
 };
 
 // The plan for `profile` under options.budget_bytes. kOutOfMemory when no plan of the policy

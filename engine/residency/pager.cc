@@ -474,7 +474,8 @@ Status Pager::replace_on_host(std::uint32_t slot, const void* src, std::size_t b
 }
 
 Result<bool> Pager::prefetch(std::uint32_t slot, TransferDeadline deadline, std::uint32_t id) {
-  if (tensors_.at(slot).residency != Residency::kHost) return false;
+  const Residency from = tensors_.at(slot).residency;
+  if (from != Residency::kHost && from != Residency::kNvme) return false;
   const std::size_t bytes = tensors_.at(slot).bytes;
   prefetching_ = true;
   Result<void*> block =
@@ -488,9 +489,13 @@ Result<bool> Pager::prefetch(std::uint32_t slot, TransferDeadline deadline, std:
   }
   TensorRecord& r = tensors_.at(slot);
   // After the compute stream's work so far (the block was freed on it and may still be read by
-  // queued ops) and after the swap-out that filled the host copy.
-  Result<std::shared_ptr<Transfer>> in = transfers_->copy_to_device(
-      *block, r.host_ptr, bytes, &launcher_.stream(), deadline, r.host_copy);
+  // queued ops) and after the swap-out that filled the host copy. From NVMe: in the I/O queue
+  // by its deadline; the extent is given back once the read is waited for.
+  Result<std::shared_ptr<Transfer>> in =
+      from == Residency::kNvme
+          ? transfers_->nvme_to_device(r.nvme_extent, *block, bytes, &launcher_.stream(), deadline)
+          : transfers_->copy_to_device(*block, r.host_ptr, bytes, &launcher_.stream(), deadline,
+                                       r.host_copy);
   if (!in.ok()) {
     (void)allocator_->free(*block);
     return in.status();
@@ -505,6 +510,7 @@ Result<bool> Pager::prefetch(std::uint32_t slot, TransferDeadline deadline, std:
 Status Pager::settle_arrival(std::uint32_t slot, bool for_use) {
   TensorRecord& r = tensors_.at(slot);
   if (!r.arrival_pending) return ok_status();
+  if (r.host_copy->kind() == TransferKind::kNvmeToDevice) return settle_nvme_arrival(slot, for_use);
   r.arrival_pending = false;
   const std::uint32_t id = std::exchange(r.prefetch_id, 0);
   Stream& compute = launcher_.stream();
@@ -550,8 +556,29 @@ Status Pager::settle_arrival(std::uint32_t slot, bool for_use) {
   return transfers_->stream_wait(compute, *r.host_copy);
 }
 
+Status Pager::settle_nvme_arrival(std::uint32_t slot, bool for_use) {
+  TensorRecord& r = tensors_.at(slot);
+  r.arrival_pending = false;
+  const std::uint32_t id = std::exchange(r.prefetch_id, 0);
+  const std::shared_ptr<Transfer> read = std::exchange(r.host_copy, nullptr);
+  if (for_use && id != 0 && !read->done()) late_nvme_prefetches_.push_back(id);
+  // Even a tensor about to be freed waits: the I/O thread is writing its block.
+  if (Status s = read->wait(); !s.ok()) {
+    Status freed = allocator_->free(r.device_ptr);
+    EBB_CHECK(freed.ok(), freed.to_string());
+    r.device_ptr = nullptr;
+    r.residency = Residency::kNvme;
+    log_residency(slot, Residency::kNvme);
+    return Status(s.code(), "prefetching tensor " + quoted(r.name) + " from NVMe: " + s.message());
+  }
+  free_nvme_copy(r);
+  stats_.nvme_read_bytes += static_cast<std::int64_t>(r.bytes);
+  return ok_status();
+}
+
 std::vector<std::uint32_t> Pager::take_late_prefetches() {
-  std::vector<std::uint32_t> late;
+  std::vector<std::uint32_t> late = std::move(late_nvme_prefetches_);
+  late_nvme_prefetches_.clear();
   for (ArrivalWait& w : arrival_waits_) {
     Result<double> late_ms = w.copy->completion().elapsed_ms_since(*w.ready);
     if (late_ms.ok() && *late_ms > 0) late.push_back(w.id);

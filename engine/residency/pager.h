@@ -133,12 +133,18 @@ class Pager {
   // The plan's moves. swap_out: copies a resident, unlocked tensor to the host tier (or NVMe)
   // and frees its block; false when it cannot. drop_recoverable: drops a resident, unlocked
   // tensor whose replay can rebuild it; false when it cannot. prefetch: starts the copy back of
-  // a tensor on host into a block taken from free room only (evicting for a prefetch ahead of
-  // its time would trade a tensor needed sooner for one needed later), with `deadline` in the
-  // transfer engine's queue; when there is no room it does nothing (the op that reads the
-  // tensor brings it back). `id` (> 0) is reported by take_late_prefetches() if the op that
-  // reads the tensor had to wait for the copy.
+  // a tensor on host (or a read of one on NVMe, on the transfer engine's I/O thread) into a block
+  // taken from free room only (evicting for a prefetch ahead of its time would trade a tensor
+  // needed sooner for one needed later), with `deadline` in the transfer engine's queue; when there
+  // is no room it does nothing (the op that reads the tensor brings it back). `id` (> 0) is
+  // reported by take_late_prefetches() if the op that reads the tensor had to wait for the copy.
   bool swap_out(std::uint32_t slot);
+  // swap_out to the NVMe tier (a plan's swap to "nvme"): the write goes through the transfer
+  // engine's I/O thread after the compute stream's work so far, and is waited for before the
+  // block is given back (the thread reads the block). A tensor with a clean host copy keeps that
+  // copy instead. False without an NVMe tier, when the tier is full, or when the write failed
+  // (the failure is deferred to the next launch).
+  bool swap_out_to_nvme(std::uint32_t slot);
   bool drop_recoverable(std::uint32_t slot);
   Result<bool> prefetch(std::uint32_t slot, TransferDeadline deadline, std::uint32_t id);
   // The ids of the prefetches since the last call that arrived after the op that read them
@@ -224,6 +230,9 @@ class Pager {
   // Makes the compute stream wait for a copy back into `slot` it has not waited for yet;
   // `for_use`: the wait is for an op that reads it (timed for late-prefetch feedback).
   Status settle_arrival(std::uint32_t slot, bool for_use);
+  // settle_arrival for a prefetch read from NVMe: the I/O thread writes the block, so the host
+  // waits for it; then the NVMe copy is given back. A failed read leaves the tensor on NVMe.
+  Status settle_nvme_arrival(std::uint32_t slot, bool for_use);
   // The bookkeeping of a copy back whose bytes are (or are on their way) in `block`.
   void arrived(std::uint32_t slot, void* block);
   std::string out_of_memory_message(const std::string& what, std::size_t bytes_needed,
@@ -264,6 +273,8 @@ class Pager {
   std::vector<std::uint32_t> rebuilt_;
   std::vector<ArrivalWait> arrival_waits_;
   std::vector<ArrivalWait> gather_waits_;  // id unused
+  // Prefetches read from NVMe that were not done when their op asked for them (their ids).
+  std::vector<std::uint32_t> late_nvme_prefetches_;
   // Last: destroyed first, returning every block before the streams and events go away.
   std::unique_ptr<CachingAllocator> allocator_;
 };

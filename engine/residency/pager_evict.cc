@@ -92,6 +92,16 @@ bool Pager::swap_out(std::uint32_t slot) {
   return true;
 }
 
+bool Pager::swap_out_to_nvme(std::uint32_t slot) {
+  {
+    const TensorRecord& r = tensors_.at(slot);
+    if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0) return false;
+  }
+  if (!settle_arrival(slot, /*for_use=*/false).ok()) return false;
+  if (tensors_.at(slot).host_ptr != nullptr) return swap_out(slot);  // a clean host copy
+  return spill_to_nvme(slot);
+}
+
 bool Pager::drop_recoverable(std::uint32_t slot) {
   const TensorRecord& r = tensors_.at(slot);
   if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0 || !droppable(r)) {

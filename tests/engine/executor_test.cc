@@ -1,8 +1,10 @@
 // The executor: an Engine following a Plan gives the same bits as an unconstrained run, fits a
 // budget that the plan alone makes room for (no dynamic eviction), prefetches swapped tensors,
 // leaves the plan when the loop's work changes and plans again for the new shape, moves late
-// prefetches earlier, and refuses plans that do not belong to its work.
+// prefetches earlier, runs swaps to the NVMe tier through the transfer engine with the same bits,
+// and refuses plans that do not belong to its work (or name a tier it does not have).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -13,6 +15,7 @@
 
 #include "engine/ebb.h"
 #include "tests/engine/test_ops.h"
+#include "tests/offload/offload_test_support.h"
 
 namespace ebb {
 namespace {
@@ -169,6 +172,71 @@ INSTANTIATE_TEST_SUITE_P(Methods, ExecutorTest,
                          [](const auto& info) {
                            return std::string(eviction_method_name(info.param));
                          });
+
+// chain_plan with every swap sent to the NVMe tier.
+Plan nvme_chain_plan(const Profile& profile, std::size_t budget_bytes, std::size_t lead) {
+  Plan plan = chain_plan(profile, kLayers, budget_bytes, EvictionMethod::kSwap, lead);
+  plan.hardware.nvme_read_bytes_per_s = 2e9;
+  plan.hardware.nvme_write_bytes_per_s = 2e9;
+  for (Eviction& e : plan.evictions) e.tier = OffloadTier::kNvme;
+  return plan;
+}
+
+TEST(Executor, SwapsToNvmeThroughTheTransferEngineWithSameBits) {
+  EBB_SKIP_WITHOUT_IO_URING();
+  std::string dir = (test_support::scratch_base() / "executor_nvme_XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  {
+    auto device = test_ops::make_cpu_device();
+    const Reference ref = unconstrained(*device);
+    const std::size_t budget = ref.peak_reserved_bytes * 3 / 4;
+    // No dynamic eviction: the plan alone holds the budget, so every swap it makes is its own.
+    Result<std::unique_ptr<Engine>> created = Engine::create({.device = *device,
+                                                              .budget_bytes = budget,
+                                                              .policy = EvictionPolicy::kNone,
+                                                              .warmup_iterations = 0,
+                                                              .nvme_directories = {dir},
+                                                              .nvme_tier_bytes = 16 * kMiB,
+                                                              .nvme_block_bytes = 64 * kKiB,
+                                                              .nvme_queue_depth = 4});
+    ASSERT_TRUE(created.ok()) << created.status().to_string();
+    Engine& engine = **created;
+    // The profile is taken unconstrained (the warm-up alone would not fit without eviction).
+    ASSERT_TRUE(engine.set_plan(nvme_chain_plan(ref.profile, budget, 2), ref.profile).ok())
+        << engine.executor_stats().last_refusal;
+    for (int i = 0; i < 3; ++i) {
+      Result<ChainResult> r = run_chain(engine, kLayers, kN);
+      ASSERT_TRUE(r.ok()) << r.status().to_string();
+      EXPECT_TRUE(same_bits(*r, ref.result)) << "iteration " << i;
+    }
+    const ExecutorStats stats = engine.executor_stats();
+    EXPECT_EQ(stats.planned_iterations, 3);
+    EXPECT_EQ(stats.fallback_evictions, 0);
+    EXPECT_EQ(stats.skipped_actions, 0);
+    EXPECT_EQ(stats.planned_swap_outs, 3 * (kLayers - 1));
+    EXPECT_EQ(stats.prefetches, 3 * (kLayers - 1));
+    EXPECT_EQ(engine.stats().nvme_spills, 3 * (kLayers - 1));
+    const auto bytes = static_cast<std::int64_t>(3 * (kLayers - 1) * kN * sizeof(float));
+    EXPECT_EQ(engine.stats().nvme_written_bytes, bytes);
+    EXPECT_EQ(engine.stats().nvme_read_bytes, bytes);
+    EXPECT_EQ(engine.nvme_tier()->stats().extents, 0u)
+        << "every extent the plan wrote was given back once read";
+    EXPECT_LE(engine.allocator().stats().all.reserved_bytes.peak,
+              static_cast<std::int64_t>(budget));
+  }
+  EXPECT_EQ(rmdir(dir.c_str()), 0) << "files left behind in " << dir;
+}
+
+TEST(Executor, RefusesNvmeSwapsWithoutAnNvmeTier) {
+  auto device = test_ops::make_cpu_device();
+  const Reference ref = unconstrained(*device);
+  auto engine = Engine::create({.device = *device, .policy = EvictionPolicy::kNone}).value();
+  Status s =
+      engine->set_plan(nvme_chain_plan(ref.profile, ref.peak_reserved_bytes, 2), ref.profile);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("tier nvme"), std::string::npos) << s.message();
+  EXPECT_EQ(engine->executor_stats().plans_refused, 1);
+}
 
 TEST(Executor, PlanWithoutDynamicEvictionFitsOnlyBecauseOfThePlan) {
   auto device = test_ops::make_cpu_device();
