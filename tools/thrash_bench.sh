@@ -28,7 +28,8 @@ for spec in "9 128 1" "9 128 2" "10 64 3"; do
       timeout -s KILL $((LIMIT_S + 5)) /usr/bin/time -f "%e %M" -o "$WORK/time" \
         "$EBB" ${cmd%% *} "$log" --budget "$pct%" ${cmd#* } --json >"$WORK/out" 2>"$WORK/err" ||
         rc=$?
-      read -r secs kb <"$WORK/time" 2>/dev/null || { secs=$LIMIT_S; kb=0; }
+      # GNU time writes "Command exited with non-zero status N" first when the command failed.
+      read -r secs kb < <(tail -n 1 "$WORK/time" 2>/dev/null) || { secs=$LIMIT_S; kb=0; }
       [[ $secs =~ ^[0-9.]+$ ]] || { secs=$((LIMIT_S + 5)); kb=0; }
       verdict=$( ( grep -o 'thrashed' "$WORK/err" || true ) | head -1)
       [[ $rc == 0 ]] && verdict=ok
