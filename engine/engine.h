@@ -269,6 +269,8 @@ class Engine {
   // Records every eviction, copy back, prefetch and replay of the iterations from now on into
   // `log` (not owned; nullptr: stop), in the order they happen. Program frees are not moves.
   void set_residency_log(std::vector<ResidencyEvent>* log) { pager_->set_residency_log(log); }
+  // The iteration moved more than the log's bound (Pager::residency_log_limit) and it stopped.
+  bool residency_log_truncated() const { return pager_->residency_log_truncated(); }
 
   // For Tensor's accessors. REQUIRES: a live tensor of this engine.
   const TensorRecord& record(const Tensor& tensor) const;

@@ -31,9 +31,11 @@ struct PlanArgs {
   double cpu_state_gbps = 0;    // the CPU step's rate for it; 0: measured here
   bool classic = false;
   bool json = false;
+  double max_overhead = 2.0;
 };
 
 int run_plan(const PlanArgs& args) {
+  if (Status s = check_max_overhead(args.max_overhead); !s.ok()) return report_error(s);
   Result<HardwareModel> hardware = hardware_from_args(args.hw_file, args.link_gbps);
   if (!hardware.ok()) return report_error(hardware.status());
   Result<Profile> profile = load_profile_or_dtr_log(args.file);
@@ -59,7 +61,7 @@ int run_plan(const PlanArgs& args) {
     out["recompute_lower_bound"] = b;
   };
   Result<Evaluation> result =
-      evaluate_policy(*profile, args.policy, *budget, *hardware, !args.classic);
+      evaluate_policy(*profile, args.policy, *budget, *hardware, !args.classic, args.max_overhead);
   if (!result.ok()) {
     const Status status(result.status().code(), args.file + ": " + result.status().message());
     if (args.json) {
@@ -200,6 +202,9 @@ Command add_plan_command(CLI::App& parent) {
   app->add_flag("--classic", args->classic,
                 "classic (cudaMalloc-style) segments instead of expandable segments");
   app->add_flag("--json", args->json, "print one JSON object instead of the summary");
+  app->add_option("--max-overhead", args->max_overhead,
+                  "thrash limit: fail once recompute exceeds this multiple of the base compute "
+                  "(default 2; 0: no limit)");
   return Command{app, [args] { return run_plan(*args); }};
 }
 

@@ -33,19 +33,30 @@ Result<HardwareModel> hardware_from_args(const std::string& hw_file, double link
   return link_hardware_model(link_gbps);
 }
 
+Status check_max_overhead(double max_overhead) {
+  if (!(max_overhead >= 0) || !std::isfinite(max_overhead)) {
+    return invalid_argument(
+        "--max-overhead must be a finite multiple of the base compute >= 0 "
+        "(0: no limit), got " +
+        std::to_string(max_overhead));
+  }
+  return ok_status();
+}
+
 std::string policy_names() {
   return "keep, recompute-all, sqrt, swap-all, plan, dynamic, none, swap, recompute or both";
 }
 
 Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,
                                    std::size_t budget_bytes, const HardwareModel& hardware,
-                                   bool expandable_segments) {
+                                   bool expandable_segments, double max_overhead) {
   Evaluation e;
   e.policy = policy;
   SimulationOptions sim;
   sim.budget_bytes = budget_bytes;
   sim.hardware = hardware;
   sim.expandable_segments = expandable_segments;
+  sim.max_recompute_overhead = max_overhead;
   if (std::optional<PlanPolicy> planner = plan_policy_from_name(policy)) {
     PlannerOptions options;
     options.policy = *planner;

@@ -23,6 +23,7 @@ Result<std::size_t> resolve_budget(const std::string& text, std::size_t peak_liv
 Result<HardwareModel> hardware_from_args(const std::string& hw_file, double link_gbps);
 
 // One policy run on the sim device: the plan (for a planner policy) and the sim's figures.
+// `max_overhead`: the thrash limit of the run (SimulationOptions::max_recompute_overhead).
 struct Evaluation {
   std::string policy;        // as the user named it
   std::optional<Plan> plan;  // absent for dynamic eviction
@@ -33,7 +34,9 @@ struct Evaluation {
 // eviction with that victim policy).
 Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,
                                    std::size_t budget_bytes, const HardwareModel& hardware,
-                                   bool expandable_segments);
+                                   bool expandable_segments, double max_overhead);
+// --max-overhead: a finite multiple of the base compute >= 0 (0: no thrash limit).
+Status check_max_overhead(double max_overhead);
 // The policy names evaluate_policy takes, for messages: "keep, recompute-all, ...".
 std::string policy_names();
 

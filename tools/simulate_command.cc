@@ -31,9 +31,11 @@ struct SimulateArgs {
   double link_gbps = 16;
   bool classic = false;
   bool json = false;
+  double max_overhead = 2.0;
 };
 
 int run_simulate(const SimulateArgs& args) {
+  if (Status s = check_max_overhead(args.max_overhead); !s.ok()) return report_error(s);
   Result<HardwareModel> hardware = hardware_from_args(args.hw_file, args.link_gbps);
   if (!hardware.ok()) return report_error(hardware.status());
   Result<Profile> profile = load_profile_or_dtr_log(args.file);
@@ -42,7 +44,7 @@ int run_simulate(const SimulateArgs& args) {
   Result<std::size_t> budget = resolve_budget(args.budget, figures.peak_live_bytes);
   if (!budget.ok()) return report_error(budget.status());
   Result<Evaluation> result =
-      evaluate_policy(*profile, args.policy, *budget, *hardware, !args.classic);
+      evaluate_policy(*profile, args.policy, *budget, *hardware, !args.classic, args.max_overhead);
   if (!result.ok()) {
     return report_error(
         Status(result.status().code(), args.file + ": " + result.status().message()));
@@ -125,6 +127,9 @@ Command add_simulate_command(CLI::App& parent) {
   app->add_flag("--classic", args->classic,
                 "classic (cudaMalloc-style) segments instead of expandable segments");
   app->add_flag("--json", args->json, "print one JSON object instead of the summary");
+  app->add_option("--max-overhead", args->max_overhead,
+                  "thrash limit: fail once recompute exceeds this multiple of the base compute "
+                  "(default 2; 0: no limit)");
   return Command{app, [args] { return run_simulate(*args); }};
 }
 

@@ -242,6 +242,8 @@ Result<SimulationResult> simulate_profile(const Profile& recorded,
   engine_options.policy =
       options.plan != nullptr && !options.plan_fallback ? EvictionPolicy::kNone : options.policy;
   engine_options.host_link_bytes_per_s = h2d;
+  engine_options.max_recompute_overhead = options.max_recompute_overhead;
+  engine_options.iteration_compute_ns = figures.total_op_time_ns;
   EBB_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::create(engine_options));
   if (options.plan != nullptr) EBB_RETURN_IF_ERROR(engine->set_plan(*options.plan, profile));
   std::vector<ResidencyEvent> log;
@@ -250,6 +252,11 @@ Result<SimulationResult> simulate_profile(const Profile& recorded,
   if (record) engine->set_residency_log(&log);
   EBB_RETURN_IF_ERROR(
       run_iteration(profile, *engine, options.plan != nullptr, record ? &ids : nullptr));
+  if (record && engine->residency_log_truncated()) {
+    return out_of_memory("simulate: the iteration moved tensors more than " +
+                         std::to_string(log.size()) +
+                         " times (the residency log's bound); its moves are not a plan");
+  }
   if (record) *options.evictions_taken = evictions_from_log(profile, log, ids);
 
   SimulationResult result;

@@ -38,6 +38,9 @@ struct SimulationOptions {
   // from the moment it left to the op before which it came back (prefetch_at: the copy back or
   // the replay) and the op that read it next (needed_at). Made for as_engine_runs(profile).
   std::vector<Eviction>* evictions_taken = nullptr;
+  // The thrash limit (EngineOptions::max_recompute_overhead) as a multiple of the profile's op
+  // time: past it the iteration fails with kOutOfMemory ("thrashed"); 0 = no limit.
+  double max_recompute_overhead = 2.0;
 };
 
 struct SimulationResult {

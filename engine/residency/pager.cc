@@ -3,6 +3,7 @@
 #include "engine/residency/pager.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -84,10 +85,50 @@ std::string Pager::out_of_memory_message(const std::string& what, std::size_t by
   return m + ". Allocator: " + allocator_status.message();
 }
 
+void Pager::set_in_iteration(bool in_iteration) {
+  if (in_iteration_ && !in_iteration) previous_base_ns_ = base_ns_;
+  in_iteration_ = in_iteration;
+  if (!in_iteration) return;  // the figures of the iteration stay readable until the next one
+  iteration_recompute_ns_ = 0;
+  base_ns_ = 0;
+  base_ops_counted_ = 0;
+  residency_log_truncated_ = false;
+}
+
+std::size_t Pager::residency_log_limit() const {
+  return 8 * (tape_.size() + tensors_.slot_count()) + 4096;
+}
+
 void Pager::log_residency(std::uint32_t slot, Residency to) {
-  if (residency_log_ != nullptr && in_iteration_) {
-    residency_log_->push_back({tensors_.id_of(slot), tape_.size(), to});
+  if (residency_log_ == nullptr || !in_iteration_) return;
+  if (residency_log_->size() >= residency_log_limit()) {
+    residency_log_truncated_ = true;
+    return;
   }
+  residency_log_->push_back({tensors_.id_of(slot), tape_.size(), to});
+}
+
+Status Pager::check_thrash(std::int64_t cost_ns, std::string_view op, std::string_view tensor) {
+  if (options_.max_recompute_overhead <= 0 || !in_iteration_) return ok_status();
+  // The tape only grows within an iteration: each op's cost is added once.
+  for (; base_ops_counted_ < tape_.size(); ++base_ops_counted_) {
+    base_ns_ += tape_[base_ops_counted_].cost_ns;
+  }
+  const std::int64_t base_ns = options_.iteration_compute_ns > 0
+                                   ? options_.iteration_compute_ns
+                                   : std::max(base_ns_, previous_base_ns_);
+  const double overhead =
+      static_cast<double>(iteration_recompute_ns_ + cost_ns) / static_cast<double>(base_ns);
+  if (base_ns > 0 && overhead <= options_.max_recompute_overhead) return ok_status();
+  char figures[160];
+  std::snprintf(figures, sizeof figures,
+                "would take recompute to %.4fx the base compute (%lld ns of %lld ns), past the "
+                "limit of %.3fx",
+                overhead, static_cast<long long>(iteration_recompute_ns_ + cost_ns),
+                static_cast<long long>(base_ns), options_.max_recompute_overhead);
+  return out_of_memory(quoted(op) + ": thrashed under the budget of " +
+                       std::to_string(allocator_->budget_bytes()) + " bytes: recomputing " +
+                       quoted(tensor) + " " + figures);
 }
 
 void Pager::arrived(std::uint32_t slot, void* block) {
@@ -305,6 +346,7 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
                                quoted(tape_[producer].code->name) +
                                " read a tensor written in place since: it cannot be rebuilt");
   }
+  EBB_RETURN_IF_ERROR(check_thrash(tape_[producer].cost_ns, op, tensors_.at(slot).name));
   const std::vector<std::uint32_t> inputs = tape_[producer].inputs;
   const std::vector<std::uint32_t> outputs = tape_[producer].outputs;
   std::vector<std::uint32_t> locked;
@@ -385,6 +427,7 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
   if (!launched.ok()) return launched;
   ++stats_.recomputed_ops;
   stats_.recompute_ns += tape_[producer].cost_ns;
+  iteration_recompute_ns_ += tape_[producer].cost_ns;
   // A released input was brought back only for this replay (or kept for it).
   for (std::uint32_t in : inputs) {
     const TensorRecord& r = tensors_.at(in);

@@ -209,7 +209,12 @@ class Pager {
   // Records every eviction, copy back, prefetch and replay from now on into `log` (not owned;
   // nullptr: stop), while `recording` says an iteration is running.
   void set_residency_log(std::vector<ResidencyEvent>* log) { residency_log_ = log; }
-  void set_in_iteration(bool in_iteration) { in_iteration_ = in_iteration; }
+  void set_in_iteration(bool in_iteration);
+  // Entries set_residency_log's log may hold before the pager stops recording and marks it
+  // truncated: a multiple of the tape's ops and the tensors, so a thrashing iteration cannot
+  // grow it without bound.
+  std::size_t residency_log_limit() const;
+  bool residency_log_truncated() const { return residency_log_truncated_; }
 
  private:
   // A prefetch an op waited for: `ready` was recorded on the compute stream right before the
@@ -238,6 +243,9 @@ class Pager {
   std::string out_of_memory_message(const std::string& what, std::size_t bytes_needed,
                                     const Status& allocator_status) const;
   void log_residency(std::uint32_t slot, Residency to);
+  // kOutOfMemory ("thrashed") when replaying an op of `cost_ns` would take this iteration's
+  // recompute past options_.max_recompute_overhead times its base compute.
+  Status check_thrash(std::int64_t cost_ns, std::string_view op, std::string_view tensor);
 
   // Evicting (pager_evict.cc). The allocator's callback: frees what the hooks and released
   // tensors allow, then evicts ranked victims.
@@ -267,6 +275,13 @@ class Pager {
   ResidencyStats stats_;
   std::vector<ResidencyEvent>* residency_log_ = nullptr;
   bool in_iteration_ = false;
+  bool residency_log_truncated_ = false;
+  // The thrash limit's figures for this iteration: recompute so far, the op time of the tape's
+  // first `base_ops_counted_` ops, and the previous iteration's op time.
+  std::int64_t iteration_recompute_ns_ = 0;
+  std::int64_t base_ns_ = 0;
+  std::size_t base_ops_counted_ = 0;
+  std::int64_t previous_base_ns_ = 0;
   bool plans_ = false;
   EvictionHooks* hooks_ = nullptr;
   bool prefetching_ = false;  // prefetch() is allocating: evict() frees nothing for it

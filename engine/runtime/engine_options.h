@@ -33,6 +33,13 @@ struct EngineOptions {
   int warmup_iterations = 2;
   // Device<->host bandwidth assumed for swap-in estimates; 0 = 10 GB/s.
   double host_link_bytes_per_s = 0;
+  // The thrash limit: a replay that would take the iteration's recompute time past this multiple
+  // of its base compute fails the op with kOutOfMemory ("thrashed") instead of running, as DTR's
+  // simulator gives up; 0 = no limit. The base is iteration_compute_ns when set (the simulator
+  // sets the profile's op time), else the larger of the previous iteration's op time and the
+  // op time launched so far in this one.
+  double max_recompute_overhead = 2.0;
+  std::int64_t iteration_compute_ns = 0;
   // Debugging closures: the first run of every op (not a recompute replay) runs its closure
   // twice, once on outputs filled with 0xA5 and once on outputs filled with 0x5A, and compares
   // the results; a byte that differs was left unwritten by the closure (or the closure is not

@@ -66,6 +66,12 @@ Kernel OpLauncher::tape_kernel(const OpRecord& op, std::span<void* const> pointe
 Status OpLauncher::launch(const Tape& tape, std::size_t op_index, std::span<void* const> pointers,
                           bool timed) {
   const OpRecord& op = tape[op_index];
+  // Replays launch ops again without bound when eviction thrashes: past a multiple of the
+  // tape's ops, wait for the stream and reuse the records, so they stay O(ops).
+  if (launches_used_ >= launch_record_limit(tape.size())) {
+    EBB_RETURN_IF_ERROR(compute_.synchronize());
+    recycle();
+  }
   const OpTimer::Timing timing = timed ? timer_.begin(op_index) : OpTimer::Timing{};
   if (timing.start != nullptr) {
     if (Status s = compute_.record(*timing.start); !s.ok()) {

@@ -5,7 +5,8 @@
 // A launch's kernel captures only a pointer to a launch record (the closure, its pointers), so
 // that std::function holds it without allocating and the stream's thread frees nothing the host
 // allocated; the records are recycled once the compute stream has drained (recycle()), so a
-// steady loop allocates none.
+// steady loop allocates none, and launch() drains it itself past launch_record_limit(), so
+// replays without end cannot grow them.
 //
 // Ownership: owned by the Engine; references the Device and the compute stream, which outlive
 // it. Owns the event pool that timings (and the engine's other waits) take events from.
@@ -68,6 +69,12 @@ class OpLauncher {
   void defer_error(Status error);
   // The compute stream has drained: every launch record may be reused.
   void recycle() { launches_used_ = 0; }
+  // Launch records held before launch() waits for the stream to reuse them: twice the ops of a
+  // tape of `tape_ops`, plus slack for a short one. A steady iteration launches each op once
+  // (and replays a few), so it never waits; a thrashing one waits once per that many launches.
+  static std::size_t launch_record_limit(std::size_t tape_ops) { return 2 * tape_ops + 4096; }
+  // Launch records allocated so far (bounded by launch_record_limit of the largest tape).
+  std::size_t launch_records() const { return launches_.size(); }
 
  private:
   // First error a closure raised on a stream thread; shared with the launched kernels.
