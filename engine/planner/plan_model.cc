@@ -58,14 +58,9 @@ PlanModel::PlanModel(const Profile& profile, const HardwareModel& hardware,
   uses_.resize(tensors);
   intervals_.resize(tensors);
   replay_reads_.resize(tensors);
-  std::vector<bool> freed(tensors, false);
   for (const ProfiledOp& op : profile.ops) {
-    for (std::size_t id : op.frees) {
-      death_[id] = op.index;
-      freed[id] = true;
-    }
+    for (std::size_t id : op.frees) death_[id] = op.index;
   }
-  hold_for_replays(freed);
   std::vector<std::int64_t> delta(n + 1, 0);
   for (const ProfiledTensor& t : profile.tensors) {
     block_bytes_[t.id] = round_block_bytes(std::max<std::size_t>(t.bytes, 1));
@@ -84,28 +79,6 @@ PlanModel::PlanModel(const Profile& profile, const HardwareModel& hardware,
     live_[k] = static_cast<std::size_t>(running);
     if (live_[k] > live_[peak_op_]) peak_op_ = k;
     start_ns_[k + 1] = start_ns_[k] + profile.ops[k].duration_ns;
-  }
-}
-
-void PlanModel::hold_for_replays(const std::vector<bool>& freed) {
-  // reach[t]: the last op at which a replay may need t, i.e. the latest death of a tensor the
-  // program frees that is made, through recomputable producers, from t. Tensors never freed (the
-  // iteration's outputs) do not count: a plan does not drop them after such an input is gone.
-  std::vector<std::size_t> reach(profile_.tensors.size(), 0);
-  for (std::size_t k = profile_.ops.size(); k-- > 0;) {
-    const ProfiledOp& op = profile_.ops[k];
-    std::size_t out = 0;
-    for (std::size_t o : op.outputs) {
-      if (freed[o] && profile_.tensors[o].recomputable()) {
-        out = std::max({out, death_[o], reach[o]});
-      }
-    }
-    for (std::size_t t : op.inputs) reach[t] = std::max(reach[t], out);
-  }
-  // A released tensor no replay can rebuild keeps its bytes while a replay may read it, as DTR
-  // keeps constants; freeing it would pin everything downstream of its readers.
-  for (const ProfiledTensor& t : profile_.tensors) {
-    if (!t.producer.has_value() && freed[t.id]) death_[t.id] = std::max(death_[t.id], reach[t.id]);
   }
 }
 

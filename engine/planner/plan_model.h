@@ -115,9 +115,6 @@ class PlanModel {
   PlanPrediction predict() const;
 
  private:
-  // Moves the death of each tensor without a producer that the program frees (`freed`, per
-  // tensor) to the last op at which a replay may read it (Pager::held_for_replay keeps it).
-  void hold_for_replays(const std::vector<bool>& freed);
   // Interval of one eviction, in op indices: the bytes are off the device for ops in
   // [off_from, off_to).
   struct Interval {

@@ -256,11 +256,6 @@ class Pager {
   // The bookkeeping of an eviction whose device block was given back: the bytes are now `to`.
   void left_device(std::uint32_t slot, Residency to);
   bool storage_releasable(std::uint32_t slot) const;
-  // A released tensor without a producer that ops of this iteration read, under a policy that
-  // drops: its bytes stay, as DTR keeps constants, so that the tensors downstream of its readers
-  // stay recoverable, until memory runs short and no dropped tensor's replay reads it
-  // (free_unread_released_storage).
-  bool held_for_replay(std::uint32_t slot) const;
   std::size_t free_unread_released_storage();
   // Frees host copies of resident tensors (clean copies) until `bytes` fit in the host tier.
   void reclaim_clean_copies(std::size_t bytes);

@@ -170,18 +170,7 @@ bool Pager::storage_releasable(std::uint32_t slot) const {
   // Rebuilt by replay whenever a dropped tensor's replay needs it.
   std::vector<std::uint8_t> memo;
   if (recoverable(tensors_, tape_.ops(), slot, memo)) return true;
-  // Nothing can rebuild it (a parameter or input whose handle an in-place update rebound): an op
-  // of this iteration read it, so every tensor downstream of that op needs its bytes to be
-  // dropped later. DTR pins such storages; freeing them pins the activations instead.
-  if (held_for_replay(slot)) return false;
   return !replay_inputs(tensors_, tape_.ops())[slot];
-}
-
-bool Pager::held_for_replay(std::uint32_t slot) const {
-  const TensorRecord& r = tensors_.at(slot);
-  const bool may_recompute = options_.policy == EvictionPolicy::kRecompute ||
-                             options_.policy == EvictionPolicy::kBoth || plans_;
-  return may_recompute && r.consumers > 0 && !r.has_producer();
 }
 
 void Pager::release(std::uint32_t slot) {
