@@ -39,8 +39,9 @@ struct SimulationOptions {
   // the replay) and the op that read it next (needed_at). Made for as_engine_runs(profile).
   std::vector<Eviction>* evictions_taken = nullptr;
   // The thrash limit (EngineOptions::max_recompute_overhead) as a multiple of the profile's op
-  // time: past it the iteration fails with kOutOfMemory ("thrashed"); 0 = no limit.
-  double max_recompute_overhead = 2.0;
+  // time: past it the iteration fails with kOutOfMemory ("thrashed"); 0 = no limit (the
+  // default; the commands set 2).
+  double max_recompute_overhead = 0;
 };
 
 struct SimulationResult {

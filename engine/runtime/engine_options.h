@@ -37,8 +37,10 @@ struct EngineOptions {
   // of its base compute fails the op with kOutOfMemory ("thrashed") instead of running, as DTR's
   // simulator gives up; 0 = no limit. The base is iteration_compute_ns when set (the simulator
   // sets the profile's op time), else the larger of the previous iteration's op time and the
-  // op time launched so far in this one.
-  double max_recompute_overhead = 2.0;
+  // op time launched so far in this one. Off by default in the library: a fixed policy
+  // (recompute-all, sqrt) or a tight budget may recompute more than twice its compute and still
+  // be bounded; `ebb plan` and `ebb simulate` default to 2 (--max-overhead), as DTR does.
+  double max_recompute_overhead = 0;
   std::int64_t iteration_compute_ns = 0;
   // Debugging closures: the first run of every op (not a recompute replay) runs its closure
   // twice, once on outputs filled with 0xA5 and once on outputs filled with 0x5A, and compares

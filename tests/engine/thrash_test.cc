@@ -81,6 +81,7 @@ TEST(ThrashLimit, EndsAThrashingIterationNamingTheBudgetAndTheOverhead) {
   SimulationOptions o;
   o.budget_bytes = profile_figures(p).peak_live_bytes / 10;
   o.policy = EvictionPolicy::kRecompute;
+  o.max_recompute_overhead = 2;  // the commands' default, DTR's
   Result<SimulationResult> r = simulate_profile(p, o);
   ASSERT_EQ(r.status().code(), StatusCode::kOutOfMemory) << r.status().to_string();
   const std::string& m = r.status().message();

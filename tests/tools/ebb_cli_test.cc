@@ -635,10 +635,19 @@ TEST(EbbCli, PlanRejectsABadHardwareProfile) {
   std::remove(hw.c_str());
 }
 
+// Without a thrash limit every policy runs within the budget; with the default one (2x the base
+// compute) a policy either runs or ends with the "thrashed" error that names the limit.
 TEST(EbbCli, SimulateRunsThePlannersPolicies) {
   for (const char* policy : {"keep", "recompute-all", "sqrt", "plan", "dynamic"}) {
+    CliRun limited;
+    (void)simulate_json(std::string("--budget 101% --policy ") + policy, &limited);
+    if (limited.exit_code != 0) {
+      EXPECT_NE(limited.err.find("thrashed"), std::string::npos) << policy << ": " << limited.err;
+      EXPECT_NE(limited.err.find("past the limit of 2.000x"), std::string::npos) << limited.err;
+    }
     CliRun run;
-    nlohmann::json out = simulate_json(std::string("--budget 101% --policy ") + policy, &run);
+    nlohmann::json out =
+        simulate_json(std::string("--budget 101% --max-overhead 0 --policy ") + policy, &run);
     ASSERT_EQ(run.exit_code, 0) << policy << ": " << run.err;
     EXPECT_EQ(out["policy"], policy);
     EXPECT_LE(out["peak_reserved_bytes"].get<long long>(), out["budget_bytes"].get<long long>());
