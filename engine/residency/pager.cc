@@ -117,14 +117,16 @@ Status Pager::check_thrash(std::int64_t cost_ns, std::string_view op, std::strin
   const std::int64_t base_ns = options_.iteration_compute_ns > 0
                                    ? options_.iteration_compute_ns
                                    : std::max(base_ns_, previous_base_ns_);
-  const double overhead =
-      static_cast<double>(iteration_recompute_ns_ + cost_ns) / static_cast<double>(base_ns);
-  if (base_ns > 0 && overhead <= options_.max_recompute_overhead) return ok_status();
+  // No base yet (ops without costs): nothing to measure the recompute against.
+  if (base_ns <= 0) return ok_status();
+  const std::int64_t recompute_ns = iteration_recompute_ns_ + cost_ns;
+  const double overhead = static_cast<double>(recompute_ns) / static_cast<double>(base_ns);
+  if (overhead <= options_.max_recompute_overhead) return ok_status();
   char figures[160];
   std::snprintf(figures, sizeof figures,
                 "would take recompute to %.4fx the base compute (%lld ns of %lld ns), past the "
                 "limit of %.3fx",
-                overhead, static_cast<long long>(iteration_recompute_ns_ + cost_ns),
+                overhead, static_cast<long long>(recompute_ns),
                 static_cast<long long>(base_ns), options_.max_recompute_overhead);
   return out_of_memory(quoted(op) + ": thrashed under the budget of " +
                        std::to_string(allocator_->budget_bytes()) + " bytes: recomputing " +
