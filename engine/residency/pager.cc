@@ -126,8 +126,8 @@ Status Pager::check_thrash(std::int64_t cost_ns, std::string_view op, std::strin
   std::snprintf(figures, sizeof figures,
                 "would take recompute to %.4fx the base compute (%lld ns of %lld ns), past the "
                 "limit of %.3fx",
-                overhead, static_cast<long long>(recompute_ns),
-                static_cast<long long>(base_ns), options_.max_recompute_overhead);
+                overhead, static_cast<long long>(recompute_ns), static_cast<long long>(base_ns),
+                options_.max_recompute_overhead);
   return out_of_memory(quoted(op) + ": thrashed under the budget of " +
                        std::to_string(allocator_->budget_bytes()) + " bytes: recomputing " +
                        quoted(tensor) + " " + figures);
