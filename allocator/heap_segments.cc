@@ -4,14 +4,11 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "kernels/arith.h"
 #include "allocator/heap.h"
 
 namespace ebb {
 namespace {
-
-std::size_t round_up(std::size_t bytes, std::size_t unit) {
-  return (bytes + unit - 1) / unit * unit;
-}
 
 constexpr std::size_t kRangeBudgetMultiple = 2;  // address space per range, in budgets
 constexpr std::size_t kMaxRangesPerPool = 16;

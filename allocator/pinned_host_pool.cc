@@ -1,3 +1,4 @@
+#include "kernels/arith.h"
 #include "allocator/pinned_host_pool.h"
 
 #include <algorithm>
@@ -12,10 +13,6 @@
 
 namespace ebb {
 namespace {
-
-std::size_t round_up(std::size_t bytes, std::size_t unit) {
-  return (bytes + unit - 1) / unit * unit;
-}
 
 // "3149824 B (3.00 MiB)": the exact figure for grepping, the scaled one for reading.
 std::string format_bytes(std::size_t bytes) {

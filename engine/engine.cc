@@ -13,8 +13,6 @@ std::size_t Tensor::bytes() const { return engine_->record(*this).bytes; }
 
 namespace {
 
-std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
-
 std::string shape_string(const std::vector<std::int64_t>& shape) {
   std::string s = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) {
@@ -91,7 +89,7 @@ Result<Tensor> Engine::view(const Tensor& base, std::size_t byte_offset, TensorS
   const std::uint32_t storage = tensors_.storage(base_slot);
   const TensorRecord& b = tensors_.at(base_slot);
   const std::size_t offset = b.base_offset + byte_offset;
-  const std::string what = "view " + quoted(spec.name) + " of " + quoted(b.name);
+  const std::string what = "view " + quote(spec.name) + " of " + quote(b.name);
   if (!b.carried) {
     return invalid_argument(what + ": the base is not carried across iterations; views are of " +
                             "model state (parameters, gradient buffers, optimizer state)");
@@ -132,7 +130,7 @@ Result<std::uint32_t> Engine::usable_slot(const Tensor& tensor, std::string_view
     if (r != nullptr && !r->released) return TensorTable::slot_of(tensor.id());
   }
   // Not usable: only now is the message's context worth building.
-  const std::string where = quoted(op) + ": " + std::string(role);
+  const std::string where = quote(op) + ": " + std::string(role);
   if (!tensor.valid()) return invalid_argument(where + " is an empty Tensor handle");
   if (tensor.engine() != this) {
     return invalid_argument(where + " (id " + std::to_string(tensor.id()) +
@@ -143,11 +141,11 @@ Result<std::uint32_t> Engine::usable_slot(const Tensor& tensor, std::string_view
     const std::string* retired = tensors_.retired_name(tensor.id());
     return invalid_argument(where + " " +
                             (retired != nullptr
-                                 ? quoted(*retired) + " was released at the end of its iteration"
+                                 ? quote(*retired) + " was released at the end of its iteration"
                                  : "id " + std::to_string(tensor.id()) + " was released") +
                             " (keep() carries a tensor into the next iteration)");
   }
-  if (r->released) return invalid_argument(where + " " + quoted(r->name) + " was released");
+  if (r->released) return invalid_argument(where + " " + quote(r->name) + " was released");
   return TensorTable::slot_of(tensor.id());
 }
 
@@ -163,7 +161,7 @@ Result<Tensor> Engine::create_filled(TensorSpec spec, const void* host_data,
                                      TensorKind default_kind) {
   if (spec.kind == TensorKind::kActivation) spec.kind = default_kind;
   const std::size_t bytes = tensor_bytes(spec.shape, spec.dtype);
-  const std::string what = std::string(tensor_kind_name(spec.kind)) + " " + quoted(spec.name);
+  const std::string what = std::string(tensor_kind_name(spec.kind)) + " " + quote(spec.name);
   if (bytes == 0) {
     return invalid_argument(what + ": shape " + shape_string(spec.shape) +
                             " must be non-empty with every dimension > 0");
@@ -233,7 +231,7 @@ Status Engine::update(std::string_view name, std::span<const Tensor> inputs,
     EBB_RETURN_IF_ERROR(call_op_hook(reads));
   }
   EBB_RETURN_IF_ERROR(check_op("update", name, fn, cost));
-  if (targets.empty()) return invalid_argument("update(" + quoted(name) + "): no targets");
+  if (targets.empty()) return invalid_argument("update(" + quote(name) + "): no targets");
   run_views_.clear();
   std::vector<std::uint32_t> reads = tape_.take_slot_list();
   EBB_RETURN_IF_ERROR(resolve(name, "input", inputs, reads));
@@ -243,8 +241,8 @@ Status Engine::update(std::string_view name, std::span<const Tensor> inputs,
     const TensorRecord& t = tensors_.at(writes[i]);
     if (t.has_producer()) {
       return invalid_argument(
-          "update(" + quoted(name) + "): target " + std::to_string(i) + " " + quoted(t.name) +
-          " was made by op " + quoted(tape_[static_cast<std::size_t>(t.producer)].code->name) +
+          "update(" + quote(name) + "): target " + std::to_string(i) + " " + quote(t.name) +
+          " was made by op " + quote(tape_[static_cast<std::size_t>(t.producer)].code->name) +
           " in this iteration; only tensors no op produced (parameters, gradient buffers, "
           "optimizer state, inputs) are written in place, so that no replay depends on them");
     }
@@ -299,7 +297,7 @@ Status Engine::launch_recorded(std::size_t op_index) {
 Status Engine::check_op(std::string_view call, std::string_view name, const OpFn& fn,
                         std::chrono::nanoseconds cost) const {
   // The message's "run(\"name\")" is built only on failure: this runs once per op.
-  const auto where = [&] { return std::string(call) + "(" + quoted(name) + ")"; };
+  const auto where = [&] { return std::string(call) + "(" + quote(name) + ")"; };
   if (!in_iteration_) {
     return failed_precondition(where() + " outside an iteration: call begin_iteration() first");
   }
@@ -313,13 +311,13 @@ Status Engine::check_op(std::string_view call, std::string_view name, const OpFn
 Status Engine::check_run(std::string_view name, const std::vector<TensorSpec>& outputs,
                          const OpFn& fn, std::chrono::nanoseconds cost) {
   EBB_RETURN_IF_ERROR(check_op("run", name, fn, cost));
-  if (outputs.empty()) return invalid_argument("run(" + quoted(name) + "): no outputs");
+  if (outputs.empty()) return invalid_argument("run(" + quote(name) + "): no outputs");
   run_output_bytes_.resize(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     run_output_bytes_[i] = tensor_bytes(outputs[i].shape, outputs[i].dtype);
     if (run_output_bytes_[i] == 0) {
-      return invalid_argument(quoted(name) + ": output " + std::to_string(i) + " " +
-                              quoted(outputs[i].name) + " has shape " +
+      return invalid_argument(quote(name) + ": output " + std::to_string(i) + " " +
+                              quote(outputs[i].name) + " has shape " +
                               shape_string(outputs[i].shape) +
                               "; every dimension must be > 0 and the shape non-empty");
     }
@@ -357,7 +355,7 @@ Status Engine::prepare_outputs(const std::shared_ptr<const OpCode>& code,
     // Described while the inputs are still locked, so the message tells them from pinned ones.
     Result<void*> block = pager_->allocate(
         run_output_bytes_[i], outputs[i].kind, outputs[i].name,
-        [&] { return "op " + quoted(code->name) + " (output " + quoted(outputs[i].name) + ")"; },
+        [&] { return "op " + quote(code->name) + " (output " + quote(outputs[i].name) + ")"; },
         /*op_output=*/true);
     if (!block.ok()) {
       free_outputs();
@@ -439,7 +437,7 @@ Result<std::uint32_t> Engine::readable_slot(const Tensor& tensor, const char* wh
   const TensorRecord& r = tensors_.at(slot);
   if (bytes > r.bytes) {
     return invalid_argument(std::string(what) + " of " + std::to_string(bytes) +
-                            " bytes from tensor " + quoted(r.name) + " of " +
+                            " bytes from tensor " + quote(r.name) + " of " +
                             std::to_string(r.bytes) + " bytes");
   }
   return slot;
@@ -450,7 +448,7 @@ Status Engine::read(const Tensor& tensor, void* host, std::size_t bytes) {
   const TensorRecord& r = tensors_.at(slot);
   tensors_.advance();
   const std::uint32_t storage = tensors_.storage(slot);
-  EBB_RETURN_IF_ERROR(pager_->make_resident(storage, "read " + quoted(r.name)));
+  EBB_RETURN_IF_ERROR(pager_->make_resident(storage, "read " + quote(r.name)));
   tensors_.touch(storage);
   EBB_RETURN_IF_ERROR(launcher_->stream().copy_async(host, tensors_.device_ptr(slot), bytes,
                                                      CopyKind::kDeviceToHost));
@@ -462,16 +460,16 @@ Status Engine::write(const Tensor& tensor, const void* host, std::size_t bytes) 
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "write", "tensor"));
   const TensorRecord& r = tensors_.at(slot);
   if (in_iteration_) {
-    return failed_precondition("write of tensor " + quoted(r.name) +
+    return failed_precondition("write of tensor " + quote(r.name) +
                                " inside an iteration: write() loads state between iterations");
   }
   if (bytes > r.bytes) {
     return invalid_argument("write of " + std::to_string(bytes) + " bytes into tensor " +
-                            quoted(r.name) + " of " + std::to_string(r.bytes) + " bytes");
+                            quote(r.name) + " of " + std::to_string(r.bytes) + " bytes");
   }
   tensors_.advance();
   const std::uint32_t storage[] = {tensors_.storage(slot)};
-  const std::string op = "write " + quoted(r.name);
+  const std::string op = "write " + quote(r.name);
   EBB_RETURN_IF_ERROR(pager_->settle_gathers_reading(storage));
   EBB_RETURN_IF_ERROR(pager_->lock_resident(storage, op));
   Status s = pager_->prepare_write(storage, op);
@@ -488,12 +486,12 @@ Status Engine::read_async(const Tensor& tensor, void* host, std::size_t bytes) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, readable_slot(tensor, "read_async", bytes));
   const TensorRecord& r = tensors_.at(slot);
   if (r.has_producer()) {
-    return invalid_argument("read_async of tensor " + quoted(r.name) +
+    return invalid_argument("read_async of tensor " + quote(r.name) +
                             ": made by an op of this iteration; read it with read()");
   }
   tensors_.advance();
   const std::uint32_t storage[] = {tensors_.storage(slot)};
-  const std::string op = "read_async " + quoted(r.name);
+  const std::string op = "read_async " + quote(r.name);
   // A finished copy no longer holds its tensor on the device; when the tensor does not fit
   // beside those still running, they finish first (each holds its source until it is done).
   EBB_RETURN_IF_ERROR(reap_reads(/*wait=*/false));
@@ -550,19 +548,19 @@ Status Engine::replace_on_host(const Tensor& tensor, const void* host, std::size
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "replace_on_host", "tensor"));
   const TensorRecord& r = tensors_.at(slot);
   if (r.is_view() || bytes != r.bytes) {
-    return invalid_argument("replace_on_host of tensor " + quoted(r.name) + ": " +
+    return invalid_argument("replace_on_host of tensor " + quote(r.name) + ": " +
                             std::to_string(bytes) + " bytes for a " +
                             (r.is_view() ? "view" : "tensor") + " of " + std::to_string(r.bytes) +
                             " bytes; it replaces a whole base tensor");
   }
   if (r.has_producer()) {
-    return invalid_argument("replace_on_host of tensor " + quoted(r.name) +
+    return invalid_argument("replace_on_host of tensor " + quote(r.name) +
                             ": made by an op of this iteration; only carried state is replaced");
   }
   EBB_RETURN_IF_ERROR(wait_read_of(slot));
   tensors_.advance();
   const std::uint32_t storage[] = {slot};
-  const std::string op = "replace_on_host " + quoted(r.name);
+  const std::string op = "replace_on_host " + quote(r.name);
   EBB_RETURN_IF_ERROR(pager_->prepare_write(storage, op));
   return pager_->replace_on_host(slot, host, bytes, op);
 }
@@ -576,7 +574,7 @@ Status Engine::release(const Tensor& tensor) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "release", "tensor"));
   TensorRecord& r = tensors_.at(slot);
   if (r.views > 0) {
-    return failed_precondition("release: tensor " + quoted(r.name) + " has " +
+    return failed_precondition("release: tensor " + quote(r.name) + " has " +
                                std::to_string(r.views) + " live views; release them first");
   }
   if (r.is_view()) {
@@ -599,7 +597,7 @@ Status Engine::discard(const Tensor& tensor) {
   const TensorRecord& r = tensors_.at(slot);
   if (r.is_view() || !r.carried) {
     return invalid_argument(
-        "discard: tensor " + quoted(r.name) +
+        "discard: tensor " + quote(r.name) +
         (r.is_view() ? " is a view; discard its base" : " is not carried (release it instead)"));
   }
   EBB_RETURN_IF_ERROR(wait_read_of(slot));
@@ -615,7 +613,7 @@ Status Engine::make_gathered(const Tensor& tensor, std::span<const Tensor> sourc
     EBB_ASSIGN_OR_RETURN(std::uint32_t s, usable_slot(t, "make_gathered", "tensor"));
     const TensorRecord& r = tensors_.at(s);
     if (r.is_view() || !r.carried) {
-      return invalid_argument("make_gathered: tensor " + quoted(r.name) +
+      return invalid_argument("make_gathered: tensor " + quote(r.name) +
                               (r.is_view() ? " is a view" : " is not carried"));
     }
     if (i < sources.size()) recipe->sources.push_back(s);
@@ -636,7 +634,7 @@ Status Engine::make_gathered(const Tensor& tensor, std::span<const Tensor> sourc
 Status Engine::gather(const Tensor& tensor) {
   EBB_ASSIGN_OR_RETURN(std::uint32_t slot, usable_slot(tensor, "gather", "tensor"));
   if (tensors_.at(slot).gather == nullptr) {
-    return invalid_argument("gather: tensor " + quoted(tensors_.at(slot).name) +
+    return invalid_argument("gather: tensor " + quote(tensors_.at(slot).name) +
                             " is not gathered (make_gathered)");
   }
   return pager_->start_gather(slot, "gather");

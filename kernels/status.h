@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace ebb {
@@ -73,6 +74,10 @@ inline Status failed_precondition(std::string m) {
 inline Status io_error(std::string m) { return Status(StatusCode::kIoError, std::move(m)); }
 inline Status data_loss(std::string m) { return Status(StatusCode::kDataLoss, std::move(m)); }
 inline Status unavailable(std::string m) { return Status(StatusCode::kUnavailable, std::move(m)); }
+// A name as messages quote it: 'name'. (Not `quoted`: argument-dependent lookup would find
+// std::quoted for a std::string wherever <iomanip> is included.)
+inline std::string quote(std::string_view name) { return "'" + std::string(name) + "'"; }
+
 inline Status internal_error(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
 
 // A value of type T, or the Status that explains why there is none.

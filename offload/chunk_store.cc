@@ -1,3 +1,4 @@
+#include "kernels/arith.h"
 #include "offload/chunk_store.h"
 
 #include <algorithm>
@@ -12,8 +13,6 @@ namespace ebb {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::size_t round_up(std::size_t n, std::size_t unit) { return (n + unit - 1) / unit * unit; }
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();

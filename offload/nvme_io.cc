@@ -5,13 +5,12 @@
 #include <cstring>
 #include <numeric>
 
+#include "kernels/arith.h"
 #include "offload/crc32c.h"
 #include "offload/nvme_tier.h"
 
 namespace ebb {
 namespace {
-
-std::size_t round_up(std::size_t n, std::size_t unit) { return (n + unit - 1) / unit * unit; }
 
 }  // namespace
 

@@ -1,4 +1,5 @@
 // NvmeTier's set-up, space and extent tables; the I/O loops are in nvme_io.cc.
+#include "kernels/arith.h"
 #include "offload/nvme_tier.h"
 
 #include <sys/mman.h>
@@ -10,8 +11,6 @@
 
 namespace ebb {
 namespace {
-
-std::size_t round_up(std::size_t n, std::size_t unit) { return (n + unit - 1) / unit * unit; }
 
 Status uring_failure(const std::string& call, int negative_errno) {
   const int err = -negative_errno;

@@ -1,3 +1,4 @@
+#include "kernels/arith.h"
 #include "engine/optim/flat_layout.h"
 
 #include <limits>
@@ -5,8 +6,6 @@
 
 namespace ebb {
 namespace {
-
-std::int64_t round_up(std::int64_t n, std::int64_t unit) { return (n + unit - 1) / unit * unit; }
 
 }  // namespace
 

@@ -1,3 +1,4 @@
+#include "kernels/arith.h"
 #include "engine/optim/optimizer.h"
 
 #include <algorithm>
@@ -13,8 +14,6 @@ namespace {
 // State floats of one parameter start at a multiple of this (512 bytes), as the flat layout's
 // parameters do.
 constexpr std::int64_t kStateAlignFloats = 128;
-
-std::int64_t round_up(std::int64_t n, std::int64_t unit) { return (n + unit - 1) / unit * unit; }
 
 // A parameter as the factored optimizers see it: a matrix of rows x cols (cols >= 2), or a
 // vector (cols == 1). Higher ranks fold into rows x (the product of the rest).

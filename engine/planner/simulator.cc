@@ -1,4 +1,5 @@
 // simulate_profile: a Profile through an Engine on a sim device.
+#include "kernels/arith.h"
 #include "engine/planner/simulator.h"
 
 #include <algorithm>
@@ -13,8 +14,6 @@
 
 namespace ebb {
 namespace {
-
-std::size_t round_up(std::size_t bytes, std::size_t to) { return (bytes + to - 1) / to * to; }
 
 TensorSpec spec_of(const ProfiledTensor& t) {
   return {

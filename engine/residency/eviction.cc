@@ -1,6 +1,7 @@
 #include "engine/residency/eviction.h"
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 
 namespace ebb {
@@ -21,21 +22,31 @@ std::string_view eviction_policy_name(EvictionPolicy policy) {
 
 namespace {
 
+using Readers = std::vector<std::vector<std::uint32_t>>;
+
+}  // namespace
+
 // The projected costs of the resident tensors on one pair of tables: the reverse edges of the
-// tape (which ops read each tensor) and scratch marks, built once per ranking.
+// tape (which ops read each tensor, shared by the caller when it ranks several times over one
+// tape) and scratch marks, built on the first walk.
 class NeighbourhoodCost {
  public:
-  NeighbourhoodCost(const TensorTable& tensors, const std::vector<OpRecord>& tape)
-      : tensors_(tensors),
-        tape_(tape),
-        readers_(tape_readers(tensors, tape)),
-        wanted_(replay_inputs(tensors, tape)),
-        seen_op_(tape.size(), 0) {}
+  NeighbourhoodCost(const TensorTable& tensors, const std::vector<OpRecord>& tape,
+                    const Readers* readers)
+      : tensors_(tensors), tape_(tape), shared_readers_(readers) {}
 
   // The producers' cost (ns) of `slot` and of the dropped tensors connected to it through
   // dropped tensors: ancestors its replay reads, and wanted descendants whose replay reads it.
   // With `ancestors_only`, what bringing `slot` back by replay costs. REQUIRES: a producer.
   std::int64_t cost_ns(std::uint32_t slot, bool ancestors_only) {
+    if (seen_op_.empty()) {
+      if (shared_readers_ == nullptr) {
+        own_readers_ = tape_readers(tensors_, tape_);
+        shared_readers_ = &own_readers_;
+      }
+      wanted_ = replay_inputs(tensors_, tape_);
+      seen_op_.assign(tape_.size(), 0);
+    }
     ++epoch_;
     std::int64_t cost = 0;
     pending_.assign(1, slot);
@@ -53,7 +64,7 @@ class NeighbourhoodCost {
         }
       }
       if (ancestors_only) continue;
-      for (std::uint32_t op : readers_[s]) {
+      for (std::uint32_t op : (*shared_readers_)[s]) {
         if (seen_op_[op] == epoch_) continue;
         for (std::uint32_t out : tape_[op].outputs) {
           if (wanted_dropped(out)) pending_.push_back(out);
@@ -73,77 +84,137 @@ class NeighbourhoodCost {
 
   const TensorTable& tensors_;
   const std::vector<OpRecord>& tape_;
-  std::vector<std::vector<std::uint32_t>> readers_;
+  const Readers* shared_readers_;
+  Readers own_readers_;
   std::vector<bool> wanted_;
   std::vector<std::uint32_t> seen_op_;  // epoch_ of the traversal that counted the op
   std::uint32_t epoch_ = 0;
   std::vector<std::uint32_t> pending_;
 };
 
-}  // namespace
-
 bool droppable(const TensorRecord& record) {
   return record.has_producer() && record.kind != TensorKind::kParameter &&
          record.kind != TensorKind::kInput && record.kind != TensorKind::kOptimizerState;
 }
 
-std::vector<EvictionCandidate> rank_eviction_candidates(const TensorTable& tensors,
-                                                        const std::vector<OpRecord>& tape,
-                                                        const EvictionContext& context) {
-  std::vector<EvictionCandidate> candidates;
-  if (context.policy == EvictionPolicy::kNone) return candidates;
-  const bool may_drop =
-      context.policy == EvictionPolicy::kRecompute || context.policy == EvictionPolicy::kBoth;
-  const bool may_swap =
-      context.policy == EvictionPolicy::kSwap || context.policy == EvictionPolicy::kBoth;
-  std::optional<NeighbourhoodCost> costs;
-  if (may_drop) costs.emplace(tensors, tape);
-  std::vector<std::uint8_t> recoverable_memo;
+EvictionRanking::EvictionRanking(const TensorTable& tensors, const std::vector<OpRecord>& tape,
+                                 const EvictionContext& context, const Readers* readers,
+                                 bool lazy)
+    : tensors_(tensors),
+      tape_(tape),
+      context_(context),
+      may_drop_(context.policy == EvictionPolicy::kRecompute ||
+                context.policy == EvictionPolicy::kBoth),
+      may_swap_(context.policy == EvictionPolicy::kSwap ||
+                context.policy == EvictionPolicy::kBoth) {
+  if (context.policy == EvictionPolicy::kNone) return;
+  if (may_drop_) costs_ = std::make_unique<NeighbourhoodCost>(tensors, tape, readers);
   for (std::uint32_t slot = 0; slot < tensors.slot_count(); ++slot) {
     const TensorRecord& r = tensors.at(slot);
     if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0) continue;
-    const bool clean = r.host_ptr != nullptr;
-    const bool can_drop =
-        may_drop && droppable(r) && recoverable(tensors, tape, slot, recoverable_memo);
-    const bool can_swap = may_swap && (clean || r.bytes <= context.host_tier_free_bytes);
-    if (!can_drop && !can_swap) continue;
-    const double bytes = static_cast<double>(std::max<std::size_t>(r.bytes, 1));
-    const double staleness = static_cast<double>(context.tick - r.last_access + 1);
-    EvictionCandidate c{slot, can_drop ? EvictionAction::kDrop : EvictionAction::kSwap, 0};
-    if (context.policy == EvictionPolicy::kSwap) {
-      // Largest first; a clean copy before everything; older first among equals.
-      c.score = (clean ? -1e30 : 0) - bytes - staleness / (staleness + 1);
-      candidates.push_back(c);
+    const bool can_swap = swappable(r);
+    if (!(may_drop_ && droppable(r)) && !can_swap) continue;
+    if (!may_drop_ || !lazy) {
+      // Under swap every score is exact and cheap.
+      if (std::optional<EvictionCandidate> c = exact(slot)) push(*c, /*is_exact=*/true);
       continue;
     }
-    double cost_s = 0;
-    if (can_drop) cost_s = static_cast<double>(costs->cost_ns(slot, false)) * 1e-9;
-    if (can_swap) {
-      const double copy_s = bytes / context.host_link_bytes_per_s;
-      const double swap_s = (clean ? 0 : copy_s) + copy_s;
-      const double replay_s = can_drop ? static_cast<double>(costs->cost_ns(slot, true)) * 1e-9 : 0;
-      if (!can_drop || swap_s < replay_s) {
-        c.action = EvictionAction::kSwap;
-        cost_s = swap_s;
-      }
+    // A lower bound of the exact score: a drop costs at least the tensor's own producer (its
+    // neighbourhood only adds), and under both the exact cost is the swap or a drop.
+    double cost_s = std::numeric_limits<double>::infinity();
+    if (droppable(r)) {
+      cost_s = static_cast<double>(tape_[static_cast<std::size_t>(r.producer)].cost_ns) * 1e-9;
     }
-    c.score = cost_s / (bytes * staleness);
-    candidates.push_back(c);
+    if (can_swap) cost_s = std::min(cost_s, swap_seconds(r));
+    push({slot, EvictionAction::kDrop, cost_s / (bytes_of(r) * staleness_of(r))},
+         /*is_exact=*/false);
   }
+}
+
+EvictionRanking::~EvictionRanking() = default;
+
+std::optional<EvictionCandidate> EvictionRanking::next() {
+  while (!heap_.empty()) {
+    std::pop_heap(heap_.begin(), heap_.end(), Entry::later);
+    const Entry top = heap_.back();
+    heap_.pop_back();
+    if (top.is_exact) return top.candidate;
+    // Its bound came first: the exact score, back in the queue (it is never below the bound).
+    if (std::optional<EvictionCandidate> c = exact(top.candidate.slot)) push(*c, true);
+  }
+  return std::nullopt;
+}
+
+std::optional<EvictionCandidate> EvictionRanking::exact(std::uint32_t slot) {
+  const TensorRecord& r = tensors_.at(slot);
+  const bool clean = r.host_ptr != nullptr;
+  const bool can_drop =
+      may_drop_ && droppable(r) && recoverable(tensors_, tape_, slot, recoverable_memo_);
+  const bool can_swap = swappable(r);
+  if (!can_drop && !can_swap) return std::nullopt;
+  const double bytes = bytes_of(r);
+  const double staleness = staleness_of(r);
+  EvictionCandidate c{slot, can_drop ? EvictionAction::kDrop : EvictionAction::kSwap, 0};
+  if (context_.policy == EvictionPolicy::kSwap) {
+    // Largest first; a clean copy before everything; older first among equals.
+    c.score = (clean ? -1e30 : 0) - bytes - staleness / (staleness + 1);
+    return c;
+  }
+  double cost_s = 0;
+  if (can_drop) cost_s = static_cast<double>(costs_->cost_ns(slot, false)) * 1e-9;
+  if (can_swap) {
+    const double swap_s = swap_seconds(r);
+    const double replay_s =
+        can_drop ? static_cast<double>(costs_->cost_ns(slot, true)) * 1e-9 : 0;
+    if (!can_drop || swap_s < replay_s) {
+      c.action = EvictionAction::kSwap;
+      cost_s = swap_s;
+    }
+  }
+  c.score = cost_s / (bytes * staleness);
+  return c;
+}
+
+bool EvictionRanking::swappable(const TensorRecord& r) const {
+  return may_swap_ && (r.host_ptr != nullptr || r.bytes <= context_.host_tier_free_bytes);
+}
+
+double EvictionRanking::swap_seconds(const TensorRecord& r) const {
+  const double copy_s = bytes_of(r) / context_.host_link_bytes_per_s;
+  return (r.host_ptr != nullptr ? 0 : copy_s) + copy_s;
+}
+
+double EvictionRanking::bytes_of(const TensorRecord& r) {
+  return static_cast<double>(std::max<std::size_t>(r.bytes, 1));
+}
+
+double EvictionRanking::staleness_of(const TensorRecord& r) const {
+  return static_cast<double>(context_.tick - r.last_access + 1);
+}
+
+void EvictionRanking::push(const EvictionCandidate& c, bool is_exact) {
   // Under recompute or both, a tensor used during the current tick (by the op being prepared
   // or a replay for it) goes last: the op's other inputs are often rebuilt from it next, and
   // evicting it would replay the same producers again and again within one op.
-  auto used_now = [&](const EvictionCandidate& c) {
-    return may_drop && tensors.at(c.slot).last_access >= context.tick;
-  };
-  std::stable_sort(candidates.begin(), candidates.end(),
-                   [&](const EvictionCandidate& a, const EvictionCandidate& b) {
-                     const bool a_now = used_now(a);
-                     const bool b_now = used_now(b);
-                     if (a_now != b_now) return b_now;
-                     return a.score < b.score;
-                   });
-  return candidates;
+  const bool used_now = may_drop_ && tensors_.at(c.slot).last_access >= context_.tick;
+  heap_.push_back({c, used_now, is_exact});
+  std::push_heap(heap_.begin(), heap_.end(), Entry::later);
+}
+
+bool EvictionRanking::Entry::later(const Entry& a, const Entry& b) {
+  if (a.used_now != b.used_now) return a.used_now;
+  if (a.candidate.score != b.candidate.score) return a.candidate.score > b.candidate.score;
+  return a.candidate.slot > b.candidate.slot;
+}
+
+std::vector<EvictionCandidate> rank_eviction_candidates(const TensorTable& tensors,
+                                                        const std::vector<OpRecord>& tape,
+                                                        const EvictionContext& context,
+                                                        bool lazy) {
+  std::vector<EvictionCandidate> ranked;
+  EvictionRanking ranking(tensors, tape, context, nullptr, lazy);
+  while (std::optional<EvictionCandidate> c = ranking.next()) ranked.push_back(*c);
+  return ranked;
 }
 
 }  // namespace ebb

@@ -25,6 +25,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -55,9 +57,62 @@ struct EvictionContext {
 // state) and it has a producer to replay. Whether the replay can run is recoverable() (tape.h).
 bool droppable(const TensorRecord& record);
 
-// The resident, unlocked, live tensors the policy may evict, best victim first.
+class NeighbourhoodCost;
+
+// The resident, unlocked, live tensors the policy may evict, best victim first, one at a time.
+// Under recompute and both, a tensor's evicted-neighbourhood cost is walked only when a lower
+// bound of its score comes first (its own producer's cost, or its swap when that is cheaper: the
+// neighbourhood only adds), so that finding the first victim among thousands of resident tensors
+// walks a few neighbourhoods instead of one per tensor; the order is exactly that of scoring
+// every tensor and sorting (ties: the lower slot first). `readers`: tape_readers(tensors, tape)
+// from a caller that ranks several times over one tape, or null to build it on the first walk.
+// `lazy` false scores every tensor up front (the reference the lazy order is tested against).
+// REQUIRES: the tables and `readers` outlive the ranking, and between next() calls only swaps
+// change them (a drop changes its neighbours' costs: rank again).
+class EvictionRanking {
+ public:
+  EvictionRanking(const TensorTable& tensors, const std::vector<OpRecord>& tape,
+                  const EvictionContext& context,
+                  const std::vector<std::vector<std::uint32_t>>* readers = nullptr,
+                  bool lazy = true);
+  EvictionRanking(const EvictionRanking&) = delete;
+  EvictionRanking& operator=(const EvictionRanking&) = delete;
+  ~EvictionRanking();
+
+  // The next victim; nullopt when none is left.
+  std::optional<EvictionCandidate> next();
+
+ private:
+  struct Entry {
+    EvictionCandidate candidate;
+    bool used_now = false;
+    bool is_exact = false;
+    // The heap's order: a used_now entry after every other, then the higher score, then the
+    // higher slot.
+    static bool later(const Entry& a, const Entry& b);
+  };
+
+  std::optional<EvictionCandidate> exact(std::uint32_t slot);
+  bool swappable(const TensorRecord& r) const;
+  double swap_seconds(const TensorRecord& r) const;
+  static double bytes_of(const TensorRecord& r);
+  double staleness_of(const TensorRecord& r) const;
+  void push(const EvictionCandidate& c, bool is_exact);
+
+  const TensorTable& tensors_;
+  const std::vector<OpRecord>& tape_;
+  EvictionContext context_;
+  bool may_drop_;
+  bool may_swap_;
+  std::unique_ptr<NeighbourhoodCost> costs_;
+  std::vector<std::uint8_t> recoverable_memo_;
+  std::vector<Entry> heap_;
+};
+
+// Every candidate of an EvictionRanking, best victim first.
 std::vector<EvictionCandidate> rank_eviction_candidates(const TensorTable& tensors,
                                                         const std::vector<OpRecord>& tape,
-                                                        const EvictionContext& context);
+                                                        const EvictionContext& context,
+                                                        bool lazy = true);
 
 }  // namespace ebb

@@ -9,11 +9,6 @@
 #include <utility>
 
 namespace ebb {
-namespace {
-
-std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
-
-}  // namespace
 
 Pager::Pager(const EngineOptions& options, TensorTable& tensors, Tape& tape, OpLauncher& launcher)
     : options_(options), tensors_(tensors), tape_(tape), launcher_(launcher) {}
@@ -76,7 +71,7 @@ std::string Pager::out_of_memory_message(const std::string& what, std::size_t by
   constexpr std::size_t kListed = 10;
   for (std::size_t i = 0; i < held.size() && i < kListed; ++i) {
     const TensorRecord& r = tensors_.at(held[i]);
-    m += " " + quoted(r.name) + " " + std::to_string(r.bytes) + " B (" +
+    m += " " + quote(r.name) + " " + std::to_string(r.bytes) + " B (" +
          std::string(tensor_kind_name(r.kind)) +
          (r.lock_count > 0 ? ", locked by the op" : ", pinned") + ")";
     m += i + 1 < held.size() && i + 1 < kListed ? "," : "";
@@ -128,9 +123,9 @@ Status Pager::check_thrash(std::int64_t cost_ns, std::string_view op, std::strin
                 "limit of %.3fx",
                 overhead, static_cast<long long>(recompute_ns), static_cast<long long>(base_ns),
                 options_.max_recompute_overhead);
-  return out_of_memory(quoted(op) + ": thrashed under the budget of " +
+  return out_of_memory(quote(op) + ": thrashed under the budget of " +
                        std::to_string(allocator_->budget_bytes()) + " bytes: recomputing " +
-                       quoted(tensor) + " " + figures);
+                       quote(tensor) + " " + figures);
 }
 
 void Pager::arrived(std::uint32_t slot, void* block) {
@@ -161,14 +156,14 @@ Status Pager::make_resident(std::uint32_t slot, std::string_view op) {
       }
       if (r.discarded) return refill_discarded(slot, op);
       if (!r.has_producer()) {
-        return failed_precondition(quoted(op) + ": tensor " + quoted(r.name) +
+        return failed_precondition(quote(op) + ": tensor " + quote(r.name) +
                                    " holds no bytes and has no producer to recompute it from");
       }
       return replay(slot, op);
     case Residency::kNvme:
       return read_back_from_nvme(slot, op);
   }
-  return internal_error("unknown residency of tensor " + quoted(r.name));
+  return internal_error("unknown residency of tensor " + quote(r.name));
 }
 
 Status Pager::lock_resident(std::span<const std::uint32_t> slots, std::string_view op) {
@@ -193,7 +188,7 @@ Status Pager::discard(std::uint32_t slot, std::string_view op) {
   EBB_RETURN_IF_ERROR(prepare_write(targets, op));
   TensorRecord& r = tensors_.at(slot);
   if (r.lock_count > 0) {
-    return failed_precondition(quoted(op) + ": tensor " + quoted(r.name) +
+    return failed_precondition(quote(op) + ": tensor " + quote(r.name) +
                                " is in use by a running op");
   }
   free_storage(slot);  // the block goes back after the compute stream's queued work
@@ -206,8 +201,8 @@ Status Pager::refill_discarded(std::uint32_t slot, std::string_view op) {
   const std::size_t bytes = tensors_.at(slot).bytes;
   EBB_ASSIGN_OR_RETURN(void* block,
                        allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
-                         return quoted(op) + " (making room for the discarded " +
-                                quoted(tensors_.at(slot).name) + ")";
+                         return quote(op) + " (making room for the discarded " +
+                                quote(tensors_.at(slot).name) + ")";
                        }));
   if (Status s = launcher_.stream().memset_async(block, 0, bytes); !s.ok()) {
     (void)allocator_->free(block);
@@ -232,7 +227,7 @@ Status Pager::start_gather(std::uint32_t slot, std::string_view op, bool at_use)
   EBB_RETURN_IF_ERROR(lock_resident(recipe->sources, op));
   const std::size_t bytes = tensors_.at(slot).bytes;
   Result<void*> block = allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
-    return quoted(op) + " (gathering " + quoted(tensors_.at(slot).name) + ")";
+    return quote(op) + " (gathering " + quote(tensors_.at(slot).name) + ")";
   });
   if (!block.ok()) {
     unlock(recipe->sources);
@@ -291,7 +286,7 @@ Status Pager::copy_back(std::uint32_t slot, std::string_view op) {
       void* block,
       allocate(
           bytes, tensors_.at(slot).kind, tensors_.at(slot).name,
-          [&] { return quoted(op) + " (swapping in " + quoted(tensors_.at(slot).name) + ")"; },
+          [&] { return quote(op) + " (swapping in " + quote(tensors_.at(slot).name) + ")"; },
           !tensors_.at(slot).carried));
   TensorRecord& r = tensors_.at(slot);
   Stream& compute = launcher_.stream();
@@ -316,8 +311,8 @@ Status Pager::read_back_from_nvme(std::uint32_t slot, std::string_view op) {
   EBB_ASSIGN_OR_RETURN(void* block, allocate(
                                         bytes, tensors_.at(slot).kind, tensors_.at(slot).name,
                                         [&] {
-                                          return quoted(op) + " (bringing " +
-                                                 quoted(tensors_.at(slot).name) +
+                                          return quote(op) + " (bringing " +
+                                                 quote(tensors_.at(slot).name) +
                                                  " back from NVMe)";
                                         },
                                         !tensors_.at(slot).carried));
@@ -329,7 +324,7 @@ Status Pager::read_back_from_nvme(std::uint32_t slot, std::string_view op) {
   if (!read.ok()) {
     // Nothing uses the block: the fetch has ended. The extent stays, still the tensor's copy.
     (void)allocator_->free(block);
-    return Status(read.code(), quoted(op) + ": bringing tensor " + quoted(r.name) +
+    return Status(read.code(), quote(op) + ": bringing tensor " + quote(r.name) +
                                    " back from NVMe: " + read.message());
   }
   free_nvme_copy(r);
@@ -343,9 +338,9 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
   const auto producer = static_cast<std::size_t>(tensors_.at(slot).producer);
   if (tape_[producer].stale) {
     // prepare_write rebuilt every wanted tensor before its inputs changed: none should get here.
-    return failed_precondition(quoted(op) + ": tensor " + quoted(tensors_.at(slot).name) +
+    return failed_precondition(quote(op) + ": tensor " + quote(tensors_.at(slot).name) +
                                " was dropped and its producer " +
-                               quoted(tape_[producer].code->name) +
+                               quote(tape_[producer].code->name) +
                                " read a tensor written in place since: it cannot be rebuilt");
   }
   EBB_RETURN_IF_ERROR(check_thrash(tape_[producer].cost_ns, op, tensors_.at(slot).name));
@@ -392,8 +387,8 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
     Result<void*> block = allocate(
         o.bytes, o.kind, o.name,
         [&] {
-          return quoted(op) + " (recomputing " + quoted(tensors_.at(slot).name) + " by replaying " +
-                 quoted(tape_[producer].code->name) + ")";
+          return quote(op) + " (recomputing " + quote(tensors_.at(slot).name) + " by replaying " +
+                 quote(tape_[producer].code->name) + ")";
         },
         /*op_output=*/true);
     if (!block.ok()) {
@@ -487,7 +482,7 @@ Status Pager::replace_on_host(std::uint32_t slot, const void* src, std::size_t b
                               std::string_view op) {
   EBB_RETURN_IF_ERROR(settle_arrival(slot, /*for_use=*/false));
   TensorRecord& r = tensors_.at(slot);
-  EBB_CHECK(r.lock_count == 0, quoted(op) + ": " + quoted(r.name) + " is locked");
+  EBB_CHECK(r.lock_count == 0, quote(op) + ": " + quote(r.name) + " is locked");
   if (r.host_ptr == nullptr) {
     Result<void*> host = host_tier_->allocate(r.name, r.bytes);
     if (!host.ok()) {
@@ -495,7 +490,7 @@ Status Pager::replace_on_host(std::uint32_t slot, const void* src, std::size_t b
       host = host_tier_->allocate(r.name, r.bytes);
     }
     if (!host.ok()) {
-      return out_of_memory(quoted(op) + ": no room in the host tier for " + quoted(r.name) + " (" +
+      return out_of_memory(quote(op) + ": no room in the host tier for " + quote(r.name) + " (" +
                            std::to_string(r.bytes) + " bytes): " + host.status().message());
     }
     r.host_ptr = *host;
@@ -577,7 +572,7 @@ Status Pager::settle_arrival(std::uint32_t slot, bool for_use) {
     unlock(r.gather->sources);
     --r.lock_count;
     if (!waited.ok()) {
-      return Status(waited.code(), "gathering " + quoted(r.name) + ": " + waited.message());
+      return Status(waited.code(), "gathering " + quote(r.name) + ": " + waited.message());
     }
     return ok_status();
   }
@@ -614,7 +609,7 @@ Status Pager::settle_nvme_arrival(std::uint32_t slot, bool for_use) {
     r.device_ptr = nullptr;
     r.residency = Residency::kNvme;
     log_residency(slot, Residency::kNvme);
-    return Status(s.code(), "prefetching tensor " + quoted(r.name) + " from NVMe: " + s.message());
+    return Status(s.code(), "prefetching tensor " + quote(r.name) + " from NVMe: " + s.message());
   }
   free_nvme_copy(r);
   stats_.nvme_read_bytes += static_cast<std::int64_t>(r.bytes);

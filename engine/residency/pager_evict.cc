@@ -1,16 +1,13 @@
 // The Pager's evictions: dynamic eviction when the allocator asks for room, the plan's swap-outs
 // and drops, the spill to NVMe when the host tier is full, and giving storage back.
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "engine/residency/pager.h"
 
 namespace ebb {
-namespace {
-
-std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
-
-}  // namespace
 
 std::size_t Pager::evict(std::size_t bytes_needed) {
   if (prefetching_) return 0;  // see prefetch()
@@ -26,26 +23,33 @@ std::size_t Pager::evict(std::size_t bytes_needed) {
 std::size_t Pager::evict_ranked(std::size_t bytes_needed) {
   std::size_t freed = free_unread_released_storage();
   // Ranked again after every drop: a drop changes what its neighbours cost, and whether their
-  // replay chains can still run. A swap changes neither.
+  // replay chains can still run. A swap changes neither. The tape does not change meanwhile,
+  // so its reverse edges are built once for all the rankings.
+  std::vector<std::vector<std::uint32_t>> readers;
+  const bool walks = options_.policy == EvictionPolicy::kRecompute ||
+                     options_.policy == EvictionPolicy::kBoth;
   while (freed < bytes_needed) {
+    if (walks && readers.empty()) readers = tape_readers(tensors_, tape_.ops());
     const EvictionContext context{
         .policy = options_.policy,
         .tick = tensors_.tick(),
         .host_link_bytes_per_s = options_.host_link_bytes_per_s,
         .host_tier_free_bytes = offload_free_bytes(),
     };
+    EvictionRanking ranking(tensors_, tape_.ops(), context, walks ? &readers : nullptr);
     bool dropped = false;
-    for (const EvictionCandidate& c : rank_eviction_candidates(tensors_, tape_.ops(), context)) {
-      if (freed >= bytes_needed) break;
-      const TensorRecord& r = tensors_.at(c.slot);
+    while (freed < bytes_needed) {
+      const std::optional<EvictionCandidate> c = ranking.next();
+      if (!c.has_value()) break;
+      const TensorRecord& r = tensors_.at(c->slot);
       if (r.residency != Residency::kDevice) continue;  // swapped earlier in this pass
       Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
-      EBB_CHECK(block.ok(), "tensor " + quoted(r.name) +
+      EBB_CHECK(block.ok(), "tensor " + quote(r.name) +
                                 " is resident without a live block: " + block.status().to_string());
-      if (c.action == EvictionAction::kSwap) {
-        if (!swap_out(c.slot)) continue;
+      if (c->action == EvictionAction::kSwap) {
+        if (!swap_out(c->slot)) continue;
       } else {
-        drop(c.slot);
+        drop(c->slot);
         dropped = true;
       }
       freed += *block;
@@ -116,7 +120,7 @@ bool Pager::drop_recoverable(std::uint32_t slot) {
 void Pager::drop(std::uint32_t slot) {
   Status settled = settle_arrival(slot, /*for_use=*/false);
   EBB_CHECK(settled.ok(),
-            "dropping " + quoted(tensors_.at(slot).name) + ": " + settled.to_string());
+            "dropping " + quote(tensors_.at(slot).name) + ": " + settled.to_string());
   TensorRecord& r = tensors_.at(slot);
   if (r.host_ptr != nullptr) {
     swap_out(slot);  // a clean copy: cheaper to keep than to recompute
@@ -138,7 +142,7 @@ bool Pager::spill_to_nvme(std::uint32_t slot) {
     // one: the tensor stays resident (its only copy), and the next call returns the failure.
     if (written.code() != StatusCode::kOutOfMemory) {
       launcher_.defer_error(Status(
-          written.code(), "spilling tensor " + quoted(r.name) + " to NVMe: " + written.message()));
+          written.code(), "spilling tensor " + quote(r.name) + " to NVMe: " + written.message()));
     }
     return false;
   }
@@ -194,7 +198,7 @@ std::size_t Pager::free_unread_released_storage() {
     const TensorRecord& r = tensors_.at(slot);
     if (r.residency == Residency::kDevice) {
       Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
-      EBB_CHECK(block.ok(), "tensor " + quoted(r.name) +
+      EBB_CHECK(block.ok(), "tensor " + quote(r.name) +
                                 " is resident without a live block: " + block.status().to_string());
       freed += *block;
     }
@@ -227,17 +231,17 @@ void Pager::free_host_copy(TensorRecord& r) {
 
 void Pager::free_nvme_copy(TensorRecord& r) {
   Status freed = nvme_->free(r.nvme_extent);
-  EBB_CHECK(freed.ok(), "NVMe copy of " + quoted(r.name) + ": " + freed.to_string());
+  EBB_CHECK(freed.ok(), "NVMe copy of " + quote(r.name) + ": " + freed.to_string());
   r.nvme_extent = kNoExtent;
 }
 
 void Pager::free_storage(std::uint32_t slot) {
   Status settled = settle_arrival(slot, /*for_use=*/false);
-  EBB_CHECK(settled.ok(), "freeing " + quoted(tensors_.at(slot).name) + ": " + settled.to_string());
+  EBB_CHECK(settled.ok(), "freeing " + quote(tensors_.at(slot).name) + ": " + settled.to_string());
   TensorRecord& r = tensors_.at(slot);
   if (r.device_ptr != nullptr) {
     Status freed = allocator_->free(r.device_ptr);
-    EBB_CHECK(freed.ok(), "tensor " + quoted(r.name) + ": " + freed.to_string());
+    EBB_CHECK(freed.ok(), "tensor " + quote(r.name) + ": " + freed.to_string());
     r.device_ptr = nullptr;
   }
   if (r.host_ptr != nullptr) free_host_copy(r);

@@ -4,11 +4,6 @@
 #include <utility>
 
 namespace ebb {
-namespace {
-
-std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
-
-}  // namespace
 
 OpLauncher::OpLauncher(Device& device, Stream& compute)
     : compute_(compute),
@@ -35,7 +30,7 @@ void OpLauncher::run_closure(const OpCode& code, std::span<void* const> all, std
   }
   std::lock_guard<std::mutex> lock(errors->mu);
   if (errors->first.ok()) {
-    errors->first = internal_error("op " + quoted(code.name) + " threw: " + failure);
+    errors->first = internal_error("op " + quote(code.name) + " threw: " + failure);
   }
   errors->any.store(true, std::memory_order_release);
 }
@@ -127,8 +122,8 @@ Status OpLauncher::check_outputs(const std::shared_ptr<const OpCode>& code,
     }
     if (differing > 0) {
       return failed_precondition(
-          "op " + quoted(code->name) + " (check_outputs): output " + std::to_string(i) + " " +
-          quoted(outputs[i].name) + " differs between two runs on poisoned outputs from byte " +
+          "op " + quote(code->name) + " (check_outputs): output " + std::to_string(i) + " " +
+          quote(outputs[i].name) + " differs between two runs on poisoned outputs from byte " +
           std::to_string(first) + ", " + std::to_string(differing) + " of " +
           std::to_string(a.size()) +
           " bytes differ: the closure leaves them unwritten or is not deterministic");

@@ -70,4 +70,8 @@ Result<std::string> read_text_file(const std::string& path, std::string_view wha
   return text.str();
 }
 
+Status os_error(const std::string& what, int err) {
+  return io_error(what + ": " + std::strerror(err));
+}
+
 }  // namespace ebb

@@ -20,4 +20,7 @@ Status write_file_atomically(const std::string& path, std::string_view text);
 // kIoError "error reading <what> <path>" when reading fails.
 Result<std::string> read_text_file(const std::string& path, std::string_view what);
 
+// kIoError "<what>: <the OS's text for err>".
+Status os_error(const std::string& what, int err);
+
 }  // namespace ebb

@@ -51,10 +51,6 @@ std::string join(const Pieces&... pieces) {
   return join({std::string_view(pieces)...});
 }
 
-Status os_error(const std::string& what, int err) {
-  return io_error(what + ": " + std::strerror(err));
-}
-
 // A descriptor closed when it goes out of scope (for those whose close cannot lose data:
 // directories and files that were only read).
 class ScopedFd {
@@ -71,13 +67,7 @@ class ScopedFd {
   int fd_;
 };
 
-std::string step_dir_name(std::int64_t step) {
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
-  return name;
-}
-
-// The step of a directory name written by step_dir_name, or nothing (so that "step-3" and
+// The step of a directory name written by checkpoint_dir_name, or nothing (so that "step-3" and
 // "step-00000003" can never both be step 3).
 std::optional<std::int64_t> step_of(std::string_view name) {
   if (!name.starts_with(kStepPrefix)) return std::nullopt;
@@ -85,7 +75,7 @@ std::optional<std::int64_t> step_of(std::string_view name) {
   std::int64_t step = 0;
   const auto [end, err] = std::from_chars(digits.data(), digits.data() + digits.size(), step);
   if (err != std::errc() || end != digits.data() + digits.size() || step < 0) return std::nullopt;
-  if (step_dir_name(step) != name) return std::nullopt;
+  if (checkpoint_dir_name(step) != name) return std::nullopt;
   return step;
 }
 
@@ -306,11 +296,11 @@ Status check_request(const CheckpointMeta& meta, const CheckpointOptions& option
 Status check_step_is_new(const std::string& dir, std::int64_t step) {
   EBB_ASSIGN_OR_RETURN(std::vector<std::int64_t> steps, list_checkpoints(dir));
   if (std::find(steps.begin(), steps.end(), step) != steps.end()) {
-    return failed_precondition("checkpoint " + dir + "/" + step_dir_name(step) +
+    return failed_precondition("checkpoint " + dir + "/" + checkpoint_dir_name(step) +
                                " already exists; a checkpoint is never overwritten");
   }
   if (!steps.empty() && steps.back() > step) {
-    return failed_precondition("checkpoint " + dir + "/" + step_dir_name(steps.back()) +
+    return failed_precondition("checkpoint " + dir + "/" + checkpoint_dir_name(steps.back()) +
                                " is of a later step than " + std::to_string(step) +
                                ": the new checkpoint would not be the latest");
   }
@@ -328,7 +318,7 @@ Result<std::string> write_temporary(const std::string& dir, const CheckpointMeta
                                     const std::vector<CheckpointPayloadEntry>& entries,
                                     const std::string& manifest, const CheckpointOptions& options) {
   std::string tmp =
-      dir + "/" + std::string(kTemporaryPrefix) + step_dir_name(meta.step) + "-XXXXXX";
+      dir + "/" + std::string(kTemporaryPrefix) + checkpoint_dir_name(meta.step) + "-XXXXXX";
   if (mkdtemp(tmp.data()) == nullptr) {
     return os_error("checkpoint directory " + dir + " is not writable: cannot create " + tmp,
                     errno);
@@ -362,9 +352,9 @@ Result<std::string> write_temporary(const std::string& dir, const CheckpointMeta
 Status remove_older(const std::string& dir, std::size_t keep, const std::string& written) {
   EBB_ASSIGN_OR_RETURN(std::vector<std::int64_t> steps, list_checkpoints(dir));
   for (std::size_t i = 0; i + keep < steps.size(); ++i) {
-    const std::string old = dir + "/" + step_dir_name(steps[i]);
+    const std::string old = dir + "/" + checkpoint_dir_name(steps[i]);
     const std::string doomed =
-        dir + "/" + std::string(kTemporaryPrefix) + "old-" + step_dir_name(steps[i]);
+        dir + "/" + std::string(kTemporaryPrefix) + "old-" + checkpoint_dir_name(steps[i]);
     Status removed = rename(old.c_str(), doomed.c_str()) == 0
                          ? remove_directory(doomed)
                          : os_error(join("cannot rename ", old, " to ", doomed), errno);
@@ -505,7 +495,7 @@ Status write_checkpoint(const std::string& dir, const CheckpointMeta& meta,
                        write_temporary(dir, meta, payloads, entries, manifest, options));
   // rename() replaces only an empty directory, so a complete checkpoint that appeared since the
   // check is never lost.
-  const std::string path = dir + "/" + step_dir_name(meta.step);
+  const std::string path = dir + "/" + checkpoint_dir_name(meta.step);
   if (rename(tmp.c_str(), path.c_str()) != 0) {
     const Status failed = os_error("cannot rename " + tmp + " to " + path, errno);
     const Status removed = remove_directory(tmp);
@@ -530,7 +520,7 @@ Result<std::vector<std::int64_t>> list_checkpoints(const std::string& dir) {
 Result<Checkpoint> read_checkpoint(const std::string& dir, std::int64_t step,
                                    const std::string& expected_fingerprint) {
   if (step < 0) return invalid_argument("checkpoint step " + std::to_string(step) + " in " + dir);
-  const std::string path = dir + "/" + step_dir_name(step);
+  const std::string path = dir + "/" + checkpoint_dir_name(step);
   if (!is_directory(path)) return not_found("checkpoint " + path + " does not exist");
   const std::string source = manifest_path(path);
   EBB_ASSIGN_OR_RETURN(std::string text, read_text_file(source, "checkpoint manifest"));
@@ -615,6 +605,12 @@ Status Checkpoint::read_payload(std::string_view name, std::span<std::byte> out)
                      text + ": the file is corrupt");
   }
   return ok_status();
+}
+
+std::string checkpoint_dir_name(std::int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+  return name;
 }
 
 }  // namespace ebb

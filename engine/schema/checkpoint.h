@@ -104,6 +104,9 @@ class Checkpoint {
   std::vector<CheckpointPayloadEntry> payloads_;
 };
 
+// The directory name of step `step`'s checkpoint: "step-NNNNNNNN" (eight digits at least).
+std::string checkpoint_dir_name(std::int64_t step);
+
 // Makes sure checkpoints can be written into `dir`: creates it (not its parents) when missing
 // and proves it writable by creating and removing a file in it. The trainer calls it before its
 // first step, so that a bad path fails in seconds rather than at the first checkpoint.

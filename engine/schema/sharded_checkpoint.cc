@@ -27,8 +27,8 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr const char* kFormat = "ebb-sharded-checkpoint";
-constexpr std::int64_t kVersion = 1;
+constexpr const char* kShardedFormat = "ebb-sharded-checkpoint";
+constexpr std::int64_t kShardedVersion = 1;
 constexpr const char* kTopManifestFile = "sharded-manifest.json";
 // write_checkpoint's name for a checkpoint's manifest (profiles/README.md).
 constexpr const char* kShardManifestFile = "manifest.json";
@@ -148,23 +148,12 @@ Status check_ranks(const RankGroup& ranks) {
 
 std::string rank_dir_name(int rank) { return "rank-" + std::to_string(rank); }
 
-// checkpoint.h's layout: DIR/step-NNNNNNNN.
-std::string step_dir_name(std::int64_t step) {
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
-  return name;
-}
-
 // The fingerprint a shard is written with, so that read_checkpoint refuses another rank's shard.
 std::string shard_fingerprint(const std::string& model_fingerprint, int size, int rank) {
   return model_fingerprint + " ranks=" + std::to_string(size) + " rank=" + std::to_string(rank);
 }
 
 std::string top_manifest_path(const std::string& dir) { return dir + "/" + kTopManifestFile; }
-
-Status os_error(const std::string& what, int err) {
-  return io_error(what + ": " + std::strerror(err));
-}
 
 // What sharded-manifest.json says.
 struct ShardRecord {
@@ -181,8 +170,8 @@ struct TopManifest {
 Result<std::string> top_manifest_text(const TopManifest& top) {
   try {  // nlohmann throws on a fingerprint that is not UTF-8
     std::string out = "{\n";
-    out += "\"format\": " + Json(kFormat).dump() + ",\n";
-    out += "\"version\": " + std::to_string(kVersion) + ",\n";
+    out += "\"format\": " + Json(kShardedFormat).dump() + ",\n";
+    out += "\"version\": " + std::to_string(kShardedVersion) + ",\n";
     out += "\"step\": " + std::to_string(top.step) + ",\n";
     out += "\"ranks\": " + std::to_string(top.ranks) + ",\n";
     out += "\"model_fingerprint\": " + Json(top.model_fingerprint).dump() + ",\n";
@@ -231,7 +220,7 @@ Result<TopManifest> top_manifest_fields(const Json& root, const JsonFieldReader&
     EBB_ASSIGN_OR_RETURN(std::string manifest, r.string_field(j, p, "manifest"));
     EBB_ASSIGN_OR_RETURN(std::uint64_t crc, r.unsigned_field(j, p, "manifest_crc32c"));
     // Only the names write_sharded_checkpoint gives: reading never leaves DIR.
-    const std::string dir = rank_dir_name(static_cast<int>(i)) + "/" + step_dir_name(top.step);
+    const std::string dir = rank_dir_name(static_cast<int>(i)) + "/" + checkpoint_dir_name(top.step);
     if (rank != i) return r.fail(p + "rank", "is " + std::to_string(rank));
     if (s.dir != dir) return not_the_name(r, p + "dir", s.dir, dir);
     const std::string expected_manifest = dir + "/" + kShardManifestFile;
@@ -277,9 +266,9 @@ Result<TopManifest> read_top_manifest(const std::string& dir) {
   }
   const auto format = root.find("format");
   const auto version = root.find("version");
-  if (format == root.end() || *format != kFormat || version == root.end() || *version != kVersion) {
-    return invalid_argument(source + ": not an " + kFormat + " manifest of version " +
-                            std::to_string(kVersion) + " (format " +
+  if (format == root.end() || *format != kShardedFormat || version == root.end() || *version != kShardedVersion) {
+    return invalid_argument(source + ": not an " + kShardedFormat + " manifest of version " +
+                            std::to_string(kShardedVersion) + " (format " +
                             (format == root.end() ? "none" : format->dump()) + ", version " +
                             (version == root.end() ? "none" : version->dump()) + ")");
   }
@@ -322,9 +311,9 @@ Status set_aside_unpublished(const std::string& dir, const std::string& shard_di
   }
   for (std::int64_t step : *steps) {
     if (published && step <= *published) continue;
-    const std::string path = shard_dir + "/" + step_dir_name(step);
+    const std::string path = shard_dir + "/" + checkpoint_dir_name(step);
     // rename() replaces an empty directory: mkdtemp makes a unique one to replace.
-    std::string aside = shard_dir + "/.tmp-unpublished-" + step_dir_name(step) + "-XXXXXX";
+    std::string aside = shard_dir + "/.tmp-unpublished-" + checkpoint_dir_name(step) + "-XXXXXX";
     if (mkdtemp(aside.data()) == nullptr) return os_error("cannot create " + aside, errno);
     if (rename(path.c_str(), aside.c_str()) != 0) {
       return os_error("cannot set aside the unpublished shard " + path, errno);
@@ -352,7 +341,7 @@ Result<std::uint32_t> write_shard(const std::string& dir, const CheckpointMeta& 
   CheckpointMeta shard_meta = meta;
   shard_meta.model_fingerprint = shard_fingerprint(meta.model_fingerprint, ranks.size, ranks.rank);
   EBB_RETURN_IF_ERROR(write_checkpoint(shard_dir, shard_meta, payloads, options));
-  return shard_manifest_crc32c(shard_dir + "/" + step_dir_name(meta.step));
+  return shard_manifest_crc32c(shard_dir + "/" + checkpoint_dir_name(meta.step));
 }
 
 // Rank 0's part: sharded-manifest.json, naming every rank's shard, written atomically.
@@ -363,7 +352,7 @@ Status publish(const std::string& dir, const CheckpointMeta& meta, const std::ve
                   .shards = {}};
   for (std::size_t r = 0; r < votes.size(); ++r) {
     top.shards.push_back(
-        {.dir = rank_dir_name(static_cast<int>(r)) + "/" + step_dir_name(meta.step),
+        {.dir = rank_dir_name(static_cast<int>(r)) + "/" + checkpoint_dir_name(meta.step),
          .manifest_crc32c = votes[r].manifest_crc32c});
   }
   EBB_ASSIGN_OR_RETURN(std::string text, top_manifest_text(top));

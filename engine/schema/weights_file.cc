@@ -19,8 +19,8 @@ using Json = nlohmann::json;
 static_assert(std::endian::native == std::endian::little,
               "weights files are little-endian, as this host must be");
 
-constexpr const char* kFormat = "ebb-weights";
-constexpr const char* kVersion = "1";
+constexpr const char* kWeightsFormat = "ebb-weights";
+constexpr const char* kWeightsVersion = "1";
 constexpr const char* kCrcPrefix = "crc32c.";
 // A header longer than this (64 MiB) is damage, not a model's tensor list.
 constexpr std::uint64_t kMaxHeaderBytes = std::uint64_t{64} << 20;
@@ -45,8 +45,8 @@ std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
 Status write_weights_file(const std::string& path, const WeightsFile& weights) {
   OrderedJson header = OrderedJson::object();
   OrderedJson meta = OrderedJson::object();
-  meta["format"] = kFormat;
-  meta["version"] = kVersion;
+  meta["format"] = kWeightsFormat;
+  meta["version"] = kWeightsVersion;
   std::set<std::string> names;
   std::size_t offset = 0;
   for (const NamedTensor& t : weights.tensors) {
@@ -103,10 +103,10 @@ Result<WeightsFile> read_weights_file(const std::string& path) {
                          nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object()) return damaged("the header is not JSON");
   const auto meta = header.find("__metadata__");
-  if (meta == header.end() || !meta->is_object() || meta->value("format", "") != kFormat ||
-      meta->value("version", "") != kVersion) {
-    return invalid_argument("weights file " + path + ": not an " + kFormat + " file of version " +
-                            kVersion + " (no __metadata__ with its format and version)");
+  if (meta == header.end() || !meta->is_object() || meta->value("format", "") != kWeightsFormat ||
+      meta->value("version", "") != kWeightsVersion) {
+    return invalid_argument("weights file " + path + ": not an " + kWeightsFormat + " file of version " +
+                            kWeightsVersion + " (no __metadata__ with its format and version)");
   }
   const std::size_t data_bytes = file.size() - 8 - h;
   const char* data = file.data() + 8 + h;

@@ -1,3 +1,4 @@
+#include "kernels/arith.h"
 #include "kernels/cpu/cpu_memory.h"
 
 #include <sys/mman.h>
@@ -24,10 +25,6 @@ int unlock_pages(const void* ptr, std::size_t bytes) {
 
 std::uintptr_t as_int(const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr); }
 void* as_ptr(std::uintptr_t addr) { return reinterpret_cast<void*>(addr); }
-
-std::size_t round_up(std::size_t bytes, std::size_t align) {
-  return (bytes + align - 1) / align * align;
-}
 
 // "mmap of 4096 bytes failed: Cannot allocate memory".
 Status syscall_error(const char* call, std::size_t bytes, int err) {

@@ -16,7 +16,7 @@ const char* const kExternalLogs = EBB_SOURCE_DIR "/../shared/external/dtr_logs";
 const char* const kBundledLog = EBB_SOURCE_DIR "/profiles/workloads/mlp4_train.dtr.log";
 
 // Writes `text` to a fresh file under the test temp dir and returns its path.
-std::string write_temp(const std::string& name, const std::string& text) {
+std::string write_dtr_temp(const std::string& name, const std::string& text) {
   std::string path =
       testing::TempDir() + "ebb_dtr_log_test_" + std::to_string(getpid()) + "_" + name;
   std::ofstream(path) << text;
@@ -173,17 +173,17 @@ TEST(DtrLog, MissingFileIsNotFound) {
   EXPECT_NE(log.status().message().find("/nonexistent/ebb/none.log"), std::string::npos);
 }
 
-struct Malformed {
+struct MalformedLog {
   const char* name;
   const char* text;
   int line;           // the line the message must name
   const char* words;  // and a phrase it must contain
 };
 
-class MalformedDtrLogTest : public testing::TestWithParam<Malformed> {};
+class MalformedDtrLogTest : public testing::TestWithParam<MalformedLog> {};
 
 TEST_P(MalformedDtrLogTest, IsInvalidArgumentNamingFileAndLine) {
-  std::string path = write_temp(GetParam().name, GetParam().text);
+  std::string path = write_dtr_temp(GetParam().name, GetParam().text);
   Result<DtrLog> log = read_dtr_log(path);
   ASSERT_FALSE(log.ok());
   EXPECT_EQ(log.status().code(), StatusCode::kInvalidArgument);
@@ -205,41 +205,41 @@ TEST_P(MalformedDtrLogTest, IsInvalidArgumentNamingFileAndLine) {
 INSTANTIATE_TEST_SUITE_P(
     DtrLog, MalformedDtrLogTest,
     testing::Values(
-        Malformed{"bad_json", START_LINE "{\"INSTRUCTION\":\"CONSTANT\",\n", 2, "JSON"},
-        Malformed{"unknown_instruction", START_LINE R"({"INSTRUCTION":"FROB"})", 2, "FROB"},
-        Malformed{"missing_field",
+        MalformedLog{"bad_json", START_LINE "{\"INSTRUCTION\":\"CONSTANT\",\n", 2, "JSON"},
+        MalformedLog{"unknown_instruction", START_LINE R"({"INSTRUCTION":"FROB"})", 2, "FROB"},
+        MalformedLog{"missing_field",
                   START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"]})",
                   4, "TIME"},
-        Malformed{"bad_number",
+        MalformedLog{"bad_number",
                   START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
                              "\n"
                              R"({"INSTRUCTION":"MEMORY","MEMORY":"12x","NAME":"w"})",
                   3, "12x"},
-        Malformed{"negative_number",
+        MalformedLog{"negative_number",
                   START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[0],"NAME":"f","TIME":"-3"})",
                   4, "-3"},
-        Malformed{"number_not_string",
+        MalformedLog{"number_not_string",
                   START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
                              "\n"
                              R"({"INSTRUCTION":"MEMORY","MEMORY":64,"NAME":"w"})",
                   3, "not a string"},
-        Malformed{"memory_unknown_name",
+        MalformedLog{"memory_unknown_name",
                   START_LINE CONST_W R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})", 4,
                   "q"},
-        Malformed{"memory_wrong_name",
+        MalformedLog{"memory_wrong_name",
                   START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
                              "\n"
                              R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})",
                   3, "MEMORY line for w"},
-        Malformed{"call_without_memory",
+        MalformedLog{"call_without_memory",
                   START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
                   "\n"
                   R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
                   5, "MEMORY line for y"},
-        Malformed{"call_without_alias",
+        MalformedLog{"call_without_alias",
                   START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
                   "\n"
@@ -247,12 +247,12 @@ INSTANTIATE_TEST_SUITE_P(
                   "\n"
                   R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
                   6, "ALIAS line for y"},
-        Malformed{"call_at_end_of_file",
+        MalformedLog{"call_at_end_of_file",
                   START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
                   "\n",
                   5, "end of file"},
-        Malformed{"alias_out_of_range",
+        MalformedLog{"alias_out_of_range",
                   START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
                   "\n"
@@ -260,13 +260,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "\n"
                   R"({"ALIAS":"1","INSTRUCTION":"ALIAS","NAME":"y"})",
                   6, "ALIAS 1"},
-        Malformed{"reused_name",
+        MalformedLog{"reused_name",
                   START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})"
                                      "\n" CONST_W,
                   5, "reused"},
-        Malformed{"copy_onto_existing",
+        MalformedLog{"copy_onto_existing",
                   START_LINE CONST_W R"({"DST":"w","INSTRUCTION":"COPY","SRC":"w"})", 4, "reused"},
-        Malformed{"arg_not_live",
+        MalformedLog{"arg_not_live",
                   START_LINE CONST_W
                   R"({"ARGS":["nope"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
                   "\n"
@@ -274,20 +274,20 @@ INSTANTIATE_TEST_SUITE_P(
                   "\n"
                   R"({"ALIAS":"-1","INSTRUCTION":"ALIAS","NAME":"y"})",
                   4, "nope"},
-        Malformed{"release_twice",
+        MalformedLog{"release_twice",
                   START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})"
                                      "\n"
                                      R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
                   5, "not a live handle"},
-        Malformed{"mutate_index_out_of_range",
+        MalformedLog{"mutate_index_out_of_range",
                   START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[2],"NAME":"f","TIME":"1"})",
                   4, "MUTATE index 2"},
-        Malformed{"mutate_strings",
+        MalformedLog{"mutate_strings",
                   START_LINE CONST_W
                   R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":["0"],"NAME":"f","TIME":"1"})",
                   4, "MUTATE"}),
-    [](const testing::TestParamInfo<Malformed>& info) { return std::string(info.param.name); });
+    [](const testing::TestParamInfo<MalformedLog>& info) { return std::string(info.param.name); });
 
 TEST(DtrLog, BundledWorkloadParses) {
   Result<DtrLog> log = read_dtr_log(kBundledLog);

@@ -11,7 +11,7 @@
 namespace ebb {
 namespace {
 
-const std::string kExternalLogs = EBB_SOURCE_DIR "/../shared/external/dtr_logs/";
+const std::string kReplayLogs = EBB_SOURCE_DIR "/../shared/external/dtr_logs/";
 const std::string kWorkloads = EBB_SOURCE_DIR "/profiles/workloads/";
 
 // A cpu device of twice the workload's peak (at least 1 GiB): the replay never touches the
@@ -128,9 +128,9 @@ INSTANTIATE_TEST_SUITE_P(
             Workload{"mlp4", kWorkloads + "mlp4_train.dtr.log", 720'043'656},
             // Swap-ins allocated on a copy stream (1) and last used on the compute stream (0).
             Workload{"gpt_block", kWorkloads + "gpt_block_train.trace.jsonl", 344'064'004},
-            Workload{"unet", kExternalLogs + "unet.log", 8'415'764'640},
-            Workload{"resnet32", kExternalLogs + "resnet32.log", 10'061'179'152},
-            Workload{"lstm", kExternalLogs + "lstm.log", 5'595'127'736}),
+            Workload{"unet", kReplayLogs + "unet.log", 8'415'764'640},
+            Workload{"resnet32", kReplayLogs + "resnet32.log", 10'061'179'152},
+            Workload{"lstm", kReplayLogs + "lstm.log", 5'595'127'736}),
         testing::Bool()),
     [](const testing::TestParamInfo<std::tuple<Workload, bool>>& info) {
       return std::string(std::get<0>(info.param).name) +

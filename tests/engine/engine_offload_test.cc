@@ -20,7 +20,7 @@ namespace {
 using test_ops::f32;
 
 constexpr std::size_t kElems = 64 * 1024;  // 256 KiB per tensor
-constexpr std::size_t kBytes = kElems * sizeof(float);
+constexpr std::size_t kOffloadBytes = kElems * sizeof(float);
 
 class EngineNvmeTest : public ::testing::Test {
  protected:
@@ -30,7 +30,7 @@ class EngineNvmeTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(dir_.data()), nullptr);
     device_ = test_ops::make_cpu_device();
     Result<std::unique_ptr<Engine>> created = Engine::create({.device = *device_,
-                                                              .budget_bytes = 4 * kBytes,
+                                                              .budget_bytes = 4 * kOffloadBytes,
                                                               .host_tier_bytes = 4 * kKiB,
                                                               .policy = EvictionPolicy::kSwap,
                                                               .nvme_directories = {dir_},
@@ -73,7 +73,7 @@ class EngineNvmeTest : public ::testing::Test {
   // Reads tensor i of the chain and checks its values (x + i).
   void expect_values(const Tensor& t, int i) {
     std::vector<float> host(kElems);
-    Status read = engine_->read(t, host.data(), kBytes);
+    Status read = engine_->read(t, host.data(), kOffloadBytes);
     ASSERT_TRUE(read.ok()) << read.to_string();
     for (std::size_t k = 0; k < kElems; k += 997) {
       ASSERT_EQ(host[k], static_cast<float>(k) * 0.5F + static_cast<float>(i)) << "element " << k;
@@ -94,7 +94,7 @@ TEST_F(EngineNvmeTest, SpilledTensorsComeBackWithTheirBytes) {
   for (int i = 1; i <= 8; ++i) expect_values(t[i], i);
   const EngineStats stats = engine_->stats();
   EXPECT_GT(stats.nvme_spills, 0);
-  EXPECT_GE(stats.nvme_written_bytes, static_cast<std::int64_t>(4 * kBytes));
+  EXPECT_GE(stats.nvme_written_bytes, static_cast<std::int64_t>(4 * kOffloadBytes));
   EXPECT_GT(stats.nvme_read_bytes, 0);
   ASSERT_TRUE(engine_->end_iteration().ok());
   EXPECT_EQ(engine_->nvme_tier()->stats().extents, 0U) << "released tensors free their extents";
@@ -106,7 +106,7 @@ TEST_F(EngineNvmeTest, ACorruptReadIsReportedAndTheTensorIsReadAgainIntact) {
   ASSERT_EQ(engine_->residency(t[2]).value(), Residency::kNvme);
   faults_.arm(FaultDirection::kRead, FaultKind::kBitFlip, 2);
   std::vector<float> host(kElems);
-  Status read = engine_->read(t[2], host.data(), kBytes);
+  Status read = engine_->read(t[2], host.data(), kOffloadBytes);
   ASSERT_EQ(read.code(), StatusCode::kDataLoss) << read.to_string();
   EXPECT_NE(read.message().find("'t2'"), std::string::npos) << read.message();
   EXPECT_NE(read.message().find("/stripe0 at offset "), std::string::npos) << read.message();

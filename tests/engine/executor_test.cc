@@ -109,7 +109,7 @@ Plan chain_plan(const Profile& profile, int layers, std::size_t budget_bytes, Ev
 }
 
 constexpr int kLayers = 8;
-constexpr std::size_t kN = 64 * 1024;  // 256 KiB per activation
+constexpr std::size_t kChainElems = 64 * 1024;  // 256 KiB per activation
 
 struct Reference {
   ChainResult result;
@@ -120,7 +120,7 @@ struct Reference {
 Reference unconstrained(Device& device, int layers = kLayers) {
   Reference ref;
   auto engine = Engine::create({.device = device, .policy = EvictionPolicy::kNone}).value();
-  for (int i = 0; i < 2; ++i) ref.result = run_chain(*engine, layers, kN).value();
+  for (int i = 0; i < 2; ++i) ref.result = run_chain(*engine, layers, kChainElems).value();
   ref.peak_reserved_bytes =
       static_cast<std::size_t>(engine->allocator().stats().all.reserved_bytes.peak);
   ref.profile = engine->profile().value();
@@ -141,13 +141,13 @@ TEST_P(ExecutorTest, FollowsPlanUnderBudgetWithSameBits) {
       Engine::create({.device = *device, .budget_bytes = budget, .policy = EvictionPolicy::kBoth})
           .value();
   for (int i = 0; i < 2; ++i)
-    ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kN).value(), ref.result));
+    ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kChainElems).value(), ref.result));
   const Profile profile = engine->profile().value();
   ASSERT_TRUE(engine->set_plan(chain_plan(profile, kLayers, budget, GetParam(), 2), profile).ok());
   const std::int64_t evictions_before = engine->stats().evictions;
   const std::int64_t recomputed_before = engine->stats().recomputed_ops;
   for (int i = 0; i < 3; ++i) {
-    Result<ChainResult> r = run_chain(*engine, kLayers, kN);
+    Result<ChainResult> r = run_chain(*engine, kLayers, kChainElems);
     ASSERT_TRUE(r.ok()) << r.status().to_string();
     EXPECT_TRUE(same_bits(*r, ref.result)) << "iteration " << i;
   }
@@ -205,7 +205,7 @@ TEST(Executor, SwapsToNvmeThroughTheTransferEngineWithSameBits) {
     ASSERT_TRUE(engine.set_plan(nvme_chain_plan(ref.profile, budget, 2), ref.profile).ok())
         << engine.executor_stats().last_refusal;
     for (int i = 0; i < 3; ++i) {
-      Result<ChainResult> r = run_chain(engine, kLayers, kN);
+      Result<ChainResult> r = run_chain(engine, kLayers, kChainElems);
       ASSERT_TRUE(r.ok()) << r.status().to_string();
       EXPECT_TRUE(same_bits(*r, ref.result)) << "iteration " << i;
     }
@@ -216,7 +216,7 @@ TEST(Executor, SwapsToNvmeThroughTheTransferEngineWithSameBits) {
     EXPECT_EQ(stats.planned_swap_outs, 3 * (kLayers - 1));
     EXPECT_EQ(stats.prefetches, 3 * (kLayers - 1));
     EXPECT_EQ(engine.stats().nvme_spills, 3 * (kLayers - 1));
-    const auto bytes = static_cast<std::int64_t>(3 * (kLayers - 1) * kN * sizeof(float));
+    const auto bytes = static_cast<std::int64_t>(3 * (kLayers - 1) * kChainElems * sizeof(float));
     EXPECT_EQ(engine.stats().nvme_written_bytes, bytes);
     EXPECT_EQ(engine.stats().nvme_read_bytes, bytes);
     EXPECT_EQ(engine.nvme_tier()->stats().extents, 0u)
@@ -248,7 +248,7 @@ TEST(Executor, PlanWithoutDynamicEvictionFitsOnlyBecauseOfThePlan) {
                                 .warmup_iterations = 0})
                     .value();
   // Without a plan and without dynamic eviction the step does not fit ...
-  Result<ChainResult> without = run_chain(*engine, kLayers, kN);
+  Result<ChainResult> without = run_chain(*engine, kLayers, kChainElems);
   ASSERT_FALSE(without.ok());
   EXPECT_EQ(without.status().code(), StatusCode::kOutOfMemory);
   // ... and with the plan it does, bit for bit.
@@ -257,7 +257,7 @@ TEST(Executor, PlanWithoutDynamicEvictionFitsOnlyBecauseOfThePlan) {
           ->set_plan(chain_plan(ref.profile, kLayers, budget, EvictionMethod::kRecompute, 0),
                      ref.profile)
           .ok());
-  Result<ChainResult> with = run_chain(*engine, kLayers, kN);
+  Result<ChainResult> with = run_chain(*engine, kLayers, kChainElems);
   ASSERT_TRUE(with.ok()) << with.status().to_string();
   EXPECT_TRUE(same_bits(*with, ref.result));
 }
@@ -281,7 +281,7 @@ TEST(Executor, RefusesPlansThatDoNotBelongToItsWork) {
   EXPECT_EQ(engine->executor_stats().plans_refused, 2);
   EXPECT_EQ(engine->active_plan(), nullptr);
   // The engine runs on as before.
-  Result<ChainResult> r = run_chain(*engine, kLayers, kN);
+  Result<ChainResult> r = run_chain(*engine, kLayers, kChainElems);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_TRUE(same_bits(*r, ref.result));
 }
@@ -303,18 +303,18 @@ TEST(Executor, DivergenceFallsBackThenPlansTheNewShapeOnce) {
   };
   auto engine = Engine::create(options).value();
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kN).value(), longer.result));
+    ASSERT_TRUE(same_bits(run_chain(*engine, kLayers, kChainElems).value(), longer.result));
   }
   EXPECT_EQ(planned, 1);
   EXPECT_EQ(engine->executor_stats().planned_iterations, 1);
   // Another sequence length: the plan is left, the step still gives the right bits.
-  ASSERT_TRUE(same_bits(run_chain(*engine, kLayers - 3, kN).value(), shorter.result));
+  ASSERT_TRUE(same_bits(run_chain(*engine, kLayers - 3, kChainElems).value(), shorter.result));
   EXPECT_EQ(engine->executor_stats().diverged_iterations, 1);
   // Alternating shapes: the next short iteration is profiled and planned, then both shapes
   // follow their own cached plan without planning again.
   for (int i = 0; i < 6; ++i) {
     const bool is_long = i % 2 == 0;
-    Result<ChainResult> r = run_chain(*engine, is_long ? kLayers : kLayers - 3, kN);
+    Result<ChainResult> r = run_chain(*engine, is_long ? kLayers : kLayers - 3, kChainElems);
     ASSERT_TRUE(r.ok()) << r.status().to_string();
     EXPECT_TRUE(same_bits(*r, is_long ? longer.result : shorter.result)) << "iteration " << i;
   }
@@ -440,7 +440,7 @@ TEST(Executor, LatePrefetchesMoveEarlierUntilOnTime) {
   auto device = create_device(device_options).value();
   const auto op_cost = std::chrono::microseconds(600);
   auto engine = Engine::create({.device = *device, .policy = EvictionPolicy::kNone}).value();
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE(run_sim_chain(*engine, kLayers, kN, op_cost).ok());
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(run_sim_chain(*engine, kLayers, kChainElems, op_cost).ok());
   const Profile profile = engine->profile().value();
   ASSERT_TRUE(engine
                   ->set_plan(chain_plan(profile, kLayers, engine->allocator().budget_bytes(),
@@ -450,7 +450,7 @@ TEST(Executor, LatePrefetchesMoveEarlierUntilOnTime) {
   std::vector<std::int64_t> late;
   for (int i = 0; i < 12; ++i) {
     const std::int64_t before = engine->executor_stats().late_prefetches;
-    const Status s = run_sim_chain(*engine, kLayers, kN, op_cost);
+    const Status s = run_sim_chain(*engine, kLayers, kChainElems, op_cost);
     ASSERT_TRUE(s.ok()) << s.to_string();
     late.push_back(engine->executor_stats().late_prefetches - before);
   }

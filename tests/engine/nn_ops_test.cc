@@ -29,7 +29,7 @@ constexpr int kT = 4;
 constexpr int kC = 8;
 constexpr int kHeads = 2;
 constexpr int kV = 11;
-constexpr int kN = kB * kT;
+constexpr int kRows = kB * kT;
 
 const LaunchContext kCpu{DeviceKind::kCpu, nullptr};
 constexpr nn::FloatType kF32 = nn::FloatType::kF32;
@@ -107,12 +107,12 @@ class NnOps : public ::testing::Test {
     EXPECT_EQ(result.status().code(), StatusCode::kInvalidArgument);
     EXPECT_EQ(result.status().message(), message);
     const std::size_t ops = engine_->tape().size();
-    Tensor x = floats("after_error", {kN, kC}, 99);
+    Tensor x = floats("after_error", {kRows, kC}, 99);
     Result<Tensor> y = ops::gelu(*engine_, "after_error.gelu", x);
     ASSERT_TRUE(y.ok()) << y.status().to_string();
     EXPECT_EQ(engine_->tape().size(), ops + 1);
-    std::vector<float> want(kN * kC);
-    nn::gelu_forward(kCpu, kF32, want.data(), host("after_error"), kN * kC);
+    std::vector<float> want(kRows * kC);
+    nn::gelu_forward(kCpu, kF32, want.data(), host("after_error"), kRows * kC);
     expect_same_bits(read(*y), want, "gelu after the error");
   }
 
@@ -135,14 +135,14 @@ TEST_F(NnOps, EmbeddingMatchesTheKernel) {
   Tensor wpe = floats("wpe", {kT, kC}, 3);
   Tensor out = ops::embedding(*engine_, "embedding", tok, wte, wpe).value();
   EXPECT_EQ(out.name(), "embedding");
-  EXPECT_EQ(out.shape(), (Shape{kN, kC}));
+  EXPECT_EQ(out.shape(), (Shape{kRows, kC}));
   EXPECT_EQ(out.kind(), TensorKind::kActivation);
-  std::vector<float> want(kN * kC);
+  std::vector<float> want(kRows * kC);
   nn::embedding_forward(kCpu, kF32, want.data(), host_tokens("tokens"), host("wte"), host("wpe"),
                         kB, kT, kC, kV);
   expect_same_bits(read(out), want, "embedding");
 
-  Tensor dout = floats("dout", {kN, kC}, 4);
+  Tensor dout = floats("dout", {kRows, kC}, 4);
   ops::EmbeddingGrads g = ops::embedding_backward(*engine_, "emb_bwd", dout, tok, kV).value();
   EXPECT_EQ(g.dwte.name(), "emb_bwd.dwte");
   EXPECT_EQ(g.dwte.shape(), (Shape{kV, kC}));
@@ -156,27 +156,27 @@ TEST_F(NnOps, EmbeddingMatchesTheKernel) {
 }
 
 TEST_F(NnOps, LayerNormMatchesTheKernel) {
-  Tensor in = floats("in", {kN, kC}, 1);
+  Tensor in = floats("in", {kRows, kC}, 1);
   Tensor w = floats("w", {kC}, 2);
   Tensor b = floats("b", {kC}, 3);
   ops::LayerNormOut ln = ops::layernorm(*engine_, "ln", in, w, b).value();
   EXPECT_EQ(ln.out.name(), "ln.out");
   EXPECT_EQ(ln.mean.name(), "ln.mean");
-  EXPECT_EQ(ln.rstd.shape(), (Shape{kN}));
-  std::vector<float> out(kN * kC), mean(kN), rstd(kN);
+  EXPECT_EQ(ln.rstd.shape(), (Shape{kRows}));
+  std::vector<float> out(kRows * kC), mean(kRows), rstd(kRows);
   nn::layernorm_forward(kCpu, kF32, out.data(), mean.data(), rstd.data(), host("in"), host("w"),
-                        host("b"), kN, kC);
+                        host("b"), kRows, kC);
   expect_same_bits(read(ln.out), out, "out");
   expect_same_bits(read(ln.mean), mean, "mean");
   expect_same_bits(read(ln.rstd), rstd, "rstd");
 
-  Tensor dout = floats("dout", {kN, kC}, 4);
+  Tensor dout = floats("dout", {kRows, kC}, 4);
   ops::LayerNormGrads g =
       ops::layernorm_backward(*engine_, "ln_bwd", dout, in, w, ln.mean, ln.rstd).value();
   EXPECT_EQ(g.dinp.kind(), TensorKind::kGradient);
-  std::vector<float> dinp(kN * kC), dw(kC), db(kC);
+  std::vector<float> dinp(kRows * kC), dw(kC), db(kC);
   nn::layernorm_backward(kCpu, kF32, dinp.data(), dw.data(), db.data(), host("dout"), host("in"),
-                         host("w"), mean.data(), rstd.data(), kN, kC);
+                         host("w"), mean.data(), rstd.data(), kRows, kC);
   expect_same_bits(read(g.dinp), dinp, "dinp");
   expect_same_bits(read(g.dweight), dw, "dweight");
   expect_same_bits(read(g.dbias), db, "dbias");
@@ -190,11 +190,11 @@ TEST_F(NnOps, MatmulMatchesTheKernelWithAndWithoutBias) {
   Tensor b = floats("b", {kOC}, 3);
   Tensor y = ops::matmul(*engine_, "mm", in, w, &b).value();
   EXPECT_EQ(y.shape(), (Shape{kB, kT, kOC}));
-  std::vector<float> want(kN * kOC);
-  nn::matmul_forward(kCpu, kF32, want.data(), host("in"), host("w"), host("b"), kN, kC, kOC);
+  std::vector<float> want(kRows * kOC);
+  nn::matmul_forward(kCpu, kF32, want.data(), host("in"), host("w"), host("b"), kRows, kC, kOC);
   expect_same_bits(read(y), want, "matmul with bias");
   Tensor y0 = ops::matmul(*engine_, "mm0", in, w, nullptr).value();
-  nn::matmul_forward(kCpu, kF32, want.data(), host("in"), host("w"), nullptr, kN, kC, kOC);
+  nn::matmul_forward(kCpu, kF32, want.data(), host("in"), host("w"), nullptr, kRows, kC, kOC);
   expect_same_bits(read(y0), want, "matmul without bias");
 
   Tensor dout = floats("dout", {kB, kT, kOC}, 4);
@@ -202,24 +202,24 @@ TEST_F(NnOps, MatmulMatchesTheKernelWithAndWithoutBias) {
   EXPECT_EQ(g.dinp.shape(), (Shape{kB, kT, kC}));
   EXPECT_EQ(g.dweight.shape(), (Shape{kOC, kC}));
   EXPECT_EQ(g.dbias.name(), "mm_bwd.dbias");
-  std::vector<float> dinp(kN * kC), dw(kOC * kC), db(kOC);
+  std::vector<float> dinp(kRows * kC), dw(kOC * kC), db(kOC);
   nn::matmul_backward(kCpu, kF32, dinp.data(), dw.data(), db.data(), host("dout"), host("in"),
-                      host("w"), kN, kC, kOC);
+                      host("w"), kRows, kC, kOC);
   expect_same_bits(read(g.dinp), dinp, "dinp");
   expect_same_bits(read(g.dweight), dw, "dweight");
   expect_same_bits(read(g.dbias), db, "dbias");
   ops::MatmulGrads g0 = ops::matmul_backward(*engine_, "mm0_bwd", dout, in, w, false).value();
   EXPECT_FALSE(g0.dbias.valid());
   nn::matmul_backward(kCpu, kF32, dinp.data(), dw.data(), nullptr, host("dout"), host("in"),
-                      host("w"), kN, kC, kOC);
+                      host("w"), kRows, kC, kOC);
   expect_same_bits(read(g0.dinp), dinp, "dinp without bias");
   expect_same_bits(read(g0.dweight), dw, "dweight without bias");
 }
 
 TEST_F(NnOps, ElementwiseOpsMatchTheKernels) {
-  constexpr std::int64_t kElements = kN * kC;
-  Tensor x = floats("x", {kN, kC}, 1);
-  Tensor d = floats("d", {kN, kC}, 2);
+  constexpr std::int64_t kElements = kRows * kC;
+  Tensor x = floats("x", {kRows, kC}, 1);
+  Tensor d = floats("d", {kRows, kC}, 2);
   std::vector<float> want(kElements);
   Tensor g = ops::gelu(*engine_, "gelu", x).value();
   nn::gelu_forward(kCpu, kF32, want.data(), host("x"), kElements);
@@ -241,45 +241,45 @@ TEST_F(NnOps, ElementwiseOpsMatchTheKernels) {
 }
 
 TEST_F(NnOps, AttentionMatchesTheKernel) {
-  Tensor qkv = floats("qkv", {kN, 3 * kC}, 1);
+  Tensor qkv = floats("qkv", {kRows, 3 * kC}, 1);
   ops::AttentionOut a = ops::attention(*engine_, "attn", qkv, kB, kT, kHeads).value();
-  EXPECT_EQ(a.out.shape(), (Shape{kN, kC}));
+  EXPECT_EQ(a.out.shape(), (Shape{kRows, kC}));
   EXPECT_EQ(a.att.shape(), (Shape{kB, kHeads, kT, kT}));
   EXPECT_EQ(a.att.name(), "attn.att");
-  std::vector<float> out(kN * kC), att(kB * kHeads * kT * kT);
+  std::vector<float> out(kRows * kC), att(kB * kHeads * kT * kT);
   nn::attention_forward(kCpu, kF32, out.data(), att.data(), host("qkv"), kB, kT, kC, kHeads);
   expect_same_bits(read(a.out), out, "out");
   expect_same_bits(read(a.att), att, "att");
 
-  Tensor dout = floats("dout", {kN, kC}, 2);
+  Tensor dout = floats("dout", {kRows, kC}, 2);
   Tensor dqkv =
       ops::attention_backward(*engine_, "attn_bwd", dout, qkv, a.att, kB, kT, kHeads).value();
-  EXPECT_EQ(dqkv.shape(), (Shape{kN, 3 * kC}));
-  std::vector<float> want(kN * 3 * kC);
+  EXPECT_EQ(dqkv.shape(), (Shape{kRows, 3 * kC}));
+  std::vector<float> want(kRows * 3 * kC);
   nn::attention_backward(kCpu, kF32, want.data(), host("dout"), host("qkv"), att.data(), kB, kT, kC,
                          kHeads);
   expect_same_bits(read(dqkv), want, "dqkv");
 }
 
 TEST_F(NnOps, SoftmaxCrossEntropyMatchesTheKernel) {
-  Tensor logits = floats("logits", {kN, kV}, 1);
+  Tensor logits = floats("logits", {kRows, kV}, 1);
   Tensor targets = tokens("targets", {kB, kT}, 2);
   ops::CrossEntropyOut x = ops::softmax_cross_entropy(*engine_, "xent", logits, targets).value();
-  EXPECT_EQ(x.losses.shape(), (Shape{kN}));
+  EXPECT_EQ(x.losses.shape(), (Shape{kRows}));
   EXPECT_EQ(x.probs.name(), "xent.probs");
-  std::vector<float> losses(kN), probs(kN * kV);
+  std::vector<float> losses(kRows), probs(kRows * kV);
   nn::softmax_cross_entropy_forward(kCpu, kF32, losses.data(), probs.data(), host("logits"),
-                                    host_tokens("targets"), kN, kV);
+                                    host_tokens("targets"), kRows, kV);
   expect_same_bits(read(x.losses), losses, "losses");
   expect_same_bits(read(x.probs), probs, "probs");
 
-  const float dloss = 1.0F / kN;
+  const float dloss = 1.0F / kRows;
   Tensor d =
       ops::softmax_cross_entropy_backward(*engine_, "xent_bwd", x.probs, targets, dloss).value();
   EXPECT_EQ(d.kind(), TensorKind::kGradient);
-  std::vector<float> want(kN * kV);
+  std::vector<float> want(kRows * kV);
   nn::softmax_cross_entropy_backward(kCpu, kF32, want.data(), probs.data(), host_tokens("targets"),
-                                     dloss, kN, kV);
+                                     dloss, kRows, kV);
   expect_same_bits(read(d), want, "dlogits");
 }
 
@@ -307,17 +307,17 @@ TEST_F(NnOps, AdamWKeepsTheNamesAndKindsOfWhatItReplaces) {
 TEST_F(NnOps, Bf16OpsMatchTheKernelsAndKeepStatisticsAndWeightGradientsInF32) {
   constexpr nn::FloatType kBf16 = nn::FloatType::kBF16;
   constexpr int kOC = 3 * kC;
-  Tensor in = bf16("in", {kN, kC}, 1);
+  Tensor in = bf16("in", {kRows, kC}, 1);
   Tensor lw = bf16("lw", {kC}, 2);
   Tensor lb = bf16("lb", {kC}, 3);
   ops::LayerNormOut ln = ops::layernorm(*engine_, "ln", in, lw, lb).value();
   EXPECT_EQ(ln.out.dtype(), DType::kBF16);
   EXPECT_EQ(ln.mean.dtype(), DType::kF32);
   EXPECT_EQ(ln.rstd.dtype(), DType::kF32);
-  std::vector<std::uint16_t> ln_out(kN * kC);
-  std::vector<float> mean(kN), rstd(kN);
+  std::vector<std::uint16_t> ln_out(kRows * kC);
+  std::vector<float> mean(kRows), rstd(kRows);
   nn::layernorm_forward(kCpu, kBf16, ln_out.data(), mean.data(), rstd.data(), host_bf16("in"),
-                        host_bf16("lw"), host_bf16("lb"), kN, kC);
+                        host_bf16("lw"), host_bf16("lb"), kRows, kC);
   expect_same_bits(read16(ln.out), ln_out, "layernorm out");
   expect_same_bits(read(ln.mean), mean, "layernorm mean");
 
@@ -325,48 +325,48 @@ TEST_F(NnOps, Bf16OpsMatchTheKernelsAndKeepStatisticsAndWeightGradientsInF32) {
   Tensor b = bf16("b", {kOC}, 5);
   Tensor qkv = ops::matmul(*engine_, "qkv", ln.out, w, &b).value();
   EXPECT_EQ(qkv.dtype(), DType::kBF16);
-  std::vector<std::uint16_t> qkv_want(kN * kOC);
+  std::vector<std::uint16_t> qkv_want(kRows * kOC);
   nn::matmul_forward(kCpu, kBf16, qkv_want.data(), ln_out.data(), host_bf16("w"), host_bf16("b"),
-                     kN, kC, kOC);
+                     kRows, kC, kOC);
   expect_same_bits(read16(qkv), qkv_want, "matmul");
 
   ops::AttentionOut a = ops::attention(*engine_, "attn", qkv, kB, kT, kHeads).value();
   EXPECT_EQ(a.out.dtype(), DType::kBF16);
   EXPECT_EQ(a.att.dtype(), DType::kBF16);
-  std::vector<std::uint16_t> att_out(kN * kC), att(kB * kHeads * kT * kT);
+  std::vector<std::uint16_t> att_out(kRows * kC), att(kB * kHeads * kT * kT);
   nn::attention_forward(kCpu, kBf16, att_out.data(), att.data(), qkv_want.data(), kB, kT, kC,
                         kHeads);
   expect_same_bits(read16(a.out), att_out, "attention out");
   expect_same_bits(read16(a.att), att, "attention att");
 
-  Tensor dout = bf16("dout", {kN, kOC}, 6);
+  Tensor dout = bf16("dout", {kRows, kOC}, 6);
   ops::MatmulGrads g = ops::matmul_backward(*engine_, "qkv_bwd", dout, ln.out, w, true).value();
   EXPECT_EQ(g.dinp.dtype(), DType::kBF16);
   EXPECT_EQ(g.dweight.dtype(), DType::kF32);
   EXPECT_EQ(g.dbias.dtype(), DType::kF32);
-  std::vector<std::uint16_t> dinp(kN * kC);
+  std::vector<std::uint16_t> dinp(kRows * kC);
   std::vector<float> dw(kOC * kC), db(kOC);
   nn::matmul_backward(kCpu, kBf16, dinp.data(), dw.data(), db.data(), host_bf16("dout"),
-                      ln_out.data(), host_bf16("w"), kN, kC, kOC);
+                      ln_out.data(), host_bf16("w"), kRows, kC, kOC);
   expect_same_bits(read16(g.dinp), dinp, "matmul dinp");
   expect_same_bits(read(g.dweight), dw, "matmul dweight");
   expect_same_bits(read(g.dbias), db, "matmul dbias");
 
   Tensor targets = tokens("targets", {kB, kT}, 7);
-  Tensor logits = bf16("logits", {kN, kV}, 8);
+  Tensor logits = bf16("logits", {kRows, kV}, 8);
   ops::CrossEntropyOut x = ops::softmax_cross_entropy(*engine_, "xent", logits, targets).value();
   EXPECT_EQ(x.losses.dtype(), DType::kF32);
   EXPECT_EQ(x.probs.dtype(), DType::kBF16);
-  std::vector<float> losses(kN);
-  std::vector<std::uint16_t> probs(kN * kV);
+  std::vector<float> losses(kRows);
+  std::vector<std::uint16_t> probs(kRows * kV);
   nn::softmax_cross_entropy_forward(kCpu, kBf16, losses.data(), probs.data(), host_bf16("logits"),
-                                    host_tokens("targets"), kN, kV);
+                                    host_tokens("targets"), kRows, kV);
   expect_same_bits(read(x.losses), losses, "losses");
   expect_same_bits(read16(x.probs), probs, "probs");
   Tensor loss = ops::mean(*engine_, "loss", x.losses).value();
   EXPECT_EQ(loss.dtype(), DType::kF32);
 
-  Tensor emb_dout = bf16("emb_dout", {kN, kC}, 9);
+  Tensor emb_dout = bf16("emb_dout", {kRows, kC}, 9);
   ops::EmbeddingGrads e =
       ops::embedding_backward(*engine_, "emb_bwd", emb_dout, targets, kV).value();
   EXPECT_EQ(e.dwte.dtype(), DType::kF32);
@@ -379,37 +379,37 @@ TEST_F(NnOps, Bf16OpsMatchTheKernelsAndKeepStatisticsAndWeightGradientsInF32) {
 }
 
 TEST_F(NnOps, CastConvertsBetweenFloatDtypes) {
-  Tensor x = floats("x", {kN, kC}, 1);
+  Tensor x = floats("x", {kRows, kC}, 1);
   Tensor h = ops::cast(*engine_, "x.bf16", x, DType::kBF16).value();
   EXPECT_EQ(h.dtype(), DType::kBF16);
-  EXPECT_EQ(h.shape(), (Shape{kN, kC}));
+  EXPECT_EQ(h.shape(), (Shape{kRows, kC}));
   EXPECT_EQ(h.kind(), TensorKind::kActivation);
-  std::vector<std::uint16_t> want(kN * kC);
-  nn::cast(kCpu, nn::FloatType::kBF16, want.data(), kF32, host("x"), kN * kC);
+  std::vector<std::uint16_t> want(kRows * kC);
+  nn::cast(kCpu, nn::FloatType::kBF16, want.data(), kF32, host("x"), kRows * kC);
   expect_same_bits(read16(h), want, "f32 to bf16");
   Tensor back = ops::cast(*engine_, "x.f32", h, DType::kF32, TensorKind::kGradient).value();
   EXPECT_EQ(back.kind(), TensorKind::kGradient);
-  std::vector<float> widened(kN * kC);
-  nn::cast(kCpu, kF32, widened.data(), nn::FloatType::kBF16, want.data(), kN * kC);
+  std::vector<float> widened(kRows * kC);
+  nn::cast(kCpu, kF32, widened.data(), nn::FloatType::kBF16, want.data(), kRows * kC);
   expect_same_bits(read(back), widened, "bf16 to f32");
   expect_refused(ops::cast(*engine_, "x.i32", x, DType::kI32),
                  "op 'x.i32': cast of in 'x' is [8,8] f32 to i32, expected f32, bf16 or f16");
 }
 
 TEST_F(NnOps, MixedDtypesAreRefused) {
-  Tensor in = bf16("h0.ln1.out", {kN, kC}, 1);
+  Tensor in = bf16("h0.ln1.out", {kRows, kC}, 1);
   Tensor w = floats("h0.qkv_w", {3 * kC, kC}, 2);
   expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, nullptr),
                  "op 'h0.qkv': weight 'h0.qkv_w' is [24,8] f32, expected [*,8] bf16");
-  Tensor x = floats("x", {kN, kC}, 3);
-  Tensor y = bf16("y", {kN, kC}, 4);
+  Tensor x = floats("x", {kRows, kC}, 3);
+  Tensor y = bf16("y", {kRows, kC}, 4);
   expect_refused(ops::add(*engine_, "res", x, y),
                  "op 'res': b 'y' is [8,8] bf16, expected [8,8] f32");
   Tensor lw = bf16("lw", {kC}, 5);
   Tensor lb = bf16("lb", {kC}, 6);
   ops::LayerNormOut ln = ops::layernorm(*engine_, "ln", in, lw, lb).value();
   // mean and rstd stay f32 with a bf16 input; a bf16 rstd is refused.
-  Tensor rstd16 = bf16("rstd16", {kN}, 7);
+  Tensor rstd16 = bf16("rstd16", {kRows}, 7);
   expect_refused(ops::layernorm_backward(*engine_, "ln_bwd", in, in, lw, ln.mean, rstd16),
                  "op 'ln_bwd': rstd 'rstd16' is [8] bf16, expected [8] f32");
   expect_refused(ops::mean(*engine_, "loss", in),
@@ -417,25 +417,25 @@ TEST_F(NnOps, MixedDtypesAreRefused) {
 }
 
 TEST_F(NnOps, WrongDtypeIsRefused) {
-  Tensor in = tokens("in", {kN, kC}, 1);
+  Tensor in = tokens("in", {kRows, kC}, 1);
   Tensor w = floats("w", {kC, kC}, 2);
   expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, nullptr),
                  "op 'h0.qkv': in 'in' is [8,8] i32, expected [...,*] f32, bf16 or f16");
 }
 
 TEST_F(NnOps, WrongInnerDimensionIsRefused) {
-  Tensor in = floats("h0.ln1.out", {kN, 2 * kC}, 1);
+  Tensor in = floats("h0.ln1.out", {kRows, 2 * kC}, 1);
   Tensor w = floats("h0.qkv_w", {3 * kC, kC}, 2);
   expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, nullptr),
                  "op 'h0.qkv': weight 'h0.qkv_w' is [24,8] f32, expected [*,16] f32");
-  Tensor x = floats("x", {kN, kC}, 3);
-  Tensor dout = floats("dout", {kN, kC}, 4);
+  Tensor x = floats("x", {kRows, kC}, 3);
+  Tensor dout = floats("dout", {kRows, kC}, 4);
   expect_refused(ops::matmul_backward(*engine_, "h0.qkv_backward", dout, x, w, false),
                  "op 'h0.qkv_backward': dout 'dout' is [8,8] f32, expected [8,24] f32");
 }
 
 TEST_F(NnOps, WrongBiasLengthIsRefused) {
-  Tensor in = floats("in", {kN, kC}, 1);
+  Tensor in = floats("in", {kRows, kC}, 1);
   Tensor w = floats("w", {3 * kC, kC}, 2);
   Tensor b = floats("b", {kC}, 3);
   expect_refused(ops::matmul(*engine_, "h0.qkv", in, w, &b),
@@ -452,8 +452,8 @@ TEST_F(NnOps, TokensAndTargetsMustBeI32) {
   Tensor wpe = floats("wpe", {kT, kC}, 3);
   expect_refused(ops::embedding(*engine_, "embedding", tok, wte, wpe),
                  "op 'embedding': tokens 'tokens' is [2,4] f32, expected [*,*] i32");
-  Tensor logits = floats("logits", {kN, kV}, 4);
-  Tensor targets = floats("targets", {kN}, 5);
+  Tensor logits = floats("logits", {kRows, kV}, 4);
+  Tensor targets = floats("targets", {kRows}, 5);
   expect_refused(ops::softmax_cross_entropy(*engine_, "xent", logits, targets),
                  "op 'xent': targets 'targets' is [8] f32, expected [...] i32");
   Tensor short_wpe = floats("short_wpe", {kT - 1, kC}, 6);
@@ -463,7 +463,7 @@ TEST_F(NnOps, TokensAndTargetsMustBeI32) {
 }
 
 TEST_F(NnOps, AttentionChecksHeadsAndRows) {
-  Tensor qkv = floats("h0.qkv", {kN, 3 * kC}, 1);
+  Tensor qkv = floats("h0.qkv", {kRows, 3 * kC}, 1);
   expect_refused(ops::attention(*engine_, "h0.attention", qkv, kB, kT, 3),
                  "op 'h0.attention': heads 3 does not divide C = 8 (qkv 'h0.qkv' is [8,24] f32)");
   expect_refused(ops::attention(*engine_, "h0.attention", qkv, kB, kT + 1, kHeads),
@@ -472,14 +472,14 @@ TEST_F(NnOps, AttentionChecksHeadsAndRows) {
   expect_refused(ops::attention(*engine_, "h0.attention", qkv, 65536, 65536, kHeads),
                  "op 'h0.attention': batch*seq is 4294967296, more than the kernels' int sizes "
                  "hold (INT_MAX)");
-  Tensor odd = floats("odd", {kN, 3 * kC + 1}, 2);
+  Tensor odd = floats("odd", {kRows, 3 * kC + 1}, 2);
   expect_refused(ops::attention(*engine_, "h0.attention", odd, kB, kT, kHeads),
                  "op 'h0.attention': qkv 'odd' is [8,25] f32, expected [...,3C] f32 (25 is not "
                  "a multiple of 3)");
 }
 
 TEST_F(NnOps, ReleasedAndEmptyHandlesAreRefused) {
-  Tensor x = floats("x", {kN, kC}, 1);
+  Tensor x = floats("x", {kRows, kC}, 1);
   ASSERT_TRUE(engine_->release(x).ok());
   Result<Tensor> released = ops::gelu(*engine_, "gelu", x);
   ASSERT_FALSE(released.ok());

@@ -18,7 +18,7 @@ using testing_profiles::training_profile;
 const std::string kExternalLogs = EBB_SOURCE_DIR "/../shared/external/dtr_logs";
 const std::string kFixture = EBB_SOURCE_DIR "/profiles/workloads/mlp4_train.profile.json";
 
-HardwareModel link25() { return link_hardware_model(25); }
+HardwareModel link_25gbps() { return link_hardware_model(25); }
 
 std::size_t percent_of_peak(const Profile& p, double fraction) {
   return static_cast<std::size_t>(static_cast<double>(profile_figures(p).peak_live_bytes) *
@@ -47,7 +47,7 @@ TEST(Planner, EveryPolicyMakesAValidPlan) {
     const Profile p = training_profile(12, seed);
     for (PlanPolicy policy : {PlanPolicy::kKeep, PlanPolicy::kRecomputeAll, PlanPolicy::kSqrt,
                               PlanPolicy::kSwapAll, PlanPolicy::kPlan}) {
-      Result<Plan> plan = make_plan(p, model_only(policy, 4 * percent_of_peak(p, 1), link25()));
+      Result<Plan> plan = make_plan(p, model_only(policy, 4 * percent_of_peak(p, 1), link_25gbps()));
       ASSERT_TRUE(plan.ok()) << plan_policy_name(policy) << ": " << plan.status().to_string();
       EXPECT_EQ(plan->policy, plan_policy_name(policy));
       EXPECT_EQ(plan->profile, profile_key(p));
@@ -65,7 +65,7 @@ TEST(Planner, BaselinesEvictWhatTheySay) {
   EXPECT_TRUE(keep.evictions.empty());
   Plan all = make_plan(p, model_only(PlanPolicy::kRecomputeAll, budget)).value();
   Plan sqrt = make_plan(p, model_only(PlanPolicy::kSqrt, budget)).value();
-  Plan swap = make_plan(p, model_only(PlanPolicy::kSwapAll, budget, link25())).value();
+  Plan swap = make_plan(p, model_only(PlanPolicy::kSwapAll, budget, link_25gbps())).value();
   // Every forward activation but the last two (read by the first backward op, the peak) is
   // evicted.
   EXPECT_EQ(all.evictions.size(), 14u);
@@ -103,7 +103,7 @@ TEST(Planner, CostAwarePlanStaysWithinTheBudgetOnItsModel) {
     for (double fraction : {1.05, 0.9, 0.7, 0.55}) {
       for (bool link : {false, true}) {
         const std::size_t budget = percent_of_peak(p, fraction);
-        const HardwareModel hw = link ? link25() : HardwareModel{};
+        const HardwareModel hw = link ? link_25gbps() : HardwareModel{};
         const bool must = fraction > 1 ||
                           make_plan(p, model_only(PlanPolicy::kSqrt, budget, hw)).ok() ||
                           make_plan(p, model_only(PlanPolicy::kRecomputeAll, budget, hw)).ok();

@@ -18,14 +18,14 @@ namespace {
 
 using test_ops::f32;
 
-constexpr std::int64_t kBatch = 8;
+constexpr std::int64_t kProfiledBatch = 8;
 constexpr std::int64_t kIn = 32;
 constexpr std::int64_t kHidden = 64;
 constexpr std::int64_t kOut = 16;
 
 std::size_t n(std::int64_t a, std::int64_t b) { return static_cast<std::size_t>(a * b); }
 
-std::vector<float> read_floats(Engine& engine, const Tensor& t) {
+std::vector<float> read_back(Engine& engine, const Tensor& t) {
   std::vector<float> host(t.bytes() / sizeof(float));
   Status s = engine.read(t, host.data(), t.bytes());
   EXPECT_TRUE(s.ok()) << s.to_string();
@@ -52,39 +52,39 @@ using Outputs = std::vector<float>;
 Outputs run_iteration(Engine& engine, const Mlp& mlp, std::uint32_t seed, bool extra_op = false) {
   IterationScope iteration(engine);
   EXPECT_TRUE(iteration.status().ok()) << iteration.status().to_string();
-  const std::vector<float> xs = test_ops::random_floats(n(kBatch, kIn), seed);
-  Tensor x = engine.input(f32("x", {kBatch, kIn}), xs.data()).value();
+  const std::vector<float> xs = test_ops::random_floats(n(kProfiledBatch, kIn), seed);
+  Tensor x = engine.input(f32("x", {kProfiledBatch, kIn}), xs.data()).value();
   auto one = [&](std::string name, std::initializer_list<Tensor> in, TensorSpec out, OpFn fn) {
     Result<std::vector<Tensor>> r = engine.run(name, in, {std::move(out)}, std::move(fn));
     EXPECT_TRUE(r.ok()) << r.status().to_string();
     return r.value()[0];
   };
-  const auto B = static_cast<std::size_t>(kBatch);
+  const auto B = static_cast<std::size_t>(kProfiledBatch);
   const auto I = static_cast<std::size_t>(kIn);
   const auto H = static_cast<std::size_t>(kHidden);
   const auto O = static_cast<std::size_t>(kOut);
-  Tensor h = one("fc1", {x, mlp.w1}, f32("h", {kBatch, kHidden}), test_ops::matmul(B, I, H));
-  Tensor a = one("tanh", {h}, f32("a", {kBatch, kHidden}), test_ops::tanh_op(B * H));
+  Tensor h = one("fc1", {x, mlp.w1}, f32("h", {kProfiledBatch, kHidden}), test_ops::matmul(B, I, H));
+  Tensor a = one("tanh", {h}, f32("a", {kProfiledBatch, kHidden}), test_ops::tanh_op(B * H));
   EXPECT_TRUE(engine.release(h).ok());
-  Tensor y = one("fc2", {a, mlp.w2}, f32("y", {kBatch, kOut}), test_ops::matmul(B, H, O));
+  Tensor y = one("fc2", {a, mlp.w2}, f32("y", {kProfiledBatch, kOut}), test_ops::matmul(B, H, O));
   Tensor loss = one("sum", {y}, f32("loss", {1}), test_ops::sum(B * O));
-  Tensor gy = one("ones", {y}, f32("gy", {kBatch, kOut}), test_ops::scale(B * O, 0, 1));
+  Tensor gy = one("ones", {y}, f32("gy", {kProfiledBatch, kOut}), test_ops::scale(B * O, 0, 1));
   EXPECT_TRUE(engine.release(y).ok());
   Tensor gw2 = one("fc2.dw", {a, gy}, f32("gw2", {kHidden, kOut}, TensorKind::kGradient),
                    test_ops::matmul(H, B, O, /*trans_a=*/true));
-  Tensor ga = one("fc2.dx", {gy, mlp.w2}, f32("ga", {kBatch, kHidden}),
+  Tensor ga = one("fc2.dx", {gy, mlp.w2}, f32("ga", {kProfiledBatch, kHidden}),
                   test_ops::matmul(B, O, H, false, /*trans_b=*/true));
   EXPECT_TRUE(engine.release(gy).ok());
-  Tensor gh = one("tanh.dx", {ga, a}, f32("gh", {kBatch, kHidden}), test_ops::tanh_backward(B * H));
+  Tensor gh = one("tanh.dx", {ga, a}, f32("gh", {kProfiledBatch, kHidden}), test_ops::tanh_backward(B * H));
   EXPECT_TRUE(engine.release(ga).ok());
   EXPECT_TRUE(engine.release(a).ok());
   Tensor gw1 = one("fc1.dw", {x, gh}, f32("gw1", {kIn, kHidden}, TensorKind::kGradient),
                    test_ops::matmul(I, B, H, /*trans_a=*/true));
   EXPECT_TRUE(engine.release(gh).ok());
   if (extra_op) one("extra", {gw1}, f32("gw1x2", {kIn, kHidden}), test_ops::scale(I * H, 2));
-  Outputs out = read_floats(engine, loss);
+  Outputs out = read_back(engine, loss);
   for (const Tensor& t : {gw1, gw2}) {
-    const std::vector<float> v = read_floats(engine, t);
+    const std::vector<float> v = read_back(engine, t);
     out.insert(out.end(), v.begin(), v.end());
   }
   Status ended = iteration.end();
@@ -140,8 +140,8 @@ TEST(Profiler, RecordsTheWarmUpOfAnMlp) {
   EXPECT_EQ(p.tensors[2].kind, TensorKind::kInput);
   const ProfiledTensor& h = p.tensors[p.ops[0].outputs[0]];
   EXPECT_EQ(h.name, "h");
-  EXPECT_EQ(h.bytes, n(kBatch, kHidden) * 4);
-  EXPECT_EQ(h.shape, (std::vector<std::int64_t>{kBatch, kHidden}));
+  EXPECT_EQ(h.bytes, n(kProfiledBatch, kHidden) * 4);
+  EXPECT_EQ(h.shape, (std::vector<std::int64_t>{kProfiledBatch, kHidden}));
   EXPECT_EQ(h.producer, 0U);
   EXPECT_EQ(h.accesses, std::vector<std::size_t>{1});
   // release(h) after op 1 frees h after op 1; end_iteration frees after the last op.
@@ -274,7 +274,7 @@ TEST(Profiler, RecomputeReplaysAreNotOps) {
                                 test_ops::scale(kN, 1.25F, 0.5F))
                           .value()[0]);
     }
-    for (const Tensor& t : chain) read_floats(*engine, t);
+    for (const Tensor& t : chain) read_back(*engine, t);
     ASSERT_TRUE(iteration.end().ok());
   }
   EXPECT_GT(engine->stats().recomputed_ops, 0);

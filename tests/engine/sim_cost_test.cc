@@ -16,9 +16,9 @@ using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 
 constexpr std::size_t kBytes = 2 * kMiB;  // one page: the budget counts whole tensors
-const std::vector<std::int64_t> kShape{static_cast<std::int64_t>(kBytes)};
+const std::vector<std::int64_t> kU8Shape{static_cast<std::int64_t>(kBytes)};
 
-TensorSpec u8(const char* name) { return {name, kShape, DType::kU8}; }
+TensorSpec u8(const char* name) { return {name, kU8Shape, DType::kU8}; }
 
 std::unique_ptr<Device> make_sim_device() {
   DeviceOptions options;

@@ -14,10 +14,10 @@ namespace {
 
 using testing_profiles::training_profile;
 
-const std::string kFixture = EBB_SOURCE_DIR "/profiles/workloads/mlp4_train.profile.json";
+const std::string kMlpProfile = EBB_SOURCE_DIR "/profiles/workloads/mlp4_train.profile.json";
 
 TEST(Simulator, RunsTheFixtureWithoutEvictionAboveItsPeak) {
-  const Profile p = read_profile(kFixture).value();
+  const Profile p = read_profile(kMlpProfile).value();
   const ProfileFigures f = profile_figures(p);
   SimulationOptions o;
   o.budget_bytes = 2 * f.peak_live_bytes;

@@ -24,7 +24,7 @@ using std::chrono::nanoseconds;
 
 constexpr std::size_t kGB = 1'000'000'000;  // links are quoted in decimal units
 
-char* bytes_at(void* ptr, std::size_t offset) { return static_cast<char*>(ptr) + offset; }
+char* byte_ptr(void* ptr, std::size_t offset) { return static_cast<char*>(ptr) + offset; }
 
 DeviceOptions sim_options(std::size_t capacity_bytes = 64 * kMiB) {
   DeviceOptions options;
@@ -128,7 +128,7 @@ TEST_F(SimDeviceTest, AllocationRules) {
 
   int on_stack = 0;
   EXPECT_EQ(device_->free(&on_stack).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(device_->free(bytes_at(half, 512)).code(), StatusCode::kInvalidArgument)
+  EXPECT_EQ(device_->free(byte_ptr(half, 512)).code(), StatusCode::kInvalidArgument)
       << "an interior pointer is not an allocation";
   EBB_ASSERT_OK(device_->free(half));
   const Status again = device_->free(half);
@@ -145,9 +145,9 @@ TEST_F(SimDeviceTest, VirtualMemoryRules) {
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(base) % page, 0u);
   EXPECT_EQ(device_->committed_bytes(), 0u);
 
-  EBB_ASSERT_OK(device_->map_pages(bytes_at(base, page), 2 * page));
+  EBB_ASSERT_OK(device_->map_pages(byte_ptr(base, page), 2 * page));
   EXPECT_EQ(device_->committed_bytes(), 2 * page);
-  EXPECT_EQ(device_->map_pages(bytes_at(base, 2 * page), page).code(),
+  EXPECT_EQ(device_->map_pages(byte_ptr(base, 2 * page), page).code(),
             StatusCode::kFailedPrecondition)
       << "a page cannot be mapped twice";
   EXPECT_EQ(device_->map_pages(base, 2 * page).code(), StatusCode::kFailedPrecondition);
@@ -155,15 +155,15 @@ TEST_F(SimDeviceTest, VirtualMemoryRules) {
       << "an unmapped page cannot be unmapped";
   EXPECT_EQ(device_->release_range(base, 4 * page).code(), StatusCode::kFailedPrecondition)
       << "a range with mapped pages cannot be released";
-  EXPECT_EQ(device_->map_pages(bytes_at(base, 4096), page).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(device_->map_pages(byte_ptr(base, 4096), page).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(device_->map_pages(base, page / 2).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(device_->map_pages(bytes_at(base, 3 * page), 2 * page).code(),
+  EXPECT_EQ(device_->map_pages(byte_ptr(base, 3 * page), 2 * page).code(),
             StatusCode::kInvalidArgument)
       << "a span that runs past the end of the range";
   int on_stack = 0;
   EXPECT_EQ(device_->map_pages(&on_stack, page).code(), StatusCode::kInvalidArgument);
 
-  EBB_ASSERT_OK(device_->unmap_pages(bytes_at(base, page), 2 * page));
+  EBB_ASSERT_OK(device_->unmap_pages(byte_ptr(base, page), 2 * page));
   EXPECT_EQ(device_->committed_bytes(), 0u);
   EBB_ASSERT_OK(device_->release_range(base, 4 * page));
   EXPECT_EQ(device_->release_range(base, 4 * page).code(), StatusCode::kInvalidArgument);
@@ -174,7 +174,7 @@ TEST_F(SimDeviceTest, MappedPagesAndAllocationsShareTheCapacity) {
   const std::size_t pages = device_->capacity_bytes() / page;
   EBB_ASSERT_OK_AND_ASSIGN(void* base, device_->reserve_range((pages + 1) * page));
   EBB_ASSERT_OK(device_->map_pages(base, pages * page));
-  EXPECT_EQ(device_->map_pages(bytes_at(base, pages * page), page).code(),
+  EXPECT_EQ(device_->map_pages(byte_ptr(base, pages * page), page).code(),
             StatusCode::kOutOfMemory);
   EXPECT_EQ(device_->allocate(page).status().code(), StatusCode::kOutOfMemory);
   EBB_ASSERT_OK(device_->unmap_pages(base, pages * page));
@@ -204,7 +204,7 @@ TEST_F(SimDeviceTest, EightyGibibytesOfDeviceMemoryUseNoRam) {
   }
   EBB_ASSERT_OK_AND_ASSIGN(void* base, device_->reserve_range(40 * kGiB));
   for (std::size_t gib = 0; gib < 30; ++gib) {  // and 30 GiB of mapped pages
-    EBB_ASSERT_OK(device_->map_pages(bytes_at(base, gib * kGiB), kGiB));
+    EBB_ASSERT_OK(device_->map_pages(byte_ptr(base, gib * kGiB), kGiB));
   }
   EXPECT_EQ(device_->committed_bytes(), 60 * kGiB);
   EBB_ASSERT_OK(device_->default_stream().memset_async(pieces[0], 0, kGiB));
@@ -321,7 +321,7 @@ TEST_F(SimDeviceTest, CopiesOnOneLinkSerializeAndOppositeLinksOverlap) {
   EBB_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Stream> b, device_->create_stream());
 
   EBB_ASSERT_OK(a->copy_async(d, host, kGB, CopyKind::kHostToDevice));
-  EBB_ASSERT_OK(b->copy_async(bytes_at(d, kGB), bytes_at(host, kGB), kGB, CopyKind::kHostToDevice));
+  EBB_ASSERT_OK(b->copy_async(byte_ptr(d, kGB), byte_ptr(host, kGB), kGB, CopyKind::kHostToDevice));
   EBB_ASSERT_OK(device_->synchronize());
   const nanoseconds one_copy = milliseconds(100) + microseconds(5);
   EXPECT_EQ(now(), 2 * one_copy) << "two copies on one link take turns";
@@ -329,7 +329,7 @@ TEST_F(SimDeviceTest, CopiesOnOneLinkSerializeAndOppositeLinksOverlap) {
   const nanoseconds start = now();
   EBB_ASSERT_OK(a->copy_async(d, host, kGB, CopyKind::kHostToDevice));
   EBB_ASSERT_OK(b->copy_async(host, d, kGB, CopyKind::kDeviceToHost));
-  EBB_ASSERT_OK(a->copy_async(bytes_at(d, kGB), d, kGB, CopyKind::kDeviceToDevice));
+  EBB_ASSERT_OK(a->copy_async(byte_ptr(d, kGB), d, kGB, CopyKind::kDeviceToDevice));
   EBB_ASSERT_OK(device_->synchronize());
   EXPECT_EQ(now() - start, one_copy)
       << "opposite directions overlap; a device-to-device copy costs nothing";
@@ -348,7 +348,7 @@ TEST_F(SimDeviceTest, ACopyWaitingOnAnEventDoesNotHoldTheLink) {
   EBB_ASSERT_OK(device_->default_stream().record(*ready));
   EBB_ASSERT_OK(late->wait(*ready));
   EBB_ASSERT_OK(late->copy_async(d, host.data(), kGB, CopyKind::kHostToDevice));  // 500..600 ms
-  EBB_ASSERT_OK(early->copy_async(bytes_at(d, kGB), host.data(), kGB, CopyKind::kHostToDevice));
+  EBB_ASSERT_OK(early->copy_async(byte_ptr(d, kGB), host.data(), kGB, CopyKind::kHostToDevice));
   EBB_ASSERT_OK(early->synchronize());
   EXPECT_EQ(now(), milliseconds(100) + microseconds(5))
       << "the link is free before the waiting copy starts";

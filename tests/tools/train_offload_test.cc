@@ -28,7 +28,7 @@ TrainOptions tiny(Precision precision, OptimizerKind optimizer) {
   return o;
 }
 
-std::string temp_dir(const std::string& name) {
+std::string offload_temp_dir(const std::string& name) {
   return test_support::temp_dir("train_offload_test", name);
 }
 
@@ -133,7 +133,7 @@ TEST(TrainOffloadResume, IsBitExactWithinAndAcrossPlacements) {
   first.steps = 2;
   first.optimizer_state = nvme ? StatePolicy::kNvme : StatePolicy::kHost;
   if (nvme) use_nvme(first, dir.path());
-  first.checkpoint_dir = temp_dir("resume");
+  first.checkpoint_dir = offload_temp_dir("resume");
   first.checkpoint_every = 2;
   ASSERT_TRUE(train(first).ok());
   for (StatePolicy placement : {first.optimizer_state, StatePolicy::kDevice, StatePolicy::kHost}) {
