@@ -71,7 +71,7 @@ TEST(ArenaSearch, GeneratedProblemsArePackedAtExactlyTheirCapacity) {
   for (std::uint64_t seed = 1; seed <= 30; ++seed) {
     SCOPED_TRACE(seed);
     TightProblemOptions options;
-    options.buffers = 60 + seed * 3;
+    options.buffers = 40 + seed * 2;
     options.capacity_bytes = std::size_t{1} << 20;
     options.seed = seed;
     Result<TightProblem> problem = generate_tight_problem(options);
