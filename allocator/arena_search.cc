@@ -6,12 +6,24 @@
 #include <algorithm>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <utility>
 
 namespace ebb::arena_internal {
 namespace {
 
 using Offset = std::int64_t;  // bytes; every figure stays below 2^62 (check_plan_buffers)
+
+// The Luby sequence 1 1 2 1 1 2 4 1 1 2 1 1 2 4 8 ... at i >= 1: at i = 2^k - 1 it is 2^(k-1);
+// between, it repeats itself from the start.
+std::int64_t luby(std::int64_t i) {
+  while (true) {  // i shrinks every round
+    int k = 1;
+    while ((std::int64_t{1} << k) - 1 < i) ++k;
+    if ((std::int64_t{1} << k) - 1 == i) return std::int64_t{1} << (k - 1);
+    i -= (std::int64_t{1} << (k - 1)) - 1;
+  }
+}
 
 constexpr std::size_t kMaxSectionEntries = 4'000'000;  // (buffer, section) pairs, 16 MiB
 
@@ -24,34 +36,32 @@ struct Part {
   int first_section = 0;
   int end_section = 0;       // one past the last
   std::vector<int> buffers;  // indices into the input
+  Offset min_size = 1;       // the smallest size among them
 };
 
 enum class PartOutcome { kFound, kInfeasible, kTimedOut, kNodeLimit };
 
-struct Candidate {
-  Offset offset;  // the buffer's least offset now
-  int rank;       // its preorder rank
-  int buffer;
+// What a search node turns out to be once its placements are propagated.
+enum class NodeKind {
+  kSolved,   // every buffer of the part is placed
+  kDeadEnd,  // a section bound fails, or no buffer can be placed at all
+  kSplit,    // the unplaced buffers fall into stretches of time that share no buffer
+  kBranch,   // a hole to fill: see Frame
 };
 
+// One branching: the lowest offset `level` at which a buffer can still be placed, a section at
+// that level (the one with the fewest buffers that can take it), and those buffers in preorder.
+// Branch i places candidates[i] at `level`; the last branch leaves the hole empty, barring every
+// candidate from `level`. The branches are disjoint (the candidates overlap in time), and
+// together they cover every canonical packing, so each packing is reached by one path only.
 struct Frame {
-  std::vector<Candidate> order;  // unplaced buffers by (offset, rank)
-  std::size_t next = 0;          // next candidate to try
-  Offset min_height = 0;         // least top any unplaced buffer can reach
-  Offset bound_offset = -1;      // canonical order: candidates must follow (offset, rank)
-  int bound_rank = -1;
-  int placed = -1;  // the buffer this frame's current branch placed, or -1
-  // The placed buffer overlaps no unplaced buffer in time: its offset is final in every
-  // completion, so when its subtree fails no other branch of this frame can succeed.
-  bool hatless = false;
+  Offset level = 0;
+  std::vector<int> candidates;
+  std::size_t next = 0;  // the branch to try next; candidates.size() is the empty hole
+  bool applied = false;  // a branch of this frame is in the state now
+  int placed = -1;       // the buffer that branch placed, or -1 for the empty hole
   std::size_t offset_mark = 0;
-  std::size_t floor_mark = 0;
-  // Over the part's sections, relative to its first: the most unplaced bytes in any section
-  // before s (prefix) and from s on (suffix). A candidate at offset o leaves the sections
-  // outside its lifetime untouched, and the section bound then needs o + total <= capacity
-  // there, so most failing candidates are refused without placing them.
-  std::vector<Offset> prefix_total;  // [k]: max total of sections first..first+k-1
-  std::vector<Offset> suffix_total;  // [k]: max total of sections first+k..end-1
+  std::size_t bar_mark = 0;
 };
 
 class PackingSearch {
@@ -99,7 +109,7 @@ class PackingSearch {
     const int sections = times.empty() ? 0 : static_cast<int>(times.size()) - 1;
     section_buffers_.assign(sections, {});
     total_.assign(sections, 0);
-    floor_.assign(sections, 0);
+    crossing_.assign(sections + 1, 0);
     const int n = static_cast<int>(buffers_.size());
     lo_.resize(n);
     hi_.resize(n);
@@ -114,11 +124,11 @@ class PackingSearch {
     }
     if (entries > kMaxSectionEntries) return false;
     for (int i = 0; i < n; ++i) {
-      const PlanBuffer& b = buffers_[i];
       for (int s = lo_[i]; s < hi_[i]; ++s) {
         section_buffers_[s].push_back(i);
-        total_[s] += static_cast<Offset>(b.size_bytes);
+        total_[s] += static_cast<Offset>(buffers_[i].size_bytes);
       }
+      for (int k = lo_[i] + 1; k < hi_[i]; ++k) ++crossing_[k];
     }
     // Buffers overlap in time exactly when their section ranges intersect.
     std::vector<int> by_lo(n);
@@ -134,26 +144,22 @@ class PackingSearch {
     }
     offset_.assign(n, -1);
     min_offset_.assign(n, 0);
+    barred_.assign(n, -1);
     solution_.assign(n, 0);
-    affected_stamp_.assign(sections, 0);
+    section_min_.assign(sections, std::numeric_limits<Offset>::max());
+    section_at_min_.assign(sections, 0);
+    section_barred_.assign(sections, 0);
+    stale_.assign(sections, 0);
+    for (int i = 0; i < n; ++i) enter(i);
     return true;
   }
 
   // Cuts time wherever no buffer is live across the boundary.
   std::vector<Part> build_parts() const {
     const int sections = static_cast<int>(section_buffers_.size());
-    std::vector<int> crossing(sections + 1, 0);  // buffers live on both sides of boundary k
-    for (std::size_t i = 0; i < buffers_.size(); ++i) {
-      if (hi_[i] - lo_[i] >= 2) {
-        ++crossing[lo_[i] + 1];
-        --crossing[hi_[i]];
-      }
-    }
     std::vector<Part> parts;
-    int live = 0;
     for (int s = 0; s < sections; ++s) {
-      live += crossing[s];
-      if (s == 0 || live == 0) parts.push_back(Part{s, s + 1, {}});
+      if (s == 0 || crossing_[s] == 0) parts.push_back(Part{s, s + 1, {}});
       parts.back().end_section = s + 1;
     }
     for (std::size_t i = 0; i < buffers_.size(); ++i) {
@@ -166,7 +172,15 @@ class PackingSearch {
     parts.erase(
         std::remove_if(parts.begin(), parts.end(), [](const Part& p) { return p.buffers.empty(); }),
         parts.end());
+    for (Part& part : parts) set_min_size(part);
     return parts;
+  }
+
+  void set_min_size(Part& part) const {
+    part.min_size = std::numeric_limits<Offset>::max();
+    for (int b : part.buffers) {
+      part.min_size = std::min(part.min_size, static_cast<Offset>(buffers_[b].size_bytes));
+    }
   }
 
   // The three preorders, as a rank per buffer of the part (indexed by buffer).
@@ -211,229 +225,309 @@ class PackingSearch {
     return ranks;
   }
 
-  // Round-robin over the preorders under a node limit that triples each round, until one run
-  // completes. Search times are heavy-tailed: one preorder may need 6k nodes where another needs
-  // over a million, and restarts cut the tail. Tripling (not doubling) was chosen on the
-  // MiniMalloc problems A-E: 461k nodes in all and 161k at worst, against 564k and 243k.
+  // Restarts under a node limit (Luby, Sinclair and Zuckerman, 1993): run i may visit
+  // luby(i) x (the part's buffers) nodes, the size of one descent without a backtrack. Search
+  // times are heavy-tailed: one order of the candidates finds a packing in a descent where
+  // another needs millions of nodes, and restarts cut the tail. The first runs use the three
+  // preorders; later ones random preorders, so that no run repeats another. Luby's schedule is
+  // within a log factor of the best fixed schedule for any distribution of run lengths, so it
+  // needs no tuning to a set of problems.
   PartOutcome solve_part(const Part& part) {
-    const std::vector<std::vector<int>> ranks = preorders(part);
-    std::int64_t limit = static_cast<std::int64_t>(part.buffers.size());
-    while (true) {
-      limit = std::min<std::int64_t>(limit * 3, std::numeric_limits<std::int64_t>::max() / 4);
-      for (const std::vector<int>& rank : ranks) {
-        run_nodes_ = 0;
-        PartOutcome outcome = dfs(part, rank, limit, -1, -1);
-        if (outcome != PartOutcome::kNodeLimit) return outcome;
+    std::vector<std::vector<int>> ranks = preorders(part);
+    std::vector<int> shuffled = part.buffers;
+    const auto unit = static_cast<std::int64_t>(part.buffers.size());
+    for (std::int64_t run = 1;; ++run) {
+      std::vector<int>& rank = ranks[static_cast<std::size_t>(run - 1) % ranks.size()];
+      if (run > static_cast<std::int64_t>(ranks.size())) {
+        std::mt19937_64 rng(static_cast<std::uint64_t>(run));
+        std::shuffle(shuffled.begin(), shuffled.end(), rng);
+        for (std::size_t r = 0; r < shuffled.size(); ++r) rank[shuffled[r]] = static_cast<int>(r);
+      }
+      run_nodes_ = 0;
+      const std::int64_t limit = luby(run) > std::numeric_limits<std::int64_t>::max() / 4 / unit
+                                     ? std::numeric_limits<std::int64_t>::max() / 4
+                                     : luby(run) * unit;
+      PartOutcome outcome = dfs(part, rank, limit);
+      if (outcome != PartOutcome::kNodeLimit) return outcome;
+    }
+  }
+
+  bool placeable(int b) const { return offset_[b] < 0 && barred_[b] < min_offset_[b]; }
+
+  // Propagates the state of `part`: the section bound, the split into independent stretches,
+  // or the next hole to fill (into `frame`).
+  NodeKind expand(const Part& part, const std::vector<int>& rank, Frame& frame,
+                  std::vector<Part>& groups) const {
+    // The level: no unplaced buffer can rest lower. A placeable buffer rests at its least offset
+    // or higher. A barred one rests on the top of a buffer not yet placed (a placed one would
+    // have lifted its least offset past the bar), so at least min_size above the level.
+    Offset level = std::numeric_limits<Offset>::max();
+    // Dominance (MiniMalloc's): a barred buffer's place at its least offset must be taken by a
+    // later buffer, or else it could be moved down there, and that packing is on the branch
+    // that placed it. Once the level reaches its top, nothing later can take that place.
+    Offset barred_top = std::numeric_limits<Offset>::max();
+    bool unplaced = false;
+    for (int b : part.buffers) {
+      if (offset_[b] >= 0) continue;
+      unplaced = true;
+      if (placeable(b)) {
+        level = std::min(level, min_offset_[b]);
+      } else {
+        barred_top =
+            std::min(barred_top, min_offset_[b] + static_cast<Offset>(buffers_[b].size_bytes));
       }
     }
+    if (!unplaced) return NodeKind::kSolved;
+    if (level >= barred_top) return NodeKind::kDeadEnd;
+    const Offset barred_least = level + part.min_size;
+    // The section bound: the least offset any unplaced buffer of a section can take plus their
+    // total stays within the capacity. Meanwhile, the section at the level with the fewest
+    // buffers that can fill it (first fail).
+    int hole = -1;
+    int hole_candidates = std::numeric_limits<int>::max();
+    int first_open = -1;
+    int last_open = -1;
+    for (int s = part.first_section; s < part.end_section; ++s) {
+      if (total_[s] == 0) continue;
+      if (first_open < 0) first_open = s;
+      last_open = s;
+      if (level + total_[s] > capacity_) return NodeKind::kDeadEnd;
+      refresh(s);
+      const Offset least =
+          section_barred_[s] > 0 ? std::min(section_min_[s], barred_least) : section_min_[s];
+      if (least + total_[s] > capacity_) return NodeKind::kDeadEnd;
+      const int candidates = section_min_[s] == level ? section_at_min_[s] : 0;
+      if (candidates > 0 && candidates < hole_candidates) {
+        hole = s;
+        hole_candidates = candidates;
+      }
+    }
+    if (split(part, first_open, last_open, groups)) return NodeKind::kSplit;
+    frame = Frame{};
+    frame.level = level;
+    for (int b : section_buffers_[hole]) {
+      if (placeable(b) && min_offset_[b] == level) frame.candidates.push_back(b);
+    }
+    std::sort(frame.candidates.begin(), frame.candidates.end(),
+              [&](int a, int b) { return rank[a] < rank[b]; });
+    return NodeKind::kBranch;
   }
 
-  Frame make_frame(const std::vector<Candidate>& from, Offset bound_offset, int bound_rank) const {
-    Frame frame;
-    frame.bound_offset = bound_offset;
-    frame.bound_rank = bound_rank;
-    frame.min_height = std::numeric_limits<Offset>::max();
-    frame.order.reserve(from.size());
-    for (const Candidate& c : from) {
-      if (offset_[c.buffer] >= 0) continue;
-      const Offset least = min_offset_[c.buffer];
-      frame.order.push_back(Candidate{least, c.rank, c.buffer});
-      frame.min_height =
-          std::min(frame.min_height, least + static_cast<Offset>(buffers_[c.buffer].size_bytes));
+  // The unplaced buffers of `part`, live in sections [first_open, last_open], split where none
+  // is live across a section boundary. False (groups untouched) when there is no such cut.
+  bool split(const Part& part, int first_open, int last_open, std::vector<Part>& groups) const {
+    bool cut = false;
+    for (int k = first_open + 1; k <= last_open && !cut; ++k) cut = crossing_[k] == 0;
+    if (!cut) return false;
+    groups.clear();
+    for (int s = first_open; s <= last_open; ++s) {
+      if (groups.empty() || crossing_[s] == 0) groups.push_back(Part{s, s + 1, {}});
+      groups.back().end_section = s + 1;
     }
-    std::sort(frame.order.begin(), frame.order.end(), [](const Candidate& a, const Candidate& b) {
-      return a.offset != b.offset ? a.offset < b.offset : a.rank < b.rank;
-    });
-    return frame;
+    for (int b : part.buffers) {
+      if (offset_[b] >= 0) continue;
+      auto it = std::upper_bound(groups.begin(), groups.end(), lo_[b],
+                                 [](int s, const Part& p) { return s < p.first_section; });
+      std::prev(it)->buffers.push_back(b);
+    }
+    std::erase_if(groups, [](const Part& g) { return g.buffers.empty(); });
+    for (Part& group : groups) set_min_size(group);
+    return true;
   }
 
-  // The unplaced buffers of `order` split where none is live across a section boundary; fewer
-  // than two groups means no split.
-  std::vector<Part> split(const std::vector<Candidate>& order) const {
-    std::vector<int> open;
-    for (const Candidate& c : order) {
-      if (offset_[c.buffer] < 0) open.push_back(c.buffer);
-    }
-    std::sort(open.begin(), open.end(), [&](int a, int b) { return lo_[a] < lo_[b]; });
+  // Depth-first search of `part` from the current state. kFound leaves the part's offsets in
+  // solution_; every outcome leaves the state as it found it.
+  PartOutcome dfs(const Part& part, const std::vector<int>& rank, std::int64_t node_limit) {
+    std::vector<Frame> frames(1);
     std::vector<Part> groups;
-    int reach = -1;  // the last section end of the current group
-    for (int b : open) {
-      if (lo_[b] >= reach) groups.push_back(Part{lo_[b], hi_[b], {}});
-      reach = std::max(reach, hi_[b]);
-      groups.back().end_section = reach;
-      groups.back().buffers.push_back(b);
+    switch (expand(part, rank, frames.back(), groups)) {
+      case NodeKind::kSolved:
+        return PartOutcome::kFound;
+      case NodeKind::kDeadEnd:
+        return PartOutcome::kInfeasible;
+      case NodeKind::kSplit:
+        return solve_groups(groups, rank, node_limit);
+      case NodeKind::kBranch:
+        break;
     }
-    return groups;
-  }
-
-  // Depth-first search of `part` from the current state, every offset following the canonical
-  // bound (bound_offset, bound_rank). kFound leaves the part's offsets in solution_; every
-  // outcome leaves the state as it found it.
-  PartOutcome dfs(const Part& part, const std::vector<int>& rank, std::int64_t node_limit,
-                  Offset bound_offset, int bound_rank) {
-    std::vector<Candidate> all;
-    for (int b : part.buffers) all.push_back(Candidate{0, rank[b], b});
-    std::vector<Frame> frames;
-    frames.push_back(make_frame(all, bound_offset, bound_rank));
-    fill_section_totals(part, frames.back());
     PartOutcome outcome = PartOutcome::kInfeasible;
     while (!frames.empty()) {
-      Frame& f = frames.back();
-      if (f.placed >= 0) {
-        // Hatless: every canonical completion from here places f.placed next (or a candidate
-        // before it, already tried), since nothing can move it; its subtree failed, so all do.
-        if (f.hatless) f.next = f.order.size();
-        unplace(f);
+      const std::size_t depth = frames.size() - 1;
+      if (frames[depth].applied) undo(frames[depth]);
+      if (frames[depth].next > frames[depth].candidates.size()) {
+        frames.pop_back();
+        continue;
       }
-      bool descended = false;
-      while (f.next < f.order.size()) {
-        const Candidate c = f.order[f.next++];
-        if (c.offset >= f.min_height) break;  // dominance; the order is by offset
-        if (c.offset < f.bound_offset || (c.offset == f.bound_offset && c.rank < f.bound_rank)) {
-          continue;
-        }
-        if (c.offset + static_cast<Offset>(buffers_[c.buffer].size_bytes) > capacity_) continue;
-        if (c.offset + std::max(f.prefix_total[lo_[c.buffer] - part.first_section],
-                                f.suffix_total[hi_[c.buffer] - part.first_section]) >
-            capacity_) {
-          continue;
-        }
-        place(f, c);
-        if (!check(part, c.offset)) {
-          unplace(f);
-          continue;
-        }
-        ++nodes_;
-        if (++run_nodes_ > node_limit) {
-          outcome = PartOutcome::kNodeLimit;
-        } else if ((nodes_ & 255) == 0 && Clock::now() > deadline_) {
-          outcome = PartOutcome::kTimedOut;
-        } else {
-          std::vector<Part> groups = split(f.order);
-          if (groups.size() >= 2) {
-            // Independent stretches of time: solve each on its own (their search trees would
-            // otherwise multiply).
-            PartOutcome groups_outcome = PartOutcome::kFound;
-            for (const Part& group : groups) {
-              groups_outcome = dfs(group, rank, node_limit, c.offset, c.rank);
-              if (groups_outcome != PartOutcome::kFound) break;
-            }
-            if (groups_outcome == PartOutcome::kInfeasible) {
-              if (f.hatless) f.next = f.order.size();
-              unplace(f);
-              continue;
-            }
-            outcome = groups_outcome;
-          } else if (groups.empty()) {
-            outcome = PartOutcome::kFound;
-          } else {
-            frames.push_back(make_frame(f.order, c.offset, c.rank));  // f dangles from here
-            fill_section_totals(part, frames.back());
-            descended = true;
-            break;
-          }
-          if (outcome == PartOutcome::kFound) {
-            for (int b : part.buffers) {
-              if (offset_[b] >= 0) solution_[b] = offset_[b];
-            }
-          }
-        }
-        // Stop: unwind every placement so that the next run starts clean.
-        for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
-          if (it->placed >= 0) unplace(*it);
-        }
-        return outcome;
+      if (!apply_next(frames[depth])) continue;
+      ++nodes_;
+      if (++run_nodes_ > node_limit) {
+        outcome = PartOutcome::kNodeLimit;
+        break;
       }
-      if (!descended) frames.pop_back();
+      if ((nodes_ & 255) == 0 && Clock::now() > deadline_) {
+        outcome = PartOutcome::kTimedOut;
+        break;
+      }
+      Frame child;
+      const NodeKind kind = expand(part, rank, child, groups);
+      if (kind == NodeKind::kDeadEnd) continue;
+      if (kind == NodeKind::kBranch) {
+        frames.push_back(std::move(child));
+        continue;
+      }
+      outcome =
+          kind == NodeKind::kSolved ? PartOutcome::kFound : solve_groups(groups, rank, node_limit);
+      if (outcome == PartOutcome::kInfeasible) continue;
+      break;
     }
-    return PartOutcome::kInfeasible;
+    if (outcome == PartOutcome::kFound) {
+      for (int b : part.buffers) {
+        if (offset_[b] >= 0) solution_[b] = offset_[b];
+      }
+    }
+    // Unwind every placement so that the next run starts clean.
+    for (auto it = frames.rbegin(); it != frames.rend(); ++it) {
+      if (it->applied) undo(*it);
+    }
+    return frames.empty() ? PartOutcome::kInfeasible : outcome;
   }
 
-  void fill_section_totals(const Part& part, Frame& f) const {
-    const int count = part.end_section - part.first_section;
-    f.prefix_total.assign(count + 1, 0);
-    f.suffix_total.assign(count + 1, 0);
-    for (int k = 0; k < count; ++k) {
-      f.prefix_total[k + 1] = std::max(f.prefix_total[k], total_[part.first_section + k]);
+  // Independent stretches of time: each is solved on its own (their search trees would
+  // otherwise multiply). The first that is not found decides.
+  PartOutcome solve_groups(const std::vector<Part>& groups, const std::vector<int>& rank,
+                           std::int64_t node_limit) {
+    for (const Part& group : groups) {
+      PartOutcome outcome = dfs(group, rank, node_limit);
+      if (outcome != PartOutcome::kFound) return outcome;
     }
-    for (int k = count - 1; k >= 0; --k) {
-      f.suffix_total[k] = std::max(f.suffix_total[k + 1], total_[part.first_section + k]);
-    }
+    return PartOutcome::kFound;
   }
 
-  void place(Frame& f, const Candidate& c) {
-    const int b = c.buffer;
-    const Offset top = c.offset + static_cast<Offset>(buffers_[b].size_bytes);
-    f.placed = b;
-    f.hatless = std::none_of(overlaps_[b].begin(), overlaps_[b].end(),
-                             [&](int o) { return offset_[o] < 0; });
+  // Puts the frame's next branch into the state. False when the branch is refused at once.
+  bool apply_next(Frame& f) {
+    const std::size_t branch = f.next++;
+    f.applied = true;
     f.offset_mark = offset_log_.size();
-    f.floor_mark = floor_log_.size();
-    offset_[b] = c.offset;
-    for (int s = lo_[b]; s < hi_[b]; ++s) {
-      floor_log_.emplace_back(s, floor_[s]);
-      floor_[s] = std::max(floor_[s], top);
-      total_[s] -= static_cast<Offset>(buffers_[b].size_bytes);
+    f.bar_mark = bar_log_.size();
+    if (branch < f.candidates.size()) {
+      f.placed = f.candidates[branch];
+      place(f.placed, f.level);
+      return true;
     }
-    ++stamp_;
-    affected_.clear();
-    auto mark = [&](int section) {
-      // A section with no unplaced buffer has no floor to raise.
-      if (total_[section] > 0 && affected_stamp_[section] != stamp_) {
-        affected_stamp_[section] = stamp_;
-        affected_.push_back(section);
+    f.placed = -1;
+    // The empty hole. A lone candidate that overlaps no other unplaced buffer could never rest
+    // higher (nothing is left to rest on), so its hole cannot stay empty. With two or more, each
+    // overlaps the others.
+    if (f.candidates.size() == 1) {
+      const int b = f.candidates[0];
+      if (std::none_of(overlaps_[b].begin(), overlaps_[b].end(),
+                       [&](int o) { return offset_[o] < 0; })) {
+        return false;
       }
-    };
-    for (int s = lo_[b]; s < hi_[b]; ++s) mark(s);
+    }
+    for (int b : f.candidates) bar(b, f.level);
+    return true;
+  }
+
+  void place(int b, Offset offset) {
+    const Offset top = offset + static_cast<Offset>(buffers_[b].size_bytes);
+    leave(b);
+    offset_[b] = offset;
+    for (int s = lo_[b]; s < hi_[b]; ++s) total_[s] -= static_cast<Offset>(buffers_[b].size_bytes);
+    for (int k = lo_[b] + 1; k < hi_[b]; ++k) --crossing_[k];
     for (int o : overlaps_[b]) {
       if (offset_[o] >= 0 || min_offset_[o] >= top) continue;
-      const Offset old = min_offset_[o];
-      offset_log_.emplace_back(o, old);
+      offset_log_.emplace_back(o, min_offset_[o]);
+      leave(o);
       min_offset_[o] = align_up(top, static_cast<Offset>(buffers_[o].alignment));
-      // Only a section whose floor o held down (o could go at or below it) can rise.
-      for (int s = lo_[o]; s < hi_[o]; ++s) {
-        if (old <= floor_[s]) mark(s);
-      }
-    }
-    // No unplaced buffer of a section can go below the least of their least offsets. One that
-    // can go at or below the floor already keeps it where it is.
-    for (int s : affected_) {
-      Offset least = std::numeric_limits<Offset>::max();
-      for (int o : section_buffers_[s]) {
-        if (offset_[o] >= 0) continue;
-        least = std::min(least, min_offset_[o]);
-        if (least <= floor_[s]) break;
-      }
-      if (least != std::numeric_limits<Offset>::max() && least > floor_[s]) {
-        floor_log_.emplace_back(s, floor_[s]);
-        floor_[s] = least;
-      }
+      enter(o);
     }
   }
 
-  void unplace(Frame& f) {
-    const int b = f.placed;
-    while (floor_log_.size() > f.floor_mark) {
-      floor_[floor_log_.back().first] = floor_log_.back().second;
-      floor_log_.pop_back();
-    }
+  void bar(int b, Offset level) {
+    bar_log_.emplace_back(b, barred_[b]);
+    leave(b);
+    barred_[b] = level;
+    enter(b);
+  }
+
+  void undo(Frame& f) {
     while (offset_log_.size() > f.offset_mark) {
-      min_offset_[offset_log_.back().first] = offset_log_.back().second;
+      const auto [o, old] = offset_log_.back();
       offset_log_.pop_back();
+      leave(o);
+      min_offset_[o] = old;
+      enter(o);
     }
-    for (int s = lo_[b]; s < hi_[b]; ++s) {
-      total_[s] += static_cast<Offset>(buffers_[b].size_bytes);
+    while (bar_log_.size() > f.bar_mark) {
+      const auto [b, old] = bar_log_.back();
+      bar_log_.pop_back();
+      leave(b);
+      barred_[b] = old;
+      enter(b);
     }
-    offset_[b] = -1;
-    f.placed = -1;
+    if (f.placed >= 0) {
+      const int b = f.placed;
+      for (int s = lo_[b]; s < hi_[b]; ++s) {
+        total_[s] += static_cast<Offset>(buffers_[b].size_bytes);
+      }
+      for (int k = lo_[b] + 1; k < hi_[b]; ++k) ++crossing_[k];
+      offset_[b] = -1;
+      enter(b);
+      f.placed = -1;
+    }
+    f.applied = false;
   }
 
-  // The section bound: later buffers go at or above `offset` and above each section's floor.
-  bool check(const Part& part, Offset offset) const {
-    for (int s = part.first_section; s < part.end_section; ++s) {
-      if (total_[s] > 0 && std::max(floor_[s], offset) + total_[s] > capacity_) return false;
+  // The section summaries follow every unplaced buffer: leave(b) before its state changes,
+  // enter(b) after. Removing the last buffer at a section's least offset leaves the least
+  // unknown until refresh() rescans the section; an entering buffer is exact either way (a
+  // stale least is below every remaining one).
+  void leave(int b) {
+    if (placeable(b)) {
+      for (int s = lo_[b]; s < hi_[b]; ++s) {
+        if (min_offset_[b] == section_min_[s] && --section_at_min_[s] == 0) mark_stale(s);
+      }
+    } else {
+      for (int s = lo_[b]; s < hi_[b]; ++s) --section_barred_[s];
     }
-    return true;
+  }
+
+  void enter(int b) {
+    if (placeable(b)) {
+      const Offset m = min_offset_[b];
+      for (int s = lo_[b]; s < hi_[b]; ++s) {
+        if (m < section_min_[s]) {
+          section_min_[s] = m;
+          section_at_min_[s] = 1;
+        } else if (m == section_min_[s]) {
+          ++section_at_min_[s];
+        }
+      }
+    } else {
+      for (int s = lo_[b]; s < hi_[b]; ++s) ++section_barred_[s];
+    }
+  }
+
+  void mark_stale(int s) {
+    if (stale_[s]) return;
+    stale_[s] = 1;
+  }
+
+  void refresh(int s) const {
+    if (!stale_[s]) return;
+    stale_[s] = 0;
+    section_min_[s] = std::numeric_limits<Offset>::max();
+    section_at_min_[s] = 0;
+    for (int b : section_buffers_[s]) {
+      if (!placeable(b)) continue;
+      if (min_offset_[b] < section_min_[s]) {
+        section_min_[s] = min_offset_[b];
+        section_at_min_[s] = 1;
+      } else if (min_offset_[b] == section_min_[s]) {
+        ++section_at_min_[s];
+      }
+    }
   }
 
   const std::vector<PlanBuffer>& buffers_;
@@ -446,16 +540,23 @@ class PackingSearch {
   std::vector<std::vector<int>> section_buffers_;  // per section: buffers live there
   std::vector<std::vector<int>> overlaps_;         // per buffer: buffers overlapping in time
 
-  std::vector<Offset> offset_;                      // per buffer: placed offset, -1 while unplaced
-  std::vector<Offset> min_offset_;                  // per buffer: least offset it can take now
-  std::vector<Offset> floor_;                       // per section: no unplaced buffer can go lower
-  std::vector<Offset> total_;                       // per section: bytes of its unplaced buffers
+  std::vector<Offset> offset_;      // per buffer: placed offset, -1 while unplaced
+  std::vector<Offset> min_offset_;  // per buffer: the highest top of the placed buffers it meets
+  // Per buffer: a level it is barred from (-1: none). While its least offset is at or below
+  // it, the buffer cannot rest at its least offset; see expand().
+  std::vector<Offset> barred_;
+  std::vector<Offset> total_;  // per section: bytes of its unplaced buffers
+  // Per section boundary k (between sections k - 1 and k): unplaced buffers live on both sides.
+  std::vector<int> crossing_;
   std::vector<Offset> solution_;                    // per buffer: offsets of the last part found
   std::vector<std::pair<int, Offset>> offset_log_;  // (buffer, previous min_offset_)
-  std::vector<std::pair<int, Offset>> floor_log_;   // (section, previous floor_)
-  std::vector<std::uint32_t> affected_stamp_;
-  std::uint32_t stamp_ = 0;
-  std::vector<int> affected_;
+  std::vector<std::pair<int, Offset>> bar_log_;     // (buffer, previous barred_)
+  // Per section, over its unplaced buffers: the least min_offset_ of the placeable ones, how
+  // many have it, and how many are barred. A stale section's first two are rescanned on use.
+  mutable std::vector<Offset> section_min_;
+  mutable std::vector<int> section_at_min_;
+  std::vector<int> section_barred_;
+  mutable std::vector<char> stale_;
 };
 
 }  // namespace

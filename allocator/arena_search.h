@@ -3,23 +3,23 @@
 //
 // The search decides whether the buffers fit in a given capacity. It explores only canonical
 // solutions, after MiniMalloc (Moffitt, ASPLOS 2023): every buffer rests at offset 0 or on top
-// of a buffer live at the same time (any packing can be pushed down into this form), and
-// buffers are placed bottom-up in non-decreasing (offset, preorder rank), so each buffer's
-// offset is the highest top of the already placed buffers it overlaps in time, and each
-// packing is reached by one path only. Pruning:
-//  - dominance: a buffer is not placed at or above the top that another unplaced buffer could
-//    reach (that one fits under it, so the packing with it placed first is explored instead);
-//  - a section bound: in every stretch of time, the floor (top of the placed buffers there, at
-//    least the offset just placed and the least offset its unplaced buffers can take) plus the
-//    sizes of its unplaced buffers must stay within the capacity;
-//  - decomposition: time is cut where no buffer is live across the cut, and the parts are
-//    solved independently;
-//  - hatless buffers: a placed buffer that overlaps no unplaced buffer in time has its final
-//    offset, so when its subtree fails, its frame fails.
-// A candidate is refused before it is placed when its offset plus the largest unplaced total of
-// a section outside its lifetime passes the capacity (prefix and suffix maxima per frame).
-// Preorder ranks come from three orderings (by the largest section total, by lifetime width,
-// by size x lifetime area), tried round-robin under a node limit that triples each round.
+// of a buffer live at the same time (any packing can be pushed down into this form), placed
+// bottom-up in non-decreasing offset, so each buffer's offset is the highest top of the placed
+// buffers it overlaps in time. Each node fills one hole: at the lowest offset where a buffer can
+// still rest (the level), the section of time with the fewest buffers that can rest there
+// (first fail). Its branches place one of those buffers, or leave the hole empty and bar them
+// from the level; the branches are disjoint, so each packing is reached by one path only.
+// Pruning:
+//  - a section bound: in every stretch of time, the least offset its unplaced buffers can take
+//    plus their sizes must stay within the capacity (a barred buffer rests on a buffer not yet
+//    placed, so at least the smallest size above the level);
+//  - dominance: once the level reaches the top a barred buffer would have at its bar, nothing
+//    can take its place any more, and the packing with it moved down is on another branch;
+//  - decomposition: time is cut where no unplaced buffer is live across the cut, and the parts
+//    are solved independently.
+// Runs restart under Luby's schedule of node limits, first with three preorders of the
+// candidates (by the largest section total, by lifetime width, by size x lifetime area), then
+// with random ones.
 //
 // Thread safety: pure functions.
 #pragma once
