@@ -57,9 +57,10 @@ struct TensorState {
   bool rebuildable = false;  // not resident: its producer can run again (see can_rebuild)
   std::uint32_t locks = 0;
   std::int64_t last_access_ns = std::numeric_limits<std::int64_t>::min();
-  std::size_t node = kNone;        // its class while evicted
-  std::size_t open_event = kNone;  // its eviction waiting for the rematerialization
-  std::size_t pool_stamp = 0;      // the stamp of its valid pool entry; 0: not in the pool
+  std::size_t node = kNone;              // its class while evicted
+  std::size_t open_event = kNone;        // its eviction waiting for the rematerialization
+  std::size_t rebuild_read_for = kNone;  // the program op whose rematerializations last read it
+  std::size_t pool_stamp = 0;            // the stamp of its valid pool entry; 0: not in the pool
 };
 
 // One run. Not thread-safe; lives for one call.
@@ -282,7 +283,14 @@ class DtrRun {
     DtrEvent e;
     e.tensor = id;
     if (ops_run_ > 0) e.evicted_after = ops_run_ - 1;
+    e.read_before_eviction = state_[id].rebuild_read_for == ops_run_;
     r_.events.push_back(e);
+  }
+
+  // Program op `op`, or the end of the iteration (op == ops.size(): the outputs' rebuilds).
+  std::string where(std::size_t op) const {
+    if (op >= p_.ops.size()) return "the outputs at the end of the iteration";
+    return "op " + std::to_string(op) + " \"" + p_.ops[op].name + "\"";
   }
 
   void stop(DtrOutcome outcome, std::string message) {
@@ -306,17 +314,16 @@ class DtrRun {
         if (c == 0) break;
       }
       if (best == kNone) {
-        stop(DtrOutcome::kOutOfMemory, "op " + std::to_string(op) + " \"" + p_.ops[op].name +
-                                           "\" needs " + std::to_string(bytes) + " bytes with " +
-                                           std::to_string(mem_) +
+        stop(DtrOutcome::kOutOfMemory, where(op) + " needs " + std::to_string(bytes) +
+                                           " bytes with " + std::to_string(mem_) +
                                            " resident and nothing evictable under the budget of " +
                                            std::to_string(options_.budget_bytes));
         return false;
       }
       evict(best);
       if (r_.events.size() > event_limit_) {
-        stop(DtrOutcome::kThrashed, "more than " + std::to_string(event_limit_) +
-                                        " evictions by op " + std::to_string(op));
+        stop(DtrOutcome::kThrashed,
+             "more than " + std::to_string(event_limit_) + " evictions by " + where(op));
         return false;
       }
     }
@@ -337,7 +344,10 @@ class DtrRun {
     const auto push = [&](std::size_t o, bool again) {
       const ProfiledOp& pop = p_.ops[o];
       stack.push_back({o, again, 0, locked_early.size()});
-      for (std::size_t in : pop.inputs) state_[in].last_access_ns = clock_ns_;
+      for (std::size_t in : pop.inputs) {
+        state_[in].last_access_ns = clock_ns_;
+        if (again) state_[in].rebuild_read_for = for_op;
+      }
       for (std::size_t in : pop.inputs) {
         const bool now = state_[in].resident;
         if (now) lock(in);
@@ -358,8 +368,8 @@ class DtrRun {
         if (!state_[in].resident) {
           const ProfiledTensor& t = p_.tensors[in];
           if (!state_[in].rebuildable || !t.producer.has_value()) {
-            stop(DtrOutcome::kOutOfMemory, "op " + std::to_string(f.op) + " reads tensor " +
-                                               std::to_string(in) + " that cannot be rebuilt");
+            stop(DtrOutcome::kOutOfMemory, where(for_op) + " needs tensor " + std::to_string(in) +
+                                               ", which cannot be rebuilt");
             return false;
           }
           push(*t.producer, true);
@@ -380,7 +390,7 @@ class DtrRun {
         stop(DtrOutcome::kThrashed,
              "rematerializations took " + std::to_string(r_.remat_compute_ns) +
                  " ns, past the limit of " + std::to_string(options_.max_remat_overhead) +
-                 "x the base compute, by op " + std::to_string(for_op));
+                 "x the base compute, by " + where(for_op));
         return false;
       }
     }
@@ -407,6 +417,7 @@ class DtrRun {
       }
       s.resident = true;
       s.rebuildable = false;
+      if (!s.wanted) ++r_.rebuilt_after_free;
       if (s.node != kNone) {
         classes_.value(s.node) -= compute_of(out);
         s.node = kNone;
@@ -478,7 +489,8 @@ Result<DtrReferenceResult> run_dtr_reference(const Profile& profile,
   return run.run();
 }
 
-std::vector<Eviction> dtr_plan_evictions(const Profile& profile, const DtrReferenceResult& run) {
+std::vector<Eviction> dtr_plan_evictions(const Profile& profile, const DtrReferenceResult& run,
+                                         bool after_reads) {
   const std::vector<std::size_t> freed_after = freed_after_ops(profile);
   // Per tensor, its last interval in `out`: 1 + index, 0 for none.
   std::vector<std::size_t> last(profile.tensors.size(), 0);
@@ -486,8 +498,14 @@ std::vector<Eviction> dtr_plan_evictions(const Profile& profile, const DtrRefere
   for (const DtrEvent& e : run.events) {
     const ProfiledTensor& t = profile.tensors[e.tensor];
     // A tensor with a producer leaves after some op ran.
-    const std::size_t after = e.evicted_after.value_or(0);
-    if (freed_after[e.tensor] != kNeverFreed && after >= freed_after[e.tensor]) continue;
+    const std::size_t during = e.evicted_after.value_or(0) + 1;
+    if (freed_after[e.tensor] != kNeverFreed && during > freed_after[e.tensor]) continue;
+    const bool back_at_once =
+        e.rematerialized_before.has_value() && *e.rematerialized_before <= during;
+    const std::size_t after =
+        after_reads && e.read_before_eviction && !back_at_once && during < profile.ops.size()
+            ? during
+            : during - 1;
     Eviction* ev = nullptr;
     if (last[e.tensor] > 0) {
       Eviction& prev = out[last[e.tensor] - 1];

@@ -76,6 +76,9 @@ struct DtrEvent {
   std::size_t tensor = 0;
   std::optional<std::size_t> evicted_after;
   std::optional<std::size_t> rematerialized_before;
+  // A rematerialization for op evicted_after + 1 read it before it was evicted (DTR evicts
+  // between the rebuilds of an op's inputs, which a plan's op-granular drops cannot).
+  bool read_before_eviction = false;
 };
 
 struct DtrReferenceResult {
@@ -86,7 +89,12 @@ struct DtrReferenceResult {
   std::size_t peak_bytes = 0;          // resident tensor bytes, at most the budget
   std::size_t evictions = 0;           // by the heuristic (program frees not counted)
   std::size_t rematerializations = 0;  // producer re-runs
-  std::vector<DtrEvent> events;        // one per eviction, in eviction order
+  // Tensors rebuilt after the program freed them (for another tensor's rematerialization), which
+  // DTR then keeps until evicted: a plan cannot say that (its evictions end at the program's
+  // free), so the engine rebuilds them at each replay that needs them, and a plan written from
+  // such a run may replay more than the run did.
+  std::size_t rebuilt_after_free = 0;
+  std::vector<DtrEvent> events;  // one per eviction, in eviction order
 
   bool feasible() const { return outcome == DtrOutcome::kFits; }
   // remat / base compute (0 for a profile without op time).
@@ -104,6 +112,12 @@ Result<DtrReferenceResult> run_dtr_reference(const Profile& profile,
 // before which it came back (prefetch_at) and the next op that reads it (needed_at); a tensor
 // back for a rematerialization only and evicted again before an op read it is one interval.
 // Evictions after the program freed the tensor are the program's business, not the plan's.
-std::vector<Eviction> dtr_plan_evictions(const Profile& profile, const DtrReferenceResult& run);
+// A tensor evicted while op k's inputs were rebuilt, after one of those rebuilds read it
+// (DtrEvent::read_before_eviction), has no exact plan: dropped after op k - 1, the engine
+// rebuilds it for that rebuild (more compute than DTR); with `after_reads`, it is dropped after
+// op k (DTR's compute, but its bytes stay while op k's outputs are allocated, which DTR did not
+// hold).
+std::vector<Eviction> dtr_plan_evictions(const Profile& profile, const DtrReferenceResult& run,
+                                         bool after_reads);
 
 }  // namespace ebb

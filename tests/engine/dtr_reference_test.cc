@@ -88,7 +88,8 @@ TEST(DtrReference, EvictsTheOnlyCandidateAndRebuildsItWhereItIsRead) {
   EXPECT_EQ(r->events[0].rematerialized_before, std::optional<std::size_t>(4));
 
   // As a plan: a dropped after op 2 and replayed before op 4, which reads it.
-  const std::vector<Eviction> plan = dtr_plan_evictions(step(), *r);
+  const std::vector<Eviction> plan = dtr_plan_evictions(step(), *r, /*after_reads=*/false);
+  EXPECT_EQ(dtr_plan_evictions(step(), *r, /*after_reads=*/true), plan);
   ASSERT_EQ(plan.size(), 1u);
   EXPECT_EQ(plan[0].tensor, 1u);
   EXPECT_EQ(plan[0].method, EvictionMethod::kRecompute);
