@@ -2,7 +2,8 @@
 // budget for a hardware model (--hw, or --link-gbps; 0 = recompute only), checks the plan on the
 // sim device and prints what it costs; --out writes the plan JSON. A budget no plan of the
 // policy fits exits 1 with the smallest feasible budget. Recompute only, it prints the lower
-// bound that no recompute-only plan beats (engine/planner/plan_bounds.h) too.
+// bound that no recompute-only plan beats (engine/planner/plan_bounds.h) and what DTR's own
+// simulator does at the budget (engine/planner/dtr_reference.h) too.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -10,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "engine/planner/dtr_reference.h"
 #include "engine/planner/hardware_probe.h"
 #include "engine/planner/plan_bounds.h"
 #include "engine/planner/planner.h"
@@ -60,6 +62,33 @@ int run_plan(const PlanArgs& args) {
     b["extra_compute_op"] = bound->extra_compute_op;
     out["recompute_lower_bound"] = b;
   };
+  // Recompute only: DTR's simulator at the same budget (its default remat limit, 1x the base
+  // compute, as its authors ran it), on the profile as the engine runs it, as the planner does.
+  std::optional<DtrReferenceResult> dtr;
+  double dtr_seconds = 0;
+  if (!hardware->has_host_link()) {
+    DtrReferenceOptions dtr_options;
+    dtr_options.budget_bytes = *budget;
+    const auto start = std::chrono::steady_clock::now();
+    Result<DtrReferenceResult> ran = run_dtr_reference(as_engine_runs(*profile), dtr_options);
+    if (!ran.ok()) return report_error(ran.status());
+    dtr = *std::move(ran);
+    dtr_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  const auto dtr_json = [&](nlohmann::ordered_json& out) {
+    if (!dtr.has_value()) return;
+    nlohmann::ordered_json d;
+    d["feasible"] = dtr->feasible();
+    d["outcome"] = std::string(dtr_outcome_name(dtr->outcome));
+    d["extra_compute"] = dtr->extra_compute();
+    d["evictions"] = dtr->evictions;
+    d["rematerializations"] = dtr->rematerializations;
+    d["peak_bytes"] = dtr->peak_bytes;
+    d["remat_limit"] = DtrReferenceOptions{}.max_remat_overhead;
+    d["seconds"] = dtr_seconds;
+    if (!dtr->feasible()) d["message"] = dtr->message;
+    out["dtr_reference"] = d;
+  };
   Result<Evaluation> result =
       evaluate_policy(*profile, args.policy, *budget, *hardware, !args.classic, args.max_overhead);
   if (!result.ok()) {
@@ -72,6 +101,7 @@ int run_plan(const PlanArgs& args) {
       out["feasible"] = false;
       out["error"] = status.to_string();
       bound_json(out);
+      dtr_json(out);
       std::printf("%s\n", out.dump().c_str());
     }
     return report_error(status);
@@ -136,6 +166,7 @@ int run_plan(const PlanArgs& args) {
       out["state_smallest_budget_bytes"] = state->smallest_budget_bytes;
     }
     bound_json(out);
+    dtr_json(out);
     std::printf("%s\n", out.dump().c_str());
     return 0;
   }
@@ -167,6 +198,16 @@ int run_plan(const PlanArgs& args) {
         static_cast<double>(bound->extra_compute_ns) * 1e-9,
         base_s > 0 ? static_cast<double>(bound->extra_compute_ns) * 1e-9 / base_s : 0.0,
         bound->min_budget_bytes);
+  }
+  if (dtr.has_value()) {
+    if (dtr->feasible()) {
+      std::printf("  DTR reference    %.6f s extra (%.4f of base), %zu evictions\n",
+                  static_cast<double>(dtr->remat_compute_ns) * 1e-9, dtr->extra_compute(),
+                  dtr->evictions);
+    } else {
+      std::printf("  DTR reference    %s (%s)\n",
+                  std::string(dtr_outcome_name(dtr->outcome)).c_str(), dtr->message.c_str());
+    }
   }
   return 0;
 }

@@ -5,8 +5,11 @@
 # (DTR-style dynamic eviction) and `recompute-all`, recompute only (--link-gbps 0); then `plan`
 # with a 25 GB/s host link each way (swap allowed) as extra time fraction (predicted step / base
 # - 1), and the planner's time. "fails" is an infeasible budget (the smallest feasible one in
-# brackets where the planner found it). The last column is the lower bound no recompute-only
-# plan can beat (engine/planner/plan_bounds.h); "none fits" where the budget is below the bound's floor.
+# brackets where the planner found it). Then the lower bound no recompute-only plan can beat
+# (engine/planner/plan_bounds.h; "none fits" where the budget is below the bound's floor), and
+# DTR's own simulator with h_DTR^eq run here (engine/planner/dtr_reference.h, the dtr_reference
+# field: extra compute fraction, "fails" when it runs out of memory, "thrashed" past its remat
+# limit of 1x the base compute).
 #
 # Usage: tools/plan_figures.sh [EBB_BINARY] [DTR_LOG_DIR]
 set -euo pipefail
@@ -27,6 +30,15 @@ try:
     r = json.loads(text)
 except ValueError:
     print("error"); sys.exit()
+if field.startswith("dtr."):
+    d = r.get("dtr_reference")
+    if d is None:
+        print("error")
+    elif d["feasible"]:
+        print("%.3f" % d[field[len("dtr."):]])
+    else:
+        print("fails" if d["outcome"] == "out of memory" else d["outcome"])
+    sys.exit()
 if field.startswith("bound."):
     b = r.get("recompute_lower_bound")
     if b is None:
@@ -44,8 +56,8 @@ else:
 ' "$field" "$out"
 }
 
-echo "| log | budget | plan | dynamic | recompute-all | plan, 25 GB/s (time) | planner s | lower bound |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| log | budget | plan | dynamic | recompute-all | plan, 25 GB/s (time) | planner s | lower bound | DTR (run here) |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for log in unet resnet32 lstm; do
   for budget in 80 60 50 40 30 20; do
     file="$logs/$log.log"
@@ -55,6 +67,7 @@ for log in unet resnet32 lstm; do
     swap=$(figure extra_time_fraction "$file" --budget "$budget%" --link-gbps 25 --policy plan)
     seconds=$(figure planner_seconds "$file" --budget "$budget%" --link-gbps 0 --policy plan)
     bound=$(figure bound.extra_compute_fraction "$file" --budget "$budget%" --link-gbps 0 --policy keep)
-    echo "| $log | $budget% | $plan | $dynamic | $all | $swap | $seconds | $bound |"
+    dtr=$(figure dtr.extra_compute "$file" --budget "$budget%" --link-gbps 0 --policy keep)
+    echo "| $log | $budget% | $plan | $dynamic | $all | $swap | $seconds | $bound | $dtr |"
   done
 done

@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 
+#include "engine/planner/dtr_reference.h"
 #include "engine/planner/plan_model.h"
 #include "engine/planner/plan_tiers.h"
 #include "engine/planner/planner_policies.h"
@@ -174,31 +175,21 @@ bool prefetch_ahead(const Profile& profile, const HardwareModel& hw,
   return moved;
 }
 
-// The engine's own dynamic eviction (no profile needed) run on the sim at the budget, what it
-// did written down as a plan (SimulationOptions::evictions_taken): so `plan` has a candidate
-// wherever dynamic eviction fits, and knows its swaps and replays before the step runs. Frees in
-// another order leave other holes in the allocator's pages, so the written-down plan alone may
-// not fit where the run it came from did: then it runs again on the sim with dynamic eviction
-// making room where it does not, and what that run moved (the plan's moves and the rescues) is
-// the next plan, until one fits alone.
-// `to_beat`: the predicted step of the best plan in hand; a dynamic run no faster is not
-// written down (kFailedPrecondition).
-Result<Plan> from_dynamic(const Profile& profile, const PlannerOptions& options,
-                          EvictionPolicy policy, std::int64_t to_beat, double* planner_seconds) {
-  const Clock::time_point start = Clock::now();
-  std::vector<Eviction> taken;
+// Moves written down as plan evictions (dynamic eviction's on the sim, or the DTR reference's)
+// made a plan that fits alone. Frees in another order leave other holes in the allocator's pages,
+// and a run written down may have fitted by another measure (DTR counts tensor bytes, not the
+// allocator's pages), so the plan alone may not fit: then it runs again on the sim with dynamic
+// eviction by `rescue` making room where it does not, and what that run moved (the plan's moves
+// and the rescues) is the next plan, until one fits alone.
+Result<Plan> fit_written_down(const Profile& profile, const PlannerOptions& options,
+                              std::vector<Eviction> taken, EvictionPolicy rescue,
+                              double* planner_seconds) {
   SimulationOptions sim;
   sim.budget_bytes = options.budget_bytes;
   sim.hardware = options.hardware;
-  sim.policy = policy;
+  sim.policy = rescue;
   sim.expandable_segments = options.expandable_segments;
   sim.evictions_taken = &taken;
-  Result<SimulationResult> dynamic = simulate_profile(profile, sim);
-  *planner_seconds += std::chrono::duration<double>(Clock::now() - start).count();
-  EBB_RETURN_IF_ERROR(dynamic.status());
-  if (dynamic->simulated.count() >= to_beat) {
-    return failed_precondition("dynamic eviction is no faster than the plan in hand");
-  }
   Status last = ok_status();
   for (int round = 0; round <= std::max(options.check_rounds, 0); ++round) {
     Attempt a;
@@ -226,6 +217,63 @@ Result<Plan> from_dynamic(const Profile& profile, const PlannerOptions& options,
     if (!rescued.ok()) return last;
   }
   return last;
+}
+
+// The engine's own dynamic eviction (no profile needed) run on the sim at the budget, what it
+// did written down as a plan (SimulationOptions::evictions_taken): so `plan` has a candidate
+// wherever dynamic eviction fits, and knows its swaps and replays before the step runs.
+// `to_beat`: the predicted step of the best plan in hand; a dynamic run no faster is not
+// written down (kFailedPrecondition).
+Result<Plan> from_dynamic(const Profile& profile, const PlannerOptions& options,
+                          EvictionPolicy policy, std::int64_t to_beat, double* planner_seconds) {
+  const Clock::time_point start = Clock::now();
+  std::vector<Eviction> taken;
+  SimulationOptions sim;
+  sim.budget_bytes = options.budget_bytes;
+  sim.hardware = options.hardware;
+  sim.policy = policy;
+  sim.expandable_segments = options.expandable_segments;
+  sim.evictions_taken = &taken;
+  Result<SimulationResult> dynamic = simulate_profile(profile, sim);
+  *planner_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  EBB_RETURN_IF_ERROR(dynamic.status());
+  if (dynamic->simulated.count() >= to_beat) {
+    return failed_precondition("dynamic eviction is no faster than the plan in hand");
+  }
+  return fit_written_down(profile, options, std::move(taken), policy, planner_seconds);
+}
+
+// DTR's own simulator with h_DTR^eq (engine/planner/dtr_reference.h) at the budget, what it
+// evicted written down as a plan (recompute only): so `plan` is never behind DTR wherever that
+// plan fits on the sim. `to_beat` as for from_dynamic, against DTR's base plus remat compute.
+// DTR evicts between the rebuilds of one op's inputs, a plan only between ops
+// (dtr_plan_evictions): first the plan that drops such a tensor after the op (DTR's compute);
+// where that does not fit alone, the one that drops it before (DTR's memory, more compute),
+// rescued as from_dynamic's is.
+Result<Plan> from_dtr_reference(const Profile& profile, const PlannerOptions& options,
+                                std::int64_t to_beat, double* planner_seconds) {
+  const Clock::time_point start = Clock::now();
+  DtrReferenceOptions dtr;
+  dtr.budget_bytes = options.budget_bytes;
+  Result<DtrReferenceResult> run = run_dtr_reference(profile, dtr);
+  *planner_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  EBB_RETURN_IF_ERROR(run.status());
+  if (!run->feasible()) {
+    return out_of_memory("DTR's simulator: " + std::string(dtr_outcome_name(run->outcome)) + " (" +
+                         run->message + ")");
+  }
+  if (run->base_compute_ns + run->remat_compute_ns >= to_beat) {
+    return failed_precondition("DTR's simulator is no faster than the plan in hand");
+  }
+  Attempt late;
+  late.evictions = dtr_plan_evictions(profile, *run, /*after_reads=*/true);
+  Plan plan = plan_of(profile, options, std::move(late));
+  const Status fits = check_on_sim(profile, options, plan);
+  if (fits.ok()) return plan;
+  if (fits.code() != StatusCode::kOutOfMemory) return fits;
+  return fit_written_down(profile, options,
+                          dtr_plan_evictions(profile, *run, /*after_reads=*/false),
+                          EvictionPolicy::kRecompute, planner_seconds);
 }
 
 std::string percent(std::size_t bytes, std::size_t of) {
@@ -358,6 +406,11 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
           plan.ok() ? plan->predicted.step_ns : std::numeric_limits<std::int64_t>::max(),
           &seconds));
     }
+  }
+  if (options.policy == PlanPolicy::kPlan && options.check_rounds > 0 && !at_op_time()) {
+    keep_faster(from_dtr_reference(
+        profile, options,
+        plan.ok() ? plan->predicted.step_ns : std::numeric_limits<std::int64_t>::max(), &seconds));
   }
   if (!plan.ok() && options.policy == PlanPolicy::kPlan) {
     // Nothing cheaper fits: the last resort.

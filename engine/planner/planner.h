@@ -13,7 +13,10 @@
 //    choosing at the worst op by bytes freed over the over-budget span per second of cost. With
 //    a host link it plans three ways (swaps by score, swaps that hide behind compute first,
 //    recompute only) and also checks swap-all, and returns the fastest plan that fits on the sim:
-//    a link never makes `plan` slower than planning without one, nor than swap-all.
+//    a link never makes `plan` slower than planning without one, nor than swap-all. It also
+//    writes down as plans what the engine's dynamic eviction does (up to 4,096 ops) and what
+//    DTR's own simulator does (engine/planner/dtr_reference.h, recompute only, any length), so
+//    that `plan` is never behind either wherever their plan fits on the sim.
 //
 // The forward pass: a profile does not say where the backward pass starts (a DTR log carries no
 // annotation). The planners take the ops up to the op with the most live bytes (the first one
