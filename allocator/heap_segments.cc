@@ -4,8 +4,8 @@
 #include <cinttypes>
 #include <cstdio>
 
-#include "kernels/arith.h"
 #include "allocator/heap.h"
+#include "kernels/arith.h"
 
 namespace ebb {
 namespace {

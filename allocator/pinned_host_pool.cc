@@ -1,4 +1,3 @@
-#include "kernels/arith.h"
 #include "allocator/pinned_host_pool.h"
 
 #include <algorithm>
@@ -10,6 +9,8 @@
 #include <set>
 #include <string>
 #include <utility>
+
+#include "kernels/arith.h"
 
 namespace ebb {
 namespace {

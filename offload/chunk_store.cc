@@ -1,4 +1,3 @@
-#include "kernels/arith.h"
 #include "offload/chunk_store.h"
 
 #include <algorithm>
@@ -8,6 +7,8 @@
 #include <mutex>
 #include <thread>
 #include <utility>
+
+#include "kernels/arith.h"
 
 namespace ebb {
 namespace {

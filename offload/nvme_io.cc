@@ -10,9 +10,7 @@
 #include "offload/nvme_tier.h"
 
 namespace ebb {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 Status NvmeTier::complete(const Extent& extent, Slot& slot, int result, bool writing) {
   int res = result;

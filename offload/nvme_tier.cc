@@ -1,5 +1,4 @@
 // NvmeTier's set-up, space and extent tables; the I/O loops are in nvme_io.cc.
-#include "kernels/arith.h"
 #include "offload/nvme_tier.h"
 
 #include <sys/mman.h>
@@ -8,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 #include <utility>
+
+#include "kernels/arith.h"
 
 namespace ebb {
 namespace {

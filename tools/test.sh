@@ -4,8 +4,9 @@
 #   2. layers   tools/check_layers.sh: no lower layer includes a higher one
 #   3. build    build/ (Release; the CUDA backend too when nvcc is found) and its ctest
 #   4. tidy     tools/tidy.sh: clang-tidy over the library and tool sources, with build/'s flags
-#   5. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks) and its ctest
-#   6. tsan     build-tsan/ (RelWithDebInfo, ThreadSanitizer, no CUDA, no benchmarks) and its ctest
+#   5. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks, unity) and its ctest
+#   6. tsan     build-tsan/ (RelWithDebInfo, ThreadSanitizer, no CUDA, no benchmarks, unity) and
+#               its ctest
 #               (the threaded layers: not the command line, nor the planner on the sim device)
 # Stops at the first failing stage, exits non-zero, and says which stage failed.
 #   tools/test.sh               every stage
@@ -88,9 +89,12 @@ run_tidy() {
 run_asan() {
   begin asan "Debug build with ASan + UBSan and tests (no gpu label), in build-asan/"
   # Line tables only (-g1): the sanitizers' reports name file and line, and full debug
-  # information for every template instance is a third of this build's compile time.
+  # information for every template instance is a third of this build's compile time. A unity
+  # build (each target's sources compiled together, in batches) parses gtest and ebb's headers
+  # once per batch rather than once per file, which is most of the sanitizer stages' compile
+  # time; the sources are written so that no two files of a target define the same internal name.
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEBB_SANITIZE=ON -DEBB_CUDA=OFF \
-    -DEBB_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS_DEBUG=-g1
+    -DEBB_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS_DEBUG=-g1 -DCMAKE_UNITY_BUILD=ON
   cmake --build build-asan -j"$jobs"
   # Not the mpi label (here nor in tsan): Open MPI is not built with the sanitizers, which
   # report its own allocations and threads, and those suites have not been made to pass
@@ -103,7 +107,8 @@ run_asan() {
 run_tsan() {
   begin tsan "RelWithDebInfo build with ThreadSanitizer and tests (no gpu label), in build-tsan/"
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEBB_TSAN=ON \
-    -DEBB_CUDA=OFF -DEBB_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG"
+    -DEBB_CUDA=OFF -DEBB_BUILD_BENCHMARKS=OFF -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+    -DCMAKE_UNITY_BUILD=ON
   cmake --build build-tsan -j"$jobs"
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     ctest --test-dir build-tsan --output-on-failure -j"$jobs" -LE 'gpu|mpi'

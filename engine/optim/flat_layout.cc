@@ -1,13 +1,12 @@
-#include "kernels/arith.h"
 #include "engine/optim/flat_layout.h"
 
 #include <limits>
 #include <unordered_set>
 
-namespace ebb {
-namespace {
+#include "kernels/arith.h"
 
-}  // namespace
+namespace ebb {
+namespace {}  // namespace
 
 std::string_view parameter_group_name(ParameterGroup group) {
   return group == ParameterGroup::kDecay ? "decay" : "no_decay";

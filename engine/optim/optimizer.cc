@@ -1,4 +1,3 @@
-#include "kernels/arith.h"
 #include "engine/optim/optimizer.h"
 
 #include <algorithm>
@@ -6,6 +5,7 @@
 #include <utility>
 
 #include "engine/nn_ops.h"
+#include "kernels/arith.h"
 #include "kernels/optim.h"
 
 namespace ebb {

@@ -1,5 +1,4 @@
 // simulate_profile: a Profile through an Engine on a sim device.
-#include "kernels/arith.h"
 #include "engine/planner/simulator.h"
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/arith.h"
 #include "kernels/sim/sim_device.h"
 
 namespace ebb {

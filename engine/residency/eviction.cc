@@ -98,8 +98,7 @@ bool droppable(const TensorRecord& record) {
 }
 
 EvictionRanking::EvictionRanking(const TensorTable& tensors, const std::vector<OpRecord>& tape,
-                                 const EvictionContext& context, const Readers* readers,
-                                 bool lazy)
+                                 const EvictionContext& context, const Readers* readers, bool lazy)
     : tensors_(tensors),
       tape_(tape),
       context_(context),
@@ -164,8 +163,7 @@ std::optional<EvictionCandidate> EvictionRanking::exact(std::uint32_t slot) {
   if (can_drop) cost_s = static_cast<double>(costs_->cost_ns(slot, false)) * 1e-9;
   if (can_swap) {
     const double swap_s = swap_seconds(r);
-    const double replay_s =
-        can_drop ? static_cast<double>(costs_->cost_ns(slot, true)) * 1e-9 : 0;
+    const double replay_s = can_drop ? static_cast<double>(costs_->cost_ns(slot, true)) * 1e-9 : 0;
     if (!can_drop || swap_s < replay_s) {
       c.action = EvictionAction::kSwap;
       cost_s = swap_s;
@@ -209,8 +207,7 @@ bool EvictionRanking::Entry::later(const Entry& a, const Entry& b) {
 
 std::vector<EvictionCandidate> rank_eviction_candidates(const TensorTable& tensors,
                                                         const std::vector<OpRecord>& tape,
-                                                        const EvictionContext& context,
-                                                        bool lazy) {
+                                                        const EvictionContext& context, bool lazy) {
   std::vector<EvictionCandidate> ranked;
   EvictionRanking ranking(tensors, tape, context, nullptr, lazy);
   while (std::optional<EvictionCandidate> c = ranking.next()) ranked.push_back(*c);

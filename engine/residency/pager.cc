@@ -199,11 +199,10 @@ Status Pager::discard(std::uint32_t slot, std::string_view op) {
 
 Status Pager::refill_discarded(std::uint32_t slot, std::string_view op) {
   const std::size_t bytes = tensors_.at(slot).bytes;
-  EBB_ASSIGN_OR_RETURN(void* block,
-                       allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
-                         return quote(op) + " (making room for the discarded " +
-                                quote(tensors_.at(slot).name) + ")";
-                       }));
+  EBB_ASSIGN_OR_RETURN(
+      void* block, allocate(bytes, tensors_.at(slot).kind, tensors_.at(slot).name, [&] {
+        return quote(op) + " (making room for the discarded " + quote(tensors_.at(slot).name) + ")";
+      }));
   if (Status s = launcher_.stream().memset_async(block, 0, bytes); !s.ok()) {
     (void)allocator_->free(block);
     return s;
@@ -312,8 +311,7 @@ Status Pager::read_back_from_nvme(std::uint32_t slot, std::string_view op) {
                                         bytes, tensors_.at(slot).kind, tensors_.at(slot).name,
                                         [&] {
                                           return quote(op) + " (bringing " +
-                                                 quote(tensors_.at(slot).name) +
-                                                 " back from NVMe)";
+                                                 quote(tensors_.at(slot).name) + " back from NVMe)";
                                         },
                                         !tensors_.at(slot).carried));
   TensorRecord& r = tensors_.at(slot);

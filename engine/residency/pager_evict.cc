@@ -26,8 +26,8 @@ std::size_t Pager::evict_ranked(std::size_t bytes_needed) {
   // replay chains can still run. A swap changes neither. The tape does not change meanwhile,
   // so its reverse edges are built once for all the rankings.
   std::vector<std::vector<std::uint32_t>> readers;
-  const bool walks = options_.policy == EvictionPolicy::kRecompute ||
-                     options_.policy == EvictionPolicy::kBoth;
+  const bool walks =
+      options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
   while (freed < bytes_needed) {
     if (walks && readers.empty()) readers = tape_readers(tensors_, tape_.ops());
     const EvictionContext context{
@@ -119,8 +119,7 @@ bool Pager::drop_recoverable(std::uint32_t slot) {
 
 void Pager::drop(std::uint32_t slot) {
   Status settled = settle_arrival(slot, /*for_use=*/false);
-  EBB_CHECK(settled.ok(),
-            "dropping " + quote(tensors_.at(slot).name) + ": " + settled.to_string());
+  EBB_CHECK(settled.ok(), "dropping " + quote(tensors_.at(slot).name) + ": " + settled.to_string());
   TensorRecord& r = tensors_.at(slot);
   if (r.host_ptr != nullptr) {
     swap_out(slot);  // a clean copy: cheaper to keep than to recompute

@@ -220,7 +220,8 @@ Result<TopManifest> top_manifest_fields(const Json& root, const JsonFieldReader&
     EBB_ASSIGN_OR_RETURN(std::string manifest, r.string_field(j, p, "manifest"));
     EBB_ASSIGN_OR_RETURN(std::uint64_t crc, r.unsigned_field(j, p, "manifest_crc32c"));
     // Only the names write_sharded_checkpoint gives: reading never leaves DIR.
-    const std::string dir = rank_dir_name(static_cast<int>(i)) + "/" + checkpoint_dir_name(top.step);
+    const std::string dir =
+        rank_dir_name(static_cast<int>(i)) + "/" + checkpoint_dir_name(top.step);
     if (rank != i) return r.fail(p + "rank", "is " + std::to_string(rank));
     if (s.dir != dir) return not_the_name(r, p + "dir", s.dir, dir);
     const std::string expected_manifest = dir + "/" + kShardManifestFile;
@@ -266,7 +267,8 @@ Result<TopManifest> read_top_manifest(const std::string& dir) {
   }
   const auto format = root.find("format");
   const auto version = root.find("version");
-  if (format == root.end() || *format != kShardedFormat || version == root.end() || *version != kShardedVersion) {
+  if (format == root.end() || *format != kShardedFormat || version == root.end() ||
+      *version != kShardedVersion) {
     return invalid_argument(source + ": not an " + kShardedFormat + " manifest of version " +
                             std::to_string(kShardedVersion) + " (format " +
                             (format == root.end() ? "none" : format->dump()) + ", version " +

@@ -105,8 +105,9 @@ Result<WeightsFile> read_weights_file(const std::string& path) {
   const auto meta = header.find("__metadata__");
   if (meta == header.end() || !meta->is_object() || meta->value("format", "") != kWeightsFormat ||
       meta->value("version", "") != kWeightsVersion) {
-    return invalid_argument("weights file " + path + ": not an " + kWeightsFormat + " file of version " +
-                            kWeightsVersion + " (no __metadata__ with its format and version)");
+    return invalid_argument("weights file " + path + ": not an " + kWeightsFormat +
+                            " file of version " + kWeightsVersion +
+                            " (no __metadata__ with its format and version)");
   }
   const std::size_t data_bytes = file.size() - 8 - h;
   const char* data = file.data() + 8 + h;

@@ -1,4 +1,3 @@
-#include "kernels/arith.h"
 #include "kernels/cpu/cpu_memory.h"
 
 #include <sys/mman.h>
@@ -9,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+
+#include "kernels/arith.h"
 
 namespace ebb {
 namespace {

@@ -208,85 +208,88 @@ INSTANTIATE_TEST_SUITE_P(
         MalformedLog{"bad_json", START_LINE "{\"INSTRUCTION\":\"CONSTANT\",\n", 2, "JSON"},
         MalformedLog{"unknown_instruction", START_LINE R"({"INSTRUCTION":"FROB"})", 2, "FROB"},
         MalformedLog{"missing_field",
-                  START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"]})",
-                  4, "TIME"},
+                     START_LINE CONST_W
+                     R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"]})",
+                     4, "TIME"},
         MalformedLog{"bad_number",
-                  START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
-                             "\n"
-                             R"({"INSTRUCTION":"MEMORY","MEMORY":"12x","NAME":"w"})",
-                  3, "12x"},
+                     START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
+                                "\n"
+                                R"({"INSTRUCTION":"MEMORY","MEMORY":"12x","NAME":"w"})",
+                     3, "12x"},
         MalformedLog{"negative_number",
-                  START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[0],"NAME":"f","TIME":"-3"})",
-                  4, "-3"},
+                     START_LINE CONST_W
+                     R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[0],"NAME":"f","TIME":"-3"})",
+                     4, "-3"},
         MalformedLog{"number_not_string",
-                  START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
-                             "\n"
-                             R"({"INSTRUCTION":"MEMORY","MEMORY":64,"NAME":"w"})",
-                  3, "not a string"},
+                     START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
+                                "\n"
+                                R"({"INSTRUCTION":"MEMORY","MEMORY":64,"NAME":"w"})",
+                     3, "not a string"},
         MalformedLog{"memory_unknown_name",
-                  START_LINE CONST_W R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})", 4,
-                  "q"},
+                     START_LINE CONST_W R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})", 4,
+                     "q"},
         MalformedLog{"memory_wrong_name",
-                  START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
-                             "\n"
-                             R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})",
-                  3, "MEMORY line for w"},
+                     START_LINE R"({"INSTRUCTION":"CONSTANT","NAME":"w"})"
+                                "\n"
+                                R"({"INSTRUCTION":"MEMORY","MEMORY":"64","NAME":"q"})",
+                     3, "MEMORY line for w"},
         MalformedLog{"call_without_memory",
-                  START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
-                  "\n"
-                  R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
-                  5, "MEMORY line for y"},
+                     START_LINE CONST_W
+                     R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                     "\n"
+                     R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
+                     5, "MEMORY line for y"},
         MalformedLog{"call_without_alias",
-                  START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
-                  "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
-                  "\n"
-                  R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
-                  6, "ALIAS line for y"},
+                     START_LINE CONST_W
+                     R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                     "\n"
+                     R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
+                     "\n"
+                     R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
+                     6, "ALIAS line for y"},
         MalformedLog{"call_at_end_of_file",
-                  START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
-                  "\n",
-                  5, "end of file"},
+                     START_LINE CONST_W
+                     R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                     "\n",
+                     5, "end of file"},
         MalformedLog{"alias_out_of_range",
-                  START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
-                  "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
-                  "\n"
-                  R"({"ALIAS":"1","INSTRUCTION":"ALIAS","NAME":"y"})",
-                  6, "ALIAS 1"},
+                     START_LINE CONST_W
+                     R"({"ARGS":["w"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+                     "\n"
+                     R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
+                     "\n"
+                     R"({"ALIAS":"1","INSTRUCTION":"ALIAS","NAME":"y"})",
+                     6, "ALIAS 1"},
         MalformedLog{"reused_name",
-                  START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})"
-                                     "\n" CONST_W,
-                  5, "reused"},
+                     START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})"
+                                        "\n" CONST_W,
+                     5, "reused"},
         MalformedLog{"copy_onto_existing",
-                  START_LINE CONST_W R"({"DST":"w","INSTRUCTION":"COPY","SRC":"w"})", 4, "reused"},
-        MalformedLog{"arg_not_live",
-                  START_LINE CONST_W
-                  R"({"ARGS":["nope"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
-                  "\n"
-                  R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
-                  "\n"
-                  R"({"ALIAS":"-1","INSTRUCTION":"ALIAS","NAME":"y"})",
-                  4, "nope"},
+                     START_LINE CONST_W R"({"DST":"w","INSTRUCTION":"COPY","SRC":"w"})", 4,
+                     "reused"},
+        MalformedLog{
+            "arg_not_live",
+            START_LINE CONST_W
+            R"({"ARGS":["nope"],"INSTRUCTION":"CALL","NAME":"f","RESULT":["y"],"TIME":"1"})"
+            "\n"
+            R"({"INSTRUCTION":"MEMORY","MEMORY":"8","NAME":"y"})"
+            "\n"
+            R"({"ALIAS":"-1","INSTRUCTION":"ALIAS","NAME":"y"})",
+            4, "nope"},
         MalformedLog{"release_twice",
-                  START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})"
-                                     "\n"
-                                     R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
-                  5, "not a live handle"},
+                     START_LINE CONST_W R"({"INSTRUCTION":"RELEASE","NAME":"w"})"
+                                        "\n"
+                                        R"({"INSTRUCTION":"RELEASE","NAME":"w"})",
+                     5, "not a live handle"},
         MalformedLog{"mutate_index_out_of_range",
-                  START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[2],"NAME":"f","TIME":"1"})",
-                  4, "MUTATE index 2"},
-        MalformedLog{"mutate_strings",
-                  START_LINE CONST_W
-                  R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":["0"],"NAME":"f","TIME":"1"})",
-                  4, "MUTATE"}),
+                     START_LINE CONST_W
+                     R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[2],"NAME":"f","TIME":"1"})",
+                     4, "MUTATE index 2"},
+        MalformedLog{
+            "mutate_strings",
+            START_LINE CONST_W
+            R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":["0"],"NAME":"f","TIME":"1"})",
+            4, "MUTATE"}),
     [](const testing::TestParamInfo<MalformedLog>& info) { return std::string(info.param.name); });
 
 TEST(DtrLog, BundledWorkloadParses) {

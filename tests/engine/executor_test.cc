@@ -440,7 +440,8 @@ TEST(Executor, LatePrefetchesMoveEarlierUntilOnTime) {
   auto device = create_device(device_options).value();
   const auto op_cost = std::chrono::microseconds(600);
   auto engine = Engine::create({.device = *device, .policy = EvictionPolicy::kNone}).value();
-  for (int i = 0; i < 2; ++i) ASSERT_TRUE(run_sim_chain(*engine, kLayers, kChainElems, op_cost).ok());
+  for (int i = 0; i < 2; ++i)
+    ASSERT_TRUE(run_sim_chain(*engine, kLayers, kChainElems, op_cost).ok());
   const Profile profile = engine->profile().value();
   ASSERT_TRUE(engine
                   ->set_plan(chain_plan(profile, kLayers, engine->allocator().budget_bytes(),

@@ -47,7 +47,8 @@ TEST(Planner, EveryPolicyMakesAValidPlan) {
     const Profile p = training_profile(12, seed);
     for (PlanPolicy policy : {PlanPolicy::kKeep, PlanPolicy::kRecomputeAll, PlanPolicy::kSqrt,
                               PlanPolicy::kSwapAll, PlanPolicy::kPlan}) {
-      Result<Plan> plan = make_plan(p, model_only(policy, 4 * percent_of_peak(p, 1), link_25gbps()));
+      Result<Plan> plan =
+          make_plan(p, model_only(policy, 4 * percent_of_peak(p, 1), link_25gbps()));
       ASSERT_TRUE(plan.ok()) << plan_policy_name(policy) << ": " << plan.status().to_string();
       EXPECT_EQ(plan->policy, plan_policy_name(policy));
       EXPECT_EQ(plan->profile, profile_key(p));

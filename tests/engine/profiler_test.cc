@@ -63,7 +63,8 @@ Outputs run_iteration(Engine& engine, const Mlp& mlp, std::uint32_t seed, bool e
   const auto I = static_cast<std::size_t>(kIn);
   const auto H = static_cast<std::size_t>(kHidden);
   const auto O = static_cast<std::size_t>(kOut);
-  Tensor h = one("fc1", {x, mlp.w1}, f32("h", {kProfiledBatch, kHidden}), test_ops::matmul(B, I, H));
+  Tensor h =
+      one("fc1", {x, mlp.w1}, f32("h", {kProfiledBatch, kHidden}), test_ops::matmul(B, I, H));
   Tensor a = one("tanh", {h}, f32("a", {kProfiledBatch, kHidden}), test_ops::tanh_op(B * H));
   EXPECT_TRUE(engine.release(h).ok());
   Tensor y = one("fc2", {a, mlp.w2}, f32("y", {kProfiledBatch, kOut}), test_ops::matmul(B, H, O));
@@ -75,7 +76,8 @@ Outputs run_iteration(Engine& engine, const Mlp& mlp, std::uint32_t seed, bool e
   Tensor ga = one("fc2.dx", {gy, mlp.w2}, f32("ga", {kProfiledBatch, kHidden}),
                   test_ops::matmul(B, O, H, false, /*trans_b=*/true));
   EXPECT_TRUE(engine.release(gy).ok());
-  Tensor gh = one("tanh.dx", {ga, a}, f32("gh", {kProfiledBatch, kHidden}), test_ops::tanh_backward(B * H));
+  Tensor gh =
+      one("tanh.dx", {ga, a}, f32("gh", {kProfiledBatch, kHidden}), test_ops::tanh_backward(B * H));
   EXPECT_TRUE(engine.release(ga).ok());
   EXPECT_TRUE(engine.release(a).ok());
   Tensor gw1 = one("fc1.dw", {x, gh}, f32("gw1", {kIn, kHidden}, TensorKind::kGradient),
