@@ -37,8 +37,11 @@ class NeighbourhoodCost {
 
   // The producers' cost (ns) of `slot` and of the dropped tensors connected to it through
   // dropped tensors: ancestors its replay reads, and wanted descendants whose replay reads it.
-  // With `ancestors_only`, what bringing `slot` back by replay costs. REQUIRES: a producer.
-  std::int64_t cost_ns(std::uint32_t slot, bool ancestors_only) {
+  // With `ancestors_only`, what bringing `slot` back by replay costs. The walk stops once the
+  // cost passes `limit_ns`, and returns what it had counted (more than the limit, at most the
+  // full cost). REQUIRES: a producer.
+  std::int64_t cost_ns(std::uint32_t slot, bool ancestors_only,
+                       std::int64_t limit_ns = std::numeric_limits<std::int64_t>::max()) {
     if (seen_op_.empty()) {
       if (shared_readers_ == nullptr) {
         own_readers_ = tape_readers(tensors_, tape_);
@@ -58,6 +61,7 @@ class NeighbourhoodCost {
       if (seen_op_[producer] != epoch_) {
         seen_op_[producer] = epoch_;
         cost += tape_[producer].cost_ns;
+        if (cost > limit_ns) return cost;
         for (std::uint32_t input : tape_[producer].inputs) {
           const TensorRecord& in = tensors_.at(input);
           if (in.residency == Residency::kDropped && in.has_producer()) pending_.push_back(input);
@@ -115,7 +119,9 @@ EvictionRanking::EvictionRanking(const TensorTable& tensors, const std::vector<O
     if (!(may_drop_ && droppable(r)) && !can_swap) continue;
     if (!may_drop_ || !lazy) {
       // Under swap every score is exact and cheap.
-      if (std::optional<EvictionCandidate> c = exact(slot)) push(*c, /*is_exact=*/true);
+      if (std::optional<EvictionCandidate> c = exact(slot, std::nullopt, nullptr)) {
+        push(*c, /*is_exact=*/true);
+      }
       continue;
     }
     // A lower bound of the exact score: a drop costs at least the tensor's own producer (its
@@ -133,18 +139,33 @@ EvictionRanking::EvictionRanking(const TensorTable& tensors, const std::vector<O
 EvictionRanking::~EvictionRanking() = default;
 
 std::optional<EvictionCandidate> EvictionRanking::next() {
-  while (!heap_.empty()) {
-    std::pop_heap(heap_.begin(), heap_.end(), Entry::later);
-    const Entry top = heap_.back();
-    heap_.pop_back();
-    if (top.is_exact) return top.candidate;
-    // Its bound came first: the exact score, back in the queue (it is never below the bound).
-    if (std::optional<EvictionCandidate> c = exact(top.candidate.slot)) push(*c, true);
+  while (!bounds_.empty()) {
+    // The best exact score comes first when no bound can still beat it.
+    if (!exact_.empty() && Entry::later(bounds_.front(), exact_.front())) break;
+    std::pop_heap(bounds_.begin(), bounds_.end(), Entry::later);
+    const Entry top = bounds_.back();
+    bounds_.pop_back();
+    // Its bound came first: the exact score (never below the bound). The walk is cut once the
+    // tensor can no longer come before the best exact score known, and what it counted by then
+    // is a tighter bound, queued again.
+    std::optional<double> cut;
+    if (!exact_.empty() && exact_.front().used_now == top.used_now) {
+      cut = exact_.front().candidate.score;
+    }
+    bool is_exact = true;
+    if (std::optional<EvictionCandidate> c = exact(top.candidate.slot, cut, &is_exact)) {
+      push(*c, is_exact);
+    }
   }
-  return std::nullopt;
+  if (exact_.empty()) return std::nullopt;
+  std::pop_heap(exact_.begin(), exact_.end(), Entry::later);
+  const EvictionCandidate best = exact_.back().candidate;
+  exact_.pop_back();
+  return best;
 }
 
-std::optional<EvictionCandidate> EvictionRanking::exact(std::uint32_t slot) {
+std::optional<EvictionCandidate> EvictionRanking::exact(std::uint32_t slot,
+                                                        std::optional<double> cut, bool* is_exact) {
   const TensorRecord& r = tensors_.at(slot);
   const bool clean = r.host_ptr != nullptr;
   const bool can_drop =
@@ -160,7 +181,30 @@ std::optional<EvictionCandidate> EvictionRanking::exact(std::uint32_t slot) {
     return c;
   }
   double cost_s = 0;
-  if (can_drop) cost_s = static_cast<double>(costs_->cost_ns(slot, false)) * 1e-9;
+  if (can_drop) {
+    // Under a cut, the walk may stop once the drop's cost (or the swap's, when cheaper: the
+    // exact cost is one of the two) puts the score past it.
+    std::int64_t limit_ns = std::numeric_limits<std::int64_t>::max();
+    const double swap_score =
+        can_swap ? swap_seconds(r) / (bytes * staleness) : std::numeric_limits<double>::infinity();
+    if (cut.has_value() && swap_score > *cut) {
+      const double limit = *cut * bytes * staleness * 1e9;
+      if (limit < 9e18) limit_ns = static_cast<std::int64_t>(limit);
+    }
+    const std::int64_t cost_ns = costs_->cost_ns(slot, false, limit_ns);
+    if (cost_ns > limit_ns) {
+      const double partial =
+          std::min(static_cast<double>(cost_ns) * 1e-9 / (bytes * staleness), swap_score);
+      if (partial > *cut) {  // past the cut in the scores' own arithmetic too
+        *is_exact = false;
+        c.score = partial;
+        return c;
+      }
+      cost_s = static_cast<double>(costs_->cost_ns(slot, false)) * 1e-9;
+    } else {
+      cost_s = static_cast<double>(cost_ns) * 1e-9;
+    }
+  }
   if (can_swap) {
     const double swap_s = swap_seconds(r);
     const double replay_s = can_drop ? static_cast<double>(costs_->cost_ns(slot, true)) * 1e-9 : 0;
@@ -195,8 +239,9 @@ void EvictionRanking::push(const EvictionCandidate& c, bool is_exact) {
   // or a replay for it) goes last: the op's other inputs are often rebuilt from it next, and
   // evicting it would replay the same producers again and again within one op.
   const bool used_now = may_drop_ && tensors_.at(c.slot).last_access >= context_.tick;
-  heap_.push_back({c, used_now, is_exact});
-  std::push_heap(heap_.begin(), heap_.end(), Entry::later);
+  std::vector<Entry>& heap = is_exact ? exact_ : bounds_;
+  heap.push_back({c, used_now});
+  std::push_heap(heap.begin(), heap.end(), Entry::later);
 }
 
 bool EvictionRanking::Entry::later(const Entry& a, const Entry& b) {

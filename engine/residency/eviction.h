@@ -62,9 +62,11 @@ class NeighbourhoodCost;
 // The resident, unlocked, live tensors the policy may evict, best victim first, one at a time.
 // Under recompute and both, a tensor's evicted-neighbourhood cost is walked only when a lower
 // bound of its score comes first (its own producer's cost, or its swap when that is cheaper: the
-// neighbourhood only adds), so that finding the first victim among thousands of resident tensors
-// walks a few neighbourhoods instead of one per tensor; the order is exactly that of scoring
-// every tensor and sorting (ties: the lower slot first). `readers`: tape_readers(tensors, tape)
+// neighbourhood only adds), and the walk stops as soon as the tensor's score passes the best
+// exact score known (what it counted is queued as a tighter bound), so that finding the first
+// victim among thousands of resident tensors in long dropped chains walks little more than the
+// victim's own neighbourhood; the order is exactly that of scoring every tensor and sorting
+// (ties: the lower slot first). `readers`: tape_readers(tensors, tape)
 // from a caller that ranks several times over one tape, or null to build it on the first walk.
 // `lazy` false scores every tensor up front (the reference the lazy order is tested against).
 // REQUIRES: the tables and `readers` outlive the ranking, and between next() calls only swaps
@@ -86,13 +88,15 @@ class EvictionRanking {
   struct Entry {
     EvictionCandidate candidate;
     bool used_now = false;
-    bool is_exact = false;
-    // The heap's order: a used_now entry after every other, then the higher score, then the
+    // The heaps' order: a used_now entry after every other, then the higher score, then the
     // higher slot.
     static bool later(const Entry& a, const Entry& b);
   };
 
-  std::optional<EvictionCandidate> exact(std::uint32_t slot);
+  // The tensor's exact score, or nullopt when the policy may not evict it. With a `cut`, a score
+  // found to be above it may come back as a bound instead (*is_exact false), the walk stopped.
+  std::optional<EvictionCandidate> exact(std::uint32_t slot, std::optional<double> cut,
+                                         bool* is_exact);
   bool swappable(const TensorRecord& r) const;
   double swap_seconds(const TensorRecord& r) const;
   static double bytes_of(const TensorRecord& r);
@@ -106,7 +110,8 @@ class EvictionRanking {
   bool may_swap_;
   std::unique_ptr<NeighbourhoodCost> costs_;
   std::vector<std::uint8_t> recoverable_memo_;
-  std::vector<Entry> heap_;
+  std::vector<Entry> bounds_;  // lower bounds of scores not walked yet (or walked in part)
+  std::vector<Entry> exact_;   // exact scores
 };
 
 // Every candidate of an EvictionRanking, best victim first.
