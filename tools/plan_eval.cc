@@ -1,7 +1,9 @@
 // Profile loading, budgets, hardware and policy runs shared by `ebb plan` and `ebb simulate`.
 #include "tools/plan_eval.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "allocator/dtr_log.h"
 #include "engine/planner/planner.h"
@@ -47,9 +49,11 @@ std::string policy_names() {
   return "keep, recompute-all, sqrt, swap-all, plan, dynamic, none, swap, recompute or both";
 }
 
-Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,
-                                   std::size_t budget_bytes, const HardwareModel& hardware,
-                                   bool expandable_segments, double max_overhead) {
+namespace {
+
+Result<Evaluation> run_policy(const Profile& profile, const std::string& policy,
+                              std::size_t budget_bytes, const HardwareModel& hardware,
+                              bool expandable_segments, double max_overhead) {
   Evaluation e;
   e.policy = policy;
   SimulationOptions sim;
@@ -76,6 +80,58 @@ Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& po
   }
   EBB_ASSIGN_OR_RETURN(e.sim, simulate_profile(profile, sim));
   return e;
+}
+
+std::string budget_text(std::size_t bytes, std::size_t peak_live_bytes) {
+  char text[96];
+  std::snprintf(text, sizeof text, "%zu B (%.1f%% of the peak live bytes)", bytes,
+                100.0 * static_cast<double>(bytes) / static_cast<double>(peak_live_bytes));
+  return text;
+}
+
+}  // namespace
+
+Result<std::size_t> smallest_budget_under_thrash_limit(
+    const Profile& profile, const std::string& policy, std::size_t failed_budget_bytes,
+    const HardwareModel& hardware, bool expandable_segments, double max_overhead, int* tried) {
+  const std::size_t peak = profile_figures(profile).peak_live_bytes;
+  *tried = 0;
+  auto stays_under = [&](std::size_t budget) {
+    ++*tried;
+    return run_policy(profile, policy, budget, hardware, expandable_segments, max_overhead).ok();
+  };
+  // The peak live bytes first: a run that thrashes there thrashes at every budget tried.
+  std::size_t high = std::max(peak, failed_budget_bytes + 1);
+  if (!stays_under(high)) {
+    return not_found("no budget tried stayed under the limit, up to " + budget_text(high, peak));
+  }
+  // Then bisection, to a step of 1% of the peak or kThrashProbes runs, whichever comes first.
+  std::size_t low = failed_budget_bytes;
+  while (*tried < kThrashProbes && high - low > peak / 100) {
+    const std::size_t mid = low + (high - low) / 2;
+    (stays_under(mid) ? high : low) = mid;
+  }
+  return high;
+}
+
+Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,
+                                   std::size_t budget_bytes, const HardwareModel& hardware,
+                                   bool expandable_segments, double max_overhead) {
+  Result<Evaluation> e =
+      run_policy(profile, policy, budget_bytes, hardware, expandable_segments, max_overhead);
+  if (e.ok() || !is_thrash_error(e.status())) return e;
+  // Thrashed: the budgets above this one at which the same run stays under the limit.
+  int tried = 0;
+  const std::size_t peak = profile_figures(profile).peak_live_bytes;
+  Result<std::size_t> smallest = smallest_budget_under_thrash_limit(
+      profile, policy, budget_bytes, hardware, expandable_segments, max_overhead, &tried);
+  std::string hint = smallest.ok() ? "the smallest budget tried at which it stayed under the "
+                                     "limit is " +
+                                         budget_text(*smallest, peak)
+                                   : smallest.status().message();
+  return Status(e.status().code(), e.status().message() + "; " + hint + " (" +
+                                       std::to_string(tried) + " budgets tried; --max-overhead " +
+                                       "raises the limit)");
 }
 
 }  // namespace ebb::cli

@@ -35,6 +35,17 @@ struct Evaluation {
 Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,
                                    std::size_t budget_bytes, const HardwareModel& hardware,
                                    bool expandable_segments, double max_overhead);
+// When the run thrashes (passes the thrash limit), its error also names the smallest budget at
+// which the same policy stayed under the limit, found by smallest_budget_under_thrash_limit.
+
+// At most this many runs look for the smallest budget under the thrash limit.
+inline constexpr int kThrashProbes = 7;
+// The smallest budget above `failed_budget_bytes` at which `policy` runs under the thrash limit:
+// first at the profile's peak live bytes, then bisection to 1% of the peak, within kThrashProbes
+// runs (`*tried` says how many ran). NotFound when the run thrashes (or fails) at the peak too.
+Result<std::size_t> smallest_budget_under_thrash_limit(
+    const Profile& profile, const std::string& policy, std::size_t failed_budget_bytes,
+    const HardwareModel& hardware, bool expandable_segments, double max_overhead, int* tried);
 // --max-overhead: a finite multiple of the base compute >= 0 (0: no thrash limit).
 Status check_max_overhead(double max_overhead);
 // The policy names evaluate_policy takes, for messages: "keep, recompute-all, ...".

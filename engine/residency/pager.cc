@@ -123,7 +123,7 @@ Status Pager::check_thrash(std::int64_t cost_ns, std::string_view op, std::strin
                 "limit of %.3fx",
                 overhead, static_cast<long long>(recompute_ns), static_cast<long long>(base_ns),
                 options_.max_recompute_overhead);
-  return out_of_memory(quote(op) + ": thrashed under the budget of " +
+  return out_of_memory(quote(op) + std::string(kThrashedUnderBudget) +
                        std::to_string(allocator_->budget_bytes()) + " bytes: recomputing " +
                        quote(tensor) + " " + figures);
 }

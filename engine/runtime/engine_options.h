@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/schema/plan.h"
@@ -17,6 +18,15 @@
 #include "offload/fault_injector.h"
 
 namespace ebb {
+
+// The words every thrash-limit error carries (EngineOptions::max_recompute_overhead), after the
+// op's name: "OP: thrashed under the budget of N bytes: ...".
+inline constexpr std::string_view kThrashedUnderBudget = ": thrashed under the budget of ";
+// True for the error of a run stopped by the thrash limit.
+inline bool is_thrash_error(const Status& status) {
+  return status.code() == StatusCode::kOutOfMemory &&
+         status.message().find(kThrashedUnderBudget) != std::string::npos;
+}
 
 // Which tensors dynamic eviction may evict, and how (engine/residency/eviction.h).
 enum class EvictionPolicy : std::uint8_t { kNone, kSwap, kRecompute, kBoth };

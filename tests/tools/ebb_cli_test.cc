@@ -20,6 +20,7 @@
 #include "engine/schema/profile.h"
 #include "tests/engine/dtr_log_reference.h"
 #include "tests/engine/training_profile.h"
+#include "tests/engine/tree_recurrent_log.h"
 #include "tests/offload/offload_test_support.h"
 
 namespace {
@@ -652,6 +653,26 @@ TEST(EbbCli, SimulateRunsThePlannersPolicies) {
     EXPECT_EQ(out["policy"], policy);
     EXPECT_LE(out["peak_reserved_bytes"].get<long long>(), out["budget_bytes"].get<long long>());
   }
+}
+
+// A run that thrashes names the smallest budget, among those it went on to try, at which the
+// same policy stayed under the limit; that budget runs.
+TEST(EbbCli, SimulateThatThrashesNamesABudgetThatStaysUnderTheLimit) {
+  const std::string log =
+      testing::TempDir() + "ebb_cli_test_tree_" + std::to_string(getpid()) + ".log";
+  std::ofstream(log) << ebb::test_logs::tree_recurrent_log(7, 256 * 1024);
+  CliRun run = ebb("simulate " + log + " --budget 10% --policy recompute");
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("thrashed under the budget of "), std::string::npos) << run.err;
+  const std::string said = "the smallest budget tried at which it stayed under the limit is ";
+  const std::size_t at = run.err.find(said);
+  ASSERT_NE(at, std::string::npos) << run.err;
+  const std::string bytes =
+      run.err.substr(at + said.size(), run.err.find(' ', at + said.size()) - (at + said.size()));
+  EXPECT_NE(run.err.find("budgets tried"), std::string::npos) << run.err;
+  CliRun at_it = ebb("simulate " + log + " --budget " + bytes + " --policy recompute --json");
+  EXPECT_EQ(at_it.exit_code, 0) << bytes << ": " << at_it.err;
+  std::remove(log.c_str());
 }
 
 }  // namespace
