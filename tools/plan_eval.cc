@@ -2,6 +2,7 @@
 #include "tools/plan_eval.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 
@@ -93,7 +94,9 @@ std::string budget_text(std::size_t bytes, std::size_t peak_live_bytes) {
 
 Result<std::size_t> smallest_budget_under_thrash_limit(
     const Profile& profile, const std::string& policy, std::size_t failed_budget_bytes,
-    const HardwareModel& hardware, bool expandable_segments, double max_overhead, int* tried) {
+    const HardwareModel& hardware, bool expandable_segments, double max_overhead,
+    std::chrono::steady_clock::duration allowance, int* tried) {
+  const auto start = std::chrono::steady_clock::now();
   const std::size_t peak = profile_figures(profile).peak_live_bytes;
   *tried = 0;
   auto stays_under = [&](std::size_t budget) {
@@ -105,9 +108,10 @@ Result<std::size_t> smallest_budget_under_thrash_limit(
   if (!stays_under(high)) {
     return not_found("no budget tried stayed under the limit, up to " + budget_text(high, peak));
   }
-  // Then bisection, to a step of 1% of the peak or kThrashProbes runs, whichever comes first.
+  // Then bisection, to a step of 1% of the peak, within kThrashProbes runs and the allowance.
   std::size_t low = failed_budget_bytes;
-  while (*tried < kThrashProbes && high - low > peak / 100) {
+  while (*tried < kThrashProbes && high - low > peak / 100 &&
+         std::chrono::steady_clock::now() - start < allowance) {
     const std::size_t mid = low + (high - low) / 2;
     (stays_under(mid) ? high : low) = mid;
   }
@@ -117,14 +121,20 @@ Result<std::size_t> smallest_budget_under_thrash_limit(
 Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& policy,
                                    std::size_t budget_bytes, const HardwareModel& hardware,
                                    bool expandable_segments, double max_overhead) {
+  const auto start = std::chrono::steady_clock::now();
   Result<Evaluation> e =
       run_policy(profile, policy, budget_bytes, hardware, expandable_segments, max_overhead);
   if (e.ok() || !is_thrash_error(e.status())) return e;
-  // Thrashed: the budgets above this one at which the same run stays under the limit.
+  // Thrashed: the budgets above this one at which the same run stays under the limit, looked
+  // for in about as long again as the run took (runs near the limit take as long as it did), or
+  // a second.
   int tried = 0;
   const std::size_t peak = profile_figures(profile).peak_live_bytes;
   Result<std::size_t> smallest = smallest_budget_under_thrash_limit(
-      profile, policy, budget_bytes, hardware, expandable_segments, max_overhead, &tried);
+      profile, policy, budget_bytes, hardware, expandable_segments, max_overhead,
+      std::max<std::chrono::steady_clock::duration>(std::chrono::steady_clock::now() - start,
+                                                    std::chrono::seconds(1)),
+      &tried);
   std::string hint = smallest.ok() ? "the smallest budget tried at which it stayed under the "
                                      "limit is " +
                                          budget_text(*smallest, peak)

@@ -5,6 +5,7 @@
 // Thread safety: used from main's thread only.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -42,10 +43,12 @@ Result<Evaluation> evaluate_policy(const Profile& profile, const std::string& po
 inline constexpr int kThrashProbes = 7;
 // The smallest budget above `failed_budget_bytes` at which `policy` runs under the thrash limit:
 // first at the profile's peak live bytes, then bisection to 1% of the peak, within kThrashProbes
-// runs (`*tried` says how many ran). NotFound when the run thrashes (or fails) at the peak too.
+// runs, starting no run after `allowance` has passed (`*tried` says how many ran). NotFound when
+// the run thrashes (or fails) at the peak too.
 Result<std::size_t> smallest_budget_under_thrash_limit(
     const Profile& profile, const std::string& policy, std::size_t failed_budget_bytes,
-    const HardwareModel& hardware, bool expandable_segments, double max_overhead, int* tried);
+    const HardwareModel& hardware, bool expandable_segments, double max_overhead,
+    std::chrono::steady_clock::duration allowance, int* tried);
 // --max-overhead: a finite multiple of the base compute >= 0 (0: no thrash limit).
 Status check_max_overhead(double max_overhead);
 // The policy names evaluate_policy takes, for messages: "keep, recompute-all, ...".
