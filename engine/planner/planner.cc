@@ -91,13 +91,19 @@ Plan plan_of(const Profile& profile, const PlannerOptions& options, Attempt atte
   return plan;
 }
 
-// Runs the plan on the sim device: its prediction on success; the sim's error otherwise
-// (kOutOfMemory when it does not fit).
-Status check_on_sim(const Profile& profile, const PlannerOptions& options, Plan& plan) {
+// The sim device at the planner's budget, hardware and allocator; no plan, no eviction.
+SimulationOptions sim_options(const PlannerOptions& options) {
   SimulationOptions sim;
   sim.budget_bytes = options.budget_bytes;
   sim.hardware = options.hardware;
   sim.expandable_segments = options.expandable_segments;
+  return sim;
+}
+
+// Runs the plan on the sim device: its prediction on success; the sim's error otherwise
+// (kOutOfMemory when it does not fit).
+Status check_on_sim(const Profile& profile, const PlannerOptions& options, Plan& plan) {
+  SimulationOptions sim = sim_options(options);
   sim.plan = &plan;
   EBB_ASSIGN_OR_RETURN(SimulationResult r, simulate_profile(profile, sim));
   PlanPrediction& p = plan.predicted;
@@ -184,11 +190,8 @@ bool prefetch_ahead(const Profile& profile, const HardwareModel& hw,
 Result<Plan> fit_written_down(const Profile& profile, const PlannerOptions& options,
                               std::vector<Eviction> taken, EvictionPolicy rescue,
                               double* planner_seconds) {
-  SimulationOptions sim;
-  sim.budget_bytes = options.budget_bytes;
-  sim.hardware = options.hardware;
+  SimulationOptions sim = sim_options(options);
   sim.policy = rescue;
-  sim.expandable_segments = options.expandable_segments;
   sim.evictions_taken = &taken;
   Status last = ok_status();
   for (int round = 0; round <= std::max(options.check_rounds, 0); ++round) {
@@ -228,11 +231,8 @@ Result<Plan> from_dynamic(const Profile& profile, const PlannerOptions& options,
                           EvictionPolicy policy, std::int64_t to_beat, double* planner_seconds) {
   const Clock::time_point start = Clock::now();
   std::vector<Eviction> taken;
-  SimulationOptions sim;
-  sim.budget_bytes = options.budget_bytes;
-  sim.hardware = options.hardware;
+  SimulationOptions sim = sim_options(options);
   sim.policy = policy;
-  sim.expandable_segments = options.expandable_segments;
   sim.evictions_taken = &taken;
   Result<SimulationResult> dynamic = simulate_profile(profile, sim);
   *planner_seconds += std::chrono::duration<double>(Clock::now() - start).count();
