@@ -60,6 +60,13 @@ void PlanExecutor::index_actions(std::size_t index) {
         ev.prefetch_at >= earliest + advance ? ev.prefetch_at - advance : earliest;
     prefetch_before_[at].push_back(e);
   }
+  hold_until_.assign(cached.profile.tensors.size(), 0);
+  hold_ends_.resize(ops);
+  for (std::vector<std::size_t>& list : hold_ends_) list.clear();
+  for (const Hold& h : cached.plan.holds) {
+    hold_until_[h.tensor] = h.until;
+    hold_ends_[h.until].push_back(h.tensor);
+  }
   // Of the copies back asked for at one op, the one needed first is asked for first: when the
   // lane has room for only some, they are the most urgent (the lane's queue orders the rest).
   const auto& evictions = cached.plan.evictions;
@@ -117,6 +124,7 @@ void PlanExecutor::clear_plans() {
   active_ = -1;
   diverged_ = false;
   reprofile_ = false;
+  pager_.end_holds();
   pager_.follow_plans(false, nullptr);
 }
 
@@ -134,6 +142,7 @@ void PlanExecutor::begin_iteration() {
   planned_off_.clear();
   prefetch_ids_.clear();
   pager_.clear_rebuilt();
+  pager_.end_holds();
   if (plans_.empty()) {
     active_ = -1;
     return;
@@ -185,6 +194,7 @@ Status PlanExecutor::before_op(std::size_t op_index, std::string_view name,
       // comes back through copy back and replay as usual.
       diverged_ = true;
       reprofile_ = true;
+      pager_.end_holds();
       return ok_status();
     }
     active_ = static_cast<int>(other - plans_.begin());
@@ -193,12 +203,19 @@ Status PlanExecutor::before_op(std::size_t op_index, std::string_view name,
     planned_off_.clear();
     // Slots seen so far keep their meaning: the two profiles agree on every op run so far.
     slot_of_.resize(other->profile.tensors.size(), kNoSlot);
+    // The holds are the new plan's from here.
+    pager_.end_holds();
+    for (const Hold& h : other->plan.holds) {
+      if (h.until >= op_index && slot_of_[h.tensor] != kNoSlot) pager_.hold(slot_of_[h.tensor]);
+    }
   }
   const CachedPlan& cached = active();
   const ProfiledOp& op = cached.profile.ops[op_index];
   for (std::size_t i = 0; i < input_slots.size(); ++i) {
     slot_of_[op.inputs[i]] = input_slots[i];
     planned_off(input_slots[i]) = 0;  // read now: its planned interval (if any) is over
+    // Kept past the program's release for replays up to its hold's end (after_op ends it).
+    if (hold_until_[op.inputs[i]] > op_index) pager_.hold(input_slots[i]);
   }
   for (std::size_t e : prefetch_before_[op_index]) {
     const Eviction& ev = cached.plan.evictions[e];
@@ -246,6 +263,9 @@ void PlanExecutor::after_op(std::size_t op_index) {
     }
     ++(ev.method == EvictionMethod::kSwap ? stats_.planned_swap_outs : stats_.planned_drops);
     if (ev.needed_at.has_value()) planned_off(slot) = static_cast<std::uint32_t>(e + 1);
+  }
+  for (std::size_t t : hold_ends_[op_index]) {
+    if (slot_of_[t] != kNoSlot) pager_.end_hold(slot_of_[t]);
   }
   // A replay for this op rebuilt tensors the plan keeps off the device until later: off again.
   for (std::uint32_t slot : pager_.rebuilt()) {

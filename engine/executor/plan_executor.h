@@ -19,7 +19,9 @@
 // it starts one op earlier in the next iteration. A swap to the NVMe tier (Eviction::tier) is
 // written through the transfer engine's I/O thread, and its prefetch is an NVMe read queued by
 // the deadline of the op that needs it; a plan that swaps to NVMe is refused by an engine
-// without an NVMe tier.
+// without an NVMe tier. A plan's hold (Plan::holds) keeps a released tensor that nothing can
+// rebuild on the device for the replays that read it: the pager holds it from the op that reads
+// it and lets it go after the hold's last op.
 //
 // Ownership: owned by the Engine; references the options, the tensor table, the tape, the pager
 // and the profiler, which outlive it.
@@ -147,6 +149,10 @@ class PlanExecutor final : public EvictionHooks {
   // evictions to apply right after op k.
   std::vector<std::vector<std::size_t>> prefetch_before_;
   std::vector<std::vector<std::size_t>> evict_after_;
+  // The active plan's holds: per profile tensor the op its hold ends after (0: none), and per
+  // op the tensors whose hold ends after it.
+  std::vector<std::size_t> hold_until_;
+  std::vector<std::vector<std::size_t>> hold_ends_;
   // Profile tensor id -> engine slot, learned as ops read and write tensors (kNoSlot: unseen).
   // The tensors that exist before the iteration's first op are mapped as the profiler numbers
   // them (see tensor_created), so that a plan may move them before any op reads them.

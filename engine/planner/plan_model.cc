@@ -49,8 +49,11 @@ void LinkTimeline::reserve(std::int64_t start, std::int64_t duration_ns) {
 }
 
 PlanModel::PlanModel(const Profile& profile, const HardwareModel& hardware,
-                     bool keep_rebuilt_ancestors)
-    : profile_(profile), hardware_(hardware), keep_rebuilt_ancestors_(keep_rebuilt_ancestors) {
+                     bool keep_rebuilt_ancestors, bool holds)
+    : profile_(profile),
+      hardware_(hardware),
+      keep_rebuilt_ancestors_(keep_rebuilt_ancestors),
+      holds_allowed_(holds) {
   const std::size_t n = profile.ops.size();
   const std::size_t tensors = profile.tensors.size();
   block_bytes_.resize(tensors);
@@ -58,8 +61,13 @@ PlanModel::PlanModel(const Profile& profile, const HardwareModel& hardware,
   uses_.resize(tensors);
   intervals_.resize(tensors);
   replay_reads_.resize(tensors);
+  program_frees_.assign(tensors, false);
+  held_to_.assign(tensors, 0);
   for (const ProfiledOp& op : profile.ops) {
-    for (std::size_t id : op.frees) death_[id] = op.index;
+    for (std::size_t id : op.frees) {
+      death_[id] = op.index;
+      program_frees_[id] = true;
+    }
   }
   std::vector<std::int64_t> delta(n + 1, 0);
   for (const ProfiledTensor& t : profile.tensors) {
@@ -93,9 +101,26 @@ bool PlanModel::evicted_at(std::size_t tensor, std::size_t op) const {
   return interval_at(tensor, op) != nullptr;
 }
 
+bool PlanModel::holdable(std::size_t tensor, std::size_t at, std::size_t rebuilt) const {
+  if (!holds_allowed_ || profile_.tensors[tensor].producer.has_value() || !program_frees_[tensor] ||
+      death_[tensor] >= at || block_bytes_[tensor] > block_bytes_[rebuilt]) {
+    return false;
+  }
+  return std::none_of(intervals_[tensor].begin(), intervals_[tensor].end(),
+                      [&](const Interval& i) { return i.needed >= ops(); });
+}
+
+std::vector<Hold> PlanModel::holds() const {
+  std::vector<Hold> held;
+  for (std::size_t t = 0; t < held_to_.size(); ++t) {
+    if (held_to_[t] > death_[t]) held.push_back(Hold{.tensor = t, .until = held_to_[t]});
+  }
+  return held;
+}
+
 bool PlanModel::resident_at(std::size_t tensor, std::size_t op) const {
   const ProfiledTensor& t = profile_.tensors[tensor];
-  if (t.producer.value_or(0) > op || death_[tensor] < op) return false;
+  if (t.producer.value_or(0) > op || kept_until(tensor) < op) return false;
   for (const Interval& i : intervals_[tensor]) {
     if (i.off_from <= op && op < i.off_to) return false;
   }
@@ -112,6 +137,7 @@ std::int64_t PlanModel::chain(std::size_t tensor, std::size_t at, std::vector<st
   ++*replays;
   for (std::size_t x : producer.inputs) {
     if (resident_at(x, at) || std::find(seen.begin(), seen.end(), x) != seen.end()) continue;
+    if (holdable(x, at, seen.front())) continue;  // held past its free (rebuild_chain)
     const Interval* i = interval_at(x, at);
     if (i != nullptr && i->method == EvictionMethod::kSwap) return kInfeasible;
     std::int64_t c = chain(x, at, seen, replays);
@@ -239,6 +265,12 @@ void PlanModel::rebuild_chain(std::size_t tensor, std::size_t at, std::vector<st
     std::vector<std::size_t>& reads = replay_reads_[x];
     reads.insert(std::upper_bound(reads.begin(), reads.end(), at), at);
     if (resident_at(x, at) || std::find(seen.begin(), seen.end(), x) != seen.end()) continue;
+    if (holdable(x, at, seen.front())) {
+      // Nothing rebuilds it: its bytes stay from its free until this replay.
+      for (std::size_t k = kept_until(x) + 1; k <= at; ++k) live_[k] += block_bytes_[x];
+      held_to_[x] = at;
+      continue;
+    }
     for (Interval& i : intervals_[x]) {
       if (!keep_rebuilt_ancestors_ || i.method != EvictionMethod::kRecompute || i.needed >= ops() ||
           i.off_from > at || at >= i.off_to) {
@@ -308,6 +340,13 @@ void PlanModel::add(const Eviction& e, std::size_t swap_off_by) {
       rebuild_chain(t, r, seen);
     }
   }
+}
+
+std::vector<Hold> plan_holds(const Profile& profile, const HardwareModel& hardware,
+                             const std::vector<Eviction>& evictions) {
+  PlanModel model(profile, hardware, /*keep_rebuilt_ancestors=*/true);
+  for (const Eviction& e : evictions) model.add(e);
+  return model.holds();
 }
 
 std::vector<Eviction> PlanModel::sorted_evictions() const {

@@ -36,6 +36,12 @@ class LinkTimeline {
   std::map<std::int64_t, std::int64_t> busy_;  // start -> end, disjoint
 };
 
+// The holds (Plan::holds) that the replays of `evictions` need, as PlanModel finds them adding
+// the evictions in order. For plans written down from a run (dynamic eviction's, DTR's).
+// REQUIRES: the evictions pass validate_plan against `profile`.
+std::vector<Hold> plan_holds(const Profile& profile, const HardwareModel& hardware,
+                             const std::vector<Eviction>& evictions);
+
 class PlanModel {
  public:
   static constexpr std::int64_t kInfeasible = std::numeric_limits<std::int64_t>::max() / 4;
@@ -43,7 +49,10 @@ class PlanModel {
   // keep_rebuilt_ancestors: whether a dropped ancestor that a replay rebuilds is kept from then
   // on (the cost-aware planner) or dropped again after the replay (the baselines, which recompute
   // each tensor at its next use and nowhere else).
-  PlanModel(const Profile& profile, const HardwareModel& hardware, bool keep_rebuilt_ancestors);
+  // `holds`: whether a replay may read a released tensor without a producer by holding it past
+  // its free (holdable()); without, such a chain is infeasible.
+  PlanModel(const Profile& profile, const HardwareModel& hardware, bool keep_rebuilt_ancestors,
+            bool holds = true);
 
   const Profile& profile() const { return profile_; }
   std::size_t ops() const { return profile_.ops.size(); }
@@ -110,6 +119,10 @@ class PlanModel {
   // Evictions sorted by (evict_after, tensor), as Plan::evictions.
   std::vector<Eviction> sorted_evictions() const;
 
+  // The released tensors the planned replays read, each held on the device until the last such
+  // replay (Plan::holds), sorted by tensor.
+  std::vector<Hold> holds() const;
+
   // The plan's figures as this model predicts them: peak resident bytes, replays and their
   // compute, swapped bytes, and a step time of base + replays + prefetch lateness.
   PlanPrediction predict() const;
@@ -126,6 +139,15 @@ class PlanModel {
     std::size_t eviction = 0;  // index in evictions_
   };
   const Interval* interval_at(std::size_t tensor, std::size_t op) const;
+  // Whether a replay before op `at` that rebuilds `rebuilt` can read `tensor` by holding it past
+  // the program's free: holds are allowed, it has no producer (nothing rebuilds it), the program
+  // freed it before `at`, no eviction took it off the device over its free, and it is no larger
+  // than `rebuilt` (a hold larger than what the drop saves is not worth it).
+  bool holdable(std::size_t tensor, std::size_t at, std::size_t rebuilt) const;
+  // The last op for which the tensor's bytes are kept: its death, or a hold's end.
+  std::size_t kept_until(std::size_t tensor) const {
+    return std::max(death_[tensor], held_to_[tensor]);
+  }
   // Records that the replay of `tensor`'s producer before op `at` reads its inputs, and rebuilds
   // the inputs that are not resident then: a dropped one that is needed again later is rebuilt
   // there and kept (its eviction now ends at `at`, prefetch_at), so that the chain is replayed
@@ -143,9 +165,12 @@ class PlanModel {
   const Profile& profile_;
   HardwareModel hardware_;
   bool keep_rebuilt_ancestors_ = false;
+  bool holds_allowed_ = true;
   std::size_t peak_op_ = 0;
   std::vector<std::size_t> block_bytes_;
   std::vector<std::size_t> death_;
+  std::vector<bool> program_frees_;   // per tensor: some op frees it
+  std::vector<std::size_t> held_to_;  // per tensor: a hold's last op, 0 when not held
   std::vector<std::vector<std::size_t>> uses_;
   std::vector<std::int64_t> start_ns_;
   std::vector<std::size_t> live_;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "engine/planner/dtr_reference.h"
@@ -30,15 +31,16 @@ constexpr PlanPolicy kLastResort[] = {PlanPolicy::kSqrt, PlanPolicy::kRecomputeA
 // One planning attempt at an internal target: the policy's evictions in the model.
 struct Attempt {
   std::vector<Eviction> evictions;
+  std::optional<std::vector<Hold>> holds;  // from the model; unset: found for the evictions
   PlanPrediction predicted;
   bool reached = true;  // the model's peak is within the target
   double seconds = 0;
 };
 
 Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes,
-                  bool keep_rebuilt_ancestors, SwapUse swaps) {
+                  bool keep_rebuilt_ancestors, SwapUse swaps, bool holds) {
   const Clock::time_point start = Clock::now();
-  PlanModel model(profile, options.hardware, keep_rebuilt_ancestors);
+  PlanModel model(profile, options.hardware, keep_rebuilt_ancestors, holds);
   Attempt a;
   switch (options.policy) {
     case PlanPolicy::kKeep:
@@ -57,6 +59,7 @@ Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::si
       break;
   }
   a.evictions = model.sorted_evictions();
+  a.holds = model.holds();
   a.predicted = model.predict();
   // A baseline's plan does not depend on the budget: the sim says whether it fits, or without
   // sim checks the model (fit() compares its peak with the budget).
@@ -68,14 +71,16 @@ Attempt plan_once(const Profile& profile, const PlannerOptions& options, std::si
 // The cost-aware planner keeps the ancestors a replay rebuilds (a chain is replayed once, but its
 // tensors take memory from then on); when that cannot reach the target, it plans again dropping
 // them after each replay (less memory, a replay per use). The baselines drop them (planner.h).
+// `holds`: whether a replay may read a released tensor without a producer kept for it
+// (Plan::holds); the baselines never do.
 Attempt plan_at(const Profile& profile, const PlannerOptions& options, std::size_t target_bytes,
-                SwapUse swaps) {
+                SwapUse swaps, bool holds) {
   if (options.policy != PlanPolicy::kPlan) {
-    return plan_once(profile, options, target_bytes, false, swaps);
+    return plan_once(profile, options, target_bytes, false, swaps, /*holds=*/false);
   }
-  Attempt kept = plan_once(profile, options, target_bytes, true, swaps);
+  Attempt kept = plan_once(profile, options, target_bytes, true, swaps, holds);
   if (kept.reached) return kept;
-  Attempt dropped = plan_once(profile, options, target_bytes, false, swaps);
+  Attempt dropped = plan_once(profile, options, target_bytes, false, swaps, holds);
   dropped.seconds += kept.seconds;
   return dropped;
 }
@@ -86,6 +91,8 @@ Plan plan_of(const Profile& profile, const PlannerOptions& options, Attempt atte
   plan.budget_bytes = options.budget_bytes;
   plan.profile = profile_key(profile);
   plan.hardware = options.hardware;
+  plan.holds = attempt.holds.has_value() ? std::move(*attempt.holds)
+                                         : plan_holds(profile, options.hardware, attempt.evictions);
   plan.evictions = std::move(attempt.evictions);
   plan.predicted = attempt.predicted;
   return plan;
@@ -123,14 +130,14 @@ Status check_on_sim(const Profile& profile, const PlannerOptions& options, Plan&
 
 // The plan at `options.budget_bytes`, re-planned to tighter targets while the sim says it does
 // not fit. kOutOfMemory when no round fits.
-Result<Plan> fit(const Profile& profile, const PlannerOptions& options, SwapUse swaps,
+Result<Plan> fit(const Profile& profile, const PlannerOptions& options, SwapUse swaps, bool holds,
                  double* planner_seconds) {
   const std::size_t budget = options.budget_bytes;
   // Room for page rounding and for a replay's transient outputs, before the sim has spoken.
   std::size_t target = budget > 2 * kPageBytes ? budget - kPageBytes - budget / 100 : budget / 2;
   Status last = ok_status();
   for (int round = 0; round <= std::max(options.check_rounds, 0); ++round) {
-    Attempt a = plan_at(profile, options, target, swaps);
+    Attempt a = plan_at(profile, options, target, swaps, holds);
     *planner_seconds += a.seconds;
     if (!a.reached) return out_of_memory("the planner cannot reach the target");
     Plan plan = plan_of(profile, options, std::move(a));
@@ -276,6 +283,19 @@ Result<Plan> from_dtr_reference(const Profile& profile, const PlannerOptions& op
                           EvictionPolicy::kRecompute, planner_seconds);
 }
 
+// Whether the profile has a tensor a plan may hold (Plan::holds): no producer, freed by the
+// program, read by an op with outputs.
+bool has_released_sources(const Profile& profile) {
+  const std::vector<std::size_t> freed = freed_after_ops(profile);
+  for (const ProfiledTensor& t : profile.tensors) {
+    if (t.producer.has_value() || freed[t.id] == kNeverFreed) continue;
+    for (std::size_t op : t.accesses) {
+      if (!profile.ops[op].outputs.empty()) return true;
+    }
+  }
+  return false;
+}
+
 std::string percent(std::size_t bytes, std::size_t of) {
   char text[32];
   std::snprintf(text, sizeof text, "%.1f%%",
@@ -286,9 +306,9 @@ std::string percent(std::size_t bytes, std::size_t of) {
 // The smallest budget at which fit() succeeds: from the lowest peak the policy's model reaches,
 // up in 10% steps until one fits, then bisected.
 std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOptions options,
-                                             SwapUse swaps) {
+                                             bool holds, SwapUse swaps) {
   double ignored = 0;
-  Attempt floor = plan_at(profile, options, 0, swaps);
+  Attempt floor = plan_at(profile, options, 0, swaps, holds);
   // The least budget whose internal target (fit()) is the lowest peak the model reaches: below
   // it the model cannot reach the target, so the search starts there.
   std::size_t guess =
@@ -299,7 +319,7 @@ std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOpti
   std::size_t hi = 0;
   for (int i = 0; i < 8; ++i) {
     options.budget_bytes = guess;
-    if (fit(profile, options, swaps, &ignored).ok()) {
+    if (fit(profile, options, swaps, holds, &ignored).ok()) {
       hi = guess;
       break;
     }
@@ -310,7 +330,7 @@ std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOpti
   while (hi - lo > std::max(hi / 200, kPageBytes)) {
     const std::size_t mid = lo + (hi - lo) / 2;
     options.budget_bytes = mid;
-    if (fit(profile, options, swaps, &ignored).ok()) {
+    if (fit(profile, options, swaps, holds, &ignored).ok()) {
       hi = mid;
     } else {
       lo = mid;
@@ -366,7 +386,7 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
   // never needs, and cheap replays can outscore swaps that the link hides for free. It plans each
   // way and keeps the fastest sim-checked plan, so that a link never makes a plan worse.
   const std::vector<SwapUse> variants = swap_variants(options);
-  Result<Plan> plan = fit(profile, options, variants.front(), &seconds);
+  Result<Plan> plan = fit(profile, options, variants.front(), /*holds=*/false, &seconds);
   const auto keep_faster = [&plan](Result<Plan> other) {
     if (other.ok() && (!plan.ok() || other->predicted.step_ns < plan->predicted.step_ns)) {
       plan = std::move(other);
@@ -378,7 +398,14 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     return plan.ok() && plan->predicted.step_ns <= plan->predicted.base_compute_ns;
   };
   for (std::size_t v = 1; v < variants.size() && !at_op_time(); ++v) {
-    keep_faster(fit(profile, options, variants[v], &seconds));
+    keep_faster(fit(profile, options, variants[v], /*holds=*/false, &seconds));
+  }
+  // Holds open plans that drop what is downstream of a released constant (a batch norm's
+  // statistics an in-place update rebound), at the holds' bytes: one more candidate, where the
+  // profile has such a tensor.
+  const bool holdable = options.policy == PlanPolicy::kPlan && has_released_sources(profile);
+  if (holdable && !at_op_time()) {
+    keep_faster(fit(profile, options, SwapUse::kNone, /*holds=*/true, &seconds));
   }
   if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link() && !at_op_time()) {
     // The greedy search evicts at the worst op only, and the allocator's pages can fragment past
@@ -387,7 +414,7 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     // plan is one more candidate, so that `plan` is never slower than swap-all either.
     PlannerOptions swap_all = options;
     swap_all.policy = PlanPolicy::kSwapAll;
-    Result<Plan> other = fit(profile, swap_all, SwapUse::kScored, &seconds);
+    Result<Plan> other = fit(profile, swap_all, SwapUse::kScored, /*holds=*/false, &seconds);
     if (other.ok()) other->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
     keep_faster(std::move(other));
   }
@@ -417,7 +444,7 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     for (PlanPolicy baseline : kLastResort) {
       PlannerOptions other = options;
       other.policy = baseline;
-      Result<Plan> made = fit(profile, other, SwapUse::kNone, &seconds);
+      Result<Plan> made = fit(profile, other, SwapUse::kNone, /*holds=*/false, &seconds);
       if (made.ok()) made->policy = std::string(plan_policy_name(PlanPolicy::kPlan));
       keep_faster(std::move(made));
     }
@@ -438,20 +465,23 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
                         plan.status().message() + ")";
   std::optional<std::size_t> smallest;
   for (SwapUse swaps : variants) {
-    std::optional<std::size_t> s = smallest_feasible(profile, options, swaps);
-    if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+    for (bool holds : {false, true}) {
+      if (holds && !holdable) continue;
+      std::optional<std::size_t> s = smallest_feasible(profile, options, holds, swaps);
+      if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
+    }
   }
   if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link()) {
     PlannerOptions swap_all = options;
     swap_all.policy = PlanPolicy::kSwapAll;
-    std::optional<std::size_t> s = smallest_feasible(profile, swap_all, SwapUse::kScored);
+    std::optional<std::size_t> s = smallest_feasible(profile, swap_all, false, SwapUse::kScored);
     if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
   }
   if (options.policy == PlanPolicy::kPlan) {
     for (PlanPolicy baseline : kLastResort) {
       PlannerOptions other = options;
       other.policy = baseline;
-      std::optional<std::size_t> s = smallest_feasible(profile, other, SwapUse::kNone);
+      std::optional<std::size_t> s = smallest_feasible(profile, other, false, SwapUse::kNone);
       if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
     }
   }

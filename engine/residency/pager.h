@@ -194,8 +194,17 @@ class Pager {
                          std::string_view op);
 
   // The program released the tensor: its bytes go now, unless a replay that can still happen
-  // reads them and it cannot itself be rebuilt (then they go once no replay reads them).
+  // reads them and it cannot itself be rebuilt (then they go once no replay reads them). Under
+  // a dropping policy without a plan, a released tensor without a producer stays while a live
+  // tensor downstream of it may still be dropped and replayed, as DTR keeps constants; under
+  // pressure while it is worth its bytes (worth_keeping()), and as a last resort not at all.
   void release(std::uint32_t slot);
+  // A plan's hold (Plan::holds): the tensor's bytes stay after its release until end_hold(),
+  // whatever the replays read now; then they go as release() would let them. end_holds() ends
+  // every hold (an iteration that left its plan, or ended).
+  void hold(std::uint32_t slot);
+  void end_hold(std::uint32_t slot);
+  void end_holds();
   // Returns every byte the tensor holds (device block, host copy, NVMe extent).
   void free_storage(std::uint32_t slot);
   // Waits for every copy of the lanes, queued or issued (not for the compute stream).
@@ -256,7 +265,15 @@ class Pager {
   // The bookkeeping of an eviction whose device block was given back: the bytes are now `to`.
   void left_device(std::uint32_t slot, Residency to);
   bool storage_releasable(std::uint32_t slot) const;
-  std::size_t free_unread_released_storage();
+  bool held(std::uint32_t slot) const { return slot < held_.size() && held_[slot] != 0; }
+  // Frees the storage of released tensors that no replay of a dropped tensor reads and no hold
+  // keeps; unless `last_resort`, not the released sources worth_keeping() either.
+  std::size_t free_unread_released_storage(bool last_resort);
+  // Under dynamic eviction, whether a released tensor without a producer is worth its bytes:
+  // the resident, droppable outputs of the ops that read it (which freeing it would make
+  // impossible to drop) are at least as large. `readers`: tape_readers().
+  bool worth_keeping(std::uint32_t slot,
+                     const std::vector<std::vector<std::uint32_t>>& readers) const;
   // Frees host copies of resident tensors (clean copies) until `bytes` fit in the host tier.
   void reclaim_clean_copies(std::size_t bytes);
   void free_host_copy(TensorRecord& r);
@@ -286,6 +303,8 @@ class Pager {
   EvictionHooks* hooks_ = nullptr;
   bool prefetching_ = false;  // prefetch() is allocating: evict() frees nothing for it
   std::vector<std::uint32_t> rebuilt_;
+  std::vector<std::uint8_t> held_;         // per slot: a plan's hold (hold())
+  std::vector<std::uint32_t> held_slots_;  // the slots held_ marks, in any order
   std::vector<ArrivalWait> arrival_waits_;
   std::vector<ArrivalWait> gather_waits_;  // id unused
   // Prefetches read from NVMe that were not done when their op asked for them (their ids).

@@ -21,7 +21,7 @@ std::size_t Pager::evict(std::size_t bytes_needed) {
 }
 
 std::size_t Pager::evict_ranked(std::size_t bytes_needed) {
-  std::size_t freed = free_unread_released_storage();
+  std::size_t freed = free_unread_released_storage(/*last_resort=*/false);
   // Ranked again after every drop: a drop changes what its neighbours cost, and whether their
   // replay chains can still run. A swap changes neither. The tape does not change meanwhile,
   // so its reverse edges are built once for all the rankings.
@@ -57,6 +57,9 @@ std::size_t Pager::evict_ranked(std::size_t bytes_needed) {
     }
     if (!dropped) break;  // the ranking ran out (or only swaps were left): nothing more to gain
   }
+  // Last, the released sources kept for replays that have not happened: what is downstream of
+  // them can no longer be dropped, but it need not be.
+  if (freed < bytes_needed) freed += free_unread_released_storage(/*last_resort=*/true);
   return freed;
 }
 
@@ -166,13 +169,19 @@ void Pager::left_device(std::uint32_t slot, Residency to) {
 
 bool Pager::storage_releasable(std::uint32_t slot) const {
   const TensorRecord& r = tensors_.at(slot);
+  if (held(slot)) return false;
   // A plan drops tensors too: a released tensor their replays read keeps its bytes.
-  const bool may_recompute = options_.policy == EvictionPolicy::kRecompute ||
-                             options_.policy == EvictionPolicy::kBoth || plans_;
-  if (!may_recompute || r.consumers == 0) return true;
+  const bool dynamic_drops =
+      options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
+  if (!(dynamic_drops || plans_) || r.consumers == 0) return true;
   // Rebuilt by replay whenever a dropped tensor's replay needs it.
   std::vector<std::uint8_t> memo;
   if (recoverable(tensors_, tape_.ops(), slot, memo)) return true;
+  // Nothing rebuilds it. Without a plan, what is downstream of it may be dropped later: keep it
+  // while a replay may read it. A plan says what it keeps (hold()).
+  if (dynamic_drops && !plans_ && !r.has_producer()) {
+    return !replay_sources(tensors_, tape_.ops())[slot];
+  }
   return !replay_inputs(tensors_, tape_.ops())[slot];
 }
 
@@ -180,20 +189,66 @@ void Pager::release(std::uint32_t slot) {
   if (storage_releasable(slot)) free_storage(slot);
 }
 
-std::size_t Pager::free_unread_released_storage() {
+void Pager::hold(std::uint32_t slot) {
+  if (held_.size() <= slot) held_.resize(tensors_.slot_count(), 0);
+  if (held_[slot] != 0) return;
+  held_[slot] = 1;
+  held_slots_.push_back(slot);
+}
+
+void Pager::end_hold(std::uint32_t slot) {
+  if (!held(slot)) return;
+  held_[slot] = 0;
+  std::erase(held_slots_, slot);
+  const TensorRecord& r = tensors_.at(slot);
+  if (r.live && r.released && r.residency != Residency::kDropped && storage_releasable(slot)) {
+    free_storage(slot);
+  }
+}
+
+void Pager::end_holds() {
+  while (!held_slots_.empty()) end_hold(held_slots_.back());
+}
+
+bool Pager::worth_keeping(std::uint32_t slot,
+                          const std::vector<std::vector<std::uint32_t>>& readers) const {
+  const TensorRecord& source = tensors_.at(slot);
+  if (plans_ || source.has_producer() ||
+      (options_.policy != EvictionPolicy::kRecompute && options_.policy != EvictionPolicy::kBoth)) {
+    return false;
+  }
+  // What keeping it makes droppable, at least: the resident outputs of the ops that read it.
+  std::size_t droppable_bytes = 0;
+  for (std::uint32_t op : readers[slot]) {
+    if (tape_[op].stale) continue;
+    for (std::uint32_t out : tape_[op].outputs) {
+      const TensorRecord& r = tensors_.at(out);
+      if (r.live && !r.released && r.residency == Residency::kDevice && droppable(r)) {
+        droppable_bytes += r.bytes;
+      }
+    }
+  }
+  return droppable_bytes >= source.bytes;
+}
+
+std::size_t Pager::free_unread_released_storage(bool last_resort) {
   std::vector<std::uint32_t> holding;
   for (std::uint32_t slot = 0; slot < tensors_.slot_count(); ++slot) {
     const TensorRecord& r = tensors_.at(slot);
-    if (r.live && r.released && r.lock_count == 0 && r.residency != Residency::kDropped) {
+    if (r.live && r.released && r.lock_count == 0 && r.residency != Residency::kDropped &&
+        !held(slot)) {
       holding.push_back(slot);
     }
   }
   if (holding.empty()) return 0;
   // Freeing a tensor that no replay reads changes no replay chain: one marking serves them all.
   const std::vector<bool> read = replay_inputs(tensors_, tape_.ops());
+  std::vector<std::vector<std::uint32_t>> readers;
+  if (!last_resort && !plans_) readers = tape_readers(tensors_, tape_.ops());
   std::size_t freed = 0;
   for (std::uint32_t slot : holding) {
     if (read[slot]) continue;
+    if (!readers.empty() && worth_keeping(slot, readers)) continue;
     const TensorRecord& r = tensors_.at(slot);
     if (r.residency == Residency::kDevice) {
       Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
@@ -235,6 +290,10 @@ void Pager::free_nvme_copy(TensorRecord& r) {
 }
 
 void Pager::free_storage(std::uint32_t slot) {
+  if (held(slot)) {
+    held_[slot] = 0;
+    std::erase(held_slots_, slot);
+  }
   Status settled = settle_arrival(slot, /*for_use=*/false);
   EBB_CHECK(settled.ok(), "freeing " + quote(tensors_.at(slot).name) + ": " + settled.to_string());
   TensorRecord& r = tensors_.at(slot);

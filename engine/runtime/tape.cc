@@ -128,14 +128,18 @@ std::vector<std::vector<std::uint32_t>> tape_readers(const TensorTable& tensors,
   return readers;
 }
 
-std::vector<bool> replay_inputs(const TensorTable& tensors, const std::vector<OpRecord>& tape) {
+namespace {
+
+// Marks the inputs of the producers of the `roots` tensors, and of the inputs `through` accepts,
+// recursively.
+template <typename Root, typename Through>
+std::vector<bool> mark_replay_reads(const TensorTable& tensors, const std::vector<OpRecord>& tape,
+                                    Root&& root, Through&& through) {
   std::vector<bool> marked(tensors.slot_count(), false);
   std::vector<std::uint32_t> pending;
   for (std::uint32_t slot = 0; slot < tensors.slot_count(); ++slot) {
     const TensorRecord& r = tensors.at(slot);
-    if (r.live && !r.released && r.residency == Residency::kDropped && r.has_producer()) {
-      pending.push_back(slot);
-    }
+    if (r.live && !r.released && r.has_producer() && root(r)) pending.push_back(slot);
   }
   while (!pending.empty()) {
     const TensorRecord& r = tensors.at(pending.back());
@@ -144,10 +148,27 @@ std::vector<bool> replay_inputs(const TensorTable& tensors, const std::vector<Op
       if (marked[input]) continue;
       marked[input] = true;
       const TensorRecord& in = tensors.at(input);
-      if (in.residency == Residency::kDropped && in.has_producer()) pending.push_back(input);
+      if (in.has_producer() && through(in)) pending.push_back(input);
     }
   }
   return marked;
+}
+
+}  // namespace
+
+std::vector<bool> replay_inputs(const TensorTable& tensors, const std::vector<OpRecord>& tape) {
+  const auto dropped = [](const TensorRecord& r) { return r.residency == Residency::kDropped; };
+  return mark_replay_reads(tensors, tape, dropped, dropped);
+}
+
+std::vector<bool> replay_sources(const TensorTable& tensors, const std::vector<OpRecord>& tape) {
+  // A tensor whose producer is stale is never replayed.
+  const auto replayable = [&](const TensorRecord& r) {
+    return !tape[static_cast<std::size_t>(r.producer)].stale;
+  };
+  return mark_replay_reads(tensors, tape, replayable, [&](const TensorRecord& r) {
+    return (r.residency == Residency::kDropped || r.released) && replayable(r);
+  });
 }
 
 }  // namespace ebb

@@ -276,4 +276,11 @@ std::vector<std::vector<std::uint32_t>> tape_readers(const TensorTable& tensors,
 // can happen reads it.
 std::vector<bool> replay_inputs(const TensorTable& tensors, const std::vector<OpRecord>& tape);
 
+// For every slot, whether a replay that may still happen could read it: the inputs of the
+// producer of every live tensor that is not released (resident ones too: they may be dropped
+// later), through inputs that would be rebuilt (dropped or released, with a producer)
+// recursively. A superset of replay_inputs(): what dynamic eviction keeps of released tensors
+// that nothing rebuilds.
+std::vector<bool> replay_sources(const TensorTable& tensors, const std::vector<OpRecord>& tape);
+
 }  // namespace ebb

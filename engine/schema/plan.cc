@@ -198,6 +198,31 @@ Status validate_plan(const Plan& plan, const Profile& profile, const std::string
     seen[e.tensor] = true;
     busy_until[e.tensor] = e.needed_at;
   }
+  for (std::size_t i = 0; i < plan.holds.size(); ++i) {
+    const Hold& h = plan.holds[i];
+    const std::string at = "holds[" + std::to_string(i) + "].";
+    if (h.tensor >= profile.tensors.size()) {
+      return fail(at + "tensor", "tensor " + std::to_string(h.tensor) + " is out of range (" +
+                                     std::to_string(profile.tensors.size()) + " tensors)");
+    }
+    if (i > 0 && plan.holds[i - 1].tensor >= h.tensor) {
+      return fail(at + "tensor", "holds are not sorted by tensor, one per tensor");
+    }
+    const ProfiledTensor& t = profile.tensors[h.tensor];
+    const std::string tensor_text = "tensor " + std::to_string(t.id) + " \"" + t.name + "\"";
+    if (t.producer.has_value()) {
+      return fail(at + "tensor", tensor_text + " has a producer: a replay rebuilds it");
+    }
+    const std::size_t freed = freed_after[t.id];
+    if (freed == kNeverFreed || h.until <= freed || h.until >= ops) {
+      return fail(at + "until", "op " + std::to_string(h.until) + " is not between the free of " +
+                                    tensor_text + " (after op " + std::to_string(freed) +
+                                    ") and the last op " + std::to_string(ops - 1));
+    }
+    if (seen[t.id] && !busy_until[t.id].has_value()) {
+      return fail(at + "tensor", tensor_text + " is evicted over its free, yet held");
+    }
+  }
   return ok_status();
 }
 

@@ -19,6 +19,10 @@
 //    "the replays before op prefetch_at rebuild it; keep it", so that a chain is replayed once).
 //  - `needed_at` is nullopt when no op reads the tensor again: the bytes are given up early
 //    (before the program's own free) at no cost.
+//  - A Hold keeps a tensor without a producer (a constant, an input, a weight version) that the
+//    program frees after op f on the device until op `until` > f, because a planned replay
+//    before op `until` reads it: nothing can rebuild it, so freeing it would leave the replay
+//    without an input. The executor gives its bytes back right after op `until`.
 // A tensor may have several evictions, in disjoint intervals, each between two of its uses:
 // evict_after is its producer or any later op (any op for a tensor that exists before the
 // iteration; a planner frees at a use, the engine's dynamic eviction written down as a plan
@@ -68,6 +72,14 @@ struct Eviction {
   friend bool operator==(const Eviction&, const Eviction&) = default;
 };
 
+// A released tensor the plan keeps on the device for its replays (see the file comment).
+struct Hold {
+  std::size_t tensor = 0;  // Profile tensor id: no producer, freed by the program
+  std::size_t until = 0;   // op index: the last op before which a replay reads it
+
+  friend bool operator==(const Hold&, const Hold&) = default;
+};
+
 // What the simulator (or the planner's own model) predicts for a plan.
 struct PlanPrediction {
   std::size_t peak_reserved_bytes = 0;  // allocator's peak reserved on the sim device
@@ -114,6 +126,7 @@ struct Plan {
   ProfileKey profile;
   HardwareModel hardware;
   std::vector<Eviction> evictions;  // sorted by (evict_after, tensor)
+  std::vector<Hold> holds;          // sorted by tensor, one per tensor; optional in JSON
   PlanPrediction predicted;
   double planner_seconds = 0;  // how long planning took
   // With --optimizer-state auto: the choice per slice of model state; empty otherwise (every
@@ -139,7 +152,9 @@ std::vector<OpActions> plan_actions(const Plan& plan, std::size_t ops);
 // tensor ids and op indices in range; every evicted tensor exists in the interval, is not read
 // inside it and is read at needed_at; kRecompute only for recomputable tensors; evictions of
 // one tensor disjoint; kSwap only with a host link in the hardware model, kNvme only with an
-// NVMe tier. kInvalidArgument "<source_name>: <field path>: what is wrong".
+// NVMe tier; holds sorted by tensor, each of a tensor without a producer that the program frees
+// before `until`, and not evicted over its free. kInvalidArgument "<source_name>: <field path>:
+// what is wrong".
 Status validate_plan(const Plan& plan, const Profile& profile, const std::string& source_name);
 
 // JSON (profiles/README.md, "The plan format"), one eviction per line.

@@ -93,6 +93,14 @@ std::string plan_to_json(const Plan& plan) {
     }
     out += "\n],\n";
   }
+  if (!plan.holds.empty()) {
+    out += "\"holds\": [";
+    for (std::size_t i = 0; i < plan.holds.size(); ++i) {
+      out += (i ? ",\n  " : "\n  ") +
+             OrderedJson{{"tensor", plan.holds[i].tensor}, {"until", plan.holds[i].until}}.dump();
+    }
+    out += "\n],\n";
+  }
   out += "\"evictions\": [";
   for (std::size_t i = 0; i < plan.evictions.size(); ++i) {
     out += (i ? ",\n  " : "\n  ") + eviction_json(plan.evictions[i]).dump();
@@ -158,6 +166,19 @@ Result<Plan> plan_from_json(std::string_view text, const std::string& source_nam
       EBB_ASSIGN_OR_RETURN(d.state_bytes, r.unsigned_field(j, at, "state_bytes"));
       EBB_ASSIGN_OR_RETURN(d.predicted_s, r.number_field(j, at, "predicted_s"));
       plan.state_placement.push_back(std::move(d));
+    }
+  }
+  if (root.contains("holds")) {
+    EBB_ASSIGN_OR_RETURN(const Json* holds, r.member(root, "", "holds"));
+    if (!holds->is_array()) return r.fail("holds", "expected an array");
+    for (std::size_t i = 0; i < holds->size(); ++i) {
+      const std::string at = "holds[" + std::to_string(i) + "].";
+      const Json& j = (*holds)[i];
+      if (!j.is_object()) return r.fail(at, "expected an object");
+      Hold h;
+      EBB_ASSIGN_OR_RETURN(h.tensor, r.unsigned_field(j, at, "tensor"));
+      EBB_ASSIGN_OR_RETURN(h.until, r.unsigned_field(j, at, "until"));
+      plan.holds.push_back(h);
     }
   }
   EBB_ASSIGN_OR_RETURN(const Json* evictions, r.member(root, "", "evictions"));

@@ -276,8 +276,10 @@ Plan as_plan(const Profile& p, std::size_t budget, std::vector<Eviction> evictio
 // Whether the plan is the brute force's plan of the subset it drops. Outside the space, a plan
 // may go below the space's optimum: it may drop a tensor later than its last forward use or
 // twice (once more between backward uses), give up a tensor rebuilt for a chain and rebuild it
-// again (less memory, more compute), or drop gradients, all of which the space leaves out.
+// again (less memory, more compute), drop gradients, or hold a released input for a replay
+// after the program freed it (Plan::holds), all of which the space leaves out.
 bool in_space(const Generated& g, const Plan& plan) {
+  if (!plan.holds.empty()) return false;
   std::uint32_t mask = 0;
   for (const Eviction& e : plan.evictions) {
     auto at = std::find(g.droppable.begin(), g.droppable.end(), e.tensor);

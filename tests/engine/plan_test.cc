@@ -56,6 +56,7 @@ TEST(Plan, JsonRoundTripsAndTheFileIsAtomic) {
   Plan plan = sample_plan(p);
   plan.evictions.push_back(
       Eviction{9, EvictionMethod::kRecompute, OffloadTier::kHost, 4, 4, std::nullopt});
+  plan.holds = {Hold{.tensor = 4, .until = 6}};
   Result<Plan> back = plan_from_json(plan_to_json(plan), "plan.json");
   ASSERT_TRUE(back.ok()) << back.status().to_string();
   EXPECT_EQ(*back, plan);
@@ -161,6 +162,15 @@ TEST(Plan, ValidateAcceptsTheSampleAndRejectsEachBrokenRule) {
   bad = good;
   bad.evictions.push_back(bad.evictions[1]);
   expect_error(validate_plan(bad, p, "plan.json"), "overlaps an earlier eviction of tensor 6");
+  // Holds: only of a tensor without a producer, between the program's free and the last op.
+  bad = good;
+  bad.holds = {Hold{.tensor = 5, .until = 6}};
+  expect_error(validate_plan(bad, p, "plan.json"),
+               "holds[0].tensor: tensor 5 \"a0\" has a producer");
+  bad.holds = {Hold{.tensor = 4, .until = 6}};  // x: never freed
+  expect_error(validate_plan(bad, p, "plan.json"), "holds[0].until: op 6 is not between the free");
+  bad.holds = {Hold{.tensor = 40, .until = 6}};
+  expect_error(validate_plan(bad, p, "plan.json"), "holds[0].tensor: tensor 40 is out of range");
 }
 
 TEST(Plan, ActionsListEvictionsAndPrefetchesByOp) {
