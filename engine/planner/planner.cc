@@ -256,9 +256,9 @@ Result<Plan> from_dynamic(const Profile& profile, const PlannerOptions& options,
 // DTR evicts between the rebuilds of one op's inputs, a plan only between ops
 // (dtr_plan_evictions): first the plan that drops such a tensor after the op (DTR's compute);
 // where that does not fit alone, the one that drops it before (DTR's memory, more compute),
-// rescued as from_dynamic's is.
+// rescued as from_dynamic's is, when `rescue` (the rescue rounds are dynamic runs).
 Result<Plan> from_dtr_reference(const Profile& profile, const PlannerOptions& options,
-                                std::int64_t to_beat, double* planner_seconds) {
+                                std::int64_t to_beat, bool rescue, double* planner_seconds) {
   const Clock::time_point start = Clock::now();
   DtrReferenceOptions dtr;
   dtr.budget_bytes = options.budget_bytes;
@@ -276,7 +276,7 @@ Result<Plan> from_dtr_reference(const Profile& profile, const PlannerOptions& op
   late.evictions = dtr_plan_evictions(profile, *run, /*after_reads=*/true);
   Plan plan = plan_of(profile, options, std::move(late));
   const Status fits = check_on_sim(profile, options, plan);
-  if (fits.ok()) return plan;
+  if (fits.ok() || !rescue) return fits.ok() ? Result<Plan>(std::move(plan)) : fits;
   if (fits.code() != StatusCode::kOutOfMemory) return fits;
   return fit_written_down(profile, options,
                           dtr_plan_evictions(profile, *run, /*after_reads=*/false),
@@ -435,9 +435,12 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
     }
   }
   if (options.policy == PlanPolicy::kPlan && options.check_rounds > 0 && !at_op_time()) {
+    // DTR's run written down is one sim check; the rounds that rescue it where it does not fit
+    // alone are dynamic runs, bounded as the dynamic candidate is.
     keep_faster(from_dtr_reference(
         profile, options,
-        plan.ok() ? plan->predicted.step_ns : std::numeric_limits<std::int64_t>::max(), &seconds));
+        plan.ok() ? plan->predicted.step_ns : std::numeric_limits<std::int64_t>::max(),
+        !plan.ok() || profile.ops.size() <= kDynamicCandidateOps, &seconds));
   }
   if (!plan.ok() && options.policy == PlanPolicy::kPlan) {
     // Nothing cheaper fits: the last resort.

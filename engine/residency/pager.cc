@@ -81,6 +81,7 @@ std::string Pager::out_of_memory_message(const std::string& what, std::size_t by
 }
 
 void Pager::set_in_iteration(bool in_iteration) {
+  chains_changed();  // the tape and the producers are another iteration's
   if (in_iteration_ && !in_iteration) previous_base_ns_ = base_ns_;
   in_iteration_ = in_iteration;
   if (!in_iteration) return;  // the figures of the iteration stay readable until the next one
@@ -398,6 +399,7 @@ Status Pager::replay(std::uint32_t slot, std::string_view op) {
         ar.residency = Residency::kDropped;
         --ar.lock_count;
       }
+      chains_changed();
       unlock(locked);
       return block.status();
     }
@@ -463,7 +465,10 @@ Status Pager::prepare_write(std::span<const std::uint32_t> targets, std::string_
   for (std::size_t i = 0; i < tape_.size(); ++i) {
     OpRecord& reader = tape_[i];
     for (std::uint32_t in : reader.inputs) {
-      if (target[in] != 0) reader.stale = true;
+      if (target[in] != 0) {
+        reader.stale = true;
+        chains_changed();
+      }
     }
   }
   for (std::uint32_t t : targets) {

@@ -265,6 +265,12 @@ class Pager {
   // The bookkeeping of an eviction whose device block was given back: the bytes are now `to`.
   void left_device(std::uint32_t slot, Residency to);
   bool storage_releasable(std::uint32_t slot) const;
+  // recoverable() with the pager's memo of proven answers (proven_), which chains_changed()
+  // forgets; losing_bytes() calls it before a tensor gives up its bytes, unless the tensor was
+  // proven recoverable or no op read it.
+  bool recoverable_now(std::uint32_t slot) const;
+  void chains_changed();
+  void losing_bytes(std::uint32_t slot);
   bool held(std::uint32_t slot) const { return slot < held_.size() && held_[slot] != 0; }
   // Frees the storage of released tensors that no replay of a dropped tensor reads and no hold
   // keeps; unless `last_resort`, not the released sources worth_keeping() either.
@@ -303,6 +309,9 @@ class Pager {
   EvictionHooks* hooks_ = nullptr;
   bool prefetching_ = false;  // prefetch() is allocating: evict() frees nothing for it
   std::vector<std::uint32_t> rebuilt_;
+  // Per slot, the epoch in which it was proven recoverable (recoverable_now()).
+  mutable std::vector<std::uint32_t> proven_;
+  std::uint32_t proven_epoch_ = 1;
   std::vector<std::uint8_t> held_;         // per slot: a plan's hold (hold())
   std::vector<std::uint32_t> held_slots_;  // the slots held_ marks, in any order
   std::vector<ArrivalWait> arrival_waits_;

@@ -1,5 +1,6 @@
 // The Pager's evictions: dynamic eviction when the allocator asks for room, the plan's swap-outs
 // and drops, the spill to NVMe when the host tier is full, and giving storage back.
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
@@ -114,8 +115,7 @@ bool Pager::drop_recoverable(std::uint32_t slot) {
   if (!r.live || r.residency != Residency::kDevice || r.lock_count > 0 || !droppable(r)) {
     return false;
   }
-  std::vector<std::uint8_t> memo;
-  if (!recoverable(tensors_, tape_.ops(), slot, memo)) return false;
+  if (!recoverable_now(slot)) return false;
   drop(slot);
   return true;
 }
@@ -159,6 +159,7 @@ bool Pager::spill_to_nvme(std::uint32_t slot) {
 }
 
 void Pager::left_device(std::uint32_t slot, Residency to) {
+  if (to == Residency::kDropped) losing_bytes(slot);
   TensorRecord& r = tensors_.at(slot);
   r.device_ptr = nullptr;
   r.residency = to;
@@ -175,8 +176,7 @@ bool Pager::storage_releasable(std::uint32_t slot) const {
       options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
   if (!(dynamic_drops || plans_) || r.consumers == 0) return true;
   // Rebuilt by replay whenever a dropped tensor's replay needs it.
-  std::vector<std::uint8_t> memo;
-  if (recoverable(tensors_, tape_.ops(), slot, memo)) return true;
+  if (recoverable_now(slot)) return true;
   // Nothing rebuilds it. Without a plan, what is downstream of it may be dropped later: keep it
   // while a replay may read it. A plan says what it keeps (hold()).
   if (dynamic_drops && !plans_ && !r.has_producer()) {
@@ -243,12 +243,17 @@ std::size_t Pager::free_unread_released_storage(bool last_resort) {
   if (holding.empty()) return 0;
   // Freeing a tensor that no replay reads changes no replay chain: one marking serves them all.
   const std::vector<bool> read = replay_inputs(tensors_, tape_.ops());
+  // The readers index only when a released source is among them (worth_keeping()).
   std::vector<std::vector<std::uint32_t>> readers;
-  if (!last_resort && !plans_) readers = tape_readers(tensors_, tape_.ops());
+  const bool sources = !last_resort && !plans_ &&
+                       std::any_of(holding.begin(), holding.end(), [&](std::uint32_t slot) {
+                         return !read[slot] && !tensors_.at(slot).has_producer();
+                       });
+  if (sources) readers = tape_readers(tensors_, tape_.ops());
   std::size_t freed = 0;
   for (std::uint32_t slot : holding) {
     if (read[slot]) continue;
-    if (!readers.empty() && worth_keeping(slot, readers)) continue;
+    if (sources && worth_keeping(slot, readers)) continue;
     const TensorRecord& r = tensors_.at(slot);
     if (r.residency == Residency::kDevice) {
       Result<std::size_t> block = allocator_->block_bytes(r.device_ptr);
@@ -289,7 +294,26 @@ void Pager::free_nvme_copy(TensorRecord& r) {
   r.nvme_extent = kNoExtent;
 }
 
+bool Pager::recoverable_now(std::uint32_t slot) const {
+  return recoverable(tensors_, tape_.ops(), slot, proven_, proven_epoch_);
+}
+
+void Pager::chains_changed() {
+  if (++proven_epoch_ == 0) {  // wrapped: no stale entry may match again
+    std::fill(proven_.begin(), proven_.end(), 0);
+    proven_epoch_ = 1;
+  }
+}
+
+void Pager::losing_bytes(std::uint32_t slot) {
+  // A chain through it now goes on to its producer's inputs: still valid if it was proven
+  // recoverable; and no chain goes through a tensor no op read.
+  const bool proven = slot < proven_.size() && proven_[slot] == proven_epoch_;
+  if (!proven && tensors_.at(slot).consumers > 0) chains_changed();
+}
+
 void Pager::free_storage(std::uint32_t slot) {
+  losing_bytes(slot);
   if (held(slot)) {
     held_[slot] = 0;
     std::erase(held_slots_, slot);

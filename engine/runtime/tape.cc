@@ -100,23 +100,79 @@ std::int64_t recompute_cost_ns(const TensorTable& tensors, const std::vector<OpR
   return cost;
 }
 
+namespace {
+
+// recoverable(), walked with an explicit stack (a chain of dropped tensors can be as long as the
+// tape). `Memo` answers known(s) (0 unknown, 1 recoverable, 2 not) and records yes(s) / no(s).
+template <typename Memo>
+bool walk_recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape,
+                      std::uint32_t slot, Memo& memo) {
+  if (const std::uint8_t known = memo.known(slot); known != 0) return known == 1;
+  const auto replayable = [&](std::uint32_t s) {
+    const TensorRecord& r = tensors.at(s);
+    return r.has_producer() && !tape[static_cast<std::size_t>(r.producer)].stale;
+  };
+  struct Frame {
+    std::uint32_t slot;
+    std::size_t next;  // the producer's next input to look at
+  };
+  std::vector<Frame> stack;
+  const auto fail = [&](std::uint32_t s) {
+    memo.no(s);
+    for (const Frame& f : stack) memo.no(f.slot);
+    return false;
+  };
+  if (!replayable(slot)) return fail(slot);
+  stack.push_back({slot, 0});
+  while (!stack.empty()) {
+    Frame& f = stack.back();
+    const std::vector<std::uint32_t>& inputs =
+        tape[static_cast<std::size_t>(tensors.at(f.slot).producer)].inputs;
+    if (f.next == inputs.size()) {
+      memo.yes(f.slot);
+      stack.pop_back();
+      continue;
+    }
+    const std::uint32_t input = inputs[f.next++];
+    if (tensors.at(input).residency != Residency::kDropped) continue;
+    const std::uint8_t known = memo.known(input);
+    if (known == 1) continue;
+    if (known == 2 || !replayable(input)) return fail(input);
+    stack.push_back({input, 0});  // the tape is acyclic: never a tensor on the stack already
+  }
+  return true;
+}
+
+struct ByteMemo {
+  std::vector<std::uint8_t>& memo;
+  std::uint8_t known(std::uint32_t s) const { return memo[s]; }
+  void yes(std::uint32_t s) { memo[s] = 1; }
+  void no(std::uint32_t s) { memo[s] = 2; }
+};
+
+// Positive answers only, valid while their epoch is the current one.
+struct EpochMemo {
+  std::vector<std::uint32_t>& proven;
+  std::uint32_t epoch;
+  std::uint8_t known(std::uint32_t s) const { return proven[s] == epoch ? 1 : 0; }
+  void yes(std::uint32_t s) { proven[s] = epoch; }
+  void no(std::uint32_t /*s*/) {}
+};
+
+}  // namespace
+
 bool recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape, std::uint32_t slot,
                  std::vector<std::uint8_t>& memo) {
   if (memo.size() < tensors.slot_count()) memo.resize(tensors.slot_count(), 0);
-  if (memo[slot] != 0) return memo[slot] == 1;
-  const TensorRecord& r = tensors.at(slot);
-  bool ok = r.has_producer() && !tape[static_cast<std::size_t>(r.producer)].stale;
-  if (ok) {
-    for (std::uint32_t input : tape[static_cast<std::size_t>(r.producer)].inputs) {
-      if (tensors.at(input).residency == Residency::kDropped &&
-          !recoverable(tensors, tape, input, memo)) {
-        ok = false;
-        break;
-      }
-    }
-  }
-  memo[slot] = ok ? 1 : 2;
-  return ok;
+  ByteMemo m{memo};
+  return walk_recoverable(tensors, tape, slot, m);
+}
+
+bool recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape, std::uint32_t slot,
+                 std::vector<std::uint32_t>& proven, std::uint32_t epoch) {
+  if (proven.size() < tensors.slot_count()) proven.resize(tensors.slot_count(), 0);
+  EpochMemo m{proven, epoch};
+  return walk_recoverable(tensors, tape, slot, m);
 }
 
 std::vector<std::vector<std::uint32_t>> tape_readers(const TensorTable& tensors,

@@ -265,6 +265,12 @@ std::int64_t recompute_cost_ns(const TensorTable& tensors, const std::vector<OpR
 // slot: 0 unknown, 1 recoverable, 2 not) caches results across calls that see the same tables.
 bool recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape, std::uint32_t slot,
                  std::vector<std::uint8_t>& memo);
+// The same, remembering only positive answers across calls: `proven[s] == epoch` says s was
+// found recoverable since the caller last changed `epoch`. A caller keeps it while no tensor
+// that a chain may pass through loses its bytes without being recoverable itself, and no
+// producer goes stale (then a positive answer stays true); `epoch` is never 0.
+bool recoverable(const TensorTable& tensors, const std::vector<OpRecord>& tape, std::uint32_t slot,
+                 std::vector<std::uint32_t>& proven, std::uint32_t epoch);
 
 // For every slot, the tape ops that read it (each once per input it is, ascending).
 std::vector<std::vector<std::uint32_t>> tape_readers(const TensorTable& tensors,
