@@ -462,5 +462,43 @@ TEST(RankEvictionCandidates, LazyOrderEqualsEagerOnRandomTables) {
   EXPECT_GT(drops, 1000U);  // the tables rank something
 }
 
+// recoverable() walks a chain of dropped tensors with its own stack: a chain as long as a long
+// tape does not overflow the thread's. The epoch memo keeps positive answers only: a negative one
+// is found again, so a chain that heals is seen to; a positive one holds until the epoch moves.
+TEST(Recoverable, LongChainsAndTheEpochMemo) {
+  constexpr std::uint32_t kChain = 200000;
+  TensorTable tensors;
+  std::vector<OpRecord> tape(kChain);
+  TensorRecord source;
+  source.name = "x";
+  source.bytes = 4;
+  source.residency = Residency::kDevice;
+  source.device_ptr = &tape;
+  std::uint32_t previous = tensors.add(std::move(source));
+  const std::uint32_t first = previous;
+  for (std::uint32_t k = 0; k < kChain; ++k) {
+    TensorRecord r;
+    r.name = "a";
+    r.bytes = 4;
+    r.producer = static_cast<std::int32_t>(k);
+    r.residency = Residency::kDropped;
+    tape[k].inputs = {previous};
+    previous = tensors.add(std::move(r));
+  }
+  const std::uint32_t last = previous;
+  std::vector<std::uint8_t> memo;
+  EXPECT_TRUE(recoverable(tensors, tape, last, memo));
+
+  std::vector<std::uint32_t> proven;
+  tape[kChain / 2].stale = true;
+  EXPECT_FALSE(recoverable(tensors, tape, last, proven, 1));
+  tape[kChain / 2].stale = false;
+  EXPECT_TRUE(recoverable(tensors, tape, last, proven, 1));  // the negative was not kept
+  // The source loses its bytes: the caller's epoch moves, and the chain is walked again.
+  tensors.at(first).residency = Residency::kDropped;
+  EXPECT_TRUE(recoverable(tensors, tape, last, proven, 1));  // a stale epoch, as documented
+  EXPECT_FALSE(recoverable(tensors, tape, last, proven, 2));
+}
+
 }  // namespace
 }  // namespace ebb
