@@ -69,7 +69,10 @@ Status NvmeTier::init() {
   if (rc < 0) return uring_failure("io_uring_queue_init", rc);
   ring_ready_ = true;
 
-  buffers_bytes_ = std::size_t{options_.queue_depth} * options_.block_bytes;
+  // One buffer more than the queue depth: the one the CPU fills or verifies while queue_depth
+  // requests are in flight (nvme_io.cc).
+  const unsigned slots = options_.queue_depth + 1;
+  buffers_bytes_ = std::size_t{slots} * options_.block_bytes;
   buffers_ = mmap(nullptr, buffers_bytes_, PROT_READ | PROT_WRITE,
                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (buffers_ == MAP_FAILED) {
@@ -77,14 +80,14 @@ Status NvmeTier::init() {
     return internal_error("NVMe tier: mmap of " + std::to_string(buffers_bytes_) +
                           " bytes of staging buffers failed: " + std::strerror(errno));
   }
-  std::vector<iovec> iovecs(options_.queue_depth);
-  slots_.resize(options_.queue_depth);
-  for (unsigned i = 0; i < options_.queue_depth; ++i) {
+  std::vector<iovec> iovecs(slots);
+  slots_.resize(slots);
+  for (unsigned i = 0; i < slots; ++i) {
     auto* base = static_cast<std::byte*>(buffers_) + std::size_t{i} * options_.block_bytes;
     iovecs[i] = iovec{base, options_.block_bytes};
     slots_[i].buffer = base;
   }
-  int reg = io_uring_register_buffers(&ring_, iovecs.data(), options_.queue_depth);
+  int reg = io_uring_register_buffers(&ring_, iovecs.data(), slots);
   if (reg < 0) return uring_failure("io_uring_register_buffers", reg);
   reg = io_uring_register_files(&ring_, fds_.data(), static_cast<unsigned>(fds_.size()));
   if (reg < 0) return uring_failure("io_uring_register_files", reg);

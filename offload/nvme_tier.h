@@ -10,12 +10,15 @@
 // kept in the extent's record in memory, beside the logical size.
 //
 // I/O. One io_uring of queue_depth entries, with the stripe files registered
-// (io_uring_register_files, IOSQE_FIXED_FILE) and queue_depth staging buffers of block_bytes from
-// one anonymous mmap registered once (io_uring_register_buffers; READ_FIXED / WRITE_FIXED), and
-// also with the Device as host memory when one is given, so that device copies from and to them
-// are DMA. A write fills buffer after buffer through the caller's Fill (a memcpy, or a copy from
-// the device) while up to queue_depth earlier blocks are in flight; a read hands each verified
-// block to the caller's Drain while later blocks are read.
+// (io_uring_register_files, IOSQE_FIXED_FILE) and queue_depth + 1 staging buffers of block_bytes
+// from one anonymous mmap registered once (io_uring_register_buffers; READ_FIXED / WRITE_FIXED),
+// and also with the Device as host memory when one is given, so that device copies from and to
+// them are DMA. queue_depth requests stay in flight while the CPU works on the one spare buffer:
+// a write fills it through the caller's Fill (a memcpy, or a copy from the device) and takes its
+// checksum while queue_depth earlier blocks are on the disk, and submits it the moment one of
+// them completes; a read submits the next block as soon as one completes, then verifies the
+// completed block and hands it to the caller's Drain while the others are read. So the checksum,
+// the fill and the drain overlap the I/O instead of taking a request out of the queue.
 //
 // Errors. Any failure (EIO, ENOSPC, a short or over-long completion, a checksum mismatch, a
 // directory removed while in use) is returned, naming the tensor, the file and the offset; a
@@ -144,10 +147,13 @@ class NvmeTier {
   Status check_directories(std::string_view tensor) const;
   Result<std::size_t> reserve_blocks(std::string_view tensor, std::size_t blocks);
   void release_blocks(std::size_t first, std::size_t blocks);
+  // One call's blocks through the ring and the slots (nvme_io.cc).
+  class BlockPipeline;
   // The I/O loop (nvme_io.cc): writes the extent's blocks from `fill` (computing their
   // checksums) or, with fill null, reads them into `drain`. REQUIRES: io_mu_ held.
   Status transfer_blocks(Extent& extent, const Fill* fill, const Drain* drain);
-  // Completes one request: checks its result, applies an injected fault. REQUIRES: io_mu_ held.
+  // Completes one request: checks its result, applies an injected fault, verifies a read's
+  // checksum. REQUIRES: io_mu_ held.
   Status complete(const Extent& extent, Slot& slot, int result, bool writing);
 
   const NvmeTierOptions options_;
@@ -159,10 +165,10 @@ class NvmeTier {
   std::mutex io_mu_;  // serializes the ring and the slots
   io_uring ring_{};   // GUARDED_BY(io_mu_)
   bool ring_ready_ = false;
-  void* buffers_ = nullptr;  // queue_depth x block_bytes, anonymous mmap
+  void* buffers_ = nullptr;  // (queue_depth + 1) x block_bytes, anonymous mmap
   std::size_t buffers_bytes_ = 0;
   bool buffers_registered_with_device_ = false;
-  std::vector<Slot> slots_;  // GUARDED_BY(io_mu_)
+  std::vector<Slot> slots_;  // GUARDED_BY(io_mu_); queue_depth + 1, one per buffer
 
   mutable std::mutex mu_;                         // the tables below
   std::map<std::size_t, std::size_t> free_runs_;  // GUARDED_BY(mu_); first block -> count
