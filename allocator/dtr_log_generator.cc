@@ -20,7 +20,7 @@ class LogWriter {
     const std::string first = fresh();
     out_ << R"({"INSTRUCTION":"CONSTANT","NAME":")" << first << "\"}\n";
     memory(first, bytes);
-    const std::string kept = fresh();
+    std::string kept = fresh();
     out_ << R"({"DST":")" << kept << R"(","INSTRUCTION":"COPY","SRC":")" << first << "\"}\n";
     release(first);
     return kept;
@@ -28,7 +28,7 @@ class LogWriter {
   // A CALL with one fresh result of `bytes` (alias -1) or a view of args[alias].
   std::string call(const std::string& name, const std::vector<std::string>& args, std::size_t bytes,
                    int alias = -1) {
-    const std::string result = fresh();
+    std::string result = fresh();
     out_ << R"({"ARGS":[)" << quoted_list(args) << R"(],"INSTRUCTION":"CALL","NAME":")" << name
          << R"(","RESULT":[")" << result << R"("],"TIME":")" << time_ns() << "\"}\n";
     memory(result, bytes);
@@ -43,7 +43,7 @@ class LogWriter {
     out_ << R"(],"NAME":")" << name << R"(","TIME":")" << time_ns() << "\"}\n";
   }
   std::string copy(const std::string& src) {
-    const std::string dst = fresh();
+    std::string dst = fresh();
     out_ << R"({"DST":")" << dst << R"(","INSTRUCTION":"COPY","SRC":")" << src << "\"}\n";
     return dst;
   }
