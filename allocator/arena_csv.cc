@@ -10,7 +10,7 @@
 namespace ebb {
 namespace {
 
-constexpr std::size_t kMaxTotalBytes = std::size_t{1} << 62;  // as check_plan_buffers
+constexpr std::size_t kMaxCsvTotalBytes = std::size_t{1} << 62;  // as check_plan_buffers
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
@@ -141,14 +141,14 @@ Result<ArenaProblem> parse_arena_csv(std::string_view text, const std::string& s
       return error("size \"" + std::string(size) + "\" " +
                    (digits ? "overflows 64 bits" : "is not an integer"));
     }
-    if (buffer.size_bytes >= kMaxTotalBytes || kMaxTotalBytes - total_bytes <= buffer.size_bytes) {
+    if (buffer.size_bytes >= kMaxCsvTotalBytes || kMaxCsvTotalBytes - total_bytes <= buffer.size_bytes) {
       return error("size " + std::string(size) + " brings the total past 2^62 bytes");
     }
     total_bytes += buffer.size_bytes;
     if (column_of[kAlignment] >= 0) {
       const std::string_view alignment = fields[column_of[kAlignment]];
       if (!parse_number(alignment, buffer.alignment) || buffer.alignment == 0 ||
-          (buffer.alignment & (buffer.alignment - 1)) != 0 || buffer.alignment >= kMaxTotalBytes) {
+          (buffer.alignment & (buffer.alignment - 1)) != 0 || buffer.alignment >= kMaxCsvTotalBytes) {
         return error("alignment \"" + std::string(alignment) + "\" is not a power of two");
       }
       total_bytes += buffer.alignment;
