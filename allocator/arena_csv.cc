@@ -141,14 +141,16 @@ Result<ArenaProblem> parse_arena_csv(std::string_view text, const std::string& s
       return error("size \"" + std::string(size) + "\" " +
                    (digits ? "overflows 64 bits" : "is not an integer"));
     }
-    if (buffer.size_bytes >= kMaxCsvTotalBytes || kMaxCsvTotalBytes - total_bytes <= buffer.size_bytes) {
+    if (buffer.size_bytes >= kMaxCsvTotalBytes ||
+        kMaxCsvTotalBytes - total_bytes <= buffer.size_bytes) {
       return error("size " + std::string(size) + " brings the total past 2^62 bytes");
     }
     total_bytes += buffer.size_bytes;
     if (column_of[kAlignment] >= 0) {
       const std::string_view alignment = fields[column_of[kAlignment]];
       if (!parse_number(alignment, buffer.alignment) || buffer.alignment == 0 ||
-          (buffer.alignment & (buffer.alignment - 1)) != 0 || buffer.alignment >= kMaxCsvTotalBytes) {
+          (buffer.alignment & (buffer.alignment - 1)) != 0 ||
+          buffer.alignment >= kMaxCsvTotalBytes) {
         return error("alignment \"" + std::string(alignment) + "\" is not a power of two");
       }
       total_bytes += buffer.alignment;
