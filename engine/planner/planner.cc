@@ -276,8 +276,8 @@ Result<Plan> from_dtr_reference(const Profile& profile, const PlannerOptions& op
   late.evictions = dtr_plan_evictions(profile, *run, /*after_reads=*/true);
   Plan plan = plan_of(profile, options, std::move(late));
   const Status fits = check_on_sim(profile, options, plan);
-  if (fits.ok() || !rescue) return fits.ok() ? Result<Plan>(std::move(plan)) : fits;
-  if (fits.code() != StatusCode::kOutOfMemory) return fits;
+  if (fits.ok()) return plan;
+  if (!rescue || fits.code() != StatusCode::kOutOfMemory) return fits;
   return fit_written_down(profile, options,
                           dtr_plan_evictions(profile, *run, /*after_reads=*/false),
                           EvictionPolicy::kRecompute, planner_seconds);

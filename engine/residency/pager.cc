@@ -462,15 +462,17 @@ Status Pager::prepare_write(std::span<const std::uint32_t> targets, std::string_
     if (!r.live || r.released || r.residency != Residency::kDropped || !r.has_producer()) continue;
     if (reads_target(reads_target, slot)) EBB_RETURN_IF_ERROR(make_resident(slot, op));
   }
+  bool marked = false;
   for (std::size_t i = 0; i < tape_.size(); ++i) {
     OpRecord& reader = tape_[i];
     for (std::uint32_t in : reader.inputs) {
       if (target[in] != 0) {
         reader.stale = true;
-        chains_changed();
+        marked = true;
       }
     }
   }
+  if (marked) chains_changed();
   for (std::uint32_t t : targets) {
     TensorRecord& r = tensors_.at(t);
     if (r.residency == Residency::kDevice && r.host_ptr != nullptr) {

@@ -272,6 +272,13 @@ class Pager {
   void chains_changed();
   void losing_bytes(std::uint32_t slot);
   bool held(std::uint32_t slot) const { return slot < held_.size() && held_[slot] != 0; }
+  // Clears a hold without freeing anything; false when the slot was not held.
+  bool unhold(std::uint32_t slot);
+  // Dynamic eviction may drop tensors (policy recompute or both).
+  bool drops_dynamically() const {
+    return options_.policy == EvictionPolicy::kRecompute ||
+           options_.policy == EvictionPolicy::kBoth;
+  }
   // Frees the storage of released tensors that no replay of a dropped tensor reads and no hold
   // keeps; unless `last_resort`, not the released sources worth_keeping() either.
   std::size_t free_unread_released_storage(bool last_resort);

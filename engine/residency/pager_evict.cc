@@ -27,8 +27,7 @@ std::size_t Pager::evict_ranked(std::size_t bytes_needed) {
   // replay chains can still run. A swap changes neither. The tape does not change meanwhile,
   // so its reverse edges are built once for all the rankings.
   std::vector<std::vector<std::uint32_t>> readers;
-  const bool walks =
-      options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
+  const bool walks = drops_dynamically();
   while (freed < bytes_needed) {
     if (walks && readers.empty()) readers = tape_readers(tensors_, tape_.ops());
     const EvictionContext context{
@@ -172,8 +171,7 @@ bool Pager::storage_releasable(std::uint32_t slot) const {
   const TensorRecord& r = tensors_.at(slot);
   if (held(slot)) return false;
   // A plan drops tensors too: a released tensor their replays read keeps its bytes.
-  const bool dynamic_drops =
-      options_.policy == EvictionPolicy::kRecompute || options_.policy == EvictionPolicy::kBoth;
+  const bool dynamic_drops = drops_dynamically();
   if (!(dynamic_drops || plans_) || r.consumers == 0) return true;
   // Rebuilt by replay whenever a dropped tensor's replay needs it.
   if (recoverable_now(slot)) return true;
@@ -196,10 +194,15 @@ void Pager::hold(std::uint32_t slot) {
   held_slots_.push_back(slot);
 }
 
-void Pager::end_hold(std::uint32_t slot) {
-  if (!held(slot)) return;
+bool Pager::unhold(std::uint32_t slot) {
+  if (!held(slot)) return false;
   held_[slot] = 0;
   std::erase(held_slots_, slot);
+  return true;
+}
+
+void Pager::end_hold(std::uint32_t slot) {
+  if (!unhold(slot)) return;
   const TensorRecord& r = tensors_.at(slot);
   if (r.live && r.released && r.residency != Residency::kDropped && storage_releasable(slot)) {
     free_storage(slot);
@@ -213,10 +216,7 @@ void Pager::end_holds() {
 bool Pager::worth_keeping(std::uint32_t slot,
                           const std::vector<std::vector<std::uint32_t>>& readers) const {
   const TensorRecord& source = tensors_.at(slot);
-  if (plans_ || source.has_producer() ||
-      (options_.policy != EvictionPolicy::kRecompute && options_.policy != EvictionPolicy::kBoth)) {
-    return false;
-  }
+  if (plans_ || source.has_producer() || !drops_dynamically()) return false;
   // What keeping it makes droppable, at least: the resident outputs of the ops that read it.
   std::size_t droppable_bytes = 0;
   for (std::uint32_t op : readers[slot]) {
@@ -314,10 +314,7 @@ void Pager::losing_bytes(std::uint32_t slot) {
 
 void Pager::free_storage(std::uint32_t slot) {
   losing_bytes(slot);
-  if (held(slot)) {
-    held_[slot] = 0;
-    std::erase(held_slots_, slot);
-  }
+  unhold(slot);
   Status settled = settle_arrival(slot, /*for_use=*/false);
   EBB_CHECK(settled.ok(), "freeing " + quote(tensors_.at(slot).name) + ": " + settled.to_string());
   TensorRecord& r = tensors_.at(slot);
