@@ -221,7 +221,7 @@ std::optional<nn::FloatType> float_type_of(DType dtype) {
 }
 
 Result<Tensor> embedding(Engine& engine, const std::string& name, const Tensor& tokens,
-                         const Tensor& wte, const Tensor& wpe) {
+                         const Tensor& wte, const Tensor& wpe, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_RETURN_IF_ERROR(check.expect(tokens, "tokens", {false, {any(), any()}}, kI32));
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type,
@@ -235,18 +235,20 @@ Result<Tensor> embedding(Engine& engine, const std::string& name, const Tensor& 
   EBB_ASSIGN_OR_RETURN(const int C, check.size("C", c_len));
   EBB_ASSIGN_OR_RETURN(const int V, check.size("V", wte.shape()[0]));
   EBB_ASSIGN_OR_RETURN(const int N, check.size("B*T", std::int64_t{B} * T));
-  EBB_ASSIGN_OR_RETURN(auto out, engine.run(name, {tokens, wte, wpe},
-                                            {spec(name, {N, C}, TensorKind::kActivation, dtype)},
-                                            [=](const OpArgs& a) {
-                                              nn::embedding_forward(a.launch, type, a.outputs[0],
-                                                                    in_i32(a, 0), a.inputs[1],
-                                                                    a.inputs[2], B, T, C, V);
-                                            }));
+  EBB_ASSIGN_OR_RETURN(
+      auto out, engine.run(
+                    name, {tokens, wte, wpe}, {spec(name, {N, C}, TensorKind::kActivation, dtype)},
+                    [=](const OpArgs& a) {
+                      nn::embedding_forward(a.launch, type, a.outputs[0], in_i32(a, 0), a.inputs[1],
+                                            a.inputs[2], B, T, C, V);
+                    },
+                    cost));
   return out[0];
 }
 
 Result<EmbeddingGrads> embedding_backward(Engine& engine, const std::string& name,
-                                          const Tensor& dout, const Tensor& tokens, int vocab) {
+                                          const Tensor& dout, const Tensor& tokens, int vocab,
+                                          std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_RETURN_IF_ERROR(check.expect(tokens, "tokens", {false, {any(), any()}}, kI32));
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type, check.expect_float(dout, "dout", rows_of(any())));
@@ -256,19 +258,22 @@ Result<EmbeddingGrads> embedding_backward(Engine& engine, const std::string& nam
   EBB_ASSIGN_OR_RETURN(const int V, check.size("vocab", vocab));
   EBB_RETURN_IF_ERROR(check.expect_rows(dout, "dout", std::int64_t{B} * T,
                                         "B*T of " + Checks::describe(tokens, "tokens")));
-  EBB_ASSIGN_OR_RETURN(
-      auto out, engine.run(name, {dout, tokens},
-                           {spec(name + ".dwte", {V, C}, TensorKind::kGradient, kF32),
-                            spec(name + ".dwpe", {T, C}, TensorKind::kGradient, kF32)},
-                           [=](const OpArgs& a) {
-                             nn::embedding_backward(a.launch, type, out_f32(a, 0), out_f32(a, 1),
-                                                    a.inputs[0], in_i32(a, 1), B, T, C, V);
-                           }));
+  EBB_ASSIGN_OR_RETURN(auto out, engine.run(
+                                     name, {dout, tokens},
+                                     {spec(name + ".dwte", {V, C}, TensorKind::kGradient, kF32),
+                                      spec(name + ".dwpe", {T, C}, TensorKind::kGradient, kF32)},
+                                     [=](const OpArgs& a) {
+                                       nn::embedding_backward(a.launch, type, out_f32(a, 0),
+                                                              out_f32(a, 1), a.inputs[0],
+                                                              in_i32(a, 1), B, T, C, V);
+                                     },
+                                     cost));
   return EmbeddingGrads{out[0], out[1]};
 }
 
 Result<LayerNormOut> layernorm(Engine& engine, const std::string& name, const Tensor& in,
-                               const Tensor& weight, const Tensor& bias) {
+                               const Tensor& weight, const Tensor& bias,
+                               std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type, check.expect_float(in, "in", rows_of(any())));
   const DType dtype = in.dtype();
@@ -278,22 +283,24 @@ Result<LayerNormOut> layernorm(Engine& engine, const std::string& name, const Te
   EBB_ASSIGN_OR_RETURN(const int N, check.size("rows", rows(in.shape())));
   EBB_ASSIGN_OR_RETURN(const int C, check.size("C", c_len));
   EBB_ASSIGN_OR_RETURN(auto out,
-                       engine.run(name, {in, weight, bias},
-                                  {spec(name + ".out", in.shape(), TensorKind::kActivation, dtype),
-                                   spec(name + ".mean", {N}, TensorKind::kActivation, kF32),
-                                   spec(name + ".rstd", {N}, TensorKind::kActivation, kF32)},
-                                  [=](const OpArgs& a) {
-                                    nn::layernorm_forward(a.launch, type, a.outputs[0],
-                                                          out_f32(a, 1), out_f32(a, 2), a.inputs[0],
-                                                          a.inputs[1], a.inputs[2], N, C);
-                                  }));
+                       engine.run(
+                           name, {in, weight, bias},
+                           {spec(name + ".out", in.shape(), TensorKind::kActivation, dtype),
+                            spec(name + ".mean", {N}, TensorKind::kActivation, kF32),
+                            spec(name + ".rstd", {N}, TensorKind::kActivation, kF32)},
+                           [=](const OpArgs& a) {
+                             nn::layernorm_forward(a.launch, type, a.outputs[0], out_f32(a, 1),
+                                                   out_f32(a, 2), a.inputs[0], a.inputs[1],
+                                                   a.inputs[2], N, C);
+                           },
+                           cost));
   return LayerNormOut{out[0], out[1], out[2]};
 }
 
 Result<LayerNormGrads> layernorm_backward(Engine& engine, const std::string& name,
                                           const Tensor& dout, const Tensor& in,
                                           const Tensor& weight, const Tensor& mean,
-                                          const Tensor& rstd) {
+                                          const Tensor& rstd, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type, check.expect_float(in, "in", rows_of(any())));
   const DType dtype = in.dtype();
@@ -305,8 +312,9 @@ Result<LayerNormGrads> layernorm_backward(Engine& engine, const std::string& nam
   EBB_RETURN_IF_ERROR(check.expect(rstd, "rstd", exact({n_rows}), kF32));
   EBB_ASSIGN_OR_RETURN(const int N, check.size("rows", n_rows));
   EBB_ASSIGN_OR_RETURN(const int C, check.size("C", c_len));
-  EBB_ASSIGN_OR_RETURN(
-      auto out, engine.run(name, {dout, in, weight, mean, rstd},
+  EBB_ASSIGN_OR_RETURN(auto out,
+                       engine.run(
+                           name, {dout, in, weight, mean, rstd},
                            {spec(name + ".dinp", in.shape(), TensorKind::kGradient, dtype),
                             spec(name + ".dweight", {C}, TensorKind::kGradient, kF32),
                             spec(name + ".dbias", {C}, TensorKind::kGradient, kF32)},
@@ -314,12 +322,13 @@ Result<LayerNormGrads> layernorm_backward(Engine& engine, const std::string& nam
                              nn::layernorm_backward(a.launch, type, a.outputs[0], out_f32(a, 1),
                                                     out_f32(a, 2), a.inputs[0], a.inputs[1],
                                                     a.inputs[2], in_f32(a, 3), in_f32(a, 4), N, C);
-                           }));
+                           },
+                           cost));
   return LayerNormGrads{out[0], out[1], out[2]};
 }
 
 Result<Tensor> matmul(Engine& engine, const std::string& name, const Tensor& in,
-                      const Tensor& weight, const Tensor* bias) {
+                      const Tensor& weight, const Tensor* bias, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type, check.expect_float(in, "in", rows_of(any())));
   const DType dtype = in.dtype();
@@ -335,17 +344,19 @@ Result<Tensor> matmul(Engine& engine, const std::string& name, const Tensor& in,
   const bool has_bias = bias != nullptr;
   EBB_ASSIGN_OR_RETURN(
       auto out,
-      engine.run(name, inputs,
-                 {spec(name, with_last(in.shape(), oc_len), TensorKind::kActivation, dtype)},
-                 [=](const OpArgs& a) {
-                   nn::matmul_forward(a.launch, type, a.outputs[0], a.inputs[0], a.inputs[1],
-                                      has_bias ? a.inputs[2] : nullptr, N, C, OC);
-                 }));
+      engine.run(
+          name, inputs, {spec(name, with_last(in.shape(), oc_len), TensorKind::kActivation, dtype)},
+          [=](const OpArgs& a) {
+            nn::matmul_forward(a.launch, type, a.outputs[0], a.inputs[0], a.inputs[1],
+                               has_bias ? a.inputs[2] : nullptr, N, C, OC);
+          },
+          cost));
   return out[0];
 }
 
 Result<MatmulGrads> matmul_backward(Engine& engine, const std::string& name, const Tensor& dout,
-                                    const Tensor& in, const Tensor& weight, bool has_bias) {
+                                    const Tensor& in, const Tensor& weight, bool has_bias,
+                                    std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type, check.expect_float(in, "in", rows_of(any())));
   const DType dtype = in.dtype();
@@ -359,59 +370,66 @@ Result<MatmulGrads> matmul_backward(Engine& engine, const std::string& name, con
   std::vector<TensorSpec> outputs{spec(name + ".dinp", in.shape(), TensorKind::kGradient, dtype),
                                   spec(name + ".dweight", {OC, C}, TensorKind::kGradient, kF32)};
   if (has_bias) outputs.push_back(spec(name + ".dbias", {OC}, TensorKind::kGradient, kF32));
-  EBB_ASSIGN_OR_RETURN(
-      auto out, engine.run(name, {dout, in, weight}, std::move(outputs), [=](const OpArgs& a) {
-        nn::matmul_backward(a.launch, type, a.outputs[0], out_f32(a, 1),
-                            has_bias ? out_f32(a, 2) : nullptr, a.inputs[0], a.inputs[1],
-                            a.inputs[2], N, C, OC);
-      }));
+  EBB_ASSIGN_OR_RETURN(auto out, engine.run(
+                                     name, {dout, in, weight}, std::move(outputs),
+                                     [=](const OpArgs& a) {
+                                       nn::matmul_backward(
+                                           a.launch, type, a.outputs[0], out_f32(a, 1),
+                                           has_bias ? out_f32(a, 2) : nullptr, a.inputs[0],
+                                           a.inputs[1], a.inputs[2], N, C, OC);
+                                     },
+                                     cost));
   return MatmulGrads{out[0], out[1], has_bias ? out[2] : Tensor()};
 }
 
-Result<Tensor> gelu(Engine& engine, const std::string& name, const Tensor& in) {
+Result<Tensor> gelu(Engine& engine, const std::string& name, const Tensor& in,
+                    std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type, check.expect_float(in, "in", any_shape()));
   const std::int64_t n = elements(in.shape());
   EBB_ASSIGN_OR_RETURN(
       auto out,
-      engine.run(name, {in}, {spec(name, in.shape(), TensorKind::kActivation, in.dtype())},
-                 [=](const OpArgs& a) {
-                   nn::gelu_forward(a.launch, type, a.outputs[0], a.inputs[0], n);
-                 }));
+      engine.run(
+          name, {in}, {spec(name, in.shape(), TensorKind::kActivation, in.dtype())},
+          [=](const OpArgs& a) { nn::gelu_forward(a.launch, type, a.outputs[0], a.inputs[0], n); },
+          cost));
   return out[0];
 }
 
 Result<Tensor> gelu_backward(Engine& engine, const std::string& name, const Tensor& in,
-                             const Tensor& dout) {
+                             const Tensor& dout, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type, check.expect_float(in, "in", any_shape()));
   EBB_RETURN_IF_ERROR(check.expect(dout, "dout", exact(in.shape()), in.dtype()));
   const std::int64_t n = elements(in.shape());
   EBB_ASSIGN_OR_RETURN(
-      auto out,
-      engine.run(name, {in, dout}, {spec(name, in.shape(), TensorKind::kGradient, in.dtype())},
-                 [=](const OpArgs& a) {
-                   nn::gelu_backward(a.launch, type, a.outputs[0], a.inputs[0], a.inputs[1], n);
-                 }));
+      auto out, engine.run(
+                    name, {in, dout}, {spec(name, in.shape(), TensorKind::kGradient, in.dtype())},
+                    [=](const OpArgs& a) {
+                      nn::gelu_backward(a.launch, type, a.outputs[0], a.inputs[0], a.inputs[1], n);
+                    },
+                    cost));
   return out[0];
 }
 
 Result<Tensor> add(Engine& engine, const std::string& name, const Tensor& a, const Tensor& b,
-                   TensorKind kind) {
+                   TensorKind kind, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type, check.expect_float(a, "a", any_shape()));
   EBB_RETURN_IF_ERROR(check.expect(b, "b", exact(a.shape()), a.dtype()));
   const std::int64_t n = elements(a.shape());
-  EBB_ASSIGN_OR_RETURN(
-      auto out,
-      engine.run(name, {a, b}, {spec(name, a.shape(), kind, a.dtype())}, [=](const OpArgs& args) {
-        nn::add(args.launch, type, args.outputs[0], args.inputs[0], args.inputs[1], n);
-      }));
+  EBB_ASSIGN_OR_RETURN(auto out, engine.run(
+                                     name, {a, b}, {spec(name, a.shape(), kind, a.dtype())},
+                                     [=](const OpArgs& args) {
+                                       nn::add(args.launch, type, args.outputs[0], args.inputs[0],
+                                               args.inputs[1], n);
+                                     },
+                                     cost));
   return out[0];
 }
 
 Result<AttentionOut> attention(Engine& engine, const std::string& name, const Tensor& qkv,
-                               int batch, int seq, int heads) {
+                               int batch, int seq, int heads, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const AttentionDims d, attention_dims(check, qkv, batch, seq, heads));
   const DType dtype = qkv.dtype();
@@ -424,30 +442,34 @@ Result<AttentionOut> attention(Engine& engine, const std::string& name, const Te
           [=](const OpArgs& a) {
             nn::attention_forward(a.launch, d.type, a.outputs[0], a.outputs[1], a.inputs[0],
                                   d.batch, d.seq, d.channels, d.heads);
-          }));
+          },
+          cost));
   return AttentionOut{out[0], out[1]};
 }
 
 Result<Tensor> attention_backward(Engine& engine, const std::string& name, const Tensor& dout,
                                   const Tensor& qkv, const Tensor& att, int batch, int seq,
-                                  int heads) {
+                                  int heads, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const AttentionDims d, attention_dims(check, qkv, batch, seq, heads));
   const DType dtype = qkv.dtype();
   EBB_RETURN_IF_ERROR(check.expect(dout, "dout", exact(with_last(qkv.shape(), d.channels)), dtype));
   EBB_RETURN_IF_ERROR(check.expect(att, "att", exact({d.batch, d.heads, d.seq, d.seq}), dtype));
   EBB_ASSIGN_OR_RETURN(
-      auto out,
-      engine.run(name, {dout, qkv, att}, {spec(name, qkv.shape(), TensorKind::kGradient, dtype)},
-                 [=](const OpArgs& a) {
-                   nn::attention_backward(a.launch, d.type, a.outputs[0], a.inputs[0], a.inputs[1],
-                                          a.inputs[2], d.batch, d.seq, d.channels, d.heads);
-                 }));
+      auto out, engine.run(
+                    name, {dout, qkv, att}, {spec(name, qkv.shape(), TensorKind::kGradient, dtype)},
+                    [=](const OpArgs& a) {
+                      nn::attention_backward(a.launch, d.type, a.outputs[0], a.inputs[0],
+                                             a.inputs[1], a.inputs[2], d.batch, d.seq, d.channels,
+                                             d.heads);
+                    },
+                    cost));
   return out[0];
 }
 
 Result<CrossEntropyOut> softmax_cross_entropy(Engine& engine, const std::string& name,
-                                              const Tensor& logits, const Tensor& targets) {
+                                              const Tensor& logits, const Tensor& targets,
+                                              std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type,
                        check.expect_float(logits, "logits", rows_of(any())));
@@ -461,19 +483,21 @@ Result<CrossEntropyOut> softmax_cross_entropy(Engine& engine, const std::string&
   EBB_ASSIGN_OR_RETURN(const int V, check.size("V", logits.shape().back()));
   EBB_ASSIGN_OR_RETURN(
       auto out,
-      engine.run(name, {logits, targets},
-                 {spec(name + ".losses", {N}, TensorKind::kActivation, kF32),
-                  spec(name + ".probs", logits.shape(), TensorKind::kActivation, logits.dtype())},
-                 [=](const OpArgs& a) {
-                   nn::softmax_cross_entropy_forward(a.launch, type, out_f32(a, 0), a.outputs[1],
-                                                     a.inputs[0], in_i32(a, 1), N, V);
-                 }));
+      engine.run(
+          name, {logits, targets},
+          {spec(name + ".losses", {N}, TensorKind::kActivation, kF32),
+           spec(name + ".probs", logits.shape(), TensorKind::kActivation, logits.dtype())},
+          [=](const OpArgs& a) {
+            nn::softmax_cross_entropy_forward(a.launch, type, out_f32(a, 0), a.outputs[1],
+                                              a.inputs[0], in_i32(a, 1), N, V);
+          },
+          cost));
   return CrossEntropyOut{out[0], out[1]};
 }
 
 Result<Tensor> softmax_cross_entropy_backward(Engine& engine, const std::string& name,
                                               const Tensor& probs, const Tensor& targets,
-                                              float dloss) {
+                                              float dloss, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType type,
                        check.expect_float(probs, "probs", rows_of(any())));
@@ -487,33 +511,36 @@ Result<Tensor> softmax_cross_entropy_backward(Engine& engine, const std::string&
     return check.error("dloss " + std::to_string(dloss) + " is not finite");
   EBB_ASSIGN_OR_RETURN(const int N, check.size("rows", n_rows));
   EBB_ASSIGN_OR_RETURN(const int V, check.size("V", probs.shape().back()));
-  EBB_ASSIGN_OR_RETURN(auto out,
-                       engine.run(name, {probs, targets},
-                                  {spec(name, probs.shape(), TensorKind::kGradient, probs.dtype())},
-                                  [=](const OpArgs& a) {
-                                    nn::softmax_cross_entropy_backward(a.launch, type, a.outputs[0],
-                                                                       a.inputs[0], in_i32(a, 1),
-                                                                       dloss, N, V);
-                                  }));
+  EBB_ASSIGN_OR_RETURN(
+      auto out,
+      engine.run(
+          name, {probs, targets}, {spec(name, probs.shape(), TensorKind::kGradient, probs.dtype())},
+          [=](const OpArgs& a) {
+            nn::softmax_cross_entropy_backward(a.launch, type, a.outputs[0], a.inputs[0],
+                                               in_i32(a, 1), dloss, N, V);
+          },
+          cost));
   return out[0];
 }
 
-Result<Tensor> mean(Engine& engine, const std::string& name, const Tensor& in) {
+Result<Tensor> mean(Engine& engine, const std::string& name, const Tensor& in,
+                    std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_RETURN_IF_ERROR(check.expect(in, "in", any_shape(), kF32));
   const std::int64_t n = elements(in.shape());
-  EBB_ASSIGN_OR_RETURN(auto out,
-                       engine.run(name, {in}, {spec(name, {1}, TensorKind::kActivation, kF32)},
-                                  [=](const OpArgs& a) {
-                                    nn::mean(a.launch, nn::FloatType::kF32, out_f32(a, 0),
-                                             in_f32(a, 0), n);
-                                  }));
+  EBB_ASSIGN_OR_RETURN(auto out, engine.run(
+                                     name, {in}, {spec(name, {1}, TensorKind::kActivation, kF32)},
+                                     [=](const OpArgs& a) {
+                                       nn::mean(a.launch, nn::FloatType::kF32, out_f32(a, 0),
+                                                in_f32(a, 0), n);
+                                     },
+                                     cost));
   return out[0];
 }
 
 Result<AdamWOut> adamw(Engine& engine, const std::string& name, const Tensor& param,
                        const Tensor& grad, const Tensor& m, const Tensor& v,
-                       const nn::AdamWConfig& config, int step) {
+                       const nn::AdamWConfig& config, int step, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_RETURN_IF_ERROR(check.expect(param, "param", any_shape(), kF32));
   const Pattern like_param = exact(param.shape());
@@ -523,20 +550,21 @@ Result<AdamWOut> adamw(Engine& engine, const std::string& name, const Tensor& pa
   if (step < 1) return check.error("step " + std::to_string(step) + " is not >= 1");
   const std::int64_t n = elements(param.shape());
   EBB_ASSIGN_OR_RETURN(
-      auto out, engine.run(name, {param, grad, m, v},
-                           {spec(param.name(), param.shape(), TensorKind::kParameter, kF32),
-                            spec(m.name(), param.shape(), TensorKind::kOptimizerState, kF32),
-                            spec(v.name(), param.shape(), TensorKind::kOptimizerState, kF32)},
-                           [=](const OpArgs& a) {
-                             nn::adamw(a.launch, out_f32(a, 0), out_f32(a, 1), out_f32(a, 2),
-                                       in_f32(a, 0), in_f32(a, 1), in_f32(a, 2), in_f32(a, 3), n,
-                                       config, step);
-                           }));
+      auto out, engine.run(
+                    name, {param, grad, m, v},
+                    {spec(param.name(), param.shape(), TensorKind::kParameter, kF32),
+                     spec(m.name(), param.shape(), TensorKind::kOptimizerState, kF32),
+                     spec(v.name(), param.shape(), TensorKind::kOptimizerState, kF32)},
+                    [=](const OpArgs& a) {
+                      nn::adamw(a.launch, out_f32(a, 0), out_f32(a, 1), out_f32(a, 2), in_f32(a, 0),
+                                in_f32(a, 1), in_f32(a, 2), in_f32(a, 3), n, config, step);
+                    },
+                    cost));
   return AdamWOut{out[0], out[1], out[2]};
 }
 
 Result<Tensor> cast(Engine& engine, const std::string& name, const Tensor& in, DType to,
-                    TensorKind kind) {
+                    TensorKind kind, std::chrono::nanoseconds cost) {
   const Checks check(engine, name);
   EBB_ASSIGN_OR_RETURN(const nn::FloatType from, check.expect_float(in, "in", any_shape()));
   const std::optional<nn::FloatType> to_type = float_type_of(to);
@@ -545,11 +573,12 @@ Result<Tensor> cast(Engine& engine, const std::string& name, const Tensor& in, D
                        std::string(dtype_name(to)) + ", expected f32, bf16 or f16");
   }
   const std::int64_t n = elements(in.shape());
-  EBB_ASSIGN_OR_RETURN(auto out, engine.run(name, {in}, {spec(name, in.shape(), kind, to)},
-                                            [=, to = *to_type](const OpArgs& a) {
-                                              nn::cast(a.launch, to, a.outputs[0], from,
-                                                       a.inputs[0], n);
-                                            }));
+  EBB_ASSIGN_OR_RETURN(auto out, engine.run(
+                                     name, {in}, {spec(name, in.shape(), kind, to)},
+                                     [=, to = *to_type](const OpArgs& a) {
+                                       nn::cast(a.launch, to, a.outputs[0], from, a.inputs[0], n);
+                                     },
+                                     cost));
   return out[0];
 }
 

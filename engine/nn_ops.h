@@ -33,6 +33,10 @@
 // parameter keeps its name from step to step. Forward outputs are kActivation, backward outputs
 // kGradient, adamw's kParameter and kOptimizerState.
 //
+// Cost. Every op takes a `cost` (0: unknown), its modelled time, given to Engine::run: a sim
+// device's clock advances by it in place of running the kernel, and eviction and recompute
+// estimates use it (engine/engine.h).
+//
 // Errors: kInvalidArgument for an empty, foreign or released tensor, a wrong dtype or shape, or
 // a bad size argument, with nothing run and the engine usable; otherwise whatever Engine::run
 // returns. REQUIRES what the checks cannot see: token and target ids in [0, V).
@@ -40,6 +44,7 @@
 // Thread safety: as Engine (not thread-safe; the thread that drives the engine calls these).
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -91,63 +96,76 @@ struct AdamWOut {
 
 // out [B*T, C] = wte[tokens] + wpe[t]. tokens [B, T] i32, wte [V, C], wpe [>= T, C].
 Result<Tensor> embedding(Engine& engine, const std::string& name, const Tensor& tokens,
-                         const Tensor& wte, const Tensor& wpe);
+                         const Tensor& wte, const Tensor& wpe,
+                         std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 // dout [..., C] with B*T rows, tokens [B, T] i32. dwte [vocab, C], dwpe [T, C].
-Result<EmbeddingGrads> embedding_backward(Engine& engine, const std::string& name,
-                                          const Tensor& dout, const Tensor& tokens, int vocab);
+Result<EmbeddingGrads> embedding_backward(
+    Engine& engine, const std::string& name, const Tensor& dout, const Tensor& tokens, int vocab,
+    std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // in [..., C], weight [C], bias [C].
 Result<LayerNormOut> layernorm(Engine& engine, const std::string& name, const Tensor& in,
-                               const Tensor& weight, const Tensor& bias);
+                               const Tensor& weight, const Tensor& bias,
+                               std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 // dout like in; weight [C]; mean and rstd [rows] (layernorm's outputs for `in`).
-Result<LayerNormGrads> layernorm_backward(Engine& engine, const std::string& name,
-                                          const Tensor& dout, const Tensor& in,
-                                          const Tensor& weight, const Tensor& mean,
-                                          const Tensor& rstd);
+Result<LayerNormGrads> layernorm_backward(
+    Engine& engine, const std::string& name, const Tensor& dout, const Tensor& in,
+    const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+    std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // out [..., OC] = in [..., C] * weight[OC, C]^T + bias [OC]; bias may be null.
 Result<Tensor> matmul(Engine& engine, const std::string& name, const Tensor& in,
-                      const Tensor& weight, const Tensor* bias);
+                      const Tensor& weight, const Tensor* bias,
+                      std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 // dout [..., OC] with in's leading dimensions. `has_bias` says whether the forward had a bias
 // (whether dbias is computed).
 Result<MatmulGrads> matmul_backward(Engine& engine, const std::string& name, const Tensor& dout,
-                                    const Tensor& in, const Tensor& weight, bool has_bias);
+                                    const Tensor& in, const Tensor& weight, bool has_bias,
+                                    std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // out = gelu(in), any shape.
-Result<Tensor> gelu(Engine& engine, const std::string& name, const Tensor& in);
+Result<Tensor> gelu(Engine& engine, const std::string& name, const Tensor& in,
+                    std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 // dinp = gelu'(in) * dout; in and dout of one shape.
 Result<Tensor> gelu_backward(Engine& engine, const std::string& name, const Tensor& in,
-                             const Tensor& dout);
+                             const Tensor& dout,
+                             std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // out = a + b; a and b of one shape. `kind` is the output's: kActivation for the residual,
 // kGradient for a sum of gradient contributions.
 Result<Tensor> add(Engine& engine, const std::string& name, const Tensor& a, const Tensor& b,
-                   TensorKind kind = TensorKind::kActivation);
+                   TensorKind kind = TensorKind::kActivation,
+                   std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // Causal self-attention with `heads` heads over qkv [..., 3C] with batch*seq rows; heads
 // divides C.
 Result<AttentionOut> attention(Engine& engine, const std::string& name, const Tensor& qkv,
-                               int batch, int seq, int heads);
+                               int batch, int seq, int heads,
+                               std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 // dqkv like qkv. dout [..., C] with qkv's leading dimensions, att [B, NH, T, T] (attention's).
 Result<Tensor> attention_backward(Engine& engine, const std::string& name, const Tensor& dout,
                                   const Tensor& qkv, const Tensor& att, int batch, int seq,
-                                  int heads);
+                                  int heads,
+                                  std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // logits [..., V]; targets i32 of any shape with one element per row.
-Result<CrossEntropyOut> softmax_cross_entropy(Engine& engine, const std::string& name,
-                                              const Tensor& logits, const Tensor& targets);
+Result<CrossEntropyOut> softmax_cross_entropy(
+    Engine& engine, const std::string& name, const Tensor& logits, const Tensor& targets,
+    std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 // dlogits like probs = (probs - onehot(targets)) * dloss; dloss is d(loss)/d(losses[n]).
-Result<Tensor> softmax_cross_entropy_backward(Engine& engine, const std::string& name,
-                                              const Tensor& probs, const Tensor& targets,
-                                              float dloss);
+Result<Tensor> softmax_cross_entropy_backward(
+    Engine& engine, const std::string& name, const Tensor& probs, const Tensor& targets,
+    float dloss, std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // out [1] = the mean of every element of in (f32).
-Result<Tensor> mean(Engine& engine, const std::string& name, const Tensor& in);
+Result<Tensor> mean(Engine& engine, const std::string& name, const Tensor& in,
+                    std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // One AdamW step out of place: param, grad, m and v of one shape, f32; step >= 1.
 Result<AdamWOut> adamw(Engine& engine, const std::string& name, const Tensor& param,
                        const Tensor& grad, const Tensor& m, const Tensor& v,
-                       const nn::AdamWConfig& config, int step);
+                       const nn::AdamWConfig& config, int step,
+                       std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 // The kernels' storage type of an engine float dtype (f32, bf16, f16); nullopt for the others.
 std::optional<nn::FloatType> float_type_of(DType dtype);
@@ -155,6 +173,7 @@ std::optional<nn::FloatType> float_type_of(DType dtype);
 // out = in converted to dtype `to` (f32, bf16 or f16; nn::cast: narrowing rounds to nearest
 // even, the same dtype copies). `kind` is the output's, as for add.
 Result<Tensor> cast(Engine& engine, const std::string& name, const Tensor& in, DType to,
-                    TensorKind kind = TensorKind::kActivation);
+                    TensorKind kind = TensorKind::kActivation,
+                    std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
 
 }  // namespace ebb::ops
