@@ -1,5 +1,6 @@
 #include "engine/optim/model_state.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -48,7 +49,16 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
       }
     }
   }
-  if (initial.size() != params.size()) {
+  // No initial values: zeros, and no host copy of the state (a sim device's).
+  const bool zeros = initial.empty();
+  if (zeros && (options.external_master ||
+                std::any_of(options.placement.begin(), options.placement.end(),
+                            [](StatePlacement p) { return p != StatePlacement::kDevice; }))) {
+    return invalid_argument(
+        "model state: no initial values, but state off the device or external master weights "
+        "take them from the host");
+  }
+  if (!zeros && initial.size() != params.size()) {
     return invalid_argument("model state: " + std::to_string(initial.size()) +
                             " initial value arrays for " + std::to_string(params.size()) +
                             " parameters");
@@ -60,7 +70,7 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
     return invalid_argument("model state: " + std::to_string(options.placement.size()) +
                             " slice placements for " + std::to_string(slice_count) + " slices");
   }
-  for (std::size_t i = 0; i < params.size(); ++i) {
+  for (std::size_t i = 0; i < (zeros ? 0 : params.size()); ++i) {
     if (static_cast<std::int64_t>(initial[i].size()) != layout.entries[i].numel) {
       return invalid_argument("model state: parameter '" + params[i].name + "' has " +
                               std::to_string(layout.entries[i].numel) + " elements, given " +
@@ -88,8 +98,9 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
     s.group_first_.push_back(s.slices_.size());
     for (std::size_t k = 0; k < group.slices.size(); ++k) {
       const FlatSlice& fs = group.slices[k];
-      values.assign(static_cast<std::size_t>(fs.numel()), 0.0F);
+      values.assign(zeros ? 0 : static_cast<std::size_t>(fs.numel()), 0.0F);
       for (std::size_t p : fs.params) {
+        if (zeros) break;
         const FlatEntry& e = s.layout_.entries[p];
         std::memcpy(values.data() + (e.offset - fs.begin), initial[p].data(),
                     initial[p].size() * sizeof(float));
@@ -110,12 +121,13 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
                 shared->params, static_cast<std::size_t>(shared->first) * dtype_bytes(work),
                 {slice_name(prefix, group, k, "param"), shape, work, TensorKind::kParameter}));
       } else {
+        const bool no_values = options.discarded_params || zeros;
         const std::vector<std::byte> work_bytes =
-            options.discarded_params ? std::vector<std::byte>() : round_to_dtype(values, work);
-        EBB_ASSIGN_OR_RETURN(
-            slice.params, engine.parameter({slice_name(prefix, group, k, "param"), shape, work,
-                                            TensorKind::kParameter},
-                                           options.discarded_params ? nullptr : work_bytes.data()));
+            no_values ? std::vector<std::byte>() : round_to_dtype(values, work);
+        EBB_ASSIGN_OR_RETURN(slice.params,
+                             engine.parameter({slice_name(prefix, group, k, "param"), shape, work,
+                                               TensorKind::kParameter},
+                                              no_values ? nullptr : work_bytes.data()));
         if (options.discarded_params) EBB_RETURN_IF_ERROR(engine.discard(slice.params));
       }
       if (shared != nullptr && shared->grads.valid()) {
@@ -138,7 +150,7 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
         EBB_ASSIGN_OR_RETURN(slice.master,
                              engine.parameter({slice_name(prefix, group, k, "master"), shape,
                                                DType::kF32, TensorKind::kOptimizerState},
-                                              values.data()));
+                                              zeros ? nullptr : values.data()));
       }
       s.slices_.push_back(slice);
     }

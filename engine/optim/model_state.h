@@ -94,9 +94,11 @@ class ModelState {
 
   // Lays the parameters out, creates the buffers outside any iteration, and fills them:
   // `initial[i]` holds parameter i's values in fp32 (the master weights; the working copy is
-  // rounded to nearest even from them), gradients start at zero. kInvalidArgument for a bad
-  // declaration (make_flat_layout), a gradient dtype the precision does not allow, initial
-  // values of the wrong count, or an engine inside an iteration.
+  // rounded to nearest even from them), gradients start at zero. An empty `initial` starts every
+  // buffer at zero without a host copy of the values (a sim device, whose memory holds none; the
+  // state must then be on the device). kInvalidArgument for a bad declaration
+  // (make_flat_layout), a gradient dtype the precision does not allow, initial values of the
+  // wrong count, an empty `initial` with state off the device, or an engine inside an iteration.
   static Result<std::unique_ptr<ModelState>> create(Engine& engine,
                                                     std::vector<ParameterDecl> params,
                                                     const ModelStateOptions& options,
