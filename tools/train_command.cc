@@ -18,7 +18,11 @@ namespace {
 
 struct TrainArgs {
   train::TrainOptions options;
+  CLI::App* app = nullptr;  // which shape flags were given alongside --model
+  std::string model;        // --model: a preset; empty: the shape flags alone
   std::string device = "cpu";
+  std::string hw;             // --hw: the sim device's hardware profile
+  std::string device_memory;  // --device-memory: the sim device's memory, a byte size
   std::string budget;
   std::string policy = "none";
   std::string host_tier;  // --host-tier: a byte size; empty = the engine's default
@@ -42,6 +46,7 @@ nlohmann::json step_json(const train::StepStats& s) {
   return {{"step", s.step},
           {"loss", s.loss},
           {"ms", s.ms},
+          {"host_ms", s.host_ms},
           {"tokens_per_s", s.tokens_per_s},
           {"peak_reserved_bytes", s.peak_reserved_bytes},
           {"swapped_bytes", s.swapped_bytes},
@@ -243,16 +248,51 @@ nlohmann::json plan_json(const train::TrainResult& r) {
           {"skipped_actions", r.executor.skipped_actions}};
 }
 
+// --model: the preset's shape, with the shape flags given beside it winning.
+Status apply_model_preset(TrainArgs& args) {
+  if (args.model.empty()) return ok_status();
+  EBB_ASSIGN_OR_RETURN(train::ModelPreset preset, train::find_model_preset(args.model));
+  train::GptConfig& c = args.options.model;
+  const auto given = [&](const char* flag, int value) -> std::optional<int> {
+    if (args.app->count(flag) == 0) return std::nullopt;
+    return value;
+  };
+  const train::ShapeOverrides overrides{.layers = given("--layers", c.layers),
+                                        .d_model = given("--d-model", c.d_model),
+                                        .heads = given("--heads", c.heads),
+                                        .vocab = given("--vocab", c.vocab),
+                                        .seq = given("--seq", c.seq)};
+  c = train::apply_preset(preset, c, overrides);
+  return ok_status();
+}
+
+// --device sim: the hardware profile's host link and the device's memory.
+Status parse_sim_device(TrainArgs& args) {
+  train::TrainOptions& o = args.options;
+  if (args.hw.empty()) {
+    return invalid_argument(
+        "--device sim needs --hw FILE, the hardware profile whose host link it models (e.g. "
+        "profiles/hw/h100-sxm.json)");
+  }
+  EBB_ASSIGN_OR_RETURN(o.sim_hardware, read_hardware_model(args.hw));
+  if (!args.device_memory.empty()) {
+    EBB_ASSIGN_OR_RETURN(o.device_memory_bytes,
+                         parse_byte_size(args.device_memory, "--device-memory"));
+  }
+  return ok_status();
+}
+
 int run_train(TrainArgs& args) {
   Result<DeviceKind> device = parse_device_kind(args.device);
   if (!device.ok()) return report_error(device.status());
-  if (*device == DeviceKind::kSim) {
-    return report_error(invalid_argument(
-        "--device sim does not run kernels, so it cannot train; use `ebb simulate` on a profile "
-        "(--profile-out) instead"));
-  }
   train::TrainOptions& o = args.options;
   o.device = *device;
+  if (Status s = apply_model_preset(args); !s.ok()) return report_error(s);
+  if (*device == DeviceKind::kSim) {
+    if (Status s = parse_sim_device(args); !s.ok()) return report_error(s);
+  } else if (!args.hw.empty() || !args.device_memory.empty()) {
+    return report_error(invalid_argument("--hw and --device-memory are for --device sim"));
+  }
   if (Status s = parse_training_names(args); !s.ok()) return report_error(s);
   // A planner's name: follow its plan after the warm-up, with dynamic eviction (both) under it.
   // "dynamic" is that dynamic eviction alone; the older names pick one dynamic policy.
@@ -371,6 +411,7 @@ int run_train(TrainArgs& args) {
   const float final_loss = r.steps.back().loss;
   if (args.json) {
     nlohmann::json summary = {{"final_loss", final_loss},
+                              {"simulated", r.simulated},
                               {"budget_bytes", r.budget_bytes},
                               {"peak_reserved_bytes", r.peak_reserved_bytes},
                               {"peak_live_bytes", r.peak_live_bytes},
@@ -467,8 +508,22 @@ Command add_train_command(CLI::App& parent) {
   auto args = std::make_shared<TrainArgs>();
   CLI::App* app = parent.add_subcommand(
       "train", "train the reference GPT-2-style model through the engine, under a budget");
+  args->app = app;
   add_model_options(*app, args->options);
-  app->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  app->add_option("--model", args->model,
+                  "a preset shape: gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1.5b, llama-7b-like, "
+                  "llama-13b-like (the LLaMA-like ones keep this trainer's GPT-2 block: "
+                  "LayerNorm, GELU MLP, learned positions); --layers, --d-model, --heads, --vocab "
+                  "and --seq given beside it override its fields");
+  app->add_option("--device", args->device,
+                  "cpu, cuda, or sim (kernels accounted, never run: simulated step times on the "
+                  "hardware of --hw; losses are NaN, null in --json)")
+      ->capture_default_str();
+  app->add_option("--hw", args->hw,
+                  "--device sim: the hardware profile (profiles/hw/NAME.json) whose host link "
+                  "the sim's copies take");
+  app->add_option("--device-memory", args->device_memory,
+                  "--device sim: the device's memory in bytes (80GiB)");
   app->add_option("--budget", args->budget,
                   "device memory budget: bytes (512MiB) or a percentage of the unconstrained "
                   "peak (50%), measured by a two-step probe run");

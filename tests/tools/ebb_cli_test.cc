@@ -836,6 +836,32 @@ TEST(EbbCli, PlanPlacesTheOptimizerStatePerSlice) {
   std::remove(plan_path.c_str());
 }
 
+// GPT-2 small at full scale on the sim device: three steps whose kernels are accounted, not run,
+// in seconds here; the loss is null (nothing computed it), the peak within the device's memory.
+TEST(EbbCli, TrainGpt2SmallOnTheSimDevice) {
+  CliRun run = ebb("train --device sim --hw " EBB_SOURCE_DIR
+                   "/profiles/hw/h100-sxm.json --device-memory 80GiB --model gpt2-124m --steps 3 "
+                   "--json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  std::istringstream lines(run.out);
+  std::string line;
+  std::vector<nlohmann::json> objects;
+  while (std::getline(lines, line)) objects.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(objects.size(), 4U) << run.out;  // three steps and the summary
+  for (int s = 0; s < 3; ++s) {
+    const nlohmann::json& step = objects[static_cast<std::size_t>(s)];
+    EXPECT_EQ(step["step"], s + 1);
+    EXPECT_TRUE(step["loss"].is_null()) << step;
+    EXPECT_GE(step["ms"].get<double>(), 0) << step;
+  }
+  const nlohmann::json& summary = objects.back();
+  EXPECT_TRUE(summary["simulated"].get<bool>());
+  EXPECT_TRUE(summary["final_loss"].is_null());
+  EXPECT_GT(summary["peak_reserved_bytes"].get<double>(), 0);
+  EXPECT_LE(summary["peak_reserved_bytes"].get<double>(), 80.0 * (1 << 30));
+  EXPECT_EQ(summary["model_state"]["parameters"], 124'439'808);
+}
+
 TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
   struct Case {
     const char* args;
@@ -849,7 +875,8 @@ TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
       {"--data /nonexistent/tokens.bin", "cannot open"},
       {"--budget 1KiB --policy both", "below the"},
       {"--policy sometimes", "is not keep, recompute-all, sqrt, swap-all, plan, dynamic, none"},
-      {"--device sim", "cannot train"},
+      {"--device sim", "--device sim needs --hw FILE"},
+      {"--model gpt2-9b", "--model \"gpt2-9b\" is not a preset (the presets: gpt2-124m, "},
       {"--precision fp8", "--precision \"fp8\" is not fp32, bf16 or fp16"},
       {"--optimizer sgd", "--optimizer \"sgd\" is not adamw, adafactor or sm3"},
       {"--grad-dtype f64", "--grad-dtype \"f64\" is not fp32, bf16 or fp16"},

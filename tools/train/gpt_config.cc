@@ -5,6 +5,38 @@
 #include <limits>
 
 namespace ebb::train {
+namespace {
+
+// GPT-2's four sizes (Radford et al. 2019; vocabulary 50257, context 1024) and LLaMA's 7B and
+// 13B shapes (Touvron et al. 2023; vocabulary 32000, context 2048).
+constexpr ModelPreset kModelPresets[] = {
+    {"gpt2-124m", 12, 768, 12, 50257, 1024},      {"gpt2-350m", 24, 1024, 16, 50257, 1024},
+    {"gpt2-774m", 36, 1280, 20, 50257, 1024},     {"gpt2-1.5b", 48, 1600, 25, 50257, 1024},
+    {"llama-7b-like", 32, 4096, 32, 32000, 2048}, {"llama-13b-like", 40, 5120, 40, 32000, 2048},
+};
+
+}  // namespace
+
+std::span<const ModelPreset> model_presets() { return kModelPresets; }
+
+Result<ModelPreset> find_model_preset(std::string_view name) {
+  std::string names;
+  for (const ModelPreset& p : kModelPresets) {
+    if (p.name == name) return p;
+    names += (names.empty() ? "" : ", ") + std::string(p.name);
+  }
+  return invalid_argument("--model \"" + std::string(name) +
+                          "\" is not a preset (the presets: " + names + ")");
+}
+
+GptConfig apply_preset(const ModelPreset& preset, GptConfig config, const ShapeOverrides& given) {
+  config.layers = given.layers.value_or(preset.layers);
+  config.d_model = given.d_model.value_or(preset.d_model);
+  config.heads = given.heads.value_or(preset.heads);
+  config.vocab = given.vocab.value_or(preset.vocab);
+  config.seq = given.seq.value_or(preset.seq);
+  return config;
+}
 
 Status validate_config(const GptConfig& c) {
   auto positive = [](const char* name, int value) -> Status {

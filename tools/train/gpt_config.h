@@ -7,7 +7,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels/status.h"
@@ -22,6 +25,37 @@ struct GptConfig {
   int batch = 8;     // B, sequences per step
   int vocab = 256;   // V, token ids are in [0, vocab)
 };
+
+// A published model's shape under a name (--model): its depth, width, heads, vocabulary and
+// sequence length. Every preset keeps this trainer's GPT-2 block (LayerNorm, a 4x GELU MLP,
+// learned positions): the LLaMA-like ones have LLaMA's sizes, not its RMSNorm, SwiGLU or
+// rotary positions.
+struct ModelPreset {
+  std::string_view name;
+  int layers = 0;
+  int d_model = 0;
+  int heads = 0;
+  int vocab = 0;
+  int seq = 0;
+};
+
+// gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1.5b, llama-7b-like, llama-13b-like.
+std::span<const ModelPreset> model_presets();
+
+// The preset called `name`; kInvalidArgument naming it and listing the presets.
+Result<ModelPreset> find_model_preset(std::string_view name);
+
+// The shape fields given explicitly alongside a preset, which win over the preset's.
+struct ShapeOverrides {
+  std::optional<int> layers;
+  std::optional<int> d_model;
+  std::optional<int> heads;
+  std::optional<int> vocab;
+  std::optional<int> seq;
+};
+
+// `config` with `preset`'s shape, except the fields `given` sets; batch stays config's.
+GptConfig apply_preset(const ModelPreset& preset, GptConfig config, const ShapeOverrides& given);
 
 // Why a configuration cannot be trained, each field named with its value (heads not dividing
 // the width, a zero or negative size, a vocabulary above what uint16 token files can hold, sizes

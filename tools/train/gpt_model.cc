@@ -1,6 +1,7 @@
 #include "tools/train/gpt_model.h"
 
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "engine/nn_ops.h"
@@ -75,8 +76,10 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
   SplitMix64 rng(seed);
   const double std_dev = 0.02;
   const double residual_std = 0.02 / std::sqrt(2.0 * config.layers);
+  // A sim device's memory holds no values: no initial values are drawn or written.
   std::vector<std::vector<float>> initial;
   for (const ParameterShape& p : parameter_shapes(config)) {
+    if (model->simulated()) break;
     std::int64_t n = 1;
     for (std::int64_t d : p.shape) n *= d;
     std::vector<float> host(static_cast<std::size_t>(n), 0.0F);
@@ -142,6 +145,13 @@ GptModel::~GptModel() {
   state_.reset();
 }
 
+Result<std::vector<float>> GptModel::parameters_to_host() {
+  if (simulated()) {
+    return failed_precondition("the parameters of a model on a sim device hold no values to read");
+  }
+  return state_->masters_to_host();
+}
+
 std::size_t GptModel::parameter_bytes() const {
   return static_cast<std::size_t>(parameter_count(config_)) * dtype_bytes(state_->param_dtype());
 }
@@ -188,21 +198,30 @@ Result<StepOutcome> GptModel::accumulate_and_update(
   // wait for the device between micro-batches.
   std::vector<Tensor> losses;
   for (std::size_t k = 0; k < inputs.size(); ++k) {
-    EBB_ASSIGN_OR_RETURN(Tensor tokens,
-                         engine_.input({"tokens", shape, DType::kI32}, inputs[k].data()));
-    EBB_ASSIGN_OR_RETURN(Tensor target,
-                         engine_.input({"targets", shape, DType::kI32}, targets[k].data()));
+    // On sim the token tensors are made without an upload (zeros): there is nothing to read.
+    EBB_ASSIGN_OR_RETURN(Tensor tokens, engine_.input({"tokens", shape, DType::kI32},
+                                                      simulated() ? nullptr : inputs[k].data()));
+    EBB_ASSIGN_OR_RETURN(Tensor target, engine_.input({"targets", shape, DType::kI32},
+                                                      simulated() ? nullptr : targets[k].data()));
     EBB_ASSIGN_OR_RETURN(Tensor loss, forward_backward(tokens, target, dloss));
     losses.push_back(loss);
     for (const Tensor& t : {tokens, target}) EBB_RETURN_IF_ERROR(engine_.release(t));
   }
+  // On sim nothing computed the loss: it is not read, and is NaN.
+  if (simulated()) outcome.loss = std::numeric_limits<float>::quiet_NaN();
   for (const Tensor& loss : losses) {
     float host_loss = 0;
-    EBB_RETURN_IF_ERROR(engine_.read(loss, &host_loss, sizeof(host_loss)));
+    if (!simulated()) EBB_RETURN_IF_ERROR(engine_.read(loss, &host_loss, sizeof(host_loss)));
     outcome.loss += host_loss / micro;
     EBB_RETURN_IF_ERROR(engine_.release(loss));
   }
   float grad_scale = 1.0F / control.loss_scale;
+  // The gradient norm needs the gradients' values, which a sim device does not have.
+  if (simulated() && (control.skip_nonfinite || control.clip_norm > 0)) {
+    return failed_precondition(
+        "step: clipping and fp16's overflow check read the gradient norm, which a sim device "
+        "does not compute (leave out --clip-grad-norm; use fp32 or bf16)");
+  }
   if (control.skip_nonfinite || control.clip_norm > 0) {
     EBB_ASSIGN_OR_RETURN(GradientStats stats, zero_ != nullptr
                                                   ? zero_->gradient_stats(grad_scale)

@@ -86,7 +86,14 @@ class GptModel {
                            const StepControl& control);
 
   // Every parameter's fp32 master weights, copied to host in parameter_shapes() order.
-  Result<std::vector<float>> parameters_to_host() { return state_->masters_to_host(); }
+  // kFailedPrecondition on a sim device, whose memory holds no values.
+  Result<std::vector<float>> parameters_to_host();
+
+  // Whether the engine's device is a sim device, which runs no kernels (kernels/sim): the
+  // parameters then start at zero without host values, the tokens are not uploaded, the loss is
+  // not read (StepOutcome::loss is NaN), and clipping and fp16's overflow check, which read the
+  // gradient norm, are refused.
+  bool simulated() const { return engine_.device().kind() == DeviceKind::kSim; }
 
   const GptConfig& config() const { return config_; }
   ModelState& state() { return *state_; }

@@ -13,7 +13,9 @@
 #include "engine/planner/hardware_probe.h"
 #include "engine/schema/checkpoint.h"
 #include "engine/schema/sharded_checkpoint.h"
+#include "kernels/arith.h"
 #include "kernels/nn_scalar.h"
+#include "kernels/sim/sim_device.h"
 #include "tools/train/checkpoint_io.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
@@ -28,6 +30,20 @@ constexpr std::size_t kCpuPageBytes = std::size_t{64} << 10;   // 64 KiB
 // Synthetic stream length: long enough that a demo does not see the same batch twice.
 constexpr std::int64_t kSyntheticTokens = std::int64_t{1} << 20;
 
+// The sim device's pages when the hardware names none: CUDA's mapping granularity.
+constexpr std::size_t kSimPageBytes = std::size_t{2} << 20;  // 2 MiB
+
+// A sim device of `memory_bytes` (rounded up to its pages) whose copies take `hw`'s host link.
+Result<std::unique_ptr<Device>> make_sim_device(std::size_t memory_bytes, const HardwareModel& hw) {
+  DeviceOptions options;
+  options.kind = DeviceKind::kSim;
+  options.page_bytes = hw.page_bytes > 0 ? hw.page_bytes : kSimPageBytes;
+  options.capacity_bytes = round_up(memory_bytes, options.page_bytes);
+  options.host_to_device = LinkModel{hw.host_to_device_bytes_per_s, hw.link_latency};
+  options.device_to_host = LinkModel{hw.device_to_host_bytes_per_s, hw.link_latency};
+  return create_device(options);
+}
+
 Result<std::unique_ptr<Device>> make_device(DeviceKind kind, double link_gbps) {
   DeviceOptions options;
   options.kind = kind;
@@ -40,6 +56,35 @@ Result<std::unique_ptr<Device>> make_device(DeviceKind kind, double link_gbps) {
     options.device_to_host = link;
   }
   return create_device(options);
+}
+
+// What a run on a sim device cannot do: whatever reads or writes the values of device memory,
+// which a sim device does not hold, or runs the optimizer's step on the host's real memory.
+Status check_simulable(const TrainOptions& o) {
+  const auto refuse = [](const std::string& what) {
+    return invalid_argument("--device sim: " + what +
+                            " (a sim device runs no kernels and its memory holds no values)");
+  };
+  if (o.device_memory_bytes == 0) {
+    return invalid_argument(
+        "--device sim needs the device's memory: give --device-memory BYTES (e.g. 80GiB)");
+  }
+  if (o.checkpoint_every > 0 || o.resume || !o.checkpoint_at_start.empty()) {
+    return refuse("checkpoints read and write the model state's values");
+  }
+  if (!o.init_from.empty()) return refuse("--init-from writes the weights' values");
+  if (o.clip_grad_norm > 0) return refuse("--clip-grad-norm reads the gradient norm");
+  if (o.precision == Precision::kF16) {
+    return refuse("fp16's loss scaling reads the gradients for overflows; use bf16");
+  }
+  if (o.zero_stage.has_value()) return refuse("--zero runs collectives over the values");
+  if (o.optimizer_state != StatePolicy::kDevice || o.delayed_update) {
+    return refuse(
+        "--optimizer-state host, nvme and auto run the optimizer's step on the host, on real "
+        "memory of the state's size");
+  }
+  if (!o.nvme_directories.empty()) return refuse("the NVMe tier writes real files");
+  return ok_status();
 }
 
 Result<TokenData> load_data(const TrainOptions& o) {
@@ -281,8 +326,15 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   engine_options.nvme_directories = o.nvme_directories;
   engine_options.nvme_tier_bytes = o.nvme_tier_bytes;
   TrainResult result;
+  const bool simulated = device.kind() == DeviceKind::kSim;
+  // A sim device's link is the hardware's it models; the others' is measured.
+  if (simulated) engine_options.host_link_bytes_per_s = o.sim_hardware.host_to_device_bytes_per_s;
   if (o.plan_policy.has_value()) {
-    EBB_ASSIGN_OR_RETURN(result.hardware, measure_host_link(device));
+    if (simulated) {
+      result.hardware = o.sim_hardware;
+    } else {
+      EBB_ASSIGN_OR_RETURN(result.hardware, measure_host_link(device));
+    }
     engine_options.planner = [&o, &result, budget_bytes, &device](const Profile& profile) {
       PlannerOptions planner;
       planner.policy = *o.plan_policy;
@@ -347,7 +399,17 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
                         .skip_nonfinite = fp16};
     const EngineStats before = engine->stats();
     const auto start = std::chrono::steady_clock::now();
+    std::chrono::nanoseconds simulated_start{0};
+    if (simulated) {
+      EBB_ASSIGN_OR_RETURN(simulated_start, simulated_time(device));
+    }
     EBB_ASSIGN_OR_RETURN(StepOutcome outcome, model->step(inputs, targets, control));
+    // The sim's clock reads the work the host has waited for: wait for the whole step.
+    std::chrono::nanoseconds simulated_end{0};
+    if (simulated) {
+      EBB_RETURN_IF_ERROR(engine->synchronize());
+      EBB_ASSIGN_OR_RETURN(simulated_end, simulated_time(device));
+    }
     if (ranks > 1) {
       // The job's loss: every rank's, each divided by N and added in rank order (as one
       // process adds its micro-batches' losses).
@@ -364,7 +426,10 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     StepStats st;
     st.step = s;
     st.loss = outcome.loss;
-    st.ms = std::chrono::duration<double, std::milli>(end - start).count();
+    st.host_ms = std::chrono::duration<double, std::milli>(end - start).count();
+    st.ms = simulated
+                ? std::chrono::duration<double, std::milli>(simulated_end - simulated_start).count()
+                : st.host_ms;
     st.tokens_per_s = st.ms > 0 ? tokens_per_step * 1000.0 / st.ms : 0;
     peak_reserved =
         std::max(peak_reserved,
@@ -418,7 +483,10 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   result.ms_per_step_median = median(step_ms);
   result.tokens_per_s =
       result.ms_per_step_median > 0 ? tokens_per_step * 1000.0 / result.ms_per_step_median : 0;
-  EBB_ASSIGN_OR_RETURN(result.final_parameters, model->parameters_to_host());
+  result.simulated = simulated;
+  if (!simulated) {
+    EBB_ASSIGN_OR_RETURN(result.final_parameters, model->parameters_to_host());
+  }
   result.engine = engine->stats();
   result.parameter_state_bytes = engine->memory_by_kind(TensorKind::kParameter).current;
   result.gradient_state_bytes = engine->memory_by_kind(TensorKind::kGradient).current;
@@ -800,6 +868,7 @@ Result<TrainResult> train(const TrainOptions& o,
         "device, host or nvme)");
   }
   EBB_RETURN_IF_ERROR(LossScaler::create(o.loss_scaler).status());
+  if (o.device == DeviceKind::kSim) EBB_RETURN_IF_ERROR(check_simulable(o));
   Communicator* comm = nullptr;
   if (o.zero_stage.has_value()) {
     EBB_ASSIGN_OR_RETURN(comm, process_communicator(o.device, o.comm_timeout));
@@ -856,7 +925,9 @@ Result<TrainResult> train(const TrainOptions& o,
                               " (steps count from the run's start, not from the checkpoint)");
     }
   }
-  Result<std::unique_ptr<Device>> made = make_device(o.device, o.link_gbps);
+  Result<std::unique_ptr<Device>> made =
+      o.device == DeviceKind::kSim ? make_sim_device(o.device_memory_bytes, o.sim_hardware)
+                                   : make_device(o.device, o.link_gbps);
   EBB_RETURN_IF_ERROR(agree(comm, made.status()));
   std::unique_ptr<Device> device = std::move(made).value();
   std::size_t budget = o.budget_bytes;

@@ -19,6 +19,7 @@
 #include "engine/ebb.h"
 #include "engine/planner/planner.h"
 #include "engine/planner/state_placement.h"
+#include "engine/schema/hardware_model.h"
 #include "kernels/nn.h"
 #include "tools/train/gpt_config.h"
 #include "tools/train/gpt_model.h"
@@ -57,6 +58,12 @@ struct TrainOptions {
   std::uint64_t seed = 1337;
   std::string data_path;  // empty: synthetic tokens
   DeviceKind device = DeviceKind::kCpu;
+  // --device sim (kernels/sim): the device's memory, and the hardware whose host link its copies
+  // take (--hw). The model's kernels are accounted, never run: no values exist, so the loss is
+  // NaN, and what reads or writes values (checkpoints, --init-from, --data, clipping, fp16, the
+  // host and NVMe tiers of the state, ZeRO) is refused. Step times are the sim's virtual time.
+  std::size_t device_memory_bytes = 0;
+  HardwareModel sim_hardware;
   // Device budget: budget_bytes when non-zero, else budget_fraction of the unconstrained peak
   // (measured by a two-step probe run on a fresh engine) when non-zero, else unconstrained.
   std::size_t budget_bytes = 0;
@@ -106,7 +113,8 @@ struct TrainOptions {
 struct StepStats {
   int step = 0;  // from 1
   float loss = 0;
-  double ms = 0;  // wall time of the step
+  double ms = 0;       // wall time of the step; on sim, its simulated time
+  double host_ms = 0;  // wall time the host took for the step (on sim, to simulate it)
   double tokens_per_s = 0;
   std::size_t peak_reserved_bytes = 0;  // allocator's reserved peak so far
   std::int64_t swapped_bytes = 0;       // device->host bytes swapped out by this step
@@ -130,7 +138,8 @@ struct TrainResult {
   std::size_t peak_live_bytes = 0;  // the allocator's allocated-bytes peak
   double ms_per_step_median = 0;
   double tokens_per_s = 0;              // from the median step time
-  std::vector<float> final_parameters;  // every parameter after the last step, in order
+  std::vector<float> final_parameters;  // every parameter after the last step (none on sim)
+  bool simulated = false;               // a sim device: times are simulated, losses NaN
   EngineStats engine;
   // After the warm-up: the steps that follow the plan (or dynamic eviction alone).
   std::size_t steady_peak_reserved_bytes = 0;  // allocator's reserved peak over those steps

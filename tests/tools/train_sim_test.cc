@@ -1,0 +1,138 @@
+// The reference trainer's model presets, and the trainer on the sim device (kernels/sim): the
+// same engine, allocator and planner as on cpu, with kernels accounted instead of run, so a run
+// reports simulated step times and the device memory it would take.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "tests/tools/train_test_support.h"
+#include "tools/train/gpt_config.h"
+#include "tools/train/trainer.h"
+
+namespace ebb::train {
+namespace {
+
+using test_support::expect_refused;
+
+TEST(ModelPreset, GivesThePublishedShapes) {
+  Result<ModelPreset> gpt2 = find_model_preset("gpt2-124m");
+  ASSERT_TRUE(gpt2.ok()) << gpt2.status().to_string();
+  const GptConfig c = apply_preset(*gpt2, GptConfig{.batch = 4}, {});
+  EXPECT_EQ(c.layers, 12);
+  EXPECT_EQ(c.d_model, 768);
+  EXPECT_EQ(c.heads, 12);
+  EXPECT_EQ(c.vocab, 50257);
+  EXPECT_EQ(c.seq, 1024);
+  EXPECT_EQ(c.batch, 4);  // not a preset's field
+  EXPECT_TRUE(validate_config(c).ok());
+  // GPT-2 small: 124M parameters with the tied head (wpe 1024 x 768 included).
+  EXPECT_EQ(parameter_count(c), 124'439'808);
+
+  Result<ModelPreset> llama = find_model_preset("llama-13b-like");
+  ASSERT_TRUE(llama.ok());
+  const GptConfig l = apply_preset(*llama, GptConfig{}, {});
+  EXPECT_EQ(l.layers, 40);
+  EXPECT_EQ(l.d_model, 5120);
+  EXPECT_EQ(l.heads, 40);
+  EXPECT_EQ(l.vocab, 32000);
+  EXPECT_EQ(l.seq, 2048);
+  for (const ModelPreset& p : model_presets()) {
+    EXPECT_TRUE(validate_config(apply_preset(p, GptConfig{}, {})).ok()) << p.name;
+  }
+}
+
+TEST(ModelPreset, FieldsGivenBesideItWin) {
+  Result<ModelPreset> p = find_model_preset("gpt2-350m");
+  ASSERT_TRUE(p.ok());
+  const GptConfig c = apply_preset(*p, GptConfig{}, {.layers = 2, .seq = 128});
+  EXPECT_EQ(c.layers, 2);
+  EXPECT_EQ(c.seq, 128);
+  EXPECT_EQ(c.d_model, 1024);  // the preset's
+  EXPECT_EQ(c.heads, 16);
+  EXPECT_EQ(c.vocab, 50257);
+}
+
+TEST(ModelPreset, UnknownNameIsRefusedListingThePresets) {
+  Result<ModelPreset> p = find_model_preset("gpt3-175b");
+  ASSERT_FALSE(p.ok());
+  const std::string& m = p.status().message();
+  EXPECT_NE(m.find("\"gpt3-175b\""), std::string::npos) << m;
+  for (const ModelPreset& preset : model_presets()) {
+    EXPECT_NE(m.find(preset.name), std::string::npos) << m;
+  }
+}
+
+// A small model, and the same hardware on both devices: the cpu device's 64 KiB pages, so that
+// the allocator maps the same segments.
+TrainOptions small_sim_options() {
+  TrainOptions o;
+  o.model = {.layers = 2, .d_model = 32, .heads = 2, .seq = 16, .batch = 4, .vocab = 64};
+  o.steps = 3;
+  o.device = DeviceKind::kSim;
+  o.device_memory_bytes = std::size_t{4} << 30;
+  o.sim_hardware = {.name = "test-link",
+                    .host_to_device_bytes_per_s = 10e9,
+                    .device_to_host_bytes_per_s = 10e9,
+                    .link_latency = std::chrono::microseconds(5),
+                    .page_bytes = std::size_t{64} << 10};
+  return o;
+}
+
+TEST(TrainOnSim, RunsAndReportsNoLoss) {
+  Result<TrainResult> r = train(small_sim_options());
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->simulated);
+  ASSERT_EQ(r->steps.size(), 3U);
+  for (const StepStats& s : r->steps) {
+    EXPECT_TRUE(std::isnan(s.loss));
+    EXPECT_GE(s.ms, 0);
+  }
+  EXPECT_TRUE(r->final_parameters.empty());
+  EXPECT_GT(r->peak_reserved_bytes, 0U);
+  EXPECT_LE(r->peak_reserved_bytes, small_sim_options().device_memory_bytes);
+}
+
+// The same allocator, engine and policy on both devices: the sim device's peak is the cpu
+// device's, byte for byte (sizes come from shapes, not from values or times).
+TEST(TrainOnSim, PeakBytesAreTheCpuDevicesUnderPolicyKeep) {
+  TrainOptions sim = small_sim_options();
+  sim.plan_policy = PlanPolicy::kKeep;
+  sim.policy = EvictionPolicy::kBoth;
+  TrainOptions cpu = sim;
+  cpu.device = DeviceKind::kCpu;
+  Result<TrainResult> on_sim = train(sim);
+  Result<TrainResult> on_cpu = train(cpu);
+  ASSERT_TRUE(on_sim.ok()) << on_sim.status().to_string();
+  ASSERT_TRUE(on_cpu.ok()) << on_cpu.status().to_string();
+  EXPECT_EQ(on_sim->peak_reserved_bytes, on_cpu->peak_reserved_bytes);
+  EXPECT_EQ(on_sim->peak_live_bytes, on_cpu->peak_live_bytes);
+  EXPECT_EQ(on_sim->steady_peak_reserved_bytes, on_cpu->steady_peak_reserved_bytes);
+  EXPECT_EQ(on_sim->parameter_state_bytes, on_cpu->parameter_state_bytes);
+  EXPECT_EQ(on_sim->optimizer_state_bytes, on_cpu->optimizer_state_bytes);
+}
+
+TEST(TrainOnSim, WhatNeedsValuesIsRefused) {
+  TrainOptions o = small_sim_options();
+  o.device_memory_bytes = 0;
+  expect_refused(o, "--device-memory");
+  o = small_sim_options();
+  o.checkpoint_dir = test_support::temp_dir("train_sim", "ckpt");
+  o.checkpoint_every = 1;
+  expect_refused(o, "checkpoints");
+  o = small_sim_options();
+  o.init_from = "weights.bin";
+  expect_refused(o, "--init-from");
+  o = small_sim_options();
+  o.clip_grad_norm = 1;
+  expect_refused(o, "--clip-grad-norm");
+  o = small_sim_options();
+  o.precision = Precision::kF16;
+  expect_refused(o, "fp16");
+  o = small_sim_options();
+  o.optimizer_state = StatePolicy::kHost;
+  expect_refused(o, "--optimizer-state");
+}
+
+}  // namespace
+}  // namespace ebb::train
