@@ -214,7 +214,7 @@ std::vector<float> ModelState::take_initial_master(std::size_t slice) {
   return std::exchange(initial_master_[slice], {});
 }
 
-Status ModelState::accumulate(std::size_t i, const Tensor& d) {
+Status ModelState::accumulate(std::size_t i, const Tensor& d, std::chrono::nanoseconds cost) {
   if (i >= params_.size()) {
     return invalid_argument("accumulate: parameter " + std::to_string(i) + " of " +
                             std::to_string(params_.size()));
@@ -237,10 +237,12 @@ Status ModelState::accumulate(std::size_t i, const Tensor& d) {
   const bool assign = written_[i] == 0;
   const nn::FloatType t = *ops::float_type_of(options_.grad_dtype);
   EBB_RETURN_IF_ERROR(engine_.update(
-      "grad_accumulate." + params_[i].name, {d}, {grad_views_[i]}, [t, n, assign](const OpArgs& a) {
+      "grad_accumulate." + params_[i].name, {d}, {grad_views_[i]},
+      [t, n, assign](const OpArgs& a) {
         nn::accumulate(a.launch, t, a.outputs[0], static_cast<const float*>(a.inputs[0]), n,
                        assign);
-      }));
+      },
+      cost));
   written_[i] = 1;
   ++step_accumulations_[k];
   if (listener_ && step_accumulations_[k] == final_accumulations_[k]) return listener_(k);

@@ -18,6 +18,7 @@
 // Thread safety: not thread-safe; the thread that drives the engine calls it.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -125,9 +126,11 @@ class ModelState {
   // Gradient accumulation. begin_step(): the next accumulate() of each gradient overwrites it
   // (so no buffer needs zeroing between steps). accumulate(i, d): adds `d` (fp32, parameter i's
   // shape, typically a backward op's output) into gradient i in place, rounded to the gradient
-  // dtype; in order of the calls, so that the bits do not depend on anything else.
+  // dtype; in order of the calls, so that the bits do not depend on anything else. `cost` is the
+  // update's modelled time (Engine::update; 0: unknown).
   void begin_step();
-  Status accumulate(std::size_t i, const Tensor& d);
+  Status accumulate(std::size_t i, const Tensor& d,
+                    std::chrono::nanoseconds cost = std::chrono::nanoseconds(0));
   // Whether gradient i has been written since begin_step().
   bool has_grad(std::size_t i) const { return written_[i] != 0; }
 

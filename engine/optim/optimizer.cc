@@ -286,8 +286,10 @@ Status Optimizer::step(int step, float lr, float grad_scale) {
       run_update(a.launch, k, where, numel, b, args);
     };
     const Tensor grads[] = {ms.grads};
+    const std::chrono::nanoseconds cost =
+        update_cost_ ? update_cost_(ms.numel) : std::chrono::nanoseconds(0);
     EBB_RETURN_IF_ERROR(
-        engine_.update("optimizer." + slice_base(k), grads, targets, std::move(fn)));
+        engine_.update("optimizer." + slice_base(k), grads, targets, std::move(fn), cost));
   }
   if (!has_off_device()) return ok_status();
   // Off the device: the previous step's CPU step first (a delayed update), then this one's.

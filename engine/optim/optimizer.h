@@ -43,8 +43,10 @@
 // Thread safety: not thread-safe; the thread that drives the engine calls it.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <optional>
@@ -143,6 +145,10 @@ class Optimizer {
   // One step, number `step` (from 1), at learning rate `lr`, every gradient multiplied by
   // `grad_scale` first (1 / loss scale, times the clipping factor). Inside an iteration.
   Status step(int step, float lr, float grad_scale);
+  // The modelled time of a device slice's update of `elements` parameters (a sim device's clock;
+  // Engine::update's cost). Unset: 0, unknown.
+  using UpdateCost = std::function<std::chrono::nanoseconds(std::int64_t elements)>;
+  void set_update_cost(UpdateCost cost) { update_cost_ = std::move(cost); }
   // With a delayed update: waits for the CPU step in flight and puts its parameters on their way
   // to the device, so that the state is that of every step taken (before a checkpoint, at the
   // end of a run). Otherwise nothing to do.
@@ -246,6 +252,7 @@ class Optimizer {
   OffloadStats offload_stats_;
   std::vector<StateBuffer> state_;
   Tensor workspace_;  // scratch the kernels with reductions need, for the largest parameter
+  UpdateCost update_cost_;
 };
 
 // The global statistics of every gradient of `state`, multiplied by `inv_scale` (1 / the loss
