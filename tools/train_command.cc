@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -275,6 +276,12 @@ Status parse_sim_device(TrainArgs& args) {
         "profiles/hw/h100-sxm.json)");
   }
   EBB_ASSIGN_OR_RETURN(o.sim_hardware, read_hardware_model(args.hw));
+  // A chip object, when the profile has one, times the kernels and gives the memory.
+  std::ifstream file(args.hw);
+  const nlohmann::json profile = nlohmann::json::parse(file, nullptr, /*allow_exceptions=*/false);
+  if (profile.is_object() && profile.contains("chip")) {
+    EBB_ASSIGN_OR_RETURN(o.sim_chip, read_chip_spec(args.hw));
+  }
   if (!args.device_memory.empty()) {
     EBB_ASSIGN_OR_RETURN(o.device_memory_bytes,
                          parse_byte_size(args.device_memory, "--device-memory"));
@@ -521,9 +528,11 @@ Command add_train_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--hw", args->hw,
                   "--device sim: the hardware profile (profiles/hw/NAME.json) whose host link "
-                  "the sim's copies take");
+                  "the sim's copies take; its chip object, when it has one, times each kernel "
+                  "(a roofline, engine/planner/cost_model.h) and gives the device's memory; "
+                  "without one kernels take no simulated time");
   app->add_option("--device-memory", args->device_memory,
-                  "--device sim: the device's memory in bytes (80GiB)");
+                  "--device sim: the device's memory in bytes (default: the chip's)");
   app->add_option("--budget", args->budget,
                   "device memory budget: bytes (512MiB) or a percentage of the unconstrained "
                   "peak (50%), measured by a two-step probe run");

@@ -94,9 +94,12 @@ TEST(TrainOnSim, RunsAndReportsNoLoss) {
 }
 
 // The same allocator, engine and policy on both devices: the sim device's peak is the cpu
-// device's, byte for byte (sizes come from shapes, not from values or times).
+// device's, byte for byte (sizes come from shapes, not from values or kernel times).
 TEST(TrainOnSim, PeakBytesAreTheCpuDevicesUnderPolicyKeep) {
   TrainOptions sim = small_sim_options();
+  Result<ChipSpec> h100 = read_chip_spec(EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json");
+  ASSERT_TRUE(h100.ok()) << h100.status().to_string();
+  sim.sim_chip = *h100;
   sim.plan_policy = PlanPolicy::kKeep;
   sim.policy = EvictionPolicy::kBoth;
   TrainOptions cpu = sim;
@@ -110,6 +113,31 @@ TEST(TrainOnSim, PeakBytesAreTheCpuDevicesUnderPolicyKeep) {
   EXPECT_EQ(on_sim->steady_peak_reserved_bytes, on_cpu->steady_peak_reserved_bytes);
   EXPECT_EQ(on_sim->parameter_state_bytes, on_cpu->parameter_state_bytes);
   EXPECT_EQ(on_sim->optimizer_state_bytes, on_cpu->optimizer_state_bytes);
+  // Both followed the keep plan after the warm-up.
+  ASSERT_TRUE(on_sim->plan.has_value());
+  ASSERT_TRUE(on_cpu->plan.has_value());
+  EXPECT_EQ(on_sim->plan->evictions.size(), on_cpu->plan->evictions.size());
+}
+
+// With a chip, every kernel takes its roofline time: a step takes simulated time, less in bf16
+// (tensor cores, half the bytes) than in fp32, and the device is the chip's memory.
+TEST(TrainOnSim, StepsTakeTheChipsKernelTimes) {
+  Result<ChipSpec> h100 = read_chip_spec(EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json");
+  ASSERT_TRUE(h100.ok()) << h100.status().to_string();
+  TrainOptions o = small_sim_options();
+  o.model = {.layers = 4, .d_model = 256, .heads = 4, .seq = 256, .batch = 8, .vocab = 1024};
+  o.device_memory_bytes = 0;
+  o.sim_chip = *h100;
+  Result<TrainResult> fp32 = train(o);
+  o.precision = Precision::kBF16;
+  Result<TrainResult> bf16 = train(o);
+  ASSERT_TRUE(fp32.ok()) << fp32.status().to_string();
+  ASSERT_TRUE(bf16.ok()) << bf16.status().to_string();
+  EXPECT_EQ(fp32->budget_bytes, h100->memory_bytes);
+  for (const StepStats& s : fp32->steps) EXPECT_GT(s.ms, 0);
+  EXPECT_LT(bf16->ms_per_step_median, fp32->ms_per_step_median);
+  // Every step runs the same ops: the same simulated time.
+  EXPECT_EQ(fp32->steps.front().ms, fp32->steps.back().ms);
 }
 
 TEST(TrainOnSim, WhatNeedsValuesIsRefused) {

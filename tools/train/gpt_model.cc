@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/nn_ops.h"
+#include "tools/train/op_work.h"
 #include "tools/train/rng.h"
 
 namespace ebb::train {
@@ -73,6 +74,7 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
         "outside one so that they are carried");
   }
   std::unique_ptr<GptModel> model(new GptModel(engine, config));
+  model->kernel_time_ = training.kernel_time;
   SplitMix64 rng(seed);
   const double std_dev = 0.02;
   const double residual_std = 0.02 / std::sqrt(2.0 * config.layers);
@@ -115,6 +117,15 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
     EBB_ASSIGN_OR_RETURN(
         model->optimizer_,
         Optimizer::create(engine, *model->state_, training.optimizer, training.offload));
+    if (model->kernel_time_) {
+      // AdamW's traffic; Adafactor's and SM3's factored state moves less, so for them it is an
+      // upper bound.
+      const DType param = model->state_->param_dtype();
+      const DType grad = model->state_->grad_dtype();
+      model->optimizer_->set_update_cost([m = model.get(), param, grad](std::int64_t elements) {
+        return m->cost(adamw_work(elements, param, grad));
+      });
+    }
     return model;
   }
   if (training.comm == nullptr) return invalid_argument("ZeRO without a communicator");
@@ -150,6 +161,10 @@ Result<std::vector<float>> GptModel::parameters_to_host() {
     return failed_precondition("the parameters of a model on a sim device hold no values to read");
   }
   return state_->masters_to_host();
+}
+
+std::chrono::nanoseconds GptModel::cost(const KernelWork& work) const {
+  return kernel_time_ ? kernel_time_(work) : std::chrono::nanoseconds(0);
 }
 
 std::size_t GptModel::parameter_bytes() const {
@@ -251,7 +266,11 @@ Result<Tensor> GptModel::forward_backward(const Tensor& tokens, const Tensor& ta
   const int NH = config_.heads;
   const int V = config_.vocab;
   const int L = config_.layers;
+  const std::int64_t C = config_.d_model;
+  const std::int64_t N = static_cast<std::int64_t>(B) * T;
   const ModelState& state = *state_;
+  const DType act = state.param_dtype();  // activations and working parameters
+  const DType grad = state.grad_dtype();
   auto param = [&](std::size_t i) -> const Tensor& { return state.param(i); };
   auto block_param = [&](int l, BlockParam p) -> const Tensor& {
     return param(kBlockBase + static_cast<std::size_t>(l) * kPerBlock + p);
@@ -264,60 +283,76 @@ Result<Tensor> GptModel::forward_backward(const Tensor& tokens, const Tensor& ta
   };
 
   // ---- forward ----
-  EBB_ASSIGN_OR_RETURN(Tensor x,
-                       ops::embedding(engine_, "embedding", tokens, param(kWte), param(kWpe)));
+  EBB_ASSIGN_OR_RETURN(Tensor x, ops::embedding(engine_, "embedding", tokens, param(kWte),
+                                                param(kWpe), cost(embedding_work(B, T, C, act))));
   std::vector<BlockSaved> saved(static_cast<std::size_t>(L));
   for (int l = 0; l < L; ++l) {
     const std::string h = "h" + std::to_string(l) + ".";
     BlockSaved& s = saved[static_cast<std::size_t>(l)];
     s.x = x;
     EBB_ASSIGN_OR_RETURN(
-        s.ln1, ops::layernorm(engine_, h + "ln1", x, block_param(l, kLn1W), block_param(l, kLn1B)));
-    EBB_ASSIGN_OR_RETURN(s.qkv, ops::matmul(engine_, h + "qkv", s.ln1.out, block_param(l, kQkvW),
-                                            &block_param(l, kQkvB)));
-    EBB_ASSIGN_OR_RETURN(s.attn, ops::attention(engine_, h + "attention", s.qkv, B, T, NH));
-    EBB_ASSIGN_OR_RETURN(Tensor attproj,
-                         ops::matmul(engine_, h + "attproj", s.attn.out, block_param(l, kAttprojW),
-                                     &block_param(l, kAttprojB)));
-    EBB_ASSIGN_OR_RETURN(s.res2, ops::add(engine_, h + "res2", x, attproj));
+        s.ln1, ops::layernorm(engine_, h + "ln1", x, block_param(l, kLn1W), block_param(l, kLn1B),
+                              cost(layernorm_work(N, C, act))));
+    EBB_ASSIGN_OR_RETURN(
+        s.qkv, ops::matmul(engine_, h + "qkv", s.ln1.out, block_param(l, kQkvW),
+                           &block_param(l, kQkvB), cost(matmul_work(N, C, 3 * C, true, act))));
+    EBB_ASSIGN_OR_RETURN(s.attn, ops::attention(engine_, h + "attention", s.qkv, B, T, NH,
+                                                cost(attention_work(B, T, C, NH, act))));
+    EBB_ASSIGN_OR_RETURN(
+        Tensor attproj,
+        ops::matmul(engine_, h + "attproj", s.attn.out, block_param(l, kAttprojW),
+                    &block_param(l, kAttprojB), cost(matmul_work(N, C, C, true, act))));
+    EBB_ASSIGN_OR_RETURN(s.res2, ops::add(engine_, h + "res2", x, attproj, TensorKind::kActivation,
+                                          cost(add_work(N * C, act))));
     EBB_RETURN_IF_ERROR(release({attproj}));
-    EBB_ASSIGN_OR_RETURN(s.ln2, ops::layernorm(engine_, h + "ln2", s.res2, block_param(l, kLn2W),
-                                               block_param(l, kLn2B)));
-    EBB_ASSIGN_OR_RETURN(s.fch, ops::matmul(engine_, h + "fc", s.ln2.out, block_param(l, kFcW),
-                                            &block_param(l, kFcB)));
-    EBB_ASSIGN_OR_RETURN(s.fch_gelu, ops::gelu(engine_, h + "gelu", s.fch));
-    EBB_ASSIGN_OR_RETURN(Tensor fcproj,
-                         ops::matmul(engine_, h + "fcproj", s.fch_gelu, block_param(l, kFcprojW),
-                                     &block_param(l, kFcprojB)));
-    EBB_ASSIGN_OR_RETURN(x, ops::add(engine_, h + "res3", s.res2, fcproj));
+    EBB_ASSIGN_OR_RETURN(s.ln2,
+                         ops::layernorm(engine_, h + "ln2", s.res2, block_param(l, kLn2W),
+                                        block_param(l, kLn2B), cost(layernorm_work(N, C, act))));
+    EBB_ASSIGN_OR_RETURN(
+        s.fch, ops::matmul(engine_, h + "fc", s.ln2.out, block_param(l, kFcW),
+                           &block_param(l, kFcB), cost(matmul_work(N, C, 4 * C, true, act))));
+    EBB_ASSIGN_OR_RETURN(s.fch_gelu,
+                         ops::gelu(engine_, h + "gelu", s.fch, cost(gelu_work(N * 4 * C, act))));
+    EBB_ASSIGN_OR_RETURN(
+        Tensor fcproj,
+        ops::matmul(engine_, h + "fcproj", s.fch_gelu, block_param(l, kFcprojW),
+                    &block_param(l, kFcprojB), cost(matmul_work(N, 4 * C, C, true, act))));
+    EBB_ASSIGN_OR_RETURN(x, ops::add(engine_, h + "res3", s.res2, fcproj, TensorKind::kActivation,
+                                     cost(add_work(N * C, act))));
     EBB_RETURN_IF_ERROR(release({fcproj}));
   }
   EBB_ASSIGN_OR_RETURN(ops::LayerNormOut lnf,
-                       ops::layernorm(engine_, "lnf", x, param(lnf_w), param(lnf_b)));
-  EBB_ASSIGN_OR_RETURN(Tensor logits, ops::matmul(engine_, "logits", lnf.out, param(kWte),
-                                                  /*bias=*/nullptr));
+                       ops::layernorm(engine_, "lnf", x, param(lnf_w), param(lnf_b),
+                                      cost(layernorm_work(N, C, act))));
+  EBB_ASSIGN_OR_RETURN(Tensor logits,
+                       ops::matmul(engine_, "logits", lnf.out, param(kWte),
+                                   /*bias=*/nullptr, cost(matmul_work(N, C, V, false, act))));
   EBB_ASSIGN_OR_RETURN(ops::CrossEntropyOut xent,
-                       ops::softmax_cross_entropy(engine_, "cross_entropy", logits, targets));
+                       ops::softmax_cross_entropy(engine_, "cross_entropy", logits, targets,
+                                                  cost(cross_entropy_work(N, V, act))));
   EBB_RETURN_IF_ERROR(release({logits}));
-  EBB_ASSIGN_OR_RETURN(Tensor loss, ops::mean(engine_, "loss", xent.losses));
+  EBB_ASSIGN_OR_RETURN(Tensor loss, ops::mean(engine_, "loss", xent.losses, cost(mean_work(N))));
   EBB_RETURN_IF_ERROR(release({xent.losses}));
 
   // ---- backward: weight and bias gradients (fp32) go into the gradient buffers at once ----
   auto accumulate = [&](std::size_t i, const Tensor& g) -> Status {
-    EBB_RETURN_IF_ERROR(state_->accumulate(i, g));
+    const auto elements = static_cast<std::int64_t>(g.bytes() / sizeof(float));  // f32
+    EBB_RETURN_IF_ERROR(state_->accumulate(i, g, cost(accumulate_work(elements, grad))));
     return engine_.release(g);
   };
-  EBB_ASSIGN_OR_RETURN(Tensor dlogits,
-                       ops::softmax_cross_entropy_backward(engine_, "cross_entropy_backward",
-                                                           xent.probs, targets, dloss));
+  EBB_ASSIGN_OR_RETURN(Tensor dlogits, ops::softmax_cross_entropy_backward(
+                                           engine_, "cross_entropy_backward", xent.probs, targets,
+                                           dloss, cost(cross_entropy_backward_work(N, V, act))));
   EBB_RETURN_IF_ERROR(release({xent.probs}));
-  EBB_ASSIGN_OR_RETURN(ops::MatmulGrads dhead,
-                       ops::matmul_backward(engine_, "logits_backward", dlogits, lnf.out,
-                                            param(kWte), /*has_bias=*/false));
+  EBB_ASSIGN_OR_RETURN(
+      ops::MatmulGrads dhead,
+      ops::matmul_backward(engine_, "logits_backward", dlogits, lnf.out, param(kWte),
+                           /*has_bias=*/false, cost(matmul_backward_work(N, C, V, false, act))));
   EBB_RETURN_IF_ERROR(release({dlogits, lnf.out}));
-  EBB_ASSIGN_OR_RETURN(ops::LayerNormGrads dlnf,
-                       ops::layernorm_backward(engine_, "lnf_backward", dhead.dinp, x, param(lnf_w),
-                                               lnf.mean, lnf.rstd));
+  EBB_ASSIGN_OR_RETURN(
+      ops::LayerNormGrads dlnf,
+      ops::layernorm_backward(engine_, "lnf_backward", dhead.dinp, x, param(lnf_w), lnf.mean,
+                              lnf.rstd, cost(layernorm_backward_work(N, C, act))));
   EBB_RETURN_IF_ERROR(release({dhead.dinp, lnf.mean, lnf.rstd, x}));
   EBB_RETURN_IF_ERROR(accumulate(kWte, dhead.dweight));  // the tied head's part of wte's
   EBB_RETURN_IF_ERROR(accumulate(lnf_w, dlnf.dweight));
@@ -332,18 +367,22 @@ Result<Tensor> GptModel::forward_backward(const Tensor& tokens, const Tensor& ta
     // weight and bias gradients.
     auto matmul_backward = [&](const std::string& name, const Tensor& dout, const Tensor& in,
                                BlockParam w) -> Result<Tensor> {
-      EBB_ASSIGN_OR_RETURN(ops::MatmulGrads g,
-                           ops::matmul_backward(engine_, h + name + "_backward", dout, in,
-                                                param(base + w), /*has_bias=*/true));
+      EBB_ASSIGN_OR_RETURN(
+          ops::MatmulGrads g,
+          ops::matmul_backward(
+              engine_, h + name + "_backward", dout, in, param(base + w),
+              /*has_bias=*/true,
+              cost(matmul_backward_work(N, in.shape().back(), dout.shape().back(), true, act))));
       EBB_RETURN_IF_ERROR(accumulate(base + w, g.dweight));
       EBB_RETURN_IF_ERROR(accumulate(base + w + 1, g.dbias));
       return g.dinp;
     };
     auto layernorm_backward = [&](const std::string& name, const Tensor& dout, const Tensor& in,
                                   BlockParam w, const ops::LayerNormOut& ln) -> Result<Tensor> {
-      EBB_ASSIGN_OR_RETURN(ops::LayerNormGrads g,
-                           ops::layernorm_backward(engine_, h + name + "_backward", dout, in,
-                                                   param(base + w), ln.mean, ln.rstd));
+      EBB_ASSIGN_OR_RETURN(
+          ops::LayerNormGrads g,
+          ops::layernorm_backward(engine_, h + name + "_backward", dout, in, param(base + w),
+                                  ln.mean, ln.rstd, cost(layernorm_backward_work(N, C, act))));
       EBB_RETURN_IF_ERROR(accumulate(base + w, g.dweight));
       EBB_RETURN_IF_ERROR(accumulate(base + w + 1, g.dbias));
       return g.dinp;
@@ -352,35 +391,38 @@ Result<Tensor> GptModel::forward_backward(const Tensor& tokens, const Tensor& ta
     EBB_ASSIGN_OR_RETURN(Tensor dfcproj, matmul_backward("fcproj", dx, s.fch_gelu, kFcprojW));
     EBB_RETURN_IF_ERROR(release({s.fch_gelu}));
     EBB_ASSIGN_OR_RETURN(Tensor dfch,
-                         ops::gelu_backward(engine_, h + "gelu_backward", s.fch, dfcproj));
+                         ops::gelu_backward(engine_, h + "gelu_backward", s.fch, dfcproj,
+                                            cost(gelu_backward_work(N * 4 * C, act))));
     EBB_RETURN_IF_ERROR(release({s.fch, dfcproj}));
     EBB_ASSIGN_OR_RETURN(Tensor dfc, matmul_backward("fc", dfch, s.ln2.out, kFcW));
     EBB_RETURN_IF_ERROR(release({dfch, s.ln2.out}));
     EBB_ASSIGN_OR_RETURN(Tensor dln2, layernorm_backward("ln2", dfc, s.res2, kLn2W, s.ln2));
     EBB_RETURN_IF_ERROR(release({dfc, s.res2, s.ln2.mean, s.ln2.rstd}));
-    EBB_ASSIGN_OR_RETURN(Tensor dres2,
-                         ops::add(engine_, h + "dres2", dx, dln2, TensorKind::kGradient));
+    EBB_ASSIGN_OR_RETURN(Tensor dres2, ops::add(engine_, h + "dres2", dx, dln2,
+                                                TensorKind::kGradient, cost(add_work(N * C, act))));
     EBB_RETURN_IF_ERROR(release({dx, dln2}));
     // Attention: res2 = x + attproj(attention(qkv(ln1(x)))).
     EBB_ASSIGN_OR_RETURN(Tensor dattproj, matmul_backward("attproj", dres2, s.attn.out, kAttprojW));
     EBB_RETURN_IF_ERROR(release({s.attn.out}));
-    EBB_ASSIGN_OR_RETURN(Tensor dqkv,
-                         ops::attention_backward(engine_, h + "attention_backward", dattproj, s.qkv,
-                                                 s.attn.att, B, T, NH));
+    EBB_ASSIGN_OR_RETURN(
+        Tensor dqkv,
+        ops::attention_backward(engine_, h + "attention_backward", dattproj, s.qkv, s.attn.att, B,
+                                T, NH, cost(attention_backward_work(B, T, C, NH, act))));
     EBB_RETURN_IF_ERROR(release({dattproj, s.attn.att}));
     EBB_ASSIGN_OR_RETURN(Tensor dln1_out, matmul_backward("qkv", dqkv, s.ln1.out, kQkvW));
     EBB_RETURN_IF_ERROR(release({dqkv, s.ln1.out, s.qkv}));
     EBB_ASSIGN_OR_RETURN(Tensor dln1, layernorm_backward("ln1", dln1_out, s.x, kLn1W, s.ln1));
     EBB_RETURN_IF_ERROR(release({dln1_out, s.ln1.mean, s.ln1.rstd}));
     if (l > 0) EBB_RETURN_IF_ERROR(release({s.x}));  // block 0's input is the embedding's output
-    EBB_ASSIGN_OR_RETURN(Tensor dxin,
-                         ops::add(engine_, h + "dx", dres2, dln1, TensorKind::kGradient));
+    EBB_ASSIGN_OR_RETURN(Tensor dxin, ops::add(engine_, h + "dx", dres2, dln1,
+                                               TensorKind::kGradient, cost(add_work(N * C, act))));
     EBB_RETURN_IF_ERROR(release({dres2, dln1}));
     dx = dxin;
   }
   EBB_RETURN_IF_ERROR(release({saved[0].x}));
   EBB_ASSIGN_OR_RETURN(ops::EmbeddingGrads demb,
-                       ops::embedding_backward(engine_, "embedding_backward", dx, tokens, V));
+                       ops::embedding_backward(engine_, "embedding_backward", dx, tokens, V,
+                                               cost(embedding_backward_work(B, T, C, V, act))));
   EBB_RETURN_IF_ERROR(release({dx}));
   EBB_RETURN_IF_ERROR(accumulate(kWte, demb.dwte));
   EBB_RETURN_IF_ERROR(accumulate(kWpe, demb.dwpe));

@@ -18,13 +18,16 @@
 // Thread safety: not thread-safe; the thread that drives the engine calls it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <vector>
 
 #include "engine/ebb.h"
+#include "engine/planner/cost_model.h"
 #include "tools/train/gpt_config.h"
 
 namespace ebb::train {
@@ -49,6 +52,10 @@ struct GptTraining {
   // micro-batch (the tied wte twice), declared to the model state (ModelStateOptions::
   // accumulations) so that the first step's gradients are final as early as the later steps'.
   int micro_batches = 1;
+  // Each kernel's modelled time from its work (op_work.h), given as the cost of every op of the
+  // model, each gradient accumulation and each slice's update (a sim device's clock advances by
+  // it). Empty: 0, unknown, as where the kernels run and are timed.
+  std::function<std::chrono::nanoseconds(const KernelWork&)> kernel_time;
 };
 
 // What one optimizer step needs besides the tokens.
@@ -112,12 +119,15 @@ class GptModel {
   // One micro-batch's forward and backward, the loss's gradient per token being `dloss`; its
   // weight and bias gradients are accumulated into the model state. Returns the loss tensor.
   Result<Tensor> forward_backward(const Tensor& tokens, const Tensor& targets, float dloss);
+  // The modelled time of `work` (GptTraining::kernel_time); 0 without one.
+  std::chrono::nanoseconds cost(const KernelWork& work) const;
 
   Engine& engine_;
   GptConfig config_;
   std::unique_ptr<ModelState> state_;
   std::unique_ptr<Optimizer> optimizer_;  // without ZeRO
   std::unique_ptr<ZeroOptimizer> zero_;   // with ZeRO
+  std::function<std::chrono::nanoseconds(const KernelWork&)> kernel_time_;
 };
 
 // The model's parameters as flat-buffer declarations: groups (decay for the block matrices;

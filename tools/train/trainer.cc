@@ -58,6 +58,12 @@ Result<std::unique_ptr<Device>> make_device(DeviceKind kind, double link_gbps) {
   return create_device(options);
 }
 
+// The sim device's memory: as given, else the chip's.
+std::size_t sim_memory_bytes(const TrainOptions& o) {
+  if (o.device_memory_bytes > 0) return o.device_memory_bytes;
+  return o.sim_chip.has_value() ? o.sim_chip->memory_bytes : 0;
+}
+
 // What a run on a sim device cannot do: whatever reads or writes the values of device memory,
 // which a sim device does not hold, or runs the optimizer's step on the host's real memory.
 Status check_simulable(const TrainOptions& o) {
@@ -65,9 +71,10 @@ Status check_simulable(const TrainOptions& o) {
     return invalid_argument("--device sim: " + what +
                             " (a sim device runs no kernels and its memory holds no values)");
   };
-  if (o.device_memory_bytes == 0) {
+  if (sim_memory_bytes(o) == 0) {
     return invalid_argument(
-        "--device sim needs the device's memory: give --device-memory BYTES (e.g. 80GiB)");
+        "--device sim needs the device's memory: give --device-memory BYTES (e.g. 80GiB), or a "
+        "hardware profile with a chip object");
   }
   if (o.checkpoint_every > 0 || o.resume || !o.checkpoint_at_start.empty()) {
     return refuse("checkpoints read and write the model state's values");
@@ -108,6 +115,12 @@ Communicator* gather_communicator(const TrainOptions& o) {
   return gather.ok() ? *gather : nullptr;
 }
 
+// On sim with a chip: each kernel's roofline time on it. Otherwise none.
+std::function<std::chrono::nanoseconds(const KernelWork&)> sim_kernel_time(const TrainOptions& o) {
+  if (o.device != DeviceKind::kSim || !o.sim_chip.has_value()) return nullptr;
+  return [chip = *o.sim_chip](const KernelWork& work) { return kernel_time(chip, work); };
+}
+
 GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> placement,
                         Communicator* comm) {
   return GptTraining{
@@ -122,7 +135,8 @@ GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> place
       .comm = comm,
       // Made with the first one (run_training) when the stage is 3.
       .gather_comm = o.zero_stage == 3 && comm != nullptr ? gather_communicator(o) : nullptr,
-      .micro_batches = o.grad_accum};
+      .micro_batches = o.grad_accum,
+      .kernel_time = sim_kernel_time(o)};
 }
 
 // The ranks as the sharded checkpoint sees them (engine/schema/sharded_checkpoint.h).
@@ -925,9 +939,9 @@ Result<TrainResult> train(const TrainOptions& o,
                               " (steps count from the run's start, not from the checkpoint)");
     }
   }
-  Result<std::unique_ptr<Device>> made =
-      o.device == DeviceKind::kSim ? make_sim_device(o.device_memory_bytes, o.sim_hardware)
-                                   : make_device(o.device, o.link_gbps);
+  Result<std::unique_ptr<Device>> made = o.device == DeviceKind::kSim
+                                             ? make_sim_device(sim_memory_bytes(o), o.sim_hardware)
+                                             : make_device(o.device, o.link_gbps);
   EBB_RETURN_IF_ERROR(agree(comm, made.status()));
   std::unique_ptr<Device> device = std::move(made).value();
   std::size_t budget = o.budget_bytes;

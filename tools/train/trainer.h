@@ -19,6 +19,7 @@
 #include "engine/ebb.h"
 #include "engine/planner/planner.h"
 #include "engine/planner/state_placement.h"
+#include "engine/schema/chip_spec.h"
 #include "engine/schema/hardware_model.h"
 #include "kernels/nn.h"
 #include "tools/train/gpt_config.h"
@@ -58,12 +59,15 @@ struct TrainOptions {
   std::uint64_t seed = 1337;
   std::string data_path;  // empty: synthetic tokens
   DeviceKind device = DeviceKind::kCpu;
-  // --device sim (kernels/sim): the device's memory, and the hardware whose host link its copies
-  // take (--hw). The model's kernels are accounted, never run: no values exist, so the loss is
-  // NaN, and what reads or writes values (checkpoints, --init-from, --data, clipping, fp16, the
-  // host and NVMe tiers of the state, ZeRO) is refused. Step times are the sim's virtual time.
+  // --device sim (kernels/sim): the device's memory, the hardware whose host link its copies
+  // take (--hw), and the chip whose roofline (engine/planner/cost_model.h) times each kernel from
+  // its work (op_work.h); without a chip, kernels take no simulated time. The model's kernels
+  // are accounted, never run: no values exist, so the loss is NaN, and what reads or writes
+  // values (checkpoints, --init-from, clipping, fp16, off-device optimizer state, NVMe, ZeRO) is
+  // refused. Step times are the sim's virtual time.
   std::size_t device_memory_bytes = 0;
   HardwareModel sim_hardware;
+  std::optional<ChipSpec> sim_chip;
   // Device budget: budget_bytes when non-zero, else budget_fraction of the unconstrained peak
   // (measured by a two-step probe run on a fresh engine) when non-zero, else unconstrained.
   std::size_t budget_bytes = 0;
