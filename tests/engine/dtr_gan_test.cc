@@ -137,8 +137,8 @@ TEST(DtrGanPlan, MonotoneInTheBudget) {
       continue;
     }
     ASSERT_EQ(plan.status().code(), StatusCode::kOutOfMemory) << cell;
-    EXPECT_FALSE(fitted) << cell << " fails after a smaller budget fitted: "
-                         << plan.status().message();
+    EXPECT_FALSE(fitted) << cell
+                         << " fails after a smaller budget fitted: " << plan.status().message();
     const std::string& message = plan.status().message();
     const std::size_t at = message.find("smallest feasible budget is ");
     if (at == std::string::npos) continue;
