@@ -63,7 +63,7 @@ for budget in 50% 30%; do
       ms_error=$(awk -v m="$ms" -v p="$ms_pred" 'BEGIN { printf "%.1f%%", (m / p - 1) * 100 }')
       ms_pred=$(awk -v p="$ms_pred" 'BEGIN { printf "%.1f", p }')
       fallbacks=$(awk -v f="$(field fallback_evictions "$summary")" \
-        -v s="$(field planned_steps "$summary")" 'BEGIN { printf "%.1f", s > 0 ? f / s : f }')
+        -v s="$(field planned_steps "$summary")" 'BEGIN { printf "%.1f", (s > 0 ? f / s : f) }')
     else
       predicted="no plan"
     fi
