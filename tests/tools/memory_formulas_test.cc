@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include "tools/train/model_flops.h"
+
 namespace ebb::train {
 namespace {
 
@@ -78,6 +80,16 @@ TEST(MemoryFormulas, OneMoreBlockAddsTheFormulasBytes) {
               static_cast<std::int64_t>(block_activation_bytes(o)))
         << precision_name(precision);
   }
+}
+
+// GPT-2 124M at s = 1024: Ψ = 124,439,808 with the embeddings (vocab 50,257), so 6Ψ = 746.6
+// MFLOP per token, and the attention's 12·L·h·s = 12 x 12 x 768 x 1024 = 113.2 MFLOP.
+TEST(ModelFlops, PerTokenIsSixPsiPlusAttention) {
+  GptConfig c{.layers = 12, .d_model = 768, .heads = 12, .seq = 1024, .batch = 16, .vocab = 50257};
+  EXPECT_EQ(parameter_count(c), 124439808);
+  EXPECT_DOUBLE_EQ(model_flops_per_token(c), 6.0 * 124439808 + 12.0 * 12 * 768 * 1024);
+  // 100k tokens/s on a 989 TFLOP/s (H100 SXM, dense bf16) device.
+  EXPECT_NEAR(model_flops_utilisation(c, 1e5, 989e12), 1e5 * 859.8e6 / 989e12, 1e-4);
 }
 
 }  // namespace
