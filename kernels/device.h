@@ -18,6 +18,7 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -45,6 +46,13 @@ std::string_view copy_kind_name(CopyKind kind);
 struct LinkModel {
   double bytes_per_second = 0;          // sustained bandwidth; 0 = as fast as memcpy
   std::chrono::nanoseconds latency{0};  // fixed cost per copy
+
+  // latency + bytes / bytes_per_second, to the nearest nanosecond (no transfer time when
+  // unthrottled).
+  std::chrono::nanoseconds transfer_time(double bytes) const {
+    const double ns = bytes_per_second > 0 ? bytes * 1e9 / bytes_per_second : 0.0;
+    return latency + std::chrono::nanoseconds(std::llround(ns));
+  }
 };
 
 class Event;

@@ -422,6 +422,7 @@ int run_train(TrainArgs& args) {
                               {"budget_bytes", r.budget_bytes},
                               {"peak_reserved_bytes", r.peak_reserved_bytes},
                               {"peak_live_bytes", r.peak_live_bytes},
+                              {"peak_activation_bytes", r.peak_activation_bytes},
                               {"ms_per_step_median", r.ms_per_step_median},
                               {"tokens_per_s", r.tokens_per_s},
                               {"swapped_out_bytes", r.engine.swapped_out_bytes},

@@ -112,6 +112,11 @@ CollectiveLink collective_link(const ChipSpec& chip, int ranks) {
           .step_latency = kInterNodeStepLatency};
 }
 
+LinkModel collective_link_model(const ChipSpec& chip, int ranks) {
+  const CollectiveLink link = collective_link(chip, ranks);
+  return {.bytes_per_second = link.bytes_per_s, .latency = (ranks - 1) * link.step_latency};
+}
+
 std::chrono::nanoseconds all_reduce_time(const CollectiveLink& link, int ranks, double bytes) {
   return ring_collective_time(link, ranks, bytes, 2);
 }

@@ -25,6 +25,7 @@
 #include <chrono>
 
 #include "engine/schema/chip_spec.h"
+#include "kernels/device.h"
 
 namespace ebb {
 
@@ -80,6 +81,12 @@ CollectiveLink collective_link(const ChipSpec& chip, int ranks);
 std::chrono::nanoseconds all_reduce_time(const CollectiveLink& link, int ranks, double bytes);
 std::chrono::nanoseconds reduce_scatter_time(const CollectiveLink& link, int ranks, double bytes);
 std::chrono::nanoseconds all_gather_time(const CollectiveLink& link, int ranks, double bytes);
+
+// The link model whose transfer_time(sent), for the bytes one rank sends in a ring step
+// sequence ((N-1)/N of the buffer: reduce-scatter, all-gather, all-to-all), is the ring's time
+// above: collective_link's bandwidth and N - 1 steps of latency. ZeRO costs its collective ops
+// with it on the sim communicator (kernels/comm/sim_communicator.h).
+LinkModel collective_link_model(const ChipSpec& chip, int ranks);
 
 // The same over collective_link(chip, ranks).
 std::chrono::nanoseconds all_reduce_time(const ChipSpec& chip, int ranks, double bytes);

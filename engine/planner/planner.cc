@@ -303,10 +303,16 @@ std::string percent(std::size_t bytes, std::size_t of) {
   return text;
 }
 
-// The smallest budget at which fit() succeeds: from the lowest peak the policy's model reaches,
-// up in 10% steps until one fits, then bisected.
-std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOptions options,
-                                             bool holds, SwapUse swaps) {
+// A plan fit() made at the smallest budget it succeeded at.
+struct Feasible {
+  std::size_t budget_bytes = 0;
+  Plan plan;
+};
+
+// The smallest budget at which fit() succeeds, with its plan: from the lowest peak the policy's
+// model reaches, up in 10% steps until one fits, then bisected.
+std::optional<Feasible> smallest_feasible(const Profile& profile, PlannerOptions options,
+                                          bool holds, SwapUse swaps) {
   double ignored = 0;
   Attempt floor = plan_at(profile, options, 0, swaps, holds);
   // The least budget whose internal target (fit()) is the lowest peak the model reaches: below
@@ -316,22 +322,22 @@ std::optional<std::size_t> smallest_feasible(const Profile& profile, PlannerOpti
           std::ceil(static_cast<double>(floor.predicted.peak_live_bytes + kPageBytes) / 0.99)) +
       1;
   std::size_t lo = guess - 1;
-  std::size_t hi = 0;
+  std::optional<Feasible> hi;
   for (int i = 0; i < 8; ++i) {
     options.budget_bytes = guess;
-    if (fit(profile, options, swaps, holds, &ignored).ok()) {
-      hi = guess;
+    if (Result<Plan> made = fit(profile, options, swaps, holds, &ignored); made.ok()) {
+      hi = Feasible{guess, std::move(*made)};
       break;
     }
     lo = guess;
     guess += std::max(guess / 10, kPageBytes);
   }
-  if (hi == 0) return std::nullopt;
-  while (hi - lo > std::max(hi / 200, kPageBytes)) {
-    const std::size_t mid = lo + (hi - lo) / 2;
+  if (!hi.has_value()) return std::nullopt;
+  while (hi->budget_bytes - lo > std::max(hi->budget_bytes / 200, kPageBytes)) {
+    const std::size_t mid = lo + (hi->budget_bytes - lo) / 2;
     options.budget_bytes = mid;
-    if (fit(profile, options, swaps, holds, &ignored).ok()) {
-      hi = mid;
+    if (Result<Plan> made = fit(profile, options, swaps, holds, &ignored); made.ok()) {
+      hi = Feasible{mid, std::move(*made)};
     } else {
       lo = mid;
     }
@@ -452,45 +458,56 @@ Result<Plan> make_plan(const Profile& recorded, const PlannerOptions& options) {
       keep_faster(std::move(made));
     }
   }
-  if (plan.ok()) {
-    plan->planner_seconds = seconds;
+  const auto finish = [&](Plan made) -> Result<Plan> {
+    made.planner_seconds = seconds;
     if (options.host_tier_bytes > 0) {
-      EBB_RETURN_IF_ERROR(assign_offload_tiers(*plan, profile, options.host_tier_bytes).status());
+      EBB_RETURN_IF_ERROR(assign_offload_tiers(made, profile, options.host_tier_bytes).status());
     }
-    return plan;
-  }
+    return made;
+  };
+  if (plan.ok()) return finish(std::move(*plan));
   if (plan.status().code() != StatusCode::kOutOfMemory) return plan.status();
+  // The search for the smallest feasible budget. fit() is greedy and its internal target moves
+  // with the budget, so it can fail at a budget and succeed below it; a plan whose sim-checked
+  // peak fits the smaller budget fits this one, so the planner is monotone in the budget: that
+  // plan is the answer, not an error.
+  std::optional<Feasible> smallest;
+  const auto consider = [&smallest](std::optional<Feasible> found, PlanPolicy made_by) {
+    if (!found.has_value()) return;
+    if (smallest.has_value() && found->budget_bytes >= smallest->budget_bytes) return;
+    smallest = std::move(found);
+    smallest->plan.policy = std::string(plan_policy_name(made_by));
+  };
+  for (SwapUse swaps : variants) {
+    for (bool holds : {false, true}) {
+      if (holds && !holdable) continue;
+      consider(smallest_feasible(profile, options, holds, swaps), options.policy);
+    }
+  }
+  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link()) {
+    PlannerOptions swap_all = options;
+    swap_all.policy = PlanPolicy::kSwapAll;
+    consider(smallest_feasible(profile, swap_all, false, SwapUse::kScored), PlanPolicy::kPlan);
+  }
+  if (options.policy == PlanPolicy::kPlan) {
+    for (PlanPolicy baseline : kLastResort) {
+      PlannerOptions other = options;
+      other.policy = baseline;
+      consider(smallest_feasible(profile, other, false, SwapUse::kNone), PlanPolicy::kPlan);
+    }
+  }
+  if (smallest.has_value() && smallest->budget_bytes <= options.budget_bytes) {
+    return finish(std::move(smallest->plan));
+  }
   const std::size_t peak = profile_figures(profile).peak_live_bytes;
   std::string message = "budget " + std::to_string(options.budget_bytes) + " bytes (" +
                         percent(options.budget_bytes, peak) + " of the peak live " +
                         std::to_string(peak) + " bytes) is infeasible for policy " +
                         std::string(plan_policy_name(options.policy)) + " (" +
                         plan.status().message() + ")";
-  std::optional<std::size_t> smallest;
-  for (SwapUse swaps : variants) {
-    for (bool holds : {false, true}) {
-      if (holds && !holdable) continue;
-      std::optional<std::size_t> s = smallest_feasible(profile, options, holds, swaps);
-      if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
-    }
-  }
-  if (options.policy == PlanPolicy::kPlan && options.hardware.has_host_link()) {
-    PlannerOptions swap_all = options;
-    swap_all.policy = PlanPolicy::kSwapAll;
-    std::optional<std::size_t> s = smallest_feasible(profile, swap_all, false, SwapUse::kScored);
-    if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
-  }
-  if (options.policy == PlanPolicy::kPlan) {
-    for (PlanPolicy baseline : kLastResort) {
-      PlannerOptions other = options;
-      other.policy = baseline;
-      std::optional<std::size_t> s = smallest_feasible(profile, other, false, SwapUse::kNone);
-      if (s.has_value() && (!smallest.has_value() || *s < *smallest)) smallest = s;
-    }
-  }
   if (smallest.has_value()) {
-    message += "; the smallest feasible budget is " + std::to_string(*smallest) + " bytes (" +
-               percent(*smallest, peak) + ")";
+    message += "; the smallest feasible budget is " + std::to_string(smallest->budget_bytes) +
+               " bytes (" + percent(smallest->budget_bytes, peak) + ")";
   } else {
     message += "; no budget up to twice the lowest the policy reaches fits either";
   }

@@ -291,6 +291,7 @@ Status ZeroOptimizer::reduce_bucket(std::size_t bucket, bool early) {
     int out = -1;  // target index of the shard's gradients; -1: this rank owns none
   };
   std::vector<Part> parts;
+  std::int64_t sent = 0;  // this rank's payload: (N - 1) chunks per slice
   for (std::size_t k : b.slices) {
     inputs.push_back(full_.slices()[k].grads);
     Part p{.ranges = ranges_[k], .chunk = chunk_[k]};
@@ -299,9 +300,9 @@ Status ZeroOptimizer::reduce_bucket(std::size_t bucket, bool early) {
       p.out = static_cast<int>(targets.size()) - 1;
     }
     parts.push_back(std::move(p));
-    stats_.reduce_bytes +=
-        static_cast<std::int64_t>(n - 1) * chunk_[k] * static_cast<std::int64_t>(eb);
+    sent += static_cast<std::int64_t>(n - 1) * chunk_[k] * static_cast<std::int64_t>(eb);
   }
+  stats_.reduce_bytes += sent;
   Communicator* comm = &comm_;
   const bool even = even_;
   OpFn fn = [comm, parts, n, rank, ft, ct, eb, even](const OpArgs& a) {
@@ -336,7 +337,8 @@ Status ZeroOptimizer::reduce_bucket(std::size_t bucket, bool early) {
     shard_serial_ = full_.step_serial();
   }
   const std::string name = "zero.reduce." + full_.slice_label(b.slices.front());
-  EBB_RETURN_IF_ERROR(engine_.update(name, inputs, targets, std::move(fn)));
+  EBB_RETURN_IF_ERROR(engine_.update(name, inputs, targets, std::move(fn),
+                                     comm_.link_model().transfer_time(static_cast<double>(sent))));
   // The shard's gradients are final: an off-device range starts its copy to the host now.
   for (std::size_t k : b.slices) {
     if (shard_of_[k] >= 0 && options_.stage >= 1) {

@@ -80,11 +80,8 @@ Status ZeroOptimizer::make_gathered() {
     const std::int64_t sent =
         static_cast<std::int64_t>(n - 1) * chunk * static_cast<std::int64_t>(eb);
     unit_gather_bytes_.push_back(sent);
-    const double seconds =
-        link.bytes_per_second > 0 ? static_cast<double>(sent) / link.bytes_per_second : 0.0;
-    const auto cost =
-        link.latency + std::chrono::nanoseconds(static_cast<std::int64_t>(seconds * 1e9));
-    EBB_RETURN_IF_ERROR(engine_.make_gathered(ms.params, sources, std::move(make), cost));
+    EBB_RETURN_IF_ERROR(engine_.make_gathered(ms.params, sources, std::move(make),
+                                              link.transfer_time(static_cast<double>(sent))));
     EBB_RETURN_IF_ERROR(engine_.discard(ms.params));
   }
   // The schedule's units: the slices of one block (one slice key: its matrices' slice and its

@@ -43,12 +43,15 @@ std::string_view comm_backend_name(CommBackend backend) {
       return "mpi";
     case CommBackend::kNccl:
       return "nccl";
+    case CommBackend::kSim:
+      return "sim";
   }
   return "unknown";
 }
 
 std::optional<CommBackend> comm_backend_from_name(std::string_view name) {
-  for (CommBackend b : {CommBackend::kSingle, CommBackend::kMpi, CommBackend::kNccl}) {
+  for (CommBackend b :
+       {CommBackend::kSingle, CommBackend::kMpi, CommBackend::kNccl, CommBackend::kSim}) {
     if (comm_backend_name(b) == name) return b;
   }
   return std::nullopt;
@@ -105,11 +108,8 @@ void Communicator::count(CommOp op, std::int64_t bytes_sent) {
   bytes_[i].fetch_add(bytes_sent, std::memory_order_relaxed);
   calls_[i].fetch_add(1, std::memory_order_relaxed);
   if ((link_.bytes_per_second > 0 || link_.latency.count() > 0) &&
-      backend() != CommBackend::kNccl) {
-    const double seconds =
-        link_.bytes_per_second > 0 ? static_cast<double>(bytes_sent) / link_.bytes_per_second : 0.0;
-    std::this_thread::sleep_for(link_.latency +
-                                std::chrono::nanoseconds(static_cast<std::int64_t>(seconds * 1e9)));
+      backend() != CommBackend::kNccl && backend() != CommBackend::kSim) {
+    std::this_thread::sleep_for(link_.transfer_time(static_cast<double>(bytes_sent)));
   }
 }
 

@@ -1,11 +1,12 @@
-// Communicator: the collectives ZeRO needs (engine/zero/), over one of three backends:
+// Communicator: the collectives ZeRO needs (engine/zero/), over one of four backends:
 //  - single: one rank, no communication (every collective is a local copy);
 //  - mpi: CPU ranks under mpirun, on host memory (pinned or not) and the cpu device's memory.
 //    MPI is not linked into any ebb library: the backend lives in a plugin (libebb_comm_mpi.so,
 //    built when CMake finds MPI) that make_communicator() loads with dlopen only when the
 //    process runs under an MPI launcher, so that every binary starts where no MPI is installed;
 //  - nccl: GPU ranks, on device memory; libnccl.so.2 is loaded at run time (as cuBLAS is), and
-//    the unique id is made locally with one rank, or broadcast over MPI with several.
+//    the unique id is made locally with one rank, or broadcast over MPI with several;
+//  - sim: rank 0 of N on the sim device, standing for every rank (kernels/comm/sim_communicator.h).
 //
 // A collective is a kernel: it takes the LaunchContext of the stream it runs on (a closure
 // launched on a Stream, or an engine op's OpArgs::launch). On cpu the closure runs on the
@@ -52,8 +53,8 @@
 
 namespace ebb {
 
-enum class CommBackend : std::uint8_t { kSingle, kMpi, kNccl };
-// "single", "mpi", "nccl".
+enum class CommBackend : std::uint8_t { kSingle, kMpi, kNccl, kSim };
+// "single", "mpi", "nccl", "sim".
 std::string_view comm_backend_name(CommBackend backend);
 std::optional<CommBackend> comm_backend_from_name(std::string_view name);
 
@@ -89,8 +90,10 @@ struct RankEnv {
 RankEnv rank_env_from_environment();
 
 struct CommOptions {
-  // nullopt: nccl on a cuda device, else mpi under a launcher, else single.
+  // nullopt: nccl on a cuda device, else mpi under a launcher, else single. sim is chosen only
+  // when asked, on a sim device.
   std::optional<CommBackend> backend;
+  int sim_ranks = 1;  // the sim backend: how many ranks its one rank stands for
   // How long one collective may wait for its peers before the watchdog fails it (and the job:
   // a rank that died leaves the others waiting). mpi and nccl.
   std::chrono::milliseconds timeout{30000};
@@ -136,8 +139,9 @@ class Communicator {
 
   // A modelled link, for measuring on one machine how much communication a schedule hides:
   // every collective of the cpu backends (single, mpi) then also takes latency + the bytes it
-  // sends / bytes_per_second, its stream's thread sleeping that long. nccl ignores it. Default:
-  // none. Set it before any collective runs.
+  // sends / bytes_per_second, its stream's thread sleeping that long. nccl ignores it; on sim it
+  // is the cost ZeRO gives its collective ops (the sim clock's, nothing sleeps). Default: none.
+  // Set it before any collective runs.
   void set_link_model(LinkModel link) { link_ = link; }
   const LinkModel& link_model() const { return link_; }
 

@@ -6,6 +6,7 @@
 
 #include "kernels/comm/communicator.h"
 #include "kernels/comm/mpi_plugin.h"
+#include "kernels/comm/sim_communicator.h"
 #include "kernels/comm/single_communicator.h"
 #if EBB_HAVE_NCCL
 #include "kernels/cuda/nccl_communicator.h"
@@ -81,6 +82,15 @@ Result<std::unique_ptr<Communicator>> make_communicator(Device& device,
     case CommBackend::kNccl:
       if (!cuda) return invalid_argument(where + ": nccl needs a cuda device");
       return make_nccl(device, options, env);
+    case CommBackend::kSim:
+      if (device.kind() != DeviceKind::kSim) {
+        return invalid_argument(where + ": the sim backend moves no data; it needs a sim device");
+      }
+      if (options.sim_ranks < 1) {
+        return invalid_argument(where + ": sim_ranks " + std::to_string(options.sim_ranks) +
+                                " is not at least 1");
+      }
+      return make_sim_communicator(options.sim_ranks);
   }
   return invalid_argument("make_communicator: unknown backend");
 }

@@ -25,9 +25,7 @@ inline void spin_pause() {
 }  // namespace
 
 std::chrono::steady_clock::time_point CpuLink::book(std::size_t bytes) {
-  const double transfer_ns =
-      model_.bytes_per_second > 0 ? static_cast<double>(bytes) * 1e9 / model_.bytes_per_second : 0;
-  const auto busy = model_.latency + std::chrono::nanoseconds(std::llround(transfer_ns));
+  const auto busy = model_.transfer_time(static_cast<double>(bytes));
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> lock(mu_);
   free_at_ = std::max(free_at_, now) + busy;

@@ -14,9 +14,7 @@ namespace {
 // latency + bytes / bandwidth, to the nearest nanosecond; no transfer time on an unthrottled
 // link.
 SimClock::Duration copy_duration(const LinkModel& model, std::size_t bytes) {
-  const double transfer_ns =
-      model.bytes_per_second > 0 ? static_cast<double>(bytes) * 1e9 / model.bytes_per_second : 0;
-  return model.latency + SimClock::Duration(std::llround(transfer_ns));
+  return model.transfer_time(static_cast<double>(bytes));
 }
 
 // `event` as a SimEvent of `device`; kInvalidArgument when it is another backend's event or

@@ -125,6 +125,17 @@ TEST(CostModel, EightRanksRunOverNvlink) {
   EXPECT_EQ(all_gather_time(h100, 8, 1e9), nanoseconds(1984344));
 }
 
+// What one rank sends of a reduce-scatter or all-gather, (N-1)/N of the buffer, through the
+// link model ZeRO's ops are costed with, takes the ring's time.
+TEST(CostModel, TheLinkModelOfARingGivesItsTime) {
+  const ChipSpec h100 = bundled_chip("h100-sxm");
+  for (int ranks : {1, 8, 16}) {
+    const LinkModel link = collective_link_model(h100, ranks);
+    const double sent = 1e9 * (ranks - 1) / ranks;
+    EXPECT_EQ(link.transfer_time(sent), reduce_scatter_time(h100, ranks, 1e9)) << ranks;
+  }
+}
+
 TEST(CostModel, SixteenRanksCrossNodesAtTheInterNodeBandwidth) {
   const ChipSpec h100 = bundled_chip("h100-sxm");
   const CollectiveLink link = collective_link(h100, 16);

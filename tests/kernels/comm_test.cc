@@ -107,7 +107,8 @@ ScopedEnv no_launcher() {
 // --- one process ---------------------------------------------------------------------------
 
 TEST(CommNames, RoundTrip) {
-  for (CommBackend b : {CommBackend::kSingle, CommBackend::kMpi, CommBackend::kNccl}) {
+  for (CommBackend b :
+       {CommBackend::kSingle, CommBackend::kMpi, CommBackend::kNccl, CommBackend::kSim}) {
     EXPECT_EQ(comm_backend_from_name(comm_backend_name(b)), b);
   }
   EXPECT_EQ(comm_backend_from_name("gloo"), std::nullopt);
@@ -301,6 +302,54 @@ TEST(CommSingle, SimDeviceCountsOnly) {
   ASSERT_TRUE(comm->all_reduce({DeviceKind::kSim, nullptr}, send, recv, 4, CommDType::kF32).ok());
   EXPECT_EQ(recv[0], 0.0F);
   EXPECT_EQ(calls_of(comm->stats(), CommOp::kAllReduce), 1);
+}
+
+// The sim backend: rank 0 of N standing for every rank. It is chosen only when asked, on a sim
+// device; a collective counts N ranks' textbook bytes and moves nothing; host_all_gather gives
+// every rank this rank's bytes; on a cpu stream it refuses, as it moves no data.
+TEST(CommSim, OneRankStandsForN) {
+  DeviceOptions options;
+  options.kind = DeviceKind::kSim;
+  std::unique_ptr<Device> sim = std::move(create_device(options).value());
+  std::unique_ptr<Device> cpu = cpu_device();
+  const ScopedEnv env = no_launcher();
+  CommOptions asked;
+  asked.backend = CommBackend::kSim;
+  asked.sim_ranks = 4;
+  Result<std::unique_ptr<Communicator>> refused = make_communicator(*cpu, asked);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("needs a sim device"), std::string::npos);
+  asked.sim_ranks = 0;
+  refused = make_communicator(*sim, asked);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("sim_ranks 0"), std::string::npos);
+  asked.sim_ranks = 4;
+  std::unique_ptr<Communicator> comm = std::move(make_communicator(*sim, asked).value());
+  EXPECT_EQ(comm->backend(), CommBackend::kSim);
+  EXPECT_EQ(comm->rank(), 0);
+  EXPECT_EQ(comm->size(), 4);
+
+  float send[4] = {1, 2, 3, 4};
+  float recv[16] = {};
+  ASSERT_TRUE(comm->all_gather({DeviceKind::kSim, nullptr}, send, recv, 4, CommDType::kF32).ok());
+  EXPECT_EQ(recv[0], 0.0F);  // nothing moved
+  // (N - 1) chunks of 4 fp32 elements.
+  EXPECT_EQ(bytes_of(comm->stats(), CommOp::kAllGather), 3 * 4 * 4);
+  const Status on_cpu = comm->all_gather(kCpu, send, recv, 4, CommDType::kF32);
+  EXPECT_EQ(on_cpu.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(on_cpu.message().find("moves no data"), std::string::npos);
+
+  const std::int32_t mine = 7;
+  std::int32_t all[4] = {};
+  ASSERT_TRUE(comm->host_all_gather(&mine, all, sizeof mine).ok());
+  for (std::int32_t v : all) EXPECT_EQ(v, 7);
+}
+
+// A modelled link's transfer time, which the sim clock and ZeRO's collective ops use.
+TEST(CommSim, LinkModelTransferTime) {
+  LinkModel link{.bytes_per_second = 1e9, .latency = std::chrono::microseconds(5)};
+  EXPECT_EQ(link.transfer_time(1e6), std::chrono::nanoseconds(5000 + 1000000));
+  EXPECT_EQ(LinkModel{}.transfer_time(1e9), std::chrono::nanoseconds(0));
 }
 
 // --- under mpirun --------------------------------------------------------------------------

@@ -519,6 +519,7 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   result.peak_gradient_bytes = engine->memory_by_kind(TensorKind::kGradient).peak;
   result.peak_optimizer_state_bytes = engine->memory_by_kind(TensorKind::kOptimizerState).peak;
   result.peak_workspace_bytes = engine->memory_by_kind(TensorKind::kWorkspace).peak;
+  result.peak_activation_bytes = engine->memory_by_kind(TensorKind::kActivation).peak;
   result.peak_op_gradient_bytes = engine->op_gradient_memory().peak;
   return result;
 }

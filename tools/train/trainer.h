@@ -180,6 +180,7 @@ struct TrainResult {
   std::int64_t peak_gradient_bytes = 0;
   std::int64_t peak_optimizer_state_bytes = 0;
   std::int64_t peak_workspace_bytes = 0;
+  std::int64_t peak_activation_bytes = 0;   // activations ops output and keep (kActivation)
   std::int64_t peak_op_gradient_bytes = 0;  // gradients ops output (Engine::op_gradient_memory)
 };
 
