@@ -275,6 +275,9 @@ Status parse_sim_device(TrainArgs& args) {
         "--device sim needs --hw FILE, the hardware profile whose host link it models (e.g. "
         "profiles/hw/h100-sxm.json)");
   }
+  if (o.link_gbps != 0) {
+    return invalid_argument("--link-gbps models the cpu device's link; the sim's is --hw's");
+  }
   EBB_ASSIGN_OR_RETURN(o.sim_hardware, read_hardware_model(args.hw));
   // A chip object, when the profile has one, times the kernels and gives the memory.
   std::ifstream file(args.hw);

@@ -878,6 +878,8 @@ TEST(EbbCli, TrainRejectsBadInputBeforeTraining) {
       {"--policy sometimes", "is not keep, recompute-all, sqrt, swap-all, plan, dynamic, none"},
       {"--device sim", "--device sim needs --hw FILE"},
       {"--device sim --hw " EBB_SOURCE_DIR "/profiles/hw/pcie4-25gbps.json", "--device-memory"},
+      {"--device sim --link-gbps 8 --hw " EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json",
+       "the sim's is --hw's"},
       {"--model gpt2-9b", "--model \"gpt2-9b\" is not a preset (the presets: gpt2-124m, "},
       {"--precision fp8", "--precision \"fp8\" is not fp32, bf16 or fp16"},
       {"--optimizer sgd", "--optimizer \"sgd\" is not adamw, adafactor or sm3"},

@@ -13,7 +13,7 @@ namespace ebb::train::test_support {
 
 // A fresh path under the test temporary directory, unique to the process.
 inline std::string temp_dir(const std::string& prefix, const std::string& name) {
-  const std::string dir = testing::TempDir() + prefix + "_" + std::to_string(getpid()) + "_" + name;
+  std::string dir = testing::TempDir() + prefix + "_" + std::to_string(getpid()) + "_" + name;
   std::filesystem::remove_all(dir);
   return dir;
 }
