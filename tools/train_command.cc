@@ -300,8 +300,8 @@ int run_train(TrainArgs& args) {
   if (Status s = apply_model_preset(args); !s.ok()) return report_error(s);
   if (*device == DeviceKind::kSim) {
     if (Status s = parse_sim_device(args); !s.ok()) return report_error(s);
-  } else if (!args.hw.empty() || !args.device_memory.empty()) {
-    return report_error(invalid_argument("--hw and --device-memory are for --device sim"));
+  } else if (!args.hw.empty() || !args.device_memory.empty() || args.options.sim_ranks != 1) {
+    return report_error(invalid_argument("--hw, --device-memory and --gpus are for --device sim"));
   }
   if (Status s = parse_training_names(args); !s.ok()) return report_error(s);
   // A planner's name: follow its plan after the warm-up, with dynamic eviction (both) under it.
@@ -386,7 +386,8 @@ int run_train(TrainArgs& args) {
     const int code = report_error(named);
     // The job ends with this rank: peers waiting in a collective are not left to their watchdog.
     if (o.zero_stage.has_value() && ranks.size > 1) {
-      Result<Communicator*> comm = train::process_communicator(o.device, o.comm_timeout);
+      Result<Communicator*> comm =
+          train::process_communicator(o.device, o.comm_timeout, false, o.sim_ranks);
       if (comm.ok()) (*comm)->abort(named.message());
     }
     return code;
@@ -537,6 +538,9 @@ Command add_train_command(CLI::App& parent) {
                   "without one kernels take no simulated time");
   app->add_option("--device-memory", args->device_memory,
                   "--device sim: the device's memory in bytes (default: the chip's)");
+  app->add_option("--gpus", args->options.sim_ranks,
+                  "--device sim with --zero: the data-parallel GPUs one simulated rank stands for "
+                  "(ranks are symmetric); collectives take the ring's time over the chip's links");
   app->add_option("--budget", args->budget,
                   "device memory budget: bytes (512MiB) or a percentage of the unconstrained "
                   "peak (50%), measured by a two-step probe run");

@@ -49,14 +49,13 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
       }
     }
   }
-  // No initial values: zeros, and no host copy of the state (a sim device's).
+  // No initial values: zeros, and no host copy of the state (a sim device's). External master
+  // weights (ZeRO's shard keeps them) are then valueless too: take_initial_master gives none.
   const bool zeros = initial.empty();
-  if (zeros && (options.external_master ||
-                std::any_of(options.placement.begin(), options.placement.end(),
-                            [](StatePlacement p) { return p != StatePlacement::kDevice; }))) {
+  if (zeros && std::any_of(options.placement.begin(), options.placement.end(),
+                           [](StatePlacement p) { return p != StatePlacement::kDevice; })) {
     return invalid_argument(
-        "model state: no initial values, but state off the device or external master weights "
-        "take them from the host");
+        "model state: no initial values, but state off the device takes them from the host");
   }
   if (!zeros && initial.size() != params.size()) {
     return invalid_argument("model state: " + std::to_string(initial.size()) +
@@ -91,6 +90,7 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
   std::unique_ptr<ModelState> state(
       new ModelState(engine, std::move(layout), std::move(params), options));
   ModelState& s = *state;
+  s.valueless_ = zeros;
   const bool master = has_master_weights(options.precision);
   std::vector<float> values;
   for (std::size_t g = 0; g < s.layout_.groups.size(); ++g) {

@@ -139,6 +139,9 @@ class ModelState {
   // set_master_reader: how master_to_host() reads an off-device slice's master weights (the
   // optimizer's; null: not readable, kFailedPrecondition).
   std::vector<float> take_initial_master(std::size_t slice);
+  // Made without initial values (a sim device's state): nothing of it is held on the host, and
+  // take_initial_master gives nothing.
+  bool valueless() const { return valueless_; }
   using MasterReader = std::function<Status(std::size_t slice, std::span<float> out)>;
   void set_master_reader(MasterReader reader) { master_reader_ = std::move(reader); }
 
@@ -184,6 +187,7 @@ class ModelState {
   std::vector<Tensor> grad_views_;        // declaration order
   std::vector<std::uint8_t> written_;     // per parameter, since begin_step()
   std::vector<std::vector<float>> initial_master_;  // per slice, off the device, until taken
+  bool valueless_ = false;                          // made without initial values
   MasterReader master_reader_;
   GradientListener listener_;
   std::vector<int> step_accumulations_;   // per slice, since begin_step()

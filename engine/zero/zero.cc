@@ -140,7 +140,9 @@ Result<std::unique_ptr<ZeroOptimizer>> ZeroOptimizer::create(Engine& engine, Mod
     const std::int64_t last = ranges[static_cast<std::size_t>(rank)].second;
     z->ranges_.push_back(ranges);
     z->chunk_.push_back(chunk);
-    std::vector<float> values = options.stage >= 1
+    // A valueless state (sim) gives its shard none: no host memory of the model's size.
+    std::vector<float> values = full.valueless() ? std::vector<float>()
+                                : options.stage >= 1
                                     ? full.take_initial_master(k)
                                     : std::vector<float>(static_cast<std::size_t>(s));
     if (first == last) {
@@ -152,7 +154,7 @@ Result<std::unique_ptr<ZeroOptimizer>> ZeroOptimizer::create(Engine& engine, Mod
                        .shape = {last - first},
                        .group = group.group,
                        .slice_key = static_cast<int>(k)});
-      initial.emplace_back(values.begin() + first, values.begin() + last);
+      if (!values.empty()) initial.emplace_back(values.begin() + first, values.begin() + last);
     } else {
       for (std::size_t p : fs.params) {
         const FlatEntry& e = layout.entries[p];
@@ -161,7 +163,9 @@ Result<std::unique_ptr<ZeroOptimizer>> ZeroOptimizer::create(Engine& engine, Mod
         ParameterDecl d = full.params()[p];
         d.slice_key = static_cast<int>(k);
         decls.push_back(std::move(d));
-        initial.emplace_back(values.begin() + at_slice, values.begin() + at_slice + e.numel);
+        if (!values.empty()) {
+          initial.emplace_back(values.begin() + at_slice, values.begin() + at_slice + e.numel);
+        }
       }
     }
     const StatePlacement place =

@@ -84,7 +84,14 @@ Status check_simulable(const TrainOptions& o) {
   if (o.precision == Precision::kF16) {
     return refuse("fp16's loss scaling reads the gradients for overflows; use bf16");
   }
-  if (o.zero_stage.has_value()) return refuse("--zero runs collectives over the values");
+  if (o.sim_ranks < 1) {
+    return invalid_argument("--gpus " + std::to_string(o.sim_ranks) + ": at least 1");
+  }
+  if (o.sim_ranks > 1 && !o.zero_stage.has_value()) {
+    return invalid_argument("--gpus " + std::to_string(o.sim_ranks) +
+                            " without --zero: data parallelism over the sim's ranks is ZeRO "
+                            "(stage 0 replicates everything)");
+  }
   if (o.optimizer_state != StatePolicy::kDevice || o.delayed_update) {
     return refuse(
         "--optimizer-state host, nvme and auto run the optimizer's step on the host, on real "
@@ -111,7 +118,7 @@ double median(std::vector<double> values) {
 
 // Stage 3's second communicator, made (by every rank) before any model is (run_training).
 Communicator* gather_communicator(const TrainOptions& o) {
-  Result<Communicator*> gather = process_communicator(o.device, o.comm_timeout, true);
+  Result<Communicator*> gather = process_communicator(o.device, o.comm_timeout, true, o.sim_ranks);
   return gather.ok() ? *gather : nullptr;
 }
 
@@ -701,27 +708,32 @@ std::string checkpoint_fingerprint(const TrainOptions& o) {
 }
 
 Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milliseconds timeout,
-                                           bool gather) {
+                                           bool gather, int sim_ranks) {
   // MPI starts once per process, and NCCL's communicator is tied to its GPU: one per kind, kept.
+  // On sim, one rank stands for sim_ranks (kernels/comm/sim_communicator.h): one per count.
   struct Held {
     std::unique_ptr<Device> device;
     std::unique_ptr<Communicator> comm;
     std::unique_ptr<Communicator> gather;
   };
   // Never destroyed: MPI is finalized at exit by its plugin, which must come last.
-  static auto& held = *new std::map<DeviceKind, Held>();
-  auto it = held.find(device);
+  static auto& held = *new std::map<std::pair<DeviceKind, int>, Held>();
+  const bool sim = device == DeviceKind::kSim;
+  CommOptions options;
+  options.timeout = timeout;
+  if (sim) {
+    options.backend = CommBackend::kSim;
+    options.sim_ranks = sim_ranks;
+  }
+  const std::pair<DeviceKind, int> key{device, sim ? sim_ranks : 1};
+  auto it = held.find(key);
   if (it == held.end()) {
     EBB_ASSIGN_OR_RETURN(std::unique_ptr<Device> d, make_device(device, 0));
-    CommOptions options;
-    options.timeout = timeout;
     EBB_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> comm, make_communicator(*d, options));
-    it = held.emplace(device, Held{std::move(d), std::move(comm), nullptr}).first;
+    it = held.emplace(key, Held{std::move(d), std::move(comm), nullptr}).first;
   }
   if (!gather) return it->second.comm.get();
   if (it->second.gather == nullptr) {
-    CommOptions options;
-    options.timeout = timeout;
     EBB_ASSIGN_OR_RETURN(it->second.gather, make_communicator(*it->second.device, options));
   }
   return it->second.gather.get();
@@ -884,17 +896,25 @@ Result<TrainResult> train(const TrainOptions& o,
   }
   EBB_RETURN_IF_ERROR(LossScaler::create(o.loss_scaler).status());
   if (o.device == DeviceKind::kSim) EBB_RETURN_IF_ERROR(check_simulable(o));
+  if (o.device != DeviceKind::kSim && o.sim_ranks != 1) {
+    return invalid_argument("--gpus " + std::to_string(o.sim_ranks) +
+                            " is for --device sim; real ranks come from mpirun");
+  }
   Communicator* comm = nullptr;
   if (o.zero_stage.has_value()) {
-    EBB_ASSIGN_OR_RETURN(comm, process_communicator(o.device, o.comm_timeout));
+    EBB_ASSIGN_OR_RETURN(comm, process_communicator(o.device, o.comm_timeout, false, o.sim_ranks));
     EBB_RETURN_IF_ERROR(check_same_configuration(o, *comm));
-    comm->set_link_model(o.comm_link);
+    // On sim with a chip, the collectives take the ring's time over its links (cost_model.h).
+    const LinkModel link = o.device == DeviceKind::kSim && o.sim_chip.has_value()
+                               ? collective_link_model(*o.sim_chip, comm->size())
+                               : o.comm_link;
+    comm->set_link_model(link);
     if (*o.zero_stage == 3) {
       EBB_ASSIGN_OR_RETURN(Communicator * gather,
-                           process_communicator(o.device, o.comm_timeout, true));
-      gather->set_link_model(o.comm_link);
+                           process_communicator(o.device, o.comm_timeout, true, o.sim_ranks));
+      gather->set_link_model(link);
     }
-    if (comm->size() == 1) {
+    if (comm->size() == 1 && o.device != DeviceKind::kSim) {
       std::fprintf(stderr,
                    "ebb train: warning: --zero %d with one rank partitions nothing (run under "
                    "mpirun -np N); going on\n",

@@ -68,6 +68,9 @@ struct TrainOptions {
   std::size_t device_memory_bytes = 0;
   HardwareModel sim_hardware;
   std::optional<ChipSpec> sim_chip;
+  // With --zero on sim: the data-parallel ranks (GPUs) one simulated rank stands for (ZeRO's
+  // ranks are symmetric), its collectives costed over the chip's links.
+  int sim_ranks = 1;
   // Device budget: budget_bytes when non-zero, else budget_fraction of the unconstrained peak
   // (measured by a two-step probe run on a fresh engine) when non-zero, else unconstrained.
   std::size_t budget_bytes = 0;
@@ -214,8 +217,9 @@ std::string checkpoint_fingerprint(const TrainOptions& options);
 // starts once per process). kUnavailable naming what is missing.
 // `gather`: the second one, which ZeRO stage 3's parameter gathers run on (ZeroOptions::
 // gather_comm); made on first request, by every rank at once (it is a collective).
+// On sim: the sim backend, rank 0 of `sim_ranks` standing for every rank.
 Result<Communicator*> process_communicator(DeviceKind device, std::chrono::milliseconds timeout,
-                                           bool gather = false);
+                                           bool gather = false, int sim_ranks = 1);
 
 // Bitwise equality, the comparison ebb's promise is about (unlike ==, it tells -0 from 0 and a
 // NaN equals itself).
