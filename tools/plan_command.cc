@@ -17,6 +17,7 @@
 #include "engine/planner/planner.h"
 #include "engine/planner/state_placement.h"
 #include "tools/commands.h"
+#include "tools/plan_config_command.h"
 #include "tools/plan_eval.h"
 
 namespace ebb::cli {
@@ -34,9 +35,29 @@ struct PlanArgs {
   bool classic = false;
   bool json = false;
   double max_overhead = 2.0;
+  ConfigArgs config;  // --model: the configuration mode
 };
 
 int run_plan(const PlanArgs& args) {
+  if (!args.config.model.empty() || args.config.compare_hw) {
+    if (!args.file.empty()) {
+      return report_error(invalid_argument("ebb plan: give a profile FILE or --model, not both (" +
+                                           args.file + ")"));
+    }
+    if (args.config.model.empty()) {
+      return report_error(invalid_argument("ebb plan --compare-hw needs --model"));
+    }
+    ConfigArgs config = args.config;
+    config.hw_file = args.hw_file;
+    config.policy = args.policy;
+    config.budget = args.budget;
+    config.json = args.json;
+    return run_plan_config(config);
+  }
+  if (args.file.empty() || args.budget.empty()) {
+    return report_error(invalid_argument(
+        "ebb plan: give a profile FILE and --budget, or --model for a configuration"));
+  }
   if (Status s = check_max_overhead(args.max_overhead); !s.ok()) return report_error(s);
   Result<HardwareModel> hardware = hardware_from_args(args.hw_file, args.link_gbps);
   if (!hardware.ok()) return report_error(hardware.status());
@@ -219,13 +240,12 @@ Command add_plan_command(CLI::App& parent) {
   CLI::App* app = parent.add_subcommand(
       "plan",
       "Plan one profiled iteration (profile JSON or DTR log) under a budget and check the "
-      "plan on a sim device");
-  app->add_option("FILE", args->file, "profile JSON or DTR log (detected from the first line)")
-      ->required();
+      "plan on a sim device; or, with --model, whether a model trains on N of a chip, how, and "
+      "how fast");
+  app->add_option("FILE", args->file, "profile JSON or DTR log (detected from the first line)");
   app->add_option("--budget", args->budget,
                   "device memory budget: bytes (4GiB, 512MiB) or a percentage of the peak live "
-                  "bytes (60%)")
-      ->required();
+                  "bytes (60%); with --model, bytes per GPU (default: the chip's memory)");
   app->add_option("--policy", args->policy,
                   "plan (default), keep, recompute-all, sqrt, swap-all, or dynamic (no plan)");
   app->add_option("--hw", args->hw_file,
@@ -246,6 +266,27 @@ Command add_plan_command(CLI::App& parent) {
   app->add_option("--max-overhead", args->max_overhead,
                   "thrash limit: fail once recompute exceeds this multiple of the base compute "
                   "(default 2; 0: no limit)");
+  // The configuration mode (tools/config_plan.h).
+  ConfigArgs& c = args->config;
+  c.hw_dir = EBB_PROFILES_DIR "/hw";
+  app->add_option("--model", c.model,
+                  "a model preset (gpt2-124m, gpt2-350m, gpt2-774m, gpt2-1.5b, llama-7b-like, "
+                  "llama-13b-like): plan a configuration of it on --hw's chip instead of a "
+                  "profile; data parallelism with ZeRO only (no tensor or pipeline parallelism)");
+  app->add_option("--gpus", c.gpus, "--model: GPUs (default 1)");
+  app->add_option("--zero", c.zero, "--model: ZeRO stage 0-3 (default: 0 with several GPUs)");
+  app->add_option("--micro-batch", c.micro_batch, "--model: sequences per GPU per micro-batch");
+  app->add_option("--seq", c.seq, "--model: tokens per sequence (default: the preset's)");
+  app->add_option("--grad-accum", c.grad_accum, "--model: micro-batches per GPU per step");
+  app->add_option("--global-batch", c.global_batch,
+                  "--model: sequences per step over all GPUs (sets --grad-accum)");
+  app->add_option("--precision", c.precision, "--model: bf16 (default) or fp32");
+  app->add_flag("--search", c.search,
+                "--model: try ZeRO stages, keep and plan, and micro-batches at the same global "
+                "batch; print the fastest that fit");
+  app->add_flag("--compare-hw", c.compare_hw,
+                "--model: the best configuration on --gpus of every chip in --hw-dir");
+  app->add_option("--hw-dir", c.hw_dir, "--compare-hw: the hardware profiles (default: ebb's)");
   return Command{app, [args] { return run_plan(*args); }};
 }
 

@@ -937,4 +937,103 @@ TEST(EbbCli, IobenchJsonReportsBothBandwidthsAndLeavesNoFile) {
   EXPECT_NE(run.err.find("4 KiB"), std::string::npos) << run.err;
 }
 
+// --- ebb plan --model: a configuration on N of a chip (tools/config_plan.h) ------------------
+
+namespace config_plan_test {
+
+const std::string kH100 = EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json";
+
+nlohmann::json last_json_line(const std::string& out) {
+  const std::size_t end = out.find_last_not_of('\n');
+  const std::size_t begin = out.rfind('\n', end);
+  return nlohmann::json::parse(out.substr(begin == std::string::npos ? 0 : begin + 1));
+}
+
+// One GPU: the step's figures are consistent with each other and with the model: tokens/s is
+// the global batch's tokens over the step, the FLOPs per token are 6Ψ + 12·L·h·s, MFU is their
+// product over the chip's dense bf16 peak, and the peak is within the chip's memory.
+TEST(EbbPlanConfig, OneGpuAnswersWithConsistentFigures) {
+  CliRun run = ebb("plan --model gpt2-124m --hw " + kH100 + " --micro-batch 4 --seq 256 --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json c = last_json_line(run.out)["configuration"];
+  ASSERT_TRUE(c["fits"].get<bool>());
+  const double step_s = c["step_ms"].get<double>() / 1e3;
+  EXPECT_NEAR(c["tokens_per_s"].get<double>(), 4 * 256 / step_s, 1e-6 * 4 * 256 / step_s);
+  const double flops = 6.0 * 124'439'808 - 6.0 * (1024 - 256) * 768 + 12.0 * 12 * 768 * 256;
+  EXPECT_DOUBLE_EQ(c["model_flops_per_token"].get<double>(), flops);
+  EXPECT_NEAR(c["mfu"].get<double>(), c["tokens_per_s"].get<double>() * flops / 989.4e12, 1e-9);
+  EXPECT_LE(c["peak_bytes"]["reserved"].get<double>(), c["budget_bytes"].get<double>());
+  EXPECT_GT(c["peak_bytes"]["activations"].get<double>(), 0);
+  EXPECT_GE(c["step_parts_ms"]["compute"].get<double>(), 0);
+}
+
+// ZeRO stage 1 on 8 GPUs keeps 1/8 of the optimizer state per GPU (12Ψ/8 against 12Ψ).
+TEST(EbbPlanConfig, ZeroPartitionsTheStatePerGpu) {
+  const std::string base = "plan --model gpt2-124m --hw " + kH100 +
+                           " --gpus 8 --micro-batch 2 --seq 128 --policy keep --json --zero ";
+  CliRun zero0 = ebb(base + "0");
+  CliRun zero1 = ebb(base + "1");
+  ASSERT_EQ(zero0.exit_code, 0) << zero0.err;
+  ASSERT_EQ(zero1.exit_code, 0) << zero1.err;
+  const double s0 = last_json_line(zero0.out)["configuration"]["peak_bytes"]["optimizer_state"];
+  const double s1 = last_json_line(zero1.out)["configuration"]["peak_bytes"]["optimizer_state"];
+  const double psi = 124'439'808 - (1024 - 128) * 768;
+  EXPECT_NEAR(s0 / (12 * psi), 1.0, 0.01);
+  EXPECT_NEAR(s1 / (12 * psi / 8), 1.0, 0.02);
+}
+
+// A configuration that does not fit is an answer: exit 1, fits false with the reason, and what
+// would fit (here: more GPUs with ZeRO stage 3).
+TEST(EbbPlanConfig, WhatDoesNotFitSaysWhatWould) {
+  CliRun run = ebb("plan --model llama-7b-like --hw " + kH100 + " --seq 512 --json");
+  ASSERT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_TRUE(run.err.empty()) << run.err;
+  const nlohmann::json c = last_json_line(run.out)["configuration"];
+  EXPECT_FALSE(c["fits"].get<bool>());
+  EXPECT_NE(c["why_not"].get<std::string>().find("bytes"), std::string::npos);
+  ASSERT_TRUE(c.contains("would_fit"));
+  EXPECT_TRUE(c["would_fit"]["fits"].get<bool>());
+  EXPECT_GT(c["would_fit"]["gpus"].get<int>(), 1);
+}
+
+// --search: every configuration answered, the fitting ones first, fastest first.
+TEST(EbbPlanConfig, SearchRanksTheFittingByTokensPerSecond) {
+  CliRun run = ebb("plan --model gpt2-124m --hw " + kH100 +
+                   " --gpus 2 --global-batch 8 --seq 128 --search --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json list = last_json_line(run.out)["search"];
+  // Stages 0-3, keep and plan, micro-batches 1, 2 and 4 per GPU.
+  ASSERT_EQ(list.size(), 24U);
+  bool fitting = true;
+  double last = 1e300;
+  for (const nlohmann::json& a : list) {
+    const bool fits = a["fits"].get<bool>();
+    EXPECT_FALSE(fits && !fitting) << "a fitting configuration after one that does not";
+    fitting = fits;
+    if (!fits) continue;
+    EXPECT_EQ(a["global_batch"].get<int>(), 8);
+    EXPECT_LE(a["tokens_per_s"].get<double>(), last);
+    last = a["tokens_per_s"].get<double>();
+  }
+}
+
+TEST(EbbPlanConfig, BadInputIsNamed) {
+  CliRun preset = ebb("plan --model gpt5 --hw " + kH100);
+  EXPECT_EQ(preset.exit_code, 1);
+  EXPECT_NE(preset.err.find("gpt5"), std::string::npos) << preset.err;
+  EXPECT_NE(preset.err.find("llama-7b-like"), std::string::npos) << preset.err;
+  CliRun no_chip =
+      ebb("plan --model gpt2-124m --hw " EBB_SOURCE_DIR "/profiles/hw/pcie4-25gbps.json");
+  EXPECT_EQ(no_chip.exit_code, 1);
+  EXPECT_NE(no_chip.err.find("chip"), std::string::npos) << no_chip.err;
+  CliRun batch = ebb("plan --model gpt2-124m --hw " + kH100 + " --gpus 8 --global-batch 4");
+  EXPECT_EQ(batch.exit_code, 1);
+  EXPECT_NE(batch.err.find("fewer than --gpus 8"), std::string::npos) << batch.err;
+  CliRun both = ebb("plan some.log --model gpt2-124m --hw " + kH100);
+  EXPECT_EQ(both.exit_code, 1);
+  EXPECT_NE(both.err.find("not both"), std::string::npos) << both.err;
+}
+
+}  // namespace config_plan_test
+
 }  // namespace

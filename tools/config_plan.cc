@@ -1,0 +1,194 @@
+#include "tools/config_plan.h"
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "engine/planner/cost_model.h"
+#include "engine/planner/planner.h"
+#include "tools/train/model_flops.h"
+
+namespace ebb::cli {
+namespace {
+
+MathPrecision math_precision(Precision p) {
+  switch (p) {
+    case Precision::kBF16:
+      return MathPrecision::kBf16;
+    case Precision::kF16:
+      return MathPrecision::kFp16;
+    case Precision::kF32:
+      return MathPrecision::kFp32;
+  }
+  return MathPrecision::kFp32;
+}
+
+train::TrainOptions options_of(const ConfigQuery& q, const ChipSpec& chip,
+                               const HardwareModel& hardware) {
+  train::TrainOptions o;
+  o.model = q.model;
+  o.steps = q.steps;
+  o.precision = q.precision;
+  o.device = DeviceKind::kSim;
+  o.sim_hardware = hardware;
+  o.sim_chip = chip;
+  o.sim_ranks = q.gpus;
+  o.zero_stage = q.zero_stage;
+  if (q.gpus > 1 && !o.zero_stage.has_value()) o.zero_stage = 0;
+  o.grad_accum = q.grad_accum;
+  o.budget_bytes = q.budget_bytes;
+  // keep: nothing leaves the device. A planner's plan is followed with dynamic eviction under
+  // it, as `ebb train --policy P` does.
+  if (q.policy != "keep") {
+    o.plan_policy = plan_policy_from_name(q.policy);
+    o.policy = EvictionPolicy::kBoth;
+  }
+  return o;
+}
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t mid = v.size() / 2;
+  return v.size() % 2 == 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+}  // namespace
+
+long long global_batch(const ConfigQuery& q) {
+  return static_cast<long long>(q.gpus) * q.model.batch * q.grad_accum;
+}
+
+Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec& chip,
+                                        const HardwareModel& hardware) {
+  if (query.gpus < 1) {
+    return invalid_argument("--gpus " + std::to_string(query.gpus) + ": at least 1");
+  }
+  if (query.zero_stage.has_value() && (*query.zero_stage < 0 || *query.zero_stage > 3)) {
+    return invalid_argument("--zero " + std::to_string(*query.zero_stage) + ": a stage 0-3");
+  }
+  if (!plan_policy_from_name(query.policy).has_value()) {
+    return invalid_argument("--policy " + query.policy +
+                            ": keep, plan, recompute-all, sqrt or swap-all");
+  }
+  EBB_RETURN_IF_ERROR(train::validate_config(query.model));
+  ConfigAnswer a;
+  a.query = query;
+  a.model_flops_per_token = train::model_flops_per_token(query.model);
+  const train::TrainOptions o = options_of(query, chip, hardware);
+  a.budget_bytes = query.budget_bytes > 0 ? query.budget_bytes : chip.memory_bytes;
+  // What one step needs at once under the policy (its largest op, and the model state when
+  // nothing may swap): below it, no schedule fits.
+  const std::size_t floor = train::minimum_budget_bytes(o, query.gpus);
+  if (a.budget_bytes < floor) {
+    a.why_not = "one step needs " + std::to_string(floor) + " B at once under policy " +
+                query.policy + " (its largest op, and the model state when nothing may swap), " +
+                "above the " + std::to_string(a.budget_bytes) + " B of device memory";
+    return a;
+  }
+  Result<train::TrainResult> run = train::train(o);
+  if (!run.ok()) {
+    // Out of memory under the budget: an answer. Anything else is the input's fault.
+    if (run.status().code() != StatusCode::kOutOfMemory) return run.status();
+    // The engine's report names every resident tensor; its first clause says what did not fit.
+    const std::string& m = run.status().message();
+    a.why_not = m.substr(0, std::min(m.find("; resident"), m.size()));
+    return a;
+  }
+  const train::TrainResult& r = *run;
+  a.fits = true;
+  a.budget_bytes = r.budget_bytes;
+  a.parameter_bytes = r.peak_parameter_bytes;
+  a.gradient_bytes = r.peak_gradient_bytes + r.peak_op_gradient_bytes;
+  a.optimizer_state_bytes = r.peak_optimizer_state_bytes;
+  a.activation_bytes = r.peak_activation_bytes;
+  a.communication_bytes = r.peak_workspace_bytes;
+  a.peak_reserved_bytes = r.steady_peak_reserved_bytes;
+  a.peak_live_bytes = r.peak_live_bytes;
+  a.fragmentation_bytes =
+      a.peak_reserved_bytes > a.peak_live_bytes ? a.peak_reserved_bytes - a.peak_live_bytes : 0;
+  a.planned = r.plan.has_value();
+  if (!a.planned && query.policy != "keep") a.plan_refused = r.executor.last_refusal;
+  if (r.plan.has_value()) {
+    std::set<std::size_t> swapped, recomputed;
+    for (const Eviction& e : r.plan->evictions) {
+      (e.method == EvictionMethod::kSwap ? swapped : recomputed).insert(e.tensor);
+    }
+    a.swapped_tensors = swapped.size();
+    a.recomputed_tensors = recomputed.size();
+  }
+  // The steady steps: after the warm-up, what the policy does.
+  std::vector<double> recompute, gathers, exposed_gather;
+  const std::size_t warm = static_cast<std::size_t>(o.warmup_iterations);
+  for (std::size_t i = std::min(warm, r.steps.size()); i < r.steps.size(); ++i) {
+    recompute.push_back(r.steps[i].recompute_ms);
+    gathers.push_back(static_cast<double>(r.steps[i].gathers));
+    exposed_gather.push_back(r.steps[i].exposed_gather_ms);
+  }
+  a.step_ms = r.steady_ms_median;
+  a.recompute_ms = median_of(recompute);
+  a.gathers_per_step = static_cast<std::int64_t>(median_of(gathers));
+  a.exposed_gather_ms = median_of(exposed_gather);
+  // The ops' own time: the plan's profiled compute when there is a plan (the profile's op times
+  // are the sim's kernel costs), else the whole step.
+  a.compute_ms = r.plan.has_value() ? static_cast<double>(r.plan->predicted.base_compute_ns) / 1e6
+                                    : a.step_ms - a.recompute_ms;
+  a.compute_ms = std::min(a.compute_ms, a.step_ms);
+  a.exposed_transfer_and_comm_ms = std::max(0.0, a.step_ms - a.compute_ms - a.recompute_ms);
+  const double tokens = static_cast<double>(global_batch(query)) * query.model.seq;
+  a.tokens_per_s = a.step_ms > 0 ? tokens / (a.step_ms / 1e3) : 0;
+  const double peak = peak_flops_per_s(chip, KernelClass::kGemm, math_precision(query.precision));
+  a.mfu = train::model_flops_utilisation(query.model, a.tokens_per_s / query.gpus, peak);
+  return a;
+}
+
+Result<std::optional<ConfigAnswer>> fewest_gpus_that_fit(const ConfigQuery& base,
+                                                         const ChipSpec& chip,
+                                                         const HardwareModel& hardware,
+                                                         int max_gpus) {
+  for (int gpus = std::max(base.gpus, 1) * 2; gpus <= max_gpus; gpus *= 2) {
+    ConfigQuery q = base;
+    q.gpus = gpus;
+    q.zero_stage = 3;
+    q.policy = "plan";
+    EBB_ASSIGN_OR_RETURN(ConfigAnswer a, plan_configuration(q, chip, hardware));
+    if (a.fits) return std::optional<ConfigAnswer>(std::move(a));
+  }
+  return std::optional<ConfigAnswer>();
+}
+
+Result<std::vector<ConfigAnswer>> search_configurations(const ConfigQuery& base,
+                                                        const ChipSpec& chip,
+                                                        const HardwareModel& hardware) {
+  const long long global = global_batch(base);
+  const long long per_gpu = global / base.gpus;
+  std::vector<std::optional<int>> stages;
+  if (base.gpus == 1) {
+    stages.push_back(std::nullopt);
+  } else {
+    for (int s = 0; s <= 3; ++s) stages.push_back(s);
+  }
+  std::vector<ConfigAnswer> answers;
+  for (const std::optional<int>& stage : stages) {
+    for (const char* policy : {"keep", "plan"}) {
+      for (long long micro = 1; micro <= per_gpu; micro *= 2) {
+        if (per_gpu % micro != 0) continue;
+        ConfigQuery q = base;
+        q.zero_stage = stage;
+        q.policy = policy;
+        q.model.batch = static_cast<int>(micro);
+        q.grad_accum = static_cast<int>(per_gpu / micro);
+        EBB_ASSIGN_OR_RETURN(ConfigAnswer a, plan_configuration(q, chip, hardware));
+        answers.push_back(std::move(a));
+      }
+    }
+  }
+  std::stable_sort(answers.begin(), answers.end(),
+                   [](const ConfigAnswer& x, const ConfigAnswer& y) {
+                     if (x.fits != y.fits) return x.fits;
+                     return x.tokens_per_s > y.tokens_per_s;
+                   });
+  return answers;
+}
+
+}  // namespace ebb::cli

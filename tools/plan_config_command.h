@@ -1,0 +1,31 @@
+// `ebb plan --model ...`: the configuration mode of `ebb plan` (plan_config_command.cc).
+#pragma once
+
+#include <string>
+
+namespace ebb::cli {
+
+struct ConfigArgs {
+  std::string model;  // a preset (tools/train/gpt_config.h)
+  std::string hw_file;
+  std::string hw_dir;  // --compare-hw: the profiles to compare
+  int gpus = 1;
+  int zero = -1;  // -1: none given
+  int micro_batch = 1;
+  int seq = 0;  // 0: the preset's
+  int grad_accum = 1;
+  long long global_batch = 0;  // 0: gpus x micro_batch x grad_accum
+  std::string precision = "bf16";
+  std::string policy = "plan";
+  std::string budget;  // empty: the chip's memory
+  bool search = false;
+  bool compare_hw = false;
+  bool json = false;
+};
+
+// Exit status: 0 when the configuration fits (--search: when one does; --compare-hw: when the
+// comparison ran); 1 when it does not (the answer, on stdout, says what would), and 1 with an
+// error on stderr naming the field for bad input, as `ebb plan` does.
+int run_plan_config(const ConfigArgs& args);
+
+}  // namespace ebb::cli
