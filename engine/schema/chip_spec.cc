@@ -22,30 +22,8 @@ constexpr std::string_view kChipEstimatePrefix = "estimate:";
 // The largest byte count a JSON number (a double) holds exactly: 2^53 bytes (8 PiB).
 constexpr double kChipLargestExactBytes = 9007199254740992.0;
 
-// Every field of the chip object, in the order profiles/README.md lists them; each needs a
-// source.
-constexpr const char* kChipFields[] = {
-    "memory_bytes",
-    "memory_bytes_per_s",
-    "bf16_flops_per_s",
-    "fp16_flops_per_s",
-    "tf32_flops_per_s",
-    "fp32_flops_per_s",
-    "pcie_generation",
-    "host_to_device_bytes_per_s",
-    "device_to_host_bytes_per_s",
-    "bidirectional_bytes_per_s",
-    "host_memory_bytes_per_s",
-    "chip_link",
-    "chip_link_bytes_per_s",
-    "gpus_per_node",
-    "inter_node_bytes_per_s",
-    "host_memory_bytes_per_gpu",
-    "nvme_bytes_per_s_per_node",
-};
-
 bool is_chip_field(const std::string& key) {
-  for (const char* field : kChipFields) {
+  for (const char* field : chip_spec_fields()) {
     if (key == field) return true;
   }
   return false;
@@ -141,7 +119,7 @@ Status read_chip_sources(const JsonFieldReader& r, const Json& chip, ChipSpec& c
   for (const auto& [key, value] : sources.items()) {
     if (!is_chip_field(key)) return r.fail(kChipSourcesPath + key, "names no field of the chip");
   }
-  for (const char* field : kChipFields) {
+  for (const char* field : chip_spec_fields()) {
     const std::string path = std::string(kChipSourcesPath) + field;
     auto s = sources.find(field);
     if (s == sources.end()) {
@@ -175,6 +153,29 @@ Status check_link_matches_chip(const JsonFieldReader& r, const HardwareModel& m,
 }
 
 }  // namespace
+
+std::span<const char* const> chip_spec_fields() {
+  static constexpr const char* kFields[] = {
+      "memory_bytes",
+      "memory_bytes_per_s",
+      "bf16_flops_per_s",
+      "fp16_flops_per_s",
+      "tf32_flops_per_s",
+      "fp32_flops_per_s",
+      "pcie_generation",
+      "host_to_device_bytes_per_s",
+      "device_to_host_bytes_per_s",
+      "bidirectional_bytes_per_s",
+      "host_memory_bytes_per_s",
+      "chip_link",
+      "chip_link_bytes_per_s",
+      "gpus_per_node",
+      "inter_node_bytes_per_s",
+      "host_memory_bytes_per_gpu",
+      "nvme_bytes_per_s_per_node",
+  };
+  return kFields;
+}
 
 Result<ChipSpec> chip_spec_from_json(std::string_view text, const std::string& source_name) {
   Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -46,6 +47,10 @@ struct ChipSpec {
 // The file is a hardware profile too (hardware_model.h reads its link fields and ignores the
 // chip object), and its host_to_device_bytes_per_s and device_to_host_bytes_per_s equal the
 // chip's PCIe figures, or the file is refused naming them.
+// Every field of the chip object, in the order profiles/README.md lists them; each needs a
+// source.
+std::span<const char* const> chip_spec_fields();
+
 Result<ChipSpec> chip_spec_from_json(std::string_view text, const std::string& source_name);
 Result<ChipSpec> read_chip_spec(const std::string& path);
 

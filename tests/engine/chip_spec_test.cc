@@ -19,25 +19,8 @@ namespace {
 const std::string kHwDir = EBB_SOURCE_DIR "/profiles/hw/";
 
 // The chip object's fields, as profiles/README.md lists them.
-const std::vector<std::string> kChipFieldNames = {
-    "memory_bytes",
-    "memory_bytes_per_s",
-    "bf16_flops_per_s",
-    "fp16_flops_per_s",
-    "tf32_flops_per_s",
-    "fp32_flops_per_s",
-    "pcie_generation",
-    "host_to_device_bytes_per_s",
-    "device_to_host_bytes_per_s",
-    "bidirectional_bytes_per_s",
-    "host_memory_bytes_per_s",
-    "chip_link",
-    "chip_link_bytes_per_s",
-    "gpus_per_node",
-    "inter_node_bytes_per_s",
-    "host_memory_bytes_per_gpu",
-    "nvme_bytes_per_s_per_node",
-};
+const std::vector<std::string> kChipFieldNames(chip_spec_fields().begin(),
+                                               chip_spec_fields().end());
 
 void expect_chip_error(const Result<ChipSpec>& r, const std::string& text) {
   ASSERT_FALSE(r.ok()) << "expected an error containing \"" << text << "\"";
