@@ -37,12 +37,10 @@ train::TrainOptions options_of(const ConfigQuery& q, const ChipSpec& chip,
   if (q.gpus > 1 && !o.zero_stage.has_value()) o.zero_stage = 0;
   o.grad_accum = q.grad_accum;
   o.budget_bytes = q.budget_bytes;
-  // keep: nothing leaves the device. A planner's plan is followed with dynamic eviction under
-  // it, as `ebb train --policy P` does.
-  if (q.policy != "keep") {
-    o.plan_policy = plan_policy_from_name(q.policy);
-    o.policy = EvictionPolicy::kBoth;
-  }
+  // keep: nothing leaves the device (its plan, which evicts nothing, gives the step's compute).
+  // A planner's plan is followed with dynamic eviction under it, as `ebb train --policy P` does.
+  o.plan_policy = plan_policy_from_name(q.policy);
+  o.policy = q.policy == "keep" ? EvictionPolicy::kNone : EvictionPolicy::kBoth;
   return o;
 }
 
@@ -129,17 +127,36 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
   a.recompute_ms = median_of(recompute);
   a.gathers_per_step = static_cast<std::int64_t>(median_of(gathers));
   a.exposed_gather_ms = median_of(exposed_gather);
-  // The ops' own time: the plan's profiled compute when there is a plan (the profile's op times
-  // are the sim's kernel costs), else the whole step.
-  a.compute_ms = r.plan.has_value() ? static_cast<double>(r.plan->predicted.base_compute_ns) / 1e6
-                                    : a.step_ms - a.recompute_ms;
-  a.compute_ms = std::min(a.compute_ms, a.step_ms);
-  a.exposed_transfer_and_comm_ms = std::max(0.0, a.step_ms - a.compute_ms - a.recompute_ms);
+  // Until split_step_parts runs: all of the step but its replays is counted as compute.
+  a.compute_ms = std::max(0.0, a.step_ms - a.recompute_ms);
   const double tokens = static_cast<double>(global_batch(query)) * query.model.seq;
   a.tokens_per_s = a.step_ms > 0 ? tokens / (a.step_ms / 1e3) : 0;
   const double peak = peak_flops_per_s(chip, KernelClass::kGemm, math_precision(query.precision));
   a.mfu = train::model_flops_utilisation(query.model, a.tokens_per_s / query.gpus, peak);
   return a;
+}
+
+Status split_step_parts(ConfigAnswer& answer, const ChipSpec& chip, const HardwareModel& hardware) {
+  if (!answer.fits) return ok_status();
+  // The same configuration with every link as fast as it can be: the ops' own time, replays
+  // aside (the planner may pick other evictions there, so its replays are subtracted from its
+  // own step, not from this one's).
+  constexpr double kUnbounded = 1e18;  // bytes/s: transfers take their latency only
+  ChipSpec fast_chip = chip;
+  fast_chip.chip_link_bytes_per_s = kUnbounded;
+  fast_chip.inter_node_bytes_per_s = kUnbounded;
+  HardwareModel fast_links = hardware;
+  fast_links.host_to_device_bytes_per_s = kUnbounded;
+  fast_links.device_to_host_bytes_per_s = kUnbounded;
+  if (fast_links.nvme_read_bytes_per_s > 0) fast_links.nvme_read_bytes_per_s = kUnbounded;
+  if (fast_links.nvme_write_bytes_per_s > 0) fast_links.nvme_write_bytes_per_s = kUnbounded;
+  EBB_ASSIGN_OR_RETURN(ConfigAnswer fast, plan_configuration(answer.query, fast_chip, fast_links));
+  if (!fast.fits) return ok_status();
+  answer.compute_ms = std::clamp(fast.step_ms - fast.recompute_ms, 0.0,
+                                 std::max(0.0, answer.step_ms - answer.recompute_ms));
+  answer.exposed_transfer_and_comm_ms =
+      std::max(0.0, answer.step_ms - answer.compute_ms - answer.recompute_ms);
+  return ok_status();
 }
 
 Result<std::optional<ConfigAnswer>> fewest_gpus_that_fit(const ConfigQuery& base,

@@ -65,8 +65,9 @@ struct ConfigAnswer {
   std::int64_t gathers_per_step = 0;
   // The step: its simulated time, and its parts.
   double step_ms = 0;
-  double compute_ms = 0;    // the ops' own time on the compute stream (what keep would take)
-  double recompute_ms = 0;  // replays
+  // The ops' own time (split_step_parts; until then the step less its replays).
+  double compute_ms = 0;
+  double recompute_ms = 0;                  // replays
   double exposed_transfer_and_comm_ms = 0;  // the rest: copies and collectives not hidden
   double exposed_gather_ms = 0;             // of which ZeRO stage 3's gathers
   double tokens_per_s = 0;                  // all GPUs
@@ -86,6 +87,11 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
 Result<std::vector<ConfigAnswer>> search_configurations(const ConfigQuery& base,
                                                         const ChipSpec& chip,
                                                         const HardwareModel& hardware);
+
+// Splits a fitting answer's step into compute, replays and the exposed rest, by running the same
+// configuration again with every link unbounded (the compute is that run's step less its
+// replays). A second simulation: called for the answers shown, not for every one searched.
+Status split_step_parts(ConfigAnswer& answer, const ChipSpec& chip, const HardwareModel& hardware);
 
 // When nothing fits on base.gpus: the fewest GPUs (doubling, up to max_gpus) on which `base`
 // fits with ZeRO stage 3 and policy plan, the micro-batch and accumulations per GPU kept (so the

@@ -200,7 +200,8 @@ int run_plan_config(const ConfigArgs& args) {
       if (!found.ok()) return report_error(found.status());
       nlohmann::ordered_json row;
       row["chip"] = hw->first.name;
-      const ConfigAnswer& best = found->front();
+      ConfigAnswer& best = found->front();
+      if (Status s = split_step_parts(best, hw->first, hw->second); !s.ok()) return report_error(s);
       row["best"] = answer_json(best);
       rows.push_back(row);
       if (args.json) continue;
@@ -231,6 +232,11 @@ int run_plan_config(const ConfigArgs& args) {
   if (args.search) {
     Result<std::vector<ConfigAnswer>> found = search_configurations(*query, hw->first, hw->second);
     if (!found.ok()) return report_error(found.status());
+    for (std::size_t i = 0; i < std::min(found->size(), kShownConfigurations); ++i) {
+      if (Status s = split_step_parts((*found)[i], hw->first, hw->second); !s.ok()) {
+        return report_error(s);
+      }
+    }
     if (args.json) {
       nlohmann::ordered_json list = nlohmann::ordered_json::array();
       for (const ConfigAnswer& a : *found) list.push_back(answer_json(a));
@@ -249,6 +255,7 @@ int run_plan_config(const ConfigArgs& args) {
   }
   Result<ConfigAnswer> answer = plan_configuration(*query, hw->first, hw->second);
   if (!answer.ok()) return report_error(answer.status());
+  if (Status s = split_step_parts(*answer, hw->first, hw->second); !s.ok()) return report_error(s);
   nlohmann::ordered_json j = answer_json(*answer);
   // Not an error: the answer, and what would fit: the fastest configuration nearby on these
   // GPUs, else the fewest GPUs that hold it.
@@ -264,7 +271,12 @@ int run_plan_config(const ConfigArgs& args) {
       if (!more.ok()) return report_error(more.status());
       would_fit = *more;
     }
-    if (would_fit.has_value()) j["would_fit"] = answer_json(*would_fit);
+    if (would_fit.has_value()) {
+      if (Status s = split_step_parts(*would_fit, hw->first, hw->second); !s.ok()) {
+        return report_error(s);
+      }
+      j["would_fit"] = answer_json(*would_fit);
+    }
   }
   if (args.json) {
     out["configuration"] = j;
