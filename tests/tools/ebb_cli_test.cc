@@ -964,7 +964,12 @@ TEST(EbbPlanConfig, OneGpuAnswersWithConsistentFigures) {
   EXPECT_NEAR(c["mfu"].get<double>(), c["tokens_per_s"].get<double>() * flops / 989.4e12, 1e-9);
   EXPECT_LE(c["peak_bytes"]["reserved"].get<double>(), c["budget_bytes"].get<double>());
   EXPECT_GT(c["peak_bytes"]["activations"].get<double>(), 0);
-  EXPECT_GE(c["step_parts_ms"]["compute"].get<double>(), 0);
+  // The parts add up to the step.
+  const nlohmann::json& parts = c["step_parts_ms"];
+  EXPECT_NEAR(parts["compute"].get<double>() + parts["recompute"].get<double>() +
+                  parts["exposed_transfers_and_communication"].get<double>(),
+              c["step_ms"].get<double>(), 1e-6);
+  EXPECT_GT(parts["compute"].get<double>(), 0);
 }
 
 // ZeRO stage 1 on 8 GPUs keeps 1/8 of the optimizer state per GPU (12Ψ/8 against 12Ψ).
