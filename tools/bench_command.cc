@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "allocator/caching_allocator.h"
+#include "engine/schema/atomic_file.h"
+#include "tools/bench_chip.h"
 #include "tools/commands.h"
 
 namespace ebb::cli {
@@ -95,6 +97,22 @@ int run_bench_alloc(const BenchAllocArgs& args) {
   return 0;
 }
 
+int run_bench_chip(const std::string& out, const std::string& memory) {
+  Result<std::size_t> bytes = parse_byte_size(memory, "--memory");
+  if (!bytes.ok()) return report_error(bytes.status());
+  const std::string profile = measured_cpu_chip_json(*bytes);
+  // The profile must read back as a chip (every figure positive, every source given).
+  Result<ChipSpec> checked = chip_spec_from_json(profile, "ebb bench chip");
+  if (!checked.ok()) return report_error(checked.status());
+  if (out.empty()) {
+    std::fputs(profile.c_str(), stdout);
+    return 0;
+  }
+  Status written = write_file_atomically(out, profile);
+  if (!written.ok()) return report_error(written);
+  return 0;
+}
+
 }  // namespace
 
 Command add_bench_command(CLI::App& parent) {
@@ -114,8 +132,18 @@ Command add_bench_command(CLI::App& parent) {
       ->check(CLI::PositiveNumber);
   alloc->add_flag("--classic", args->classic, "classic segments instead of expandable");
   alloc->add_option("--device", args->device, "cpu, cuda or sim (default cpu)");
-  return Command{bench, [args, alloc] {
+  auto chip_out = std::make_shared<std::string>();
+  auto chip_memory = std::make_shared<std::string>("4GiB");
+  CLI::App* chip = bench->add_subcommand(
+      "chip",
+      "Describe this machine's cpu device as a chip (a hardware profile JSON): its fp32 "
+      "throughput and memory bandwidth, measured; for checking the cost model "
+      "(tools/cost_check.sh)");
+  chip->add_option("--out", *chip_out, "write the profile here (default: standard output)");
+  chip->add_option("--memory", *chip_memory, "the chip's memory (default 4GiB, the cpu device's)");
+  return Command{bench, [args, alloc, chip, chip_out, chip_memory] {
                    if (alloc->parsed()) return run_bench_alloc(*args);
+                   if (chip->parsed()) return run_bench_chip(*chip_out, *chip_memory);
                    return 2;
                  }};
 }

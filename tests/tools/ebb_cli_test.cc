@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/schema/chip_spec.h"
 #include "engine/schema/profile.h"
 #include "tests/engine/dtr_log_reference.h"
 #include "tests/engine/training_profile.h"
@@ -1037,6 +1038,21 @@ TEST(EbbPlanConfig, BadInputIsNamed) {
   CliRun both = ebb("plan some.log --model gpt2-124m --hw " + kH100);
   EXPECT_EQ(both.exit_code, 1);
   EXPECT_NE(both.err.find("not both"), std::string::npos) << both.err;
+}
+
+// `ebb bench chip`: this machine's cpu device as a chip that the chip reader accepts, its fp32
+// throughput and memory bandwidth measured, the memory as asked.
+TEST(EbbPlanConfig, BenchChipDescribesTheCpuDevice) {
+  const std::string path = write_temp("cpu-chip.json", "");
+  CliRun run = ebb("bench chip --memory 1GiB --out " + path);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  ebb::Result<ebb::ChipSpec> chip = ebb::read_chip_spec(path);
+  ASSERT_TRUE(chip.ok()) << chip.status().to_string();
+  EXPECT_EQ(chip->memory_bytes, std::size_t{1} << 30);
+  EXPECT_GT(chip->fp32_flops_per_s, 1e6);
+  EXPECT_GT(chip->memory_bytes_per_s, 1e6);
+  EXPECT_EQ(chip->bf16_flops_per_s, chip->fp32_flops_per_s);
+  std::remove(path.c_str());
 }
 
 }  // namespace config_plan_test
