@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/statistics.h"
+
 namespace ebb::cli {
 namespace {
 
@@ -27,11 +29,6 @@ constexpr std::size_t kFmaChains = 32;             // independent accumulators p
 constexpr std::size_t kFmaChunk = 100'000;         // iterations between looks at the clock
 constexpr std::chrono::milliseconds kFmaRun{200};  // each repetition runs this long
 constexpr std::size_t kTriadElements = std::size_t{1} << 25;  // 32 Mi floats: 128 MiB per array
-
-double median_of_runs(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // fp32 multiply-adds per second over every core: each task runs kFmaChains independent chains
 // of acc = acc * m + a (two FLOPs), which the compiler vectorises as the kernels' loops are, for
@@ -71,7 +68,7 @@ double measure_fp32_flops_per_s() {
   volatile float keep = 0;
   for (float s : sink) keep = keep + s;
   (void)keep;
-  return median_of_runs(rates);
+  return median(rates);
 }
 
 // Bytes per second of a = b + s * c over 128 MiB arrays (two read, one written), every core.
@@ -94,7 +91,7 @@ double measure_memory_bytes_per_s() {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     rates.push_back(3.0 * sizeof(float) * static_cast<double>(kTriadElements) / seconds);
   }
-  return median_of_runs(rates);
+  return median(rates);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "allocator/caching_allocator.h"
 #include "engine/schema/atomic_file.h"
+#include "kernels/statistics.h"
 #include "tools/bench_chip.h"
 #include "tools/commands.h"
 
@@ -44,12 +45,6 @@ Result<std::vector<double>> time_pairs(CachingAllocator& allocator, Stream& stre
     pair_ns.push_back(elapsed.count() / static_cast<double>(iterations));
   }
   return pair_ns;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  std::size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
 int run_bench_alloc(const BenchAllocArgs& args) {

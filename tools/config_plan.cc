@@ -6,6 +6,7 @@
 
 #include "engine/planner/cost_model.h"
 #include "engine/planner/planner.h"
+#include "kernels/statistics.h"
 #include "tools/train/model_flops.h"
 
 namespace ebb::cli {
@@ -42,13 +43,6 @@ train::TrainOptions options_of(const ConfigQuery& q, const ChipSpec& chip,
   o.plan_policy = plan_policy_from_name(q.policy);
   o.policy = q.policy == "keep" ? EvictionPolicy::kNone : EvictionPolicy::kBoth;
   return o;
-}
-
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t mid = v.size() / 2;
-  return v.size() % 2 == 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 }
 
 }  // namespace
@@ -124,9 +118,9 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
     exposed_gather.push_back(r.steps[i].exposed_gather_ms);
   }
   a.step_ms = r.steady_ms_median;
-  a.recompute_ms = median_of(recompute);
-  a.gathers_per_step = static_cast<std::int64_t>(median_of(gathers));
-  a.exposed_gather_ms = median_of(exposed_gather);
+  a.recompute_ms = median(recompute);
+  a.gathers_per_step = static_cast<std::int64_t>(median(gathers));
+  a.exposed_gather_ms = median(exposed_gather);
   // Until split_step_parts runs: all of the step but its replays is counted as compute.
   a.compute_ms = std::max(0.0, a.step_ms - a.recompute_ms);
   const double tokens = static_cast<double>(global_batch(query)) * query.model.seq;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/optim.h"
+#include "kernels/statistics.h"
 
 namespace ebb {
 namespace {
@@ -13,11 +14,6 @@ namespace {
 constexpr std::size_t kLargeCopyBytes = 8 * kMiB;
 constexpr std::size_t kSmallCopyBytes = 4 * kKiB;
 constexpr int kRepetitions = 7;
-
-double median_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
 
 // The median time of `kRepetitions` copies of `bytes` in direction `kind`, in seconds.
 Result<double> median_copy_seconds(Stream& stream, Event& start, Event& end, void* device_ptr,
@@ -35,7 +31,7 @@ Result<double> median_copy_seconds(Stream& stream, Event& start, Event& end, voi
     EBB_ASSIGN_OR_RETURN(double ms, end.elapsed_ms_since(start));
     seconds.push_back(ms * 1e-3);
   }
-  return median_of(std::move(seconds));
+  return median(std::move(seconds));
 }
 
 // The optimizer probes' step: AdamW over fp32 parameters (no master) of kOptimizerElements.
@@ -72,7 +68,7 @@ Result<double> measure_device_optimizer_bytes_per_s(Device& device) {
       EBB_ASSIGN_OR_RETURN(double ms, end->elapsed_ms_since(*start));
       times.push_back(ms * 1e-3);
     }
-    return median_of(std::move(times));
+    return median(std::move(times));
   }();
   (void)device.free(base);
   if (!seconds.ok()) return seconds.status();
@@ -93,7 +89,7 @@ double measure_host_optimizer_bytes_per_s() {
     times.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
-  return kOptimizerStateBytes / std::max(median_of(std::move(times)), 1e-9);
+  return kOptimizerStateBytes / std::max(median(std::move(times)), 1e-9);
 }
 
 Result<HardwareModel> measure_host_link(Device& device) {

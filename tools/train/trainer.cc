@@ -16,6 +16,7 @@
 #include "kernels/arith.h"
 #include "kernels/nn_scalar.h"
 #include "kernels/sim/sim_device.h"
+#include "kernels/statistics.h"
 #include "tools/train/checkpoint_io.h"
 #include "tools/train/gpt_model.h"
 #include "tools/train/token_data.h"
@@ -107,13 +108,6 @@ Result<TokenData> load_data(const TrainOptions& o) {
     return TokenData::synthetic(o.model.vocab, std::max(kSyntheticTokens, needed), o.seed);
   }
   return TokenData::from_file(o.data_path, o.model.vocab, needed);
-}
-
-double median(std::vector<double> values) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
 // Stage 3's second communicator, made (by every rank) before any model is (run_training).
