@@ -8,21 +8,10 @@
 #include "engine/planner/planner.h"
 #include "kernels/statistics.h"
 #include "tools/train/model_flops.h"
+#include "tools/train/op_work.h"
 
 namespace ebb::cli {
 namespace {
-
-MathPrecision math_precision(Precision p) {
-  switch (p) {
-    case Precision::kBF16:
-      return MathPrecision::kBf16;
-    case Precision::kF16:
-      return MathPrecision::kFp16;
-    case Precision::kF32:
-      return MathPrecision::kFp32;
-  }
-  return MathPrecision::kFp32;
-}
 
 train::TrainOptions options_of(const ConfigQuery& q, const ChipSpec& chip,
                                const HardwareModel& hardware) {
@@ -125,7 +114,8 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
   a.compute_ms = std::max(0.0, a.step_ms - a.recompute_ms);
   const double tokens = static_cast<double>(global_batch(query)) * query.model.seq;
   a.tokens_per_s = a.step_ms > 0 ? tokens / (a.step_ms / 1e3) : 0;
-  const double peak = peak_flops_per_s(chip, KernelClass::kGemm, math_precision(query.precision));
+  const double peak = peak_flops_per_s(chip, KernelClass::kGemm,
+                                       train::matmul_precision(precision_dtype(query.precision)));
   a.mfu = train::model_flops_utilisation(query.model, a.tokens_per_s / query.gpus, peak);
   return a;
 }
