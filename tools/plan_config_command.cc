@@ -191,29 +191,32 @@ int run_plan_config(const ConfigArgs& args) {
     }
     nlohmann::ordered_json rows = nlohmann::ordered_json::array();
     for (const std::string& file : files) {
-      Result<ChipSpec> chip = read_chip_spec(file);
-      if (!chip.ok()) continue;  // a profile without a chip object (a link only)
-      Result<std::pair<ChipSpec, HardwareModel>> hw = read_chip(file);
-      if (!hw.ok()) return report_error(hw.status());
-      Result<std::vector<ConfigAnswer>> found =
-          search_configurations(*query, hw->first, hw->second);
+      // A profile without a chip object (a host link only) is not a chip to compare; a chip
+      // object with a bad figure is an error, not a chip left out.
+      Result<std::optional<ChipSpec>> has_chip = read_chip_spec_if_any(file);
+      if (!has_chip.ok()) return report_error(has_chip.status());
+      if (!has_chip->has_value()) continue;
+      const ChipSpec& chip = **has_chip;
+      Result<HardwareModel> link = read_hardware_model(file);
+      if (!link.ok()) return report_error(link.status());
+      Result<std::vector<ConfigAnswer>> found = search_configurations(*query, chip, *link);
       if (!found.ok()) return report_error(found.status());
       nlohmann::ordered_json row;
-      row["chip"] = hw->first.name;
+      row["chip"] = chip.name;
       ConfigAnswer& best = found->front();
-      if (Status s = split_step_parts(best, hw->first, hw->second); !s.ok()) return report_error(s);
+      if (Status s = split_step_parts(best, chip, *link); !s.ok()) return report_error(s);
       row["best"] = answer_json(best);
       rows.push_back(row);
       if (args.json) continue;
       if (!best.fits) {
-        std::printf("%-16s %-44s %14s %7s\n", hw->first.name.c_str(), "nothing fits", "-", "-");
+        std::printf("%-16s %-44s %14s %7s\n", chip.name.c_str(), "nothing fits", "-", "-");
         continue;
       }
       char config[64];
       std::snprintf(config, sizeof config, "%s, %s, micro-batch %d x %d",
                     stage_text(best.query).c_str(), best.query.policy.c_str(),
                     best.query.model.batch, best.query.grad_accum);
-      std::printf("%-16s %-44s %14.0f %6.1f%%\n", hw->first.name.c_str(), config, best.tokens_per_s,
+      std::printf("%-16s %-44s %14.0f %6.1f%%\n", chip.name.c_str(), config, best.tokens_per_s,
                   best.mfu * 100);
     }
     if (args.json) {

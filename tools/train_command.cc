@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -280,11 +279,7 @@ Status parse_sim_device(TrainArgs& args) {
   }
   EBB_ASSIGN_OR_RETURN(o.sim_hardware, read_hardware_model(args.hw));
   // A chip object, when the profile has one, times the kernels and gives the memory.
-  std::ifstream file(args.hw);
-  const nlohmann::json profile = nlohmann::json::parse(file, nullptr, /*allow_exceptions=*/false);
-  if (profile.is_object() && profile.contains("chip")) {
-    EBB_ASSIGN_OR_RETURN(o.sim_chip, read_chip_spec(args.hw));
-  }
+  EBB_ASSIGN_OR_RETURN(o.sim_chip, read_chip_spec_if_any(args.hw));
   if (!args.device_memory.empty()) {
     EBB_ASSIGN_OR_RETURN(o.device_memory_bytes,
                          parse_byte_size(args.device_memory, "--device-memory"));

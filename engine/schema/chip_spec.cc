@@ -196,4 +196,14 @@ Result<ChipSpec> read_chip_spec(const std::string& path) {
   return chip_spec_from_json(text, path);
 }
 
+Result<std::optional<ChipSpec>> read_chip_spec_if_any(const std::string& path) {
+  EBB_ASSIGN_OR_RETURN(std::string text, read_text_file(path, "hardware profile"));
+  const Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  // Not JSON, or no chip object: chip_spec_from_json's errors are for a profile that has one;
+  // a link-only profile (or a malformed one, which read_hardware_model reports) has none here.
+  if (!root.is_object() || !root.contains("chip")) return std::optional<ChipSpec>();
+  EBB_ASSIGN_OR_RETURN(ChipSpec chip, chip_spec_from_json(text, path));
+  return std::optional<ChipSpec>(std::move(chip));
+}
+
 }  // namespace ebb

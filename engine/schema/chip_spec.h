@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -53,5 +54,8 @@ std::span<const char* const> chip_spec_fields();
 
 Result<ChipSpec> chip_spec_from_json(std::string_view text, const std::string& source_name);
 Result<ChipSpec> read_chip_spec(const std::string& path);
+// The chip of a hardware profile that may have none: nullopt for a profile without a "chip"
+// object (a host link only); for one with it, read_chip_spec's answer, errors included.
+Result<std::optional<ChipSpec>> read_chip_spec_if_any(const std::string& path);
 
 }  // namespace ebb

@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -95,6 +97,27 @@ TEST(ChipSpec, EachFigureMissingZeroOrNegativeIsRefusedByName) {
     text["chip"][field] = "many";
     expect_chip_error(parse_chip(text), "h100.json: chip." + field + ": expected");
   }
+}
+
+// A profile may have no chip (a host link only): none, not an error; a chip with a bad figure is
+// refused as read_chip_spec refuses it, not taken for a profile without one.
+TEST(ChipSpec, AProfileWithoutAChipHasNone) {
+  Result<std::optional<ChipSpec>> link_only = read_chip_spec_if_any(kHwDir + "pcie4-25gbps.json");
+  ASSERT_TRUE(link_only.ok()) << link_only.status().to_string();
+  EXPECT_FALSE(link_only->has_value());
+  Result<std::optional<ChipSpec>> h100 = read_chip_spec_if_any(kHwDir + "h100-sxm.json");
+  ASSERT_TRUE(h100.ok()) << h100.status().to_string();
+  ASSERT_TRUE(h100->has_value());
+  EXPECT_EQ(**h100, *read_chip_spec(kHwDir + "h100-sxm.json"));
+  nlohmann::json bad = h100_document();
+  bad["chip"]["memory_bytes"] = 0;
+  const std::string path = testing::TempDir() + "chip_spec_test_bad_chip.json";
+  ASSERT_TRUE(write_file_atomically(path, bad.dump()).ok());
+  Result<std::optional<ChipSpec>> refused = read_chip_spec_if_any(path);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("chip.memory_bytes"), std::string::npos)
+      << refused.status().message();
+  std::remove(path.c_str());
 }
 
 TEST(ChipSpec, RangesAndKindsAreChecked) {
