@@ -237,8 +237,12 @@ Status CpuMemory::unmap_pages(void* addr, std::size_t bytes) {
 Result<void*> CpuMemory::allocate_pinned_host(std::size_t bytes) {
   if (bytes == 0) return invalid_argument("allocate_pinned_host of 0 bytes");
   const std::size_t mapped_bytes = round_up(bytes, os_page_bytes());
-  void* ptr =
-      mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  // Address space only (the sim backend): the host tier of a simulated machine holds no values
+  // either, so that a 7B model's optimizer state on the host reserves no memory here.
+  void* ptr = backed() ? mmap(nullptr, mapped_bytes, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                       : mmap(nullptr, mapped_bytes, PROT_NONE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (ptr == MAP_FAILED) return syscall_error("mmap (pinned host)", mapped_bytes, errno);
   if (backed() && lock_pages(ptr, mapped_bytes) != 0) {
     const int err = errno;

@@ -9,7 +9,7 @@
 // The sim backend (kernels/sim) uses the same bookkeeping with MemoryBacking::kAddressSpaceOnly:
 // device memory is then inaccessible address space (PROT_NONE, MAP_NORESERVE), so a capacity far
 // past the machine's RAM works and any host access to device memory faults; pinned host memory
-// is ordinary host memory, not locked.
+// is inaccessible address space too (the host tier of a simulated machine holds no values).
 //
 // Ownership: CpuMemory owns every region it hands out; its destructor unmaps what the caller did
 // not return (the Device contract asks callers to return everything first).

@@ -69,6 +69,7 @@ class SimDevice final : public MemoryDevice {
   }
 
   std::chrono::nanoseconds now() const { return clock_.now(); }
+  void host_work(std::chrono::nanoseconds duration) { clock_.advance(duration); }
 
  private:
   // Declaration order is destruction order in reverse: streams go before what they use (and
@@ -92,6 +93,19 @@ Result<std::chrono::nanoseconds> simulated_time(Device& device) {
     return invalid_argument("simulated_time of " + device.name() + ": not a sim device");
   }
   return sim->now();
+}
+
+Status simulate_host_work(Device& device, std::chrono::nanoseconds duration) {
+  auto* sim = dynamic_cast<SimDevice*>(&device);
+  if (sim == nullptr) {
+    return invalid_argument("simulate_host_work on " + device.name() + ": not a sim device");
+  }
+  if (duration < std::chrono::nanoseconds::zero()) {
+    return invalid_argument("simulate_host_work of " + std::to_string(duration.count()) +
+                            " ns: negative");
+  }
+  sim->host_work(duration);
+  return ok_status();
 }
 
 }  // namespace ebb

@@ -27,4 +27,9 @@ Result<std::unique_ptr<Device>> create_sim_device(const DeviceOptions& options);
 // since the device was created. kInvalidArgument when `device` is not a sim device.
 Result<std::chrono::nanoseconds> simulated_time(Device& device);
 
+// The host works for `duration` (a modelled CPU step of the optimizer, say): the host-visible
+// time advances by it, so that work the host enqueues afterwards starts no earlier; streams keep
+// running meanwhile. kInvalidArgument when `device` is not a sim device or `duration` < 0.
+Status simulate_host_work(Device& device, std::chrono::nanoseconds duration);
+
 }  // namespace ebb

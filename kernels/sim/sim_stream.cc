@@ -117,6 +117,11 @@ void SimClock::synchronize_until(Duration time) {
   now_ = std::max(now_, time);
 }
 
+void SimClock::advance(Duration duration) {
+  std::lock_guard<std::mutex> lock(mu_);
+  now_ += duration;
+}
+
 void SimClock::synchronize_all() {
   std::lock_guard<std::mutex> lock(mu_);
   now_ = std::max(now_, latest_end_);

@@ -55,6 +55,8 @@ class SimClock {
   void synchronize_stream(std::uint32_t stream);
   void synchronize_until(Duration time);
   void synchronize_all();
+  // The host is busy for `duration`: now() advances by it. REQUIRES: duration >= 0.
+  void advance(Duration duration);
 
   Duration now() const;
   // True when the host has waited past `time`: time <= now().

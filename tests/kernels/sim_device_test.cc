@@ -103,6 +103,14 @@ TEST(SimDeviceOptions, SimulatedTimeOfAnotherKindIsInvalid) {
   EXPECT_EQ(simulated_time(*cpu).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(SimDeviceOptions, HostWorkOnAnotherKindIsInvalid) {
+  DeviceOptions options;
+  options.capacity_bytes = 64 * kMiB;
+  EBB_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Device> cpu, create_cpu_device(options));
+  EXPECT_EQ(simulate_host_work(*cpu, std::chrono::milliseconds(1)).code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST(SimDeviceOptions, CostedLaunchOnCpuRunsTheKernel) {
   DeviceOptions options;
   options.capacity_bytes = 64 * kMiB;
@@ -181,12 +189,19 @@ TEST_F(SimDeviceTest, MappedPagesAndAllocationsShareTheCapacity) {
   EBB_ASSERT_OK(device_->release_range(base, (pages + 1) * page));
 }
 
-TEST_F(SimDeviceTest, PinnedHostMemoryIsHostMemory) {
+// The simulated machine's host memory holds no values either: address space only, so that a
+// 7B model's optimizer state on the host (84 GB and more) reserves nothing here, and touching it
+// faults.
+TEST_F(SimDeviceTest, PinnedHostMemoryIsAddressSpaceOnly) {
   EXPECT_EQ(device_->allocate_pinned_host(0).status().code(), StatusCode::kInvalidArgument);
   EBB_ASSERT_OK_AND_ASSIGN(void* pinned, device_->allocate_pinned_host(kMiB + 3));
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(pinned) % 4096, 0u);
-  static_cast<char*>(pinned)[kMiB + 2] = 7;  // the caller may touch it
+  EXPECT_DEATH(static_cast<volatile char*>(pinned)[kMiB + 2] = 7, "");
   EXPECT_EQ(device_->committed_bytes(), 0u);
+  const std::size_t rss_before = max_rss_bytes();
+  EBB_ASSERT_OK_AND_ASSIGN(void* huge, device_->allocate_pinned_host(std::size_t{1} << 40));
+  EXPECT_LT(max_rss_bytes() - rss_before, 64 * kMiB) << "1 TiB of host memory must not be backed";
+  EBB_ASSERT_OK(device_->free_pinned_host(huge));
   EBB_ASSERT_OK(device_->free_pinned_host(pinned));
   EXPECT_EQ(device_->free_pinned_host(pinned).code(), StatusCode::kInvalidArgument);
   EBB_ASSERT_OK_AND_ASSIGN(void* d, device_->allocate(4096));
@@ -296,6 +311,22 @@ TEST_F(SimDeviceTest, StreamsRunConcurrentlyUntilAWaitJoinsThem) {
   EBB_ASSERT_OK(a->launch(noop(), milliseconds(2)));  // starts at 9, after b
   EBB_ASSERT_OK(a->synchronize());
   EXPECT_EQ(now(), milliseconds(11));
+}
+
+// The host busy for a while (a modelled CPU step): the host-visible time advances by it, and
+// work enqueued afterwards starts no earlier; work already enqueued runs meanwhile.
+TEST_F(SimDeviceTest, HostWorkAdvancesTheHostsClock) {
+  EBB_ASSERT_OK(device_->default_stream().launch(noop(), milliseconds(4)));
+  EBB_ASSERT_OK(simulate_host_work(*device_, milliseconds(3)));
+  EXPECT_EQ(now(), milliseconds(3));
+  EBB_ASSERT_OK(device_->default_stream().launch(noop(), milliseconds(1)));  // 4 -> 5
+  EBB_ASSERT_OK(device_->synchronize());
+  EXPECT_EQ(now(), milliseconds(5)) << "the stream ran while the host worked";
+  EBB_ASSERT_OK(simulate_host_work(*device_, milliseconds(2)));
+  EBB_ASSERT_OK(device_->default_stream().launch(noop(), milliseconds(1)));  // 7 -> 8
+  EBB_ASSERT_OK(device_->synchronize());
+  EXPECT_EQ(now(), milliseconds(8));
+  EXPECT_EQ(simulate_host_work(*device_, milliseconds(-1)).code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(SimDeviceTest, WorkStartsNoEarlierThanTheHostEnqueuedIt) {
