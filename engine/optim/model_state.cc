@@ -52,8 +52,10 @@ Result<std::unique_ptr<ModelState>> ModelState::create(
   // No initial values: zeros, and no host copy of the state (a sim device's). External master
   // weights (ZeRO's shard keeps them) are then valueless too: take_initial_master gives none.
   const bool zeros = initial.empty();
-  if (zeros && std::any_of(options.placement.begin(), options.placement.end(),
-                           [](StatePlacement p) { return p != StatePlacement::kDevice; })) {
+  // A sim device's off-device state holds no values either (engine/optim/offload_step.cc).
+  if (zeros && engine.device().kind() != DeviceKind::kSim &&
+      std::any_of(options.placement.begin(), options.placement.end(),
+                  [](StatePlacement p) { return p != StatePlacement::kDevice; })) {
     return invalid_argument(
         "model state: no initial values, but state off the device takes them from the host");
   }

@@ -9,6 +9,7 @@
 #include "engine/nn_ops.h"
 #include "engine/optim/optimizer.h"
 #include "kernels/optim.h"
+#include "kernels/sim/sim_device.h"
 #include "offload/chunk_store.h"
 
 namespace ebb {
@@ -16,17 +17,24 @@ namespace {
 
 constexpr LaunchContext kHostContext{.kind = DeviceKind::kCpu, .native_stream = nullptr};
 
+Status simulated_values_refused(const char* what) {
+  return failed_precondition(std::string(what) +
+                             " of optimizer state off a sim device: the sim's host tier and NVMe "
+                             "hold no values");
+}
+
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace
 
-// A slice off the device. Host: master, a and b in host tier buffers. NVMe: the three as the
-// parts of its chunks [first_chunk, first_chunk + chunks.size()) of the optimizer's one chunk
-// store, which streams every NVMe slice in one pass, so that one slice's chunks are read while
-// another's are updated. Both: two gradient staging buffers (one with no delayed update) and
-// one for the updated working parameters, on the host tier.
+// A slice off the device. On a sim device its buffers are address space only and hold no values
+// (an NVMe slice then has no chunks: its state is only counted). Host: master, a and b in host tier
+// buffers. NVMe: the three as the parts of its chunks [first_chunk, first_chunk + chunks.size()) of
+// the optimizer's one chunk store, which streams every NVMe slice in one pass, so that one slice's
+// chunks are read while another's are updated. Both: two gradient staging buffers (one with no
+// delayed update) and one for the updated working parameters, on the host tier.
 struct Optimizer::OffSlice {
   HostTier* tier = nullptr;
   float* master = nullptr;
@@ -49,6 +57,8 @@ struct Optimizer::OffSlice {
   }
 };
 
+bool Optimizer::simulated() const { return engine_.device().kind() == DeviceKind::kSim; }
+
 bool Optimizer::has_off_device() const {
   return std::any_of(
       model_.slices().begin(), model_.slices().end(),
@@ -63,6 +73,7 @@ Status Optimizer::create_off_device() {
   const std::size_t pbytes = dtype_bytes(model_.param_dtype());
   const std::size_t gbytes = dtype_bytes(model_.grad_dtype());
   const int grad_buffers = offload_.delayed_update ? 2 : 1;
+  const bool sim = simulated();
   // What the host tier must hold, checked up front so that the error can say it all.
   std::size_t host_state = 0;
   std::size_t staging = 0;
@@ -78,7 +89,7 @@ Status Optimizer::create_off_device() {
     if (ms.placement == StatePlacement::kHost) {
       host_state += state;
     } else {
-      if (nvme == nullptr) {
+      if (nvme == nullptr && !sim) {
         return failed_precondition(
             "optimizer state of slice " + slice_base(k) +
             " is placed on NVMe, but the engine has no NVMe tier: give --nvme-dir (a directory on "
@@ -87,9 +98,11 @@ Status Optimizer::create_off_device() {
       nvme_state += state;
     }
   }
-  if (nvme_state > 0 && chunk_bytes == 0) chunk_bytes = stream_chunk_bytes(*nvme);
-  // The chunk store's staging: three chunks (read ahead, update, write behind).
-  if (nvme_state > 0) staging += 3 * (chunk_bytes + 3 * 4096);
+  if (nvme_state > 0 && !sim) {
+    if (chunk_bytes == 0) chunk_bytes = stream_chunk_bytes(*nvme);
+    // The chunk store's staging: three chunks (read ahead, update, write behind).
+    staging += 3 * (chunk_bytes + 3 * 4096);
+  }
   const std::size_t needed = host_state + staging;
   if (needed > tier.free_bytes()) {
     return out_of_memory(
@@ -117,7 +130,7 @@ Status Optimizer::create_off_device() {
       name += '.';
       name += what;
       EBB_ASSIGN_OR_RETURN(void* p, tier.allocate(name, std::max<std::size_t>(bytes, 1)));
-      std::memset(p, 0, bytes);
+      if (!sim) std::memset(p, 0, bytes);
       return p;
     };
     for (int i = 0; i < grad_buffers; ++i) {
@@ -128,7 +141,7 @@ Status Optimizer::create_off_device() {
     if (ms.placement == StatePlacement::kHost) {
       EBB_ASSIGN_OR_RETURN(void* master, host("master", n * sizeof(float)));
       off->master = static_cast<float*>(master);
-      std::memcpy(off->master, initial.data(), n * sizeof(float));
+      if (!sim) std::memcpy(off->master, initial.data(), n * sizeof(float));
       EBB_ASSIGN_OR_RETURN(void* a, host("a", static_cast<std::size_t>(ss.a_floats) * 4));
       off->a = static_cast<float*>(a);
       if (ss.b_floats > 0) {
@@ -136,6 +149,9 @@ Status Optimizer::create_off_device() {
         off->b = static_cast<float*>(b);
       }
       offload_stats_.host_bytes += (n + static_cast<std::size_t>(ss.a_floats + ss.b_floats)) * 4;
+    } else if (sim) {
+      off->on_nvme = true;
+      offload_stats_.nvme_bytes += (n + static_cast<std::size_t>(ss.a_floats + ss.b_floats)) * 4;
     } else {
       // Chunks of whole parameters (AdamW: of elements), each at most chunk_bytes of state.
       const std::int64_t per_element = ss.b_floats > 0 ? 8 : 4;  // master, [b]
@@ -243,7 +259,39 @@ Status Optimizer::copy_gradients(std::size_t slice) {
   return engine_.read_async(ms.grads, off.grads[grad_buffer_], ms.grads.bytes());
 }
 
+Status Optimizer::simulated_cpu_step() {
+  if (!host_step_cost_) {
+    return failed_precondition(
+        "the optimizer's step off the device on a sim device needs a cost for the host's work "
+        "(Optimizer::set_host_step_cost; ebb train: a hardware profile with a chip, --hw)");
+  }
+  const std::size_t pbytes = dtype_bytes(model_.param_dtype());
+  const std::size_t gbytes = dtype_bytes(model_.grad_dtype());
+  HostStepWork work;
+  for (std::size_t k = 0; k < slices_.size(); ++k) {
+    if (off_[k] == nullptr) continue;
+    const auto n = static_cast<std::size_t>(model_.slices()[k].numel);
+    const auto state_floats =
+        n + static_cast<std::size_t>(slices_[k].a_floats + slices_[k].b_floats);
+    // Gradients in, parameters out; master weights and state read and written back.
+    const std::size_t traffic = n * (gbytes + pbytes) + 2 * state_floats * sizeof(float);
+    if (off_[k]->on_nvme) {
+      work.nvme_slice_bytes += traffic;
+      work.nvme_read_bytes += state_floats * sizeof(float);
+      work.nvme_write_bytes += state_floats * sizeof(float);
+    } else {
+      work.host_slice_bytes += traffic;
+    }
+  }
+  const std::chrono::nanoseconds cost = host_step_cost_(work);
+  EBB_RETURN_IF_ERROR(simulate_host_work(engine_.device(), cost));
+  offload_stats_.cpu_step_s += std::chrono::duration<double>(cost).count();
+  ++offload_stats_.cpu_steps;
+  return ok_status();
+}
+
 Status Optimizer::cpu_step(const StepArgs& args, int buffer) {
+  if (simulated()) return simulated_cpu_step();
   const auto start = std::chrono::steady_clock::now();
   const std::size_t pbytes = dtype_bytes(model_.param_dtype());
   const std::size_t gbytes = dtype_bytes(model_.grad_dtype());
@@ -372,6 +420,7 @@ Status Optimizer::read_blob(std::size_t i, std::span<std::byte> out) {
   const std::size_t k = place.first;
   const int part = place.second;
   if (part < 0) return invalid_argument("optimizer state blob " + std::to_string(i));
+  if (off_[k] != nullptr && simulated()) return simulated_values_refused("read_blob");
   const ModelState::Slice& ms = model_.slices()[k];
   const SliceState& ss = slices_[k];
   std::fill(out.begin(), out.end(), std::byte{0});
@@ -405,6 +454,7 @@ Status Optimizer::write_blob(std::size_t i, std::span<const std::byte> in) {
   const std::size_t k = place.first;
   const int part = place.second;
   if (part < 0) return invalid_argument("optimizer state blob " + std::to_string(i));
+  if (off_[k] != nullptr && simulated()) return simulated_values_refused("write_blob");
   EBB_RETURN_IF_ERROR(flush());
   const ModelState::Slice& ms = model_.slices()[k];
   const SliceState& ss = slices_[k];

@@ -93,7 +93,8 @@ struct OffloadOptions {
 // What the off-device step did, since the optimizer was created.
 struct OffloadStats {
   std::int64_t cpu_steps = 0;       // CPU steps run (one per step with off-device slices)
-  double cpu_step_s = 0;            // wall seconds of the CPU steps (NVMe streaming included)
+  double cpu_step_s = 0;            // seconds of the CPU steps (NVMe streaming included): wall
+                                    // time, or on a sim device the modelled time
   double wait_s = 0;                // of which the loop's thread waited for (delayed update)
   std::int64_t gradient_bytes = 0;  // gradients copied to the host
   std::int64_t early_gradient_copies = 0;  // of the slices' copies: started during backward
@@ -103,6 +104,17 @@ struct OffloadStats {
   double nvme_read_s = 0;                  // the chunk streams' phases (ChunkStoreStats), summed
   double nvme_write_s = 0;
   double nvme_update_s = 0;
+};
+
+// What one CPU step of the off-device slices moves, where the host's work is modelled rather
+// than run (a sim device; Optimizer::set_host_step_cost). The update's host memory traffic per
+// slice: gradients read, working parameters written, master weights and state read and written
+// back; and the NVMe slices' state read from and written back to NVMe.
+struct HostStepWork {
+  std::size_t host_slice_bytes = 0;  // host memory traffic of the slices on the host
+  std::size_t nvme_slice_bytes = 0;  // host memory traffic of the NVMe slices' chunk updates
+  std::size_t nvme_read_bytes = 0;
+  std::size_t nvme_write_bytes = 0;
 };
 
 // The optimizer state of one slice of a flat layout, in floats, as Optimizer::create lays it out:
@@ -149,6 +161,12 @@ class Optimizer {
   // Engine::update's cost). Unset: 0, unknown.
   using UpdateCost = std::function<std::chrono::nanoseconds(std::int64_t elements)>;
   void set_update_cost(UpdateCost cost) { update_cost_ = std::move(cost); }
+  // On a sim device the off-device slices hold no values (its host tier is address space only,
+  // and no NVMe tier is needed): the CPU step runs no kernel, and the host is busy for this cost
+  // of the step's work instead (simulate_host_work, kernels/sim/sim_device.h). Unset there: the
+  // step fails, saying so. Not used on other devices, where the step runs and is measured.
+  using HostStepCost = std::function<std::chrono::nanoseconds(const HostStepWork&)>;
+  void set_host_step_cost(HostStepCost cost) { host_step_cost_ = std::move(cost); }
   // With a delayed update: waits for the CPU step in flight and puts its parameters on their way
   // to the device, so that the state is that of every step taken (before a checkpoint, at the
   // end of a run). Otherwise nothing to do.
@@ -231,6 +249,9 @@ class Optimizer {
   Status copy_gradients(std::size_t slice);
   // The CPU step of every off-device slice, from gradient buffer `buffer`.
   Status cpu_step(const StepArgs& args, int buffer);
+  // On a sim device: the host busy for the step's modelled cost instead.
+  Status simulated_cpu_step();
+  bool simulated() const;
   // Puts the updated working parameters on their way to the device.
   Status install_parameters();
   Status wait_for_worker();
@@ -253,6 +274,7 @@ class Optimizer {
   std::vector<StateBuffer> state_;
   Tensor workspace_;  // scratch the kernels with reductions need, for the largest parameter
   UpdateCost update_cost_;
+  HostStepCost host_step_cost_;
 };
 
 // The global statistics of every gradient of `state`, multiplied by `inv_scale` (1 / the loss

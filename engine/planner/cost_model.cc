@@ -137,4 +137,24 @@ std::chrono::nanoseconds all_gather_time(const ChipSpec& chip, int ranks, double
   return all_gather_time(collective_link(chip, ranks), ranks, bytes);
 }
 
+// kHostStepMemoryEfficiency, 0.5: an estimate, not a measured figure of any chip's host. The CPU
+// step streams five to seven arrays per element (gradient in; master weight and one or two
+// moments in and out; working parameter out) across the host's memory channels. A STREAM triad,
+// three arrays, commonly reaches 70-80% of a server's theoretical DRAM bandwidth; more streams,
+// NUMA placement that a pinned-memory allocator does not control, and the moments' arithmetic
+// (a square root and a division per element, vectorised) leave less. tools/cost_check.sh checks
+// the formula against this machine's measured CPU step (its host bandwidth a measured triad).
+std::chrono::nanoseconds host_step_time(const ChipSpec& chip, const HostStepWork& work) {
+  EBB_CHECK(chip.host_memory_bytes_per_s > 0 && chip.nvme_bytes_per_s_per_node > 0 &&
+                chip.gpus_per_node > 0,
+            "host_step_time on chip " + chip.name + " without host memory or NVMe bandwidth");
+  const double host_bw = chip.host_memory_bytes_per_s * kHostStepMemoryEfficiency;
+  const double nvme_bw = chip.nvme_bytes_per_s_per_node / chip.gpus_per_node;
+  const double host_s = static_cast<double>(work.host_slice_bytes) / host_bw;
+  const double nvme_update_s = static_cast<double>(work.nvme_slice_bytes) / host_bw;
+  const double nvme_io_s =
+      static_cast<double>(work.nvme_read_bytes + work.nvme_write_bytes) / nvme_bw;
+  return cost_seconds_to_ns(host_s + std::max(nvme_update_s, nvme_io_s));
+}
+
 }  // namespace ebb

@@ -19,11 +19,20 @@
 // fit in one node (N <= gpus_per_node); past that the ring crosses nodes and the slower of the
 // chip link and the inter-node bandwidth per GPU bounds it.
 //
+// The optimizer's step off the device (ZeRO-Offload's CPU step; Optimizer::set_host_step_cost),
+// memory bound on the host, each NVMe slice's chunks streamed so that reading, updating and
+// writing back overlap:
+//   host_step_time = host_slice_bytes / (host_bw * e)
+//                  + max(nvme_slice_bytes / (host_bw * e), (nvme_read + nvme_write) / nvme_bw)
+// host_bw: the chip's host memory bandwidth per GPU; nvme_bw: the node's NVMe bandwidth over its
+// GPUs (every rank streams its state at once); e = kHostStepMemoryEfficiency.
+//
 // Thread safety: pure functions.
 #pragma once
 
 #include <chrono>
 
+#include "engine/optim/optimizer.h"
 #include "engine/schema/chip_spec.h"
 #include "kernels/device.h"
 
@@ -92,5 +101,11 @@ LinkModel collective_link_model(const ChipSpec& chip, int ranks);
 std::chrono::nanoseconds all_reduce_time(const ChipSpec& chip, int ranks, double bytes);
 std::chrono::nanoseconds reduce_scatter_time(const ChipSpec& chip, int ranks, double bytes);
 std::chrono::nanoseconds all_gather_time(const ChipSpec& chip, int ranks, double bytes);
+
+// The fraction of the host's memory bandwidth a CPU optimizer step sustains (reasoning in
+// cost_model.cc).
+inline constexpr double kHostStepMemoryEfficiency = 0.5;
+// The header comment's formula. REQUIRES: the chip's figures > 0 (as read_chip_spec gives).
+std::chrono::nanoseconds host_step_time(const ChipSpec& chip, const HostStepWork& work);
 
 }  // namespace ebb

@@ -504,7 +504,8 @@ Status Pager::replace_on_host(std::uint32_t slot, const void* src, std::size_t b
     EBB_RETURN_IF_ERROR(r.host_copy->wait());
   }
   r.host_copy = nullptr;
-  std::memcpy(r.host_ptr, src, bytes);
+  // A sim device's host tier is address space only: it holds no values, as its memory does not.
+  if (options_.device.kind() != DeviceKind::kSim) std::memcpy(r.host_ptr, src, bytes);
   if (r.device_ptr != nullptr) {
     // Its last user is on the compute stream.
     Status freed = allocator_->free(r.device_ptr);
