@@ -13,6 +13,14 @@
 namespace ebb::cli {
 namespace {
 
+// The chip with the query's host memory and NVMe bandwidth, where it gives them.
+ChipSpec chip_of(const ConfigQuery& q, const ChipSpec& chip) {
+  ChipSpec c = chip;
+  if (q.host_memory_bytes > 0) c.host_memory_bytes_per_gpu = q.host_memory_bytes;
+  if (q.nvme_bytes_per_s > 0) c.nvme_bytes_per_s_per_node = q.nvme_bytes_per_s;
+  return c;
+}
+
 train::TrainOptions options_of(const ConfigQuery& q, const ChipSpec& chip,
                                const HardwareModel& hardware) {
   train::TrainOptions o;
@@ -21,12 +29,17 @@ train::TrainOptions options_of(const ConfigQuery& q, const ChipSpec& chip,
   o.precision = q.precision;
   o.device = DeviceKind::kSim;
   o.sim_hardware = hardware;
-  o.sim_chip = chip;
+  o.sim_chip = chip_of(q, chip);
   o.sim_ranks = q.gpus;
   o.zero_stage = q.zero_stage;
   if (q.gpus > 1 && !o.zero_stage.has_value()) o.zero_stage = 0;
   o.grad_accum = q.grad_accum;
   o.budget_bytes = q.budget_bytes;
+  o.optimizer_state = q.optimizer_state;
+  // auto places the state for a budget: the device's, when none is given.
+  if (q.optimizer_state == StatePolicy::kAuto && o.budget_bytes == 0) {
+    o.budget_bytes = chip.memory_bytes;
+  }
   // keep: nothing leaves the device (its plan, which evicts nothing, gives the step's compute).
   // A planner's plan is followed with dynamic eviction under it, as `ebb train --policy P` does.
   o.plan_policy = plan_policy_from_name(q.policy);
@@ -47,6 +60,10 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
   }
   if (query.zero_stage.has_value() && (*query.zero_stage < 0 || *query.zero_stage > 3)) {
     return invalid_argument("--zero " + std::to_string(*query.zero_stage) + ": a stage 0-3");
+  }
+  if (!(query.nvme_bytes_per_s >= 0)) {
+    return invalid_argument("--nvme-bandwidth " + std::to_string(query.nvme_bytes_per_s / 1e9) +
+                            " GB/s: at least 0 (0: the chip's)");
   }
   if (!plan_policy_from_name(query.policy).has_value()) {
     return invalid_argument("--policy " + query.policy +
@@ -77,6 +94,16 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
     return a;
   }
   const train::TrainResult& r = *run;
+  for (StatePlacement p : r.state_placement) {
+    ++(p == StatePlacement::kDevice ? a.device_state_slices
+       : p == StatePlacement::kHost ? a.host_state_slices
+                                    : a.nvme_state_slices);
+  }
+  a.host_state_bytes = r.offload.host_bytes;
+  a.nvme_state_bytes = r.offload.nvme_bytes;
+  if (r.offload.cpu_steps > 0) {
+    a.host_step_ms = r.offload.cpu_step_s * 1e3 / static_cast<double>(r.offload.cpu_steps);
+  }
   a.fits = true;
   a.budget_bytes = r.budget_bytes;
   a.parameter_bytes = r.peak_parameter_bytes;
@@ -110,8 +137,8 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
   a.recompute_ms = median(recompute);
   a.gathers_per_step = static_cast<std::int64_t>(median(gathers));
   a.exposed_gather_ms = median(exposed_gather);
-  // Until split_step_parts runs: all of the step but its replays is counted as compute.
-  a.compute_ms = std::max(0.0, a.step_ms - a.recompute_ms);
+  // Until split_step_parts runs: all of the step but its replays and the CPU step is compute.
+  a.compute_ms = std::max(0.0, a.step_ms - a.recompute_ms - a.host_step_ms);
   const double tokens = static_cast<double>(global_batch(query)) * query.model.seq;
   a.tokens_per_s = a.step_ms > 0 ? tokens / (a.step_ms / 1e3) : 0;
   const double peak = peak_flops_per_s(chip, KernelClass::kGemm,
@@ -129,6 +156,8 @@ Status split_step_parts(ConfigAnswer& answer, const ChipSpec& chip, const Hardwa
   ChipSpec fast_chip = chip;
   fast_chip.chip_link_bytes_per_s = kUnbounded;
   fast_chip.inter_node_bytes_per_s = kUnbounded;
+  fast_chip.host_memory_bytes_per_s = kUnbounded;  // the CPU step is a part of its own
+  fast_chip.nvme_bytes_per_s_per_node = kUnbounded;
   HardwareModel fast_links = hardware;
   fast_links.host_to_device_bytes_per_s = kUnbounded;
   fast_links.device_to_host_bytes_per_s = kUnbounded;
@@ -136,10 +165,11 @@ Status split_step_parts(ConfigAnswer& answer, const ChipSpec& chip, const Hardwa
   if (fast_links.nvme_write_bytes_per_s > 0) fast_links.nvme_write_bytes_per_s = kUnbounded;
   EBB_ASSIGN_OR_RETURN(ConfigAnswer fast, plan_configuration(answer.query, fast_chip, fast_links));
   if (!fast.fits) return ok_status();
-  answer.compute_ms = std::clamp(fast.step_ms - fast.recompute_ms, 0.0,
-                                 std::max(0.0, answer.step_ms - answer.recompute_ms));
+  const double not_compute = answer.recompute_ms + answer.host_step_ms;
+  answer.compute_ms = std::clamp(fast.step_ms - fast.recompute_ms - fast.host_step_ms, 0.0,
+                                 std::max(0.0, answer.step_ms - not_compute));
   answer.exposed_transfer_and_comm_ms =
-      std::max(0.0, answer.step_ms - answer.compute_ms - answer.recompute_ms);
+      std::max(0.0, answer.step_ms - answer.compute_ms - not_compute);
   return ok_status();
 }
 
@@ -171,16 +201,27 @@ Result<std::vector<ConfigAnswer>> search_configurations(const ConfigQuery& base,
   }
   std::vector<ConfigAnswer> answers;
   for (const std::optional<int>& stage : stages) {
-    for (const char* policy : {"keep", "plan"}) {
-      for (long long micro = 1; micro <= per_gpu; micro *= 2) {
-        if (per_gpu % micro != 0) continue;
-        ConfigQuery q = base;
-        q.zero_stage = stage;
-        q.policy = policy;
-        q.model.batch = static_cast<int>(micro);
-        q.grad_accum = static_cast<int>(per_gpu / micro);
-        EBB_ASSIGN_OR_RETURN(ConfigAnswer a, plan_configuration(q, chip, hardware));
-        answers.push_back(std::move(a));
+    for (long long micro = 1; micro <= per_gpu; micro *= 2) {
+      if (per_gpu % micro != 0) continue;
+      // Host and NVMe placements leave the same bytes on the device; NVMe only adds its
+      // streaming, so it is tried where no host placement fits (the host's memory is short).
+      bool device_keep_fits = false;
+      bool host_fits = false;
+      for (StatePolicy state : {StatePolicy::kDevice, StatePolicy::kHost, StatePolicy::kNvme}) {
+        if (state != StatePolicy::kDevice && device_keep_fits) break;
+        if (state == StatePolicy::kNvme && host_fits) break;
+        for (const char* policy : {"keep", "plan"}) {
+          ConfigQuery q = base;
+          q.zero_stage = stage;
+          q.policy = policy;
+          q.optimizer_state = state;
+          q.model.batch = static_cast<int>(micro);
+          q.grad_accum = static_cast<int>(per_gpu / micro);
+          EBB_ASSIGN_OR_RETURN(ConfigAnswer a, plan_configuration(q, chip, hardware));
+          if (state == StatePolicy::kDevice && q.policy == "keep") device_keep_fits = a.fits;
+          if (state == StatePolicy::kHost) host_fits = host_fits || a.fits;
+          answers.push_back(std::move(a));
+        }
       }
     }
   }

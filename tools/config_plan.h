@@ -35,6 +35,12 @@ struct ConfigQuery {
   std::string policy = "plan";   // keep, plan, recompute-all, sqrt, swap-all
   std::size_t budget_bytes = 0;  // 0: the chip's memory
   int steps = 4;                 // simulated steps (2 warm-up, then the policy's)
+  // Where master weights and optimizer state live (--optimizer-state): on the device, the host,
+  // NVMe, or where plan_state_placement puts each slice for the budget (auto). Off the device,
+  // the CPU step is timed on the chip's host (engine/planner/cost_model.h, host_step_time).
+  StatePolicy optimizer_state = StatePolicy::kDevice;
+  std::size_t host_memory_bytes = 0;  // per GPU, the host tier's capacity; 0: the chip's default
+  double nvme_bytes_per_s = 0;        // per node; 0: the chip's default
 };
 
 // The global batch in sequences: gpus x micro-batch x grad_accum.
@@ -53,6 +59,13 @@ struct ConfigAnswer {
   std::int64_t optimizer_state_bytes = 0;  // master weights and moments
   std::int64_t activation_bytes = 0;
   std::int64_t communication_bytes = 0;  // ZeRO's collective and gather buffers
+  // Off the device, per GPU: master weights and optimizer state on the host (with the gradient
+  // and parameter staging) and on NVMe; and the slices each holds.
+  std::size_t host_state_bytes = 0;
+  std::size_t nvme_state_bytes = 0;
+  int device_state_slices = 0;
+  int host_state_slices = 0;
+  int nvme_state_slices = 0;
   std::size_t peak_reserved_bytes = 0;
   std::size_t peak_live_bytes = 0;
   std::size_t fragmentation_bytes = 0;  // peak reserved - peak live
@@ -70,6 +83,7 @@ struct ConfigAnswer {
   double recompute_ms = 0;                  // replays
   double exposed_transfer_and_comm_ms = 0;  // the rest: copies and collectives not hidden
   double exposed_gather_ms = 0;             // of which ZeRO stage 3's gathers
+  double host_step_ms = 0;                  // the optimizer's CPU step for the state off the device
   double tokens_per_s = 0;                  // all GPUs
   double model_flops_per_token = 0;         // 6Ψ + 12·L·h·s (tools/train/model_flops.h)
   double mfu = 0;                           // per GPU, against the chip's dense bf16/fp32 peak
@@ -82,7 +96,12 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
 
 // The configurations around `base` (ZeRO stages 0-3 with gpus > 1, policies keep and plan,
 // micro-batches 1, 2, 4, ... dividing the global batch per GPU, grad_accum making up the same
-// global batch), each answered; the ones that fit first, fastest first, then the rest.
+// global batch, and the optimizer state on the device, the host or NVMe), each answered; the
+// ones that fit first, fastest first, then the rest. State off the device only adds work (the
+// gradients' copies, the CPU step, the parameters' copies back) and frees no time, so where a
+// stage and micro-batch fit with the state on the device and policy keep, the host and NVMe
+// placements of it are not run; and NVMe, which leaves the device the same bytes as the host
+// and adds its streaming, is run only where no host placement fits (the host's memory is short).
 // REQUIRES: the global batch of `base` is a multiple of gpus.
 Result<std::vector<ConfigAnswer>> search_configurations(const ConfigQuery& base,
                                                         const ChipSpec& chip,

@@ -5,7 +5,9 @@
 # (measured op times) and on a sim device of that chip (each op's time is the roofline of its
 # FLOPs and bytes, tools/train/op_work.h); the two profiles are paired op by op. Printed per
 # class: the ops, their measured and predicted time in the step, and the error of the sum
-# (predicted / measured - 1), and the median of the per-op errors.
+# (predicted / measured - 1), and the median of the per-op errors. Then the optimizer's CPU step
+# with the state on the host (ZeRO-Offload): measured on the cpu device against the cost model's
+# host_step_time on the measured chip.
 #
 #   tools/cost_check.sh EBB_BINARY OUT_DIR [ebb train model options...]
 #   e.g. tools/cost_check.sh build/bin/ebb /tmp/cost --layers 2 --d-model 256 --heads 4 \
@@ -27,6 +29,10 @@ mkdir -p "$OUT"
   --json >"$OUT/cpu-train.json"
 "$EBB" train "${MODEL[@]}" --device sim --hw "$OUT/cpu-chip.json" --steps 3 \
   --profile-out "$OUT/sim-profile.json" --json >"$OUT/sim-train.json"
+"$EBB" train "${MODEL[@]}" --device cpu --steps 3 --optimizer-state host --host-tier 2GiB \
+  --json >"$OUT/cpu-host-state.json"
+"$EBB" train "${MODEL[@]}" --device sim --hw "$OUT/cpu-chip.json" --steps 3 \
+  --optimizer-state host --host-tier 2GiB --json >"$OUT/sim-host-state.json"
 
 python3 - "$OUT" <<'PY'
 import json, statistics, sys
@@ -77,4 +83,12 @@ for name in ("gemm", "attention", "elementwise", "reduction"):
           f"{c['predicted'] / c['measured'] - 1:>+8.1%} {statistics.median(c['errors']):>+16.1%}")
 print(f"{'step':<12} {len(measured):>4} {total_m / 1e6:>12.3f} {total_p / 1e6:>13.3f} "
       f"{total_p / total_m - 1:>+8.1%}")
+
+def offload(path):
+    summary = [json.loads(l) for l in open(path) if l.strip()][-1]
+    f = summary["optimizer_state"]["offload"]
+    return f["cpu_step_s"] / f["cpu_steps"]
+m, p = offload(f"{out}/cpu-host-state.json"), offload(f"{out}/sim-host-state.json")
+print(f"{'cpu step':<12} {'':>4} {m * 1e3:>12.3f} {p * 1e3:>13.3f} {p / m - 1:>+8.1%}"
+      f"   (optimizer state on the host, mean of 3 steps)")
 PY

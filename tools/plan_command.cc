@@ -52,6 +52,7 @@ int run_plan(const PlanArgs& args) {
     config.policy = args.policy;
     config.budget = args.budget;
     config.json = args.json;
+    config.optimizer_state = args.optimizer_state;
     return run_plan_config(config);
   }
   if (args.file.empty() || args.budget.empty()) {
@@ -256,7 +257,8 @@ Command add_plan_command(CLI::App& parent) {
   app->add_option("--out", args->out, "write the plan JSON here");
   app->add_option("--optimizer-state", args->optimizer_state,
                   "auto: also place each slice's master weights and optimizer state (device, "
-                  "swapped, host or nvme) for the budget, shown per slice and in --out");
+                  "swapped, host or nvme) for the budget, shown per slice and in --out; with "
+                  "--model: device (default), host, nvme or auto");
   app->add_option("--cpu-state-gbps", args->cpu_state_gbps,
                   "with --optimizer-state auto: GB of state the CPU step updates per second "
                   "(default: measured on this machine)");
@@ -282,11 +284,16 @@ Command add_plan_command(CLI::App& parent) {
                   "--model: sequences per step over all GPUs (sets --grad-accum)");
   app->add_option("--precision", c.precision, "--model: bf16 (default) or fp32");
   app->add_flag("--search", c.search,
-                "--model: try ZeRO stages, keep and plan, and micro-batches at the same global "
-                "batch; print the fastest that fit");
+                "--model: try ZeRO stages, keep and plan, the state on the device, the host or "
+                "NVMe, and micro-batches at the same global batch; print the fastest that fit");
   app->add_flag("--compare-hw", c.compare_hw,
                 "--model: the best configuration on --gpus of every chip in --hw-dir");
   app->add_option("--hw-dir", c.hw_dir, "--compare-hw: the hardware profiles (default: ebb's)");
+  app->add_option("--host-memory", c.host_memory,
+                  "--model: host memory per GPU for the state off the device, bytes (default: "
+                  "the chip profile's)");
+  app->add_option("--nvme-bandwidth", c.nvme_gbps,
+                  "--model: NVMe bandwidth per node in GB/s (default: the chip profile's)");
   return Command{app, [args] { return run_plan(*args); }};
 }
 

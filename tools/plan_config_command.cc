@@ -47,6 +47,7 @@ nlohmann::ordered_json answer_json(const ConfigAnswer& a) {
   j["global_batch"] = global_batch(q);
   j["seq"] = q.model.seq;
   j["precision"] = std::string(precision_name(q.precision));
+  j["optimizer_state"] = std::string(state_policy_name(q.optimizer_state));
   j["fits"] = a.fits;
   j["budget_bytes"] = a.budget_bytes;
   if (!a.fits) {
@@ -61,6 +62,11 @@ nlohmann::ordered_json answer_json(const ConfigAnswer& a) {
                      {"fragmentation", a.fragmentation_bytes},
                      {"reserved", a.peak_reserved_bytes},
                      {"live", a.peak_live_bytes}};
+  j["state_placement"] = {{"device_slices", a.device_state_slices},
+                          {"host_slices", a.host_state_slices},
+                          {"nvme_slices", a.nvme_state_slices},
+                          {"host_bytes", a.host_state_bytes},
+                          {"nvme_bytes", a.nvme_state_bytes}};
   j["plan"] = {{"planned", a.planned},
                {"swapped_tensors", a.swapped_tensors},
                {"recomputed_tensors", a.recomputed_tensors},
@@ -70,7 +76,8 @@ nlohmann::ordered_json answer_json(const ConfigAnswer& a) {
   j["step_parts_ms"] = {{"compute", a.compute_ms},
                         {"recompute", a.recompute_ms},
                         {"exposed_transfers_and_communication", a.exposed_transfer_and_comm_ms},
-                        {"exposed_gathers", a.exposed_gather_ms}};
+                        {"exposed_gathers", a.exposed_gather_ms},
+                        {"host_optimizer_step", a.host_step_ms}};
   j["tokens_per_s"] = a.tokens_per_s;
   j["model_flops_per_token"] = a.model_flops_per_token;
   j["mfu"] = a.mfu;
@@ -80,10 +87,11 @@ nlohmann::ordered_json answer_json(const ConfigAnswer& a) {
 void print_answer(const ConfigAnswer& a) {
   const ConfigQuery& q = a.query;
   std::printf(
-      "  %d GPU(s), %s, policy %s, micro-batch %d x %d accumulations (global %lld x %d "
-      "tokens), %s\n",
-      q.gpus, stage_text(q).c_str(), q.policy.c_str(), q.model.batch, q.grad_accum, global_batch(q),
-      q.model.seq, std::string(precision_name(q.precision)).c_str());
+      "  %d GPU(s), %s, policy %s, optimizer state on %s, micro-batch %d x %d accumulations "
+      "(global %lld x %d tokens), %s\n",
+      q.gpus, stage_text(q).c_str(), q.policy.c_str(),
+      std::string(state_policy_name(q.optimizer_state)).c_str(), q.model.batch, q.grad_accum,
+      global_batch(q), q.model.seq, std::string(precision_name(q.precision)).c_str());
   if (!a.fits) {
     std::printf("    does not fit in %s: %s\n", gib(static_cast<double>(a.budget_bytes)).c_str(),
                 a.why_not.c_str());
@@ -100,6 +108,14 @@ void print_answer(const ConfigAnswer& a) {
       gib(static_cast<double>(a.activation_bytes)).c_str(),
       gib(static_cast<double>(a.communication_bytes)).c_str(),
       gib(static_cast<double>(a.fragmentation_bytes)).c_str());
+  if (a.host_state_slices + a.nvme_state_slices > 0) {
+    std::printf(
+        "    state slices: %d on the device, %d on the host (%s), %d on NVMe (%s); CPU step "
+        "%.1f ms\n",
+        a.device_state_slices, a.host_state_slices,
+        gib(static_cast<double>(a.host_state_bytes)).c_str(), a.nvme_state_slices,
+        gib(static_cast<double>(a.nvme_state_bytes)).c_str(), a.host_step_ms);
+  }
   std::printf(
       "    step %.1f ms (compute %.1f, recompute %.1f, exposed transfers and "
       "communication %.1f), %.0f tokens/s, MFU %.1f%%%s\n",
@@ -161,6 +177,22 @@ Result<ConfigQuery> query_of(const ConfigArgs& args) {
   if (!args.budget.empty()) {
     EBB_ASSIGN_OR_RETURN(q.budget_bytes, parse_byte_size(args.budget, "--budget"));
   }
+  if (!args.optimizer_state.empty()) {
+    std::optional<StatePolicy> state = state_policy_from_name(args.optimizer_state);
+    if (!state.has_value()) {
+      return invalid_argument("--optimizer-state " + args.optimizer_state +
+                              ": device, host, nvme or auto");
+    }
+    q.optimizer_state = *state;
+  }
+  if (!args.host_memory.empty()) {
+    EBB_ASSIGN_OR_RETURN(q.host_memory_bytes, parse_byte_size(args.host_memory, "--host-memory"));
+  }
+  if (!(args.nvme_gbps >= 0)) {
+    return invalid_argument("--nvme-bandwidth " + std::to_string(args.nvme_gbps) +
+                            ": GB/s, at least 0 (0: the chip's)");
+  }
+  q.nvme_bytes_per_s = args.nvme_gbps * 1e9;
   return q;
 }
 
@@ -187,7 +219,7 @@ int run_plan_config(const ConfigArgs& args) {
       std::printf("%s (%lld parameters) on %d GPUs of each chip, global batch %lld x %d tokens:\n",
                   args.model.c_str(), static_cast<long long>(train::parameter_count(query->model)),
                   query->gpus, global_batch(*query), query->model.seq);
-      std::printf("%-16s %-44s %14s %7s\n", "chip", "best configuration", "tokens/s", "MFU");
+      std::printf("%-16s %-58s %14s %7s\n", "chip", "best configuration", "tokens/s", "MFU");
     }
     nlohmann::ordered_json rows = nlohmann::ordered_json::array();
     for (const std::string& file : files) {
@@ -209,14 +241,15 @@ int run_plan_config(const ConfigArgs& args) {
       rows.push_back(row);
       if (args.json) continue;
       if (!best.fits) {
-        std::printf("%-16s %-44s %14s %7s\n", chip.name.c_str(), "nothing fits", "-", "-");
+        std::printf("%-16s %-58s %14s %7s\n", chip.name.c_str(), "nothing fits", "-", "-");
         continue;
       }
-      char config[64];
-      std::snprintf(config, sizeof config, "%s, %s, micro-batch %d x %d",
+      char config[96];
+      std::snprintf(config, sizeof config, "%s, %s, state on %s, micro-batch %d x %d",
                     stage_text(best.query).c_str(), best.query.policy.c_str(),
+                    std::string(state_policy_name(best.query.optimizer_state)).c_str(),
                     best.query.model.batch, best.query.grad_accum);
-      std::printf("%-16s %-44s %14.0f %6.1f%%\n", chip.name.c_str(), config, best.tokens_per_s,
+      std::printf("%-16s %-58s %14.0f %6.1f%%\n", chip.name.c_str(), config, best.tokens_per_s,
                   best.mfu * 100);
     }
     if (args.json) {

@@ -17,7 +17,10 @@ struct ConfigArgs {
   long long global_batch = 0;  // 0: gpus x micro_batch x grad_accum
   std::string precision = "bf16";
   std::string policy = "plan";
-  std::string budget;  // empty: the chip's memory
+  std::string budget;           // empty: the chip's memory
+  std::string optimizer_state;  // empty: device
+  std::string host_memory;      // empty: the chip's
+  double nvme_gbps = 0;         // 0: the chip's
   bool search = false;
   bool compare_hw = false;
   bool json = false;

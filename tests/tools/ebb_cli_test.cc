@@ -968,9 +968,54 @@ TEST(EbbPlanConfig, OneGpuAnswersWithConsistentFigures) {
   // The parts add up to the step.
   const nlohmann::json& parts = c["step_parts_ms"];
   EXPECT_NEAR(parts["compute"].get<double>() + parts["recompute"].get<double>() +
-                  parts["exposed_transfers_and_communication"].get<double>(),
+                  parts["exposed_transfers_and_communication"].get<double>() +
+                  parts["host_optimizer_step"].get<double>(),
               c["step_ms"].get<double>(), 1e-6);
   EXPECT_GT(parts["compute"].get<double>(), 0);
+  EXPECT_EQ(c["state_placement"]["host_slices"].get<int>(), 0);
+}
+
+// --optimizer-state host (ZeRO-Offload): no optimizer state on the device, the host holds it,
+// and the CPU step is a part of the step of its own, which makes it slower than with the state
+// on the device. A host too small for it, or NVMe slower than the default, is answered too.
+TEST(EbbPlanConfig, OptimizerStateOffTheDevice) {
+  const std::string base =
+      "plan --model gpt2-124m --hw " + kH100 + " --micro-batch 4 --seq 256 --json";
+  CliRun device = ebb(base);
+  CliRun host = ebb(base + " --optimizer-state host");
+  ASSERT_EQ(device.exit_code, 0) << device.err;
+  ASSERT_EQ(host.exit_code, 0) << host.err;
+  const nlohmann::json d = last_json_line(device.out)["configuration"];
+  const nlohmann::json h = last_json_line(host.out)["configuration"];
+  ASSERT_TRUE(h["fits"].get<bool>());
+  EXPECT_EQ(h["optimizer_state"], "host");
+  EXPECT_EQ(h["state_placement"]["device_slices"].get<int>(), 0);
+  EXPECT_GT(h["state_placement"]["host_slices"].get<int>(), 0);
+  EXPECT_EQ(h["peak_bytes"]["optimizer_state"].get<double>(), 0);
+  const double psi = 124'439'808 - (1024 - 256) * 768;
+  EXPECT_NEAR(h["state_placement"]["host_bytes"].get<double>() / (16 * psi), 1.0, 0.01);
+  const nlohmann::json& parts = h["step_parts_ms"];
+  EXPECT_GT(parts["host_optimizer_step"].get<double>(), 0);
+  EXPECT_NEAR(parts["compute"].get<double>() + parts["recompute"].get<double>() +
+                  parts["exposed_transfers_and_communication"].get<double>() +
+                  parts["host_optimizer_step"].get<double>(),
+              h["step_ms"].get<double>(), 1e-6);
+  EXPECT_GT(h["step_ms"].get<double>(), d["step_ms"].get<double>());
+
+  CliRun small = ebb(base + " --optimizer-state host --host-memory 64MiB");
+  EXPECT_EQ(small.exit_code, 1) << small.err;
+  const nlohmann::json s = last_json_line(small.out)["configuration"];
+  EXPECT_FALSE(s["fits"].get<bool>());
+  EXPECT_NE(s["why_not"].get<std::string>().find("host tier"), std::string::npos) << s;
+
+  CliRun nvme = ebb(base + " --optimizer-state nvme");
+  CliRun slow_nvme = ebb(base + " --optimizer-state nvme --nvme-bandwidth 1");
+  ASSERT_EQ(nvme.exit_code, 0) << nvme.err;
+  ASSERT_EQ(slow_nvme.exit_code, 0) << slow_nvme.err;
+  const nlohmann::json n = last_json_line(nvme.out)["configuration"];
+  EXPECT_GT(n["state_placement"]["nvme_slices"].get<int>(), 0);
+  EXPECT_GT(last_json_line(slow_nvme.out)["configuration"]["step_ms"].get<double>(),
+            n["step_ms"].get<double>());
 }
 
 // ZeRO stage 1 on 8 GPUs keeps 1/8 of the optimizer state per GPU (12Ψ/8 against 12Ψ).
@@ -989,7 +1034,7 @@ TEST(EbbPlanConfig, ZeroPartitionsTheStatePerGpu) {
 }
 
 // A configuration that does not fit is an answer: exit 1, fits false with the reason, and what
-// would fit (here: more GPUs with ZeRO stage 3).
+// would fit (here: the same GPU with the optimizer state on the host).
 TEST(EbbPlanConfig, WhatDoesNotFitSaysWhatWould) {
   CliRun run = ebb("plan --model llama-7b-like --hw " + kH100 + " --seq 512 --json");
   ASSERT_EQ(run.exit_code, 1) << run.err;
@@ -999,7 +1044,10 @@ TEST(EbbPlanConfig, WhatDoesNotFitSaysWhatWould) {
   EXPECT_NE(c["why_not"].get<std::string>().find("bytes"), std::string::npos);
   ASSERT_TRUE(c.contains("would_fit"));
   EXPECT_TRUE(c["would_fit"]["fits"].get<bool>());
-  EXPECT_GT(c["would_fit"]["gpus"].get<int>(), 1);
+  // ZeRO-Offload's answer: on the same GPU, the master weights and AdamW's moments (12 bytes a
+  // parameter of the 16) move to the host.
+  EXPECT_EQ(c["would_fit"]["gpus"].get<int>(), 1);
+  EXPECT_EQ(c["would_fit"]["optimizer_state"].get<std::string>(), "host");
 }
 
 // --search: every configuration answered, the fitting ones first, fastest first.
@@ -1038,6 +1086,12 @@ TEST(EbbPlanConfig, BadInputIsNamed) {
   CliRun both = ebb("plan some.log --model gpt2-124m --hw " + kH100);
   EXPECT_EQ(both.exit_code, 1);
   EXPECT_NE(both.err.find("not both"), std::string::npos) << both.err;
+  CliRun state = ebb("plan --model gpt2-124m --hw " + kH100 + " --optimizer-state disk");
+  EXPECT_EQ(state.exit_code, 1);
+  EXPECT_NE(state.err.find("--optimizer-state disk"), std::string::npos) << state.err;
+  CliRun nvme = ebb("plan --model gpt2-124m --hw " + kH100 + " --nvme-bandwidth -2");
+  EXPECT_EQ(nvme.exit_code, 1);
+  EXPECT_NE(nvme.err.find("--nvme-bandwidth"), std::string::npos) << nvme.err;
 }
 
 // `ebb bench chip`: this machine's cpu device as a chip that the chip reader accepts, its fp32

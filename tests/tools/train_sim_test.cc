@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 
+#include "engine/schema/chip_spec.h"
 #include "tests/tools/train_test_support.h"
 #include "tools/train/gpt_config.h"
 #include "tools/train/trainer.h"
@@ -157,9 +158,89 @@ TEST(TrainOnSim, WhatNeedsValuesIsRefused) {
   o = small_sim_options();
   o.precision = Precision::kF16;
   expect_refused(o, "fp16");
+  // State off the device needs a chip whose host times the CPU step; the delayed update's
+  // thread is not modelled.
   o = small_sim_options();
   o.optimizer_state = StatePolicy::kHost;
-  expect_refused(o, "--optimizer-state");
+  expect_refused(o, "--hw");
+  o.sim_chip = read_chip_spec(EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json").value();
+  o.delayed_update = true;
+  expect_refused(o, "--delayed-update");
+}
+
+// ZeRO-Offload on the sim device: master weights and AdamW's moments on the simulated host or
+// NVMe leave the device (no optimizer state there), the host tier holds them (address space
+// only), and the CPU step takes the cost model's time, computed here from the parameter count:
+// bf16 AdamW moves 28 bytes per parameter through host memory (2 B gradient in, 2 B parameter
+// out, 4 B master and 8 B of moments in and out), at half the host's bandwidth; on NVMe the 12 B
+// of state are also read and written back at the node's NVMe bandwidth over its GPUs.
+TEST(TrainOnSim, OptimizerStateOnTheHostAndNvme) {
+  const ChipSpec h100 = read_chip_spec(EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json").value();
+  TrainOptions o = small_sim_options();
+  o.model = {.layers = 2, .d_model = 256, .heads = 4, .seq = 64, .batch = 2, .vocab = 512};
+  o.precision = Precision::kBF16;
+  o.device_memory_bytes = 0;
+  o.sim_chip = h100;
+  Result<TrainResult> device = train(o);
+  o.optimizer_state = StatePolicy::kHost;
+  Result<TrainResult> host = train(o);
+  o.optimizer_state = StatePolicy::kNvme;
+  Result<TrainResult> nvme = train(o);
+  ASSERT_TRUE(device.ok()) << device.status().to_string();
+  ASSERT_TRUE(host.ok()) << host.status().to_string();
+  ASSERT_TRUE(nvme.ok()) << nvme.status().to_string();
+  const double psi = static_cast<double>(parameter_count(o.model));
+  EXPECT_NEAR(static_cast<double>(device->peak_optimizer_state_bytes) / (12 * psi), 1.0, 0.01);
+  EXPECT_EQ(host->peak_optimizer_state_bytes, 0);
+  EXPECT_EQ(nvme->peak_optimizer_state_bytes, 0);
+  EXPECT_LT(host->peak_reserved_bytes, device->peak_reserved_bytes);
+  // 12 B of master and moments, and 4 B of staging (bf16 gradient and parameter), per parameter.
+  EXPECT_NEAR(static_cast<double>(host->offload.host_bytes) / (16 * psi), 1.0, 0.01);
+  EXPECT_NEAR(static_cast<double>(nvme->offload.nvme_bytes) / (12 * psi), 1.0, 0.01);
+  ASSERT_EQ(host->offload.cpu_steps, o.steps);
+  const double host_step_s = 28 * psi / (h100.host_memory_bytes_per_s * 0.5);
+  EXPECT_NEAR(host->offload.cpu_step_s / o.steps / host_step_s, 1.0, 1e-6);
+  const double nvme_io_s = 2 * 12 * psi / (h100.nvme_bytes_per_s_per_node / h100.gpus_per_node);
+  EXPECT_NEAR(nvme->offload.cpu_step_s / o.steps / std::max(host_step_s, nvme_io_s), 1.0, 1e-6);
+  // The CPU step is on the step's critical path, after the gradients' copies.
+  EXPECT_GE(host->steady_ms_median, device->steady_ms_median + host_step_s * 1e3 * 0.999);
+  EXPECT_GE(nvme->steady_ms_median, host->steady_ms_median);
+  EXPECT_GT(host->offload.gradient_bytes, 0);
+  EXPECT_GT(host->offload.parameter_bytes, 0);
+
+  // A host too small for the state: out of memory, naming the host tier.
+  o.optimizer_state = StatePolicy::kHost;
+  o.host_tier_bytes = std::size_t{1} << 20;
+  Result<TrainResult> small = train(o);
+  ASSERT_FALSE(small.ok());
+  EXPECT_EQ(small.status().code(), StatusCode::kOutOfMemory) << small.status().to_string();
+  EXPECT_NE(small.status().message().find("host tier"), std::string::npos)
+      << small.status().to_string();
+}
+
+// --optimizer-state auto on the sim device places slices off the device when the budget is too
+// small to keep them, with the chip's modelled rates.
+TEST(TrainOnSim, AutoPlacesStateForTheBudget) {
+  TrainOptions o = small_sim_options();
+  o.model = {.layers = 4, .d_model = 256, .heads = 4, .seq = 64, .batch = 2, .vocab = 512};
+  o.precision = Precision::kBF16;
+  o.device_memory_bytes = 0;
+  o.sim_chip = read_chip_spec(EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json").value();
+  Result<TrainResult> device = train(o);
+  ASSERT_TRUE(device.ok()) << device.status().to_string();
+  o.optimizer_state = StatePolicy::kAuto;
+  o.policy = EvictionPolicy::kNone;
+  // The device's peak less half of the optimizer state: about half the slices must leave.
+  o.budget_bytes = device->peak_reserved_bytes -
+                   static_cast<std::size_t>(device->peak_optimizer_state_bytes) / 2;
+  Result<TrainResult> placed = train(o);
+  ASSERT_TRUE(placed.ok()) << placed.status().to_string();
+  ASSERT_TRUE(placed->state_plan.has_value());
+  int off = 0;
+  for (StatePlacement p : placed->state_placement) off += p != StatePlacement::kDevice ? 1 : 0;
+  EXPECT_GT(off, 0);
+  EXPECT_LT(off, static_cast<int>(placed->state_placement.size()));
+  EXPECT_LE(placed->peak_reserved_bytes, o.budget_bytes);
 }
 
 // ZeRO on the sim device: one simulated rank stands for N (kernels/comm/sim_communicator.h).

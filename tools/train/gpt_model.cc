@@ -117,15 +117,7 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
     EBB_ASSIGN_OR_RETURN(
         model->optimizer_,
         Optimizer::create(engine, *model->state_, training.optimizer, training.offload));
-    if (model->kernel_time_) {
-      // AdamW's traffic; Adafactor's and SM3's factored state moves less, so for them it is an
-      // upper bound.
-      const DType param = model->state_->param_dtype();
-      const DType grad = model->state_->grad_dtype();
-      model->optimizer_->set_update_cost([m = model.get(), param, grad](std::int64_t elements) {
-        return m->cost(adamw_work(elements, param, grad));
-      });
-    }
+    model->set_optimizer_costs(*model->optimizer_, training);
     return model;
   }
   if (training.comm == nullptr) return invalid_argument("ZeRO without a communicator");
@@ -146,7 +138,21 @@ Result<std::unique_ptr<GptModel>> GptModel::create(Engine& engine, const GptConf
   EBB_ASSIGN_OR_RETURN(
       model->zero_,
       ZeroOptimizer::create(engine, *model->state_, training.optimizer, *training.comm, zero));
+  model->set_optimizer_costs(model->zero_->optimizer(), training);
   return model;
+}
+
+void GptModel::set_optimizer_costs(Optimizer& optimizer, const GptTraining& training) {
+  if (kernel_time_) {
+    // AdamW's traffic; Adafactor's and SM3's factored state moves less, so for them it is an
+    // upper bound.
+    const DType param = state_->param_dtype();
+    const DType grad = state_->grad_dtype();
+    optimizer.set_update_cost([this, param, grad](std::int64_t elements) {
+      return cost(adamw_work(elements, param, grad));
+    });
+  }
+  if (training.host_step_cost) optimizer.set_host_step_cost(training.host_step_cost);
 }
 
 GptModel::~GptModel() {

@@ -56,6 +56,9 @@ struct GptTraining {
   // model, each gradient accumulation and each slice's update (a sim device's clock advances by
   // it). Empty: 0, unknown, as where the kernels run and are timed.
   std::function<std::chrono::nanoseconds(const KernelWork&)> kernel_time;
+  // On a sim device: the modelled time of the optimizer's CPU step for the slices off the device
+  // (Optimizer::set_host_step_cost). Empty: state off a sim device is refused by the step.
+  Optimizer::HostStepCost host_step_cost;
 };
 
 // What one optimizer step needs besides the tokens.
@@ -121,6 +124,8 @@ class GptModel {
   Result<Tensor> forward_backward(const Tensor& tokens, const Tensor& targets, float dloss);
   // The modelled time of `work` (GptTraining::kernel_time); 0 without one.
   std::chrono::nanoseconds cost(const KernelWork& work) const;
+  // The modelled costs of `optimizer`'s update and CPU step, where `training` has them.
+  void set_optimizer_costs(Optimizer& optimizer, const GptTraining& training);
 
   Engine& engine_;
   GptConfig config_;

@@ -19,6 +19,7 @@
 #include "kernels/statistics.h"
 #include "tools/train/checkpoint_io.h"
 #include "tools/train/gpt_model.h"
+#include "tools/train/op_work.h"
 #include "tools/train/token_data.h"
 
 namespace ebb::train {
@@ -93,10 +94,15 @@ Status check_simulable(const TrainOptions& o) {
                             " without --zero: data parallelism over the sim's ranks is ZeRO "
                             "(stage 0 replicates everything)");
   }
-  if (o.optimizer_state != StatePolicy::kDevice || o.delayed_update) {
+  if (o.optimizer_state != StatePolicy::kDevice && !o.sim_chip.has_value()) {
+    return invalid_argument(
+        "--device sim with --optimizer-state host, nvme or auto: the CPU step off the device is "
+        "timed on the host of a hardware profile's chip; give --hw FILE with a chip object");
+  }
+  if (o.delayed_update) {
     return refuse(
-        "--optimizer-state host, nvme and auto run the optimizer's step on the host, on real "
-        "memory of the state's size");
+        "--delayed-update overlaps the CPU step on a thread of its own, which the sim's "
+        "clock does not model");
   }
   if (!o.nvme_directories.empty()) return refuse("the NVMe tier writes real files");
   return ok_status();
@@ -114,6 +120,12 @@ Result<TokenData> load_data(const TrainOptions& o) {
 Communicator* gather_communicator(const TrainOptions& o) {
   Result<Communicator*> gather = process_communicator(o.device, o.comm_timeout, true, o.sim_ranks);
   return gather.ok() ? *gather : nullptr;
+}
+
+// On sim with a chip: the optimizer's CPU step off the device timed on its host. Otherwise none.
+Optimizer::HostStepCost sim_host_step_cost(const TrainOptions& o) {
+  if (o.device != DeviceKind::kSim || !o.sim_chip.has_value()) return nullptr;
+  return [chip = *o.sim_chip](const HostStepWork& work) { return host_step_time(chip, work); };
 }
 
 // On sim with a chip: each kernel's roofline time on it. Otherwise none.
@@ -137,7 +149,8 @@ GptTraining training_of(const TrainOptions& o, std::vector<StatePlacement> place
       // Made with the first one (run_training) when the stage is 3.
       .gather_comm = o.zero_stage == 3 && comm != nullptr ? gather_communicator(o) : nullptr,
       .micro_batches = o.grad_accum,
-      .kernel_time = sim_kernel_time(o)};
+      .kernel_time = sim_kernel_time(o),
+      .host_step_cost = sim_host_step_cost(o)};
 }
 
 // The ranks as the sharded checkpoint sees them (engine/schema/sharded_checkpoint.h).
@@ -337,7 +350,14 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
                                .budget_bytes = budget_bytes,
                                .policy = o.policy,
                                .warmup_iterations = o.warmup_iterations};
-  if (o.host_tier_bytes > 0) engine_options.host_tier_bytes = o.host_tier_bytes;
+  if (o.host_tier_bytes > 0) {
+    engine_options.host_tier_bytes = o.host_tier_bytes;
+  } else if (device.kind() == DeviceKind::kSim && o.sim_chip.has_value() &&
+             o.optimizer_state != StatePolicy::kDevice) {
+    // The modelled host's memory for one GPU (address space only: it holds no values), for the
+    // state placed there; with the state on the device the tier stays the engine's default.
+    engine_options.host_tier_bytes = o.sim_chip->host_memory_bytes_per_gpu;
+  }
   engine_options.nvme_directories = o.nvme_directories;
   engine_options.nvme_tier_bytes = o.nvme_tier_bytes;
   TrainResult result;
@@ -580,6 +600,33 @@ Result<std::vector<StateSliceCost>> slice_costs(const TrainOptions& o, int ranks
   return costs;
 }
 
+// On a sim device with a chip: the rates plan_state_placement weighs, from the cost model (AdamW's
+// traffic over 16 Mi elements): the host link, the device step (kernel_time of adamw_work), the
+// CPU step (host_step_time), and NVMe each way (the node's over its GPUs).
+Status set_modelled_state_rates(const TrainOptions& o, StatePlacementInputs& in) {
+  if (!o.sim_chip.has_value()) {
+    return failed_precondition("--optimizer-state auto on a sim device without a chip to time");
+  }
+  const ChipSpec& chip = *o.sim_chip;
+  constexpr std::int64_t kElements = std::int64_t{1} << 24;
+  const DType param = precision_dtype(o.precision);
+  const DType grad = o.grad_dtype.value_or(param);
+  const double state_bytes = static_cast<double>(kElements) * 3 * sizeof(float);
+  const auto seconds = [](std::chrono::nanoseconds t) {
+    return std::chrono::duration<double>(t).count();
+  };
+  in.link_bytes_per_s = std::min(chip.host_to_device_bytes_per_s, chip.device_to_host_bytes_per_s);
+  in.device_state_bytes_per_s =
+      state_bytes / seconds(kernel_time(chip, adamw_work(kElements, param, grad)));
+  const HostStepWork host{.host_slice_bytes =
+                              static_cast<std::size_t>(kElements) *
+                              (dtype_bytes(param) + dtype_bytes(grad) + 2 * 3 * sizeof(float))};
+  in.cpu_state_bytes_per_s = state_bytes / seconds(host_step_time(chip, host));
+  in.nvme_read_bytes_per_s = chip.nvme_bytes_per_s_per_node / chip.gpus_per_node;
+  in.nvme_write_bytes_per_s = in.nvme_read_bytes_per_s;
+  return ok_status();
+}
+
 Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
                                          const TokenData& data, std::size_t budget,
                                          Communicator* comm) {
@@ -614,11 +661,18 @@ Result<PlacementChoice> choose_placement(const TrainOptions& o, Device& device,
     in.other_peak_bytes = std::min(in.other_peak_bytes, budget);
   in.step_other_bytes = static_cast<std::size_t>(unconstrained.parameter_state_bytes +
                                                  unconstrained.gradient_state_bytes);
-  EBB_ASSIGN_OR_RETURN(HardwareModel link, measure_host_link(device));
-  in.link_bytes_per_s = std::min(link.host_to_device_bytes_per_s, link.device_to_host_bytes_per_s);
-  EBB_ASSIGN_OR_RETURN(in.device_state_bytes_per_s, measure_device_optimizer_bytes_per_s(device));
-  in.cpu_state_bytes_per_s = measure_host_optimizer_bytes_per_s();
-  // NVMe is not measured here, so auto places no slice there (--optimizer-state nvme does).
+  if (device.kind() == DeviceKind::kSim) {
+    // The modelled chip's figures (check_simulable asked for one), from the same cost model
+    // that times the steps.
+    EBB_RETURN_IF_ERROR(set_modelled_state_rates(o, in));
+  } else {
+    EBB_ASSIGN_OR_RETURN(HardwareModel link, measure_host_link(device));
+    in.link_bytes_per_s =
+        std::min(link.host_to_device_bytes_per_s, link.device_to_host_bytes_per_s);
+    EBB_ASSIGN_OR_RETURN(in.device_state_bytes_per_s, measure_device_optimizer_bytes_per_s(device));
+    in.cpu_state_bytes_per_s = measure_host_optimizer_bytes_per_s();
+    // NVMe is not measured here, so auto places no slice there (--optimizer-state nvme does).
+  }
   in.allow_swap = o.policy == EvictionPolicy::kSwap || o.policy == EvictionPolicy::kBoth;
   Result<StatePlacementPlan> plan = plan_state_placement(in);
   if (!plan.ok()) {
@@ -865,7 +919,8 @@ Result<TrainResult> train(const TrainOptions& o,
   if ((o.checkpoint_every > 0 || o.resume) && o.checkpoint_dir.empty()) {
     return invalid_argument("--checkpoint-every and --resume need --checkpoint-dir");
   }
-  if (o.optimizer_state == StatePolicy::kNvme && o.nvme_directories.empty()) {
+  if (o.optimizer_state == StatePolicy::kNvme && o.nvme_directories.empty() &&
+      o.device != DeviceKind::kSim) {
     return invalid_argument(
         "--optimizer-state nvme needs an NVMe tier to stream the state through: give --nvme-dir "
         "DIR (or use --optimizer-state host)");
