@@ -45,9 +45,10 @@ std::string time_ticks(const TimeAxis& t, double y_top, double y_bottom) {
   for (int i = 0; i <= 4; ++i) {
     const std::int64_t ns = t.step_ns * i / 4;
     const std::string x = coord(t.x(ns));
-    append(svg, {"<line class=\"grid\" x1=\"", x, "\" x2=\"", x, "\" y1=\"", coord(y_top),
-                 "\" y2=\"", coord(y_bottom), "\"/><text class=\"tick\" x=\"", x, "\" y=\"",
-                 coord(y_bottom + 14), "\" text-anchor=\"middle\">", human_ns(ns), "</text>"});
+    append(svg,
+           {"<line class=\"grid\" x1=\"", x, "\" x2=\"", x, "\" y1=\"", coord(y_top), "\" y2=\"",
+            coord(y_bottom), "\"/><text class=\"tick\" x=\"", x, "\" y=\"", coord(y_bottom + 14),
+            "\" text-anchor=\"", i == 4 ? "end" : "middle", "\">", human_ns(ns), "</text>"});
   }
   return svg + "</g>";
 }
