@@ -277,6 +277,13 @@ TEST(DecisionTableTest, OneRowPerEvictedOrHeldTensorAndPerSlice) {
   EXPECT_EQ(count(decision_table_html(rows), "<tr data-decision="), 3U);
 }
 
+TEST(DecisionTableTest, RowsPastTheFirstPageAreInTheDocumentButNotLaidOut) {
+  std::vector<DecisionRow> rows(kDecisionPageRows + 50);
+  const std::string html = decision_table_html(rows);
+  EXPECT_EQ(count(html, "<tr data-decision="), rows.size());
+  EXPECT_EQ(count(html, "class=\"paged\""), 50U);
+}
+
 TEST(ReportHtmlTest, HasOneSeriesPerKindThePeakAndTheRows) {
   const Profile profile = small_profile();
   const Plan plan = small_plan(profile, 10);

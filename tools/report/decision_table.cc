@@ -80,8 +80,10 @@ std::string decision_table_html(const std::vector<DecisionRow>& rows) {
       "<th data-sort=\"num\">off after op</th><th data-sort=\"num\">back before op</th>"
       "<th data-sort=\"num\">next use (op)</th></tr></thead><tbody>";
   html.reserve(html.size() + rows.size() * 400);
-  for (const DecisionRow& r : rows) {
-    html += "<tr data-decision=\"" + html_escape(r.decision) + "\">" + cell(r.id, r.id) +
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const DecisionRow& r = rows[i];
+    html += "<tr data-decision=\"" + html_escape(r.decision) + "\"" +
+            (i < kDecisionPageRows ? "" : " class=\"paged\"") + ">" + cell(r.id, r.id) +
             cell(r.name, r.name) + cell(r.kind, r.kind) +
             cell(human_bytes(r.bytes), std::to_string(r.bytes)) + cell(r.decision, r.decision) +
             cell(std::to_string(r.intervals), std::to_string(r.intervals)) +

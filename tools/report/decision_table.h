@@ -2,7 +2,9 @@
 // intervals folded into one row) and one per slice of model state it places
 // (Plan::state_placement). Kept tensors have no row: keeping is what a plan does to every tensor
 // it does not name. The table (table#decision-table, one tbody tr per row, each cell's sort key
-// in data-key) is sorted and filtered by the report's script.
+// in data-key) is sorted, filtered and paged by the report's script. Every row is in the
+// document, but only a page of kDecisionPageRows is laid out (the others carry class "paged",
+// display: none): laying out ten thousand rows takes the browser seconds.
 //
 // Thread safety: pure functions.
 #pragma once
@@ -15,6 +17,8 @@
 #include "engine/schema/profile.h"
 
 namespace ebb::report {
+
+inline constexpr std::size_t kDecisionPageRows = 200;
 
 struct DecisionRow {
   std::string name;  // tensor or slice

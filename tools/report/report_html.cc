@@ -1,5 +1,6 @@
 #include "tools/report/report_html.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -165,8 +166,12 @@ std::string decisions_section(const ReportInput& in, std::size_t& rows_out) {
          "type=\"search\" placeholder=\"filter rows\"><select id=\"decision-kind\"><option "
          "value=\"\">any decision</option><option>swap to host</option><option>swap to "
          "nvme</option><option>recompute</option><option>hold</option><option>state "
-         "on</option></select><span id=\"decision-count\"></span></div>" +
-         decision_table_html(rows) + "</section>";
+         "on</option></select><button id=\"decision-prev\" type=\"button\">previous</button>"
+         "<button id=\"decision-next\" type=\"button\">next</button><span "
+         "id=\"decision-count\" data-page-rows=\"" +
+         std::to_string(kDecisionPageRows) + "\">rows 1-" +
+         std::to_string(std::min(rows.size(), kDecisionPageRows)) + " of " +
+         std::to_string(rows.size()) + "</span></div>" + decision_table_html(rows) + "</section>";
 }
 
 }  // namespace

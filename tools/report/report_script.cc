@@ -29,7 +29,7 @@ table { border-collapse: collapse; font-size: 13px; }
 th, td { border-bottom: 1px solid #e6e9ee; padding: 3px 8px; text-align: left; }
 th { cursor: pointer; background: #f4f6f8; position: sticky; top: 0; }
 th.sorted-asc::after { content: " \25B2"; } th.sorted-desc::after { content: " \25BC"; }
-tr.hidden { display: none; }
+tr.hidden, tr.paged { display: none; }
 .empty { color: #5a6472; }
 )css";
 
@@ -64,25 +64,54 @@ const std::string_view kReportScript = R"js(
     body.appendChild(fragment);
   }
 
-  function applyFilter() {
+  var pageRows = Number(document.getElementById('decision-count').getAttribute('data-page-rows'));
+  var page = 0;
+
+  function matches(row, text, kind) {
+    return (kind === '' || row.getAttribute('data-decision').indexOf(kind) !== -1) &&
+        (text === '' || row.textContent.toLowerCase().indexOf(text) !== -1);
+  }
+
+  // Hides the rows the filters leave out (class hidden) and lays out only the current page of
+  // the others (class paged on the rest).
+  function render() {
     var text = document.getElementById('decision-filter').value.toLowerCase();
     var kind = document.getElementById('decision-kind').value;
-    var shown = 0;
+    var matched = 0;
     Array.prototype.forEach.call(body.rows, function (row) {
-      var visible = row.textContent.toLowerCase().indexOf(text) !== -1 &&
-          (kind === '' || row.getAttribute('data-decision').indexOf(kind) !== -1);
+      var visible = matches(row, text, kind);
       row.classList.toggle('hidden', !visible);
-      if (visible) shown++;
+      row.classList.toggle('paged', visible && Math.floor(matched / pageRows) !== page);
+      if (visible) matched++;
     });
-    document.getElementById('decision-count').textContent = shown + ' of ' + body.rows.length + ' rows';
+    var first = Math.min(page * pageRows + 1, matched);
+    var last = Math.min((page + 1) * pageRows, matched);
+    document.getElementById('decision-count').textContent =
+        'rows ' + first + '-' + last + ' of ' + matched +
+        (matched === body.rows.length ? '' : ' (' + body.rows.length + ' in all)');
+    return matched;
+  }
+
+  function turn(step) {
+    page = Math.max(0, page + step);
+    if (page * pageRows >= render() && page > 0) {
+      page--;
+      render();
+    }
+  }
+
+  function refilter() {
+    page = 0;
+    render();
   }
 
   Array.prototype.forEach.call(headers, function (th, column) {
-    th.addEventListener('click', function () { sortBy(column); });
+    th.addEventListener('click', function () { sortBy(column); page = 0; render(); });
   });
-  document.getElementById('decision-filter').addEventListener('input', applyFilter);
-  document.getElementById('decision-kind').addEventListener('change', applyFilter);
-  applyFilter();
+  document.getElementById('decision-filter').addEventListener('input', refilter);
+  document.getElementById('decision-kind').addEventListener('change', refilter);
+  document.getElementById('decision-prev').addEventListener('click', function () { turn(-1); });
+  document.getElementById('decision-next').addEventListener('click', function () { turn(1); });
 })();
 )js";
 
