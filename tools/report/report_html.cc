@@ -146,7 +146,8 @@ std::string decimation_note(const Decimation& d) {
          "drawn); the lanes' " +
          std::to_string(d.events) + " events are drawn as " + std::to_string(d.rects) +
          " rects (a run of events each under a pixel wide, with gaps under a pixel, is one "
-         "rect; hover for its count). The Chrome trace (--chrome-trace) has every event.</p>";
+         "rect under two pixels wide; hover for its count). The Chrome trace (--chrome-trace) has "
+         "every event.</p>";
 }
 
 std::string decisions_section(const ReportInput& in, std::size_t& rows_out) {

@@ -157,7 +157,9 @@ std::vector<LaneRect> lane_rects(const std::vector<const TimelineEvent*>& events
   for (std::size_t i = 0; i < events.size(); ++i) {
     const TimelineEvent& e = *events[i];
     const bool small = static_cast<double>(e.duration_ns) < px;
-    if (open && small && static_cast<double>(e.start_ns - rects.back().end_ns) < px) {
+    // A run grows while it is under a pixel wide, so a tooltip speaks of one pixel's events.
+    if (open && small && static_cast<double>(e.start_ns - rects.back().end_ns) < px &&
+        static_cast<double>(rects.back().end_ns - rects.back().start_ns) < px) {
       rects.back().end_ns = e.end_ns();
       ++rects.back().count;
       continue;

@@ -5,7 +5,9 @@
 //  - the memory curve is drawn with at most kMaxMemoryPoints points, each the op of the largest
 //    total among its bucket of consecutive ops (decimate_curve), so the peak is always drawn;
 //  - on each lane, a run of consecutive events that are each narrower than a pixel, with gaps
-//    under a pixel between them, is drawn as one rect (class "merged", data-merged = how many).
+//    under a pixel between them, is drawn as one rect (class "merged", data-merged = how many),
+//    which grows only while it is under a pixel wide: it ends under two pixels wide, so a lane
+//    holds about one rect per pixel column besides its events a pixel wide or more.
 // Elements carry stable ids and data attributes for tests: svg#memory-chart, g.series[data-kind],
 // line#budget-line[data-bytes], text#peak-label[data-bytes]; svg#lane-chart,
 // g.lane[data-lane][data-events][data-drawn].
