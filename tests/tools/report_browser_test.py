@@ -269,6 +269,13 @@ def main():
         p("plan.trace.json"))
     run(args.ebb, "report", p("train.profile.json"), "--plan", p("plan.json"), "-o",
         p("report.html"), "--chrome-trace", p("report.trace.json"))
+    # ZeRO stage 2 on the sim device (one rank standing for 8 H100s): collectives and their
+    # scratch buffers, for the communication lane and series.
+    run(args.ebb, "train", "--device", "sim", "--hw",
+        os.path.join(HERE, "..", "..", "profiles", "hw", "h100-sxm.json"), "--model",
+        "gpt2-124m", "--steps", "3", "--zero", "2", "--gpus", "8", "--profile-out",
+        p("zero.profile.json"), "--report", p("zero.html"), "--chrome-trace",
+        p("zero.trace.json"))
     with open(p("train.profile.json")) as f:
         profile = json.load(f)
     with open(p("plan.json")) as f:
@@ -290,6 +297,17 @@ def main():
         check(rows == data["decision_rows"] and rows > 0,
               f"ebb train --report: {rows} rows of its plan's decisions")
         check(data.get("measured_step_ms", 0) > 0, "ebb train --report: has the measured step")
+
+        with open(p("zero.profile.json")) as f:
+            zero = json.load(f)
+        check_page(page, p("zero.html"), zero, None, 0, "ebb train --zero 2 --report (sim)")
+        lanes = page.evaluate("Object.fromEntries(Array.from(document.querySelectorAll("
+                              "'#lane-chart g.lane')).map(g => [g.dataset.lane, "
+                              "Number(g.dataset.events)]))")
+        collectives = sum(op["name"].startswith("zero.") for op in zero["ops"])
+        check(collectives > 0 and lanes.get("communication") == collectives,
+              f"ebb train --zero 2 --report: {lanes.get('communication')} events on the "
+              f"communication lane == {collectives} collectives in the profile")
 
         big = generated_profile(10_000, 1)
         with open(p("big.profile.json"), "w") as f:
@@ -318,8 +336,8 @@ def main():
               f"loaded and drawn in {load_s:.3f} s")
         check(load_s < 15, "20,000-op report with a plan: loads within 5 x 3 s (noisy machines)")
 
-    for name in ("train.trace.json", "plan.trace.json", "report.trace.json", "big.trace.json",
-                 "big_plan.trace.json"):
+    for name in ("train.trace.json", "plan.trace.json", "report.trace.json", "zero.trace.json",
+                 "big.trace.json", "big_plan.trace.json"):
         check_trace(p(name), name)
     if failures:
         print(f"{len(failures)} checks failed")
