@@ -308,10 +308,13 @@ Status prepare_reports(TrainArgs& args, std::string& temporary_profile) {
 // Writes the report and the trace of the finished run (rank 0 speaks for the job).
 Status write_reports(const TrainArgs& args, const train::TrainResult& r,
                      const std::string& temporary_profile) {
-  if (args.reports.empty() || r.rank != 0) return ok_status();
-  Status written = report::write_train_reports(args.options.profile_out, r, args.reports);
-  if (!temporary_profile.empty()) std::filesystem::remove(temporary_profile);
-  if (!written.ok() || args.json) return written;
+  if (args.reports.empty()) return ok_status();
+  Status written = r.rank == 0
+                       ? report::write_train_reports(args.options.profile_out, r, args.reports)
+                       : ok_status();
+  std::error_code ignored;  // a rank that wrote no profile has none to remove
+  if (!temporary_profile.empty()) std::filesystem::remove(temporary_profile, ignored);
+  if (!written.ok() || args.json || r.rank != 0) return written;
   if (!args.reports.html.empty()) std::printf("report written to %s\n", args.reports.html.c_str());
   if (!args.reports.chrome_trace.empty()) {
     std::printf("Chrome trace written to %s\n", args.reports.chrome_trace.c_str());
@@ -447,7 +450,8 @@ int run_train(TrainArgs& args) {
     }
   });
   if (!result.ok()) {
-    if (!temporary_profile.empty()) std::filesystem::remove(temporary_profile);
+    std::error_code ignored;
+    if (!temporary_profile.empty()) std::filesystem::remove(temporary_profile, ignored);
     return failed(result.status());
   }
   const train::TrainResult& r = *result;

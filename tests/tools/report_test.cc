@@ -63,7 +63,7 @@ Plan small_plan(const Profile& profile, double gbps) {
 }
 
 std::string temp_dir(const std::string& name) {
-  const std::string dir =
+  std::string dir =
       ::testing::TempDir() + "ebb_report_test_" + std::to_string(getpid()) + "_" + name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
