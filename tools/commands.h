@@ -37,6 +37,7 @@ Command add_demo_command(CLI::App& parent);
 Command add_plan_command(CLI::App& parent);
 Command add_iobench_command(CLI::App& parent);
 Command add_checkpoint_command(CLI::App& parent);
+Command add_report_command(CLI::App& parent);
 
 // Adds the model-shape, step, optimizer and data options that `ebb train` and `ebb demo` share
 // (--layers --d-model --heads --seq --batch --vocab --steps --lr --seed --data).

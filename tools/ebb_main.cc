@@ -158,6 +158,7 @@ int run_cli(int argc, char** argv) {
       ebb::cli::add_demo_command(app),       ebb::cli::add_arena_plan_command(app),
       ebb::cli::add_plan_command(app),       ebb::cli::add_iobench_command(app),
       ebb::cli::add_checkpoint_command(app), ebb::cli::add_arena_generate_command(app),
+      ebb::cli::add_report_command(app),
   };
   try {
     app.parse(argc, argv);

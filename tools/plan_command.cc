@@ -19,6 +19,7 @@
 #include "tools/commands.h"
 #include "tools/plan_config_command.h"
 #include "tools/plan_eval.h"
+#include "tools/report/run_reports.h"
 
 namespace ebb::cli {
 namespace {
@@ -36,10 +37,16 @@ struct PlanArgs {
   bool json = false;
   double max_overhead = 2.0;
   ConfigArgs config;  // --model: the configuration mode
+  // --report, --chrome-trace
+  report::ReportPaths reports;
 };
 
 int run_plan(const PlanArgs& args) {
   if (!args.config.model.empty() || args.config.compare_hw) {
+    if (!args.reports.empty()) {
+      return report_error(invalid_argument(
+          "ebb plan: --report and --chrome-trace need a profile FILE, not --model"));
+    }
     if (!args.file.empty()) {
       return report_error(invalid_argument("ebb plan: give a profile FILE or --model, not both (" +
                                            args.file + ")"));
@@ -60,6 +67,7 @@ int run_plan(const PlanArgs& args) {
         "ebb plan: give a profile FILE and --budget, or --model for a configuration"));
   }
   if (Status s = check_max_overhead(args.max_overhead); !s.ok()) return report_error(s);
+  if (Status s = report::check_report_paths(args.reports); !s.ok()) return report_error(s);
   Result<HardwareModel> hardware = hardware_from_args(args.hw_file, args.link_gbps);
   if (!hardware.ok()) return report_error(hardware.status());
   Result<Profile> profile = load_profile_or_dtr_log(args.file);
@@ -147,6 +155,11 @@ int run_plan(const PlanArgs& args) {
   if (!args.out.empty() && result->plan.has_value()) {
     Status written = write_plan(*result->plan, args.out);
     if (!written.ok()) return report_error(written);
+  }
+  if (Status s =
+          report::write_plan_reports(*profile, args.file, result->plan, *budget, args.reports);
+      !s.ok()) {
+    return report_error(s);
   }
 
   const SimulationResult& r = result->sim;
@@ -255,6 +268,9 @@ Command add_plan_command(CLI::App& parent) {
                   "host<->device bandwidth of each direction in GB/s (default 0: no host link, "
                   "recompute only)");
   app->add_option("--out", args->out, "write the plan JSON here");
+  app->add_option("--report", args->reports.html, "write an HTML report of the plan here");
+  app->add_option("--chrome-trace", args->reports.chrome_trace,
+                  "write the plan's timeline as Chrome trace JSON here");
   app->add_option("--optimizer-state", args->optimizer_state,
                   "auto: also place each slice's master weights and optimizer state (device, "
                   "swapped, host or nvme) for the budget, shown per slice and in --out; with "

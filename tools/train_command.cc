@@ -5,12 +5,15 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
 #include "tools/commands.h"
+#include "tools/report/report_files.h"
+#include "tools/report/run_reports.h"
 #include "tools/train/trainer.h"
 
 namespace ebb::cli {
@@ -40,6 +43,7 @@ struct TrainArgs {
   std::string gather_schedule = "plan";
   double comm_latency_us = 0;
   bool json = false;
+  report::ReportPaths reports;  // --report, --chrome-trace
 };
 
 nlohmann::json step_json(const train::StepStats& s) {
@@ -287,6 +291,37 @@ Status parse_sim_device(TrainArgs& args) {
   return ok_status();
 }
 
+// With --report or --chrome-trace the run needs its warm-up profile: the one --profile-out writes,
+// or one in a temporary file that write_reports removes. Checks the report paths first, so that
+// a path that cannot be written fails before the training does.
+Status prepare_reports(TrainArgs& args, std::string& temporary_profile) {
+  if (args.reports.empty()) return ok_status();
+  EBB_RETURN_IF_ERROR(report::check_report_paths(args.reports));
+  if (!args.options.profile_out.empty()) return ok_status();
+  temporary_profile = (std::filesystem::temp_directory_path() /
+                       ("ebb-train-profile-" + std::to_string(getpid()) + ".json"))
+                          .string();
+  args.options.profile_out = temporary_profile;
+  return ok_status();
+}
+
+// Writes the report and the trace of the finished run (rank 0 speaks for the job).
+Status write_reports(const TrainArgs& args, const train::TrainResult& r,
+                     const std::string& temporary_profile) {
+  if (args.reports.empty()) return ok_status();
+  Status written = r.rank == 0
+                       ? report::write_train_reports(args.options.profile_out, r, args.reports)
+                       : ok_status();
+  std::error_code ignored;  // a rank that wrote no profile has none to remove
+  if (!temporary_profile.empty()) std::filesystem::remove(temporary_profile, ignored);
+  if (!written.ok() || args.json || r.rank != 0) return written;
+  if (!args.reports.html.empty()) std::printf("report written to %s\n", args.reports.html.c_str());
+  if (!args.reports.chrome_trace.empty()) {
+    std::printf("Chrome trace written to %s\n", args.reports.chrome_trace.c_str());
+  }
+  return ok_status();
+}
+
 int run_train(TrainArgs& args) {
   Result<DeviceKind> device = parse_device_kind(args.device);
   if (!device.ok()) return report_error(device.status());
@@ -387,6 +422,8 @@ int run_train(TrainArgs& args) {
     }
     return code;
   };
+  std::string temporary_profile;
+  if (Status s = prepare_reports(args, temporary_profile); !s.ok()) return failed(s);
   const bool progress = !args.json && isatty(STDERR_FILENO) == 1 && ranks.rank == 0;
   if (!args.json) {
     std::printf(
@@ -412,8 +449,13 @@ int run_train(TrainArgs& args) {
       if (progress) draw_progress(s.step, o.steps);
     }
   });
-  if (!result.ok()) return failed(result.status());
+  if (!result.ok()) {
+    std::error_code ignored;
+    if (!temporary_profile.empty()) std::filesystem::remove(temporary_profile, ignored);
+    return failed(result.status());
+  }
   const train::TrainResult& r = *result;
+  if (Status s = write_reports(args, r, temporary_profile); !s.ok()) return failed(s);
   const float final_loss = r.steps.back().loss;
   if (args.json) {
     nlohmann::json summary = {{"final_loss", final_loss},
@@ -487,7 +529,8 @@ int run_train(TrainArgs& args) {
     std::printf("checkpoints written at step %d (latest) into %s\n", r.checkpoints_written.back(),
                 o.checkpoint_dir.c_str());
   }
-  if (!o.profile_out.empty()) std::printf("profile written to %s\n", o.profile_out.c_str());
+  if (!o.profile_out.empty() && temporary_profile.empty())
+    std::printf("profile written to %s\n", o.profile_out.c_str());
   return 0;
 }
 
@@ -631,6 +674,10 @@ Command add_train_command(CLI::App& parent) {
                   "testing: the rank --inject-exit-step ends")
       ->group("");
   app->add_flag("--json", args->json, "one JSON object per step, then a summary object");
+  app->add_option("--report", args->reports.html,
+                  "at the end, write an HTML report of the run here (tools/report/)");
+  app->add_option("--chrome-trace", args->reports.chrome_trace,
+                  "at the end, write the run's timeline as Chrome trace JSON here");
   return {app, [args] { return run_train(*args); }};
 }
 

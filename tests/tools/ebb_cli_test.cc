@@ -92,7 +92,7 @@ TEST(EbbCli, HelpListsTheSubcommands) {
   // Whole names, each once: "bench" is not "iobench", "plan" not "arena-plan".
   EXPECT_EQ(listed_subcommands(run.out),
             (std::vector<std::string>{"arena-generate", "arena-plan", "bench", "checkpoint", "demo",
-                                      "iobench", "plan", "replay", "simulate", "train"}))
+                                      "iobench", "plan", "replay", "report", "simulate", "train"}))
       << run.out;
 }
 

@@ -1,0 +1,30 @@
+// Reports of what a command ran: `ebb train --report` (the real steps: the warm-up profile the
+// engine recorded, the plan it followed, the measured step times and peak) and `ebb plan
+// --report` (the simulation: the profile, the plan and its prediction). Each fills in a
+// ReportInput and writes the files (tools/report/report_files.h).
+//
+// Thread safety: pure functions of the file system.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "engine/schema/plan.h"
+#include "engine/schema/profile.h"
+#include "kernels/status.h"
+#include "tools/report/report_files.h"
+#include "tools/train/trainer.h"
+
+namespace ebb::report {
+
+// `profile_path`: the profile the run wrote (TrainOptions::profile_out).
+Status write_train_reports(const std::string& profile_path, const train::TrainResult& result,
+                           const ReportPaths& paths);
+
+// `plan`: the planner's plan (nullopt for dynamic eviction), made for `profile` as the engine
+// runs it; `profile_name` names the file it came from.
+Status write_plan_reports(const Profile& profile, const std::string& profile_name,
+                          const std::optional<Plan>& plan, std::size_t budget_bytes,
+                          const ReportPaths& paths);
+
+}  // namespace ebb::report
