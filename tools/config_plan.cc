@@ -21,8 +21,10 @@ ChipSpec chip_of(const ConfigQuery& q, const ChipSpec& chip) {
   return c;
 }
 
-train::TrainOptions options_of(const ConfigQuery& q, const ChipSpec& chip,
-                               const HardwareModel& hardware) {
+}  // namespace
+
+train::TrainOptions train_options_of(const ConfigQuery& q, const ChipSpec& chip,
+                                     const HardwareModel& hardware) {
   train::TrainOptions o;
   o.model = q.model;
   o.steps = q.steps;
@@ -46,8 +48,6 @@ train::TrainOptions options_of(const ConfigQuery& q, const ChipSpec& chip,
   o.policy = q.policy == "keep" ? EvictionPolicy::kNone : EvictionPolicy::kBoth;
   return o;
 }
-
-}  // namespace
 
 long long global_batch(const ConfigQuery& q) {
   return static_cast<long long>(q.gpus) * q.model.batch * q.grad_accum;
@@ -73,7 +73,7 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
   ConfigAnswer a;
   a.query = query;
   a.model_flops_per_token = train::model_flops_per_token(query.model);
-  const train::TrainOptions o = options_of(query, chip, hardware);
+  const train::TrainOptions o = train_options_of(query, chip, hardware);
   a.budget_bytes = query.budget_bytes > 0 ? query.budget_bytes : chip.memory_bytes;
   // What one step needs at once under the policy (its largest op, and the model state when
   // nothing may swap): below it, no schedule fits.

@@ -43,6 +43,10 @@ struct ConfigQuery {
   double nvme_bytes_per_s = 0;        // per node; 0: the chip's default
 };
 
+// The trainer's options that simulate `q` on `chip` (what plan_configuration runs).
+train::TrainOptions train_options_of(const ConfigQuery& q, const ChipSpec& chip,
+                                     const HardwareModel& hardware);
+
 // The global batch in sequences: gpus x micro-batch x grad_accum.
 long long global_batch(const ConfigQuery& q);
 

@@ -43,9 +43,10 @@ struct PlanArgs {
 
 int run_plan(const PlanArgs& args) {
   if (!args.config.model.empty() || args.config.compare_hw) {
-    if (!args.reports.empty()) {
+    if (!args.reports.empty() && args.config.compare_hw) {
       return report_error(invalid_argument(
-          "ebb plan: --report and --chrome-trace need a profile FILE, not --model"));
+          "ebb plan --compare-hw: --report and --chrome-trace report one configuration; give "
+          "--hw FILE instead"));
     }
     if (!args.file.empty()) {
       return report_error(invalid_argument("ebb plan: give a profile FILE or --model, not both (" +
@@ -56,6 +57,7 @@ int run_plan(const PlanArgs& args) {
     }
     ConfigArgs config = args.config;
     config.hw_file = args.hw_file;
+    config.reports = args.reports;
     config.policy = args.policy;
     config.budget = args.budget;
     config.json = args.json;
@@ -268,7 +270,9 @@ Command add_plan_command(CLI::App& parent) {
                   "host<->device bandwidth of each direction in GB/s (default 0: no host link, "
                   "recompute only)");
   app->add_option("--out", args->out, "write the plan JSON here");
-  app->add_option("--report", args->reports.html, "write an HTML report of the plan here");
+  app->add_option(
+      "--report", args->reports.html,
+      "write an HTML report of the plan (with --model: of the configuration answered) here");
   app->add_option("--chrome-trace", args->reports.chrome_trace,
                   "write the plan's timeline as Chrome trace JSON here");
   app->add_option("--optimizer-state", args->optimizer_state,

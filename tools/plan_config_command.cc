@@ -4,17 +4,21 @@
 // that on every chip of profiles/hw/ and prints one line per chip.
 #include "tools/plan_config_command.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "engine/schema/chip_spec.h"
 #include "engine/schema/hardware_model.h"
 #include "tools/commands.h"
 #include "tools/config_plan.h"
+#include "tools/report/run_reports.h"
 #include "tools/train/gpt_config.h"
 
 namespace ebb::cli {
@@ -196,11 +200,34 @@ Result<ConfigQuery> query_of(const ConfigArgs& args) {
   return q;
 }
 
+// --report, --chrome-trace: the configuration `answer` simulated once more, with its warm-up
+// profile written to a temporary file (removed after), reported as `ebb train --report` reports a
+// run: the profile, the plan the engine followed, and the simulated steps.
+Status write_config_reports(const ConfigAnswer& answer, const ChipSpec& chip,
+                            const HardwareModel& hardware, const report::ReportPaths& paths) {
+  if (paths.empty()) return ok_status();
+  if (!answer.fits) {
+    return failed_precondition(
+        "--report: no configuration fits, so none ran to report (a smaller model or more GPUs)");
+  }
+  train::TrainOptions o = train_options_of(answer.query, chip, hardware);
+  o.profile_out = (std::filesystem::temp_directory_path() /
+                   ("ebb-plan-profile-" + std::to_string(getpid()) + ".json"))
+                      .string();
+  Result<train::TrainResult> run = train::train(o);
+  Status written =
+      run.ok() ? report::write_train_reports(o.profile_out, *run, paths) : run.status();
+  std::error_code ignored;  // a run that failed early wrote none
+  std::filesystem::remove(o.profile_out, ignored);
+  return written;
+}
+
 }  // namespace
 
 int run_plan_config(const ConfigArgs& args) {
   Result<ConfigQuery> query = query_of(args);
   if (!query.ok()) return report_error(query.status());
+  if (Status s = report::check_report_paths(args.reports); !s.ok()) return report_error(s);
   nlohmann::ordered_json out;
   out["model"] = args.model;
   out["parameters"] = train::parameter_count(query->model);
@@ -273,6 +300,10 @@ int run_plan_config(const ConfigArgs& args) {
         return report_error(s);
       }
     }
+    if (Status s = write_config_reports(found->front(), hw->first, hw->second, args.reports);
+        !s.ok()) {
+      return report_error(s);
+    }
     if (args.json) {
       nlohmann::ordered_json list = nlohmann::ordered_json::array();
       for (const ConfigAnswer& a : *found) list.push_back(answer_json(a));
@@ -313,6 +344,11 @@ int run_plan_config(const ConfigArgs& args) {
       }
       j["would_fit"] = answer_json(*would_fit);
     }
+  }
+  if (Status s = write_config_reports(answer->fits ? *answer : would_fit.value_or(*answer),
+                                      hw->first, hw->second, args.reports);
+      !s.ok()) {
+    return report_error(s);
   }
   if (args.json) {
     out["configuration"] = j;

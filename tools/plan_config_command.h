@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "tools/report/report_files.h"
+
 namespace ebb::cli {
 
 struct ConfigArgs {
@@ -24,6 +26,9 @@ struct ConfigArgs {
   bool search = false;
   bool compare_hw = false;
   bool json = false;
+  // --report, --chrome-trace: of the configuration answered (what would fit, where it does not;
+  // --search: the fastest that fits), from a simulation of it run once more.
+  report::ReportPaths reports;
 };
 
 // Exit status: 0 when the configuration fits (--search: when one does; --compare-hw: when the

@@ -160,13 +160,29 @@ TEST_F(ReportCliTest, TrainWritesAReportOfItsMeasuredSteps) {
   EXPECT_TRUE(nlohmann::json::parse(slurp(path("train.json"))).contains("traceEvents"));
 }
 
-TEST_F(ReportCliTest, PlanRefusesAReportOfAConfiguration) {
-  const CliRun run =
-      ebb("plan --model gpt2-124m --hw " EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json --report " +
-              path("r.html"),
-          dir_);
-  EXPECT_EQ(run.exit_code, 1);
-  EXPECT_NE(run.err.find("--report"), std::string::npos) << run.err;
+// ebb plan --model: the configuration answered, simulated once more and reported as a run. The
+// sim's clock is virtual, so the report's step is the answer's.
+TEST_F(ReportCliTest, PlanReportsTheConfigurationItAnswers) {
+  const std::string hw = EBB_SOURCE_DIR "/profiles/hw/h100-sxm.json";
+  const CliRun run = ebb("plan --model gpt2-124m --seq 128 --hw " + hw +
+                             " --optimizer-state host --json --report " + path("r.html") +
+                             " --chrome-trace " + path("r.json"),
+                         dir_);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  // The answer is stdout's one line of JSON.
+  const std::string out = run.out.substr(0, run.out.find('\n'));
+  const nlohmann::json answer = nlohmann::json::parse(out)["configuration"];
+  const nlohmann::json data = report_data(path("r.html"));
+  EXPECT_NEAR(data["measured_step_ms"].get<double>() / answer["step_ms"].get<double>(), 1.0, 0.01);
+  EXPECT_EQ(data["budget_bytes"].get<double>(), 80.0 * (1 << 30));
+  EXPECT_GT(data["ops"].get<int>(), 0);
+  EXPECT_TRUE(nlohmann::json::parse(slurp(path("r.json"))).contains("traceEvents"));
+
+  const CliRun compare =
+      ebb("plan --model gpt2-124m --compare-hw --report " + path("c.html"), dir_);
+  EXPECT_EQ(compare.exit_code, 1);
+  EXPECT_NE(compare.err.find("--compare-hw"), std::string::npos) << compare.err;
+  EXPECT_FALSE(std::filesystem::exists(path("c.html")));
 }
 
 }  // namespace
