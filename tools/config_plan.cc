@@ -1,7 +1,10 @@
 #include "tools/config_plan.h"
 
 #include <algorithm>
+#include <chrono>
+#include <limits>
 #include <set>
+#include <string_view>
 #include <utility>
 
 #include "engine/planner/cost_model.h"
@@ -19,6 +22,19 @@ ChipSpec chip_of(const ConfigQuery& q, const ChipSpec& chip) {
   if (q.host_memory_bytes > 0) c.host_memory_bytes_per_gpu = q.host_memory_bytes;
   if (q.nvme_bytes_per_s > 0) c.nvme_bytes_per_s_per_node = q.nvme_bytes_per_s;
   return c;
+}
+
+// A floor under any step with the optimizer state off the device: its CPU step alone
+// (host_step_time), counting only the traffic every optimizer has (gradients in, parameters out,
+// master weights read and written) over the parameters this GPU updates: all of them, or their
+// 1/N shard from ZeRO stage 1 on.
+double off_device_step_floor_ms(const ConfigQuery& q, const ChipSpec& chip) {
+  const auto params = static_cast<std::size_t>(train::parameter_count(q.model));
+  const bool sharded = q.zero_stage.value_or(0) >= 1;
+  const std::size_t updated = sharded ? params / static_cast<std::size_t>(q.gpus) : params;
+  const std::size_t pbytes = dtype_bytes(precision_dtype(q.precision));
+  const HostStepWork work{.host_slice_bytes = updated * (2 * pbytes + 2 * sizeof(float))};
+  return std::chrono::duration<double, std::milli>(host_step_time(chip_of(q, chip), work)).count();
 }
 
 }  // namespace
@@ -191,35 +207,61 @@ Result<std::optional<ConfigAnswer>> fewest_gpus_that_fit(const ConfigQuery& base
 Result<std::vector<ConfigAnswer>> search_configurations(const ConfigQuery& base,
                                                         const ChipSpec& chip,
                                                         const HardwareModel& hardware) {
-  const long long global = global_batch(base);
-  const long long per_gpu = global / base.gpus;
+  const long long per_gpu = global_batch(base) / base.gpus;
   std::vector<std::optional<int>> stages;
   if (base.gpus == 1) {
     stages.push_back(std::nullopt);
   } else {
     for (int s = 0; s <= 3; ++s) stages.push_back(s);
   }
+  std::vector<long long> micros;
+  for (long long micro = 1; micro <= per_gpu; micro *= 2) {
+    if (per_gpu % micro == 0) micros.push_back(micro);
+  }
+  const auto variant = [&](const std::optional<int>& stage, long long micro, StatePolicy state,
+                           const char* policy) {
+    ConfigQuery q = base;
+    q.zero_stage = stage;
+    q.policy = policy;
+    q.optimizer_state = state;
+    q.model.batch = static_cast<int>(micro);
+    q.grad_accum = static_cast<int>(per_gpu / micro);
+    return q;
+  };
   std::vector<ConfigAnswer> answers;
-  for (const std::optional<int>& stage : stages) {
-    for (long long micro = 1; micro <= per_gpu; micro *= 2) {
-      if (per_gpu % micro != 0) continue;
-      // Host and NVMe placements leave the same bytes on the device; NVMe only adds its
-      // streaming, so it is tried where no host placement fits (the host's memory is short).
-      bool device_keep_fits = false;
+  // The state on the device first: every stage and micro-batch, and the fastest step that fits.
+  std::set<std::pair<std::size_t, long long>> device_keep_fits;
+  double best_step_ms = std::numeric_limits<double>::infinity();
+  for (std::size_t i = 0; i < stages.size(); ++i) {
+    for (long long micro : micros) {
+      for (const char* policy : {"keep", "plan"}) {
+        EBB_ASSIGN_OR_RETURN(
+            ConfigAnswer a,
+            plan_configuration(variant(stages[i], micro, StatePolicy::kDevice, policy), chip,
+                               hardware));
+        if (a.fits && std::string_view(policy) == "keep") device_keep_fits.insert({i, micro});
+        if (a.fits) best_step_ms = std::min(best_step_ms, a.step_ms);
+        answers.push_back(std::move(a));
+      }
+    }
+  }
+  // Then off the device, where it can win: not where the device's keep fits, nor where the CPU
+  // step alone takes longer than the fastest step found. NVMe, which leaves the device the same
+  // bytes as the host and adds its streaming, only where no host placement fits.
+  for (std::size_t i = 0; i < stages.size(); ++i) {
+    for (long long micro : micros) {
+      if (device_keep_fits.contains({i, micro})) continue;
+      const ConfigQuery probe = variant(stages[i], micro, StatePolicy::kHost, "keep");
+      if (off_device_step_floor_ms(probe, chip) >= best_step_ms) continue;
       bool host_fits = false;
-      for (StatePolicy state : {StatePolicy::kDevice, StatePolicy::kHost, StatePolicy::kNvme}) {
-        if (state != StatePolicy::kDevice && device_keep_fits) break;
+      for (StatePolicy state : {StatePolicy::kHost, StatePolicy::kNvme}) {
         if (state == StatePolicy::kNvme && host_fits) break;
         for (const char* policy : {"keep", "plan"}) {
-          ConfigQuery q = base;
-          q.zero_stage = stage;
-          q.policy = policy;
-          q.optimizer_state = state;
-          q.model.batch = static_cast<int>(micro);
-          q.grad_accum = static_cast<int>(per_gpu / micro);
-          EBB_ASSIGN_OR_RETURN(ConfigAnswer a, plan_configuration(q, chip, hardware));
-          if (state == StatePolicy::kDevice && q.policy == "keep") device_keep_fits = a.fits;
+          EBB_ASSIGN_OR_RETURN(
+              ConfigAnswer a,
+              plan_configuration(variant(stages[i], micro, state, policy), chip, hardware));
           if (state == StatePolicy::kHost) host_fits = host_fits || a.fits;
+          if (a.fits) best_step_ms = std::min(best_step_ms, a.step_ms);
           answers.push_back(std::move(a));
         }
       }

@@ -102,10 +102,13 @@ Result<ConfigAnswer> plan_configuration(const ConfigQuery& query, const ChipSpec
 // micro-batches 1, 2, 4, ... dividing the global batch per GPU, grad_accum making up the same
 // global batch, and the optimizer state on the device, the host or NVMe), each answered; the
 // ones that fit first, fastest first, then the rest. State off the device only adds work (the
-// gradients' copies, the CPU step, the parameters' copies back) and frees no time, so where a
-// stage and micro-batch fit with the state on the device and policy keep, the host and NVMe
-// placements of it are not run; and NVMe, which leaves the device the same bytes as the host
-// and adds its streaming, is run only where no host placement fits (the host's memory is short).
+// gradients' copies, the CPU step, the parameters' copies back) and frees device memory, so it is
+// tried only where it can win: not for a stage and micro-batch that fit with the state on the
+// device and policy keep, nor where a floor under its step (the CPU step alone, over the traffic
+// every optimizer has) is no faster than the fastest step found with the state on the device.
+// NVMe, which leaves the device the same bytes as the host and adds its streaming, is tried only
+// where no host placement fits (the host's memory is short). The configurations skipped are not
+// in the list.
 // REQUIRES: the global batch of `base` is a multiple of gpus.
 Result<std::vector<ConfigAnswer>> search_configurations(const ConfigQuery& base,
                                                         const ChipSpec& chip,
