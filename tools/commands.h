@@ -61,7 +61,8 @@ struct BudgetArg {
 // kInvalidArgument for zero, negative, unparsable and (as a percentage) non-finite values.
 Result<BudgetArg> parse_budget(std::string_view text);
 
-// "1.50 GiB": a byte count for people.
+// "1.50 GiB": a byte count for people (report::human_bytes, one formatting for the CLI and the
+// reports).
 std::string format_bytes(std::size_t bytes);
 
 // Parses --device: "cpu", "cuda" or "sim".

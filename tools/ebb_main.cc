@@ -11,6 +11,7 @@
 
 #include "allocator/dtr_log.h"
 #include "tools/commands.h"
+#include "tools/report/html_text.h"
 
 namespace ebb::cli {
 
@@ -78,18 +79,7 @@ Result<std::size_t> parse_byte_size(std::string_view text, std::string_view what
   return bytes;
 }
 
-std::string format_bytes(std::size_t bytes) {
-  static const char* const kNames[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.2f %s", value, kNames[unit]);
-  return text;
-}
+std::string format_bytes(std::size_t bytes) { return report::human_bytes(bytes); }
 
 Result<EvictionPolicy> parse_policy(std::string_view text) {
   if (text == "none") return EvictionPolicy::kNone;
