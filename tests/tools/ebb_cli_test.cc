@@ -1050,6 +1050,36 @@ TEST(EbbPlanConfig, WhatDoesNotFitSaysWhatWould) {
   EXPECT_EQ(c["would_fit"]["optimizer_state"].get<std::string>(), "host");
 }
 
+// --search against brute force: every micro-batch, state placement and policy answered one by
+// one. The search skips the placements off the device that cannot win (where the device's keep
+// fits, or where the CPU step alone is slower than the fastest step found), and still finds the
+// fastest of them all. At 2200 MiB the device's state fits with keep at micro-batch 1, not at 4.
+TEST(EbbPlanConfig, SearchFindsTheFastestOfEveryConfiguration) {
+  const std::string common =
+      "plan --model gpt2-124m --hw " + kH100 + " --seq 256 --budget 2200MiB --json";
+  CliRun search = ebb(common + " --global-batch 4 --search");
+  ASSERT_EQ(search.exit_code, 0) << search.err;
+  const nlohmann::json list = last_json_line(search.out)["search"];
+  double fastest = 0;
+  int answered = 0;
+  for (int micro : {1, 2, 4}) {
+    for (const char* state : {"device", "host", "nvme"}) {
+      for (const char* policy : {"keep", "plan"}) {
+        CliRun one =
+            ebb(common + " --micro-batch " + std::to_string(micro) + " --grad-accum " +
+                std::to_string(4 / micro) + " --optimizer-state " + state + " --policy " + policy);
+        ASSERT_TRUE(one.exit_code == 0 || one.exit_code == 1) << one.err;
+        const nlohmann::json c = last_json_line(one.out)["configuration"];
+        ++answered;
+        if (c["fits"].get<bool>()) fastest = std::max(fastest, c["tokens_per_s"].get<double>());
+      }
+    }
+  }
+  ASSERT_GT(fastest, 0);
+  EXPECT_LT(list.size(), static_cast<std::size_t>(answered));  // some were skipped
+  EXPECT_DOUBLE_EQ(list[0]["tokens_per_s"].get<double>(), fastest);
+}
+
 // --search: every configuration answered, the fitting ones first, fastest first.
 TEST(EbbPlanConfig, SearchRanksTheFittingByTokensPerSecond) {
   CliRun run = ebb("plan --model gpt2-124m --hw " + kH100 +
