@@ -186,6 +186,20 @@ Status split_step_parts(ConfigAnswer& answer, const ChipSpec& chip, const Hardwa
                                  std::max(0.0, answer.step_ms - not_compute));
   answer.exposed_transfer_and_comm_ms =
       std::max(0.0, answer.step_ms - answer.compute_ms - not_compute);
+  // Communication's share: what the step loses with only the collectives' links as they are
+  // (the host link, the host and NVMe as fast as they can be); the rest is the transfers'.
+  ChipSpec links_only = chip;
+  links_only.host_memory_bytes_per_s = kUnbounded;
+  links_only.nvme_bytes_per_s_per_node = kUnbounded;
+  EBB_ASSIGN_OR_RETURN(ConfigAnswer comm_only,
+                       plan_configuration(answer.query, links_only, fast_links));
+  const double comm_exposed = comm_only.fits ? comm_only.step_ms - comm_only.recompute_ms -
+                                                   comm_only.host_step_ms - answer.compute_ms
+                                             : answer.exposed_transfer_and_comm_ms;
+  answer.exposed_communication_ms =
+      std::clamp(comm_exposed, 0.0, answer.exposed_transfer_and_comm_ms);
+  answer.exposed_transfer_ms =
+      answer.exposed_transfer_and_comm_ms - answer.exposed_communication_ms;
   return ok_status();
 }
 

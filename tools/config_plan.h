@@ -87,10 +87,14 @@ struct ConfigAnswer {
   double recompute_ms = 0;                  // replays
   double exposed_transfer_and_comm_ms = 0;  // the rest: copies and collectives not hidden
   double exposed_gather_ms = 0;             // of which ZeRO stage 3's gathers
-  double host_step_ms = 0;                  // the optimizer's CPU step for the state off the device
-  double tokens_per_s = 0;                  // all GPUs
-  double model_flops_per_token = 0;         // 6Ψ + 12·L·h·s (tools/train/model_flops.h)
-  double mfu = 0;                           // per GPU, against the chip's dense bf16/fp32 peak
+  // The same split in two (split_step_parts): the collectives' links alone, and the rest
+  // (copies over the host link, NVMe).
+  double exposed_communication_ms = 0;
+  double exposed_transfer_ms = 0;
+  double host_step_ms = 0;           // the optimizer's CPU step for the state off the device
+  double tokens_per_s = 0;           // all GPUs
+  double model_flops_per_token = 0;  // 6Ψ + 12·L·h·s (tools/train/model_flops.h)
+  double mfu = 0;                    // per GPU, against the chip's dense bf16/fp32 peak
 };
 
 // Runs one configuration on the sim device. Errors only for bad input (a zero stage without
@@ -114,9 +118,11 @@ Result<std::vector<ConfigAnswer>> search_configurations(const ConfigQuery& base,
                                                         const ChipSpec& chip,
                                                         const HardwareModel& hardware);
 
-// Splits a fitting answer's step into compute, replays and the exposed rest, by running the same
-// configuration again with every link unbounded (the compute is that run's step less its
-// replays). A second simulation: called for the answers shown, not for every one searched.
+// Splits a fitting answer's step into compute, replays, the CPU step and the exposed rest, by
+// running the same configuration again with every link, the host and NVMe unbounded (the compute
+// is that run's step less its replays and CPU step); then the rest into communication and
+// transfers, by a third run with only the collectives' links as they are. Two more simulations:
+// called for the answers shown, not for every one searched.
 Status split_step_parts(ConfigAnswer& answer, const ChipSpec& chip, const HardwareModel& hardware);
 
 // When nothing fits on base.gpus: the fewest GPUs (doubling, up to max_gpus) on which `base`

@@ -80,6 +80,8 @@ nlohmann::ordered_json answer_json(const ConfigAnswer& a) {
   j["step_parts_ms"] = {{"compute", a.compute_ms},
                         {"recompute", a.recompute_ms},
                         {"exposed_transfers_and_communication", a.exposed_transfer_and_comm_ms},
+                        {"exposed_transfers", a.exposed_transfer_ms},
+                        {"exposed_communication", a.exposed_communication_ms},
                         {"exposed_gathers", a.exposed_gather_ms},
                         {"host_optimizer_step", a.host_step_ms}};
   j["tokens_per_s"] = a.tokens_per_s;
@@ -121,10 +123,10 @@ void print_answer(const ConfigAnswer& a) {
         gib(static_cast<double>(a.nvme_state_bytes)).c_str(), a.host_step_ms);
   }
   std::printf(
-      "    step %.1f ms (compute %.1f, recompute %.1f, exposed transfers and "
+      "    step %.1f ms (compute %.1f, recompute %.1f, exposed transfers %.1f, exposed "
       "communication %.1f), %.0f tokens/s, MFU %.1f%%%s\n",
-      a.step_ms, a.compute_ms, a.recompute_ms, a.exposed_transfer_and_comm_ms, a.tokens_per_s,
-      a.mfu * 100,
+      a.step_ms, a.compute_ms, a.recompute_ms, a.exposed_transfer_ms, a.exposed_communication_ms,
+      a.tokens_per_s, a.mfu * 100,
       a.planned ? "" : (q.policy == "keep" ? "" : " (no plan fits: dynamic eviction)"));
 }
 

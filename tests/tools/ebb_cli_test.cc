@@ -1001,6 +1001,10 @@ TEST(EbbPlanConfig, OptimizerStateOffTheDevice) {
                   parts["host_optimizer_step"].get<double>(),
               h["step_ms"].get<double>(), 1e-6);
   EXPECT_GT(h["step_ms"].get<double>(), d["step_ms"].get<double>());
+  // One GPU: what is exposed is the host link's copies, none of it communication.
+  EXPECT_EQ(parts["exposed_communication"].get<double>(), 0);
+  EXPECT_DOUBLE_EQ(parts["exposed_transfers"].get<double>(),
+                   parts["exposed_transfers_and_communication"].get<double>());
 
   CliRun small = ebb(base + " --optimizer-state host --host-memory 64MiB");
   EXPECT_EQ(small.exit_code, 1) << small.err;
@@ -1031,6 +1035,20 @@ TEST(EbbPlanConfig, ZeroPartitionsTheStatePerGpu) {
   const double psi = 124'439'808 - (1024 - 128) * 768;
   EXPECT_NEAR(s0 / (12 * psi), 1.0, 0.01);
   EXPECT_NEAR(s1 / (12 * psi / 8), 1.0, 0.02);
+}
+
+// With the state on the device, what ZeRO leaves exposed is communication, none of it the host
+// link's: on a PCIe-only chip (L40S) the reductions after the backward are.
+TEST(EbbPlanConfig, ZerosExposedTimeIsCommunication) {
+  CliRun run = ebb("plan --model gpt2-124m --hw " EBB_SOURCE_DIR
+                   "/profiles/hw/l40s.json --gpus 8 --zero 1 --micro-batch 2 --seq 128 "
+                   "--policy keep --json");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const nlohmann::json parts = last_json_line(run.out)["configuration"]["step_parts_ms"];
+  EXPECT_GT(parts["exposed_communication"].get<double>(), 0);
+  EXPECT_NEAR(parts["exposed_transfers"].get<double>(), 0, 1e-9);
+  EXPECT_NEAR(parts["exposed_communication"].get<double>(),
+              parts["exposed_transfers_and_communication"].get<double>(), 1e-9);
 }
 
 // A configuration that does not fit is an answer: exit 1, fits false with the reason, and what
