@@ -33,7 +33,8 @@ double off_device_step_floor_ms(const ConfigQuery& q, const ChipSpec& chip) {
   const bool sharded = q.zero_stage.value_or(0) >= 1;
   const std::size_t updated = sharded ? params / static_cast<std::size_t>(q.gpus) : params;
   const std::size_t pbytes = dtype_bytes(precision_dtype(q.precision));
-  const HostStepWork work{.host_slice_bytes = updated * (2 * pbytes + 2 * sizeof(float))};
+  const HostStepWork work{.host_slice_bytes =
+                              host_step_traffic_bytes(updated, updated, pbytes, pbytes)};
   return std::chrono::duration<double, std::milli>(host_step_time(chip_of(q, chip), work)).count();
 }
 

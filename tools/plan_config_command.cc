@@ -4,14 +4,11 @@
 // that on every chip of profiles/hw/ and prints one line per chip.
 #include "tools/plan_config_command.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include "engine/schema/chip_spec.h"
@@ -194,10 +191,7 @@ Result<ConfigQuery> query_of(const ConfigArgs& args) {
   if (!args.host_memory.empty()) {
     EBB_ASSIGN_OR_RETURN(q.host_memory_bytes, parse_byte_size(args.host_memory, "--host-memory"));
   }
-  if (!(args.nvme_gbps >= 0)) {
-    return invalid_argument("--nvme-bandwidth " + std::to_string(args.nvme_gbps) +
-                            ": GB/s, at least 0 (0: the chip's)");
-  }
+  // --nvme-bandwidth is checked with the rest of the query (plan_configuration).
   q.nvme_bytes_per_s = args.nvme_gbps * 1e9;
   return q;
 }
@@ -213,15 +207,10 @@ Status write_config_reports(const ConfigAnswer& answer, const ChipSpec& chip,
         "--report: no configuration fits, so none ran to report (a smaller model or more GPUs)");
   }
   train::TrainOptions o = train_options_of(answer.query, chip, hardware);
-  o.profile_out = (std::filesystem::temp_directory_path() /
-                   ("ebb-plan-profile-" + std::to_string(getpid()) + ".json"))
-                      .string();
-  Result<train::TrainResult> run = train::train(o);
-  Status written =
-      run.ok() ? report::write_train_reports(o.profile_out, *run, paths) : run.status();
-  std::error_code ignored;  // a run that failed early wrote none
-  std::filesystem::remove(o.profile_out, ignored);
-  return written;
+  const report::TemporaryProfile profile("plan");
+  o.profile_out = profile.path();
+  EBB_ASSIGN_OR_RETURN(train::TrainResult run, train::train(o));
+  return report::write_train_reports(profile.path(), run, paths);
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -292,29 +291,22 @@ Status parse_sim_device(TrainArgs& args) {
 }
 
 // With --report or --chrome-trace the run needs its warm-up profile: the one --profile-out writes,
-// or one in a temporary file that write_reports removes. Checks the report paths first, so that
-// a path that cannot be written fails before the training does.
-Status prepare_reports(TrainArgs& args, std::string& temporary_profile) {
+// or `temporary`, made here. Checks the report paths first, so that a path that cannot be written
+// fails before the training does.
+Status prepare_reports(TrainArgs& args, std::optional<report::TemporaryProfile>& temporary) {
   if (args.reports.empty()) return ok_status();
   EBB_RETURN_IF_ERROR(report::check_report_paths(args.reports));
   if (!args.options.profile_out.empty()) return ok_status();
-  temporary_profile = (std::filesystem::temp_directory_path() /
-                       ("ebb-train-profile-" + std::to_string(getpid()) + ".json"))
-                          .string();
-  args.options.profile_out = temporary_profile;
+  temporary.emplace("train");
+  args.options.profile_out = temporary->path();
   return ok_status();
 }
 
 // Writes the report and the trace of the finished run (rank 0 speaks for the job).
-Status write_reports(const TrainArgs& args, const train::TrainResult& r,
-                     const std::string& temporary_profile) {
-  if (args.reports.empty()) return ok_status();
-  Status written = r.rank == 0
-                       ? report::write_train_reports(args.options.profile_out, r, args.reports)
-                       : ok_status();
-  std::error_code ignored;  // a rank that wrote no profile has none to remove
-  if (!temporary_profile.empty()) std::filesystem::remove(temporary_profile, ignored);
-  if (!written.ok() || args.json || r.rank != 0) return written;
+Status write_reports(const TrainArgs& args, const train::TrainResult& r) {
+  if (args.reports.empty() || r.rank != 0) return ok_status();
+  EBB_RETURN_IF_ERROR(report::write_train_reports(args.options.profile_out, r, args.reports));
+  if (args.json) return ok_status();
   if (!args.reports.html.empty()) std::printf("report written to %s\n", args.reports.html.c_str());
   if (!args.reports.chrome_trace.empty()) {
     std::printf("Chrome trace written to %s\n", args.reports.chrome_trace.c_str());
@@ -422,8 +414,10 @@ int run_train(TrainArgs& args) {
     }
     return code;
   };
-  std::string temporary_profile;
+  // Removed before failed(), which may end the job, and after the report.
+  std::optional<report::TemporaryProfile> temporary_profile;
   if (Status s = prepare_reports(args, temporary_profile); !s.ok()) return failed(s);
+  const bool profile_only_reported = temporary_profile.has_value();
   const bool progress = !args.json && isatty(STDERR_FILENO) == 1 && ranks.rank == 0;
   if (!args.json) {
     std::printf(
@@ -450,12 +444,13 @@ int run_train(TrainArgs& args) {
     }
   });
   if (!result.ok()) {
-    std::error_code ignored;
-    if (!temporary_profile.empty()) std::filesystem::remove(temporary_profile, ignored);
+    temporary_profile.reset();
     return failed(result.status());
   }
   const train::TrainResult& r = *result;
-  if (Status s = write_reports(args, r, temporary_profile); !s.ok()) return failed(s);
+  const Status reported = write_reports(args, r);
+  temporary_profile.reset();
+  if (!reported.ok()) return failed(reported);
   const float final_loss = r.steps.back().loss;
   if (args.json) {
     nlohmann::json summary = {{"final_loss", final_loss},
@@ -529,7 +524,7 @@ int run_train(TrainArgs& args) {
     std::printf("checkpoints written at step %d (latest) into %s\n", r.checkpoints_written.back(),
                 o.checkpoint_dir.c_str());
   }
-  if (!o.profile_out.empty() && temporary_profile.empty())
+  if (!o.profile_out.empty() && !profile_only_reported)
     std::printf("profile written to %s\n", o.profile_out.c_str());
   return 0;
 }

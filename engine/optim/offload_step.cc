@@ -273,8 +273,7 @@ Status Optimizer::simulated_cpu_step() {
     const auto n = static_cast<std::size_t>(model_.slices()[k].numel);
     const auto state_floats =
         n + static_cast<std::size_t>(slices_[k].a_floats + slices_[k].b_floats);
-    // Gradients in, parameters out; master weights and state read and written back.
-    const std::size_t traffic = n * (gbytes + pbytes) + 2 * state_floats * sizeof(float);
+    const std::size_t traffic = host_step_traffic_bytes(n, state_floats, pbytes, gbytes);
     if (off_[k]->on_nvme) {
       work.nvme_slice_bytes += traffic;
       work.nvme_read_bytes += state_floats * sizeof(float);

@@ -117,6 +117,14 @@ struct HostStepWork {
   std::size_t nvme_write_bytes = 0;
 };
 
+// The host memory traffic of updating `elements` parameters whose master weights and state are
+// `state_floats` floats: gradients read, working parameters written, the state read and written
+// back (HostStepWork's slice bytes).
+constexpr std::size_t host_step_traffic_bytes(std::size_t elements, std::size_t state_floats,
+                                              std::size_t param_bytes, std::size_t grad_bytes) {
+  return elements * (grad_bytes + param_bytes) + 2 * state_floats * sizeof(float);
+}
+
 // The optimizer state of one slice of a flat layout, in floats, as Optimizer::create lays it out:
 // `a` (AdamW's m; Adafactor's and SM3's factored statistics) and `b` (AdamW's v; a first moment
 // or momentum when on; else 0). For planning a placement before any optimizer exists.

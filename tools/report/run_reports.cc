@@ -1,6 +1,21 @@
 #include "tools/report/run_reports.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <system_error>
+
 namespace ebb::report {
+
+TemporaryProfile::TemporaryProfile(const std::string& command)
+    : path_((std::filesystem::temp_directory_path() /
+             ("ebb-" + command + "-profile-" + std::to_string(getpid()) + ".json"))
+                .string()) {}
+
+TemporaryProfile::~TemporaryProfile() {
+  std::error_code ignored;  // a run that failed early wrote none
+  std::filesystem::remove(path_, ignored);
+}
 
 Status write_train_reports(const std::string& profile_path, const train::TrainResult& result,
                            const ReportPaths& paths) {

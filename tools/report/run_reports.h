@@ -17,6 +17,20 @@
 
 namespace ebb::report {
 
+// A warm-up profile written only to be reported: a path in the temporary directory, named for
+// the command and this process, and removed (if the run wrote it) when this goes out of scope.
+class TemporaryProfile {
+ public:
+  explicit TemporaryProfile(const std::string& command);
+  ~TemporaryProfile();
+  TemporaryProfile(const TemporaryProfile&) = delete;
+  TemporaryProfile& operator=(const TemporaryProfile&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // `profile_path`: the profile the run wrote (TrainOptions::profile_out).
 Status write_train_reports(const std::string& profile_path, const train::TrainResult& result,
                            const ReportPaths& paths);

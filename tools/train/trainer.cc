@@ -618,9 +618,9 @@ Status set_modelled_state_rates(const TrainOptions& o, StatePlacementInputs& in)
   in.link_bytes_per_s = std::min(chip.host_to_device_bytes_per_s, chip.device_to_host_bytes_per_s);
   in.device_state_bytes_per_s =
       state_bytes / seconds(kernel_time(chip, adamw_work(kElements, param, grad)));
-  const HostStepWork host{.host_slice_bytes =
-                              static_cast<std::size_t>(kElements) *
-                              (dtype_bytes(param) + dtype_bytes(grad) + 2 * 3 * sizeof(float))};
+  const auto elements = static_cast<std::size_t>(kElements);
+  const HostStepWork host{.host_slice_bytes = host_step_traffic_bytes(
+                              elements, 3 * elements, dtype_bytes(param), dtype_bytes(grad))};
   in.cpu_state_bytes_per_s = state_bytes / seconds(host_step_time(chip, host));
   in.nvme_read_bytes_per_s = chip.nvme_bytes_per_s_per_node / chip.gpus_per_node;
   in.nvme_write_bytes_per_s = in.nvme_read_bytes_per_s;
