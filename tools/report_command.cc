@@ -26,10 +26,7 @@ int run_report(const ReportArgs& args) {
   Result<report::ReportInput> input = report::read_report_input(args.profile, args.plan);
   if (!input.ok()) return report_error(input.status());
   if (Status s = report::write_report_files(*input, args.paths); !s.ok()) return report_error(s);
-  if (!args.paths.html.empty()) std::printf("report written to %s\n", args.paths.html.c_str());
-  if (!args.paths.chrome_trace.empty()) {
-    std::printf("Chrome trace written to %s\n", args.paths.chrome_trace.c_str());
-  }
+  report::print_written(args.paths);
   return 0;
 }
 

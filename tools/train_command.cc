@@ -306,11 +306,7 @@ Status prepare_reports(TrainArgs& args, std::optional<report::TemporaryProfile>&
 Status write_reports(const TrainArgs& args, const train::TrainResult& r) {
   if (args.reports.empty() || r.rank != 0) return ok_status();
   EBB_RETURN_IF_ERROR(report::write_train_reports(args.options.profile_out, r, args.reports));
-  if (args.json) return ok_status();
-  if (!args.reports.html.empty()) std::printf("report written to %s\n", args.reports.html.c_str());
-  if (!args.reports.chrome_trace.empty()) {
-    std::printf("Chrome trace written to %s\n", args.reports.chrome_trace.c_str());
-  }
+  if (!args.json) report::print_written(args.reports);
   return ok_status();
 }
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 
 #include "engine/schema/atomic_file.h"
@@ -57,6 +58,13 @@ Status write_report_files(const ReportInput& input, const ReportPaths& paths) {
         write_one("Chrome trace", paths.chrome_trace, chrome_trace_json(input, timeline, curve)));
   }
   return ok_status();
+}
+
+void print_written(const ReportPaths& paths) {
+  if (!paths.html.empty()) std::printf("report written to %s\n", paths.html.c_str());
+  if (!paths.chrome_trace.empty()) {
+    std::printf("Chrome trace written to %s\n", paths.chrome_trace.c_str());
+  }
 }
 
 }  // namespace ebb::report

@@ -28,4 +28,8 @@ Status check_report_paths(const ReportPaths& paths);
 // naming the file when one cannot be written.
 Status write_report_files(const ReportInput& input, const ReportPaths& paths);
 
+// Says on stdout which files were written: "report written to FILE", "Chrome trace written to
+// FILE".
+void print_written(const ReportPaths& paths);
+
 }  // namespace ebb::report
