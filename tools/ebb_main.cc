@@ -12,6 +12,7 @@
 #include "allocator/dtr_log.h"
 #include "tools/commands.h"
 #include "tools/report/html_text.h"
+#include "tools/version.h"
 
 namespace ebb::cli {
 
@@ -140,7 +141,8 @@ namespace {
 
 int run_cli(int argc, char** argv) {
   CLI::App app{"ebb: train networks larger than device memory (keep, swap or recompute)"};
-  app.set_version_flag("--version", "ebb " EBB_VERSION);
+  app.set_version_flag("--version", ebb::cli::version_text,
+                       "Print the version, the commit and the backends");
   app.require_subcommand(1);
   std::vector<ebb::cli::Command> commands = {
       ebb::cli::add_replay_command(app),     ebb::cli::add_bench_command(app),

@@ -2,7 +2,8 @@
 # The test command of ebb, run by CI (.ci/run) and by hand:
 #   1. format   tools/check_format.sh: every source as .clang-format says
 #   2. layers   tools/check_layers.sh: no lower layer includes a higher one
-#   3. build    build/ (Release; the CUDA backend too when nvcc is found) and its ctest
+#   3. build    build/ (Release; the CUDA backend too when nvcc is found), its ctest, and
+#               tools/check_install.sh: build/ installed, examples/consumer built against it
 #   4. tidy     tools/tidy.sh: clang-tidy over the library and tool sources, with build/'s flags
 #   5. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks, unity) and its ctest
 #   6. tsan     build-tsan/ (RelWithDebInfo, ThreadSanitizer, no CUDA, no benchmarks, unity) and
@@ -76,6 +77,7 @@ run_build() {
     -DCMAKE_CUDA_ARCHITECTURES="${EBB_TEST_CUDA_ARCHS:-90}"
   cmake --build build -j"$jobs"
   ctest --test-dir build --output-on-failure -j"$jobs"
+  JOBS="$jobs" tools/check_install.sh build
   end
 }
 

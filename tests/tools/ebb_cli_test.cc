@@ -96,10 +96,40 @@ TEST(EbbCli, HelpListsTheSubcommands) {
       << run.out;
 }
 
-TEST(EbbCli, Version) {
+// The commit git reports for the source tree, "" where it cannot (no git, not a checkout).
+std::string source_commit() {
+  std::string commit;
+  if (FILE* git = popen("git -C " EBB_SOURCE_DIR " rev-parse --short=12 HEAD 2>/dev/null", "r")) {
+    char buffer[64];
+    while (std::fgets(buffer, sizeof buffer, git) != nullptr) commit += buffer;
+    if (pclose(git) != 0) commit.clear();
+  }
+  while (!commit.empty() && commit.back() == '\n') commit.pop_back();
+  return commit;
+}
+
+TEST(EbbCli, VersionNamesTheReleaseTheCommitAndTheBackends) {
   CliRun run = ebb("--version");
   EXPECT_EQ(run.exit_code, 0);
-  EXPECT_NE(run.out.find("ebb "), std::string::npos) << run.out;
+  std::istringstream lines(run.out);
+  std::string release, commit, backends;
+  std::getline(lines, release);
+  std::getline(lines, commit);
+  std::getline(lines, backends);
+  EXPECT_EQ(release, "ebb " EBB_VERSION) << run.out;
+  const std::string git = source_commit();
+  if (git.empty()) {
+    EXPECT_EQ(commit, "commit unknown") << run.out;
+  } else {
+    EXPECT_TRUE(commit == "commit " + git || commit == "commit " + git + "-dirty") << run.out;
+  }
+  // What this build compiled in, and nothing else.
+  std::string expected = "backends cpu sim";
+  if (EBB_HAVE_CUDA) expected += " cuda";
+  if (EBB_HAVE_NCCL) expected += " nccl";
+  if (EBB_HAVE_MPI_PLUGIN) expected += " mpi";
+  expected += " io_uring";
+  EXPECT_EQ(backends, expected) << run.out;
 }
 
 // What a replay of a workload must report, counted here from the file itself.
