@@ -160,10 +160,12 @@ std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSer
       markers += "<circle cx=\"" + number(px(spec.xs[k])) + "\" cy=\"" + number(py(*y)) +
                  "\" r=\"3\" fill=\"" + colour + "\"/>\n";
     }
-    svg += "<path class=\"series\" data-series=\"" + xml_escape(s.name) + "\" d=\"" + d +
-           "\" fill=\"none\" stroke=\"" + colour + "\" stroke-width=\"2\"/>\n";
-    svg +=
-        "<g class=\"markers\" data-series=\"" + xml_escape(s.name) + "\">\n" + markers + "</g>\n";
+    svg += "<path class=\"series\" data-series=\"" + xml_escape(s.name) + "\" d=\"";
+    svg += d;
+    svg += "\" fill=\"none\" stroke=\"" + colour + "\" stroke-width=\"2\"/>\n";
+    svg += "<g class=\"markers\" data-series=\"" + xml_escape(s.name) + "\">\n";
+    svg += markers;
+    svg += "</g>\n";
   }
 
   // Legend, then the notes.
