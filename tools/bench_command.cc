@@ -1,5 +1,6 @@
 // `ebb bench alloc`: the cost of an alloc+free pair that the caching allocator serves from its
-// cache, on one stream, from one thread.
+// cache, on one stream, from one thread. `ebb bench chip` and `ebb bench suite` (the matrix of
+// workloads x budgets x policies, tools/bench_suite.h) register here too.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "engine/schema/atomic_file.h"
 #include "kernels/statistics.h"
 #include "tools/bench_chip.h"
+#include "tools/bench_suite.h"
 #include "tools/commands.h"
 
 namespace ebb::cli {
@@ -136,9 +138,34 @@ Command add_bench_command(CLI::App& parent) {
       "(tools/cost_check.sh)");
   chip->add_option("--out", *chip_out, "write the profile here (default: standard output)");
   chip->add_option("--memory", *chip_memory, "the chip's memory (default 4GiB, the cpu device's)");
-  return Command{bench, [args, alloc, chip, chip_out, chip_memory] {
+  auto suite_options = std::make_shared<BenchSuiteOptions>();
+  suite_options->profiles_dir = EBB_PROFILES_DIR;
+  suite_options->dtr_logs_dir = EBB_PROFILES_DIR "/../../shared/external/dtr_logs";
+  CLI::App* suite = bench->add_subcommand(
+      "suite",
+      "Run workloads x budgets (100..20% of the peak) x policies (keep, dynamic, recompute-all, "
+      "sqrt, swap-all, plan) on the sim device; write DIR/results.csv, results.json and one SVG "
+      "per workload");
+  suite->add_option("--out", suite_options->out_dir, "directory for the results (made if missing)")
+      ->required();
+  suite->add_option("--device", suite_options->device, "sim (the only device it runs on)");
+  suite->add_option("--hw", suite_options->hw_file,
+                    "hardware profile JSON (profiles/hw/); overrides --link-gbps");
+  suite->add_option("--link-gbps", suite_options->link_gbps,
+                    "host<->device GB/s each way (default 16; 0: no host link)");
+  suite->add_flag("--quick", suite_options->quick,
+                  "the small bundled workload only (all budgets and policies; for CI)");
+  suite->add_option("--workload", suite_options->workloads,
+                    "a DTR log or profile JSON to add to the matrix (repeatable)");
+  suite->add_option("--dtr-logs", suite_options->dtr_logs_dir,
+                    "where the README figures' DTR logs (unet, resnet32, lstm) are");
+  suite->add_option("--max-overhead", suite_options->max_overhead,
+                    "thrash limit of every cell: recompute past this multiple of the op time "
+                    "fails the cell (default 2)");
+  return Command{bench, [args, alloc, chip, chip_out, chip_memory, suite, suite_options] {
                    if (alloc->parsed()) return run_bench_alloc(*args);
                    if (chip->parsed()) return run_bench_chip(*chip_out, *chip_memory);
+                   if (suite->parsed()) return run_bench_suite(*suite_options);
                    return 2;
                  }};
 }
