@@ -88,6 +88,9 @@ run_tidy() {
   end
 }
 
+# Searches too slow under ASan's Debug build to earn their place there (see run_asan).
+asan_skipped='PlanQuality.GeneratedTrainingProfilesAgainstBruteForceAndDtr|EbbPlanConfig.SearchFindsTheFastestOfEveryConfiguration|EbbPlanConfig.SearchRanksTheFittingByTokensPerSecond'
+
 run_asan() {
   begin asan "Debug build with ASan + UBSan and tests (no gpu label), in build-asan/"
   # Line tables only (-g1): the sanitizers' reports name file and line, and full debug
@@ -101,8 +104,12 @@ run_asan() {
   # Not the mpi label (here nor in tsan): Open MPI is not built with the sanitizers, which
   # report its own allocations and threads, and those suites have not been made to pass
   # cleanly under them; they run in the build stage.
+  # Nor the three searches that are arithmetic over generated cases, no memory of their own
+  # beyond vectors (386 s, 89 s and 53 s in this Debug build against 9 s, 5 s and 1 s in
+  # Release): they run in the build stage, and their code paths are covered here by the
+  # planner's and the configuration planner's other tests.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE 'gpu|mpi'
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE 'gpu|mpi' -E "$asan_skipped"
   end
 }
 
