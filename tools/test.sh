@@ -5,7 +5,8 @@
 #   3. build    build/ (Release; the CUDA backend too when nvcc is found), its ctest, and
 #               tools/check_install.sh: build/ installed, examples/consumer built against it
 #   4. tidy     tools/tidy.sh: clang-tidy over the library and tool sources, with build/'s flags
-#   5. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks, unity) and its ctest
+#   5. asan     build-asan/ (Debug, ASan + UBSan, no CUDA, no benchmarks, unity), its ctest, and
+#               tools/check_install.sh --components-only: ebb::cuda refused where not built
 #   6. tsan     build-tsan/ (RelWithDebInfo, ThreadSanitizer, no CUDA, no benchmarks, unity) and
 #               its ctest
 #               (the threaded layers: not the command line, nor the planner on the sim device)
@@ -110,6 +111,8 @@ run_asan() {
   # planner's and the configuration planner's other tests.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE 'gpu|mpi' -E "$asan_skipped"
+  # This build has no CUDA backend: a consumer asking for ebb::cuda is refused at configure time.
+  JOBS="$jobs" tools/check_install.sh --components-only build-asan
   end
 }
 
