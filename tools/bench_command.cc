@@ -144,11 +144,13 @@ Command add_bench_command(CLI::App& parent) {
   CLI::App* suite = bench->add_subcommand(
       "suite",
       "Run workloads x budgets (100..20% of the peak) x policies (keep, dynamic, recompute-all, "
-      "sqrt, swap-all, plan) on the sim device; write DIR/results.csv, results.json and one SVG "
-      "per workload");
+      "sqrt, swap-all, plan): profiles and DTR logs on the sim device, and with --device cpu or "
+      "cuda the reference trainer on that device (measured, and checked bit for bit against its "
+      "unconstrained run); write DIR/results.csv, results.json and one SVG per workload");
   suite->add_option("--out", suite_options->out_dir, "directory for the results (made if missing)")
       ->required();
-  suite->add_option("--device", suite_options->device, "sim (the only device it runs on)");
+  suite->add_option("--device", suite_options->device,
+                    "sim (default: the profiles alone), or cpu or cuda (the trainer there too)");
   suite->add_option("--hw", suite_options->hw_file,
                     "hardware profile JSON (profiles/hw/); overrides --link-gbps");
   suite->add_option("--link-gbps", suite_options->link_gbps,

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """README's table of an `ebb bench suite` run: one row per workload and budget, one column per
-policy, each cell the simulated step over the op time and the extra compute fraction in brackets,
-or why the cell could not run ("OOM": the policy does not fit the budget; "thrashed": past the
-thrash limit).
+policy, each cell the step over the unconstrained step (a profile's: the simulated step over its
+op time; the trainer's: measured) and the extra compute fraction in brackets, or why the cell
+could not run ("OOM": the policy does not fit the budget; "thrashed": past the thrash limit;
+"refused": the engine refused the policy's plan and fell back to dynamic eviction).
 
 Usage: tools/bench_suite_table.py DIR/results.csv
 """
@@ -25,5 +26,6 @@ for w in workloads:
             if r["status"] == "ok":
                 out.append("%.3f (%.3f)" % (float(r["slowdown"]), float(r["extra_compute_fraction"])))
             else:
-                out.append({"out of memory": "OOM"}.get(r["status"], r["status"]))
+                out.append({"out of memory": "OOM", "plan refused": "refused"}.get(
+                    r["status"], r["status"]))
         print("| %s | %s%% | %s |" % ("`%s`" % w if i == 0 else "", b, " | ".join(out)))

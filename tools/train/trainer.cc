@@ -349,7 +349,8 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   EngineOptions engine_options{.device = device,
                                .budget_bytes = budget_bytes,
                                .policy = o.policy,
-                               .warmup_iterations = o.warmup_iterations};
+                               .warmup_iterations = o.warmup_iterations,
+                               .max_recompute_overhead = o.max_recompute_overhead};
   if (o.host_tier_bytes > 0) {
     engine_options.host_tier_bytes = o.host_tier_bytes;
   } else if (device.kind() == DeviceKind::kSim && o.sim_chip.has_value() &&

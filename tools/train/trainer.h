@@ -87,6 +87,9 @@ struct TrainOptions {
   double link_gbps = 0;
   std::string profile_out;  // where to write the warm-up profile (JSON); empty: not written
   int warmup_iterations = 2;
+  // The engine's thrash limit (EngineOptions::max_recompute_overhead): a replay that would take a
+  // step's recompute time past this multiple of its compute fails the step; 0: no limit.
+  double max_recompute_overhead = 0;
   std::size_t host_tier_bytes = 0;  // pinned host tier for swapped tensors; 0: the engine's default
   // NVMe tier below the host tier (EngineOptions::nvme_directories); empty: none.
   std::vector<std::string> nvme_directories;
