@@ -314,6 +314,21 @@ run_train() {
   run_timed "demo cuda" 90 "$ebb" demo --device cuda --json
   record_step "demo cuda" "identical $(json_field identical "$STEP_OUTPUT"), \
 overhead $(json_field overhead "$STEP_OUTPUT")"
+  # The bench suite's trainer matrix on the GPU (--quick: the small model, 42 short runs), its
+  # CSV, JSON and plots kept with the logs; every cell that ran must be bitwise identical.
+  if "$ebb" bench --help 2>&1 | grep -q '\bsuite\b'; then
+    run_timed "bench suite cuda" 120 "$ebb" bench suite --device cuda --quick \
+      --out "$LOG_DIR/bench_suite_cuda"
+    local csv="$LOG_DIR/bench_suite_cuda/results.csv" ran="?" differ="?"
+    if [[ -f "$csv" ]]; then
+      ran=$(awk -F, '$2 == "cuda" && $9 == "ok"' "$csv" | wc -l)
+      differ=$(awk -F, '$2 == "cuda" && $9 == "ok" && $17 != "yes"' "$csv" | wc -l)
+    fi
+    record_step "bench suite cuda" "$ran trainer cells ran, $differ not bitwise identical"
+    [[ "$differ" == 0 ]] || { STEP_STATUS[-1]=DIFFERS; FAILED=1; }
+  else
+    record "bench suite cuda" absent 0 "no ebb bench suite"
+  fi
 }
 
 # cuBLAS is loaded at run time (libcublas.so.13): find a directory that holds it when the loader
