@@ -52,6 +52,7 @@ nlohmann::json step_json(const train::StepStats& s) {
           {"host_ms", s.host_ms},
           {"tokens_per_s", s.tokens_per_s},
           {"peak_reserved_bytes", s.peak_reserved_bytes},
+          {"rss_bytes", s.rss_bytes},
           {"swapped_bytes", s.swapped_bytes},
           {"recompute_ms", s.recompute_ms},
           {"recomputed_ops", s.recomputed_ops},

@@ -14,6 +14,7 @@
 #include "engine/schema/checkpoint.h"
 #include "engine/schema/sharded_checkpoint.h"
 #include "kernels/arith.h"
+#include "kernels/cpu/process_memory.h"
 #include "kernels/nn_scalar.h"
 #include "kernels/sim/sim_device.h"
 #include "kernels/statistics.h"
@@ -470,6 +471,7 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
         std::max(peak_reserved,
                  static_cast<std::size_t>(engine->allocator().stats().all.reserved_bytes.peak));
     st.peak_reserved_bytes = peak_reserved;
+    EBB_ASSIGN_OR_RETURN(st.rss_bytes, process_resident_bytes());
     st.swapped_bytes = after.swapped_out_bytes - before.swapped_out_bytes;
     st.recompute_ms = static_cast<double>(after.recompute_ns - before.recompute_ns) / 1e6;
     st.recomputed_ops = after.recomputed_ops - before.recomputed_ops;

@@ -124,6 +124,7 @@ struct StepStats {
   double host_ms = 0;  // wall time the host took for the step (on sim, to simulate it)
   double tokens_per_s = 0;
   std::size_t peak_reserved_bytes = 0;  // allocator's reserved peak so far
+  std::size_t rss_bytes = 0;            // the process's resident host memory after the step
   std::int64_t swapped_bytes = 0;       // device->host bytes swapped out by this step
   double recompute_ms = 0;              // estimated device time of this step's recomputes
   std::int64_t recomputed_ops = 0;
