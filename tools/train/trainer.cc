@@ -489,6 +489,7 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
     }
     step_ms.push_back(st.ms);
     if (steady) steady_ms.push_back(st.ms);
+    if (!o.keep_steps) result.steps.clear();  // keeps its capacity: no allocation per step
     result.steps.push_back(st);
     if (on_step) on_step(st);
     if (write_profile_out && !profile_written && engine->profile().ok()) {
