@@ -6,8 +6,8 @@ Each input is what `ebb train --json` printed: one JSON object per step, then th
 Flat: for each of the step fields peak_reserved_bytes (the device memory the allocator holds)
 and rss_bytes (the process's resident host memory), every step from --from-step on is at most
 --tolerance above that field's value at --from-step. The first steps are left out: they warm
-up the caches, the plan and the tiers. A soak shorter than --from-step checks nothing and is
-refused.
+up the caches, the plan and the tiers. A run that ends at or before --from-step has nothing to
+check and fails.
 
 Same bits: the summaries' parameters_fnv1a (a hash of every final parameter's bits) are equal.
 
