@@ -52,6 +52,7 @@ nlohmann::json step_json(const train::StepStats& s) {
           {"host_ms", s.host_ms},
           {"tokens_per_s", s.tokens_per_s},
           {"peak_reserved_bytes", s.peak_reserved_bytes},
+          {"rss_bytes", s.rss_bytes},
           {"swapped_bytes", s.swapped_bytes},
           {"recompute_ms", s.recompute_ms},
           {"recomputed_ops", s.recomputed_ops},
@@ -423,6 +424,8 @@ int run_train(TrainArgs& args) {
         static_cast<long long>(train::parameter_count(o.model)), args.device.c_str(),
         args.policy.c_str(), args.precision.c_str(), args.optimizer.c_str());
   }
+  // Each step is printed as it ends; the summary needs the last one only.
+  o.keep_steps = false;
   Result<train::TrainResult> result = train::train(o, [&](const train::StepStats& s) {
     if (args.json) {
       std::printf("%s\n", step_json(s).dump().c_str());

@@ -187,6 +187,25 @@ TEST(Train, SameSeedGivesTheSameRun) {
   EXPECT_FALSE(same_bits(a->final_parameters, c->final_parameters));
 }
 
+// Without keep_steps the result holds the last step only, while on_step still sees every step
+// with its resident host memory: what keeps `ebb train`'s own memory flat over a long run.
+TEST(Train, WithoutKeepStepsOnlyTheLastStepIsKept) {
+  TrainOptions o = small_options();
+  o.keep_steps = false;
+  std::vector<StepStats> seen;
+  Result<TrainResult> r = train(o, [&](const StepStats& s) { seen.push_back(s); });
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(seen.size(), static_cast<std::size_t>(o.steps));
+  ASSERT_EQ(r->steps.size(), 1U);
+  EXPECT_EQ(r->steps.back().step, o.steps);
+  EXPECT_TRUE(same_bits(r->steps.back().loss, seen.back().loss));
+  for (const StepStats& s : seen) EXPECT_GT(s.rss_bytes, 0U) << "step " << s.step;
+  Result<TrainResult> kept = train(small_options());
+  ASSERT_TRUE(kept.ok()) << kept.status().to_string();
+  EXPECT_EQ(kept->steps.size(), static_cast<std::size_t>(o.steps));
+  EXPECT_TRUE(same_bits(kept->final_parameters, r->final_parameters));
+}
+
 TEST(Train, LossFallsWellBelowLnVocabOnSyntheticTokens) {
   TrainOptions o = small_options();
   o.steps = 60;

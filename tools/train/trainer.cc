@@ -14,6 +14,7 @@
 #include "engine/schema/checkpoint.h"
 #include "engine/schema/sharded_checkpoint.h"
 #include "kernels/arith.h"
+#include "kernels/cpu/process_memory.h"
 #include "kernels/nn_scalar.h"
 #include "kernels/sim/sim_device.h"
 #include "kernels/statistics.h"
@@ -396,8 +397,14 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   const auto micro = static_cast<std::size_t>(o.grad_accum);
   std::vector<std::vector<std::int32_t>> inputs(micro);
   std::vector<std::vector<std::int32_t>> targets(micro);
-  std::vector<double> step_ms;
-  std::vector<double> steady_ms;
+  // The step times behind the medians, in arrays sized (and so touched) for every step of the
+  // run before the first: host memory that grew with the steps would read as a leak
+  // (tools/soak.sh).
+  const auto run_steps = static_cast<std::size_t>(std::max(0, steps - at.step));
+  std::vector<double> step_ms(run_steps);
+  std::vector<double> steady_ms(run_steps);
+  std::size_t timed_steps = 0;
+  std::size_t steady_steps = 0;
   std::size_t peak_reserved = 0;  // over every step (the allocator's peak is reset after warm-up)
   const double tokens_per_step = static_cast<double>(o.model.batch) * o.model.seq * o.grad_accum;
   const float peak_lr = peak_learning_rate(o);
@@ -471,6 +478,7 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
         std::max(peak_reserved,
                  static_cast<std::size_t>(engine->allocator().stats().all.reserved_bytes.peak));
     st.peak_reserved_bytes = peak_reserved;
+    EBB_ASSIGN_OR_RETURN(st.rss_bytes, process_resident_bytes());
     st.swapped_bytes = after.swapped_out_bytes - before.swapped_out_bytes;
     st.recompute_ms = static_cast<double>(after.recompute_ns - before.recompute_ns) / 1e6;
     st.recomputed_ops = after.recomputed_ops - before.recomputed_ops;
@@ -486,8 +494,9 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
       st.gather_bytes = sent - gathered_before;
       gathered_before = sent;
     }
-    step_ms.push_back(st.ms);
-    if (steady) steady_ms.push_back(st.ms);
+    step_ms[timed_steps++] = st.ms;
+    if (steady) steady_ms[steady_steps++] = st.ms;
+    if (!o.keep_steps) result.steps.clear();  // keeps its capacity: no allocation per step
     result.steps.push_back(st);
     if (on_step) on_step(st);
     if (write_profile_out && !profile_written && engine->profile().ok()) {
@@ -506,6 +515,8 @@ Result<TrainResult> run(const TrainOptions& o, Device& device, const TokenData& 
   EBB_RETURN_IF_ERROR(model->optimizer().flush());
   result.state_placement = placement;
   result.offload = model->optimizer().offload_stats();
+  step_ms.resize(timed_steps);
+  steady_ms.resize(steady_steps);
   const AllocatorStats stats = engine->allocator().stats();
   result.peak_reserved_bytes =
       std::max(peak_reserved, static_cast<std::size_t>(stats.all.reserved_bytes.peak));

@@ -30,6 +30,10 @@ namespace ebb::train {
 struct TrainOptions {
   GptConfig model;
   int steps = 20;
+  // Every step's StepStats in TrainResult::steps; false: the last step's only, for a caller
+  // that takes them from on_step as they come (ebb train), so that a long run's host memory
+  // does not grow with its steps.
+  bool keep_steps = true;
   // What the model trains in, and how it is updated.
   Precision precision = Precision::kF32;
   std::optional<DType> grad_dtype;  // the gradient buffers' dtype; default the precision's
@@ -127,6 +131,7 @@ struct StepStats {
   double host_ms = 0;  // wall time the host took for the step (on sim, to simulate it)
   double tokens_per_s = 0;
   std::size_t peak_reserved_bytes = 0;  // allocator's reserved peak so far
+  std::size_t rss_bytes = 0;            // the process's resident host memory after the step
   std::int64_t swapped_bytes = 0;       // device->host bytes swapped out by this step
   double recompute_ms = 0;              // estimated device time of this step's recomputes
   std::int64_t recomputed_ops = 0;
@@ -142,7 +147,7 @@ struct StepStats {
 };
 
 struct TrainResult {
-  std::vector<StepStats> steps;
+  std::vector<StepStats> steps;  // every step's, or the last step's when !keep_steps
   std::size_t budget_bytes = 0;  // the budget the run used (the device's size if none)
   std::size_t peak_reserved_bytes = 0;
   std::size_t peak_live_bytes = 0;  // the allocator's allocated-bytes peak
