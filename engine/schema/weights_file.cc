@@ -86,8 +86,7 @@ Status write_weights_file(const std::string& path, const WeightsFile& weights) {
   return write_file_atomically(path, file);
 }
 
-Result<WeightsFile> read_weights_file(const std::string& path) {
-  EBB_ASSIGN_OR_RETURN(std::string file, read_text_file(path, "weights file"));
+Result<WeightsFile> parse_weights_file(std::string_view file, const std::string& path) {
   const auto damaged = [&](const std::string& what) {
     return data_loss("weights file " + path + ": " + what + ": the file is damaged");
   };
@@ -162,6 +161,11 @@ Result<WeightsFile> read_weights_file(const std::string& path) {
     out.metadata.emplace_back(key, value.is_string() ? value.get<std::string>() : value.dump());
   }
   return out;
+}
+
+Result<WeightsFile> read_weights_file(const std::string& path) {
+  EBB_ASSIGN_OR_RETURN(std::string file, read_text_file(path, "weights file"));
+  return parse_weights_file(file, path);
 }
 
 }  // namespace ebb

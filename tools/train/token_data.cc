@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <string_view>
 #include <utility>
 
 #include "tools/train/rng.h"
@@ -26,19 +28,23 @@ TokenData TokenData::synthetic(int vocab, std::int64_t tokens, std::uint64_t see
 
 Result<TokenData> TokenData::from_file(const std::string& path, int vocab,
                                        std::int64_t min_tokens) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  std::ifstream in(path, std::ios::binary);
   if (!in) return not_found("token file " + path + ": cannot open (" + std::strerror(errno) + ")");
-  const std::streamoff file_bytes = in.tellg();
-  in.seekg(0);
-  constexpr std::streamoff kHeaderBytes = kTokenFileHeaderInts * sizeof(std::int32_t);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return data_loss("token file " + path + ": cannot read it");
+  return from_bytes(bytes, path, vocab, min_tokens);
+}
+
+Result<TokenData> TokenData::from_bytes(std::string_view bytes, const std::string& path, int vocab,
+                                        std::int64_t min_tokens) {
+  const auto file_bytes = static_cast<std::int64_t>(bytes.size());
+  constexpr std::int64_t kHeaderBytes = kTokenFileHeaderInts * sizeof(std::int32_t);
   if (file_bytes < kHeaderBytes) {
     return invalid_argument("token file " + path + ": " + std::to_string(file_bytes) +
                             " bytes, shorter than the 1024-byte header (truncated?)");
   }
   std::array<std::int32_t, kTokenFileHeaderInts> header{};
-  if (!in.read(reinterpret_cast<char*>(header.data()), kHeaderBytes)) {
-    return data_loss("token file " + path + ": cannot read the header");
-  }
+  std::memcpy(header.data(), bytes.data(), kHeaderBytes);
   if (header[0] != kTokenFileMagic) {
     return invalid_argument("token file " + path + ": magic " + std::to_string(header[0]) +
                             ", expected " + std::to_string(kTokenFileMagic) +
@@ -49,7 +55,7 @@ Result<TokenData> TokenData::from_file(const std::string& path, int vocab,
                             ", expected " + std::to_string(kTokenFileVersion));
   }
   const std::int64_t count = header[2];
-  const std::streamoff expected = kHeaderBytes + count * 2;
+  const std::int64_t expected = kHeaderBytes + count * 2;
   if (count < 0 || file_bytes != expected) {
     return invalid_argument("token file " + path + ": header says " + std::to_string(count) +
                             " tokens (" + std::to_string(expected) + " bytes) but the file has " +
@@ -62,9 +68,7 @@ Result<TokenData> TokenData::from_file(const std::string& path, int vocab,
                             " one step needs (batch * seq + 1)");
   }
   std::vector<std::uint16_t> tokens(static_cast<std::size_t>(count));
-  if (!in.read(reinterpret_cast<char*>(tokens.data()), count * 2)) {
-    return data_loss("token file " + path + ": cannot read " + std::to_string(count) + " tokens");
-  }
+  std::memcpy(tokens.data(), bytes.data() + kHeaderBytes, static_cast<std::size_t>(count) * 2);
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] >= vocab) {
       return invalid_argument("token file " + path + ": token " + std::to_string(tokens[i]) +
