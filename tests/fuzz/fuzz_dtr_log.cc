@@ -1,0 +1,11 @@
+// libFuzzer's entry point for fuzz_dtr_log (tests/fuzz/fuzz_targets.h).
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tests/fuzz/fuzz_targets.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  ebb::fuzz::fuzz_dtr_log(data, size);
+  return 0;
+}
