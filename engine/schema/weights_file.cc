@@ -102,8 +102,13 @@ Result<WeightsFile> parse_weights_file(std::string_view file, const std::string&
                          nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object()) return damaged("the header is not JSON");
   const auto meta = header.find("__metadata__");
-  if (meta == header.end() || !meta->is_object() || meta->value("format", "") != kWeightsFormat ||
-      meta->value("version", "") != kWeightsVersion) {
+  // Not nlohmann's value(key, ""), which throws when the key holds something else than a string.
+  const auto says = [&](const char* key, const char* expected) {
+    const auto v = meta->find(key);
+    return v != meta->end() && v->is_string() && v->get_ref<const std::string&>() == expected;
+  };
+  if (meta == header.end() || !meta->is_object() || !says("format", kWeightsFormat) ||
+      !says("version", kWeightsVersion)) {
     return invalid_argument("weights file " + path + ": not an " + kWeightsFormat +
                             " file of version " + kWeightsVersion +
                             " (no __metadata__ with its format and version)");
