@@ -10,12 +10,19 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "tests/fuzz/fuzz_targets.h"
 
 namespace ebb::fuzz {
+
+// GoogleTest looks this name up to print a parameter: the target's name, not its bytes.
+void PrintTo(const FuzzTarget& target, std::ostream* os) {  // NOLINT(readability-identifier-naming)
+  *os << target.name;
+}
+
 namespace {
 
 namespace fs = std::filesystem;
