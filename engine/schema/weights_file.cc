@@ -142,7 +142,8 @@ Result<WeightsFile> parse_weights_file(std::string_view file, const std::string&
                      " data bytes");
     }
     t.values.resize(static_cast<std::size_t>(n));
-    std::memcpy(t.values.data(), data + offsets[0], offsets[1] - offsets[0]);
+    // An empty vector's data() may be null, and memcpy's pointers must not be, even for 0 bytes.
+    if (n > 0) std::memcpy(t.values.data(), data + offsets[0], offsets[1] - offsets[0]);
     const auto crc = meta->find(kCrcPrefix + name);
     if (crc == meta->end() || !crc->is_string()) return damaged("tensor " + name + ": no CRC32C");
     const std::string got = hex32(crc32c(t.values.data(), offsets[1] - offsets[0]));

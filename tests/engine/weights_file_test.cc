@@ -42,6 +42,24 @@ TEST(WeightsFileParse, ReadsBackWhatWasWritten) {
   EXPECT_EQ(r->metadata, w.metadata);
 }
 
+// A tensor with a 0 dimension has no data: reading it copied 0 bytes into a null pointer, which
+// UBSan reports (tests/fuzz/corpus/weights_file/regress-empty-tensor-memcpy-null.safetensors).
+TEST(WeightsFileParse, ReadsATensorWithoutElements) {
+  const std::string path = ::testing::TempDir() + "/weights_file_empty.safetensors";
+  WeightsFile w;
+  w.tensors.push_back({"empty", {3, 0}, {}});
+  ASSERT_TRUE(write_weights_file(path, w).ok());
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::filesystem::remove(path);
+
+  Result<WeightsFile> r = parse_weights_file(bytes, "w.safetensors");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->tensors.size(), 1u);
+  EXPECT_EQ(r->tensors[0].shape, (std::vector<std::int64_t>{3, 0}));
+  EXPECT_TRUE(r->tensors[0].values.empty());
+}
+
 // nlohmann's value("format", "") threw on a number and the uncaught exception ended the process
 // (tests/fuzz/corpus/weights_file/regress-metadata-format-not-string.safetensors).
 TEST(WeightsFileParse, FormatFieldsThatAreNotStringsAreRefused) {
