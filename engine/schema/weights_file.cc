@@ -31,6 +31,13 @@ std::string hex32(std::uint32_t v) {
   return text;
 }
 
+// Whether `j` is an array of integers (of non-negative ones when `non_negative`).
+bool is_integer_array(const OrderedJson& j, bool non_negative) {
+  return j.is_array() && std::all_of(j.begin(), j.end(), [&](const OrderedJson& v) {
+           return non_negative ? v.is_number_unsigned() : v.is_number_integer();
+         });
+}
+
 std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
   std::int64_t n = 1;
   for (std::int64_t d : shape) {
@@ -128,6 +135,12 @@ Result<WeightsFile> parse_weights_file(std::string_view file, const std::string&
         what += ": tensor " + name;
         what += " is of dtype " + entry.at("dtype").dump() + ", not F32";
         return invalid_argument(what);
+      }
+      // Integers only: get<> converts a float such as 3e27 by a cast that is undefined when out
+      // of range.
+      if (!is_integer_array(entry.at("shape"), false) ||
+          !is_integer_array(entry.at("data_offsets"), true)) {
+        return damaged("tensor " + name + ": shape or data_offsets not arrays of integers");
       }
       t.shape = entry.at("shape").get<std::vector<std::int64_t>>();
       offsets = entry.at("data_offsets").get<std::vector<std::size_t>>();

@@ -74,5 +74,21 @@ TEST(WeightsFileParse, FormatFieldsThatAreNotStringsAreRefused) {
   }
 }
 
+// nlohmann's get<std::vector<std::int64_t>>() cast 3e27 to an integer, which is undefined
+// (tests/fuzz/corpus/weights_file/regress-float-dimension-cast.safetensors).
+TEST(WeightsFileParse, ShapesAndOffsetsMustBeIntegers) {
+  for (const char* tensor : {R"("t":{"dtype":"F32","shape":[2,3e27],"data_offsets":[0,0]})",
+                             R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]})",
+                             R"("t":{"dtype":"F32","shape":[2],"data_offsets":[-1,7]})"}) {
+    const std::string header =
+        std::string(R"({"__metadata__":{"format":"ebb-weights","version":"1"},)") + tensor + "}";
+    Result<WeightsFile> r = parse_weights_file(weights_bytes_of_header(header), "w.safetensors");
+    ASSERT_FALSE(r.ok()) << header;
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
+    EXPECT_NE(r.status().message().find("not arrays of integers"), std::string::npos)
+        << r.status().to_string();
+  }
+}
+
 }  // namespace
 }  // namespace ebb
