@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
@@ -376,6 +377,9 @@ Result<DtrLog> parse_dtr_log(std::string_view text, const std::string& source_na
   Pending pending;
   JsonLines lines(text, source_name);
   Json object;
+  // The sum of TIME over CALL and MUTATE so far: the op-time clock of dtr_figures and
+  // dtr_to_alloc_events, which must not overflow.
+  std::int64_t total_time_ns = 0;
   for (;;) {
     EBB_ASSIGN_OR_RETURN(bool more, lines.next(object));
     if (!more) break;
@@ -399,6 +403,11 @@ Result<DtrLog> parse_dtr_log(std::string_view text, const std::string& source_na
     }
     Result<DtrInstruction> ins = parse_instruction(object, *kind);
     if (!ins.ok()) return fail(ins.status().message());
+    if (ins->time_ns > std::numeric_limits<std::int64_t>::max() - total_time_ns) {
+      return fail("TIME " + std::to_string(ins->time_ns) +
+                  " brings the log's total op time past 2^63 ns");
+    }
+    total_time_ns += ins->time_ns;
     ins->line = lines.line_number();
     pending = Pending{};
     pending.active = ins->op == DtrOp::kConstant || !ins->results.empty();

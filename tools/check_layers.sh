@@ -15,7 +15,8 @@
 #   engine/planner/    plan model, bounds, planners, simulator (library ebb_planner)
 #   tools/             anything
 # tests/L/ may include what layer L may; tests/engine/ may include every engine sub-layer
-# (its suites test the planner too); tests/tools/ anything.
+# (its suites test the planner too); tests/tools/ and tests/fuzz/ (which feeds every parser of
+# outside input, the trainer's token files included) anything.
 #
 # engine/ holds the facade's files at its top level and nothing else: every other engine
 # source is in one of the sub-layer folders above, so that each concept is found in the folder

@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev
   clang-format clang-tidy
+  clang libclang-rt-14-dev  # the fuzz stage: Clang and its libFuzzer and sanitizer runtimes
   python3
 )
 

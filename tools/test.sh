@@ -10,6 +10,9 @@
 #   6. tsan     build-tsan/ (RelWithDebInfo, ThreadSanitizer, no CUDA, no benchmarks, unity) and
 #               its ctest
 #               (the threaded layers: not the command line, nor the planner on the sim device)
+#   7. fuzz     build-fuzz/ (Clang, libFuzzer + ASan + UBSan, the fuzz targets and the libraries
+#               they link only) and each target for 20 s over a temporary copy of its corpus
+#               (tests/fuzz/); a crash, a leak, a sanitizer report or a timeout fails the stage
 # Stops at the first failing stage, exits non-zero, and says which stage failed.
 #   tools/test.sh               every stage
 #   tools/test.sh build asan    only the named stages
@@ -18,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 jobs=${JOBS:-2}
-all_stages=(format layers build tidy asan tsan)
+all_stages=(format layers build tidy asan tsan fuzz)
 stages=("$@")
 ((${#stages[@]})) || stages=("${all_stages[@]}")
 for s in "${stages[@]}"; do
@@ -124,6 +127,41 @@ run_tsan() {
   cmake --build build-tsan -j"$jobs"
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     ctest --test-dir build-tsan --output-on-failure -j"$jobs" -LE 'gpu|mpi'
+  end
+}
+
+# Seconds each fuzz target runs in the fuzz stage.
+fuzz_seconds=${EBB_FUZZ_SECONDS:-20}
+
+run_fuzz() {
+  begin fuzz "libFuzzer targets of the parsers, ${fuzz_seconds} s each, in build-fuzz/"
+  # -O2 and line tables, without -DNDEBUG: ebb's assertions stay on, since a broken invariant
+  # is what a fuzzer is for. Unity, as the sanitizer stages; no tests, benchmarks nor CUDA,
+  # and only the fuzz_* targets are built, so only the libraries the parsers link are compiled.
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1" -DEBB_FUZZ=ON -DEBB_CUDA=OFF \
+    -DEBB_BUILD_TESTS=OFF -DEBB_BUILD_BENCHMARKS=OFF -DCMAKE_UNITY_BUILD=ON
+  local targets=()
+  for dir in tests/fuzz/corpus/*/; do targets+=("$(basename "$dir")"); done
+  cmake --build build-fuzz -j"$jobs" --target "${targets[@]/#/fuzz_}"
+  local work
+  work=$(mktemp -d)
+  for t in "${targets[@]}"; do
+    # The fuzzer adds the inputs it finds to its corpus folder: a copy, never the repository's.
+    mkdir -p "$work/$t/corpus" "$work/$t/crash"
+    cp tests/fuzz/corpus/"$t"/* "$work/$t/corpus/"
+    echo "-- fuzz_$t: ${fuzz_seconds} s over $(ls "$work/$t/corpus" | wc -l) corpus files"
+    if ! build-fuzz/fuzz/fuzz_"$t" -max_total_time="$fuzz_seconds" -timeout=10 \
+        -print_final_stats=1 -artifact_prefix="$work/$t/crash/" "$work/$t/corpus" \
+        >"$work/$t/log" 2>&1; then
+      tail -n 60 "$work/$t/log"
+      echo "fuzz: fuzz_$t failed; its input is in $work/$t/crash/ (add it to" \
+        "tests/fuzz/corpus/$t/ as regress-<cause> once the parser is fixed)" >&2
+      exit 1
+    fi
+    grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec' "$work/$t/log" || true
+  done
+  rm -rf "$work"
   end
 }
 

@@ -367,17 +367,11 @@ Status remove_older(const std::string& dir, std::size_t keep, const std::string&
   return ok_status();
 }
 
-// What a manifest says.
-struct Manifest {
-  CheckpointMeta meta;
-  std::vector<CheckpointPayloadEntry> payloads;
-};
-
 // The manifest's fields after its format and version were found supported. A field that is
 // missing or malformed is reported by JsonFieldReader (kInvalidArgument; the caller makes it
 // kDataLoss).
-Result<Manifest> manifest_fields(const Json& root, const JsonFieldReader& r) {
-  Manifest m;
+Result<CheckpointManifest> manifest_fields(const Json& root, const JsonFieldReader& r) {
+  CheckpointManifest m;
   EBB_ASSIGN_OR_RETURN(m.meta.step, r.signed_field(root, "", "step"));
   if (m.meta.step < 0) return r.fail("step", "is negative");
   EBB_ASSIGN_OR_RETURN(m.meta.model_fingerprint, r.string_field(root, "", "model_fingerprint"));
@@ -408,32 +402,6 @@ Result<Manifest> manifest_fields(const Json& root, const JsonFieldReader& r) {
     }
     m.payloads.push_back(std::move(e));
   }
-  return m;
-}
-
-Result<Manifest> parse_manifest(const std::string& text, const std::string& source) {
-  const Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object()) {
-    return data_loss(source + ": not a JSON object: the checkpoint manifest is corrupt");
-  }
-  JsonFieldReader r(source);
-  // Format and version first: a manifest of another version may differ in every other field.
-  const auto format = root.find("format");
-  if (format == root.end() || *format != kFormat) {
-    return r.fail("format", "expected \"" + std::string(kFormat) + "\", found " +
-                                (format == root.end() ? "none" : format->dump()) +
-                                ": not an ebb checkpoint manifest");
-  }
-  const auto version = root.find("version");
-  if (version == root.end() || !version->is_number_integer() ||
-      version->get<std::int64_t>() != kVersion) {
-    return r.fail("version", "checkpoint format version " +
-                                 (version == root.end() ? "(none)" : version->dump()) +
-                                 " is not supported (this build reads version " +
-                                 std::to_string(kVersion) + ")");
-  }
-  Result<Manifest> m = manifest_fields(root, r);
-  if (!m.ok()) return data_loss(m.status().message() + ": the checkpoint manifest is corrupt");
   return m;
 }
 
@@ -517,6 +485,33 @@ Result<std::vector<std::int64_t>> list_checkpoints(const std::string& dir) {
   return steps;
 }
 
+Result<CheckpointManifest> parse_checkpoint_manifest(std::string_view text,
+                                                     const std::string& source) {
+  const Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object()) {
+    return data_loss(source + ": not a JSON object: the checkpoint manifest is corrupt");
+  }
+  JsonFieldReader r(source);
+  // Format and version first: a manifest of another version may differ in every other field.
+  const auto format = root.find("format");
+  if (format == root.end() || *format != kFormat) {
+    return r.fail("format", "expected \"" + std::string(kFormat) + "\", found " +
+                                (format == root.end() ? "none" : format->dump()) +
+                                ": not an ebb checkpoint manifest");
+  }
+  const auto version = root.find("version");
+  if (version == root.end() || !version->is_number_integer() ||
+      version->get<std::int64_t>() != kVersion) {
+    return r.fail("version", "checkpoint format version " +
+                                 (version == root.end() ? "(none)" : version->dump()) +
+                                 " is not supported (this build reads version " +
+                                 std::to_string(kVersion) + ")");
+  }
+  Result<CheckpointManifest> m = manifest_fields(root, r);
+  if (!m.ok()) return data_loss(m.status().message() + ": the checkpoint manifest is corrupt");
+  return m;
+}
+
 Result<Checkpoint> read_checkpoint(const std::string& dir, std::int64_t step,
                                    const std::string& expected_fingerprint) {
   if (step < 0) return invalid_argument("checkpoint step " + std::to_string(step) + " in " + dir);
@@ -524,7 +519,7 @@ Result<Checkpoint> read_checkpoint(const std::string& dir, std::int64_t step,
   if (!is_directory(path)) return not_found("checkpoint " + path + " does not exist");
   const std::string source = manifest_path(path);
   EBB_ASSIGN_OR_RETURN(std::string text, read_text_file(source, "checkpoint manifest"));
-  EBB_ASSIGN_OR_RETURN(Manifest m, parse_manifest(text, source));
+  EBB_ASSIGN_OR_RETURN(CheckpointManifest m, parse_checkpoint_manifest(text, source));
   if (m.meta.step != step) {
     return data_loss(source + ": step: " + std::to_string(m.meta.step) +
                      " in the directory of step " + std::to_string(step) +

@@ -140,6 +140,19 @@ Result<std::vector<std::int64_t>> list_checkpoints(const std::string& dir);
 Result<Checkpoint> read_checkpoint(const std::string& dir, std::int64_t step,
                                    const std::string& expected_fingerprint);
 
+// What a manifest.json says: the meta and the payloads, in the order they were written.
+struct CheckpointManifest {
+  CheckpointMeta meta;
+  std::vector<CheckpointPayloadEntry> payloads;
+};
+
+// Parses and checks a manifest's text (read_checkpoint's first step; the fuzz target's whole
+// input). `source` names the file in messages. kInvalidArgument: another format or version;
+// kDataLoss: not JSON, or a field missing, mistyped or out of range, a payload file name that
+// leaves the directory, a name or file listed twice. Touches no file.
+Result<CheckpointManifest> parse_checkpoint_manifest(std::string_view text,
+                                                     const std::string& source);
+
 // read_checkpoint of the highest step in `dir`. An error in that checkpoint is returned as it
 // is, not skipped for an older one. kNotFound when `dir` holds no checkpoint.
 Result<Checkpoint> read_latest_checkpoint(const std::string& dir,

@@ -3,11 +3,16 @@
 #include "engine/schema/profile.h"
 
 #include <algorithm>
+#include <limits>
 #include <string>
 #include <utility>
 
 namespace ebb {
 namespace {
+
+// The most bytes a tensor's shape can describe: its element count times its element size must
+// not wrap.
+constexpr std::size_t kMaxShapeBytes = std::numeric_limits<std::size_t>::max();
 
 std::string field(std::string_view array, std::size_t i) {
   return std::string(array) + "[" + std::to_string(i) + "]";
@@ -141,7 +146,17 @@ class Validator {
       std::size_t elements = 1;
       for (std::size_t d = 0; d < x.shape.size(); ++d) {
         if (x.shape[d] < 0) return fail(field(at + ".shape", d), "is negative");
-        elements *= static_cast<std::size_t>(x.shape[d]);
+        const auto dim = static_cast<std::size_t>(x.shape[d]);
+        // A wrapped product could match `bytes` and pass a shape no tensor has.
+        if (dim != 0 && elements > kMaxShapeBytes / dim) {
+          return fail(field(at + ".shape", d),
+                      "makes the shape " + shape_text(x.shape) + " larger than 2^64 bytes");
+        }
+        elements *= dim;
+      }
+      if (elements > kMaxShapeBytes / dtype_bytes(x.dtype)) {
+        return fail(at + ".shape", shape_text(x.shape) + " of " + std::string(dtype_name(x.dtype)) +
+                                       " is larger than 2^64 bytes");
       }
       if (elements * dtype_bytes(x.dtype) != x.bytes) {
         return fail(at + ".bytes", std::to_string(x.bytes) + " but shape " + shape_text(x.shape) +

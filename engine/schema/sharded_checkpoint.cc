@@ -155,19 +155,7 @@ std::string shard_fingerprint(const std::string& model_fingerprint, int size, in
 
 std::string top_manifest_path(const std::string& dir) { return dir + "/" + kTopManifestFile; }
 
-// What sharded-manifest.json says.
-struct ShardRecord {
-  std::string dir;  // relative to DIR: rank-R/step-NNNNNNNN
-  std::uint32_t manifest_crc32c = 0;
-};
-struct TopManifest {
-  std::int64_t step = 0;
-  int ranks = 0;
-  std::string model_fingerprint;
-  std::vector<ShardRecord> shards;  // one per rank, in rank order
-};
-
-Result<std::string> top_manifest_text(const TopManifest& top) {
+Result<std::string> top_manifest_text(const ShardedManifest& top) {
   try {  // nlohmann throws on a fingerprint that is not UTF-8
     std::string out = "{\n";
     out += "\"format\": " + Json(kShardedFormat).dump() + ",\n";
@@ -196,8 +184,8 @@ Status not_the_name(const JsonFieldReader& r, const std::string& field, const st
   return r.fail(field, "\"" + found + "\", expected \"" + expected + "\"");
 }
 
-Result<TopManifest> top_manifest_fields(const Json& root, const JsonFieldReader& r) {
-  TopManifest top;
+Result<ShardedManifest> top_manifest_fields(const Json& root, const JsonFieldReader& r) {
+  ShardedManifest top;
   EBB_ASSIGN_OR_RETURN(top.step, r.signed_field(root, "", "step"));
   if (top.step < 0) return r.fail("step", "is negative");
   EBB_ASSIGN_OR_RETURN(std::int64_t ranks, r.signed_field(root, "", "ranks"));
@@ -250,7 +238,7 @@ std::string shard_dirs_in(const std::string& dir) {
 }
 
 // sharded-manifest.json, checked; kNotFound when there is none.
-Result<TopManifest> read_top_manifest(const std::string& dir) {
+Result<ShardedManifest> read_top_manifest(const std::string& dir) {
   const std::string source = top_manifest_path(dir);
   struct stat st {};
   if (stat(source.c_str(), &st) != 0) {
@@ -261,25 +249,7 @@ Result<TopManifest> read_top_manifest(const std::string& dir) {
                      ") but no " + source + ": a write that was not published");
   }
   EBB_ASSIGN_OR_RETURN(std::string text, read_text_file(source, "sharded checkpoint manifest"));
-  const Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object()) {
-    return data_loss(source + ": not a JSON object: the sharded checkpoint manifest is corrupt");
-  }
-  const auto format = root.find("format");
-  const auto version = root.find("version");
-  if (format == root.end() || *format != kShardedFormat || version == root.end() ||
-      *version != kShardedVersion) {
-    return invalid_argument(source + ": not an " + kShardedFormat + " manifest of version " +
-                            std::to_string(kShardedVersion) + " (format " +
-                            (format == root.end() ? "none" : format->dump()) + ", version " +
-                            (version == root.end() ? "none" : version->dump()) + ")");
-  }
-  JsonFieldReader r(source);
-  Result<TopManifest> top = top_manifest_fields(root, r);
-  if (!top.ok()) {
-    return data_loss(top.status().message() + ": the sharded checkpoint manifest is corrupt");
-  }
-  return top;
+  return parse_sharded_manifest(text, source);
 }
 
 Result<std::uint32_t> shard_manifest_crc32c(const std::string& step_dir) {
@@ -301,7 +271,7 @@ Status make_directory(const std::string& dir) {
 // keep = 2 would leave the published step behind the unpublished one and the new one.
 Status set_aside_unpublished(const std::string& dir, const std::string& shard_dir) {
   std::optional<std::int64_t> published;
-  Result<TopManifest> top = read_top_manifest(dir);
+  Result<ShardedManifest> top = read_top_manifest(dir);
   if (top.ok()) {
     published = top->step;
   } else if (top.status().code() != StatusCode::kNotFound) {
@@ -348,10 +318,10 @@ Result<std::uint32_t> write_shard(const std::string& dir, const CheckpointMeta& 
 
 // Rank 0's part: sharded-manifest.json, naming every rank's shard, written atomically.
 Status publish(const std::string& dir, const CheckpointMeta& meta, const std::vector<Vote>& votes) {
-  TopManifest top{.step = meta.step,
-                  .ranks = static_cast<int>(votes.size()),
-                  .model_fingerprint = meta.model_fingerprint,
-                  .shards = {}};
+  ShardedManifest top{.step = meta.step,
+                      .ranks = static_cast<int>(votes.size()),
+                      .model_fingerprint = meta.model_fingerprint,
+                      .shards = {}};
   for (std::size_t r = 0; r < votes.size(); ++r) {
     top.shards.push_back(
         {.dir = rank_dir_name(static_cast<int>(r)) + "/" + checkpoint_dir_name(meta.step),
@@ -411,7 +381,7 @@ Status check_payload_file(const std::string& file, const CheckpointPayloadEntry&
 }
 
 // Shard `rank` of the published step `top`, its manifest checked against the published one.
-Result<Checkpoint> open_published_shard(const std::string& dir, const TopManifest& top,
+Result<Checkpoint> open_published_shard(const std::string& dir, const ShardedManifest& top,
                                         const std::string& model_fingerprint, int rank) {
   const ShardRecord& record = top.shards[static_cast<std::size_t>(rank)];
   EBB_ASSIGN_OR_RETURN(Checkpoint shard,
@@ -431,7 +401,7 @@ Result<Checkpoint> open_published_shard(const std::string& dir, const TopManifes
 // This rank's shard of the published step, every file checked.
 Result<Checkpoint> open_shard(const std::string& dir, const std::string& model_fingerprint,
                               const RankGroup& ranks) {
-  EBB_ASSIGN_OR_RETURN(TopManifest top, read_top_manifest(dir));
+  EBB_ASSIGN_OR_RETURN(ShardedManifest top, read_top_manifest(dir));
   const std::string source = top_manifest_path(dir);
   if (top.model_fingerprint != model_fingerprint) {
     return invalid_argument(source + ": model_fingerprint: the checkpoint is of model \"" +
@@ -458,6 +428,28 @@ Result<Checkpoint> open_shard(const std::string& dir, const std::string& model_f
 
 }  // namespace
 
+Result<ShardedManifest> parse_sharded_manifest(std::string_view text, const std::string& source) {
+  const Json root = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object()) {
+    return data_loss(source + ": not a JSON object: the sharded checkpoint manifest is corrupt");
+  }
+  const auto format = root.find("format");
+  const auto version = root.find("version");
+  if (format == root.end() || *format != kShardedFormat || version == root.end() ||
+      *version != kShardedVersion) {
+    return invalid_argument(source + ": not an " + kShardedFormat + " manifest of version " +
+                            std::to_string(kShardedVersion) + " (format " +
+                            (format == root.end() ? "none" : format->dump()) + ", version " +
+                            (version == root.end() ? "none" : version->dump()) + ")");
+  }
+  JsonFieldReader r(source);
+  Result<ShardedManifest> top = top_manifest_fields(root, r);
+  if (!top.ok()) {
+    return data_loss(top.status().message() + ": the sharded checkpoint manifest is corrupt");
+  }
+  return top;
+}
+
 bool is_sharded_checkpoint_dir(const std::string& dir) {
   struct stat st {};
   return stat(top_manifest_path(dir).c_str(), &st) == 0;
@@ -465,7 +457,7 @@ bool is_sharded_checkpoint_dir(const std::string& dir) {
 
 Result<ShardedCheckpoint> open_sharded_checkpoint(const std::string& dir,
                                                   const std::string& model_fingerprint) {
-  EBB_ASSIGN_OR_RETURN(TopManifest top, read_top_manifest(dir));
+  EBB_ASSIGN_OR_RETURN(ShardedManifest top, read_top_manifest(dir));
   if (!model_fingerprint.empty() && top.model_fingerprint != model_fingerprint) {
     return invalid_argument(top_manifest_path(dir) +
                             ": model_fingerprint: the checkpoint is of model \"" +
@@ -542,7 +534,7 @@ Result<Checkpoint> read_latest_sharded_checkpoint(const std::string& dir,
 }
 
 Result<std::vector<std::int64_t>> list_sharded_checkpoints(const std::string& dir) {
-  EBB_ASSIGN_OR_RETURN(TopManifest top, read_top_manifest(dir));
+  EBB_ASSIGN_OR_RETURN(ShardedManifest top, read_top_manifest(dir));
   std::vector<std::int64_t> common;
   for (int r = 0; r < top.ranks; ++r) {
     Result<std::vector<std::int64_t>> steps = list_checkpoints(dir + "/" + rank_dir_name(r));

@@ -108,6 +108,23 @@ struct PayloadPiece {
 Status read_payload_pieces(const Checkpoint& checkpoint, std::string_view name,
                            std::span<const PayloadPiece> pieces);
 
+// What sharded-manifest.json says: the published step.
+struct ShardRecord {
+  std::string dir;  // relative to DIR: rank-R/step-NNNNNNNN
+  std::uint32_t manifest_crc32c = 0;
+};
+struct ShardedManifest {
+  std::int64_t step = 0;
+  int ranks = 0;
+  std::string model_fingerprint;
+  std::vector<ShardRecord> shards;  // one per rank, in rank order
+};
+// Parses and checks sharded-manifest.json's text; `source` names the file in messages.
+// kInvalidArgument: another format or version; kDataLoss: not JSON, a field missing, mistyped
+// or out of range, a shard directory or manifest other than the names the writer gives (a read
+// never leaves DIR). Touches no file.
+Result<ShardedManifest> parse_sharded_manifest(std::string_view text, const std::string& source);
+
 // The steps, ascending, for which DIR/rank-R holds a shard for every rank R of the published
 // sharded-manifest.json, up to the published step (the last one: the only one
 // read_latest_sharded_checkpoint opens). Newer shard steps are unpublished and not listed.

@@ -31,6 +31,13 @@ std::string hex32(std::uint32_t v) {
   return text;
 }
 
+// Whether `j` is an array of integers (of non-negative ones when `non_negative`).
+bool is_integer_array(const OrderedJson& j, bool non_negative) {
+  return j.is_array() && std::all_of(j.begin(), j.end(), [&](const OrderedJson& v) {
+           return non_negative ? v.is_number_unsigned() : v.is_number_integer();
+         });
+}
+
 std::int64_t numel_of(const std::vector<std::int64_t>& shape) {
   std::int64_t n = 1;
   for (std::int64_t d : shape) {
@@ -86,8 +93,7 @@ Status write_weights_file(const std::string& path, const WeightsFile& weights) {
   return write_file_atomically(path, file);
 }
 
-Result<WeightsFile> read_weights_file(const std::string& path) {
-  EBB_ASSIGN_OR_RETURN(std::string file, read_text_file(path, "weights file"));
+Result<WeightsFile> parse_weights_file(std::string_view file, const std::string& path) {
   const auto damaged = [&](const std::string& what) {
     return data_loss("weights file " + path + ": " + what + ": the file is damaged");
   };
@@ -103,8 +109,13 @@ Result<WeightsFile> read_weights_file(const std::string& path) {
                          nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object()) return damaged("the header is not JSON");
   const auto meta = header.find("__metadata__");
-  if (meta == header.end() || !meta->is_object() || meta->value("format", "") != kWeightsFormat ||
-      meta->value("version", "") != kWeightsVersion) {
+  // Not nlohmann's value(key, ""), which throws when the key holds something else than a string.
+  const auto says = [&](const char* key, const char* expected) {
+    const auto v = meta->find(key);
+    return v != meta->end() && v->is_string() && v->get_ref<const std::string&>() == expected;
+  };
+  if (meta == header.end() || !meta->is_object() || !says("format", kWeightsFormat) ||
+      !says("version", kWeightsVersion)) {
     return invalid_argument("weights file " + path + ": not an " + kWeightsFormat +
                             " file of version " + kWeightsVersion +
                             " (no __metadata__ with its format and version)");
@@ -125,6 +136,12 @@ Result<WeightsFile> read_weights_file(const std::string& path) {
         what += " is of dtype " + entry.at("dtype").dump() + ", not F32";
         return invalid_argument(what);
       }
+      // Integers only: get<> converts a float such as 3e27 by a cast that is undefined when out
+      // of range.
+      if (!is_integer_array(entry.at("shape"), false) ||
+          !is_integer_array(entry.at("data_offsets"), true)) {
+        return damaged("tensor " + name + ": shape or data_offsets not arrays of integers");
+      }
       t.shape = entry.at("shape").get<std::vector<std::int64_t>>();
       offsets = entry.at("data_offsets").get<std::vector<std::size_t>>();
     } catch (const OrderedJson::exception&) {
@@ -138,7 +155,8 @@ Result<WeightsFile> read_weights_file(const std::string& path) {
                      " data bytes");
     }
     t.values.resize(static_cast<std::size_t>(n));
-    std::memcpy(t.values.data(), data + offsets[0], offsets[1] - offsets[0]);
+    // An empty vector's data() may be null, and memcpy's pointers must not be, even for 0 bytes.
+    if (n > 0) std::memcpy(t.values.data(), data + offsets[0], offsets[1] - offsets[0]);
     const auto crc = meta->find(kCrcPrefix + name);
     if (crc == meta->end() || !crc->is_string()) return damaged("tensor " + name + ": no CRC32C");
     const std::string got = hex32(crc32c(t.values.data(), offsets[1] - offsets[0]));
@@ -162,6 +180,11 @@ Result<WeightsFile> read_weights_file(const std::string& path) {
     out.metadata.emplace_back(key, value.is_string() ? value.get<std::string>() : value.dump());
   }
   return out;
+}
+
+Result<WeightsFile> read_weights_file(const std::string& path) {
+  EBB_ASSIGN_OR_RETURN(std::string file, read_text_file(path, "weights file"));
+  return parse_weights_file(file, path);
 }
 
 }  // namespace ebb

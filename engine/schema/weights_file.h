@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -49,5 +50,7 @@ Status write_weights_file(const std::string& path, const WeightsFile& weights);
 // ebb-weights file; kDataLoss naming the file and the tensor when the header or data is
 // damaged (a truncated file, a checksum that differs).
 Result<WeightsFile> read_weights_file(const std::string& path);
+// The same from the file's bytes in memory; `path` names the file in messages.
+Result<WeightsFile> parse_weights_file(std::string_view file, const std::string& path);
 
 }  // namespace ebb

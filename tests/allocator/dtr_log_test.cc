@@ -285,6 +285,14 @@ INSTANTIATE_TEST_SUITE_P(
                      START_LINE CONST_W
                      R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[2],"NAME":"f","TIME":"1"})",
                      4, "MUTATE index 2"},
+        // Summed unchecked, the two TIMEs overflowed the op-time clock (undefined behaviour).
+        MalformedLog{
+            "total_time_past_2_63",
+            START_LINE CONST_W
+            R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[0],"NAME":"f","TIME":"9223372036854775807"})"
+            "\n"
+            R"({"ARGS":["w"],"INSTRUCTION":"MUTATE","MUTATE":[0],"NAME":"g","TIME":"1"})",
+            5, "past 2^63 ns"},
         MalformedLog{
             "mutate_strings",
             START_LINE CONST_W

@@ -190,6 +190,13 @@ INSTANTIATE_TEST_SUITE_P(
                   "tensors[2].bytes"},
         Malformed{"negative dimension", [](Json& j) { j["tensors"][0]["shape"][1] = -4; },
                   "tensors[0].shape[1]"},
+        // 2^32 * 2^32 wraps to 0 elements, which a bytes of 0 would have matched.
+        Malformed{"shape past 2^64 bytes",
+                  [](Json& j) {
+                    j["tensors"][0]["shape"] = Json::array({4294967296LL, 4294967296LL});
+                    j["tensors"][0]["bytes"] = 0;
+                  },
+                  "tensors[0].shape[1]"},
         Malformed{"unknown kind", [](Json& j) { j["tensors"][2]["kind"] = "weights"; },
                   "tensors[2].kind"},
         Malformed{"unknown dtype", [](Json& j) { j["tensors"][2]["dtype"] = "f64"; },

@@ -3,11 +3,69 @@
 #include <array>
 #include <cstring>
 #include <fstream>
+#include <string_view>
 #include <utility>
 
 #include "tools/train/rng.h"
 
 namespace ebb::train {
+
+namespace {
+
+constexpr std::int64_t kTokenFileHeaderBytes = kTokenFileHeaderInts * sizeof(std::int32_t);
+
+Status check_token_file_length(std::int64_t file_bytes, const std::string& path) {
+  if (file_bytes < kTokenFileHeaderBytes) {
+    return invalid_argument("token file " + path + ": " + std::to_string(file_bytes) +
+                            " bytes, shorter than the 1024-byte header (truncated?)");
+  }
+  return ok_status();
+}
+
+// The token count the header promises, checked against the file's length and min_tokens.
+// REQUIRES: `header_bytes` holds kTokenFileHeaderBytes bytes.
+Result<std::int64_t> token_count_of(const char* header_bytes, std::int64_t file_bytes,
+                                    const std::string& path, std::int64_t min_tokens) {
+  std::array<std::int32_t, kTokenFileHeaderInts> header{};
+  std::memcpy(header.data(), header_bytes, kTokenFileHeaderBytes);
+  if (header[0] != kTokenFileMagic) {
+    return invalid_argument("token file " + path + ": magic " + std::to_string(header[0]) +
+                            ", expected " + std::to_string(kTokenFileMagic) +
+                            " (not an llm.c token file)");
+  }
+  if (header[1] != kTokenFileVersion) {
+    return invalid_argument("token file " + path + ": version " + std::to_string(header[1]) +
+                            ", expected " + std::to_string(kTokenFileVersion));
+  }
+  const std::int64_t count = header[2];
+  const std::int64_t expected = kTokenFileHeaderBytes + count * 2;
+  if (count < 0 || file_bytes != expected) {
+    return invalid_argument("token file " + path + ": header says " + std::to_string(count) +
+                            " tokens (" + std::to_string(expected) + " bytes) but the file has " +
+                            std::to_string(file_bytes) + " bytes" +
+                            (file_bytes < expected ? " (truncated)" : " (trailing bytes)"));
+  }
+  if (count < min_tokens) {
+    return invalid_argument("token file " + path + ": " + std::to_string(count) +
+                            " tokens, fewer than the " + std::to_string(min_tokens) +
+                            " one step needs (batch * seq + 1)");
+  }
+  return count;
+}
+
+Status check_token_ids(const std::vector<std::uint16_t>& tokens, int vocab,
+                       const std::string& path) {
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] >= vocab) {
+      return invalid_argument("token file " + path + ": token " + std::to_string(tokens[i]) +
+                              " at position " + std::to_string(i) + " is outside --vocab " +
+                              std::to_string(vocab));
+    }
+  }
+  return ok_status();
+}
+
+}  // namespace
 
 TokenData TokenData::synthetic(int vocab, std::int64_t tokens, std::uint64_t seed) {
   SplitMix64 rng(seed ^ 0x746f6b656e73ULL);  // "tokens": a stream apart from the weights'
@@ -28,50 +86,34 @@ Result<TokenData> TokenData::from_file(const std::string& path, int vocab,
                                        std::int64_t min_tokens) {
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return not_found("token file " + path + ": cannot open (" + std::strerror(errno) + ")");
-  const std::streamoff file_bytes = in.tellg();
+  const auto file_bytes = static_cast<std::int64_t>(in.tellg());
   in.seekg(0);
-  constexpr std::streamoff kHeaderBytes = kTokenFileHeaderInts * sizeof(std::int32_t);
-  if (file_bytes < kHeaderBytes) {
-    return invalid_argument("token file " + path + ": " + std::to_string(file_bytes) +
-                            " bytes, shorter than the 1024-byte header (truncated?)");
-  }
-  std::array<std::int32_t, kTokenFileHeaderInts> header{};
-  if (!in.read(reinterpret_cast<char*>(header.data()), kHeaderBytes)) {
+  EBB_RETURN_IF_ERROR(check_token_file_length(file_bytes, path));
+  std::array<char, kTokenFileHeaderBytes> header{};
+  if (!in.read(header.data(), kTokenFileHeaderBytes)) {
     return data_loss("token file " + path + ": cannot read the header");
   }
-  if (header[0] != kTokenFileMagic) {
-    return invalid_argument("token file " + path + ": magic " + std::to_string(header[0]) +
-                            ", expected " + std::to_string(kTokenFileMagic) +
-                            " (not an llm.c token file)");
-  }
-  if (header[1] != kTokenFileVersion) {
-    return invalid_argument("token file " + path + ": version " + std::to_string(header[1]) +
-                            ", expected " + std::to_string(kTokenFileVersion));
-  }
-  const std::int64_t count = header[2];
-  const std::streamoff expected = kHeaderBytes + count * 2;
-  if (count < 0 || file_bytes != expected) {
-    return invalid_argument("token file " + path + ": header says " + std::to_string(count) +
-                            " tokens (" + std::to_string(expected) + " bytes) but the file has " +
-                            std::to_string(file_bytes) + " bytes" +
-                            (file_bytes < expected ? " (truncated)" : " (trailing bytes)"));
-  }
-  if (count < min_tokens) {
-    return invalid_argument("token file " + path + ": " + std::to_string(count) +
-                            " tokens, fewer than the " + std::to_string(min_tokens) +
-                            " one step needs (batch * seq + 1)");
-  }
+  EBB_ASSIGN_OR_RETURN(const std::int64_t count,
+                       token_count_of(header.data(), file_bytes, path, min_tokens));
+  // Read in place rather than through from_bytes: a token file can be gigabytes.
   std::vector<std::uint16_t> tokens(static_cast<std::size_t>(count));
   if (!in.read(reinterpret_cast<char*>(tokens.data()), count * 2)) {
     return data_loss("token file " + path + ": cannot read " + std::to_string(count) + " tokens");
   }
-  for (std::size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] >= vocab) {
-      return invalid_argument("token file " + path + ": token " + std::to_string(tokens[i]) +
-                              " at position " + std::to_string(i) + " is outside --vocab " +
-                              std::to_string(vocab));
-    }
-  }
+  EBB_RETURN_IF_ERROR(check_token_ids(tokens, vocab, path));
+  return TokenData(std::move(tokens), path);
+}
+
+Result<TokenData> TokenData::from_bytes(std::string_view bytes, const std::string& path, int vocab,
+                                        std::int64_t min_tokens) {
+  const auto file_bytes = static_cast<std::int64_t>(bytes.size());
+  EBB_RETURN_IF_ERROR(check_token_file_length(file_bytes, path));
+  EBB_ASSIGN_OR_RETURN(const std::int64_t count,
+                       token_count_of(bytes.data(), file_bytes, path, min_tokens));
+  std::vector<std::uint16_t> tokens(static_cast<std::size_t>(count));
+  std::memcpy(tokens.data(), bytes.data() + kTokenFileHeaderBytes,
+              static_cast<std::size_t>(count) * 2);
+  EBB_RETURN_IF_ERROR(check_token_ids(tokens, vocab, path));
   return TokenData(std::move(tokens), path);
 }
 

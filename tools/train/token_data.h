@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels/status.h"
@@ -35,6 +36,9 @@ class TokenData {
   // magic or version, a header count that disagrees with the file's length (truncated or
   // trailing bytes), fewer than min_tokens tokens, or a token id >= vocab (with its position).
   static Result<TokenData> from_file(const std::string& path, int vocab, std::int64_t min_tokens);
+  // The same from a token file's bytes in memory; `path` names the file in messages.
+  static Result<TokenData> from_bytes(std::string_view bytes, const std::string& path, int vocab,
+                                      std::int64_t min_tokens);
   // Writes `tokens` in the token file format (for tests and tools).
   static Status write_file(const std::string& path, const std::vector<std::uint16_t>& tokens);
 
