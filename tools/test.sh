@@ -10,9 +10,10 @@
 #   6. tsan     build-tsan/ (RelWithDebInfo, ThreadSanitizer, no CUDA, no benchmarks, unity) and
 #               its ctest
 #               (the threaded layers: not the command line, nor the planner on the sim device)
-#   7. fuzz     build-fuzz/ (Clang, libFuzzer + ASan + UBSan, the fuzz targets and the libraries
-#               they link only) and each target for 20 s over a temporary copy of its corpus
-#               (tests/fuzz/); a crash, a leak, a sanitizer report or a timeout fails the stage
+#   7. fuzz     build-fuzz/ (Clang, libFuzzer + ASan + UBSan, the fuzz targets only: the parsers'
+#               own sources) and each target for 20 s, JOBS at a time, over a temporary copy of
+#               its corpus (tests/fuzz/); a crash, a leak, a sanitizer report or a timeout fails
+#               the stage
 # Stops at the first failing stage, exits non-zero, and says which stage failed.
 #   tools/test.sh               every stage
 #   tools/test.sh build asan    only the named stages
@@ -137,29 +138,45 @@ run_fuzz() {
   begin fuzz "libFuzzer targets of the parsers, ${fuzz_seconds} s each, in build-fuzz/"
   # -O2 and line tables, without -DNDEBUG: ebb's assertions stay on, since a broken invariant
   # is what a fuzzer is for. Unity, as the sanitizer stages; no tests, benchmarks nor CUDA,
-  # and only the fuzz_* targets are built, so only the libraries the parsers link are compiled.
+  # and only the fuzz_* targets are built: they compile the parsers' own sources
+  # (tests/fuzz/CMakeLists.txt), not the engine.
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1" -DEBB_FUZZ=ON -DEBB_CUDA=OFF \
     -DEBB_BUILD_TESTS=OFF -DEBB_BUILD_BENCHMARKS=OFF -DCMAKE_UNITY_BUILD=ON
   local targets=()
   for dir in tests/fuzz/corpus/*/; do targets+=("$(basename "$dir")"); done
   cmake --build build-fuzz -j"$jobs" --target "${targets[@]/#/fuzz_}"
-  local work
+  local work t i
   work=$(mktemp -d)
-  for t in "${targets[@]}"; do
-    # The fuzzer adds the inputs it finds to its corpus folder: a copy, never the repository's.
-    mkdir -p "$work/$t/corpus" "$work/$t/crash"
-    cp tests/fuzz/corpus/"$t"/* "$work/$t/corpus/"
-    echo "-- fuzz_$t: ${fuzz_seconds} s over $(ls "$work/$t/corpus" | wc -l) corpus files"
-    if ! build-fuzz/fuzz/fuzz_"$t" -max_total_time="$fuzz_seconds" -timeout=10 \
+  # $jobs targets at a time, each on one core; a batch's failures are reported once it ends.
+  for ((i = 0; i < ${#targets[@]}; i += jobs)); do
+    local batch=("${targets[@]:i:jobs}") pids=()
+    for t in "${batch[@]}"; do
+      # The fuzzer adds the inputs it finds to its corpus folder: a copy, never the repository's.
+      mkdir -p "$work/$t/corpus" "$work/$t/crash"
+      cp tests/fuzz/corpus/"$t"/* "$work/$t/corpus/"
+      echo "-- fuzz_$t: ${fuzz_seconds} s over $(ls "$work/$t/corpus" | wc -l) corpus files"
+      build-fuzz/fuzz/fuzz_"$t" -max_total_time="$fuzz_seconds" -timeout=10 \
         -print_final_stats=1 -artifact_prefix="$work/$t/crash/" "$work/$t/corpus" \
-        >"$work/$t/log" 2>&1; then
+        >"$work/$t/log" 2>&1 &
+      pids+=($!)
+    done
+    local failed=()
+    for ((j = 0; j < ${#batch[@]}; ++j)); do
+      t=${batch[j]}
+      if ! wait "${pids[j]}"; then
+        failed+=("$t")
+        continue
+      fi
+      echo "-- fuzz_$t: $(grep -E 'stat::(number_of_executed_units|average_exec_per_sec)' \
+        "$work/$t/log" | tr -s ' ' | tr '\n' ' ')"
+    done
+    for t in "${failed[@]}"; do
       tail -n 60 "$work/$t/log"
       echo "fuzz: fuzz_$t failed; its input is in $work/$t/crash/ (add it to" \
         "tests/fuzz/corpus/$t/ as regress-<cause> once the parser is fixed)" >&2
-      exit 1
-    fi
-    grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec' "$work/$t/log" || true
+    done
+    ((${#failed[@]} == 0)) || exit 1
   done
   rm -rf "$work"
   end
