@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tools/report/html_text.h"
+
 namespace ebb::cli {
 namespace {
 
@@ -48,33 +50,6 @@ std::string tick_label(double v, double step) {
 
 }  // namespace
 
-std::string xml_escape(const std::string& text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSeries>& series) {
   // The axes' ranges: x over every x; y from the floor to the highest point, with headroom.
   double x_min = 0, x_max = 1;
@@ -111,7 +86,7 @@ std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSer
          number(kHeight) + "\" viewBox=\"0 0 " + number(kWidth) + " " + number(kHeight) +
          "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  svg += "<text x=\"" + number(kLeft) + "\" y=\"22\" font-size=\"14\">" + xml_escape(spec.title) +
+  svg += "<text x=\"" + number(kLeft) + "\" y=\"22\" font-size=\"14\">" + report::html_escape(spec.title) +
          "</text>\n";
 
   // Axes and grid.
@@ -136,9 +111,9 @@ std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSer
            "\" text-anchor=\"end\">" + tick_label(y, y_step) + "</text>\n";
   }
   svg += "<text x=\"" + number(kLeft + plot_w / 2) + "\" y=\"" + number(kHeight - 15) +
-         "\" text-anchor=\"middle\">" + xml_escape(spec.x_label) + "</text>\n";
+         "\" text-anchor=\"middle\">" + report::html_escape(spec.x_label) + "</text>\n";
   svg += "<text transform=\"translate(18 " + number(kTop + plot_h / 2) +
-         ") rotate(-90)\" text-anchor=\"middle\">" + xml_escape(spec.y_label) + "</text>\n";
+         ") rotate(-90)\" text-anchor=\"middle\">" + report::html_escape(spec.y_label) + "</text>\n";
   svg += "</g>\n";
 
   // One path per series; a missing point ends a subpath.
@@ -160,10 +135,10 @@ std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSer
       markers += "<circle cx=\"" + number(px(spec.xs[k])) + "\" cy=\"" + number(py(*y)) +
                  "\" r=\"3\" fill=\"" + colour + "\"/>\n";
     }
-    svg += "<path class=\"series\" data-series=\"" + xml_escape(s.name) + "\" d=\"";
+    svg += "<path class=\"series\" data-series=\"" + report::html_escape(s.name) + "\" d=\"";
     svg += d;
     svg += "\" fill=\"none\" stroke=\"" + colour + "\" stroke-width=\"2\"/>\n";
-    svg += "<g class=\"markers\" data-series=\"" + xml_escape(s.name) + "\">\n";
+    svg += "<g class=\"markers\" data-series=\"" + report::html_escape(s.name) + "\">\n";
     svg += markers;
     svg += "</g>\n";
   }
@@ -177,12 +152,12 @@ std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSer
     svg += "<line x1=\"" + number(lx) + "\" y1=\"" + number(ly) + "\" x2=\"" + number(lx + 24) +
            "\" y2=\"" + number(ly) + "\" stroke=\"" + colour + "\" stroke-width=\"2\"/>\n";
     svg += "<text x=\"" + number(lx + 30) + "\" y=\"" + number(ly + 4) + "\">" +
-           xml_escape(series[i].name) + "</text>\n";
+           report::html_escape(series[i].name) + "</text>\n";
   }
   ly += 10;
   for (const std::string& note : spec.notes) {
     svg += "<text x=\"" + number(lx) + "\" y=\"" + number(ly) + "\" font-size=\"10\">" +
-           xml_escape(note) + "</text>\n";
+           report::html_escape(note) + "</text>\n";
     ly += 14;
   }
   svg += "</g>\n</svg>\n";

@@ -31,7 +31,4 @@ struct PlotSpec {
 // REQUIRES: every series has xs.size() ys. The document is well-formed XML; text is escaped.
 std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSeries>& series);
 
-// `text` with &, <, >, " and ' escaped for XML.
-std::string xml_escape(const std::string& text);
-
 }  // namespace ebb::cli

@@ -11,7 +11,8 @@
 
 namespace ebb::report {
 
-// Escapes &, <, >, " and ' for HTML text and attribute values.
+// Escapes &, <, >, " and ' for HTML text and attribute values, and for XML's (numeric
+// references only): the SVG plots of `ebb bench suite` (tools/svg_plot.h) use it too.
 std::string html_escape(std::string_view text);
 // "1.50 GiB", "512 B": powers of 1024.
 std::string human_bytes(std::size_t bytes);
