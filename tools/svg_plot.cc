@@ -86,8 +86,8 @@ std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSer
          number(kHeight) + "\" viewBox=\"0 0 " + number(kWidth) + " " + number(kHeight) +
          "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   svg += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  svg += "<text x=\"" + number(kLeft) + "\" y=\"22\" font-size=\"14\">" + report::html_escape(spec.title) +
-         "</text>\n";
+  svg += "<text x=\"" + number(kLeft) + "\" y=\"22\" font-size=\"14\">" +
+         report::html_escape(spec.title) + "</text>\n";
 
   // Axes and grid.
   svg += "<g class=\"axes\" stroke=\"#444\" stroke-width=\"1\">\n";
@@ -113,7 +113,8 @@ std::string render_line_plot_svg(const PlotSpec& spec, const std::vector<PlotSer
   svg += "<text x=\"" + number(kLeft + plot_w / 2) + "\" y=\"" + number(kHeight - 15) +
          "\" text-anchor=\"middle\">" + report::html_escape(spec.x_label) + "</text>\n";
   svg += "<text transform=\"translate(18 " + number(kTop + plot_h / 2) +
-         ") rotate(-90)\" text-anchor=\"middle\">" + report::html_escape(spec.y_label) + "</text>\n";
+         ") rotate(-90)\" text-anchor=\"middle\">" + report::html_escape(spec.y_label) +
+         "</text>\n";
   svg += "</g>\n";
 
   // One path per series; a missing point ends a subpath.
