@@ -278,7 +278,7 @@ SuiteCell run_trainer_cell(const SuiteWorkload& w, int percent, const char* poli
   cell.extra_compute_fraction =
       recompute_ms.empty() ? 0 : median(std::move(recompute_ms)) * 1e-3 / w.base_s;
   cell.peak_reserved_bytes = r->peak_reserved_bytes;
-  const std::int64_t steps = static_cast<std::int64_t>(r->steps.size());
+  const std::int64_t steps = o.steps;
   cell.swapped_bytes = (r->engine.swapped_out_bytes + r->engine.swapped_in_bytes) / steps;
   cell.evictions = r->engine.evictions / steps;
   cell.recomputed_ops = r->engine.recomputed_ops / steps;
