@@ -15,6 +15,18 @@
 namespace ebb {
 namespace {
 
+// The bytes write_weights_file writes for `w` (at `path`, removed again; empty if it failed).
+std::string written_bytes(const std::string& path, const WeightsFile& w) {
+  if (!write_weights_file(path, w).ok()) return {};
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  std::filesystem::remove(path);
+  return bytes;
+}
+
 // A weights file of `header` (a JSON object), padded as the format says, and no data.
 std::string weights_bytes_of_header(std::string header) {
   header.resize((header.size() + 7) / 8 * 8, ' ');
@@ -29,10 +41,8 @@ TEST(WeightsFileParse, ReadsBackWhatWasWritten) {
   WeightsFile w;
   w.tensors.push_back({"wte", {2, 2}, {1, 2, 3, 4}});
   w.metadata.emplace_back("step", "7");
-  ASSERT_TRUE(write_weights_file(path, w).ok());
-  std::ifstream in(path, std::ios::binary);
-  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  std::filesystem::remove(path);
+  const std::string bytes = written_bytes(path, w);
+  ASSERT_FALSE(bytes.empty()) << "write_weights_file failed";
 
   Result<WeightsFile> r = parse_weights_file(bytes, "w.safetensors");
   ASSERT_TRUE(r.ok()) << r.status().to_string();
@@ -48,10 +58,8 @@ TEST(WeightsFileParse, ReadsATensorWithoutElements) {
   const std::string path = ::testing::TempDir() + "/weights_file_empty.safetensors";
   WeightsFile w;
   w.tensors.push_back({"empty", {3, 0}, {}});
-  ASSERT_TRUE(write_weights_file(path, w).ok());
-  std::ifstream in(path, std::ios::binary);
-  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  std::filesystem::remove(path);
+  const std::string bytes = written_bytes(path, w);
+  ASSERT_FALSE(bytes.empty()) << "write_weights_file failed";
 
   Result<WeightsFile> r = parse_weights_file(bytes, "w.safetensors");
   ASSERT_TRUE(r.ok()) << r.status().to_string();
